@@ -1,0 +1,128 @@
+package testutil
+
+import (
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// SockDir returns a short temporary directory, removed after the test: unix
+// socket paths must fit in 107 bytes, which t.TempDir's often do not.
+func SockDir(t testing.TB) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "kt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// UDPSink is a UDP socket on 127.0.0.1 that records every datagram it gets.
+type UDPSink struct {
+	conn *net.UDPConn
+	mu   sync.Mutex
+	got  [][]byte
+	more chan struct{}
+	done chan struct{}
+}
+
+// NewUDPSink listens on a free loopback port until the test ends. Its
+// receive buffer is forced large (as root), so that bursts are not lost in
+// the kernel: loss must come only from the code under test.
+func NewUDPSink(t testing.TB) *UDPSink {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ForceReadBuffer(c, 64<<20)
+	s := &UDPSink{conn: c, more: make(chan struct{}, 1), done: make(chan struct{})}
+	go s.read()
+	t.Cleanup(func() { c.Close(); <-s.done })
+	return s
+}
+
+// ForceReadBuffer sets a socket's receive buffer beyond rmem_max where the
+// process may (root), and as large as allowed otherwise.
+func ForceReadBuffer(c interface {
+	SyscallConn() (syscall.RawConn, error)
+	SetReadBuffer(int) error
+}, n int) {
+	_ = c.SetReadBuffer(n)
+	if rc, err := c.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, n)
+		})
+	}
+}
+
+func (s *UDPSink) read() {
+	defer close(s.done)
+	buf := make([]byte, 65536)
+	for {
+		n, err := s.conn.Read(buf)
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		s.got = append(s.got, append([]byte(nil), buf[:n]...))
+		s.mu.Unlock()
+		select {
+		case s.more <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Addr is the sink's address as a katatrace flag takes it.
+func (s *UDPSink) Addr() string { return "udp://" + s.conn.LocalAddr().String() }
+
+// Got returns a copy of what arrived so far.
+func (s *UDPSink) Got() [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([][]byte(nil), s.got...)
+}
+
+// WaitFor waits until at least n datagrams arrived, or timeout; it returns
+// what arrived either way.
+func (s *UDPSink) WaitFor(n int, timeout time.Duration) [][]byte {
+	deadline := time.After(timeout)
+	for {
+		if got := s.Got(); len(got) >= n {
+			return got
+		}
+		select {
+		case <-s.more:
+		case <-deadline:
+			return s.Got()
+		}
+	}
+}
+
+// Quiet waits until nothing has arrived for d, and returns all that did.
+func (s *UDPSink) Quiet(d time.Duration) [][]byte {
+	for {
+		select {
+		case <-s.more:
+		case <-time.After(d):
+			return s.Got()
+		}
+	}
+}
+
+// Eventually polls cond every few milliseconds until it holds or timeout.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,303 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/katatrace/katatrace/internal/testutil"
+	"github.com/katatrace/katatrace/roles"
+)
+
+// TestMain lets the test binary be katatrace: called through a symlink named
+// after a role (or katatrace, or with KATATRACE_TEST_AS_MAIN=1), it runs
+// main's logic instead of the tests, as moby/sys/reexec tests do.
+func TestMain(m *testing.M) {
+	name := filepath.Base(os.Args[0])
+	if _, ok := roles.Lookup(name); ok || name == roles.BinaryName || os.Getenv("KATATRACE_TEST_AS_MAIN") == "1" {
+		os.Exit(roles.Main(os.Args, roles.Options{Version: "test"}))
+	}
+	os.Exit(m.Run())
+}
+
+var (
+	binOnce sync.Once
+	binDir  string
+)
+
+// bin returns the path of the test binary under a role's name.
+func bin(t *testing.T, name string) string {
+	t.Helper()
+	binOnce.Do(func() {
+		self, err := os.Executable()
+		if err != nil {
+			panic(err)
+		}
+		binDir, err = os.MkdirTemp("", "ktbin")
+		if err != nil {
+			panic(err)
+		}
+		names := []string{roles.BinaryName, "bogus-name"}
+		for _, r := range roles.All() {
+			names = append(names, r.Name)
+		}
+		for _, n := range names {
+			if err := os.Symlink(self, filepath.Join(binDir, n)); err != nil {
+				panic(err)
+			}
+		}
+	})
+	return filepath.Join(binDir, name)
+}
+
+// syncBuffer is a bytes.Buffer safe for a process to write while a test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// proc is a katatrace process started by a test; it is killed at cleanup if
+// still running.
+type proc struct {
+	t              *testing.T
+	cmd            *exec.Cmd
+	stdout, stderr syncBuffer
+	done           chan struct{}
+	err            error
+}
+
+func start(t *testing.T, env []string, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, cmd: exec.Command(bin(t, name), args...), done: make(chan struct{})}
+	p.cmd.Env = append(append(os.Environ(), "KATATRACE_TEST_AS_MAIN=1"), env...)
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("%s stderr:\n%s", name, p.stderr.String())
+		}
+	})
+	return p
+}
+
+// wait returns the exit code, failing the test after timeout.
+func (p *proc) wait(timeout time.Duration) int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		p.t.Fatalf("%s still running after %v; stderr:\n%s", p.cmd.Path, timeout, p.stderr.String())
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+func (p *proc) signal(sig os.Signal) {
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// waitLog waits for substr in the process's stderr (its log).
+func (p *proc) waitLog(substr string) {
+	p.t.Helper()
+	testutil.Eventually(p.t, 10*time.Second, fmt.Sprintf("log %q", substr), func() bool {
+		select {
+		case <-p.done:
+			p.t.Fatalf("process exited early: %v; stderr:\n%s", p.err, p.stderr.String())
+		default:
+		}
+		return strings.Contains(p.stderr.String(), substr)
+	})
+}
+
+// run runs a katatrace command to completion.
+func run(t *testing.T, env []string, name string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	p := start(t, env, name, args...)
+	code = p.wait(10 * time.Second)
+	return code, p.stdout.String(), p.stderr.String()
+}
+
+func TestEveryRoleByNameAndAsSubcommand(t *testing.T) {
+	for _, r := range roles.All() {
+		t.Run(r.Name, func(t *testing.T) {
+			code, out, _ := run(t, nil, r.Name, "--help")
+			if code != 0 || !strings.Contains(out, "Usage: "+r.Name) || !strings.Contains(out, "--log-format") {
+				t.Fatalf("%s --help: exit %d\n%s", r.Name, code, out)
+			}
+			code, out2, _ := run(t, nil, roles.BinaryName, r.Name, "--help")
+			if code != 0 || !strings.Contains(out2, "Usage: katatrace "+r.Name) {
+				t.Fatalf("katatrace %s --help: exit %d\n%s", r.Name, code, out2)
+			}
+			// The same flags either way, each with its environment twin.
+			for _, line := range strings.Split(out, "\n") {
+				if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], "--") && !strings.HasPrefix(f[0], "--help") && !strings.HasPrefix(f[0], "--version") {
+					flag, _, _ := strings.Cut(f[0], "=")
+					if !strings.Contains(out2, flag) {
+						t.Errorf("%s missing from the subcommand's help", flag)
+					}
+					env := "$KATATRACE_" + strings.ToUpper(strings.ReplaceAll(strings.TrimPrefix(flag, "--"), "-", "_"))
+					if !strings.Contains(out, env) {
+						t.Errorf("%s has no environment twin %s", flag, env)
+					}
+				}
+			}
+			code, out, _ = run(t, nil, r.Name, "--version")
+			if code != 0 || out != r.Name+" test\n" {
+				t.Fatalf("--version: exit %d, %q", code, out)
+			}
+		})
+	}
+}
+
+func TestVersionAndUnknownName(t *testing.T) {
+	if code, out, _ := run(t, nil, roles.BinaryName, "version"); code != 0 || out != "katatrace test\n" {
+		t.Fatalf("katatrace version: %d %q", code, out)
+	}
+	code, _, errOut := run(t, nil, "bogus-name")
+	if code != 2 || !strings.Contains(errOut, `unknown role "bogus-name"`) {
+		t.Fatalf("unknown name: exit %d\n%s", code, errOut)
+	}
+	for _, r := range roles.All() {
+		if !strings.Contains(errOut, r.Name) {
+			t.Errorf("role list lacks %s", r.Name)
+		}
+	}
+}
+
+func TestBadInputIsAUsageError(t *testing.T) {
+	tests := []struct {
+		name string
+		env  []string
+		args []string
+		want []string
+	}{
+		{"bad address", nil, []string{"vsock-to-udp-server", "--from", "nope"}, []string{"--from", `"nope"`, "example:"}},
+		{"bad address from env", []string{"KATATRACE_TO=tcp://127.0.0.1:1"}, []string{"vsock-to-udp-server"}, []string{"--to", "udp://", "KATATRACE_TO"}},
+		{"wrong scheme for the role", nil, []string{"jaeger-client-socat-redirector", "--from", "vsock://2:1"}, []string{"--from", "udp://", "example: udp://127.0.0.1:6831"}},
+		{"any CID to dial", nil, []string{"kata-journald-host-redirect", "--to", "vsock://any:5140"}, []string{"--to", "not \"any\""}},
+		{"bad size", nil, []string{"jaeger-client-socat-redirector", "--queue-bytes", "lots"}, []string{"--queue-bytes", "4MiB"}},
+		{"bad enum", nil, []string{"jaeger-client-socat-redirector", "--framing", "json"}, []string{"--framing", `"framed","raw"`, `"json"`}},
+		{"bad log level", nil, []string{"vsock-to-text-server", "--log-level", "loud"}, []string{"--log-level"}},
+		{"unknown flag", nil, []string{"vsock-to-text-server", "--frmo", "x"}, []string{"--frmo"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, errOut := run(t, tt.env, tt.args[0], tt.args[1:]...)
+			if code != 2 {
+				t.Fatalf("exit %d, want 2\n%s", code, errOut)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(errOut, w) {
+					t.Errorf("error lacks %q:\n%s", w, errOut)
+				}
+			}
+		})
+	}
+}
+
+func TestLinks(t *testing.T) {
+	dir := t.TempDir()
+	for range 2 { // idempotent
+		if code, _, errOut := run(t, nil, roles.BinaryName, "links", dir); code != 0 {
+			t.Fatalf("links: %d\n%s", code, errOut)
+		}
+	}
+	self, _ := os.Executable()
+	self, _ = filepath.EvalSymlinks(self)
+	for _, r := range roles.All() {
+		if got, err := os.Readlink(filepath.Join(dir, r.Name)); err != nil || got != self {
+			t.Errorf("%s -> %q, %v; want %s", r.Name, got, err, self)
+		}
+	}
+	// A file that is not a symlink is never replaced.
+	os.Remove(filepath.Join(dir, "vsock-to-text-server"))
+	os.WriteFile(filepath.Join(dir, "vsock-to-text-server"), []byte("mine"), 0o644)
+	code, _, errOut := run(t, nil, roles.BinaryName, "links", dir)
+	if b, _ := os.ReadFile(filepath.Join(dir, "vsock-to-text-server")); code == 0 || string(b) != "mine" || !strings.Contains(errOut, "not a symlink") {
+		t.Fatalf("links over a file: exit %d, file %q\n%s", code, b, errOut)
+	}
+}
+
+// notifySocket is a unixgram socket standing in for systemd's.
+func notifySocket(t *testing.T) (*net.UnixConn, string) {
+	path := filepath.Join(testutil.SockDir(t), "notify")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, path
+}
+
+func readNotify(t *testing.T, c *net.UnixConn, want string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 4096)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != want {
+		t.Fatalf("notify socket got %q, %v; want %q", buf[:n], err, want)
+	}
+}
+
+func TestSdNotifyReadyAndStopping(t *testing.T) {
+	for _, role := range []string{"vsock-to-udp-server", "vsock-to-text-server", "jaeger-client-socat-redirector"} {
+		t.Run(role, func(t *testing.T) {
+			ns, nsPath := notifySocket(t)
+			dir := testutil.SockDir(t)
+			host := filepath.Join(dir, "h_6831")
+			sink := testutil.NewUDPSink(t)
+			args := []string{"--from", "unix://" + host, "--to", sink.Addr()}
+			if role == "vsock-to-text-server" {
+				args = []string{"--from", "unix://" + host}
+			}
+			if role == "jaeger-client-socat-redirector" {
+				args = []string{"--from", "unixgram://" + filepath.Join(dir, "in"), "--to", "unix://" + host}
+			}
+			p := start(t, []string{"NOTIFY_SOCKET=" + nsPath}, role, args...)
+			readNotify(t, ns, "READY=1")
+			// READY means bound: the socket is there to use.
+			bound := host
+			if role == "jaeger-client-socat-redirector" {
+				bound = filepath.Join(dir, "in")
+			}
+			if _, err := os.Stat(bound); err != nil {
+				t.Fatalf("READY=1 before the socket was bound: %v", err)
+			}
+			p.signal(syscall.SIGTERM)
+			readNotify(t, ns, "STOPPING=1")
+			if code := p.wait(10 * time.Second); code != 0 {
+				t.Fatalf("exit %d after SIGTERM\n%s", code, p.stderr.String())
+			}
+		})
+	}
+}

@@ -1,0 +1,5 @@
+package netx
+
+import "syscall"
+
+const syscallEMFILE = syscall.EMFILE

@@ -1,0 +1,395 @@
+package netx
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ForwarderConfig configures the guest relay.
+type ForwarderConfig struct {
+	Kind Kind
+	// Raw sends bare payloads with no hello and no frames, for a host that
+	// runs socat. Datagram boundaries and flush answers are then lost.
+	Raw bool
+	// Dial opens the stream to the host; Target names it in logs.
+	Dial   func(ctx context.Context) (net.Conn, error)
+	Target string
+	// QueueBytes bounds what is held while the host is absent or slow.
+	QueueBytes int
+	// BackoffMin and BackoffMax bound the wait between reconnection attempts.
+	BackoffMin, BackoffMax time.Duration
+	Logger                 *slog.Logger
+}
+
+// Forwarder is the guest relay: datagrams go into a bounded queue, and one
+// reconnecting stream carries them to the host in order. Every datagram it
+// accepted is written whole or counted as dropped, never truncated; a frame
+// cut short by a broken connection is sent again, whole, on the next one.
+type Forwarder struct {
+	cfg  ForwarderConfig
+	q    *Queue
+	log  *slog.Logger
+	wbuf []byte // the batch being written; Run's alone
+	// pending is what a failed write left unsent (whole frames); Run's alone.
+	pending []byte
+
+	mu        sync.Mutex
+	requested uint64        // flush tickets handed out
+	answered  uint64        // flush requests answered by the host
+	inflight  int           // flush frames sent on this connection, unanswered
+	changed   chan struct{} // closed when answered moves
+
+	sent, sentBytes, connects, dialFailures, rejected atomic.Uint64
+	dropLog, rejectLog                                *Every
+}
+
+// ForwarderStats is a snapshot of a Forwarder's counters.
+type ForwarderStats struct {
+	Queue           QueueStats
+	Sent            uint64 // datagrams written to the host stream
+	SentBytes       uint64 // their payload bytes
+	Connects        uint64 // connections made
+	DialFailures    uint64 // attempts that failed
+	FlushesAnswered uint64
+}
+
+// NewForwarder returns a Forwarder; start it with Run.
+func NewForwarder(cfg ForwarderConfig) *Forwarder {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.BackoffMin <= 0 {
+		cfg.BackoffMin = 100 * time.Millisecond
+	}
+	cfg.BackoffMax = max(cfg.BackoffMax, cfg.BackoffMin)
+	return &Forwarder{
+		cfg:       cfg,
+		q:         NewQueue(cfg.QueueBytes),
+		log:       cfg.Logger,
+		wbuf:      make([]byte, 0, 4*MaxFrameSize),
+		pending:   make([]byte, 0, 4*MaxFrameSize),
+		changed:   make(chan struct{}),
+		dropLog:   NewEvery(5 * time.Second),
+		rejectLog: NewEvery(5 * time.Second),
+	}
+}
+
+// Stats returns a snapshot of the counters.
+func (f *Forwarder) Stats() ForwarderStats {
+	f.mu.Lock()
+	answered := f.answered
+	f.mu.Unlock()
+	return ForwarderStats{
+		Queue:           f.q.Stats(),
+		Sent:            f.sent.Load(),
+		SentBytes:       f.sentBytes.Load(),
+		Connects:        f.connects.Load(),
+		DialFailures:    f.dialFailures.Load(),
+		FlushesAnswered: answered,
+	}
+}
+
+// Send queues one datagram for the host. It never blocks: when the queue is
+// full the oldest datagrams make room, and the drop is counted and logged.
+func (f *Forwarder) Send(p []byte) {
+	dropped, ok := f.q.Push(p)
+	if !ok {
+		if ok, n := f.rejectLog.Allow(); ok {
+			f.log.Warn("datagram refused: a frame carries 1 to 65535 bytes",
+				"size", len(p), "refused_total", f.q.Stats().Rejected, "not_logged", n)
+		}
+		return
+	}
+	if dropped > 0 {
+		if ok, n := f.dropLog.Allow(); ok {
+			s := f.q.Stats()
+			f.log.Warn("queue full: dropped oldest datagrams",
+				"queue_bytes", f.q.Cap(), "dropped_total", s.Dropped, "dropped_bytes_total", s.DroppedBytes,
+				"target", f.cfg.Target, "not_logged", n)
+		}
+	}
+}
+
+// Write is Send for io.Writer users (one call, one datagram).
+func (f *Forwarder) Write(p []byte) (int, error) {
+	f.Send(p)
+	return len(p), nil
+}
+
+// Flush asks the host to confirm that it has handed every datagram queued
+// before this call to its sink, and waits for the answer or ctx. In raw mode
+// no answer can come: Flush returns once those datagrams are written.
+func (f *Forwarder) Flush(ctx context.Context) error {
+	f.mu.Lock()
+	f.requested++
+	ticket := f.requested
+	f.q.PushFlush() // under mu: markers leave the queue in ticket order
+	f.mu.Unlock()
+	for {
+		f.mu.Lock()
+		done, ch := f.answered >= ticket, f.changed
+		f.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			s := f.q.Stats()
+			return fmt.Errorf("flush to %s not answered: %w (%d datagrams, %d bytes still queued)",
+				f.cfg.Target, context.Cause(ctx), s.Queued, s.QueuedBytes)
+		}
+	}
+}
+
+func (f *Forwarder) answer(n int, onWire bool) {
+	f.mu.Lock()
+	// A flush asked again after a reconnect may be answered twice; an answer
+	// must never count for a flush not yet asked.
+	f.answered = min(f.answered+uint64(n), f.requested)
+	if onWire {
+		f.inflight -= n
+	}
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// ReadFrom reads datagrams from pc into the queue until ctx is done, then
+// keeps reading what is still in the socket until it is idle or drain
+// elapses, so a stop loses nothing that was already sent to the relay.
+func (f *Forwarder) ReadFrom(ctx context.Context, pc net.PacketConn, drain time.Duration) error {
+	buf := make([]byte, MaxDatagram+1) // one byte more, to see oversize datagrams
+	read := pc.ReadFrom
+	if r, ok := pc.(io.Reader); ok { // no address allocated per datagram
+		read = func(b []byte) (int, net.Addr, error) { n, err := r.Read(b); return n, nil, err }
+	}
+	stop := context.AfterFunc(ctx, func() { _ = pc.SetReadDeadline(time.Now()) })
+	defer stop()
+	var drainUntil time.Time
+	for {
+		n, _, err := read(buf)
+		if n > 0 || (err == nil && n == 0) {
+			f.Send(buf[:n])
+		}
+		if err == nil {
+			if !drainUntil.IsZero() {
+				_ = pc.SetReadDeadline(earliest(drainUntil, time.Now().Add(drainIdle)))
+			}
+			continue
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read datagrams: %w", err)
+		}
+		if ctx.Err() == nil { // a deadline that was not ours
+			continue
+		}
+		if drainUntil.IsZero() {
+			drainUntil = time.Now().Add(drain)
+			_ = pc.SetReadDeadline(earliest(drainUntil, time.Now().Add(drainIdle)))
+			continue
+		}
+		return nil
+	}
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// drainIdle is how long the socket must stay quiet for a drain to end.
+const drainIdle = 50 * time.Millisecond
+
+// Run connects to the host and sends what the queue holds, reconnecting
+// with capped, jittered exponential backoff, until ctx is done.
+func (f *Forwarder) Run(ctx context.Context) error {
+	backoff, failures := f.cfg.BackoffMin, 0
+	for {
+		conn, err := f.cfg.Dial(ctx)
+		if ctx.Err() != nil {
+			if conn != nil {
+				_ = conn.Close()
+			}
+			return nil
+		}
+		if err != nil {
+			f.dialFailures.Add(1)
+			failures++
+			lvl := slog.LevelDebug
+			if failures == 1 {
+				lvl = slog.LevelWarn
+			}
+			f.log.Log(ctx, lvl, "host not reachable; queueing datagrams and retrying",
+				"target", f.cfg.Target, "err", err, "attempt", failures, "retry_in", backoff.String())
+			t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+			backoff = min(2*backoff, f.cfg.BackoffMax)
+			continue
+		}
+		f.connects.Add(1)
+		f.log.Info("connected to host", "target", f.cfg.Target, "framing", f.framing(),
+			"failed_attempts", failures, "queued", f.q.Stats().Queued)
+		backoff, failures = f.cfg.BackoffMin, 0
+		err = f.session(ctx, conn)
+		_ = conn.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		s := f.q.Stats()
+		f.log.Warn("connection to host lost; reconnecting", "target", f.cfg.Target, "err", err,
+			"queued", s.Queued, "unsent_bytes", len(f.pending))
+	}
+}
+
+func (f *Forwarder) framing() string {
+	if f.cfg.Raw {
+		return "raw"
+	}
+	return "framed"
+}
+
+// session sends on one connection until it fails or ctx is done.
+func (f *Forwarder) session(ctx context.Context, conn net.Conn) error {
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	dead := make(chan error, 1)
+	readerDone := make(chan struct{})
+	go func() { dead <- f.readAnswers(conn); close(readerDone) }()
+	// The reader must be gone before the next session counts in-flight
+	// flushes, so its last answers are not credited to the wrong connection.
+	defer func() { _ = conn.Close(); <-readerDone }()
+
+	raw := f.cfg.Raw
+	if !raw {
+		// Flush requests the last connection took to its grave are asked
+		// again first: they stay in flight, now on this connection.
+		f.mu.Lock()
+		carried := f.inflight
+		f.mu.Unlock()
+		b := AppendHello(f.wbuf[:0], f.cfg.Kind)
+		for range carried {
+			b = AppendFrame(b, nil)
+		}
+		if _, err := conn.Write(b); err != nil {
+			return fmt.Errorf("write to host: %w", err)
+		}
+	}
+	if len(f.pending) > 0 {
+		if err := f.send(conn, f.pending); err != nil {
+			return err
+		}
+	}
+	for {
+		b := f.q.Pop(f.wbuf[:0], raw)
+		if len(b.Buf) == 0 && b.Flushes == 0 {
+			select {
+			case <-f.q.Ready():
+				continue
+			case err := <-dead:
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if len(b.Buf) > 0 {
+			if err := f.send(conn, b.Buf); err != nil {
+				return err
+			}
+		}
+		if raw && b.Flushes > 0 {
+			f.answer(b.Flushes, false)
+		}
+	}
+}
+
+// send writes b, which holds whole frames (or, raw, one payload). What did
+// not go out whole is kept in pending for the next connection.
+func (f *Forwarder) send(conn net.Conn, b []byte) error {
+	n, err := conn.Write(b)
+	done := n
+	if f.cfg.Raw {
+		if n < len(b) {
+			done = 0
+		} else {
+			f.sent.Add(1)
+			f.sentBytes.Add(uint64(n))
+		}
+	} else {
+		var datagrams, bytes, flushes int
+		done, datagrams, bytes, flushes = walkFrames(b[:n])
+		f.sent.Add(uint64(datagrams))
+		f.sentBytes.Add(uint64(bytes))
+		if flushes > 0 {
+			f.mu.Lock()
+			f.inflight += flushes
+			f.mu.Unlock()
+		}
+	}
+	if err != nil {
+		f.pending = append(f.pending[:0], b[done:]...)
+		return fmt.Errorf("write to host: %w", err)
+	}
+	f.pending = f.pending[:0]
+	return nil
+}
+
+// walkFrames measures the whole frames at the start of b.
+func walkFrames(b []byte) (done, datagrams, bytes, flushes int) {
+	for done+FrameHeaderSize <= len(b) {
+		size := int(binary.BigEndian.Uint32(b[done:]))
+		if done+FrameHeaderSize+size > len(b) {
+			break
+		}
+		done += FrameHeaderSize + size
+		if size == 0 {
+			flushes++
+		} else {
+			datagrams++
+			bytes += size
+		}
+	}
+	return done, datagrams, bytes, flushes
+}
+
+// readAnswers reads the host's side of the stream: flush answers in framed
+// mode, nothing in raw mode. It returns when the stream ends.
+func (f *Forwarder) readAnswers(conn net.Conn) error {
+	if f.cfg.Raw {
+		_, err := io.Copy(io.Discard, conn)
+		if err == nil {
+			err = io.EOF
+		}
+		return err
+	}
+	var h [FrameHeaderSize]byte
+	for {
+		if _, err := io.ReadFull(conn, h[:]); err != nil {
+			return fmt.Errorf("read from host: %w", err)
+		}
+		if n := binary.BigEndian.Uint32(h[:]); n != 0 {
+			return protoErr("host sent a frame of %d bytes; a host only sends empty flush answers", n)
+		}
+		f.answer(1, true)
+	}
+}

@@ -1,0 +1,201 @@
+package netx
+
+import (
+	"encoding/binary"
+	"sync"
+)
+
+// Queue is a bounded FIFO of datagrams and flush markers, kept in one ring of
+// bytes in wire format (4-byte length, payload), so that taking a batch out is
+// a copy and adding one allocates nothing. When a datagram does not fit, the
+// oldest are dropped, and counted, until it does.
+type Queue struct {
+	mu    sync.Mutex
+	ring  []byte
+	head  int // offset of the oldest record
+	used  int // bytes in use
+	recs  int // records in the ring, flush markers included
+	ready chan struct{}
+	stats QueueStats
+	// owedFlushes counts flush markers pushed out by drop-oldest: the data
+	// before them is gone, but their waiters still need an answer.
+	owedFlushes int
+}
+
+// QueueStats counts what passed through a Queue.
+type QueueStats struct {
+	Enqueued     uint64 // datagrams accepted
+	Dequeued     uint64 // datagrams taken out for sending
+	Dropped      uint64 // datagrams dropped, oldest first, to make room
+	DroppedBytes uint64 // their payload bytes
+	Rejected     uint64 // datagrams refused: empty, above MaxDatagram or above the queue size
+	Queued       int    // datagrams waiting now
+	QueuedBytes  int    // bytes waiting now, 4 bytes of framing each included
+}
+
+// NewQueue returns a queue holding at most maxBytes, counting 4 bytes of
+// framing per datagram. maxBytes is raised to MaxFrameSize if smaller, so
+// that any datagram fits.
+func NewQueue(maxBytes int) *Queue {
+	maxBytes = max(maxBytes, MaxFrameSize)
+	return &Queue{ring: make([]byte, maxBytes), ready: make(chan struct{}, 1)}
+}
+
+// Cap is the queue's size in bytes.
+func (q *Queue) Cap() int { return len(q.ring) }
+
+// Ready is signalled after a push; a consumer waits on it when Pop gave nothing.
+func (q *Queue) Ready() <-chan struct{} { return q.ready }
+
+func (q *Queue) signal() {
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+// Push adds a copy of datagram p and returns how many older datagrams it
+// dropped to make room. It returns false when p itself is refused (empty or
+// larger than MaxDatagram), which is counted in Rejected.
+func (q *Queue) Push(p []byte) (dropped int, ok bool) {
+	if len(p) == 0 || len(p) > MaxDatagram {
+		q.mu.Lock()
+		q.stats.Rejected++
+		q.mu.Unlock()
+		return 0, false
+	}
+	q.mu.Lock()
+	dropped = q.makeRoom(FrameHeaderSize + len(p))
+	q.put(p)
+	q.stats.Enqueued++
+	q.stats.Queued++
+	q.mu.Unlock()
+	q.signal()
+	return dropped, true
+}
+
+// PushFlush adds a flush marker behind every datagram pushed so far.
+func (q *Queue) PushFlush() {
+	q.mu.Lock()
+	q.makeRoom(FrameHeaderSize)
+	q.put(nil)
+	q.mu.Unlock()
+	q.signal()
+}
+
+// makeRoom drops the oldest records until n more bytes fit.
+func (q *Queue) makeRoom(n int) (dropped int) {
+	for len(q.ring)-q.used < n {
+		size := q.headLen()
+		q.advance(FrameHeaderSize + size)
+		if size == 0 {
+			q.owedFlushes++
+			continue
+		}
+		dropped++
+		q.stats.Dropped++
+		q.stats.DroppedBytes += uint64(size)
+		q.stats.Queued--
+	}
+	return dropped
+}
+
+func (q *Queue) headLen() int {
+	var h [FrameHeaderSize]byte
+	q.read(h[:], q.head)
+	return int(binary.BigEndian.Uint32(h[:]))
+}
+
+func (q *Queue) advance(n int) {
+	q.head = (q.head + n) % len(q.ring)
+	q.used -= n
+	q.recs--
+}
+
+// put appends a record; room was made.
+func (q *Queue) put(p []byte) {
+	var h [FrameHeaderSize]byte
+	binary.BigEndian.PutUint32(h[:], uint32(len(p)))
+	tail := (q.head + q.used) % len(q.ring)
+	tail = q.write(h[:], tail)
+	q.write(p, tail)
+	q.used += FrameHeaderSize + len(p)
+	q.recs++
+}
+
+// write copies p into the ring at off, wrapping, and returns the end offset.
+func (q *Queue) write(p []byte, off int) int {
+	n := copy(q.ring[off:], p)
+	if n < len(p) {
+		return copy(q.ring, p[n:])
+	}
+	return (off + n) % len(q.ring)
+}
+
+// read copies len(p) bytes from the ring at off, wrapping.
+func (q *Queue) read(p []byte, off int) {
+	n := copy(p, q.ring[off:])
+	copy(p[n:], q.ring)
+}
+
+// Batch is what one Pop took out of the queue.
+type Batch struct {
+	Buf       []byte // the records, in wire format unless popped raw
+	Datagrams int
+	Flushes   int // flush markers, owed ones included
+}
+
+// Pop appends whole records to dst, in wire format, while they fit in
+// cap(dst), and reports what it took. With raw set it appends payloads only,
+// at most one datagram, for peers that cannot frame.
+func (q *Queue) Pop(dst []byte, raw bool) Batch {
+	b := Batch{Buf: dst}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.owedFlushes > 0 {
+		for ; q.owedFlushes > 0 && (raw || cap(b.Buf)-len(b.Buf) >= FrameHeaderSize); q.owedFlushes-- {
+			if !raw {
+				b.Buf = AppendFrame(b.Buf, nil)
+			}
+			b.Flushes++
+		}
+	}
+	for q.recs > 0 {
+		size := q.headLen()
+		n := FrameHeaderSize + size
+		if raw {
+			if size > 0 && b.Datagrams > 0 {
+				break
+			}
+			n = size
+		}
+		if cap(b.Buf)-len(b.Buf) < n {
+			break
+		}
+		off := q.head
+		if raw {
+			off = (off + FrameHeaderSize) % len(q.ring)
+		}
+		l := len(b.Buf)
+		b.Buf = b.Buf[:l+n]
+		q.read(b.Buf[l:], off)
+		q.advance(FrameHeaderSize + size)
+		if size == 0 {
+			b.Flushes++
+			continue
+		}
+		b.Datagrams++
+		q.stats.Dequeued++
+		q.stats.Queued--
+	}
+	return b
+}
+
+// Stats returns a snapshot of the counters.
+func (q *Queue) Stats() QueueStats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s := q.stats
+	s.QueuedBytes = q.used
+	return s
+}

@@ -1,0 +1,378 @@
+package netx
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/katatrace/katatrace/internal/testutil"
+)
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
+
+// testHost is a host relay on a unix socket (the hybrid vsock transport).
+type testHost struct {
+	srv  *Server
+	done chan error
+}
+
+func startHost(t *testing.T, path string, sink Sink) *testHost {
+	t.Helper()
+	ln, err := Listen(MustParseAddr("unix://" + path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &testHost{
+		srv:  NewServer(ServerConfig{Kind: KindJaeger, Sink: sink, Logger: testLogger(t)}),
+		done: make(chan error, 1),
+	}
+	go func() { h.done <- h.srv.Serve(ln, "unix://"+path) }()
+	t.Cleanup(func() { h.stop(t) })
+	return h
+}
+
+func (h *testHost) stop(t *testing.T) {
+	if h.done == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.srv.Shutdown(ctx); err != nil {
+		t.Errorf("host shutdown: %v", err)
+	}
+	if err := <-h.done; err != nil {
+		t.Errorf("host serve: %v", err)
+	}
+	h.done = nil
+}
+
+func udpSink(t *testing.T) (*testutil.UDPSink, *PacketSink) {
+	s := testutil.NewUDPSink(t)
+	ps, err := DialPacketSink(MustParseAddr(s.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ps.Close() })
+	return s, ps
+}
+
+// testGuest is a guest relay reading UDP on loopback.
+type testGuest struct {
+	fw     *Forwarder
+	pc     net.PacketConn
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func startGuest(t *testing.T, path string, queueBytes int) *testGuest {
+	t.Helper()
+	pc, err := ListenPacket(MustParseAddr("udp://127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.ForceReadBuffer(pc.(*net.UDPConn), 32<<20)
+	to := MustParseAddr("unix://" + path)
+	g := &testGuest{pc: pc, fw: NewForwarder(ForwarderConfig{
+		Kind:       KindJaeger,
+		Dial:       func(ctx context.Context) (net.Conn, error) { return Dial(ctx, to) },
+		Target:     to.String(),
+		QueueBytes: queueBytes,
+		BackoffMin: 5 * time.Millisecond,
+		BackoffMax: 20 * time.Millisecond,
+		Logger:     testLogger(t),
+	})}
+	ctx, cancel := context.WithCancel(context.Background())
+	g.cancel = cancel
+	g.wg.Add(2)
+	go func() { defer g.wg.Done(); _ = g.fw.Run(ctx) }()
+	go func() { defer g.wg.Done(); _ = g.fw.ReadFrom(ctx, pc, time.Second) }()
+	t.Cleanup(func() { g.cancel(); g.wg.Wait(); pc.Close() })
+	return g
+}
+
+func (g *testGuest) sender(t *testing.T) net.Conn {
+	c, err := net.Dial("udp", g.pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// payload makes datagram seq of a peer: an 8-byte header, then bytes that
+// depend on all three, so any truncation, split, merge or mix-up shows.
+func payload(peer, seq, size int) []byte {
+	p := make([]byte, max(size, 8))
+	binary.BigEndian.PutUint32(p, uint32(peer))
+	binary.BigEndian.PutUint32(p[4:], uint32(seq))
+	for i := 8; i < len(p); i++ {
+		p[i] = byte(i*31 + peer*7 + seq*13)
+	}
+	return p[:size]
+}
+
+func TestRelayKeepsEveryDatagramWhole(t *testing.T) {
+	path := filepath.Join(testutil.SockDir(t), "h_6831")
+	sink, ps := udpSink(t)
+	startHost(t, path, ps)
+	g := startGuest(t, path, 4<<20)
+	c := g.sender(t)
+
+	sizes := []int{1, 100, 1000, 8192, 8193, 20000, 60000, 65000}
+	var want [][]byte
+	for round := range 3 {
+		for i, size := range sizes {
+			p := payload(round, i, size)
+			if size < 8 {
+				p = []byte{byte(round)}
+			}
+			want = append(want, p)
+			if _, err := c.Write(p); err != nil {
+				t.Fatalf("send %d bytes: %v", size, err)
+			}
+		}
+	}
+	got := sink.WaitFor(len(want), 10*time.Second)
+	got = append(got, sink.Quiet(100 * time.Millisecond)[len(got):]...)
+	if len(got) != len(want) {
+		t.Fatalf("sink got %d datagrams, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("datagram %d: got %d bytes, want %d (byte-equal: false)", i, len(got[i]), len(want[i]))
+		}
+	}
+}
+
+func TestServerManyPeersAndBadOnes(t *testing.T) {
+	path := filepath.Join(testutil.SockDir(t), "h_6831")
+	sink, ps := udpSink(t)
+	h := startHost(t, path, ps)
+	to := MustParseAddr("unix://" + path)
+
+	// Hostile or broken peers, connected among the good ones.
+	bad := map[string][]byte{
+		"1 GiB length":      append(AppendHello(nil, KindJaeger), 0x40, 0, 0, 0, 'x'),
+		"wrong version":     []byte("KTRC\x09\x01\x00\x00garbage"),
+		"text to jaeger":    append(AppendHello(nil, KindText), AppendFrame(nil, []byte("hi"))...),
+		"cut inside frame":  append(AppendHello(nil, KindJaeger), 0, 0, 3, 0, 'p', 'a', 'r', 't'),
+		"random after good": append(AppendHello(nil, KindJaeger), 0xde, 0xad, 0xbe, 0xef, 1, 2, 3),
+	}
+	var badWG sync.WaitGroup
+	for name, b := range bad {
+		badWG.Add(1)
+		go func() {
+			defer badWG.Done()
+			c, err := net.Dial("unix", path)
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+				return
+			}
+			defer c.Close()
+			c.Write(b)
+			if name == "cut inside frame" {
+				return // hang up mid-frame
+			}
+			// The server must hang up on us.
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.Copy(io.Discard, c); err != nil {
+				t.Errorf("%s: server did not close the connection: %v", name, err)
+			}
+		}()
+	}
+
+	const peers, each = 50, 40
+	var wg sync.WaitGroup
+	for peer := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fw := NewForwarder(ForwarderConfig{
+				Kind: KindJaeger, Target: to.String(), QueueBytes: 4 << 20,
+				Dial:   func(ctx context.Context) (net.Conn, error) { return Dial(ctx, to) },
+				Logger: slog.New(slog.DiscardHandler),
+			})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { fw.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+			for seq := range each {
+				fw.Send(payload(peer, seq, 8+(peer*977+seq*131)%9000))
+			}
+			fctx, fcancel := context.WithTimeout(ctx, 20*time.Second)
+			defer fcancel()
+			if err := fw.Flush(fctx); err != nil {
+				t.Errorf("peer %d: %v", peer, err)
+			}
+		}()
+	}
+	wg.Wait()
+	badWG.Wait()
+
+	got := sink.Quiet(200 * time.Millisecond)
+	next := make([]int, peers)
+	for _, p := range got {
+		peer, seq := int(binary.BigEndian.Uint32(p)), int(binary.BigEndian.Uint32(p[4:]))
+		if peer >= peers {
+			t.Fatalf("a datagram not sent by a good peer reached the sink: % x", p[:min(len(p), 16)])
+		}
+		if seq != next[peer] || !bytes.Equal(p, payload(peer, seq, 8+(peer*977+seq*131)%9000)) {
+			t.Fatalf("peer %d: got datagram %d (%d bytes), want %d intact", peer, seq, len(p), next[peer])
+		}
+		next[peer]++
+	}
+	if len(got) != peers*each {
+		t.Fatalf("sink got %d datagrams, want %d", len(got), peers*each)
+	}
+	if n := h.srv.Stats().ProtocolErrors.Load(); n != 4 {
+		t.Errorf("protocol errors = %d, want 4 (1 GiB, version, kind, random)", n)
+	}
+}
+
+func TestGuestQueuesWhileHostIsAway(t *testing.T) {
+	path := filepath.Join(testutil.SockDir(t), "h_6831")
+	sink, ps := udpSink(t)
+	const size, fit, extra = 1000, 100, 150
+	g := startGuest(t, path, fit*(FrameHeaderSize+size))
+	c := g.sender(t)
+
+	// No host yet: the guest keeps the newest that fit, and counts the rest.
+	for seq := range fit + extra {
+		c.Write(payload(0, seq, size))
+	}
+	testutil.Eventually(t, 5*time.Second, "the guest to read every datagram", func() bool {
+		return g.fw.Stats().Queue.Enqueued == fit+extra
+	})
+	if s := g.fw.Stats(); s.Queue.Dropped != extra || s.Queue.Queued != fit || s.DialFailures == 0 {
+		t.Fatalf("stats = %+v, want %d dropped, %d queued, dial failures", s, extra, fit)
+	}
+
+	h := startHost(t, path, ps)
+	got := sink.WaitFor(fit, 10*time.Second)
+	for i, p := range got {
+		if !bytes.Equal(p, payload(0, extra+i, size)) {
+			t.Fatalf("datagram %d is not the %dth sent", i, extra+i)
+		}
+	}
+	if len(got) != fit {
+		t.Fatalf("got %d, want %d", len(got), fit)
+	}
+
+	// The host goes away and comes back: what was sent meanwhile arrives.
+	h.stop(t)
+	failures := g.fw.Stats().DialFailures
+	testutil.Eventually(t, 5*time.Second, "the guest to notice the host left", func() bool {
+		return g.fw.Stats().DialFailures > failures
+	})
+	for seq := range 20 {
+		c.Write(payload(1, seq, size))
+	}
+	testutil.Eventually(t, 5*time.Second, "the guest to read 20 more", func() bool {
+		return g.fw.Stats().Queue.Enqueued == fit+extra+20
+	})
+	startHost(t, path, ps)
+	got = sink.WaitFor(fit+20, 10*time.Second)
+	if len(got) != fit+20 {
+		t.Fatalf("after the host came back: %d datagrams, want %d", len(got), fit+20)
+	}
+	for i, p := range got[fit:] {
+		if !bytes.Equal(p, payload(1, i, size)) {
+			t.Fatalf("datagram %d after reconnect differs", i)
+		}
+	}
+	if s := g.fw.Stats(); s.Queue.Dropped != extra || s.Connects != 2 {
+		t.Fatalf("stats = %+v, want %d dropped and 2 connections", s, extra)
+	}
+}
+
+func TestGuestDrainsSocketOnStop(t *testing.T) {
+	path := filepath.Join(testutil.SockDir(t), "h_6831")
+	sink, ps := udpSink(t)
+	startHost(t, path, ps)
+	g := startGuest(t, path, 4<<20)
+	c := g.sender(t)
+	for seq := range 500 {
+		c.Write(payload(0, seq, 2000))
+	}
+	g.cancel() // stop reading at once: what is in the socket must still be read
+	g.wg.Wait()
+	// The sender was cancelled too; a new run delivers what was queued.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { g.fw.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	fctx, fcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer fcancel()
+	if err := g.fw.Flush(fctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := sink.Quiet(100 * time.Millisecond); len(got) != 500 {
+		t.Fatalf("got %d of 500 datagrams after a stop", len(got))
+	}
+}
+
+func TestFlushTimesOutWithoutHost(t *testing.T) {
+	path := filepath.Join(testutil.SockDir(t), "nobody")
+	g := startGuest(t, path, 1<<20)
+	g.fw.Send([]byte("x"))
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err := g.fw.Flush(ctx)
+	if err == nil || !bytesContains(err.Error(), "1 datagrams") {
+		t.Fatalf("Flush = %v, want a timeout naming what is queued", err)
+	}
+}
+
+func bytesContains(s, sub string) bool { return bytes.Contains([]byte(s), []byte(sub)) }
+
+func TestListenUnixReplacesStaleSocket(t *testing.T) {
+	path := filepath.Join(testutil.SockDir(t), "stale")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close() // leaves the file, as a killed process would
+	a := MustParseAddr("unix://" + path)
+	ln2, err := Listen(a)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	defer ln2.Close()
+	if _, err := Listen(a); err == nil || !bytesContains(err.Error(), "another process is listening") {
+		t.Fatalf("second listener on a live socket: %v", err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPeerNames(t *testing.T) {
+	path := filepath.Join(testutil.SockDir(t), "vm1_6831")
+	if got := peerName(fakeConn{}, "unix://"+path, 3); got != fmt.Sprintf("unix://%s#3", path) {
+		t.Fatalf("peer name = %q", got)
+	}
+}
+
+type fakeConn struct{ net.Conn }
+
+func (fakeConn) RemoteAddr() net.Addr { return &net.UnixAddr{Net: "unix"} }

@@ -1,0 +1,304 @@
+package netx
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Sink takes whole datagrams from the host relay.
+type Sink interface {
+	// Send hands one whole datagram on. p is valid only during the call;
+	// peer names the guest it came from. Send may be called concurrently.
+	Send(p []byte, peer string) error
+	// Flush returns once everything sent so far has been handed on.
+	Flush() error
+}
+
+// ServerConfig configures the host relay.
+type ServerConfig struct {
+	// Kind is what this server carries; a framed peer announcing another
+	// kind is refused.
+	Kind Kind
+	Sink Sink
+	// RawSplit returns, per raw (socat) connection, a split function that
+	// recovers datagram boundaries from the byte stream. Nil means each read
+	// is one datagram, as socat itself does.
+	RawSplit func(peer string) bufio.SplitFunc
+	Logger   *slog.Logger
+}
+
+// Server is the host relay: it accepts any number of guest streams, framed
+// or raw, and hands each datagram whole to the Sink. A peer that breaks the
+// protocol is logged and cut off; the others keep going.
+type Server struct {
+	cfg ServerConfig
+	log *slog.Logger
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]struct{}
+	draining  atomic.Bool
+	drainEnd  time.Time
+	wg        sync.WaitGroup
+	seq       atomic.Uint64
+
+	stats    ServerStats
+	sinkLog  *Every
+	protoLog *Every
+}
+
+// ServerStats counts what a Server has done; read it with Stats.
+type ServerStats struct {
+	Accepted       atomic.Uint64
+	Active         atomic.Int64
+	Datagrams      atomic.Uint64
+	Bytes          atomic.Uint64
+	Flushes        atomic.Uint64
+	ProtocolErrors atomic.Uint64
+	SinkErrors     atomic.Uint64
+}
+
+// NewServer returns a Server; give it listeners with Serve.
+func NewServer(cfg ServerConfig) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Server{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[net.Conn]struct{}{},
+		sinkLog:   NewEvery(5 * time.Second),
+		protoLog:  NewEvery(time.Second),
+	}
+}
+
+// Stats gives the live counters.
+func (s *Server) Stats() *ServerStats { return &s.stats }
+
+// Serve accepts connections on ln until Shutdown or a fatal accept error.
+// name identifies the listener in peer names (its address).
+func (s *Server) Serve(ln net.Listener, name string) error {
+	s.mu.Lock()
+	if s.draining.Load() {
+		s.mu.Unlock()
+		return ln.Close()
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if s.draining.Load() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE) {
+				// Out of fds or a passing error: wait a little, keep serving.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "listener", name, "err", err, "retry_in", delay.String())
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("accept on %s: %w", name, err)
+		}
+		delay = 0
+		peer := peerName(conn, name, s.seq.Add(1))
+		s.mu.Lock()
+		if s.draining.Load() {
+			s.mu.Unlock()
+			_ = conn.Close()
+			return nil
+		}
+		s.conns[conn] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.handle(conn, peer)
+	}
+}
+
+func peerName(conn net.Conn, listener string, seq uint64) string {
+	ra := conn.RemoteAddr()
+	if ra == nil || ra.String() == "" || ra.String() == "@" {
+		// Unix peers are unnamed: the listener path says which VM it is.
+		return fmt.Sprintf("%s#%d", listener, seq)
+	}
+	return ra.Network() + ":" + ra.String()
+}
+
+// Shutdown stops accepting, lets every connection hand on what it has
+// already received (until it has been idle a moment, or ctx ends), flushes
+// the sink, and closes everything.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining.Store(true)
+	if dl, ok := ctx.Deadline(); ok {
+		s.drainEnd = dl
+	} else {
+		s.drainEnd = time.Now().Add(time.Minute)
+	}
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	for c := range s.conns {
+		_ = c.SetReadDeadline(earliest(s.drainEnd, time.Now().Add(drainIdle)))
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.mu.Lock()
+		n := len(s.conns)
+		for c := range s.conns {
+			_ = c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+		err = fmt.Errorf("drain cut short with %d connections still sending: %w", n, context.Cause(ctx))
+	}
+	if ferr := s.cfg.Sink.Flush(); ferr != nil {
+		err = errors.Join(err, fmt.Errorf("flush sink: %w", ferr))
+	}
+	return err
+}
+
+func (s *Server) handle(conn net.Conn, peer string) {
+	s.stats.Accepted.Add(1)
+	s.stats.Active.Add(1)
+	defer func() {
+		_ = conn.Close()
+		s.mu.Lock()
+		delete(s.conns, conn)
+		s.mu.Unlock()
+		s.stats.Active.Add(-1)
+		s.wg.Done()
+	}()
+	br := NewStreamReader(conn)
+	kind, framed, err := ReadHello(br)
+	c := &peerConn{Server: s, conn: conn, peer: peer}
+	if err == nil {
+		switch {
+		case framed && kind != s.cfg.Kind:
+			err = protoErr("peer sends %s streams but this server takes %s", kind, s.cfg.Kind)
+		case framed:
+			s.log.Info("guest connected", "peer", peer, "framing", "framed", "kind", kind.String())
+			err = c.framed(br)
+		default:
+			s.log.Info("guest connected", "peer", peer, "framing", "raw")
+			err = c.raw(br)
+		}
+	}
+	c.finish(err)
+}
+
+// peerConn is one guest connection being served.
+type peerConn struct {
+	*Server
+	conn             net.Conn
+	peer             string
+	datagrams, bytes uint64
+}
+
+func (c *peerConn) deliver(p []byte) {
+	c.datagrams++
+	c.bytes += uint64(len(p))
+	c.stats.Datagrams.Add(1)
+	c.stats.Bytes.Add(uint64(len(p)))
+	if err := c.cfg.Sink.Send(p, c.peer); err != nil {
+		c.stats.SinkErrors.Add(1)
+		if ok, n := c.sinkLog.Allow(); ok {
+			c.log.Warn("sink refused a datagram", "peer", c.peer, "size", len(p), "err", err,
+				"sink_errors_total", c.stats.SinkErrors.Load(), "not_logged", n)
+		}
+	}
+	if c.draining.Load() {
+		_ = c.conn.SetReadDeadline(earliest(c.drainEnd, time.Now().Add(drainIdle)))
+	}
+}
+
+var flushAnswer = AppendFrame(nil, nil)
+
+func (c *peerConn) framed(br *bufio.Reader) error {
+	fr := NewFrameReader(br)
+	for {
+		p, err := fr.Next()
+		if err != nil {
+			return err
+		}
+		if len(p) > 0 {
+			c.deliver(p)
+			continue
+		}
+		c.stats.Flushes.Add(1)
+		if err := c.cfg.Sink.Flush(); err != nil {
+			c.log.Warn("flush of sink failed; answering the guest anyway", "peer", c.peer, "err", err)
+		}
+		_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.conn.Write(flushAnswer); err != nil {
+			return fmt.Errorf("answer flush request: %w", err)
+		}
+	}
+}
+
+func (c *peerConn) raw(br *bufio.Reader) error {
+	if c.cfg.RawSplit == nil {
+		buf := make([]byte, MaxDatagram)
+		for {
+			n, err := br.Read(buf)
+			if n > 0 {
+				c.deliver(buf[:n])
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	sc := bufio.NewScanner(br)
+	sc.Buffer(make([]byte, 0, 2*MaxFrameSize), 2*MaxFrameSize)
+	sc.Split(c.cfg.RawSplit(c.peer))
+	for sc.Scan() {
+		c.deliver(sc.Bytes())
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return io.EOF
+}
+
+func (c *peerConn) finish(err error) {
+	attrs := []any{"peer", c.peer, "datagrams", c.datagrams, "bytes", c.bytes}
+	switch {
+	case err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
+		c.log.Info("guest disconnected", attrs...)
+	case errors.Is(err, os.ErrDeadlineExceeded) && c.draining.Load():
+		c.log.Info("guest connection closed for shutdown", attrs...)
+	case IsProtocolError(err):
+		c.stats.ProtocolErrors.Add(1)
+		if ok, n := c.protoLog.Allow(); ok {
+			c.log.Warn("guest broke the protocol; connection closed", append(attrs, "err", err, "not_logged", n)...)
+		}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		c.log.Warn("guest went away inside a frame; the partial frame was discarded", attrs...)
+	default:
+		c.log.Warn("guest connection failed", append(attrs, "err", err)...)
+	}
+}

@@ -1,0 +1,235 @@
+package roles
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+)
+
+// Exit codes of Main.
+const (
+	ExitOK      = 0
+	ExitFailure = 1
+	ExitUsage   = 2 // bad flags, arguments or addresses; unknown name
+)
+
+// ExitError makes Main exit with Code; a role uses it to pass on the exit
+// status of what it supervised. Err, if set, is logged.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string {
+	if e.Err != nil {
+		return e.Err.Error()
+	}
+	return fmt.Sprintf("exit status %d", e.Code)
+}
+
+// Globals are the flags of every role.
+type Globals struct {
+	LogLevel  slog.Level       `help:"Log level: debug, info, warn or error." default:"info"`
+	LogFormat string           `help:"Log format: text or json (to stderr)." enum:"text,json" default:"text"`
+	Version   kong.VersionFlag `help:"Print the version and exit." env:"-"`
+}
+
+// Options are Main's connections to the outside, replaceable in tests.
+type Options struct {
+	Version        string
+	Stdout, Stderr io.Writer
+	// Ctx, when set, replaces the context that SIGTERM and SIGINT cancel.
+	Ctx context.Context
+}
+
+// exitPanic carries kong's exit (after --help, --version, or a parse error)
+// out of the parser, so Main returns an exit code instead of exiting.
+type exitPanic int
+
+// BinaryName is the name that takes roles as subcommands.
+const BinaryName = "katatrace"
+
+// Main runs katatrace as called with args (args[0] included) and returns the
+// exit code. Called by a role's name (a symlink), it runs that role with the
+// role's flags at the top level; called as katatrace, roles are
+// subcommands, beside "links" and "version".
+func Main(args []string, o Options) (code int) {
+	if o.Stdout == nil {
+		o.Stdout = os.Stdout
+	}
+	if o.Stderr == nil {
+		o.Stderr = os.Stderr
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			c, ok := r.(exitPanic)
+			if !ok {
+				panic(r)
+			}
+			code = int(c)
+		}
+	}()
+	name := filepath.Base(args[0])
+	if role, ok := Lookup(name); ok {
+		return runRole(role, args[1:], o)
+	}
+	if name == BinaryName {
+		return runMulti(args[1:], o)
+	}
+	fmt.Fprintf(o.Stderr, "%s: unknown role %q: call this binary as %s ROLE, or through a symlink named after a role:\n%s",
+		BinaryName, name, BinaryName, roleList())
+	return ExitUsage
+}
+
+func roleList() string {
+	var b strings.Builder
+	for _, r := range All() {
+		fmt.Fprintf(&b, "  %-32s %s\n", r.Name, r.Help)
+	}
+	return b.String()
+}
+
+func kongOptions(o Options, name, help string) []kong.Option {
+	return []kong.Option{
+		kong.Name(name),
+		kong.Description(help),
+		kong.Writers(o.Stdout, o.Stderr),
+		kong.Exit(func(c int) { panic(exitPanic(c)) }),
+		kong.Vars{"version": name + " " + o.Version, "to_host_help": toHostHelp, "from_guest_help": fromGuestHelp},
+		kong.DefaultEnvars("KATATRACE"),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true, FlagsLast: true}),
+	}
+}
+
+// single is the command line of a role called by its own name.
+type single struct {
+	Globals
+}
+
+func runRole(role Role, args []string, o Options) int {
+	var cli single
+	cmd := role.New()
+	parser, err := kong.New(&cli, append(kongOptions(o, role.Name, role.Help), kong.Embed(cmd))...)
+	if err != nil {
+		panic(err) // a bad struct tag: a bug, caught by tests
+	}
+	if _, err := parser.Parse(args); err != nil {
+		return usageError(parser, err)
+	}
+	if err := validate(cmd); err != nil {
+		return usageError(parser, err)
+	}
+	return run(role.Name, cmd, cli.Globals, o)
+}
+
+// multi is the command line of the katatrace binary itself.
+type multi struct {
+	Globals
+	Links       linksCmd   `cmd:"" help:"Create a symlink for every role in DIR (idempotent)."`
+	VersionInfo versionCmd `cmd:"" name:"version" help:"Print the version."`
+}
+
+func runMulti(args []string, o Options) int {
+	var cli multi
+	cmds := map[string]Command{"links": &cli.Links, "version": &cli.VersionInfo}
+	opts := kongOptions(o, BinaryName, "Carries Kata Containers agent traces from a VM guest to Jaeger on the host. "+
+		"Run a role as a subcommand, or through a symlink named after it (see 'katatrace links').")
+	for _, r := range All() {
+		cmd := r.New()
+		cmds[r.Name] = cmd
+		opts = append(opts, kong.DynamicCommand(r.Name, r.Help, "Roles", cmd))
+	}
+	parser, err := kong.New(&cli, opts...)
+	if err != nil {
+		panic(err)
+	}
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		return usageError(parser, err)
+	}
+	name := kctx.Selected().Name
+	if err := validate(cmds[name]); err != nil {
+		return usageError(parser, err)
+	}
+	if name == "version" {
+		cli.VersionInfo.version = o.Version
+	}
+	return run(name, cmds[name], cli.Globals, o)
+}
+
+// validate checks what the flag types alone cannot (which address schemes a
+// flag takes, say). kong does not call it on an embedded role.
+func validate(cmd Command) error {
+	if v, ok := cmd.(interface{ Validate() error }); ok {
+		return v.Validate()
+	}
+	return nil
+}
+
+// flagErr names the flag a validation error is about, and its environment
+// twin when that is where the value came from.
+func flagErr(flag string, err error) error {
+	env := "KATATRACE_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+	if _, set := os.LookupEnv(env); set && !slices.ContainsFunc(os.Args, func(a string) bool {
+		return a == "--"+flag || strings.HasPrefix(a, "--"+flag+"=")
+	}) {
+		return fmt.Errorf("--%s (from $%s): %w", flag, env, err)
+	}
+	return fmt.Errorf("--%s: %w", flag, err)
+}
+
+func usageError(parser *kong.Kong, err error) int {
+	parser.Errorf("%s", err)
+	fmt.Fprintf(parser.Stderr, "Run '%s --help' for usage.\n", parser.Model.Name)
+	return ExitUsage
+}
+
+func run(name string, cmd Command, g Globals, o Options) int {
+	log := newLogger(g, o.Stderr).With("role", name)
+	slog.SetDefault(log)
+	ctx := o.Ctx
+	if ctx == nil {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+	}
+	err := cmd.Run(&RunContext{Ctx: ctx, Log: log, Stdout: o.Stdout, Stderr: o.Stderr})
+	var ee *ExitError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ee):
+		if ee.Err != nil {
+			log.Error(ee.Err.Error())
+		}
+		return ee.Code
+	default:
+		log.Error(err.Error())
+		return ExitFailure
+	}
+}
+
+func newLogger(g Globals, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: g.LogLevel}
+	if g.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+type versionCmd struct{ version string }
+
+func (v *versionCmd) Run(rc *RunContext) error {
+	_, err := fmt.Fprintf(rc.Stdout, "%s %s\n", BinaryName, v.version)
+	return err
+}

@@ -1,0 +1,124 @@
+package roles
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/katatrace/katatrace/netx"
+	"github.com/katatrace/katatrace/systemd"
+)
+
+// toHostHelp is the help of a guest relay's --to.
+const toHostHelp = "Where the host relay listens: vsock://CID:PORT, unix:///path (hybrid vsock), tcp://HOST:PORT or serial:///dev/PATH."
+
+// guestRelay is the engine of both guest roles: datagrams from --from, one
+// stream to --to. The roles declare --from and --to, with their defaults.
+type guestRelay struct {
+	Framing      string        `help:"framed: wire protocol v1 (datagrams kept whole, flushes confirmed); raw: bare bytes, for a host that runs socat." enum:"framed,raw" default:"framed"`
+	QueueBytes   ByteSize      `help:"Bytes held while the host is absent or slow (4 bytes of framing per datagram counted); the oldest datagrams are dropped, and counted, beyond it." default:"4MiB"`
+	BackoffMax   time.Duration `help:"Longest wait between attempts to reach the host." default:"5s"`
+	DrainTimeout time.Duration `help:"On SIGTERM, how long to spend delivering what is held (and waiting for the host to confirm it)." default:"5s"`
+}
+
+func (g *guestRelay) validate(from, to netx.Addr, fromSchemes ...string) error {
+	if err := from.Require("the guest relay reads datagrams from", fromSchemes...); err != nil {
+		return flagErr("from", err)
+	}
+	if err := to.Require("the guest relay connects to", netx.SchemeVsock, netx.SchemeUnix, netx.SchemeTCP, netx.SchemeSerial); err != nil {
+		return flagErr("to", err)
+	}
+	if to.Scheme == netx.SchemeVsock && to.AnyCID {
+		return flagErr("to", &netx.AddrError{Value: to.String(), Reason: "the guest connects to one CID, not \"any\"", Example: netx.Example(netx.SchemeVsock)})
+	}
+	if g.QueueBytes < netx.MaxFrameSize {
+		return fmt.Errorf("--queue-bytes: %s is too small: the largest datagram needs %d bytes", g.QueueBytes, netx.MaxFrameSize)
+	}
+	if g.BackoffMax <= 0 || g.DrainTimeout < 0 {
+		return fmt.Errorf("--backoff-max must be positive and --drain-timeout not negative")
+	}
+	return nil
+}
+
+// newForwarder builds the stream side of a guest relay.
+func (g *guestRelay) newForwarder(kind netx.Kind, to netx.Addr, log *slog.Logger) *netx.Forwarder {
+	return netx.NewForwarder(netx.ForwarderConfig{
+		Kind:       kind,
+		Raw:        g.Framing == "raw",
+		Dial:       func(ctx context.Context) (net.Conn, error) { return netx.Dial(ctx, to) },
+		Target:     to.String(),
+		QueueBytes: int(g.QueueBytes),
+		BackoffMin: 100 * time.Millisecond,
+		BackoffMax: g.BackoffMax,
+		Logger:     log,
+	})
+}
+
+// run relays from pc until rc.Ctx ends, then drains: reads what is left in
+// the socket, sends it, and waits (bounded) for the host to confirm.
+func (g *guestRelay) run(rc *RunContext, kind netx.Kind, from, to netx.Addr, pc net.PacketConn) error {
+	defer pc.Close()
+	fw := g.newForwarder(kind, to, rc.Log)
+	sendCtx, stopSend := context.WithCancel(context.Background())
+	sent := make(chan error, 1)
+	go func() { sent <- fw.Run(sendCtx) }()
+	defer func() { stopSend(); <-sent }()
+
+	rc.Log.Info("relaying", "from", from.String(), "to", to.String(), "kind", kind.String(),
+		"framing", g.Framing, "queue_bytes", int64(g.QueueBytes))
+	notify(rc, systemd.Ready)
+	stopStats := logStatsOnSignal(rc, func() []any { return forwarderAttrs(fw.Stats()) })
+	defer stopStats()
+
+	readErr := fw.ReadFrom(rc.Ctx, pc, g.DrainTimeout)
+	notify(rc, systemd.Stopping)
+	if readErr != nil {
+		rc.Log.Error("reading datagrams failed; delivering what is held", "err", readErr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), g.DrainTimeout)
+	defer cancel()
+	if err := fw.Flush(ctx); err != nil {
+		rc.Log.Warn("drain incomplete", append([]any{"err", err}, forwarderAttrs(fw.Stats())...)...)
+	} else {
+		rc.Log.Info("drained: the host confirmed every datagram", forwarderAttrs(fw.Stats())...)
+	}
+	return readErr
+}
+
+func forwarderAttrs(s netx.ForwarderStats) []any {
+	return []any{"received", s.Queue.Enqueued + s.Queue.Rejected, "sent", s.Sent, "sent_bytes", s.SentBytes,
+		"dropped", s.Queue.Dropped, "refused", s.Queue.Rejected, "queued", s.Queue.Queued,
+		"connects", s.Connects, "dial_failures", s.DialFailures}
+}
+
+// notify tells systemd (if it listens) about a state change.
+func notify(rc *RunContext, state string) {
+	if ok, err := systemd.Notify(context.WithoutCancel(rc.Ctx), state); err != nil {
+		rc.Log.Warn("sd_notify failed", "state", state, "err", err)
+	} else if ok {
+		rc.Log.Debug("sd_notify sent", "state", state)
+	}
+}
+
+// logStatsOnSignal logs the counters whenever SIGUSR1 arrives.
+func logStatsOnSignal(rc *RunContext, attrs func() []any) (stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGUSR1)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-ch:
+				rc.Log.Info("stats", attrs()...)
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(ch); close(done) }
+}

@@ -1,0 +1,34 @@
+package roles
+
+import (
+	"github.com/katatrace/katatrace/netx"
+)
+
+func init() {
+	register(Role{
+		Name: "kata-journald-host-redirect",
+		Help: "Guest: carry journal/syslog messages over vsock to the host, one message per frame.",
+		New:  func() Command { return &journalRedirector{} },
+	})
+}
+
+// journalRedirector replaces the guest's journal redirect script. Under
+// systemd it is started by a socket unit (syslog.socket hands the socket
+// over as fd 3); without, it binds a unixgram or udp socket itself.
+type journalRedirector struct {
+	From netx.Addr `help:"Where the messages arrive: fd://N (systemd socket activation), unixgram:///path or udp://HOST:PORT." default:"fd://3"`
+	To   netx.Addr `help:"${to_host_help}" default:"vsock://2:5140"`
+	guestRelay
+}
+
+func (c *journalRedirector) Validate() error {
+	return c.validate(c.From, c.To, netx.SchemeFD, netx.SchemeUnixgram, netx.SchemeUDP)
+}
+
+func (c *journalRedirector) Run(rc *RunContext) error {
+	pc, err := netx.ListenPacket(c.From)
+	if err != nil {
+		return err
+	}
+	return c.run(rc, netx.KindText, c.From, c.To, pc)
+}

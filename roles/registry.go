@@ -1,0 +1,55 @@
+package roles
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"slices"
+)
+
+// Command is a role's parsed flags; Run does the role's work.
+type Command interface {
+	Run(rc *RunContext) error
+}
+
+// RunContext is what a role runs with.
+type RunContext struct {
+	// Ctx is cancelled by SIGTERM or SIGINT: the role then drains and stops.
+	Ctx    context.Context
+	Log    *slog.Logger
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// Role is one entry of the registry.
+type Role struct {
+	Name string
+	Help string
+	// New returns the role's flags with their zero values; kong fills them.
+	New func() Command
+}
+
+var registry []Role
+
+// register adds a role; each role file calls it from init.
+func register(r Role) {
+	registry = append(registry, r)
+	slices.SortFunc(registry, func(a, b Role) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		return 1
+	})
+}
+
+// Lookup finds a role by name.
+func Lookup(name string) (Role, bool) {
+	i := slices.IndexFunc(registry, func(r Role) bool { return r.Name == name })
+	if i < 0 {
+		return Role{}, false
+	}
+	return registry[i], true
+}
+
+// All lists the roles by name.
+func All() []Role { return slices.Clone(registry) }

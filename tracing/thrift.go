@@ -1,0 +1,289 @@
+package tracing
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/katatrace/katatrace/netx"
+)
+
+// The start of every message a Jaeger client sends: Thrift compact protocol
+// id, version 1 with message type ONEWAY, then a varint sequence id and the
+// method name.
+const (
+	compactProtocolID = 0x82
+	compactOneway     = 0x81 // version 1 | ONEWAY<<5
+	emitBatch         = "emitBatch"
+)
+
+var (
+	errIncomplete = errors.New("incomplete")
+	errInvalid    = errors.New("not a Thrift compact emitBatch message")
+)
+
+// maxDepth bounds struct and container nesting; Jaeger's batches nest four
+// deep.
+const maxDepth = 32
+
+// ScanEmitBatch measures the emitBatch message at the start of b by walking
+// its Thrift compact encoding. It returns the message length; errIncomplete
+// if b ends inside it; errInvalid if b does not start with one, or the
+// message would exceed netx.MaxDatagram.
+func ScanEmitBatch(b []byte) (int, error) {
+	w := walker{b: b}
+	if err := w.header(); err != nil {
+		return 0, err
+	}
+	if err := w.structure(0); err != nil {
+		return 0, err
+	}
+	return w.off, nil
+}
+
+// walker reads Thrift compact values from b, never past netx.MaxDatagram.
+type walker struct {
+	b   []byte
+	off int
+}
+
+func (w *walker) need(n int) error {
+	switch {
+	case w.off+n > netx.MaxDatagram:
+		return errInvalid
+	case w.off+n > len(w.b):
+		return errIncomplete
+	}
+	return nil
+}
+
+func (w *walker) byte() (byte, error) {
+	if err := w.need(1); err != nil {
+		return 0, err
+	}
+	w.off++
+	return w.b[w.off-1], nil
+}
+
+// varint reads an unsigned LEB128 of at most maxBytes bytes.
+func (w *walker) varint(maxBytes int) (uint64, error) {
+	var v uint64
+	for i := 0; i < maxBytes; i++ {
+		c, err := w.byte()
+		if err != nil {
+			return 0, err
+		}
+		v |= uint64(c&0x7f) << (7 * i)
+		if c < 0x80 {
+			return v, nil
+		}
+	}
+	return 0, errInvalid
+}
+
+func (w *walker) skip(n uint64) error {
+	if n > netx.MaxDatagram {
+		return errInvalid
+	}
+	if err := w.need(int(n)); err != nil {
+		return err
+	}
+	w.off += int(n)
+	return nil
+}
+
+func (w *walker) header() error {
+	for _, want := range []byte{compactProtocolID, compactOneway} {
+		c, err := w.byte()
+		if err != nil {
+			return err
+		}
+		if c != want {
+			return errInvalid
+		}
+	}
+	if _, err := w.varint(5); err != nil { // sequence id
+		return err
+	}
+	n, err := w.varint(5)
+	if err != nil {
+		return err
+	}
+	if n != uint64(len(emitBatch)) {
+		return errInvalid
+	}
+	start := w.off
+	if err := w.skip(n); err != nil {
+		// Compare what is there, so garbage is rejected before it is complete.
+		if have := w.b[start:]; errors.Is(err, errIncomplete) && !bytes.HasPrefix([]byte(emitBatch), have) {
+			return errInvalid
+		}
+		return err
+	}
+	if string(w.b[start:w.off]) != emitBatch {
+		return errInvalid
+	}
+	return nil
+}
+
+// Compact protocol type ids.
+const (
+	tStop, tTrue, tFalse, tByte, tI16, tI32, tI64, tDouble, tBinary, tList, tSet, tMap, tStruct, tUUID = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
+)
+
+func (w *walker) structure(depth int) error {
+	if depth > maxDepth {
+		return errInvalid
+	}
+	for {
+		h, err := w.byte()
+		if err != nil {
+			return err
+		}
+		typ := h & 0x0f
+		if typ == tStop {
+			if h != 0 {
+				return errInvalid
+			}
+			return nil
+		}
+		if h>>4 == 0 { // long form: the field id follows as a zigzag varint
+			if _, err := w.varint(3); err != nil {
+				return err
+			}
+		}
+		if typ == tTrue || typ == tFalse { // the value is in the type
+			continue
+		}
+		if err := w.value(typ, depth); err != nil {
+			return err
+		}
+	}
+}
+
+func (w *walker) value(typ byte, depth int) error {
+	switch typ {
+	case tTrue, tFalse, tByte:
+		return w.skip(1)
+	case tI16:
+		_, err := w.varint(3)
+		return err
+	case tI32:
+		_, err := w.varint(5)
+		return err
+	case tI64:
+		_, err := w.varint(10)
+		return err
+	case tDouble:
+		return w.skip(8)
+	case tUUID:
+		return w.skip(16)
+	case tBinary:
+		n, err := w.varint(5)
+		if err != nil {
+			return err
+		}
+		return w.skip(n)
+	case tList, tSet:
+		h, err := w.byte()
+		if err != nil {
+			return err
+		}
+		n, elem := uint64(h>>4), h&0x0f
+		if n == 15 {
+			if n, err = w.varint(5); err != nil {
+				return err
+			}
+		}
+		return w.elements(n, depth, elem)
+	case tMap:
+		n, err := w.varint(5)
+		if err != nil || n == 0 {
+			return err
+		}
+		kv, err := w.byte()
+		if err != nil {
+			return err
+		}
+		return w.elements(n, depth, kv>>4, kv&0x0f)
+	case tStruct:
+		return w.structure(depth + 1)
+	}
+	return errInvalid
+}
+
+// elements walks n container entries of the given types, in turn.
+func (w *walker) elements(n uint64, depth int, types ...byte) error {
+	if n > netx.MaxDatagram || depth+1 > maxDepth {
+		return errInvalid // every element takes at least a byte
+	}
+	for _, t := range types {
+		if t == tStop || t > tUUID {
+			return errInvalid
+		}
+	}
+	for range n {
+		for _, t := range types {
+			if err := w.value(t, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// BatchSplitter finds whole emitBatch messages in a raw (socat) stream,
+// where datagram boundaries were lost: its Split is a bufio.SplitFunc.
+// Bytes that do not parse are skipped up to the next message header,
+// counted and logged, and never returned.
+type BatchSplitter struct {
+	log             *slog.Logger
+	every           *netx.Every
+	Skipped, Resync atomic.Uint64
+}
+
+// NewBatchSplitter returns a splitter for one stream.
+func NewBatchSplitter(log *slog.Logger) *BatchSplitter {
+	return &BatchSplitter{log: log, every: netx.NewEvery(5 * time.Second)}
+}
+
+// Split is a bufio.SplitFunc returning one emitBatch message per token.
+func (s *BatchSplitter) Split(data []byte, atEOF bool) (int, []byte, error) {
+	if len(data) == 0 {
+		return 0, nil, nil
+	}
+	n, err := ScanEmitBatch(data)
+	switch {
+	case err == nil:
+		return n, data[:n], nil
+	case errors.Is(err, errIncomplete) && !atEOF:
+		return 0, nil, nil
+	case errors.Is(err, errIncomplete):
+		s.skip(len(data), "stream ended inside a message")
+		return len(data), nil, nil
+	}
+	skip := len(data)
+	for i := 1; i < len(data); i++ {
+		if data[i] != compactProtocolID {
+			continue
+		}
+		w := walker{b: data[i:]}
+		if err := w.header(); err == nil || errors.Is(err, errIncomplete) {
+			skip = i
+			break
+		}
+	}
+	s.skip(skip, "bytes that are not an emitBatch message")
+	return skip, nil, nil
+}
+
+func (s *BatchSplitter) skip(n int, why string) {
+	s.Skipped.Add(uint64(n))
+	s.Resync.Add(1)
+	if ok, suppressed := s.every.Allow(); ok && s.log != nil {
+		s.log.Warn("raw stream: skipped "+why, "bytes", n, "skipped_total", s.Skipped.Load(),
+			"resyncs_total", s.Resync.Load(), "not_logged", suppressed)
+	}
+}
