@@ -11,6 +11,10 @@ require (
 
 require (
 	github.com/mdlayher/socket v0.8.0 // indirect
+	github.com/opentracing/opentracing-go v1.2.0 // indirect
+	github.com/uber/jaeger-client-go v2.30.0+incompatible // indirect
+	github.com/uber/jaeger-lib v2.4.1+incompatible // indirect
+	go.uber.org/atomic v1.12.0 // indirect
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 )

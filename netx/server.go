@@ -175,7 +175,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 		err = fmt.Errorf("drain cut short with %d connections still sending: %w", n, context.Cause(ctx))
 	}
-	if ferr := s.cfg.Sink.Flush(); ferr != nil {
+	flush := s.cfg.Sink.Flush
+	if fc, ok := s.cfg.Sink.(interface{ FlushContext(context.Context) error }); ok {
+		flush = func() error { return fc.FlushContext(ctx) }
+	}
+	if ferr := flush(); ferr != nil {
 		err = errors.Join(err, fmt.Errorf("flush sink: %w", ferr))
 	}
 	return err

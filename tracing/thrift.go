@@ -11,10 +11,11 @@ import (
 )
 
 // The start of every message a Jaeger client sends: Thrift compact protocol
-// id, version 1 with message type ONEWAY, then a varint sequence id and the
-// method name.
+// id, version 1 with message type CALL (jaeger-client-go 2.x) or ONEWAY
+// (older clients), then a varint sequence id and the method name.
 const (
 	compactProtocolID = 0x82
+	compactCall       = 0x21 // version 1 | CALL<<5
 	compactOneway     = 0x81 // version 1 | ONEWAY<<5
 	emitBatch         = "emitBatch"
 )
@@ -33,20 +34,90 @@ const maxDepth = 32
 // if b ends inside it; errInvalid if b does not start with one, or the
 // message would exceed netx.MaxDatagram.
 func ScanEmitBatch(b []byte) (int, error) {
-	w := walker{b: b}
-	if err := w.header(); err != nil {
-		return 0, err
+	var w walker
+	return w.scan(b)
+}
+
+// walker walks Thrift compact values with an explicit stack, so that a walk
+// stopped by missing bytes resumes where it stopped when more arrive: a
+// stream fed one byte at a time costs linear time, not quadratic.
+type walker struct {
+	b      []byte
+	off    int // bytes walked: always at a token boundary between calls
+	header bool
+	stack  []frame
+}
+
+// frame is a struct (remaining unused) or a container being walked.
+type frame struct {
+	container bool
+	remaining uint64  // container entries left
+	types     [2]byte // element type, or key and value types of a map
+	ntypes    int
+	next      int // which of types comes next
+}
+
+// scan continues the walk over b, which must extend what earlier calls saw.
+func (w *walker) scan(b []byte) (int, error) {
+	w.b = b
+	if !w.header {
+		if err := w.readHeader(); err != nil {
+			w.off = 0
+			return 0, err
+		}
+		w.header = true
+		w.stack = append(w.stack[:0], frame{}) // the arguments struct
 	}
-	if err := w.structure(0); err != nil {
-		return 0, err
+	for len(w.stack) > 0 {
+		off, depth, top := w.off, len(w.stack), w.stack[len(w.stack)-1]
+		if err := w.token(); err != nil {
+			if errors.Is(err, errIncomplete) { // undo the partial token
+				w.off, w.stack = off, w.stack[:depth]
+				w.stack[depth-1] = top
+			}
+			return 0, err
+		}
 	}
 	return w.off, nil
 }
 
-// walker reads Thrift compact values from b, never past netx.MaxDatagram.
-type walker struct {
-	b   []byte
-	off int
+// token walks one field or container entry; a struct or container it
+// starts is pushed, to be walked by the next tokens.
+func (w *walker) token() error {
+	top := &w.stack[len(w.stack)-1]
+	if top.container {
+		if top.remaining == 0 {
+			w.stack = w.stack[:len(w.stack)-1]
+			return nil
+		}
+		typ := top.types[top.next]
+		if top.next++; top.next == top.ntypes {
+			top.next = 0
+			top.remaining--
+		}
+		return w.value(typ)
+	}
+	h, err := w.byte()
+	if err != nil {
+		return err
+	}
+	typ := h & 0x0f
+	if typ == tStop {
+		if h != 0 {
+			return errInvalid
+		}
+		w.stack = w.stack[:len(w.stack)-1]
+		return nil
+	}
+	if h>>4 == 0 { // long form: the field id follows as a zigzag varint
+		if _, err := w.varint(3); err != nil {
+			return err
+		}
+	}
+	if typ == tTrue || typ == tFalse { // the value is in the type
+		return nil
+	}
+	return w.value(typ)
 }
 
 func (w *walker) need(n int) error {
@@ -94,13 +165,16 @@ func (w *walker) skip(n uint64) error {
 	return nil
 }
 
-func (w *walker) header() error {
-	for _, want := range []byte{compactProtocolID, compactOneway} {
+func (w *walker) readHeader() error {
+	for _, ok := range []func(byte) bool{
+		func(c byte) bool { return c == compactProtocolID },
+		func(c byte) bool { return c == compactCall || c == compactOneway },
+	} {
 		c, err := w.byte()
 		if err != nil {
 			return err
 		}
-		if c != want {
+		if !ok(c) {
 			return errInvalid
 		}
 	}
@@ -133,37 +207,9 @@ const (
 	tStop, tTrue, tFalse, tByte, tI16, tI32, tI64, tDouble, tBinary, tList, tSet, tMap, tStruct, tUUID = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
 )
 
-func (w *walker) structure(depth int) error {
-	if depth > maxDepth {
-		return errInvalid
-	}
-	for {
-		h, err := w.byte()
-		if err != nil {
-			return err
-		}
-		typ := h & 0x0f
-		if typ == tStop {
-			if h != 0 {
-				return errInvalid
-			}
-			return nil
-		}
-		if h>>4 == 0 { // long form: the field id follows as a zigzag varint
-			if _, err := w.varint(3); err != nil {
-				return err
-			}
-		}
-		if typ == tTrue || typ == tFalse { // the value is in the type
-			continue
-		}
-		if err := w.value(typ, depth); err != nil {
-			return err
-		}
-	}
-}
-
-func (w *walker) value(typ byte, depth int) error {
+// value walks a value of type typ: a scalar whole, or the header of a
+// struct or container, which is pushed.
+func (w *walker) value(typ byte) error {
 	switch typ {
 	case tTrue, tFalse, tByte:
 		return w.skip(1)
@@ -191,13 +237,13 @@ func (w *walker) value(typ byte, depth int) error {
 		if err != nil {
 			return err
 		}
-		n, elem := uint64(h>>4), h&0x0f
+		n := uint64(h >> 4)
 		if n == 15 {
 			if n, err = w.varint(5); err != nil {
 				return err
 			}
 		}
-		return w.elements(n, depth, elem)
+		return w.push(frame{container: true, remaining: n, types: [2]byte{h & 0x0f}, ntypes: 1})
 	case tMap:
 		n, err := w.varint(5)
 		if err != nil || n == 0 {
@@ -207,30 +253,23 @@ func (w *walker) value(typ byte, depth int) error {
 		if err != nil {
 			return err
 		}
-		return w.elements(n, depth, kv>>4, kv&0x0f)
+		return w.push(frame{container: true, remaining: n, types: [2]byte{kv >> 4, kv & 0x0f}, ntypes: 2})
 	case tStruct:
-		return w.structure(depth + 1)
+		return w.push(frame{})
 	}
 	return errInvalid
 }
 
-// elements walks n container entries of the given types, in turn.
-func (w *walker) elements(n uint64, depth int, types ...byte) error {
-	if n > netx.MaxDatagram || depth+1 > maxDepth {
-		return errInvalid // every element takes at least a byte
+func (w *walker) push(f frame) error {
+	if len(w.stack) >= maxDepth || f.remaining > netx.MaxDatagram { // every entry takes a byte
+		return errInvalid
 	}
-	for _, t := range types {
+	for _, t := range f.types[:f.ntypes] {
 		if t == tStop || t > tUUID {
 			return errInvalid
 		}
 	}
-	for range n {
-		for _, t := range types {
-			if err := w.value(t, depth+1); err != nil {
-				return err
-			}
-		}
-	}
+	w.stack = append(w.stack, f)
 	return nil
 }
 
@@ -239,6 +278,7 @@ func (w *walker) elements(n uint64, depth int, types ...byte) error {
 // Bytes that do not parse are skipped up to the next message header,
 // counted and logged, and never returned.
 type BatchSplitter struct {
+	w               walker // the walk of the message at the start of data
 	log             *slog.Logger
 	every           *netx.Every
 	Skipped, Resync atomic.Uint64
@@ -254,7 +294,12 @@ func (s *BatchSplitter) Split(data []byte, atEOF bool) (int, []byte, error) {
 	if len(data) == 0 {
 		return 0, nil, nil
 	}
-	n, err := ScanEmitBatch(data)
+	// data starts where the last call's did until a token is returned or
+	// bytes are skipped, so the walk resumes.
+	n, err := s.w.scan(data)
+	if !errors.Is(err, errIncomplete) || atEOF {
+		s.w = walker{stack: s.w.stack[:0]}
+	}
 	switch {
 	case err == nil:
 		return n, data[:n], nil
@@ -270,7 +315,7 @@ func (s *BatchSplitter) Split(data []byte, atEOF bool) (int, []byte, error) {
 			continue
 		}
 		w := walker{b: data[i:]}
-		if err := w.header(); err == nil || errors.Is(err, errIncomplete) {
+		if err := w.readHeader(); err == nil || errors.Is(err, errIncomplete) {
 			skip = i
 			break
 		}

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/katatrace/katatrace/internal/testutil"
+)
+
+// freeUDPPort returns a loopback UDP port that was free a moment ago.
+func freeUDPPort(t *testing.T) int {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+func udpSender(t *testing.T, port int) net.Conn {
+	c, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestGuestRelayDrainsOnSIGTERM runs both relays as processes: what the
+// guest relay read before SIGTERM reaches the sink, and it exits 0.
+func TestGuestRelayDrainsOnSIGTERM(t *testing.T) {
+	dir := testutil.SockDir(t)
+	host := filepath.Join(dir, "h_6831")
+	sink := testutil.NewUDPSink(t)
+	hp := start(t, nil, "vsock-to-udp-server", "--from", "unix://"+host, "--to", sink.Addr())
+	hp.waitLog("listening")
+	port := freeUDPPort(t)
+	gp := start(t, nil, "jaeger-client-socat-redirector", "--from", fmt.Sprintf("udp://127.0.0.1:%d", port), "--to", "unix://"+host)
+	gp.waitLog("connected to host")
+	c := udpSender(t, port)
+	const n = 300
+	for i := range n {
+		c.Write(bytes.Repeat([]byte{byte(i)}, 3000+i))
+	}
+	gp.signal(syscall.SIGTERM)
+	if code := gp.wait(10 * time.Second); code != 0 {
+		t.Fatalf("guest relay exit %d", code)
+	}
+	if !strings.Contains(gp.stderr.String(), "the host confirmed every datagram") {
+		t.Errorf("guest did not log a confirmed drain:\n%s", gp.stderr.String())
+	}
+	got := sink.WaitFor(n, 5*time.Second)
+	if len(got) != n {
+		t.Fatalf("sink got %d of %d", len(got), n)
+	}
+	for i, p := range got {
+		if !bytes.Equal(p, bytes.Repeat([]byte{byte(i)}, 3000+i)) {
+			t.Fatalf("datagram %d differs", i)
+		}
+	}
+	hp.signal(syscall.SIGTERM)
+	if code := hp.wait(10 * time.Second); code != 0 {
+		t.Fatalf("host relay exit %d", code)
+	}
+}
+
+// TestTextRelay sends journal-like messages through both text roles.
+func TestTextRelay(t *testing.T) {
+	dir := testutil.SockDir(t)
+	host := filepath.Join(dir, "h_5140")
+	in := filepath.Join(dir, "syslog")
+	hp := start(t, nil, "vsock-to-text-server", "--from", "unix://"+host)
+	hp.waitLog("listening")
+	gp := start(t, nil, "kata-journald-host-redirect", "--from", "unixgram://"+in, "--to", "unix://"+host)
+	gp.waitLog("connected to host")
+	c, err := net.Dial("unixgram", in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msgs := []string{
+		"<30>Nov 25 kata-agent[1]: started\n",
+		"<30>no newline",
+		"<27>\x1b[2J\x1b]0;owned\x07red \x1b[31malert\x1b[0m\r\n",
+		"two\nlines",
+	}
+	for _, m := range msgs {
+		if _, err := c.Write([]byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{
+		"<30>Nov 25 kata-agent[1]: started",
+		"<30>no newline",
+		`<27>\x1b[2J\x1b]0;owned\x07red \x1b[31malert\x1b[0m`,
+		`two\nlines`,
+	}
+	testutil.Eventually(t, 10*time.Second, "four lines", func() bool {
+		return strings.Count(hp.stdout.String(), "\n") >= len(want)
+	})
+	lines := strings.Split(strings.TrimSuffix(hp.stdout.String(), "\n"), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("got %d lines:\n%s", len(lines), hp.stdout.String())
+	}
+	for i, l := range lines {
+		peer, msg, ok := strings.Cut(l, ": ")
+		if !ok || !strings.HasPrefix(peer, "unix://"+host+"#") || msg != want[i] {
+			t.Errorf("line %d = %q, want peer unix://%s#N and %q", i, l, host, want[i])
+		}
+	}
+	if strings.ContainsAny(hp.stdout.String(), "\x1b\x07\r") {
+		t.Fatal("a control character reached stdout")
+	}
+}
+
+func needSocat(t *testing.T) string {
+	p, err := exec.LookPath("socat")
+	if err != nil {
+		t.Skip("socat is not installed (apt-get install socat; .ci/run installs it)")
+	}
+	return p
+}
+
+// startSocat runs socat with args until the test ends.
+func startSocat(t *testing.T, args ...string) *exec.Cmd {
+	cmd := exec.Command(needSocat(t), args...)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("socat stderr:\n%s", stderr.String())
+		}
+	})
+	return cmd
+}
+
+// sendOneByOne sends each datagram and waits for it to arrive before the
+// next, so that a socat hop (which merges what it reads together) keeps
+// them apart.
+func sendOneByOne(t *testing.T, c net.Conn, sink *testutil.UDPSink, msgs [][]byte) {
+	// socat binds its UDP port when it gets to it: probe until one arrives.
+	testutil.Eventually(t, 10*time.Second, "the path to carry a probe", func() bool {
+		c.Write([]byte("probe"))
+		return len(sink.WaitFor(1, 50*time.Millisecond)) > 0
+	})
+	base := len(sink.Quiet(200 * time.Millisecond))
+	for i, m := range msgs {
+		if _, err := c.Write(m); err != nil {
+			t.Fatal(err)
+		}
+		if got := sink.WaitFor(base+i+1, 10*time.Second); len(got) != base+i+1 || !bytes.Equal(got[base+i], m) {
+			t.Fatalf("datagram %d: sink has %d, last %q; want %q", i, len(got)-base, got[len(got)-1:], m)
+		}
+	}
+}
+
+func smallDatagrams() [][]byte {
+	var ms [][]byte
+	for i := range 10 {
+		ms = append(ms, []byte(fmt.Sprintf("datagram %d %s", i, strings.Repeat("x", i*50))))
+	}
+	return ms
+}
+
+// TestSocatGuestFeedsOurHost: the guest side of old Kata images (socat)
+// talking to katatrace's host relay, which sees a raw peer.
+func TestSocatGuestFeedsOurHost(t *testing.T) {
+	needSocat(t)
+	dir := testutil.SockDir(t)
+	host := filepath.Join(dir, "h_6831")
+	sink := testutil.NewUDPSink(t)
+	hp := start(t, nil, "vsock-to-udp-server", "--from", "unix://"+host, "--to", sink.Addr(), "--raw-split=read")
+	hp.waitLog("listening")
+	port := freeUDPPort(t)
+	startSocat(t, "-u", fmt.Sprintf("UDP-RECV:%d,bind=127.0.0.1", port), "UNIX-CONNECT:"+host)
+	sendOneByOne(t, udpSender(t, port), sink, smallDatagrams())
+	if !strings.Contains(hp.stderr.String(), "framing=raw") {
+		t.Fatalf("host did not see a raw peer:\n%s", hp.stderr.String())
+	}
+}
+
+// TestOurGuestFeedsSocatHost: katatrace's guest relay with --framing=raw
+// talking to a host that still runs socat.
+func TestOurGuestFeedsSocatHost(t *testing.T) {
+	needSocat(t)
+	dir := testutil.SockDir(t)
+	host := filepath.Join(dir, "h_6831")
+	sink := testutil.NewUDPSink(t)
+	startSocat(t, "-u", "UNIX-LISTEN:"+host+",fork", "UDP-SENDTO:"+strings.TrimPrefix(sink.Addr(), "udp://"))
+	testutil.Eventually(t, 5*time.Second, "socat to listen", func() bool {
+		c, err := net.Dial("unix", host)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	port := freeUDPPort(t)
+	gp := start(t, nil, "jaeger-client-socat-redirector", "--from", fmt.Sprintf("udp://127.0.0.1:%d", port),
+		"--to", "unix://"+host, "--framing=raw")
+	gp.waitLog("connected to host")
+	sendOneByOne(t, udpSender(t, port), sink, smallDatagrams())
+}

@@ -1,0 +1,212 @@
+package tracing
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/katatrace/katatrace/netx"
+)
+
+// CollectorSink forwards batches to a Jaeger collector's HTTP endpoint
+// (POST /api/traces, Thrift binary), so a host needs no Jaeger agent and no
+// UDP hop. Batches wait in a bounded queue (drop oldest, counted) and are
+// retried with backoff while the collector is unreachable or failing.
+type CollectorSink struct {
+	url    string
+	client *http.Client
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	queue    [][]byte
+	queued   int // bytes
+	maxBytes int
+	busy     int // batches being posted
+	closed   bool
+	stats    CollectorStats
+	dropLog  *netx.Every
+	wg       sync.WaitGroup
+}
+
+// CollectorStats counts what a CollectorSink did.
+type CollectorStats struct {
+	Posted, Spans, Dropped, Rejected, Retries uint64
+}
+
+// NewCollectorSink posts to url with workers concurrent requests.
+func NewCollectorSink(url string, maxBytes, workers int, log *slog.Logger) *CollectorSink {
+	c := &CollectorSink{
+		url: url, log: log, maxBytes: maxBytes,
+		client:  &http.Client{Timeout: 10 * time.Second},
+		dropLog: netx.NewEvery(5 * time.Second),
+	}
+	c.cond = sync.NewCond(&c.mu)
+	for range max(workers, 1) {
+		c.wg.Add(1)
+		go c.worker()
+	}
+	return c
+}
+
+// Send decodes one emitBatch datagram and queues it for the collector.
+func (c *CollectorSink) Send(p []byte, _ string) error {
+	b, err := DecodeEmitBatch(p)
+	if err != nil {
+		return err
+	}
+	body, err := EncodeBatchBinary(b)
+	if err != nil {
+		return fmt.Errorf("encode batch: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return errors.New("collector sink closed")
+	}
+	for c.queued+len(body) > c.maxBytes && len(c.queue) > 0 {
+		c.queued -= len(c.queue[0])
+		c.queue = c.queue[1:]
+		c.stats.Dropped++
+		if ok, n := c.dropLog.Allow(); ok {
+			c.log.Warn("collector queue full: dropped the oldest batch", "url", c.url,
+				"dropped_total", c.stats.Dropped, "not_logged", n)
+		}
+	}
+	c.queue = append(c.queue, body)
+	c.queued += len(body)
+	c.stats.Spans += uint64(len(b.Spans))
+	c.cond.Broadcast()
+	return nil
+}
+
+// Flush waits until every queued batch was accepted by the collector, for at
+// most a minute: a guest's flush request must not hang forever on a dead
+// collector.
+func (c *CollectorSink) Flush() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return c.FlushContext(ctx)
+}
+
+// FlushContext waits until the queue is empty and nothing is in flight.
+func (c *CollectorSink) FlushContext(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+	defer stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.queue) > 0 || c.busy > 0 {
+		if ctx.Err() != nil {
+			return fmt.Errorf("collector %s: %d batches not yet accepted: %w", c.url, len(c.queue)+c.busy, ctx.Err())
+		}
+		c.cond.Wait()
+	}
+	return nil
+}
+
+// Close flushes (bounded by ctx) and stops the workers.
+func (c *CollectorSink) Close(ctx context.Context) error {
+	err := c.FlushContext(ctx)
+	c.mu.Lock()
+	c.closed = true
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	c.wg.Wait()
+	return err
+}
+
+// Stats returns a snapshot of the counters.
+func (c *CollectorSink) Stats() CollectorStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats
+}
+
+func (c *CollectorSink) worker() {
+	defer c.wg.Done()
+	for {
+		c.mu.Lock()
+		for len(c.queue) == 0 && !c.closed {
+			c.cond.Wait()
+		}
+		if len(c.queue) == 0 {
+			c.mu.Unlock()
+			return
+		}
+		body := c.queue[0]
+		c.queue = c.queue[1:]
+		c.queued -= len(body)
+		c.busy++
+		c.mu.Unlock()
+
+		c.post(body)
+
+		c.mu.Lock()
+		c.busy--
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	}
+}
+
+// post sends one batch, retrying with capped backoff until the collector
+// takes it, refuses it for good (4xx), or the sink is closed.
+func (c *CollectorSink) post(body []byte) {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		status, err := c.try(body)
+		switch {
+		case err == nil && status/100 == 2:
+			c.mu.Lock()
+			c.stats.Posted++
+			c.mu.Unlock()
+			return
+		case err == nil && status/100 == 4 && status != http.StatusTooManyRequests:
+			c.mu.Lock()
+			c.stats.Rejected++
+			c.mu.Unlock()
+			c.log.Error("collector refused a batch; dropped", "url", c.url, "status", status)
+			return
+		}
+		c.mu.Lock()
+		closed := c.closed
+		c.stats.Retries++
+		c.mu.Unlock()
+		if closed {
+			c.log.Error("collector unreachable at shutdown; batch dropped", "url", c.url, "err", err, "status", status)
+			return
+		}
+		lvl := slog.LevelDebug
+		if attempt == 1 {
+			lvl = slog.LevelWarn
+		}
+		c.log.Log(context.Background(), lvl, "collector post failed; retrying", "url", c.url, "err", err,
+			"status", status, "attempt", attempt, "retry_in", backoff.String())
+		time.Sleep(backoff)
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (c *CollectorSink) try(body []byte) (int, error) {
+	req, err := http.NewRequest(http.MethodPost, c.url, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/x-thrift")
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, nil
+}

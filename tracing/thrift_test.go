@@ -1,0 +1,243 @@
+package tracing
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+	"time"
+
+	"github.com/katatrace/katatrace/internal/testutil"
+	"github.com/opentracing/opentracing-go"
+	"github.com/opentracing/opentracing-go/log"
+	jaegercfg "github.com/uber/jaeger-client-go"
+)
+
+// capture runs a real jaeger-client-go tracer reporting over UDP to a test
+// socket and returns the datagrams it sent.
+func capture(t testing.TB, service string, emit func(opentracing.Tracer)) [][]byte {
+	t.Helper()
+	sink := testutil.NewUDPSink(t)
+	tr, err := jaegercfg.NewUDPTransport(strings.TrimPrefix(sink.Addr(), "udp://"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tracer, closer := jaegercfg.NewTracer(service, jaegercfg.NewConstSampler(true),
+		jaegercfg.NewRemoteReporter(tr, jaegercfg.ReporterOptions.QueueSize(100000)),
+		jaegercfg.TracerOptions.MaxTagValueLength(65000))
+	emit(tracer)
+	closer.Close() // flushes
+	return sink.Quiet(200 * time.Millisecond)
+}
+
+// smallTrace is a root and three children with tags and logs.
+func smallTrace(tr opentracing.Tracer) {
+	root := tr.StartSpan("root", opentracing.Tag{Key: "root-span", Value: true})
+	for i, op := range []string{"boot", "agent-start", "agent-run"} {
+		c := tr.StartSpan(op, opentracing.ChildOf(root.Context()), opentracing.Tag{Key: "i", Value: i})
+		c.LogFields(log.String("event", op+" done"), log.Int("n", i))
+		c.Finish()
+	}
+	root.Finish()
+}
+
+// bigTrace makes spans with large tags, so that the client's batches grow
+// to tens of kilobytes.
+func bigTrace(tr opentracing.Tracer) {
+	root := tr.StartSpan("big")
+	for i := range 40 {
+		c := tr.StartSpan("child", opentracing.ChildOf(root.Context()))
+		c.SetTag("payload", strings.Repeat(string(rune('a'+i%26)), 1500+i*40))
+		c.Finish()
+	}
+	root.Finish()
+}
+
+func TestScanRealBatches(t *testing.T) {
+	for name, emit := range map[string]func(opentracing.Tracer){"small": smallTrace, "big": bigTrace} {
+		t.Run(name, func(t *testing.T) {
+			got := capture(t, "svc", emit)
+			if len(got) == 0 {
+				t.Fatal("the client sent nothing")
+			}
+			spans := 0
+			for _, p := range got {
+				n, err := ScanEmitBatch(p)
+				if err != nil || n != len(p) {
+					t.Fatalf("ScanEmitBatch = %d, %v; want %d", n, err, len(p))
+				}
+				// Every cut short is incomplete, never invalid or complete.
+				for _, i := range []int{1, 2, 5, 13, len(p) / 2, len(p) - 1} {
+					if _, err := ScanEmitBatch(p[:i]); !errors.Is(err, errIncomplete) {
+						t.Fatalf("prefix of %d/%d bytes: %v", i, len(p), err)
+					}
+				}
+				b, err := DecodeEmitBatch(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				spans += len(b.Spans)
+			}
+			if name == "small" && spans != 4 {
+				t.Fatalf("%d spans, want 4", spans)
+			}
+			if name == "big" && (spans != 41 || len(got) < 2 || maxLen(got) < 20000) {
+				t.Fatalf("%d spans in %d batches of up to %d bytes", spans, len(got), maxLen(got))
+			}
+		})
+	}
+}
+
+func maxLen(ps [][]byte) int {
+	m := 0
+	for _, p := range ps {
+		m = max(m, len(p))
+	}
+	return m
+}
+
+var scanTests = []struct {
+	name string
+	in   []byte
+	want error
+}{
+	{"empty", nil, errIncomplete},
+	{"protocol id only", []byte{0x82}, errIncomplete},
+	{"wrong protocol", []byte{0x80, 0x01, 0, 9}, errInvalid},
+	{"reply type", []byte{0x82, 0x41, 0, 9}, errInvalid},
+	{"call type", append(append([]byte{0x82, 0x21, 0x01, 9}, "emitBatch"...), 0), nil},
+	{"other method", append([]byte{0x82, 0x81, 0, 15}, "emitZipkinBatch"...), errInvalid},
+	{"name cut", append([]byte{0x82, 0x81, 0, 9}, "emitB"...), errIncomplete},
+	{"name wrong early", append([]byte{0x82, 0x81, 0, 9}, "emitX"...), errInvalid},
+	{"empty args", append(append([]byte{0x82, 0x81, 0x7f, 9}, "emitBatch"...), 0), nil},
+	{"long seq id", append(append([]byte{0x82, 0x81, 0xff, 0xff, 0x03, 9}, "emitBatch"...), 0), nil},
+	{"seq id too long", []byte{0x82, 0x81, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, errInvalid},
+	{"bad stop", append(append([]byte{0x82, 0x81, 0, 9}, "emitBatch"...), 0xf0), errInvalid},
+	{"huge list", append(append([]byte{0x82, 0x81, 0, 9}, "emitBatch"...), 0x19, 0xf8, 0xff, 0xff, 0xff, 0x0f), errInvalid},
+	{"huge string", append(append([]byte{0x82, 0x81, 0, 9}, "emitBatch"...), 0x18, 0xff, 0xff, 0x7f), errInvalid},
+	{"deep nesting", append(append([]byte{0x82, 0x81, 0, 9}, "emitBatch"...), bytes.Repeat([]byte{0x1c}, 40)...), errInvalid},
+	{"bad type", append(append([]byte{0x82, 0x81, 0, 9}, "emitBatch"...), 0x1e), errInvalid},
+}
+
+func TestScanTable(t *testing.T) {
+	for _, tt := range scanTests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, err := ScanEmitBatch(tt.in)
+			if !errors.Is(err, tt.want) || (err == nil && n != len(tt.in)) {
+				t.Fatalf("ScanEmitBatch = %d, %v; want %v", n, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestSplitterRepairsStream: datagrams merged and cut by a stream, with
+// garbage between, come out whole; the garbage is counted, never returned.
+func TestSplitterRepairsStream(t *testing.T) {
+	dgs := capture(t, "svc", func(tr opentracing.Tracer) {
+		for range 5 {
+			smallTrace(tr)
+			bigTrace(tr)
+		}
+	})
+	garbage := [][]byte{[]byte("junk"), {0x82, 0x81, 0x00}, bytes.Repeat([]byte{0x82}, 7), []byte("\x82\x81\x00\x09emitBatch\x1e")}
+	var stream []byte
+	junk := 0
+	for i, p := range dgs {
+		stream = append(stream, p...)
+		if i%3 == 1 {
+			g := garbage[i%len(garbage)]
+			stream = append(stream, g...)
+			junk += len(g)
+		}
+	}
+	for name, r := range map[string]io.Reader{
+		"whole":       bytes.NewReader(stream),
+		"byte a time": iotest.OneByteReader(bytes.NewReader(stream)),
+		"8 KiB reads": &chunkReader{b: stream, n: 8192},
+	} {
+		t.Run(name, func(t *testing.T) {
+			sp := NewBatchSplitter(nil)
+			sc := bufio.NewScanner(r)
+			sc.Buffer(make([]byte, 0, 256<<10), 256<<10)
+			sc.Split(sp.Split)
+			i := 0
+			for sc.Scan() {
+				if i >= len(dgs) || !bytes.Equal(sc.Bytes(), dgs[i]) {
+					t.Fatalf("token %d (%d bytes) is not datagram %d", i, len(sc.Bytes()), i)
+				}
+				i++
+			}
+			if sc.Err() != nil || i != len(dgs) {
+				t.Fatalf("got %d of %d datagrams, err %v", i, len(dgs), sc.Err())
+			}
+			if int(sp.Skipped.Load()) != junk {
+				t.Fatalf("skipped %d bytes, want %d", sp.Skipped.Load(), junk)
+			}
+		})
+	}
+}
+
+type chunkReader struct {
+	b []byte
+	n int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), c.n)], c.b)
+	c.b = c.b[n:]
+	return n, nil
+}
+
+func FuzzScanEmitBatch(f *testing.F) {
+	for _, tt := range scanTests {
+		f.Add(tt.in)
+	}
+	for _, p := range capture(f, "svc", smallTrace) {
+		f.Add(p)
+		f.Add(append(append([]byte("junk"), p...), p[:len(p)/2]...))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		n, err := ScanEmitBatch(in)
+		if err == nil {
+			if n <= 0 || n > len(in) || n > 65535 {
+				t.Fatalf("length %d of %d", n, len(in))
+			}
+			if m, err := ScanEmitBatch(in[:n]); err != nil || m != n {
+				t.Fatalf("rescan of the message: %d, %v", m, err)
+			}
+		}
+		// The splitter always makes progress and returns only messages.
+		sp := NewBatchSplitter(nil)
+		sc := bufio.NewScanner(bytes.NewReader(in))
+		sc.Buffer(make([]byte, 0, 256<<10), 256<<10)
+		sc.Split(sp.Split)
+		total := 0
+		for sc.Scan() {
+			if m, err := ScanEmitBatch(sc.Bytes()); err != nil || m != len(sc.Bytes()) {
+				t.Fatalf("splitter returned a non-message: %v", err)
+			}
+			total += len(sc.Bytes())
+		}
+		if sc.Err() != nil || total+int(sp.Skipped.Load()) != len(in) {
+			t.Fatalf("tokens %d + skipped %d != %d bytes (err %v)", total, sp.Skipped.Load(), len(in), sc.Err())
+		}
+	})
+}
+
+func BenchmarkScanEmitBatch(b *testing.B) {
+	dgs := capture(b, "svc", bigTrace)
+	p := dgs[0]
+	b.SetBytes(int64(len(p)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ScanEmitBatch(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
