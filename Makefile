@@ -43,7 +43,7 @@ unit:
 
 ## e2e: end-to-end tests against a real Jaeger (and socat, QEMU where present)
 e2e: build $(TOOLS)/jaeger
-	KATATRACE_BIN=$(CURDIR)/bin/katatrace JAEGER_BIN=$(TOOLS)/jaeger $(GO) test -count=1 -timeout 30m -tags e2e ./e2e/...
+	KATATRACE_E2E=1 KATATRACE_BIN=$(CURDIR)/bin/katatrace JAEGER_BIN=$(TOOLS)/jaeger $(GO) test -count=1 -timeout 30m ./e2e/...
 
 ## test: everything CI runs
 test: lint unit e2e
@@ -62,7 +62,7 @@ bench:
 
 ## demo: a real trace through guest relay, unix socket and host relay, printed
 demo: build
-	bin/katatrace demo
+	$(GO) run ./cmd/katatrace-demo --bin bin/katatrace
 
 clean:
 	rm -rf bin dist

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
-	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -58,93 +55,18 @@ func bin(t *testing.T, name string) string {
 	return filepath.Join(binDir, name)
 }
 
-// syncBuffer is a bytes.Buffer safe for a process to write while a test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// proc is a katatrace process started by a test; it is killed at cleanup if
-// still running.
-type proc struct {
-	t              *testing.T
-	cmd            *exec.Cmd
-	stdout, stderr syncBuffer
-	done           chan struct{}
-	err            error
-}
-
-func start(t *testing.T, env []string, name string, args ...string) *proc {
+// start runs the test binary as name.
+func start(t *testing.T, env []string, name string, args ...string) *testutil.Proc {
 	t.Helper()
-	p := &proc{t: t, cmd: exec.Command(bin(t, name), args...), done: make(chan struct{})}
-	p.cmd.Env = append(append(os.Environ(), "KATATRACE_TEST_AS_MAIN=1"), env...)
-	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("%s stderr:\n%s", name, p.stderr.String())
-		}
-	})
-	return p
-}
-
-// wait returns the exit code, failing the test after timeout.
-func (p *proc) wait(timeout time.Duration) int {
-	p.t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
-		p.t.Fatalf("%s still running after %v; stderr:\n%s", p.cmd.Path, timeout, p.stderr.String())
-	}
-	return p.cmd.ProcessState.ExitCode()
-}
-
-func (p *proc) signal(sig os.Signal) {
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		p.t.Fatal(err)
-	}
-}
-
-// waitLog waits for substr in the process's stderr (its log).
-func (p *proc) waitLog(substr string) {
-	p.t.Helper()
-	testutil.Eventually(p.t, 10*time.Second, fmt.Sprintf("log %q", substr), func() bool {
-		select {
-		case <-p.done:
-			p.t.Fatalf("process exited early: %v; stderr:\n%s", p.err, p.stderr.String())
-		default:
-		}
-		return strings.Contains(p.stderr.String(), substr)
-	})
+	return testutil.Start(t, append([]string{"KATATRACE_TEST_AS_MAIN=1"}, env...), bin(t, name), args...)
 }
 
 // run runs a katatrace command to completion.
 func run(t *testing.T, env []string, name string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	p := start(t, env, name, args...)
-	code = p.wait(10 * time.Second)
-	return code, p.stdout.String(), p.stderr.String()
+	code = p.Wait(10 * time.Second)
+	return code, p.Stdout.String(), p.Stderr.String()
 }
 
 func TestEveryRoleByNameAndAsSubcommand(t *testing.T) {
@@ -293,10 +215,10 @@ func TestSdNotifyReadyAndStopping(t *testing.T) {
 			if _, err := os.Stat(bound); err != nil {
 				t.Fatalf("READY=1 before the socket was bound: %v", err)
 			}
-			p.signal(syscall.SIGTERM)
+			p.Signal(syscall.SIGTERM)
 			readNotify(t, ns, "STOPPING=1")
-			if code := p.wait(10 * time.Second); code != 0 {
-				t.Fatalf("exit %d after SIGTERM\n%s", code, p.stderr.String())
+			if code := p.Wait(10 * time.Second); code != 0 {
+				t.Fatalf("exit %d after SIGTERM\n%s", code, p.Stderr.String())
 			}
 		})
 	}

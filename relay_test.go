@@ -40,21 +40,21 @@ func TestGuestRelayDrainsOnSIGTERM(t *testing.T) {
 	host := filepath.Join(dir, "h_6831")
 	sink := testutil.NewUDPSink(t)
 	hp := start(t, nil, "vsock-to-udp-server", "--from", "unix://"+host, "--to", sink.Addr())
-	hp.waitLog("listening")
+	hp.WaitLog("listening")
 	port := freeUDPPort(t)
 	gp := start(t, nil, "jaeger-client-socat-redirector", "--from", fmt.Sprintf("udp://127.0.0.1:%d", port), "--to", "unix://"+host)
-	gp.waitLog("connected to host")
+	gp.WaitLog("connected to host")
 	c := udpSender(t, port)
 	const n = 300
 	for i := range n {
 		c.Write(bytes.Repeat([]byte{byte(i)}, 3000+i))
 	}
-	gp.signal(syscall.SIGTERM)
-	if code := gp.wait(10 * time.Second); code != 0 {
+	gp.Signal(syscall.SIGTERM)
+	if code := gp.Wait(10 * time.Second); code != 0 {
 		t.Fatalf("guest relay exit %d", code)
 	}
-	if !strings.Contains(gp.stderr.String(), "the host confirmed every datagram") {
-		t.Errorf("guest did not log a confirmed drain:\n%s", gp.stderr.String())
+	if !strings.Contains(gp.Stderr.String(), "the host confirmed every datagram") {
+		t.Errorf("guest did not log a confirmed drain:\n%s", gp.Stderr.String())
 	}
 	got := sink.WaitFor(n, 5*time.Second)
 	if len(got) != n {
@@ -65,8 +65,8 @@ func TestGuestRelayDrainsOnSIGTERM(t *testing.T) {
 			t.Fatalf("datagram %d differs", i)
 		}
 	}
-	hp.signal(syscall.SIGTERM)
-	if code := hp.wait(10 * time.Second); code != 0 {
+	hp.Signal(syscall.SIGTERM)
+	if code := hp.Wait(10 * time.Second); code != 0 {
 		t.Fatalf("host relay exit %d", code)
 	}
 }
@@ -77,9 +77,9 @@ func TestTextRelay(t *testing.T) {
 	host := filepath.Join(dir, "h_5140")
 	in := filepath.Join(dir, "syslog")
 	hp := start(t, nil, "vsock-to-text-server", "--from", "unix://"+host)
-	hp.waitLog("listening")
+	hp.WaitLog("listening")
 	gp := start(t, nil, "kata-journald-host-redirect", "--from", "unixgram://"+in, "--to", "unix://"+host)
-	gp.waitLog("connected to host")
+	gp.WaitLog("connected to host")
 	c, err := net.Dial("unixgram", in)
 	if err != nil {
 		t.Fatal(err)
@@ -103,11 +103,11 @@ func TestTextRelay(t *testing.T) {
 		`two\nlines`,
 	}
 	testutil.Eventually(t, 10*time.Second, "four lines", func() bool {
-		return strings.Count(hp.stdout.String(), "\n") >= len(want)
+		return strings.Count(hp.Stdout.String(), "\n") >= len(want)
 	})
-	lines := strings.Split(strings.TrimSuffix(hp.stdout.String(), "\n"), "\n")
+	lines := strings.Split(strings.TrimSuffix(hp.Stdout.String(), "\n"), "\n")
 	if len(lines) != len(want) {
-		t.Fatalf("got %d lines:\n%s", len(lines), hp.stdout.String())
+		t.Fatalf("got %d lines:\n%s", len(lines), hp.Stdout.String())
 	}
 	for i, l := range lines {
 		peer, msg, ok := strings.Cut(l, ": ")
@@ -115,7 +115,7 @@ func TestTextRelay(t *testing.T) {
 			t.Errorf("line %d = %q, want peer unix://%s#N and %q", i, l, host, want[i])
 		}
 	}
-	if strings.ContainsAny(hp.stdout.String(), "\x1b\x07\r") {
+	if strings.ContainsAny(hp.Stdout.String(), "\x1b\x07\r") {
 		t.Fatal("a control character reached stdout")
 	}
 }
@@ -131,7 +131,7 @@ func needSocat(t *testing.T) string {
 // startSocat runs socat with args until the test ends.
 func startSocat(t *testing.T, args ...string) *exec.Cmd {
 	cmd := exec.Command(needSocat(t), args...)
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -182,12 +182,12 @@ func TestSocatGuestFeedsOurHost(t *testing.T) {
 	host := filepath.Join(dir, "h_6831")
 	sink := testutil.NewUDPSink(t)
 	hp := start(t, nil, "vsock-to-udp-server", "--from", "unix://"+host, "--to", sink.Addr(), "--raw-split=read")
-	hp.waitLog("listening")
+	hp.WaitLog("listening")
 	port := freeUDPPort(t)
 	startSocat(t, "-u", fmt.Sprintf("UDP-RECV:%d,bind=127.0.0.1", port), "UNIX-CONNECT:"+host)
 	sendOneByOne(t, udpSender(t, port), sink, smallDatagrams())
-	if !strings.Contains(hp.stderr.String(), "framing=raw") {
-		t.Fatalf("host did not see a raw peer:\n%s", hp.stderr.String())
+	if !strings.Contains(hp.Stderr.String(), "framing=raw") {
+		t.Fatalf("host did not see a raw peer:\n%s", hp.Stderr.String())
 	}
 }
 
@@ -209,6 +209,6 @@ func TestOurGuestFeedsSocatHost(t *testing.T) {
 	port := freeUDPPort(t)
 	gp := start(t, nil, "jaeger-client-socat-redirector", "--from", fmt.Sprintf("udp://127.0.0.1:%d", port),
 		"--to", "unix://"+host, "--framing=raw")
-	gp.waitLog("connected to host")
+	gp.WaitLog("connected to host")
 	sendOneByOne(t, udpSender(t, port), sink, smallDatagrams())
 }

@@ -49,8 +49,8 @@ type Forwarder struct {
 	inflight  int           // flush frames sent on this connection, unanswered
 	changed   chan struct{} // closed when answered moves
 
-	sent, sentBytes, connects, dialFailures, rejected atomic.Uint64
-	dropLog, rejectLog                                *Every
+	sent, sentBytes, connects, dialFailures atomic.Uint64
+	dropLog, rejectLog                      *Every
 }
 
 // ForwarderStats is a snapshot of a Forwarder's counters.

@@ -1,0 +1,231 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/katatrace/katatrace/internal/testutil"
+	"github.com/opentracing/opentracing-go"
+	"github.com/opentracing/opentracing-go/log"
+	"github.com/uber/jaeger-client-go"
+)
+
+// emitSmall makes a root and 3 children, with tags and logs.
+func emitSmall(tr opentracing.Tracer) string {
+	root := tr.StartSpan("kata-agent", opentracing.Tag{Key: "root-span", Value: true})
+	for i, op := range []string{"boot", "agent-start", "agent-run"} {
+		c := tr.StartSpan(op, opentracing.ChildOf(root.Context()), opentracing.Tag{Key: "step", Value: i})
+		c.LogFields(log.String("event", op+" done"))
+		c.Finish()
+	}
+	root.Finish()
+	return traceID(root)
+}
+
+// emitLarge makes spans whose tags are large enough that the client's
+// batches are 20 to 64 KB: socat truncates each at 8 KB.
+func emitLarge(tr opentracing.Tracer, spans int) string {
+	root := tr.StartSpan("large")
+	for i := range spans {
+		c := tr.StartSpan("chunk", opentracing.ChildOf(root.Context()))
+		c.SetTag("blob", strings.Repeat(fmt.Sprintf("%c", 'a'+i%26), 5000+i*100))
+		c.SetTag("i", i)
+		c.Finish()
+	}
+	root.Finish()
+	return traceID(root)
+}
+
+func close(t *testing.T, c io.Closer) {
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func checkSmall(t *testing.T, spans []Span) {
+	t.Helper()
+	if len(spans) != 4 {
+		t.Fatalf("%d spans, want 4", len(spans))
+	}
+	byOp := map[string]Span{}
+	for _, s := range spans {
+		byOp[s.OperationName] = s
+	}
+	root := byOp["kata-agent"]
+	if root.SpanID == "" || root.Tag("root-span") != true || root.Parent() != "" {
+		t.Fatalf("root span wrong: %+v", root)
+	}
+	for i, op := range []string{"boot", "agent-start", "agent-run"} {
+		s := byOp[op]
+		if s.Parent() != root.SpanID {
+			t.Errorf("%s: parent %q, want %q", op, s.Parent(), root.SpanID)
+		}
+		if s.Tag("step") != float64(i) {
+			t.Errorf("%s: tag step = %v", op, s.Tag("step"))
+		}
+		if len(s.Logs) != 1 || len(s.Logs[0].Fields) == 0 || s.Logs[0].Fields[0].Value != op+" done" {
+			t.Errorf("%s: logs %+v", op, s.Logs)
+		}
+	}
+}
+
+func TestSmallTrace(t *testing.T) {
+	j := startJaeger(t)
+	p := startKatatrace(t, j.UDPAddr())
+	tr, c := tracer(t, "e2e-small", p.Agent)
+	id := emitSmall(tr)
+	close(t, c)
+	p.Stop(t)
+	checkSmall(t, j.WaitTrace(t, id, 4, 20*time.Second))
+}
+
+func checkLarge(t *testing.T, spans []Span, want int) {
+	t.Helper()
+	if len(spans) != want {
+		t.Fatalf("%d spans, want %d", len(spans), want)
+	}
+	var root string
+	for _, s := range spans {
+		if s.OperationName == "large" {
+			root = s.SpanID
+		}
+	}
+	for _, s := range spans {
+		if s.OperationName != "chunk" {
+			continue
+		}
+		i := int(s.Tag("i").(float64))
+		if s.Parent() != root || s.Tag("blob") != strings.Repeat(fmt.Sprintf("%c", 'a'+i%26), 5000+i*100) {
+			t.Fatalf("chunk %d arrived changed", i)
+		}
+	}
+}
+
+// TestLargeBatches: batches of 20 to 64 KB arrive whole through katatrace,
+// and incomplete through the socat pipeline Kata used before.
+func TestLargeBatches(t *testing.T) {
+	const n = 60
+	j := startJaeger(t)
+
+	p := startKatatrace(t, j.UDPAddr())
+	tr, c := tracer(t, "e2e-large-katatrace", p.Agent)
+	id := emitLarge(tr, n)
+	close(t, c)
+	p.Stop(t)
+	checkLarge(t, j.WaitTrace(t, id, n+1, 30*time.Second), n+1)
+	if !strings.Contains(p.Guest.Stderr.String(), "the host confirmed every datagram") {
+		t.Error("guest relay drain not confirmed")
+	}
+
+	agent := socatPair(t, j.UDP)
+	tr, c = tracer(t, "e2e-large-socat", agent)
+	id = emitLarge(tr, n)
+	close(t, c)
+	time.Sleep(2 * time.Second) // let whatever survives arrive
+	got := j.Trace(t, id)
+	t.Logf("through socat: %d of %d spans reached Jaeger", len(got), n+1)
+	if len(got) >= n+1 {
+		t.Fatalf("socat delivered all %d spans; the batches were not large enough to show its truncation", len(got))
+	}
+}
+
+// Test10000Spans: 4 concurrent tracers, 2,500 spans each.
+func Test10000Spans(t *testing.T) {
+	const tracers, each = 4, 2500
+	j := startJaeger(t)
+	p := startKatatrace(t, j.UDPAddr())
+	ids := make([]string, tracers)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range tracers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tr, c := tracer(t, fmt.Sprintf("e2e-load-%d", i), p.Agent)
+			root := tr.StartSpan("load")
+			for k := range each - 1 {
+				s := tr.StartSpan("op", opentracing.ChildOf(root.Context()), opentracing.Tag{Key: "k", Value: k})
+				s.Finish()
+			}
+			root.Finish()
+			ids[i] = traceID(root)
+			close(t, c)
+		}()
+	}
+	wg.Wait()
+	for i, id := range ids {
+		spans := j.WaitTrace(t, id, each, 60*time.Second)
+		if len(spans) != each {
+			t.Fatalf("tracer %d: %d of %d spans in Jaeger", i, len(spans), each)
+		}
+	}
+	p.Stop(t)
+	t.Logf("%d spans into Jaeger in %v: %.0f spans/s through the whole path", tracers*each, time.Since(start),
+		float64(tracers*each)/time.Since(start).Seconds())
+}
+
+// TestCollectorHTTP: the host relay posts to Jaeger's collector endpoint.
+func TestCollectorHTTP(t *testing.T) {
+	j := startJaeger(t)
+	p := startKatatrace(t, j.CollectorURL())
+	tr, c := tracer(t, "e2e-http", p.Agent)
+	small := emitSmall(tr)
+	large := emitLarge(tr, 30)
+	close(t, c)
+	p.Stop(t)
+	checkSmall(t, j.WaitTrace(t, small, 4, 20*time.Second))
+	checkLarge(t, j.WaitTrace(t, large, 31, 20*time.Second), 31)
+}
+
+// TestSocatGuestRepaired: an old guest image still runs socat; its stream
+// has no datagram boundaries. The host relay walks the Thrift messages and
+// Jaeger gets every span of batches up to 8 KB.
+func TestSocatGuestRepaired(t *testing.T) {
+	socat, err := exec.LookPath("socat")
+	if err != nil {
+		t.Skip("socat is not installed (apt-get install socat; .ci/run installs it)")
+	}
+	j := startJaeger(t)
+	bin, _ := binaries(t)
+	sock := filepath.Join(testutil.SockDir(t), "kata.hvsock_6831")
+	host := testutil.Start(t, nil, bin, "vsock-to-udp-server", "--from", "unix://"+sock, "--to", j.UDPAddr())
+	host.WaitLog("listening")
+	port := freePort(t, "udp")
+	testutil.Start(t, nil, socat, "-u", fmt.Sprintf("UDP-RECV:%d,bind=127.0.0.1", port), "UNIX-CONNECT:"+sock)
+	time.Sleep(300 * time.Millisecond) // socat binds its UDP port when it gets to it
+
+	// Batches of at most 8000 bytes: socat's 8192-byte reads keep them whole.
+	transport, err := jaeger.NewUDPTransport(fmt.Sprintf("127.0.0.1:%d", port), 8000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, c := jaeger.NewTracer("e2e-socat-guest", jaeger.NewConstSampler(true),
+		jaeger.NewRemoteReporter(transport, jaeger.ReporterOptions.QueueSize(100000)))
+	const n = 3000
+	root := tr.StartSpan("root")
+	for i := range n - 1 {
+		s := tr.StartSpan("op", opentracing.ChildOf(root.Context()), opentracing.Tag{Key: "i", Value: i})
+		s.LogFields(log.String("msg", strings.Repeat("m", i%200)))
+		s.Finish()
+		if i%40 == 0 {
+			// socat's own UDP socket has the default buffer: pace the client
+			// so that this tests stream repair, not socat's reading speed.
+			time.Sleep(3 * time.Millisecond)
+		}
+	}
+	root.Finish()
+	close(t, c)
+	spans := j.WaitTrace(t, traceID(root), n, 30*time.Second)
+	if len(spans) != n {
+		t.Fatalf("%d of %d spans reached Jaeger through the socat guest", len(spans), n)
+	}
+	if !strings.Contains(host.Stderr.String(), "framing=raw") {
+		t.Fatal("the host did not see a raw peer")
+	}
+}
