@@ -19,6 +19,9 @@ import (
 // main's logic instead of the tests, as moby/sys/reexec tests do.
 func TestMain(m *testing.M) {
 	name := filepath.Base(os.Args[0])
+	if helper, ok := testHelpers[name]; ok {
+		os.Exit(helper(os.Args[1:]))
+	}
 	if _, ok := roles.Lookup(name); ok || name == roles.BinaryName || os.Getenv("KATATRACE_TEST_AS_MAIN") == "1" {
 		os.Exit(roles.Main(os.Args, roles.Options{Version: "test"}))
 	}
@@ -43,6 +46,9 @@ func bin(t *testing.T, name string) string {
 			panic(err)
 		}
 		names := []string{roles.BinaryName, "bogus-name"}
+		for n := range testHelpers {
+			names = append(names, n)
+		}
 		for _, r := range roles.All() {
 			names = append(names, r.Name)
 		}

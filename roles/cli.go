@@ -111,15 +111,12 @@ func kongOptions(o Options, name, help string) []kong.Option {
 	}
 }
 
-// single is the command line of a role called by its own name.
-type single struct {
-	Globals
-}
-
 func runRole(role Role, args []string, o Options) int {
-	var cli single
+	// The role is the root of the grammar (so its positional arguments are
+	// the root's) and the global flags are embedded in it.
+	var g Globals
 	cmd := role.New()
-	parser, err := kong.New(&cli, append(kongOptions(o, role.Name, role.Help), kong.Embed(cmd))...)
+	parser, err := kong.New(cmd, append(kongOptions(o, role.Name, role.Help), kong.Embed(&g))...)
 	if err != nil {
 		panic(err) // a bad struct tag: a bug, caught by tests
 	}
@@ -129,7 +126,7 @@ func runRole(role Role, args []string, o Options) int {
 	if err := validate(cmd); err != nil {
 		return usageError(parser, err)
 	}
-	return run(role.Name, cmd, cli.Globals, o)
+	return run(role.Name, cmd, g, o)
 }
 
 // multi is the command line of the katatrace binary itself.
@@ -168,7 +165,8 @@ func runMulti(args []string, o Options) int {
 }
 
 // validate checks what the flag types alone cannot (which address schemes a
-// flag takes, say). kong does not call it on an embedded role.
+// flag takes, say). Calling it here, after parsing, covers both ways of
+// calling a role; Validate must be idempotent.
 func validate(cmd Command) error {
 	if v, ok := cmd.(interface{ Validate() error }); ok {
 		return v.Validate()

@@ -17,16 +17,28 @@ import (
 // toHostHelp is the help of a guest relay's --to.
 const toHostHelp = "Where the host relay listens: vsock://CID:PORT, unix:///path (hybrid vsock), tcp://HOST:PORT or serial:///dev/PATH."
 
+// relayOptions are the flags of every guest relay, the shim's included.
+type relayOptions struct {
+	Framing    string        `help:"framed: wire protocol v1 (datagrams kept whole, flushes confirmed); raw: bare bytes, for a host that runs socat." enum:"framed,raw" default:"framed"`
+	QueueBytes ByteSize      `help:"Bytes held while the host is absent or slow (4 bytes of framing per datagram counted); the oldest datagrams are dropped, and counted, beyond it." default:"4MiB"`
+	BackoffMax time.Duration `help:"Longest wait between attempts to reach the host." default:"5s"`
+}
+
 // guestRelay is the engine of both guest roles: datagrams from --from, one
 // stream to --to. The roles declare --from and --to, with their defaults.
 type guestRelay struct {
-	Framing      string        `help:"framed: wire protocol v1 (datagrams kept whole, flushes confirmed); raw: bare bytes, for a host that runs socat." enum:"framed,raw" default:"framed"`
-	QueueBytes   ByteSize      `help:"Bytes held while the host is absent or slow (4 bytes of framing per datagram counted); the oldest datagrams are dropped, and counted, beyond it." default:"4MiB"`
-	BackoffMax   time.Duration `help:"Longest wait between attempts to reach the host." default:"5s"`
+	relayOptions
 	DrainTimeout time.Duration `help:"On SIGTERM, how long to spend delivering what is held (and waiting for the host to confirm it)." default:"5s"`
 }
 
 func (g *guestRelay) validate(from, to netx.Addr, fromSchemes ...string) error {
+	if g.DrainTimeout < 0 {
+		return fmt.Errorf("--drain-timeout must not be negative")
+	}
+	return g.relayOptions.validate(from, to, fromSchemes...)
+}
+
+func (g *relayOptions) validate(from, to netx.Addr, fromSchemes ...string) error {
 	if err := from.Require("the guest relay reads datagrams from", fromSchemes...); err != nil {
 		return flagErr("from", err)
 	}
@@ -39,14 +51,14 @@ func (g *guestRelay) validate(from, to netx.Addr, fromSchemes ...string) error {
 	if g.QueueBytes < netx.MaxFrameSize {
 		return fmt.Errorf("--queue-bytes: %s is too small: the largest datagram needs %d bytes", g.QueueBytes, netx.MaxFrameSize)
 	}
-	if g.BackoffMax <= 0 || g.DrainTimeout < 0 {
-		return fmt.Errorf("--backoff-max must be positive and --drain-timeout not negative")
+	if g.BackoffMax <= 0 {
+		return fmt.Errorf("--backoff-max must be positive")
 	}
 	return nil
 }
 
 // newForwarder builds the stream side of a guest relay.
-func (g *guestRelay) newForwarder(kind netx.Kind, to netx.Addr, log *slog.Logger) *netx.Forwarder {
+func (g *relayOptions) newForwarder(kind netx.Kind, to netx.Addr, log *slog.Logger) *netx.Forwarder {
 	return netx.NewForwarder(netx.ForwarderConfig{
 		Kind:       kind,
 		Raw:        g.Framing == "raw",

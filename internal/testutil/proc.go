@@ -3,6 +3,7 @@ package testutil
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -42,9 +43,19 @@ type Proc struct {
 // Start runs path with args, with env added to the test's environment.
 func Start(t testing.TB, env []string, path string, args ...string) *Proc {
 	t.Helper()
+	return StartTo(t, nil, env, path, args...)
+}
+
+// StartTo is Start with the process's stdout going to w (a file, say)
+// instead of p.Stdout.
+func StartTo(t testing.TB, w io.Writer, env []string, path string, args ...string) *Proc {
+	t.Helper()
 	p := &Proc{t: t, Cmd: exec.Command(path, args...), done: make(chan struct{})}
 	p.Cmd.Env = append(os.Environ(), env...)
 	p.Cmd.Stdout, p.Cmd.Stderr = &p.Stdout, &p.Stderr
+	if w != nil {
+		p.Cmd.Stdout = w
+	}
 	if err := p.Cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

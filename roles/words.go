@@ -1,0 +1,53 @@
+package roles
+
+import (
+	"errors"
+	"slices"
+	"strings"
+)
+
+var slicesDeleteFunc = slices.DeleteFunc[[]string, string]
+
+// splitWords splits a command line into words the way systemd's ExecStop
+// does, without a shell: on blanks, with single and double quotes grouping
+// and a backslash escaping the next character.
+func splitWords(s string) ([]string, error) {
+	var words []string
+	var w strings.Builder
+	inWord := false
+	var quote rune
+	escaped := false
+	for _, r := range s {
+		switch {
+		case escaped:
+			w.WriteRune(r)
+			escaped = false
+		case r == '\\' && quote != '\'':
+			escaped, inWord = true, true
+		case quote != 0:
+			if r == quote {
+				quote = 0
+			} else {
+				w.WriteRune(r)
+			}
+		case r == '"' || r == '\'':
+			quote, inWord = r, true
+		case r == ' ' || r == '\t' || r == '\n':
+			if inWord {
+				words = append(words, w.String())
+				w.Reset()
+				inWord = false
+			}
+		default:
+			w.WriteRune(r)
+			inWord = true
+		}
+	}
+	if quote != 0 || escaped {
+		return nil, errors.New("unterminated quote or trailing backslash")
+	}
+	if inWord {
+		words = append(words, w.String())
+	}
+	return words, nil
+}

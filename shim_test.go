@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/katatrace/katatrace/internal/testutil"
+	"github.com/katatrace/katatrace/tracing"
+)
+
+// shimHost is a host relay writing every span it gets as JSONL to a file.
+type shimHost struct {
+	sock, out string
+	p         *testutil.Proc
+}
+
+func startShimHost(t *testing.T) *shimHost {
+	dir := testutil.SockDir(t)
+	h := &shimHost{sock: filepath.Join(dir, "kata.hvsock_6831"), out: filepath.Join(dir, "spans.jsonl")}
+	f, err := os.Create(h.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	h.p = testutil.StartTo(t, f, []string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "vsock-to-udp-server"), "--from", "unix://"+h.sock, "--to", "jsonl")
+	h.p.WaitLog("listening")
+	return h
+}
+
+func (h *shimHost) spans(t *testing.T) []tracing.SpanRecord {
+	b, err := os.ReadFile(h.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []tracing.SpanRecord
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var r tracing.SpanRecord
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("%q: %v", sc.Text(), err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func byService(recs []tracing.SpanRecord, service string) map[string][]tracing.SpanRecord {
+	m := map[string][]tracing.SpanRecord{}
+	for _, r := range recs {
+		if r.Service == service {
+			m[r.Operation] = append(m[r.Operation], r)
+		}
+	}
+	return m
+}
+
+func cmdlineFile(t *testing.T, s string) string {
+	p := filepath.Join(t.TempDir(), "cmdline")
+	if err := os.WriteFile(p, []byte(s+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// shimArgs are the shim's arguments, relaying to h from a free UDP port.
+func shimArgs(t *testing.T, h *shimHost, cmdline string, agentArgs ...string) []string {
+	args := []string{"--cmdline-file", cmdlineFile(t, cmdline), "--to", "unix://" + h.sock,
+		"--from", fmt.Sprintf("udp://127.0.0.1:%d", freeUDPPort(t)), "--flush-timeout", "10s", "--"}
+	return append(append(args, bin(t, "katatrace-test-agent")), agentArgs...)
+}
+
+// checkShimTrace checks the shim's five spans, one trace, under one root.
+func checkShimTrace(t *testing.T, recs []tracing.SpanRecord) (root tracing.SpanRecord) {
+	t.Helper()
+	shim := byService(recs, "kata-agent")
+	if len(shim["kata-agent"]) != 1 {
+		t.Fatalf("%d root spans kata-agent, want 1: %v", len(shim["kata-agent"]), shim)
+	}
+	root = shim["kata-agent"][0]
+	if root.ParentID != "" || root.Tags["root-span"] != true || root.Tags["source"] != "agent" || root.Tags["trace-mode"] != "static" {
+		t.Fatalf("root span %+v", root)
+	}
+	for _, op := range []string{"boot", "agent-start", "agent-run", "shutdown"} {
+		if len(shim[op]) != 1 || shim[op][0].ParentID != root.SpanID || shim[op][0].TraceID != root.TraceID {
+			t.Fatalf("span %s: %+v", op, shim[op])
+		}
+	}
+	return root
+}
+
+func TestShimExitCodes(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want int
+	}{{[]string{"exit=3", "spans=10"}, 3}, {[]string{"kill-self=1"}, 128 + 9}, {[]string{"exit=0"}, 0}} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			h := startShimHost(t)
+			code, _, errOut := run(t, nil, "kata-agent-tracer", shimArgs(t, h, "agent.trace=isolated", tt.args...)...)
+			if code != tt.want {
+				t.Fatalf("exit %d, want %d\n%s", code, tt.want, errOut)
+			}
+			root := checkShimTrace(t, h.spans(t))
+			if root.Tags["exit-code"] != float64(tt.want) {
+				t.Fatalf("root exit-code tag %v", root.Tags["exit-code"])
+			}
+			run := byService(h.spans(t), "kata-agent")["agent-run"][0]
+			if tt.want == 137 && run.Tags["signal"] != "killed" {
+				t.Fatalf("agent-run tags %v", run.Tags)
+			}
+		})
+	}
+}
+
+func TestShimBadTraceValueStillRunsAgent(t *testing.T) {
+	h := startShimHost(t)
+	code, _, errOut := run(t, nil, "kata-agent-tracer", shimArgs(t, h, "quiet agent.trace=true", "exit=3")...)
+	if code != 3 {
+		t.Fatalf("exit %d, want the agent's 3\n%s", code, errOut)
+	}
+	if !strings.Contains(errOut, `agent.trace=\"true\" is not a tracing mode: want agent.trace, agent.trace=isolated or agent.trace=collated`) {
+		t.Fatalf("no error naming the accepted values:\n%s", errOut)
+	}
+	if n := len(byService(h.spans(t), "kata-agent")); n != 0 {
+		t.Fatalf("untraced shim sent %d kinds of spans", n)
+	}
+}
+
+func TestShimExecStopAfterFlushInOrder(t *testing.T) {
+	h := startShimHost(t)
+	marks := filepath.Join(t.TempDir(), "marks")
+	m := bin(t, "katatrace-test-marker")
+	args := append([]string{"--exec-stop", fmt.Sprintf("%s %s first %s", m, marks, h.out),
+		"--exec-stop", fmt.Sprintf("'%s' '%s' second '%s'", m, marks, h.out)},
+		shimArgs(t, h, "agent.trace", "exit=0")...)
+	if code, _, errOut := run(t, nil, "kata-agent-tracer", args...); code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	got, _ := os.ReadFile(marks)
+	if string(got) != "first 1\nsecond 1\n" {
+		t.Fatalf("exec-stop marks = %q, want both, in order, each after the root span reached the host", got)
+	}
+}
+
+func TestShimAgentCommandIsNeverParsed(t *testing.T) {
+	h := startShimHost(t)
+	// --help and --version after the agent are the agent's, not the shim's.
+	args := shimArgs(t, h, "", "exit=4", "--help", "--version")
+	if code, _, errOut := run(t, nil, "kata-agent-tracer", args...); code != 4 {
+		t.Fatalf("exit %d, want the agent's 4\n%s", code, errOut)
+	}
+	// No -- and the agent command from KATATRACE_AGENT work too.
+	args = []string{"--cmdline-file", cmdlineFile(t, ""), "--to", "unix://" + h.sock, "--from", fmt.Sprintf("udp://127.0.0.1:%d", freeUDPPort(t))}
+	if code, _, errOut := run(t, nil, "kata-agent-tracer", append(args, bin(t, "katatrace-test-agent"), "exit=5")...); code != 5 {
+		t.Fatalf("exit %d, want 5\n%s", code, errOut)
+	}
+	env := []string{"KATATRACE_AGENT=" + bin(t, "katatrace-test-agent") + " exit=6"}
+	if code, _, errOut := run(t, env, "kata-agent-tracer", args...); code != 6 {
+		t.Fatalf("exit %d, want 6\n%s", code, errOut)
+	}
+}
+
+// inPIDNamespace runs the shim as PID 1 of new PID, mount and network
+// namespaces, where reboot(2) ends only the namespace.
+func inPIDNamespace(t *testing.T, args ...string) *testutil.Proc {
+	unshare, err := exec.LookPath("unshare")
+	if err != nil || os.Geteuid() != 0 {
+		t.Skip("PID 1 tests need root and unshare(1) (util-linux)")
+	}
+	all := append([]string{"--pid", "--net", "--fork", "--mount-proc", bin(t, "kata-agent-tracer")}, args...)
+	return testutil.Start(t, []string{"KATATRACE_TEST_AS_MAIN=1"}, unshare, all...)
+}
+
+func TestShimAsPID1(t *testing.T) {
+	h := startShimHost(t)
+	p := inPIDNamespace(t, shimArgs(t, h, "console=ttyS0 agent.trace=isolated", "spans=1000", "orphans=3", "exit=3")...)
+	code := p.Wait(60 * time.Second)
+	log := p.Stderr.String()
+	if !strings.Contains(log, "action=poweroff") || !strings.Contains(log, "orphans_reaped=3") {
+		t.Fatalf("shim did not power off after reaping 3 orphans (exit %d):\n%s", code, log)
+	}
+	if code == 3 || code == 0 {
+		t.Fatalf("exit %d: PID 1 exited instead of ending the namespace with reboot(2)", code)
+	}
+	recs := h.spans(t)
+	root := checkShimTrace(t, recs)
+	agent := byService(recs, "test-agent")
+	if len(agent["agent-op"])+len(agent["agent-main"]) != 1000 {
+		t.Fatalf("%d agent spans reached the host, want 1000", len(agent["agent-op"])+len(agent["agent-main"]))
+	}
+	if m := agent["agent-main"][0]; m.ParentID != root.SpanID || m.TraceID != root.TraceID {
+		t.Fatalf("the agent's span is not a child of the shim's root: %+v", m)
+	}
+	for _, s := range recs {
+		if s.TraceID != root.TraceID {
+			t.Fatalf("span %s in another trace", s.Operation)
+		}
+	}
+	boot := byService(recs, "kata-agent")["boot"][0]
+	if boot.DurationUS <= 0 {
+		t.Fatalf("boot span of %dµs", boot.DurationUS)
+	}
+}
+
+func TestShimAsPID1PassesSIGTERM(t *testing.T) {
+	h := startShimHost(t)
+	p := inPIDNamespace(t, shimArgs(t, h, "agent.trace", "wait-signal=1", "spans=20")...)
+	p.WaitLog("test agent: waiting for SIGTERM")
+	// The shim is unshare's child; from here it is not PID 1.
+	kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p.Cmd.Process.Pid, p.Cmd.Process.Pid))
+	if err != nil || len(strings.Fields(string(kids))) != 1 {
+		t.Fatalf("shim pid: %q, %v", kids, err)
+	}
+	shim, _ := strconv.Atoi(strings.Fields(string(kids))[0])
+	if err := syscall.Kill(shim, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	p.Wait(60 * time.Second)
+	recs := h.spans(t)
+	root := checkShimTrace(t, recs)
+	if root.Tags["exit-code"] != float64(143) {
+		t.Fatalf("root exit-code %v, want 143", root.Tags["exit-code"])
+	}
+	main := byService(recs, "test-agent")["agent-main"]
+	if len(main) != 1 || main[0].Tags["got-signal"] != "terminated" {
+		t.Fatalf("the agent did not get SIGTERM: %+v", main)
+	}
+	if sd := byService(recs, "kata-agent")["shutdown"][0]; sd.Tags["reason"] != "stopped by terminated" {
+		t.Fatalf("shutdown reason %v", sd.Tags["reason"])
+	}
+}

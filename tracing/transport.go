@@ -1,0 +1,142 @@
+package tracing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/katatrace/katatrace/netx"
+	"github.com/uber/jaeger-client-go"
+	"github.com/uber/jaeger-client-go/thrift"
+	"github.com/uber/jaeger-client-go/thrift-gen/agent"
+	j "github.com/uber/jaeger-client-go/thrift-gen/jaeger"
+)
+
+// emitBatchOverhead is what an emitBatch message adds around its spans, as
+// jaeger-client-go reckons it.
+const emitBatchOverhead = 70
+
+// Transport is a jaeger-client-go Transport that hands each batch, encoded
+// exactly as the UDP transport would send it, to a function instead of a
+// UDP socket: onto a relay's queue in the agent shim, or onto a stream to
+// the host in any Go agent (see DialTransport). Like every Transport, it is
+// used from one goroutine (the reporter's).
+type Transport struct {
+	send      func([]byte)
+	maxSpans  int // bytes of spans a batch may carry
+	buf       *thrift.TMemoryBuffer
+	proto     thrift.TProtocol
+	client    *agent.AgentClient
+	process   *j.Process
+	procSize  int
+	spans     []*j.Span
+	size      int
+	closeHook func() error
+	tooLarge  uint64
+	sentSpans uint64
+}
+
+var errSpanTooLarge = errors.New("span too large to send in one datagram")
+
+// NewTransport encodes batches of at most maxPacket bytes (65000 when 0, as
+// jaeger-client-go's UDP transport) and passes each to send, which must not
+// keep the slice.
+func NewTransport(send func([]byte), maxPacket int) *Transport {
+	if maxPacket <= 0 || maxPacket > netx.MaxDatagram {
+		maxPacket = 65000
+	}
+	buf := thrift.NewTMemoryBufferLen(maxPacket)
+	proto := thrift.NewTCompactProtocolFactoryConf(&thrift.TConfiguration{}).GetProtocol(buf)
+	return &Transport{
+		send: send, maxSpans: maxPacket - emitBatchOverhead,
+		buf: buf, proto: proto, client: agent.NewAgentClientFactory(buf, thrift.NewTCompactProtocolFactoryConf(&thrift.TConfiguration{})),
+	}
+}
+
+func (t *Transport) sizeOf(s thrift.TStruct) int {
+	t.buf.Reset()
+	_ = s.Write(context.Background(), t.proto)
+	return t.buf.Len()
+}
+
+// Append adds a span, flushing first when it would not fit in the batch.
+func (t *Transport) Append(span *jaeger.Span) (int, error) {
+	if t.process == nil {
+		t.process = jaeger.BuildJaegerProcessThrift(span)
+		t.procSize = t.sizeOf(t.process)
+		t.size = t.procSize
+	}
+	js := jaeger.BuildJaegerThrift(span)
+	n := t.sizeOf(js)
+	if n > t.maxSpans-t.procSize {
+		t.tooLarge++
+		return 1, errSpanTooLarge
+	}
+	flushed := 0
+	var err error
+	if t.size+n > t.maxSpans {
+		flushed, err = t.Flush()
+	}
+	t.spans = append(t.spans, js)
+	t.size += n
+	return flushed, err
+}
+
+// Flush encodes the buffered spans as one emitBatch and sends it.
+func (t *Transport) Flush() (int, error) {
+	n := len(t.spans)
+	if n == 0 {
+		return 0, nil
+	}
+	t.buf.Reset()
+	err := t.client.EmitBatch(context.Background(), &j.Batch{Process: t.process, Spans: t.spans})
+	t.spans = t.spans[:0]
+	t.size = t.procSize
+	if err != nil {
+		return n, fmt.Errorf("encode batch: %w", err)
+	}
+	t.send(t.buf.Bytes())
+	t.sentSpans += uint64(n)
+	return n, nil
+}
+
+// Close flushes, then runs the close hook (DialTransport's drain).
+func (t *Transport) Close() error {
+	_, err := t.Flush()
+	if t.closeHook != nil {
+		err = errors.Join(err, t.closeHook())
+	}
+	return err
+}
+
+// DialTransport returns a Transport that sends batches over a stream to a
+// katatrace host relay (vsock://2:6831 from a guest, or unix:// and tcp://),
+// in wire protocol v1, through a bounded queue that survives the host's
+// absence. Close flushes and waits, at most flushTimeout, for the host to
+// confirm every batch.
+func DialTransport(to netx.Addr, queueBytes int, flushTimeout time.Duration, log *slog.Logger) *Transport {
+	fw := netx.NewForwarder(netx.ForwarderConfig{
+		Kind:       netx.KindJaeger,
+		Dial:       func(ctx context.Context) (net.Conn, error) { return netx.Dial(ctx, to) },
+		Target:     to.String(),
+		QueueBytes: queueBytes,
+		BackoffMax: 5 * time.Second,
+		Logger:     log,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = fw.Run(ctx); close(done) }()
+	t := NewTransport(fw.Send, 0)
+	t.closeHook = func() error {
+		fctx, fcancel := context.WithTimeout(context.Background(), flushTimeout)
+		defer fcancel()
+		err := fw.Flush(fctx)
+		cancel()
+		<-done
+		return err
+	}
+	return t
+}

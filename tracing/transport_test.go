@@ -1,0 +1,81 @@
+package tracing
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/katatrace/katatrace/internal/testutil"
+	"github.com/katatrace/katatrace/netx"
+	"github.com/opentracing/opentracing-go"
+	"github.com/uber/jaeger-client-go"
+)
+
+// TestTransportMatchesUDP: spans through Transport decode as the same spans
+// the UDP transport sends.
+func TestTransportMatchesUDP(t *testing.T) {
+	var got [][]byte
+	tr := NewTransport(func(p []byte) { got = append(got, append([]byte(nil), p...)) }, 0)
+	tracer, closer := jaeger.NewTracer("svc", jaeger.NewConstSampler(true), jaeger.NewRemoteReporter(tr),
+		jaeger.TracerOptions.MaxTagValueLength(65000))
+	bigTrace(tracer)
+	smallTrace(tracer)
+	closer.Close()
+	spans := 0
+	for _, p := range got {
+		if len(p) > 65000 {
+			t.Fatalf("batch of %d bytes", len(p))
+		}
+		b, err := DecodeEmitBatch(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Process.ServiceName != "svc" {
+			t.Fatalf("service %q", b.Process.ServiceName)
+		}
+		spans += len(b.Spans)
+	}
+	if spans != 45 || len(got) < 2 {
+		t.Fatalf("%d spans in %d batches, want 45 in several", spans, len(got))
+	}
+}
+
+// TestDialTransport: a Go agent's tracer writes straight onto a stream to a
+// host relay, and Close returns once the host confirmed everything.
+func TestDialTransport(t *testing.T) {
+	path := filepath.Join(testutil.SockDir(t), "h_6831")
+	ln, err := netx.Listen(netx.MustParseAddr("unix://" + path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuf
+	js := NewJSONLSink(&out)
+	srv := netx.NewServer(netx.ServerConfig{Kind: netx.KindJaeger, Sink: js})
+	go srv.Serve(ln, "unix://"+path)
+	defer srv.Shutdown(context.Background())
+
+	tr := DialTransport(netx.MustParseAddr("unix://"+path), 1<<20, 5*time.Second, nil)
+	tracer, closer := jaeger.NewTracer("agent", jaeger.NewConstSampler(true), jaeger.NewRemoteReporter(tr))
+	root := tracer.StartSpan("root")
+	for range 99 {
+		tracer.StartSpan("child", opentracing.ChildOf(root.Context())).Finish()
+	}
+	root.Finish()
+	if err := closer.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := countLines(out.String()); n != 100 {
+		t.Fatalf("host got %d spans at Close, want 100", n)
+	}
+}
+
+func countLines(s string) int {
+	n := 0
+	for _, c := range s {
+		if c == '\n' {
+			n++
+		}
+	}
+	return n
+}
