@@ -37,9 +37,11 @@ lint: $(TOOLS)/staticcheck
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(TOOLS)/staticcheck ./...
 
-## unit: unit and integration tests with the race detector
+## unit: unit and integration tests with the race detector, then the
+## allocation tests, which only mean something without it
 unit:
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+	$(GO) test -count=1 -run 'Allocat' ./...
 
 ## e2e: end-to-end tests against a real Jaeger (and socat, QEMU where present)
 e2e: build $(TOOLS)/jaeger
@@ -56,9 +58,14 @@ fuzz:
 	    echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p || exit 1; \
 	  done; done
 
-## bench: Go benchmarks
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+## bench: Go benchmarks, then the side-by-side table (baseline, socat,
+## katatrace) and the 1,000-guest scale run; BENCHFLAGS adds flags
+## (e.g. BENCHFLAGS="--json" or "--plot bench.png")
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./netx ./tracing
+	$(GO) build -o bin/katatrace-bench ./cmd/katatrace-bench
+	bin/katatrace-bench --bin bin/katatrace $(BENCHFLAGS)
+	bin/katatrace-bench --bin bin/katatrace --scale
 
 ## demo: a real trace through guest relay, unix socket and host relay, printed
 demo: build

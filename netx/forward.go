@@ -103,12 +103,25 @@ func (f *Forwarder) Stats() ForwarderStats {
 // full the oldest datagrams make room, and the drop is counted and logged.
 func (f *Forwarder) Send(p []byte) {
 	dropped, ok := f.q.Push(p)
+	refused := 0
 	if !ok {
+		refused = 1
+	}
+	f.noteDrops(dropped, refused, len(p))
+}
+
+// SendBatch is Send for several datagrams, with one wake-up of the sender.
+func (f *Forwarder) SendBatch(ps [][]byte) {
+	dropped, refused := f.q.PushBatch(ps)
+	f.noteDrops(dropped, refused, 0)
+}
+
+func (f *Forwarder) noteDrops(dropped, refused, size int) {
+	if refused > 0 {
 		if ok, n := f.rejectLog.Allow(); ok {
 			f.log.Warn("datagram refused: a frame carries 1 to 65535 bytes",
-				"size", len(p), "refused_total", f.q.Stats().Rejected, "not_logged", n)
+				"size", size, "refused_total", f.q.Stats().Rejected, "not_logged", n)
 		}
-		return
 	}
 	if dropped > 0 {
 		if ok, n := f.dropLog.Allow(); ok {
@@ -168,20 +181,14 @@ func (f *Forwarder) answer(n int, onWire bool) {
 // ReadFrom reads datagrams from pc into the queue until ctx is done, then
 // keeps reading what is still in the socket until it is idle or drain
 // elapses, so a stop loses nothing that was already sent to the relay.
+// From UDP it reads up to readBatch datagrams per system call (recvmmsg).
 func (f *Forwarder) ReadFrom(ctx context.Context, pc net.PacketConn, drain time.Duration) error {
-	buf := make([]byte, MaxDatagram+1) // one byte more, to see oversize datagrams
-	read := pc.ReadFrom
-	if r, ok := pc.(io.Reader); ok { // no address allocated per datagram
-		read = func(b []byte) (int, net.Addr, error) { n, err := r.Read(b); return n, nil, err }
-	}
+	read, send := readerFor(pc), f.SendBatch // one method value, not one per read
 	stop := context.AfterFunc(ctx, func() { _ = pc.SetReadDeadline(time.Now()) })
 	defer stop()
 	var drainUntil time.Time
 	for {
-		n, _, err := read(buf)
-		if n > 0 || (err == nil && n == 0) {
-			f.Send(buf[:n])
-		}
+		err := read(send)
 		if err == nil {
 			if !drainUntil.IsZero() {
 				_ = pc.SetReadDeadline(earliest(drainUntil, time.Now().Add(drainIdle)))
@@ -203,6 +210,37 @@ func (f *Forwarder) ReadFrom(ctx context.Context, pc net.PacketConn, drain time.
 			continue
 		}
 		return nil
+	}
+}
+
+// readBatch is how many datagrams one recvmmsg takes. Each needs a 64 KiB
+// buffer; pages only become resident as large datagrams fill them.
+const readBatch = 8
+
+// readerFor returns a function that reads one or more datagrams from pc
+// and hands them to send, allocating nothing per datagram.
+func readerFor(pc net.PacketConn) func(send func([][]byte)) error {
+	if uc, ok := pc.(*net.UDPConn); ok {
+		if br, err := newBatchReader(uc, readBatch); err == nil {
+			return br.read
+		}
+	}
+	buf := make([]byte, MaxDatagram+1) // one byte more, to see oversize datagrams
+	one := [][]byte{nil}
+	r, ok := pc.(io.Reader) // no address allocated per datagram
+	return func(send func([][]byte)) error {
+		var n int
+		var err error
+		if ok {
+			n, err = r.Read(buf)
+		} else {
+			n, _, err = pc.ReadFrom(buf)
+		}
+		if err == nil {
+			one[0] = buf[:n]
+			send(one)
+		}
+		return err
 	}
 }
 

@@ -58,19 +58,42 @@ func (q *Queue) signal() {
 // dropped to make room. It returns false when p itself is refused (empty or
 // larger than MaxDatagram), which is counted in Rejected.
 func (q *Queue) Push(p []byte) (dropped int, ok bool) {
+	q.mu.Lock()
+	dropped, ok = q.pushLocked(p)
+	q.mu.Unlock()
+	if ok {
+		q.signal()
+	}
+	return dropped, ok
+}
+
+// PushBatch pushes several datagrams under one lock and wakes the consumer
+// once: a batch from recvmmsg costs one hand-off, not one per datagram.
+func (q *Queue) PushBatch(ps [][]byte) (dropped, refused int) {
+	q.mu.Lock()
+	for _, p := range ps {
+		d, ok := q.pushLocked(p)
+		dropped += d
+		if !ok {
+			refused++
+		}
+	}
+	q.mu.Unlock()
+	if refused < len(ps) {
+		q.signal()
+	}
+	return dropped, refused
+}
+
+func (q *Queue) pushLocked(p []byte) (dropped int, ok bool) {
 	if len(p) == 0 || len(p) > MaxDatagram {
-		q.mu.Lock()
 		q.stats.Rejected++
-		q.mu.Unlock()
 		return 0, false
 	}
-	q.mu.Lock()
 	dropped = q.makeRoom(FrameHeaderSize + len(p))
 	q.put(p)
 	q.stats.Enqueued++
 	q.stats.Queued++
-	q.mu.Unlock()
-	q.signal()
 	return dropped, true
 }
 

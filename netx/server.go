@@ -3,6 +3,7 @@ package netx
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,14 @@ type Sink interface {
 	Send(p []byte, peer string) error
 	// Flush returns once everything sent so far has been handed on.
 	Flush() error
+}
+
+// BatchSink is a Sink that can take several datagrams in one call (one
+// sendmmsg); the host relay uses it when frames arrive faster than one read
+// at a time.
+type BatchSink interface {
+	Sink
+	SendBatch(ps [][]byte, peer string) error
 }
 
 // ServerConfig configures the host relay.
@@ -220,7 +229,12 @@ type peerConn struct {
 	conn             net.Conn
 	peer             string
 	datagrams, bytes uint64
+	batch            [][]byte // frames not yet handed on, all still in the read buffer
+	batchBytes       int
 }
+
+// maxBatch bounds what one sendmmsg carries.
+const maxBatch, maxBatchBytes = 64, 1 << 20
 
 func (c *peerConn) deliver(p []byte) {
 	c.datagrams++
@@ -228,29 +242,80 @@ func (c *peerConn) deliver(p []byte) {
 	c.stats.Datagrams.Add(1)
 	c.stats.Bytes.Add(uint64(len(p)))
 	if err := c.cfg.Sink.Send(p, c.peer); err != nil {
-		c.stats.SinkErrors.Add(1)
-		if ok, n := c.sinkLog.Allow(); ok {
-			c.log.Warn("sink refused a datagram", "peer", c.peer, "size", len(p), "err", err,
-				"sink_errors_total", c.stats.SinkErrors.Load(), "not_logged", n)
-		}
+		c.sinkError(err, 1)
 	}
 	if c.draining.Load() {
 		_ = c.conn.SetReadDeadline(earliest(c.drainEnd, time.Now().Add(drainIdle)))
 	}
 }
 
+func (c *peerConn) sinkError(err error, n int) {
+	c.stats.SinkErrors.Add(uint64(n))
+	if ok, suppressed := c.sinkLog.Allow(); ok {
+		c.log.Warn("sink refused datagrams", "peer", c.peer, "count", n, "err", err,
+			"sink_errors_total", c.stats.SinkErrors.Load(), "not_logged", suppressed)
+	}
+}
+
+// flushBatch hands on the frames gathered so far, in one call.
+func (c *peerConn) flushBatch(bs BatchSink) {
+	if len(c.batch) == 0 {
+		return
+	}
+	for _, p := range c.batch {
+		c.bytes += uint64(len(p))
+		c.stats.Bytes.Add(uint64(len(p)))
+	}
+	c.datagrams += uint64(len(c.batch))
+	c.stats.Datagrams.Add(uint64(len(c.batch)))
+	if err := bs.SendBatch(c.batch, c.peer); err != nil {
+		c.sinkError(err, len(c.batch))
+	}
+	clear(c.batch)
+	c.batch, c.batchBytes = c.batch[:0], 0
+	if c.draining.Load() {
+		_ = c.conn.SetReadDeadline(earliest(c.drainEnd, time.Now().Add(drainIdle)))
+	}
+}
+
+// buffered reports whether the next frame is whole in the read buffer, so
+// that reading it does not refill the buffer (which would move the frames
+// gathered in the batch).
+func buffered(br *bufio.Reader) bool {
+	if br.Buffered() < FrameHeaderSize {
+		return false
+	}
+	h, _ := br.Peek(FrameHeaderSize)
+	return br.Buffered() >= FrameHeaderSize+int(binary.BigEndian.Uint32(h))
+}
+
 var flushAnswer = AppendFrame(nil, nil)
 
 func (c *peerConn) framed(br *bufio.Reader) error {
 	fr := NewFrameReader(br)
+	bs, batching := c.cfg.Sink.(BatchSink)
 	for {
+		if batching && (!buffered(br) || len(c.batch) == maxBatch || c.batchBytes >= maxBatchBytes) {
+			c.flushBatch(bs)
+		}
 		p, err := fr.Next()
 		if err != nil {
+			if batching {
+				c.flushBatch(bs) // what arrived whole before the end
+			}
 			return err
 		}
 		if len(p) > 0 {
-			c.deliver(p)
+			if batching {
+				c.batch = append(c.batch, p)
+				c.batchBytes += len(p)
+			} else {
+				c.deliver(p)
+			}
 			continue
+		}
+		if batching {
+			c.flushBatch(bs)
 		}
 		c.stats.Flushes.Add(1)
 		if err := c.cfg.Sink.Flush(); err != nil {

@@ -2,18 +2,25 @@ package netx
 
 import (
 	"bufio"
+	"cmp"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync"
 	"unicode/utf8"
+
+	"golang.org/x/net/ipv4"
 )
 
 // PacketSink sends each datagram as one datagram to a udp:// or unixgram://
-// address: the host side of the Jaeger relay.
+// address: the host side of the Jaeger relay. Batches to UDP go out in one
+// sendmmsg.
 type PacketSink struct {
 	conn   net.Conn
 	target string
+	batch  *ipv4.PacketConn // nil unless UDP
+	msgs   sync.Pool        // of *[]ipv4.Message
 }
 
 // DialPacketSink opens a datagram socket towards a.
@@ -22,7 +29,46 @@ func DialPacketSink(a Addr) (*PacketSink, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &PacketSink{conn: c, target: a.String()}, nil
+	s := &PacketSink{conn: c, target: a.String()}
+	if uc, ok := c.(*net.UDPConn); ok {
+		s.batch = ipv4.NewPacketConn(uc)
+	}
+	s.msgs.New = func() any { m := make([]ipv4.Message, maxBatch); return &m }
+	return s, nil
+}
+
+// SendBatch writes each of ps as one datagram, in order.
+func (s *PacketSink) SendBatch(ps [][]byte, peer string) error {
+	if s.batch == nil {
+		var errs []error
+		for _, p := range ps {
+			if err := s.Send(p, peer); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	}
+	mp := s.msgs.Get().(*[]ipv4.Message)
+	defer s.msgs.Put(mp)
+	var firstErr error
+	for len(ps) > 0 {
+		n := min(len(ps), len(*mp))
+		ms := (*mp)[:n]
+		for i := range ms {
+			ms[i].Buffers = ps[i : i+1]
+		}
+		k, err := s.batch.WriteBatch(ms, 0)
+		for i := range ms {
+			ms[i].Buffers = nil
+		}
+		if err != nil {
+			// The datagram at k failed (a refused port, say): count it, go on.
+			firstErr = cmp.Or(firstErr, fmt.Errorf("send to %s: %w", s.target, err))
+			k++
+		}
+		ps = ps[max(k, 1):]
+	}
+	return firstErr
 }
 
 // Send writes p as one datagram.

@@ -83,6 +83,7 @@ func (g *guestRelay) run(rc *RunContext, kind netx.Kind, from, to netx.Addr, pc 
 
 	rc.Log.Info("relaying", "from", from.String(), "to", to.String(), "kind", kind.String(),
 		"framing", g.Framing, "queue_bytes", int64(g.QueueBytes))
+	trimCode(rc)
 	notify(rc, systemd.Ready)
 	stopStats := logStatsOnSignal(rc, func() []any { return forwarderAttrs(fw.Stats()) })
 	defer stopStats()
@@ -106,6 +107,16 @@ func forwarderAttrs(s netx.ForwarderStats) []any {
 	return []any{"received", s.Queue.Enqueued + s.Queue.Rejected, "sent", s.Sent, "sent_bytes", s.SentBytes,
 		"dropped", s.Queue.Dropped, "refused", s.Queue.Rejected, "queued", s.Queue.Queued,
 		"connects", s.Connects, "dial_failures", s.DialFailures}
+}
+
+// trimCode keeps a guest process's resident memory to the code it uses:
+// guest memory is the scarce kind.
+func trimCode(rc *RunContext) {
+	if n, err := systemd.TrimResidentCode(); err != nil {
+		rc.Log.Debug("could not trim resident code pages", "err", err)
+	} else {
+		rc.Log.Debug("resident code pages trimmed", "bytes", n)
+	}
 }
 
 // notify tells systemd (if it listens) about a state change.

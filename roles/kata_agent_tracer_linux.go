@@ -134,6 +134,7 @@ func (c *agentTracer) Run(rc *RunContext) error {
 		reason = "agent did not start"
 	} else {
 		startSpan.SetTag("pid", pid)
+		trimCode(rc)
 		log.Info("agent started", "pid", pid, "cmd", c.Command, "trace", settings.Mode, "pid1", pid1)
 	}
 	startSpan.Finish()

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package main
+
+import "net"
+
+func forceReadBuffer(c *net.UDPConn, n int) { _ = c.SetReadBuffer(n) }

@@ -1,0 +1,201 @@
+// Command katatrace-bench measures, in one run, the same UDP workloads through
+// three paths and prints one table:
+//
+//  1. baseline: sender → sink directly (the machine's limit);
+//  2. socat: guest socat -u UDP-RECV → UNIX-CONNECT, host socat -u
+//     UNIX-LISTEN,fork → UDP-SENDTO, as Kata used them;
+//  3. katatrace: guest relay → unix socket → host relay.
+//
+// For each path, workload and offered load: datagrams/s and MB/s delivered,
+// datagrams intact (byte-equal), lost and corrupted, CPU seconds of the
+// relay processes per 100,000 datagrams, p50/p99 latency (and what the path
+// adds to the baseline's), and the relays' peak RSS. --scale runs the host
+// relay with 1,000 concurrent guest connections instead.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+type config struct {
+	bin, socat string
+	step       time.Duration
+	rates      []int
+	workloads  []string
+}
+
+// Result is one row of the table.
+type Result struct {
+	Path        string  `json:"path"`
+	Workload    string  `json:"workload"`
+	Offered     int     `json:"offered_per_s"` // 0: as fast as the sender can
+	Sent        int     `json:"sent"`
+	SentRate    float64 `json:"sent_per_s"`
+	Intact      int     `json:"intact"`
+	Lost        int     `json:"lost"`
+	Corrupted   int     `json:"corrupted"`
+	Rate        float64 `json:"delivered_per_s"`
+	MBps        float64 `json:"delivered_mb_per_s"`
+	CPUPer100k  float64 `json:"cpu_s_per_100k"`
+	P50, P99    float64 `json:"-"`
+	P50us       float64 `json:"latency_p50_us"`
+	P99us       float64 `json:"latency_p99_us"`
+	AddedP50us  float64 `json:"added_latency_p50_us"`
+	AddedP99us  float64 `json:"added_latency_p99_us"`
+	PeakRSSKiB  []int   `json:"relay_peak_rss_kib"`
+	RelayLabels []string
+}
+
+func main() {
+	var cfg config
+	var rates, workloads, plot string
+	var asJSON, scale bool
+	flag.StringVar(&cfg.bin, "bin", "bin/katatrace", "the katatrace binary")
+	flag.StringVar(&cfg.socat, "socat", "", "socat (default: from PATH; the socat path is skipped without it)")
+	flag.DurationVar(&cfg.step, "step", 2*time.Second, "how long each offered load is sent")
+	flag.StringVar(&rates, "rates", "20000,50000,100000,200000,0", "offered loads in datagrams/s; 0 means as fast as the sender can (saturation)")
+	flag.StringVar(&workloads, "workloads", "64,1k,8k,60k,jaeger", "workloads: datagram sizes (64, 1k, 8k, 60k) and jaeger, a Jaeger-like mix")
+	flag.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	flag.StringVar(&plot, "plot", "", "draw delivered vs offered load per path to this PNG file")
+	flag.BoolVar(&scale, "scale", false, "instead: host relay with 1,000 guest connections at 100 datagrams/s each")
+	flag.Parse()
+	for _, r := range strings.Split(rates, ",") {
+		var n int
+		if _, err := fmt.Sscan(r, &n); err != nil || n < 0 {
+			fatalf("--rates: %q is not a rate", r)
+		}
+		cfg.rates = append(cfg.rates, n)
+	}
+	cfg.workloads = strings.Split(workloads, ",")
+	for _, w := range cfg.workloads {
+		if _, ok := workloadSizes[w]; !ok {
+			fatalf("--workloads: unknown workload %q (want 64, 1k, 8k, 60k or jaeger)", w)
+		}
+	}
+	if _, err := os.Stat(cfg.bin); err != nil {
+		fatalf("--bin: %v (run make build)", err)
+	}
+	if cfg.socat == "" {
+		cfg.socat, _ = exec.LookPath("socat")
+	}
+	if scale {
+		if err := runScale(cfg.bin); err != nil {
+			fatalf("%v", err)
+		}
+		return
+	}
+	results, err := runAll(cfg)
+	if err != nil {
+		fatalf("%v", err)
+	}
+	if asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(results)
+	} else {
+		printTable(results)
+	}
+	if plot != "" {
+		if err := drawPlot(plot, results); err != nil {
+			fatalf("--plot: %v", err)
+		}
+	}
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "katatrace-bench: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+func runAll(cfg config) ([]Result, error) {
+	var results []Result
+	paths := []string{"baseline", "socat", "katatrace"}
+	if cfg.socat == "" {
+		fmt.Fprintln(os.Stderr, "katatrace-bench: socat not found: the socat path is skipped")
+		paths = []string{"baseline", "katatrace"}
+	}
+	for _, path := range paths {
+		p, err := startPath(path, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		for _, w := range cfg.workloads {
+			for _, rate := range cfg.rates {
+				r := p.run(w, rate, cfg.step)
+				fmt.Fprintf(os.Stderr, "%-10s %-7s offered %-8s delivered %9.0f/s intact %d/%d\n",
+					path, w, offered(rate), r.Rate, r.Intact, r.Sent)
+				results = append(results, r)
+			}
+		}
+		p.stop()
+	}
+	// What each path adds to the baseline's latency, at the same load.
+	for i := range results {
+		for _, b := range results {
+			if b.Path == "baseline" && b.Workload == results[i].Workload && b.Offered == results[i].Offered {
+				results[i].AddedP50us = results[i].P50us - b.P50us
+				results[i].AddedP99us = results[i].P99us - b.P99us
+			}
+		}
+	}
+	return results, nil
+}
+
+func offered(rate int) string {
+	if rate == 0 {
+		return "max"
+	}
+	return fmt.Sprint(rate)
+}
+
+func printTable(results []Result) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "path\tworkload\toffered/s\tdelivered/s\tMB/s\tintact\tlost\tcorrupt\tCPU s/100k\tp50 µs\tp99 µs\t+p50 µs\t+p99 µs\tpeak RSS KiB\t")
+	for _, r := range results {
+		rss := make([]string, len(r.PeakRSSKiB))
+		for i, k := range r.PeakRSSKiB {
+			rss[i] = fmt.Sprintf("%s %d", r.RelayLabels[i], k)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%.0f\t%.1f\t%d\t%d\t%d\t%.2f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t\n", r.Path, r.Workload,
+			offered(r.Offered), r.Rate, r.MBps, r.Intact, r.Lost, r.Corrupted, r.CPUPer100k, r.P50us, r.P99us,
+			r.AddedP50us, r.AddedP99us, strings.Join(rss, ", "))
+	}
+	w.Flush()
+	fmt.Println("\nratios at saturation (offered max), delivered datagrams/s:")
+	for _, wl := range uniq(results, func(r Result) string { return r.Workload }) {
+		get := func(path string) float64 {
+			for _, r := range results {
+				if r.Path == path && r.Workload == wl && r.Offered == 0 {
+					return r.Rate
+				}
+			}
+			return 0
+		}
+		k, s, b := get("katatrace"), get("socat"), get("baseline")
+		line := fmt.Sprintf("  %-7s katatrace/baseline %.2f", wl, k/b)
+		if s > 0 {
+			line += fmt.Sprintf("  katatrace/socat %.2f", k/s)
+		} else if slices.ContainsFunc(results, func(r Result) bool { return r.Path == "socat" }) {
+			line += "  katatrace/socat ∞ (socat delivered nothing intact)"
+		}
+		fmt.Println(line)
+	}
+}
+
+func uniq(rs []Result, key func(Result) string) []string {
+	var out []string
+	for _, r := range rs {
+		if k := key(r); !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}

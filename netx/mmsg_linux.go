@@ -1,0 +1,72 @@
+package netx
+
+import (
+	"net"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// mmsghdr is struct mmsghdr of recvmmsg(2).
+type mmsghdr struct {
+	hdr unix.Msghdr
+	len uint32
+	_   [4]byte
+}
+
+// batchReader reads up to len(bufs) datagrams per recvmmsg(2), asking for
+// no source addresses, so that a read allocates nothing (x/net's ReadBatch
+// allocates an address per datagram).
+type batchReader struct {
+	rc    syscall.RawConn
+	hs    []mmsghdr
+	iovs  []unix.Iovec
+	bufs  [][]byte
+	got   [][]byte // the datagrams of the last read
+	n     int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool // made once: a closure per call would allocate
+}
+
+func newBatchReader(c *net.UDPConn, n int) (*batchReader, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	r := &batchReader{rc: rc, hs: make([]mmsghdr, n), iovs: make([]unix.Iovec, n), bufs: make([][]byte, n), got: make([][]byte, n)}
+	for i := range n {
+		r.bufs[i] = make([]byte, MaxDatagram+1)
+		r.iovs[i].Base = &r.bufs[i][0]
+		r.iovs[i].SetLen(len(r.bufs[i]))
+		r.hs[i].hdr.Iov = &r.iovs[i]
+		r.hs[i].hdr.SetIovlen(1)
+	}
+	r.fn = func(fd uintptr) bool {
+		k, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hs[0])), uintptr(len(r.hs)), unix.MSG_DONTWAIT, 0, 0)
+		if e == unix.EAGAIN || e == unix.EINTR {
+			return false // wait until readable (or the deadline)
+		}
+		r.n, r.errno = int(k), e
+		if e != 0 {
+			r.n = 0
+		}
+		return true
+	}
+	return r, nil
+}
+
+// read hands the datagrams of one batch to send.
+func (r *batchReader) read(send func([][]byte)) error {
+	if err := r.rc.Read(r.fn); err != nil {
+		return err
+	}
+	if r.errno != 0 {
+		return r.errno
+	}
+	for i := range r.n {
+		r.got[i] = r.bufs[i][:r.hs[i].len]
+	}
+	send(r.got[:r.n])
+	return nil
+}

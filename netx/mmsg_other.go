@@ -1,0 +1,16 @@
+//go:build !linux
+
+package netx
+
+import (
+	"errors"
+	"net"
+)
+
+type batchReader struct{}
+
+func newBatchReader(*net.UDPConn, int) (*batchReader, error) {
+	return nil, errors.New("recvmmsg is Linux only")
+}
+
+func (r *batchReader) read(func([][]byte)) error { return nil }
