@@ -8,7 +8,7 @@ LDFLAGS     := -s -w -X main.version=$(VERSION)
 TOOLS       := $(CURDIR)/bin
 export CGO_ENABLED := 0
 
-.PHONY: all build install test unit e2e lint fuzz bench demo tools clean
+.PHONY: all build install test unit e2e lint fuzz bench demo tools vm-kernel clean
 
 all: build
 
@@ -39,13 +39,20 @@ lint: $(TOOLS)/staticcheck
 
 ## unit: unit and integration tests with the race detector, then the
 ## allocation tests, which only mean something without it
+UNIT_PKGS = $$($(GO) list ./... | grep -v /e2e)
 unit:
-	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
-	$(GO) test -count=1 -run 'Allocat' ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 $(UNIT_PKGS)
+	$(GO) test -count=1 -run 'Allocat' ./netx
 
 ## e2e: end-to-end tests against a real Jaeger (and socat, QEMU where present)
 e2e: build $(TOOLS)/jaeger
-	KATATRACE_E2E=1 KATATRACE_BIN=$(CURDIR)/bin/katatrace JAEGER_BIN=$(TOOLS)/jaeger $(GO) test -count=1 -timeout 30m ./e2e/...
+	KATATRACE_E2E=1 KATATRACE_BIN=$(CURDIR)/bin/katatrace JAEGER_BIN=$(TOOLS)/jaeger \
+	KATATRACE_VM_KERNEL=$${KATATRACE_VM_KERNEL:-$(CURDIR)/e2e/vm/.cache/vmlinuz} \
+	$(GO) test -count=1 -timeout 30m ./e2e/...
+
+## vm-kernel: fetch Debian's kernel for the VM test
+vm-kernel:
+	scripts/fetch-vm-kernel.sh e2e/vm/.cache/vmlinuz
 
 ## test: everything CI runs
 test: lint unit e2e
