@@ -45,6 +45,8 @@ type agentTracer struct {
 	Shutdown     string        `help:"What ends the VM when the agent is gone: poweroff, reboot (Firecracker), halt or exit. auto: poweroff as PID 1, exit otherwise." enum:"auto,poweroff,reboot,halt,exit" default:"auto"`
 	ExecStop     []string      `help:"Command to run at shutdown, after the flush, instead of the shutdown action; repeatable, run in order, split into words without a shell (as systemd's ExecStop)." sep:"none" placeholder:"CMD"`
 	Agent        string        `help:"The agent command as one string, when it cannot be given as arguments (e.g. KATATRACE_AGENT on the kernel command line)." placeholder:"CMD"`
+	GrpcListen   netx.Addr     `help:"Serve the agent API here (e.g. vsock://any:1024), tracing every call, and forward it to the agent (see --grpc-upstream). StartTracing and StopTracing turn dynamic tracing on and off." placeholder:"ADDR"`
+	GrpcUpstream netx.Addr     `help:"The agent's own API endpoint, with --grpc-listen (e.g. unix:///run/kata-agent.sock)." placeholder:"ADDR"`
 	relayOptions
 	Command []string `arg:"" optional:"" passthrough:"" help:"The agent and its arguments; the first argument and everything after it is the agent's, never the shim's."`
 
@@ -71,6 +73,17 @@ func (c *agentTracer) Validate() error {
 	if c.Journal {
 		if err := c.relayOptions.validate(c.JournalFrom, c.JournalTo, netx.SchemeUnixgram, netx.SchemeUDP, netx.SchemeFD); err != nil {
 			return fmt.Errorf("journal relay: %w", err)
+		}
+	}
+	if (c.GrpcListen.Scheme == "") != (c.GrpcUpstream.Scheme == "") {
+		return errors.New("--grpc-listen and --grpc-upstream go together")
+	}
+	if c.GrpcListen.Scheme != "" {
+		if err := c.GrpcListen.Require("the gRPC proxy listens on", netx.SchemeVsock, netx.SchemeUnix, netx.SchemeTCP, netx.SchemeFD); err != nil {
+			return flagErr("grpc-listen", err)
+		}
+		if err := c.GrpcUpstream.Require("the gRPC proxy connects to", netx.SchemeUnix, netx.SchemeVsock, netx.SchemeTCP); err != nil {
+			return flagErr("grpc-upstream", err)
 		}
 	}
 	c.argv = nil
@@ -121,6 +134,14 @@ func (c *agentTracer) Run(rc *RunContext) error {
 	}
 	tr := c.startTracer(log, settings, relays)
 	tr.boot(started)
+	ctl := &shimTracing{shim: c, log: log, relays: relays, collated: settings.Mode == tracing.Collated}
+	if settings.Mode.Static() {
+		ctl.static = tr
+	}
+	stopProxy, err := c.startProxy(log, ctl)
+	if err != nil {
+		log.Error("gRPC proxy not started; the agent's API is reachable only directly", "err", err)
+	}
 
 	startSpan := tr.child("agent-start")
 	pid, exited, err := reaper.Start(c.Command, c.agentEnv(tr), []*os.File{os.Stdin, os.Stdout, os.Stderr})
@@ -150,6 +171,8 @@ func (c *agentTracer) Run(rc *RunContext) error {
 		log.Info("agent ended", "pid", pid, "status", exit.String(), "reason", reason)
 	}
 	notify(rc, systemd.Stopping)
+	stopProxy()
+	ctl.end()
 	return c.shutdown(rc, tr, relays, reaper, exit, reason, pid1)
 }
 
@@ -408,10 +431,21 @@ type shimTracer struct {
 	log    *slog.Logger
 }
 
+// noTracer makes no-op spans: the shim is not tracing.
+func noTracer() *shimTracer {
+	return &shimTracer{tracer: opentracing.NoopTracer{}, root: opentracing.NoopTracer{}.StartSpan("")}
+}
+
 func (c *agentTracer) startTracer(log *slog.Logger, s tracing.Settings, r *relays) *shimTracer {
 	if !s.Mode.Static() {
-		return &shimTracer{tracer: opentracing.NoopTracer{}, root: opentracing.NoopTracer{}.StartSpan("")}
+		return noTracer()
 	}
+	return c.newTracer(log, r, "static", string(s.Mode), s.Parent)
+}
+
+// newTracer starts a tracer whose spans go onto the relay's queue (or, with
+// --no-relay, over UDP to --from) and opens the root span kata-agent.
+func (c *agentTracer) newTracer(log *slog.Logger, r *relays, mode, typ string, parent jaeger.SpanContext) *shimTracer {
 	var transport jaeger.Transport
 	if r.jaeger != nil {
 		transport = tracing.NewTransport(r.jaeger.Send, 0)
@@ -419,7 +453,7 @@ func (c *agentTracer) startTracer(log *slog.Logger, s tracing.Settings, r *relay
 		t, err := jaeger.NewUDPTransport(c.From.HostPort, 0)
 		if err != nil {
 			log.Error("no tracer: cannot send to --from", "err", err)
-			return &shimTracer{tracer: opentracing.NoopTracer{}, root: opentracing.NoopTracer{}.StartSpan("")}
+			return noTracer()
 		}
 		transport = t
 	}
@@ -429,11 +463,11 @@ func (c *agentTracer) startTracer(log *slog.Logger, s tracing.Settings, r *relay
 	opts := []opentracing.StartSpanOption{
 		opentracing.Tag{Key: "source", Value: "agent"},
 		opentracing.Tag{Key: "root-span", Value: true},
-		opentracing.Tag{Key: "trace-mode", Value: "static"},
-		opentracing.Tag{Key: "trace-type", Value: string(s.Mode)},
+		opentracing.Tag{Key: "trace-mode", Value: mode},
+		opentracing.Tag{Key: "trace-type", Value: typ},
 	}
-	if s.Parent.IsValid() {
-		opts = append(opts, opentracing.ChildOf(s.Parent))
+	if parent.IsValid() {
+		opts = append(opts, opentracing.ChildOf(parent))
 	}
 	return &shimTracer{tracer: tracer, closer: closer, root: tracer.StartSpan("kata-agent", opts...), log: log}
 }
