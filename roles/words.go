@@ -15,12 +15,15 @@ func splitWords(s string) ([]string, error) {
 	var words []string
 	var w strings.Builder
 	inWord := false
-	var quote rune
+	var quote byte
 	escaped := false
-	for _, r := range s {
+	// Bytes, not runes: every special character is ASCII, and other bytes,
+	// valid UTF-8 or not, pass through unchanged.
+	for i := 0; i < len(s); i++ {
+		r := s[i]
 		switch {
 		case escaped:
-			w.WriteRune(r)
+			w.WriteByte(r)
 			escaped = false
 		case r == '\\' && quote != '\'':
 			escaped, inWord = true, true
@@ -28,7 +31,7 @@ func splitWords(s string) ([]string, error) {
 			if r == quote {
 				quote = 0
 			} else {
-				w.WriteRune(r)
+				w.WriteByte(r)
 			}
 		case r == '"' || r == '\'':
 			quote, inWord = r, true
@@ -39,7 +42,7 @@ func splitWords(s string) ([]string, error) {
 				inWord = false
 			}
 		default:
-			w.WriteRune(r)
+			w.WriteByte(r)
 			inWord = true
 		}
 	}

@@ -77,7 +77,7 @@ func FuzzParseCmdline(f *testing.F) {
 			}
 		}
 		for _, w := range SplitCmdline(s) {
-			if w == "" && !strings.Contains(s, `""`) {
+			if w == "" && !strings.Contains(s, `"`) {
 				t.Fatalf("empty word from %q", s)
 			}
 		}

@@ -290,38 +290,48 @@ func NewBatchSplitter(log *slog.Logger) *BatchSplitter {
 }
 
 // Split is a bufio.SplitFunc returning one emitBatch message per token.
+// Garbage is skipped within the call, so that a message after it is found
+// even at the end of the stream (bufio.Scanner stops at EOF after a call
+// that skips without a token).
 func (s *BatchSplitter) Split(data []byte, atEOF bool) (int, []byte, error) {
-	if len(data) == 0 {
-		return 0, nil, nil
+	off := 0
+	for off < len(data) {
+		rest := data[off:]
+		// rest starts where the walk left off until a token is returned or
+		// bytes are skipped, so the walk resumes.
+		n, err := s.w.scan(rest)
+		if !errors.Is(err, errIncomplete) || atEOF {
+			s.w = walker{stack: s.w.stack[:0]}
+		}
+		switch {
+		case err == nil:
+			return off + n, rest[:n], nil
+		case errors.Is(err, errIncomplete) && !atEOF:
+			return off, nil, nil
+		case errors.Is(err, errIncomplete):
+			s.skip(len(rest), "stream ended inside a message")
+			return len(data), nil, nil
+		}
+		skip := resync(rest)
+		s.skip(skip, "bytes that are not an emitBatch message")
+		off += skip
 	}
-	// data starts where the last call's did until a token is returned or
-	// bytes are skipped, so the walk resumes.
-	n, err := s.w.scan(data)
-	if !errors.Is(err, errIncomplete) || atEOF {
-		s.w = walker{stack: s.w.stack[:0]}
-	}
-	switch {
-	case err == nil:
-		return n, data[:n], nil
-	case errors.Is(err, errIncomplete) && !atEOF:
-		return 0, nil, nil
-	case errors.Is(err, errIncomplete):
-		s.skip(len(data), "stream ended inside a message")
-		return len(data), nil, nil
-	}
-	skip := len(data)
-	for i := 1; i < len(data); i++ {
-		if data[i] != compactProtocolID {
+	return off, nil, nil
+}
+
+// resync returns how many bytes of b to skip to reach the next plausible
+// message header (or a prefix of one at the end of b).
+func resync(b []byte) int {
+	for i := 1; i < len(b); i++ {
+		if b[i] != compactProtocolID {
 			continue
 		}
-		w := walker{b: data[i:]}
+		w := walker{b: b[i:]}
 		if err := w.readHeader(); err == nil || errors.Is(err, errIncomplete) {
-			skip = i
-			break
+			return i
 		}
 	}
-	s.skip(skip, "bytes that are not an emitBatch message")
-	return skip, nil, nil
+	return len(b)
 }
 
 func (s *BatchSplitter) skip(n int, why string) {

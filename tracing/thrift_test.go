@@ -143,6 +143,8 @@ func TestSplitterRepairsStream(t *testing.T) {
 		}
 	})
 	garbage := [][]byte{[]byte("junk"), {0x82, 0x81, 0x00}, bytes.Repeat([]byte{0x82}, 7), []byte("\x82\x81\x00\x09emitBatch\x1e")}
+	// Garbage first, so the stream's last message follows garbage too.
+	dgs = append(dgs[len(dgs)-1:], dgs[:len(dgs)-1]...)
 	var stream []byte
 	junk := 0
 	for i, p := range dgs {
@@ -239,5 +241,22 @@ func BenchmarkScanEmitBatch(b *testing.B) {
 		if _, err := ScanEmitBatch(p); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestSplitterFindsMessageAfterGarbageAtEOF: a stream that ends with
+// garbage then a whole message yields the message, though bufio.Scanner
+// stops at EOF after any call that returns no token.
+func TestSplitterFindsMessageAfterGarbageAtEOF(t *testing.T) {
+	msg := capture(t, "svc", smallTrace)[0]
+	stream := append([]byte("garbage\x82\x82"), msg...)
+	sp := NewBatchSplitter(nil)
+	sc := bufio.NewScanner(bytes.NewReader(stream))
+	sc.Split(sp.Split)
+	if !sc.Scan() || !bytes.Equal(sc.Bytes(), msg) {
+		t.Fatalf("message after garbage lost at EOF (err %v)", sc.Err())
+	}
+	if sp.Skipped.Load() != 9 {
+		t.Fatalf("skipped %d, want 9", sp.Skipped.Load())
 	}
 }
