@@ -1,9 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -38,21 +35,11 @@ func startShimHost(t *testing.T) *shimHost {
 }
 
 func (h *shimHost) spans(t *testing.T) []tracing.SpanRecord {
-	b, err := os.ReadFile(h.out)
+	recs, err := tracing.ReadJSONLFile(h.out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []tracing.SpanRecord
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var r tracing.SpanRecord
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("%q: %v", sc.Text(), err)
-		}
-		out = append(out, r)
-	}
-	return out
+	return recs
 }
 
 func byService(recs []tracing.SpanRecord, service string) map[string][]tracing.SpanRecord {

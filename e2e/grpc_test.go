@@ -2,10 +2,7 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -168,27 +165,4 @@ func TestProxyDynamicTracingInJaeger(t *testing.T) {
 		t.Fatalf("%d spans, want the root and 4 calls", len(spans))
 	}
 	p.stop(t)
-}
-
-// tracesOf returns every span of every trace Jaeger has for service.
-func (j *Jaeger) tracesOf(t *testing.T, service string) []Span {
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/api/traces?service=%s&limit=100", j.Query, service))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	var out struct {
-		Data []struct {
-			Spans []Span `json:"spans"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(body, &out); err != nil {
-		return nil
-	}
-	var spans []Span
-	for _, tr := range out.Data {
-		spans = append(spans, tr.Spans...)
-	}
-	return spans
 }

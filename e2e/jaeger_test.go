@@ -177,10 +177,10 @@ func (s Span) Tag(k string) any {
 	return nil
 }
 
-// Trace fetches a trace's spans from the query API; a trace not (yet) there
-// has none.
-func (j *Jaeger) Trace(t *testing.T, traceID string) []Span {
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/api/traces/%s", j.Query, traceID))
+// traces GETs a query API path and returns the spans of each trace in the
+// answer; a trace not (yet) there is no trace.
+func (j *Jaeger) traces(t *testing.T, path string) [][]Span {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", j.Query, path))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,12 +195,30 @@ func (j *Jaeger) Trace(t *testing.T, traceID string) []Span {
 		} `json:"data"`
 	}
 	if err := json.Unmarshal(body, &out); err != nil {
-		t.Fatalf("query %s: %v: %.200s", traceID, err, body)
+		t.Fatalf("query %s: %v: %.200s", path, err, body)
 	}
-	if len(out.Data) == 0 {
-		return nil
+	var traces [][]Span
+	for _, d := range out.Data {
+		traces = append(traces, d.Spans)
 	}
-	return out.Data[0].Spans
+	return traces
+}
+
+// Trace fetches a trace's spans from the query API.
+func (j *Jaeger) Trace(t *testing.T, traceID string) []Span {
+	if tr := j.traces(t, "/api/traces/"+traceID); len(tr) > 0 {
+		return tr[0]
+	}
+	return nil
+}
+
+// tracesOf returns every span of every trace Jaeger has for service.
+func (j *Jaeger) tracesOf(t *testing.T, service string) []Span {
+	var spans []Span
+	for _, tr := range j.traces(t, "/api/traces?limit=100&service="+service) {
+		spans = append(spans, tr...)
+	}
+	return spans
 }
 
 // WaitTrace waits until the trace has want spans (or stays short for long

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -77,6 +78,31 @@ func Record(b *jaeger.Batch, s *jaeger.Span, peer string) SpanRecord {
 		}
 	}
 	return r
+}
+
+// ReadJSONL reads what a JSONLSink wrote (vsock-to-udp-server --to jsonl).
+func ReadJSONL(r io.Reader) ([]SpanRecord, error) {
+	var out []SpanRecord
+	dec := json.NewDecoder(r)
+	for {
+		var rec SpanRecord
+		if err := dec.Decode(&rec); err == io.EOF {
+			return out, nil
+		} else if err != nil {
+			return out, fmt.Errorf("span %d: %w", len(out)+1, err)
+		}
+		out = append(out, rec)
+	}
+}
+
+// ReadJSONLFile is ReadJSONL of a file.
+func ReadJSONLFile(path string) ([]SpanRecord, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ReadJSONL(f)
 }
 
 // Send decodes one emitBatch datagram and writes its spans.

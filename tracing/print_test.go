@@ -3,6 +3,7 @@ package tracing
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/katatrace/katatrace/internal/testutil"
 	"strings"
 	"testing"
 	"time"
@@ -42,7 +43,7 @@ func TestTreeSink(t *testing.T) {
 }
 
 func TestTreeSinkPrintsWhenQuiet(t *testing.T) {
-	var out syncBuf
+	var out testutil.SyncBuffer
 	ts := NewTreeSink(&out, 50*time.Millisecond)
 	defer ts.Close()
 	for _, p := range capture(t, "svc", smallTrace) {

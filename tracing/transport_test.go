@@ -49,7 +49,7 @@ func TestDialTransport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuf
+	var out testutil.SyncBuffer
 	js := NewJSONLSink(&out)
 	srv := netx.NewServer(netx.ServerConfig{Kind: netx.KindJaeger, Sink: js})
 	go srv.Serve(ln, "unix://"+path)

@@ -1,9 +1,6 @@
 package vm
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -79,18 +76,11 @@ func startHost(t *testing.T, katatrace string) *hostRelay {
 }
 
 func (h *hostRelay) spans(t *testing.T) []tracing.SpanRecord {
-	b, _ := os.ReadFile(h.out)
-	var out []tracing.SpanRecord
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var r tracing.SpanRecord
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, r)
+	recs, err := tracing.ReadJSONLFile(h.out)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return recs
 }
 
 type bootResult struct {
