@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -224,5 +225,33 @@ func TestShimAsPID1PassesSIGTERM(t *testing.T) {
 	}
 	if sd := byService(recs, "kata-agent")["shutdown"][0]; sd.Tags["reason"] != "stopped by terminated" {
 		t.Fatalf("shutdown reason %v", sd.Tags["reason"])
+	}
+}
+
+// TestShimJournalRelay: with --journal the shim also carries syslog
+// messages to the host's text server, so the guest needs no redirect
+// service of its own.
+func TestShimJournalRelay(t *testing.T) {
+	h := startShimHost(t)
+	dir := testutil.SockDir(t)
+	text := filepath.Join(dir, "h_5140")
+	tp := start(t, nil, "vsock-to-text-server", "--from", "unix://"+text)
+	tp.WaitLog("listening")
+	log := filepath.Join(dir, "log")
+	args := append([]string{"--journal", "--journal-from", "unixgram://" + log, "--journal-to", "unix://" + text}, shimArgs(t, h, "", "wait-signal=1")...)
+	p := start(t, nil, "kata-agent-tracer", args...)
+	p.WaitLog("test agent: waiting for SIGTERM")
+	c, err := net.Dial("unixgram", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("<30>kata-agent[1]: hello \x1b[31mhost\n"))
+	testutil.Eventually(t, 10*time.Second, "the message on the host", func() bool {
+		return strings.Contains(tp.Stdout.String(), `<30>kata-agent[1]: hello \x1b[31mhost`)
+	})
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(20 * time.Second); code != 143 {
+		t.Fatalf("exit %d, want the agent's 143", code)
 	}
 }

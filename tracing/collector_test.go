@@ -1,0 +1,82 @@
+package tracing
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opentracing/opentracing-go"
+)
+
+// TestCollectorRetriesAndDrops: a collector that fails for a while gets
+// every batch once it recovers; one that refuses a batch (4xx) has it
+// dropped and counted, not retried forever.
+func TestCollectorRetriesAndDrops(t *testing.T) {
+	dgs := capture(t, "svc", func(tr opentracing.Tracer) { smallTrace(tr); bigTrace(tr) })
+	var mu sync.Mutex
+	failures, got := 3, 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case r.Header.Get("Content-Type") != "application/x-thrift" || len(body) == 0:
+			w.WriteHeader(http.StatusBadRequest)
+		case failures > 0:
+			failures--
+			w.WriteHeader(http.StatusServiceUnavailable)
+		default:
+			got++
+			w.WriteHeader(http.StatusAccepted)
+		}
+	}))
+	defer srv.Close()
+	c := NewCollectorSink(srv.URL+"/api/traces", 1<<20, 1, slog.New(slog.DiscardHandler))
+	for _, p := range dgs {
+		if err := c.Send(p, "peer"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := c.Stats()
+	if got != len(dgs) || s.Posted != uint64(len(dgs)) || s.Retries < 3 || s.Dropped != 0 {
+		t.Fatalf("collector got %d of %d batches; stats %+v", got, len(dgs), s)
+	}
+	if err := c.Send([]byte("not thrift"), "peer"); err == nil {
+		t.Fatal("garbage accepted")
+	}
+}
+
+func TestCollectorQueueDropsOldest(t *testing.T) {
+	block := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-block
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	dgs := capture(t, "svc", func(tr opentracing.Tracer) { bigTrace(tr) })
+	c := NewCollectorSink(srv.URL, 40000, 1, slog.New(slog.DiscardHandler))
+	defer func() {
+		close(block)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c.Close(ctx)
+		srv.Close()
+	}()
+	for range 5 {
+		for _, p := range dgs {
+			c.Send(p, "peer")
+		}
+	}
+	if s := c.Stats(); s.Dropped == 0 {
+		t.Fatalf("a 40 kB queue took %d batches without dropping: %+v", 5*len(dgs), s)
+	}
+}
