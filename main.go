@@ -6,6 +6,8 @@ package main
 import (
 	"os"
 
+	// Before every other package's init: see its doc.
+	_ "github.com/katatrace/katatrace/internal/lowmem"
 	"github.com/katatrace/katatrace/roles"
 )
 

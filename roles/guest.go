@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/katatrace/katatrace/internal/lowmem"
 	"github.com/katatrace/katatrace/netx"
 	"github.com/katatrace/katatrace/systemd"
 )
@@ -109,14 +110,11 @@ func forwarderAttrs(s netx.ForwarderStats) []any {
 		"connects", s.Connects, "dial_failures", s.DialFailures}
 }
 
-// trimCode keeps a guest process's resident memory to the code it uses:
-// guest memory is the scarce kind.
+// trimCode keeps a guest process's resident memory to the code it uses,
+// once it is up: guest memory is the scarce kind.
 func trimCode(rc *RunContext) {
-	if n, err := systemd.TrimResidentCode(); err != nil {
-		rc.Log.Debug("could not trim resident code pages", "err", err)
-	} else {
-		rc.Log.Debug("resident code pages trimmed", "bytes", n)
-	}
+	lowmem.TrimExecutable()
+	rc.Log.Debug("resident code pages trimmed")
 }
 
 // notify tells systemd (if it listens) about a state change.

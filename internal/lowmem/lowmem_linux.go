@@ -1,0 +1,112 @@
+// Package lowmem keeps the resident size of a katatrace process close to the
+// code it runs. The kernel maps a file page's neighbours with it
+// (fault-around), so a static binary holding every role (gRPC and protobuf
+// among them) ends up mostly counted in the RSS of a relay that runs a
+// small part of it. Its init, which runs before the big dependencies' (Go
+// initializes ready packages in import-path order, and this one needs only
+// syscall), unmaps what the runtime's start mapped of the executable's
+// read-only segments and asks for no readahead; TrimExecutable does the
+// same once a role is up. The pages stay in the page cache and come back,
+// one fault each, when used.
+package lowmem
+
+import "syscall"
+
+func init() { TrimExecutable() }
+
+// TrimExecutable unmaps the executable's read-only pages (code and
+// constants); the ones in use come back at their next touch.
+func TrimExecutable() {
+	adviseExecutable(syscall.MADV_RANDOM)
+	adviseExecutable(syscall.MADV_DONTNEED)
+}
+
+// adviseExecutable applies advice to the read-only mappings of this
+// process's executable, using nothing but syscall.
+func adviseExecutable(advice int) {
+	exe := make([]byte, 4096)
+	n, err := syscall.Readlink("/proc/self/exe", exe)
+	if err != nil {
+		return
+	}
+	exe = exe[:n]
+	fd, err := syscall.Open("/proc/self/maps", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer syscall.Close(fd)
+	buf := make([]byte, 0, 1<<16)
+	for {
+		if len(buf) == cap(buf) {
+			return // an unexpectedly large map: leave it
+		}
+		k, err := syscall.Read(fd, buf[len(buf):cap(buf)])
+		if k <= 0 || err != nil {
+			break
+		}
+		buf = buf[:len(buf)+k]
+	}
+	for len(buf) > 0 {
+		line := buf
+		if i := indexByte(buf, '\n'); i >= 0 {
+			line, buf = buf[:i], buf[i+1:]
+		} else {
+			buf = nil
+		}
+		// start-end perms offset dev inode path
+		f := fields(line)
+		if len(f) < 6 || string(f[5]) != string(exe) || len(f[1]) < 2 || f[1][1] == 'w' {
+			continue
+		}
+		start, end, ok := span(f[0])
+		if ok {
+			_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, start, end-start, uintptr(advice))
+		}
+	}
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func fields(b []byte) [][]byte {
+	var out [][]byte
+	for i := 0; i < len(b); {
+		for i < len(b) && b[i] == ' ' {
+			i++
+		}
+		j := i
+		for j < len(b) && b[j] != ' ' {
+			j++
+		}
+		if j > i {
+			out = append(out, b[i:j])
+		}
+		i = j
+	}
+	return out
+}
+
+// span parses "start-end" in hex.
+func span(b []byte) (start, end uintptr, ok bool) {
+	var v [2]uintptr
+	k := 0
+	for _, c := range b {
+		switch {
+		case c == '-' && k == 0:
+			k = 1
+		case c >= '0' && c <= '9':
+			v[k] = v[k]<<4 | uintptr(c-'0')
+		case c >= 'a' && c <= 'f':
+			v[k] = v[k]<<4 | uintptr(c-'a'+10)
+		default:
+			return 0, 0, false
+		}
+	}
+	return v[0], v[1], k == 1 && v[1] > v[0]
+}
