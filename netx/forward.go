@@ -76,8 +76,8 @@ func NewForwarder(cfg ForwarderConfig) *Forwarder {
 		cfg:       cfg,
 		q:         NewQueue(cfg.QueueBytes),
 		log:       cfg.Logger,
-		wbuf:      make([]byte, 0, 4*MaxFrameSize),
-		pending:   make([]byte, 0, 4*MaxFrameSize),
+		wbuf:      make([]byte, 0, 2*MaxFrameSize),
+		pending:   make([]byte, 0, 2*MaxFrameSize),
 		changed:   make(chan struct{}),
 		dropLog:   NewEvery(5 * time.Second),
 		rejectLog: NewEvery(5 * time.Second),
@@ -215,7 +215,7 @@ func (f *Forwarder) ReadFrom(ctx context.Context, pc net.PacketConn, drain time.
 
 // readBatch is how many datagrams one recvmmsg takes. Each needs a 64 KiB
 // buffer; pages only become resident as large datagrams fill them.
-const readBatch = 8
+const readBatch = 4
 
 // readerFor returns a function that reads one or more datagrams from pc
 // and hands them to send, allocating nothing per datagram.

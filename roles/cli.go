@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/katatrace/katatrace/internal/lowmem"
 )
 
 // Exit codes of Main.
@@ -64,6 +66,8 @@ const BinaryName = "katatrace"
 // role's flags at the top level; called as katatrace, roles are
 // subcommands, beside "links" and "version".
 func Main(args []string, o Options) (code int) {
+	// Every package's init has run: drop the code pages it mapped.
+	lowmem.TrimExecutable()
 	if o.Stdout == nil {
 		o.Stdout = os.Stdout
 	}
