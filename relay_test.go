@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -211,4 +212,52 @@ func TestOurGuestFeedsSocatHost(t *testing.T) {
 		"--to", "unix://"+host, "--framing=raw")
 	gp.WaitLog("connected to host")
 	sendOneByOne(t, udpSender(t, port), sink, smallDatagrams())
+}
+
+// TestJournalRedirectTakesFD3: the journal relay's default, fd://3, is the
+// socket a service manager passes (syslog.socket); here the test is that
+// service manager.
+func TestJournalRedirectTakesFD3(t *testing.T) {
+	dir := testutil.SockDir(t)
+	host := filepath.Join(dir, "h_5140")
+	hp := start(t, nil, "vsock-to-text-server", "--from", "unix://"+host)
+	hp.WaitLog("listening")
+	syslog := filepath.Join(dir, "syslog")
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: syslog, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := sock.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock.Close()
+	cmd := exec.Command(bin(t, "kata-journald-host-redirect"), "--to", "unix://"+host)
+	cmd.Env = append(os.Environ(), "KATATRACE_TEST_AS_MAIN=1")
+	cmd.ExtraFiles = []*os.File{f} // fd 3
+	var stderr testutil.SyncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	c, err := net.Dial("unixgram", syslog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	testutil.Eventually(t, 10*time.Second, "a message through fd 3", func() bool {
+		c.Write([]byte("<13>from fd 3"))
+		return strings.Contains(hp.Stdout.String(), "<13>from fd 3")
+	})
+	if !strings.Contains(stderr.String(), "from=fd://3") {
+		t.Fatalf("relay log:\n%s", stderr.String())
+	}
+
+	// Without the socket, the error says what fd://3 expects.
+	code, _, errOut := run(t, nil, "kata-journald-host-redirect", "--to", "unix://"+host)
+	if code == 0 || !strings.Contains(errOut, "fd 3") {
+		t.Fatalf("without fd 3: exit %d\n%s", code, errOut)
+	}
 }

@@ -1,6 +1,8 @@
 package roles
 
 import (
+	"fmt"
+
 	"github.com/katatrace/katatrace/netx"
 )
 
@@ -27,6 +29,9 @@ func (c *journalRedirector) Validate() error {
 
 func (c *journalRedirector) Run(rc *RunContext) error {
 	pc, err := netx.ListenPacket(c.From)
+	if err != nil && c.From.Scheme == netx.SchemeFD {
+		return fmt.Errorf("%w: this relay takes its socket from a socket unit (scripts/systemd/kata-journald-host-redirect.socket); without one, bind a socket yourself with --from unixgram:///dev/log or --from udp://127.0.0.1:514", err)
+	}
 	if err != nil {
 		return err
 	}
