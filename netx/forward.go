@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,7 +114,12 @@ func (f *Forwarder) Send(p []byte) {
 // SendBatch is Send for several datagrams, with one wake-up of the sender.
 func (f *Forwarder) SendBatch(ps [][]byte) {
 	dropped, refused := f.q.PushBatch(ps)
-	f.noteDrops(dropped, refused, 0)
+	size := 0
+	if refused > 0 { // the log names a refused size; rare, so look it up
+		i := slices.IndexFunc(ps, func(p []byte) bool { return len(p) == 0 || len(p) > MaxDatagram })
+		size = len(ps[i])
+	}
+	f.noteDrops(dropped, refused, size)
 }
 
 func (f *Forwarder) noteDrops(dropped, refused, size int) {

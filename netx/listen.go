@@ -42,11 +42,7 @@ func ListenPacket(a Addr) (net.PacketConn, error) {
 	case SchemeUDP:
 		pc, err = net.ListenPacket("udp", a.HostPort)
 	case SchemeUnixgram:
-		var ln any
-		ln, err = listenUnixPath("unixgram", a.Path, func() (any, error) { return net.ListenPacket("unixgram", a.Path) })
-		if err == nil {
-			pc = ln.(net.PacketConn)
-		}
+		pc, err = listenUnixPath("unixgram", a.Path, func() (net.PacketConn, error) { return net.ListenPacket("unixgram", a.Path) })
 	case SchemeFD:
 		pc, err = fdPacketConn(a.FD)
 	default:

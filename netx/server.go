@@ -26,10 +26,33 @@ type Sink interface {
 
 // BatchSink is a Sink that can take several datagrams in one call (one
 // sendmmsg); the host relay uses it when frames arrive faster than one read
-// at a time.
+// at a time. SendBatch hands on every datagram it can and reports how many
+// it could not.
 type BatchSink interface {
 	Sink
-	SendBatch(ps [][]byte, peer string) error
+	SendBatch(ps [][]byte, peer string) (failed int, err error)
+}
+
+// eachSink makes any Sink a BatchSink, one Send per datagram.
+type eachSink struct{ Sink }
+
+func (s eachSink) SendBatch(ps [][]byte, peer string) (int, error) { return sendEach(s.Sink, ps, peer) }
+
+func sendEach(s Sink, ps [][]byte, peer string) (failed int, err error) {
+	var errs []error
+	for _, p := range ps {
+		if e := s.Send(p, peer); e != nil {
+			errs = append(errs, e)
+		}
+	}
+	return len(errs), errors.Join(errs...)
+}
+
+func asBatchSink(s Sink) BatchSink {
+	if bs, ok := s.(BatchSink); ok {
+		return bs
+	}
+	return eachSink{s}
 }
 
 // ServerConfig configures the host relay.
@@ -49,8 +72,9 @@ type ServerConfig struct {
 // or raw, and hands each datagram whole to the Sink. A peer that breaks the
 // protocol is logged and cut off; the others keep going.
 type Server struct {
-	cfg ServerConfig
-	log *slog.Logger
+	cfg  ServerConfig
+	sink BatchSink
+	log  *slog.Logger
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -83,6 +107,7 @@ func NewServer(cfg ServerConfig) *Server {
 	}
 	return &Server{
 		cfg:       cfg,
+		sink:      asBatchSink(cfg.Sink),
 		log:       cfg.Logger,
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[net.Conn]struct{}{},
@@ -236,19 +261,6 @@ type peerConn struct {
 // maxBatch bounds what one sendmmsg carries.
 const maxBatch, maxBatchBytes = 64, 1 << 20
 
-func (c *peerConn) deliver(p []byte) {
-	c.datagrams++
-	c.bytes += uint64(len(p))
-	c.stats.Datagrams.Add(1)
-	c.stats.Bytes.Add(uint64(len(p)))
-	if err := c.cfg.Sink.Send(p, c.peer); err != nil {
-		c.sinkError(err, 1)
-	}
-	if c.draining.Load() {
-		_ = c.conn.SetReadDeadline(earliest(c.drainEnd, time.Now().Add(drainIdle)))
-	}
-}
-
 func (c *peerConn) sinkError(err error, n int) {
 	c.stats.SinkErrors.Add(uint64(n))
 	if ok, suppressed := c.sinkLog.Allow(); ok {
@@ -257,8 +269,15 @@ func (c *peerConn) sinkError(err error, n int) {
 	}
 }
 
+// deliver hands on one datagram (a raw stream's, whose buffer the next read
+// reuses) at once.
+func (c *peerConn) deliver(p []byte) {
+	c.batch = append(c.batch, p)
+	c.flushBatch()
+}
+
 // flushBatch hands on the frames gathered so far, in one call.
-func (c *peerConn) flushBatch(bs BatchSink) {
+func (c *peerConn) flushBatch() {
 	if len(c.batch) == 0 {
 		return
 	}
@@ -268,8 +287,8 @@ func (c *peerConn) flushBatch(bs BatchSink) {
 	}
 	c.datagrams += uint64(len(c.batch))
 	c.stats.Datagrams.Add(uint64(len(c.batch)))
-	if err := bs.SendBatch(c.batch, c.peer); err != nil {
-		c.sinkError(err, len(c.batch))
+	if failed, err := c.sink.SendBatch(c.batch, c.peer); failed > 0 {
+		c.sinkError(err, failed)
 	}
 	clear(c.batch)
 	c.batch, c.batchBytes = c.batch[:0], 0
@@ -293,30 +312,21 @@ var flushAnswer = AppendFrame(nil, nil)
 
 func (c *peerConn) framed(br *bufio.Reader) error {
 	fr := NewFrameReader(br)
-	bs, batching := c.cfg.Sink.(BatchSink)
 	for {
-		if batching && (!buffered(br) || len(c.batch) == maxBatch || c.batchBytes >= maxBatchBytes) {
-			c.flushBatch(bs)
+		if !buffered(br) || len(c.batch) == maxBatch || c.batchBytes >= maxBatchBytes {
+			c.flushBatch()
 		}
 		p, err := fr.Next()
 		if err != nil {
-			if batching {
-				c.flushBatch(bs) // what arrived whole before the end
-			}
+			c.flushBatch() // what arrived whole before the end
 			return err
 		}
 		if len(p) > 0 {
-			if batching {
-				c.batch = append(c.batch, p)
-				c.batchBytes += len(p)
-			} else {
-				c.deliver(p)
-			}
+			c.batch = append(c.batch, p)
+			c.batchBytes += len(p)
 			continue
 		}
-		if batching {
-			c.flushBatch(bs)
-		}
+		c.flushBatch()
 		c.stats.Flushes.Add(1)
 		if err := c.cfg.Sink.Flush(); err != nil {
 			c.log.Warn("flush of sink failed; answering the guest anyway", "peer", c.peer, "err", err)

@@ -3,7 +3,6 @@ package netx
 import (
 	"bufio"
 	"cmp"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -38,37 +37,31 @@ func DialPacketSink(a Addr) (*PacketSink, error) {
 }
 
 // SendBatch writes each of ps as one datagram, in order.
-func (s *PacketSink) SendBatch(ps [][]byte, peer string) error {
+func (s *PacketSink) SendBatch(ps [][]byte, peer string) (failed int, err error) {
 	if s.batch == nil {
-		var errs []error
-		for _, p := range ps {
-			if err := s.Send(p, peer); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		return errors.Join(errs...)
+		return sendEach(s, ps, peer)
 	}
 	mp := s.msgs.Get().(*[]ipv4.Message)
 	defer s.msgs.Put(mp)
-	var firstErr error
 	for len(ps) > 0 {
 		n := min(len(ps), len(*mp))
 		ms := (*mp)[:n]
 		for i := range ms {
 			ms[i].Buffers = ps[i : i+1]
 		}
-		k, err := s.batch.WriteBatch(ms, 0)
+		k, werr := s.batch.WriteBatch(ms, 0)
 		for i := range ms {
 			ms[i].Buffers = nil
 		}
-		if err != nil {
+		if werr != nil {
 			// The datagram at k failed (a refused port, say): count it, go on.
-			firstErr = cmp.Or(firstErr, fmt.Errorf("send to %s: %w", s.target, err))
+			err = cmp.Or(err, fmt.Errorf("send to %s: %w", s.target, werr))
+			failed++
 			k++
 		}
 		ps = ps[max(k, 1):]
 	}
-	return firstErr
+	return failed, err
 }
 
 // Send writes p as one datagram.
