@@ -72,34 +72,68 @@ func (g *relayOptions) newForwarder(kind netx.Kind, to netx.Addr, log *slog.Logg
 	})
 }
 
-// run relays from pc until rc.Ctx ends, then drains: reads what is left in
-// the socket, sends it, and waits (bounded) for the host to confirm.
-func (g *guestRelay) run(rc *RunContext, kind netx.Kind, from, to netx.Addr, pc net.PacketConn) error {
-	defer pc.Close()
-	fw := g.newForwarder(kind, to, rc.Log)
-	sendCtx, stopSend := context.WithCancel(context.Background())
-	sent := make(chan error, 1)
-	go func() { sent <- fw.Run(sendCtx) }()
-	defer func() { stopSend(); <-sent }()
+// relay is a guest relay at work: a forwarder sending to the host, fed from
+// a datagram socket until stop.
+type relay struct {
+	fw       *netx.Forwarder
+	pc       net.PacketConn
+	stopRead context.CancelFunc
+	readDone chan struct{}
+	readErr  error // ReadFrom's, once readDone is closed
+	stopSend context.CancelFunc
+	sendDone chan struct{}
+}
 
-	rc.Log.Info("relaying", "from", from.String(), "to", to.String(), "kind", kind.String(),
+// start relays from pc to the host at to. drain bounds how long stop keeps
+// reading what is still in the socket.
+func (g *relayOptions) start(log *slog.Logger, kind netx.Kind, from, to netx.Addr, pc net.PacketConn, drain time.Duration) *relay {
+	r := &relay{fw: g.newForwarder(kind, to, log), pc: pc, readDone: make(chan struct{}), sendDone: make(chan struct{})}
+	var sendCtx, readCtx context.Context
+	sendCtx, r.stopSend = context.WithCancel(context.Background())
+	readCtx, r.stopRead = context.WithCancel(context.Background())
+	go func() { defer close(r.sendDone); _ = r.fw.Run(sendCtx) }()
+	go func() { defer close(r.readDone); r.readErr = r.fw.ReadFrom(readCtx, pc, drain) }()
+	log.Info("relaying", "from", from.String(), "to", to.String(), "kind", kind.String(),
 		"framing", g.Framing, "queue_bytes", int64(g.QueueBytes))
+	return r
+}
+
+// stop reads what is left in the socket, sends it, and waits (bounded by
+// ctx) for the host to confirm everything; it returns the reading error, if
+// reading had failed, and the flush's.
+func (r *relay) stop(ctx context.Context) (readErr, flushErr error) {
+	r.stopRead()
+	<-r.readDone // every datagram still in the socket is queued
+	_ = r.pc.Close()
+	flushErr = r.fw.Flush(ctx)
+	r.stopSend()
+	<-r.sendDone
+	return r.readErr, flushErr
+}
+
+// run relays from pc until rc.Ctx ends (or reading fails), then drains.
+func (g *guestRelay) run(rc *RunContext, kind netx.Kind, from, to netx.Addr, pc net.PacketConn) error {
+	r := g.start(rc.Log, kind, from, to, pc, g.DrainTimeout)
 	trimCode(rc)
 	notify(rc, systemd.Ready)
-	stopStats := logStatsOnSignal(rc, func() []any { return forwarderAttrs(fw.Stats()) })
+	stopStats := logStatsOnSignal(rc, func() []any { return forwarderAttrs(r.fw.Stats()) })
 	defer stopStats()
 
-	readErr := fw.ReadFrom(rc.Ctx, pc, g.DrainTimeout)
-	notify(rc, systemd.Stopping)
-	if readErr != nil {
-		rc.Log.Error("reading datagrams failed; delivering what is held", "err", readErr)
+	select {
+	case <-rc.Ctx.Done():
+	case <-r.readDone:
 	}
+	notify(rc, systemd.Stopping)
 	ctx, cancel := context.WithTimeout(context.Background(), g.DrainTimeout)
 	defer cancel()
-	if err := fw.Flush(ctx); err != nil {
-		rc.Log.Warn("drain incomplete", append([]any{"err", err}, forwarderAttrs(fw.Stats())...)...)
+	readErr, err := r.stop(ctx)
+	if readErr != nil {
+		rc.Log.Error("reading datagrams failed; delivered what was held", "err", readErr)
+	}
+	if err != nil {
+		rc.Log.Warn("drain incomplete", append([]any{"err", err}, forwarderAttrs(r.fw.Stats())...)...)
 	} else {
-		rc.Log.Info("drained: the host confirmed every datagram", forwarderAttrs(fw.Stats())...)
+		rc.Log.Info("drained: the host confirmed every datagram", forwarderAttrs(r.fw.Stats())...)
 	}
 	return readErr
 }

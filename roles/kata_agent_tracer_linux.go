@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -228,10 +227,10 @@ func (c *agentTracer) settings(log *slog.Logger) tracing.Settings {
 	return s
 }
 
-// relays are the in-process guest relays and how to stop them.
+// relays are the in-process guest relays.
 type relays struct {
-	jaeger *netx.Forwarder
-	stops  []func(flush context.Context) error
+	jaeger *relay
+	all    []*relay
 }
 
 func (c *agentTracer) startRelays(log *slog.Logger) (*relays, error) {
@@ -239,51 +238,25 @@ func (c *agentTracer) startRelays(log *slog.Logger) (*relays, error) {
 	if c.NoRelay {
 		return r, nil
 	}
-	fw, err := c.startRelay(log, r, netx.KindJaeger, c.From, c.To)
-	if err != nil {
+	start := func(log *slog.Logger, kind netx.Kind, from, to netx.Addr) (*relay, error) {
+		pc, err := netx.ListenPacket(from)
+		if err != nil {
+			return nil, err
+		}
+		rl := c.start(log, kind, from, to, pc, time.Second)
+		r.all = append(r.all, rl)
+		return rl, nil
+	}
+	var err error
+	if r.jaeger, err = start(log, netx.KindJaeger, c.From, c.To); err != nil {
 		return r, err
 	}
-	r.jaeger = fw
 	if c.Journal {
-		if _, err := c.startRelay(log.With("relay", "journal"), r, netx.KindText, c.JournalFrom, c.JournalTo); err != nil {
+		if _, err := start(log.With("relay", "journal"), netx.KindText, c.JournalFrom, c.JournalTo); err != nil {
 			return r, err
 		}
 	}
 	return r, nil
-}
-
-// startRelay binds from and starts a forwarder to to; the stop it registers
-// drains the socket, then waits (bounded by its context) for the host.
-func (c *agentTracer) startRelay(log *slog.Logger, r *relays, kind netx.Kind, from, to netx.Addr) (*netx.Forwarder, error) {
-	pc, err := netx.ListenPacket(from)
-	if err != nil {
-		return nil, err
-	}
-	fw := c.newForwarder(kind, to, log)
-	readCtx, stopRead := context.WithCancel(context.Background())
-	sendCtx, stopSend := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = fw.Run(sendCtx) }()
-	read := make(chan struct{})
-	go func() {
-		defer wg.Done()
-		defer close(read)
-		if err := fw.ReadFrom(readCtx, pc, time.Second); err != nil {
-			log.Error("relay stopped reading", "err", err)
-		}
-	}()
-	log.Info("relaying", "from", from.String(), "to", to.String(), "kind", kind.String())
-	r.stops = append(r.stops, func(ctx context.Context) error {
-		stopRead()
-		<-read // every datagram still in the socket is queued
-		_ = pc.Close()
-		err := fw.Flush(ctx)
-		stopSend()
-		wg.Wait()
-		return err
-	})
-	return fw, nil
 }
 
 // agentEnv is the environment of the agent: its tracer's destination, and
@@ -336,8 +309,12 @@ func (c *agentTracer) shutdown(rc *RunContext, tr *shimTracer, r *relays, reaper
 
 	ctx, cancel := context.WithTimeout(context.Background(), c.FlushTimeout)
 	defer cancel()
-	for _, stop := range r.stops {
-		if err := stop(ctx); err != nil {
+	for _, rl := range r.all {
+		readErr, err := rl.stop(ctx)
+		if readErr != nil {
+			log.Error("relay stopped reading early", "err", readErr)
+		}
+		if err != nil {
 			log.Warn("flush to the host incomplete", "err", err)
 		}
 	}
@@ -347,33 +324,29 @@ func (c *agentTracer) shutdown(rc *RunContext, tr *shimTracer, r *relays, reaper
 		"tracer_close", tTracer.Sub(t0).String(), "relay_flush", tFlush.Sub(tTracer).String(),
 		"total", time.Since(t0).String()}
 	if r.jaeger != nil {
-		attrs = append(attrs, forwarderAttrs(r.jaeger.Stats())...)
+		attrs = append(attrs, forwarderAttrs(r.jaeger.fw.Stats())...)
 	}
 	log.Info("shutting down", attrs...)
 
 	for _, argv := range c.argv {
 		c.execStop(log, reaper, argv)
 	}
-	if len(c.argv) > 0 && !pid1 {
+	switch {
+	case !pid1 && (len(c.argv) > 0 || action == systemd.Exit):
+		return exitWith(exit)
+	case pid1 && action == systemd.Exit:
+		log.Error("--shutdown=exit as PID 1 would panic the kernel; powering off instead")
+		action = systemd.PowerOff
+	}
+	err := systemd.Shutdown(action)
+	if !pid1 { // Shutdown refuses outside PID 1
+		log.Error("shutdown action not taken; exiting", "action", string(action), "err", err)
 		return exitWith(exit)
 	}
-	if action != systemd.Exit || pid1 {
-		if action == systemd.Exit {
-			log.Error("--shutdown=exit as PID 1 would panic the kernel; powering off instead")
-			action = systemd.PowerOff
-		}
-		if err := systemd.Shutdown(action); err != nil {
-			if !pid1 {
-				log.Error("shutdown action not taken; exiting", "action", string(action), "err", err)
-				return exitWith(exit)
-			}
-			log.Error("shutdown failed; PID 1 must not exit, waiting", "action", string(action), "err", err)
-		}
-		if pid1 {
-			select {} // reboot(2) ends this; PID 1 never exits
-		}
+	if err != nil {
+		log.Error("shutdown failed; PID 1 must not exit, waiting", "action", string(action), "err", err)
 	}
-	return exitWith(exit)
+	select {} // reboot(2) ends this; PID 1 never exits
 }
 
 func exitWith(e systemd.ProcessExit) error {
@@ -448,7 +421,7 @@ func (c *agentTracer) startTracer(log *slog.Logger, s tracing.Settings, r *relay
 func (c *agentTracer) newTracer(log *slog.Logger, r *relays, mode, typ string, parent jaeger.SpanContext) *shimTracer {
 	var transport jaeger.Transport
 	if r.jaeger != nil {
-		transport = tracing.NewTransport(r.jaeger.Send, 0)
+		transport = tracing.NewTransport(r.jaeger.fw.Send, 0)
 	} else {
 		t, err := jaeger.NewUDPTransport(c.From.HostPort, 0)
 		if err != nil {
