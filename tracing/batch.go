@@ -13,6 +13,8 @@ import (
 // DecodeEmitBatch decodes one Jaeger client datagram: a Thrift compact
 // emitBatch message.
 func DecodeEmitBatch(p []byte) (*jaeger.Batch, error) {
+	// Walk it first: the decoder allocates the lists a message declares, so
+	// only a message whose structure was checked within its bytes gets there.
 	if _, err := ScanEmitBatch(p); err != nil {
 		return nil, fmt.Errorf("decode emitBatch: %w", err)
 	}

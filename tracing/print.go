@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -255,7 +256,8 @@ func FormatTree(traceID string, spans []printSpan) string {
 	}
 	t0 := spans[0].StartTime
 	var b strings.Builder
-	fmt.Fprintf(&b, "trace %s: %d spans from %s\n", traceID, len(spans), strings.Join(slices.Sorted(mapKeys(peers)), ", "))
+	fmt.Fprintf(&b, "trace %s: %d spans from %s\n", traceID, len(spans), strings.Join(slices.Sorted(maps.Keys(peers)), ", "))
+	esc := func(s string) []byte { return netx.AppendEscaped(nil, []byte(s)) } // guest text never drives the terminal
 	var walk func(s printSpan, prefix string, last bool)
 	walk = func(s printSpan, prefix string, last bool) {
 		branch, indent := "├─ ", "│  "
@@ -267,10 +269,10 @@ func FormatTree(traceID string, spans []printSpan) string {
 		if p := ParentID(s.Span); p != 0 && !ids[p] {
 			line += "  (parent " + SpanID(p) + ")"
 		}
-		b.WriteString(string(netx.AppendEscaped(nil, []byte(line))))
+		b.Write(esc(line))
 		for _, tg := range s.Tags {
 			if tg != nil {
-				fmt.Fprintf(&b, " %s=%s", netx.AppendEscaped(nil, []byte(tg.Key)), netx.AppendEscaped(nil, []byte(TagString(tg))))
+				fmt.Fprintf(&b, " %s=%s", esc(tg.Key), esc(TagString(tg)))
 			}
 		}
 		b.WriteByte('\n')
@@ -281,7 +283,7 @@ func FormatTree(traceID string, spans []printSpan) string {
 			fmt.Fprintf(&b, "%s%s  · +%s", prefix, indent, micros(l.Timestamp-t0))
 			for _, f := range l.Fields {
 				if f != nil {
-					fmt.Fprintf(&b, " %s=%s", netx.AppendEscaped(nil, []byte(f.Key)), netx.AppendEscaped(nil, []byte(TagString(f))))
+					fmt.Fprintf(&b, " %s=%s", esc(f.Key), esc(TagString(f)))
 				}
 			}
 			b.WriteByte('\n')
@@ -296,16 +298,6 @@ func FormatTree(traceID string, spans []printSpan) string {
 		walk(r, "", i == len(roots)-1)
 	}
 	return b.String()
-}
-
-func mapKeys(m map[string]bool) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // micros formats a microsecond count as a rounded duration.

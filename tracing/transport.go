@@ -35,8 +35,6 @@ type Transport struct {
 	spans     []*j.Span
 	size      int
 	closeHook func() error
-	tooLarge  uint64
-	sentSpans uint64
 }
 
 var errSpanTooLarge = errors.New("span too large to send in one datagram")
@@ -49,10 +47,10 @@ func NewTransport(send func([]byte), maxPacket int) *Transport {
 		maxPacket = 65000
 	}
 	buf := thrift.NewTMemoryBufferLen(maxPacket)
-	proto := thrift.NewTCompactProtocolFactoryConf(&thrift.TConfiguration{}).GetProtocol(buf)
+	compact := thrift.NewTCompactProtocolFactoryConf(&thrift.TConfiguration{})
 	return &Transport{
 		send: send, maxSpans: maxPacket - emitBatchOverhead,
-		buf: buf, proto: proto, client: agent.NewAgentClientFactory(buf, thrift.NewTCompactProtocolFactoryConf(&thrift.TConfiguration{})),
+		buf: buf, proto: compact.GetProtocol(buf), client: agent.NewAgentClientFactory(buf, compact),
 	}
 }
 
@@ -72,8 +70,7 @@ func (t *Transport) Append(span *jaeger.Span) (int, error) {
 	js := jaeger.BuildJaegerThrift(span)
 	n := t.sizeOf(js)
 	if n > t.maxSpans-t.procSize {
-		t.tooLarge++
-		return 1, errSpanTooLarge
+		return 1, errSpanTooLarge // the reporter counts it as failed
 	}
 	flushed := 0
 	var err error
@@ -99,7 +96,6 @@ func (t *Transport) Flush() (int, error) {
 		return n, fmt.Errorf("encode batch: %w", err)
 	}
 	t.send(t.buf.Bytes())
-	t.sentSpans += uint64(n)
 	return n, nil
 }
 
