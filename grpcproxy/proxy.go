@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 
 	"github.com/opentracing/opentracing-go"
 	"github.com/opentracing/opentracing-go/ext"
@@ -86,9 +87,9 @@ func (p *Proxy) handle(_ any, ss grpc.ServerStream) error {
 	if span != nil {
 		st, _ := status.FromError(err)
 		span.SetTag("grpc.status", st.Code().String())
-		span.SetTag("request.bytes", c.inBytes)
+		span.SetTag("request.bytes", c.inBytes.Load())
 		span.SetTag("response.bytes", c.outBytes)
-		span.SetTag("request.messages", c.inMsgs)
+		span.SetTag("request.messages", c.inMsgs.Load())
 		span.SetTag("response.messages", c.outMsgs)
 		if st.Code() != codes.OK {
 			ext.Error.Set(span, true)
@@ -136,9 +137,11 @@ func (p *Proxy) startSpan(method string, in metadata.MD) opentracing.Span {
 
 // call is one proxied stream and what passed through it.
 type call struct {
-	ss                grpc.ServerStream
-	inBytes, outBytes int
-	inMsgs, outMsgs   int
+	ss grpc.ServerStream
+	// The caller's side is counted by forward's goroutine, which can still
+	// run when forward returns on the agent's status: atomics.
+	inBytes, inMsgs   atomic.Int64
+	outBytes, outMsgs int
 }
 
 // forward runs the call upstream: caller's messages up, agent's messages,
@@ -173,8 +176,8 @@ func (c *call) up(cs grpc.ClientStream) error {
 			}
 			return err
 		}
-		c.inMsgs++
-		c.inBytes += len(f.data)
+		c.inMsgs.Add(1)
+		c.inBytes.Add(int64(len(f.data)))
 		if err := cs.SendMsg(f); err != nil {
 			return err
 		}

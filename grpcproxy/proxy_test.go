@@ -335,3 +335,37 @@ func BenchmarkUnary(b *testing.B) {
 		})
 	}
 }
+
+// TestEarlyStatusWhileCallerSends: the agent answers a stream with its
+// status while the caller is still sending; the proxy's span must count
+// what went up without racing the goroutine that still forwards it.
+func TestEarlyStatusWhileCallerSends(t *testing.T) {
+	r := newRig(t, false)
+	if err := r.ctl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	desc := &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
+	for i := range 30 {
+		cs, err := r.proxy.NewStream(context.Background(), desc, "/grpc.AgentService/NoSuchMethod")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for range 200 {
+				if cs.SendMsg(wrapperspb.String("up")) != nil {
+					return
+				}
+			}
+			cs.CloseSend()
+		}()
+		if err := cs.RecvMsg(&wrapperspb.StringValue{}); status.Code(err) != codes.Unimplemented {
+			t.Fatalf("call %d: got %v, want the agent's Unimplemented", i, err)
+		}
+	}
+	if err := r.ctl.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(r.ctl.spans.GetSpans()); n < 31 {
+		t.Errorf("proxy reported %d spans, want 30 calls and the root", n)
+	}
+}

@@ -79,10 +79,12 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{}
-	draining  atomic.Bool
-	drainEnd  time.Time
-	wg        sync.WaitGroup
-	seq       atomic.Uint64
+	// drainEnd is when Shutdown's drain must end, as Unix nanoseconds; zero
+	// until Shutdown. It is the draining flag too, so that a connection
+	// that sees the drain also sees its deadline.
+	drainEnd atomic.Int64
+	wg       sync.WaitGroup
+	seq      atomic.Uint64
 
 	stats    ServerStats
 	sinkLog  *Every
@@ -116,6 +118,15 @@ func NewServer(cfg ServerConfig) *Server {
 	}
 }
 
+// draining reports whether Shutdown has begun.
+func (s *Server) draining() bool { return s.drainEnd.Load() != 0 }
+
+// drainDeadline is the read deadline of a connection during the drain: a
+// moment of quiet, or the drain's end, whichever comes first.
+func (s *Server) drainDeadline() time.Time {
+	return earliest(time.Unix(0, s.drainEnd.Load()), time.Now().Add(drainIdle))
+}
+
 // Stats gives the live counters.
 func (s *Server) Stats() *ServerStats { return &s.stats }
 
@@ -123,7 +134,7 @@ func (s *Server) Stats() *ServerStats { return &s.stats }
 // name identifies the listener in peer names (its address).
 func (s *Server) Serve(ln net.Listener, name string) error {
 	s.mu.Lock()
-	if s.draining.Load() {
+	if s.draining() {
 		s.mu.Unlock()
 		return ln.Close()
 	}
@@ -138,7 +149,7 @@ func (s *Server) Serve(ln net.Listener, name string) error {
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
-			if s.draining.Load() {
+			if s.draining() {
 				return nil
 			}
 			var ne net.Error
@@ -154,7 +165,7 @@ func (s *Server) Serve(ln net.Listener, name string) error {
 		delay = 0
 		peer := peerName(conn, name, s.seq.Add(1))
 		s.mu.Lock()
-		if s.draining.Load() {
+		if s.draining() {
 			s.mu.Unlock()
 			_ = conn.Close()
 			return nil
@@ -179,18 +190,17 @@ func peerName(conn net.Conn, listener string, seq uint64) string {
 // already received (until it has been idle a moment, or ctx ends), flushes
 // the sink, and closes everything.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.draining.Store(true)
-	if dl, ok := ctx.Deadline(); ok {
-		s.drainEnd = dl
-	} else {
-		s.drainEnd = time.Now().Add(time.Minute)
+	end, ok := ctx.Deadline()
+	if !ok {
+		end = time.Now().Add(time.Minute)
 	}
+	s.mu.Lock()
+	s.drainEnd.CompareAndSwap(0, end.UnixNano())
 	for ln := range s.listeners {
 		_ = ln.Close()
 	}
 	for c := range s.conns {
-		_ = c.SetReadDeadline(earliest(s.drainEnd, time.Now().Add(drainIdle)))
+		_ = c.SetReadDeadline(s.drainDeadline())
 	}
 	s.mu.Unlock()
 
@@ -292,8 +302,8 @@ func (c *peerConn) flushBatch() {
 	}
 	clear(c.batch)
 	c.batch, c.batchBytes = c.batch[:0], 0
-	if c.draining.Load() {
-		_ = c.conn.SetReadDeadline(earliest(c.drainEnd, time.Now().Add(drainIdle)))
+	if c.draining() {
+		_ = c.conn.SetReadDeadline(c.drainDeadline())
 	}
 }
 
@@ -368,7 +378,7 @@ func (c *peerConn) finish(err error) {
 	switch {
 	case err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
 		c.log.Info("guest disconnected", attrs...)
-	case errors.Is(err, os.ErrDeadlineExceeded) && c.draining.Load():
+	case errors.Is(err, os.ErrDeadlineExceeded) && c.draining():
 		c.log.Info("guest connection closed for shutdown", attrs...)
 	case IsProtocolError(err):
 		c.stats.ProtocolErrors.Add(1)
