@@ -137,6 +137,7 @@ func TestBadInputIsAUsageError(t *testing.T) {
 		{"bad enum", nil, []string{"jaeger-client-socat-redirector", "--framing", "json"}, []string{"--framing", `"framed","raw"`, `"json"`}},
 		{"bad log level", nil, []string{"vsock-to-text-server", "--log-level", "loud"}, []string{"--log-level"}},
 		{"unknown flag", nil, []string{"vsock-to-text-server", "--frmo", "x"}, []string{"--frmo"}},
+		{"unknown flag before the agent", nil, []string{"kata-agent-tracer", "--bogus", "--", "/bin/true"}, []string{"unknown flag --bogus"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

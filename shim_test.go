@@ -112,11 +112,11 @@ func TestShimExitCodes(t *testing.T) {
 
 func TestShimBadTraceValueStillRunsAgent(t *testing.T) {
 	h := startShimHost(t)
-	code, _, errOut := run(t, nil, "kata-agent-tracer", shimArgs(t, h, "quiet agent.trace=true", "exit=3")...)
+	code, _, errOut := run(t, nil, "kata-agent-tracer", shimArgs(t, h, "quiet agent.trace=yes", "exit=3")...)
 	if code != 3 {
 		t.Fatalf("exit %d, want the agent's 3\n%s", code, errOut)
 	}
-	if !strings.Contains(errOut, `agent.trace=\"true\" is not a tracing mode: want agent.trace, agent.trace=isolated or agent.trace=collated`) {
+	if !strings.Contains(errOut, `agent.trace=\"yes\" is not a tracing mode: want agent.trace, agent.trace=isolated (or true, 1), agent.trace=collated, or agent.trace=false (or 0)`) {
 		t.Fatalf("no error naming the accepted values:\n%s", errOut)
 	}
 	if n := len(byService(h.spans(t), "kata-agent")); n != 0 {

@@ -53,8 +53,13 @@ type agentTracer struct {
 }
 
 func (c *agentTracer) Validate() error {
-	if len(c.Command) > 0 && c.Command[0] == "--" {
+	switch {
+	case len(c.Command) > 0 && c.Command[0] == "--":
 		c.Command = c.Command[1:]
+	case len(c.Command) > 0 && strings.HasPrefix(c.Command[0], "-"):
+		// kong hands an unknown flag to the passthrough argument; before the
+		// agent's command it is the shim's, and a typo.
+		return fmt.Errorf("unknown flag %s (the agent's own flags go after its command: kata-agent-tracer [flags] -- AGENT [ARGS])", c.Command[0])
 	}
 	if len(c.Command) == 0 && c.Agent != "" {
 		words, err := splitWords(c.Agent)

@@ -12,10 +12,11 @@ type Mode string
 
 // The tracing modes.
 const (
-	// Dynamic: agent.trace absent. Off until the runtime calls StartTracing.
+	// Dynamic: agent.trace absent, false or 0. Off until the runtime calls
+	// StartTracing.
 	Dynamic Mode = "dynamic"
-	// Isolated: agent.trace or agent.trace=isolated. Static tracing, the
-	// agent's trace on its own.
+	// Isolated: agent.trace, agent.trace=isolated, true or 1. Static
+	// tracing, the agent's trace on its own.
 	Isolated Mode = "isolated"
 	// Collated: agent.trace=collated. Static tracing, the agent's trace
 	// joined to the runtime's (agent.trace_parent, or per call over gRPC).
@@ -44,14 +45,17 @@ func ParseCmdline(cmdline string) (Settings, []error) {
 		key, val, hasVal := strings.Cut(w, "=")
 		switch key {
 		case "agent.trace":
+			// true/1 and false/0 are the booleans Kata 2.x's agent takes.
 			switch {
-			case !hasVal || val == "isolated":
+			case !hasVal || val == "isolated" || val == "true" || val == "1":
 				s.Mode = Isolated
 			case val == "collated":
 				s.Mode = Collated
+			case val == "false" || val == "0":
+				s.Mode = Dynamic
 			default:
 				s.Mode = Dynamic
-				errs = append(errs, fmt.Errorf("kernel command line: agent.trace=%q is not a tracing mode: want agent.trace, agent.trace=isolated or agent.trace=collated; the agent runs untraced", val))
+				errs = append(errs, fmt.Errorf("kernel command line: agent.trace=%q is not a tracing mode: want agent.trace, agent.trace=isolated (or true, 1), agent.trace=collated, or agent.trace=false (or 0); the agent runs untraced", val))
 			}
 		case "agent.trace_parent":
 			ctx, err := jaeger.ContextFromString(val)
