@@ -3,12 +3,16 @@ GO          ?= go
 PREFIX      ?= /usr/local
 DESTDIR     ?=
 BINDIR      := $(PREFIX)/bin
+SYSTEMDDIR  := $(PREFIX)/lib/systemd
+UNITDIR     := $(SYSTEMDDIR)/system
+GUEST_UNITS := kata-agent.service.d/katatrace.conf jaeger-client-socat-redirector.service kata-journald-host-redirect.service
+HOST_UNITS  := vsock-to-udp-server.service vsock-to-text-server.service
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 TOOLS       := $(CURDIR)/bin
 export CGO_ENABLED := 0
 
-.PHONY: all build install test unit e2e lint fuzz bench demo tools vm-kernel clean
+.PHONY: all build install install-bin install-guest install-host test unit e2e lint fuzz bench demo tools vm-kernel clean
 
 all: build
 
@@ -17,11 +21,41 @@ build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/katatrace .
 	bin/katatrace links bin --log-level=warn
 
-## install: binary and symlinks into $(DESTDIR)$(BINDIR)
-install: build
+## install: everything, guest and host: make install DESTDIR=<root> PREFIX=/usr
+## install-guest: binary, links, the kata-agent drop-in, the guest units
+##   (the journal relay enabled for kata-containers.target), journald's
+##   forwarding drop-in
+## install-host: binary, links, the host units (enable them yourself)
+install: install-guest install-host
+
+install-bin: build
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 0755 bin/katatrace $(DESTDIR)$(BINDIR)/katatrace
 	bin/katatrace links $(DESTDIR)$(BINDIR) --target katatrace --log-level=warn
+
+# Units carry @BINDIR@ and @UNITDIR@, filled in here so that they follow PREFIX.
+SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@UNITDIR@|$(UNITDIR)|g'
+define install-units
+	install -d $(addprefix $(DESTDIR)$(UNITDIR)/,$(sort $(dir $(1))))
+	for u in $(1); do \
+	  $(SUBST) scripts/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp && mv $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
+endef
+
+install-guest: install-bin
+	$(call install-units,$(GUEST_UNITS))
+	install -d $(DESTDIR)$(SYSTEMDDIR)/journald.conf.d $(DESTDIR)$(UNITDIR)/kata-containers.target.wants
+	install -m 0644 scripts/systemd/journald.conf.d/katatrace.conf $(DESTDIR)$(SYSTEMDDIR)/journald.conf.d/katatrace.conf
+	@# Enabled in place, as systemctl enable would: syslog.service is the
+	@# journal relay (a syslog daemon's file of that name is left alone).
+	ln -sfn ../kata-journald-host-redirect.service $(DESTDIR)$(UNITDIR)/kata-containers.target.wants/kata-journald-host-redirect.service
+	@if [ -e $(DESTDIR)$(UNITDIR)/syslog.service ] && [ ! -L $(DESTDIR)$(UNITDIR)/syslog.service ]; then \
+	  echo "install-guest: $(UNITDIR)/syslog.service is a syslog daemon's; the journal relay is not syslog.service"; \
+	else ln -sfn kata-journald-host-redirect.service $(DESTDIR)$(UNITDIR)/syslog.service; fi
+
+install-host: install-bin
+	$(call install-units,$(HOST_UNITS))
 
 ## tools: Jaeger v2 and staticcheck, built from tools/go.mod
 tools: $(TOOLS)/jaeger $(TOOLS)/staticcheck

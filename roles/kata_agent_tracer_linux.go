@@ -41,7 +41,7 @@ type agentTracer struct {
 	JournalTo    netx.Addr     `help:"Where the host's text server listens, with --journal." default:"vsock://2:5140"`
 	FlushTimeout time.Duration `help:"At shutdown, how long to wait for the host to confirm every span." default:"5s"`
 	StopTimeout  time.Duration `help:"After SIGTERM or SIGINT is passed to the agent, how long it has to exit before SIGKILL." default:"10s"`
-	Shutdown     string        `help:"What ends the VM when the agent is gone: poweroff, reboot (Firecracker), halt or exit. auto: poweroff as PID 1, exit otherwise." enum:"auto,poweroff,reboot,halt,exit" default:"auto"`
+	Shutdown     string        `help:"What ends the VM once the agent is gone and its trace delivered: poweroff, reboot (Firecracker), halt or exit. As PID 1 by reboot(2), as a systemd service by asking systemd. auto: poweroff as PID 1, and as a systemd service in static tracing (as Kata's ExecStop did); exit otherwise (the runtime ends the VM)." enum:"auto,poweroff,reboot,halt,exit" default:"auto"`
 	ExecStop     []string      `help:"Command to run at shutdown, after the flush, instead of the shutdown action; repeatable, run in order, split into words without a shell (as systemd's ExecStop)." sep:"none" placeholder:"CMD"`
 	Agent        string        `help:"The agent command as one string, when it cannot be given as arguments (e.g. KATATRACE_AGENT on the kernel command line)." placeholder:"CMD"`
 	GrpcListen   netx.Addr     `help:"Serve the agent API here (e.g. vsock://any:1024), tracing every call, and forward it to the agent (see --grpc-upstream). StartTracing and StopTracing turn dynamic tracing on and off." placeholder:"ADDR"`
@@ -177,7 +177,20 @@ func (c *agentTracer) Run(rc *RunContext) error {
 	notify(rc, systemd.Stopping)
 	stopProxy()
 	ctl.end()
-	return c.shutdown(rc, tr, relays, reaper, exit, reason, pid1)
+	return c.shutdown(rc, tr, relays, reaper, exit, reason, c.action(pid1, systemd.UnderManager(), settings.Mode.Static()))
+}
+
+// action is how the VM ends once the trace is delivered. Under systemd,
+// static tracing ends it as Kata's ExecStop did; dynamic and untraced runs
+// leave that to the runtime, unless --shutdown says otherwise.
+func (c *agentTracer) action(pid1, managed, static bool) systemd.Action {
+	switch {
+	case c.Shutdown != "auto":
+		return systemd.Action(c.Shutdown)
+	case pid1 || managed && static:
+		return systemd.PowerOff
+	}
+	return systemd.Exit
 }
 
 // supervise waits for the agent, passing on signals; SIGTERM and SIGINT
@@ -256,7 +269,13 @@ func (c *agentTracer) startRelays(log *slog.Logger) (*relays, error) {
 	if r.jaeger, err = start(log, netx.KindJaeger, c.From, c.To); err != nil {
 		return r, err
 	}
-	if c.Journal {
+	switch {
+	case c.Journal && systemd.UnderManager() && c.JournalFrom.Scheme == netx.SchemeUnixgram:
+		// journald owns /dev/log there: kata-journald-host-redirect.service
+		// carries the journal instead.
+		log.Warn("--journal is for guests without systemd; journal relay not started (under systemd, kata-journald-host-redirect.service carries the journal)",
+			"journal_from", c.JournalFrom.String())
+	case c.Journal:
 		if _, err := start(log.With("relay", "journal"), netx.KindText, c.JournalFrom, c.JournalTo); err != nil {
 			return r, err
 		}
@@ -294,15 +313,9 @@ func btoi(b bool) int {
 // shutdown ends the trace and the VM: finish the root span, flush the
 // tracer, drain the relays and wait for the host's answer, sync, then the
 // shutdown action. As PID 1 it never returns.
-func (c *agentTracer) shutdown(rc *RunContext, tr *shimTracer, r *relays, reaper *systemd.Reaper, exit systemd.ProcessExit, reason string, pid1 bool) error {
+func (c *agentTracer) shutdown(rc *RunContext, tr *shimTracer, r *relays, reaper *systemd.Reaper, exit systemd.ProcessExit, reason string, action systemd.Action) error {
 	log := rc.Log
-	action := systemd.Action(c.Shutdown)
-	if c.Shutdown == "auto" {
-		action = systemd.Exit
-		if pid1 {
-			action = systemd.PowerOff
-		}
-	}
+	pid1 := os.Getpid() == 1
 	t0 := time.Now()
 	sp := tr.child("shutdown")
 	sp.SetTag("reason", reason)
@@ -343,12 +356,17 @@ func (c *agentTracer) shutdown(rc *RunContext, tr *shimTracer, r *relays, reaper
 		log.Error("--shutdown=exit as PID 1 would panic the kernel; powering off instead")
 		action = systemd.PowerOff
 	}
-	err := systemd.Shutdown(action)
-	if !pid1 { // Shutdown refuses outside PID 1
-		log.Error("shutdown action not taken; exiting", "action", string(action), "err", err)
+	if !pid1 {
+		// A service never calls reboot(2): systemd stops every unit, this
+		// one included, and ends the VM in order.
+		if err := systemd.AskManager(action); err != nil {
+			log.Error("shutdown action not taken; exiting", "action", string(action), "err", err)
+		} else {
+			log.Info("asked systemd to end the VM", "action", string(action))
+		}
 		return exitWith(exit)
 	}
-	if err != nil {
+	if err := systemd.Shutdown(action); err != nil {
 		log.Error("shutdown failed; PID 1 must not exit, waiting", "action", string(action), "err", err)
 	}
 	select {} // reboot(2) ends this; PID 1 never exits

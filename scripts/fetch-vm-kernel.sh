@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Fetch Debian's stock kernel for the VM test: the linux-image-amd64
+# Fetch Debian's stock kernel for the VM tests: the linux-image-amd64
 # metapackage names the image package; apt-get download fetches it (no
-# install), dpkg-deb extracts it, and vmlinuz is copied to the given path.
+# install), dpkg-deb extracts it. vmlinuz is copied to the given path, and
+# the vsock modules the systemd guest test loads (vsock,
+# vmw_vsock_virtio_transport_common, vsock_loopback: real AF_VSOCK through
+# CID 1 without a host) to modules/ beside it.
 set -euo pipefail
 out=${1:-e2e/vm/.cache/vmlinuz}
-if [[ -s $out ]]; then
+mods=$(dirname "$out")/modules
+want=(vsock vmw_vsock_virtio_transport_common vsock_loopback)
+have=1
+for m in "${want[@]}"; do [[ -s $mods/$m.ko ]] || have=0; done
+if [[ -s $out && $have == 1 ]]; then
 	echo "kernel already at $out"
 	exit 0
 fi
-mkdir -p "$(dirname "$out")"
+mkdir -p "$(dirname "$out")" "$mods"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 image=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
@@ -19,4 +26,7 @@ fi
 (cd "$work" && apt-get download -q "$image")
 dpkg-deb -x "$work"/*.deb "$work/root"
 cp "$work"/root/boot/vmlinuz-* "$out"
-echo "kernel $image at $out"
+for m in "${want[@]}"; do
+	cp "$work"/root/lib/modules/*/kernel/net/vmw_vsock/"$m".ko "$mods/"
+done
+echo "kernel $image at $out, vsock modules in $mods"

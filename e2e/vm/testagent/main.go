@@ -2,14 +2,16 @@
 // emits spans with jaeger-client-go, configured from the environment the
 // shim gives it (JAEGER_AGENT_HOST/PORT, UBER_TRACE_ID), then exits.
 //
-//	testagent spans=N exit=C
+//	testagent spans=N hold=MS exit=C
 package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opentracing/opentracing-go"
 	"github.com/uber/jaeger-client-go"
@@ -23,6 +25,17 @@ func main() {
 		opts[k], _ = strconv.Atoi(v)
 	}
 	fmt.Printf("testagent: pid %d, %d spans, UBER_TRACE_ID=%q\n", os.Getpid(), opts["spans"], os.Getenv("UBER_TRACE_ID"))
+	// Readiness: the relay must own the tracer's port before the agent runs,
+	// or its first spans go nowhere.
+	hostPort := net.JoinHostPort(os.Getenv("JAEGER_AGENT_HOST"), os.Getenv("JAEGER_AGENT_PORT"))
+	if a, err := net.ResolveUDPAddr("udp", hostPort); err == nil {
+		if c, err := net.ListenUDP("udp", a); err != nil {
+			fmt.Printf("testagent: relay already bound at start (%s)\n", hostPort)
+		} else {
+			c.Close()
+			fmt.Printf("testagent: nothing bound %s at start\n", hostPort)
+		}
+	}
 	if n := opts["spans"]; n > 0 {
 		cfg, err := config.FromEnv()
 		if err != nil {
@@ -48,6 +61,9 @@ func main() {
 		root.Finish()
 		_ = closer.Close()
 	}
-	fmt.Println("testagent: done")
+	// hold keeps the agent running a while (ms), as a real one would.
+	time.Sleep(time.Duration(opts["hold"]) * time.Millisecond)
+	up, _ := os.ReadFile("/proc/uptime")
+	fmt.Printf("testagent: done at uptime %s\n", strings.Fields(string(up)+" ?")[0])
 	os.Exit(opts["exit"])
 }

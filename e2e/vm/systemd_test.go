@@ -1,0 +1,307 @@
+package vm
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/katatrace/katatrace/internal/testutil"
+	"github.com/katatrace/katatrace/tracing"
+)
+
+// systemdGuest is a Debian systemd root with katatrace put in by make
+// install alone, Kata 1.x's units, and the test's own units and agent.
+type systemdGuest struct {
+	*guest
+	journal string // the file behind ttyS2
+}
+
+// setupSystemd builds the guest's initramfs from the cached root tar
+// (scripts/build-guest-root.sh). It needs root: the tar holds device nodes
+// and files of other owners.
+func setupSystemd(t *testing.T) *systemdGuest {
+	g := setup(t)
+	need := func(what, why string) {
+		if os.Getenv("KATATRACE_REQUIRE_VM") == "1" {
+			t.Fatalf("%s is missing (%s), and KATATRACE_REQUIRE_VM=1", what, why)
+		}
+		t.Skipf("systemd guest test skipped: %s is missing (%s)", what, why)
+	}
+	cache := filepath.Dir(g.kernel)
+	tarball := os.Getenv("KATATRACE_VM_ROOT")
+	if tarball == "" {
+		tarball = filepath.Join(cache, "guest-root.tar")
+	}
+	if _, err := os.Stat(tarball); err != nil {
+		need("the guest root "+tarball, "scripts/build-guest-root.sh, or set KATATRACE_VM_ROOT")
+	}
+	if os.Geteuid() != 0 {
+		need("root", "unpacking a root file system needs it")
+	}
+	root := filepath.Join(t.TempDir(), "root")
+	must(t, os.Mkdir(root, 0o755))
+	run(t, "", "tar", "-C", root, "-xf", tarball)
+
+	// katatrace as an image builder puts it in: make install, nothing else.
+	repo, err := filepath.Abs("../..")
+	must(t, err)
+	run(t, repo, "make", "--no-print-directory", "install", "DESTDIR="+root, "PREFIX=/usr")
+
+	// Kata 1.x's units, as osbuilder installs them (and its tmp.mount,
+	// which Debian keeps out of the unit path).
+	units := filepath.Join(root, "usr/lib/systemd/system")
+	for _, f := range []string{"kata-containers.target", "kata-agent.service"} {
+		copyFile(t, filepath.Join("testdata/kata", f), filepath.Join(units, f), 0o644)
+	}
+	copyFile(t, filepath.Join(root, "usr/share/systemd/tmp.mount"), filepath.Join(root, "etc/systemd/system/tmp.mount"), 0o644)
+
+	// The test's own pieces: the agent, the vsock modules, the in-guest
+	// host relays and their uplinks, the report.
+	lib := filepath.Join(root, "usr/lib/katatrace-test")
+	must(t, os.MkdirAll(lib, 0o755))
+	agent := filepath.Join(filepath.Dir(g.initrd), "agent")
+	copyFile(t, agent, filepath.Join(lib, "testagent"), 0o755)
+	copyFile(t, "testdata/guest/kata-agent", filepath.Join(root, "usr/bin/kata-agent"), 0o755)
+	copyFile(t, "testdata/guest/report", filepath.Join(lib, "report"), 0o755)
+	for _, m := range []string{"vsock", "vmw_vsock_virtio_transport_common", "vsock_loopback"} {
+		src := filepath.Join(cache, "modules", m+".ko")
+		if _, err := os.Stat(src); err != nil {
+			need("the module "+src, "scripts/fetch-vm-kernel.sh fetches it with the kernel")
+		}
+		copyFile(t, src, filepath.Join(lib, m+".ko"), 0o644)
+	}
+	etc := filepath.Join(root, "etc/systemd/system")
+	wants := filepath.Join(etc, "kata-containers.target.wants")
+	must(t, os.MkdirAll(wants, 0o755))
+	for _, u := range []string{"vsock", "traces", "uplink", "journal", "report", "final", "stop"} {
+		name := "katatrace-test-" + u + ".service"
+		copyFile(t, filepath.Join("testdata/guest", name), filepath.Join(etc, name), 0o644)
+		if u != "stop" {
+			must(t, os.Symlink("../"+name, filepath.Join(wants, name)))
+		}
+	}
+	// An operator may enable every shipped guest unit: the shim must still
+	// own 6831, and nothing may fail.
+	must(t, os.Symlink("/usr/lib/systemd/system/jaeger-client-socat-redirector.service",
+		filepath.Join(wants, "jaeger-client-socat-redirector.service")))
+	// This machine's vsock host is not the test's: the guest relays dial
+	// the in-guest host relays through CID 1.
+	dropIn(t, etc, "kata-agent.service", "[Service]\nEnvironment=KATATRACE_TO=vsock://1:6831\n")
+	dropIn(t, etc, "kata-journald-host-redirect.service", "[Service]\nEnvironment=KATATRACE_TO=vsock://1:5140\n")
+	must(t, os.Symlink("/lib/systemd/systemd", filepath.Join(root, "init")))
+
+	g.initrd = filepath.Join(t.TempDir(), "root.cpio")
+	pack(t, root, g.initrd)
+	return &systemdGuest{guest: g, journal: filepath.Join(t.TempDir(), "journal.log")}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func run(t *testing.T, dir, name string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	must(t, err)
+	must(t, os.MkdirAll(filepath.Dir(dst), 0o755))
+	must(t, os.WriteFile(dst, b, mode))
+}
+
+func dropIn(t *testing.T, etc, unit, text string) {
+	t.Helper()
+	dir := filepath.Join(etc, unit+".d")
+	must(t, os.MkdirAll(dir, 0o755))
+	must(t, os.WriteFile(filepath.Join(dir, "katatrace-test.conf"), []byte(text), 0o644))
+}
+
+// pack writes root as a newc initramfs with the cpio tool.
+func pack(t *testing.T, root, out string) {
+	t.Helper()
+	f, err := os.Create(out)
+	must(t, err)
+	defer f.Close()
+	list, err := exec.Command("sh", "-c", "cd '"+root+"' && find . -mindepth 1").Output()
+	must(t, err)
+	cmd := exec.Command("cpio", "--quiet", "-o", "-H", "newc")
+	cmd.Dir, cmd.Stdin, cmd.Stdout = root, bytes.NewReader(list), f
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("cpio: %v\n%s", err, stderr.String())
+	}
+}
+
+// bootSystemd runs the guest until it powers itself off.
+func (g *systemdGuest) boot(t *testing.T, h *hostRelay, cmdline string) bootResult {
+	t.Helper()
+	console := filepath.Join(t.TempDir(), "console.log")
+	args := []string{
+		"-accel", "tcg", "-M", "pc", "-m", "1024", "-smp", "1", "-nodefaults", "-nic", "none",
+		"-no-reboot", "-display", "none",
+		"-kernel", g.kernel, "-initrd", g.initrd, "-append", cmdline,
+		"-chardev", "file,id=con,path=" + console, "-serial", "chardev:con",
+		"-chardev", "socket,id=trace,path=" + h.sock, "-serial", "chardev:trace",
+		"-chardev", "file,id=journal,path=" + g.journal, "-serial", "chardev:journal",
+	}
+	start := time.Now()
+	p := testutil.Start(t, nil, g.qemu, args...)
+	code := p.Wait(8 * time.Minute)
+	r := bootResult{code: code, took: time.Since(start)}
+	b, _ := os.ReadFile(console)
+	r.console = string(b)
+	if dir := os.Getenv("KATATRACE_VM_LOGS"); dir != "" {
+		// Kept for reading after the test, whatever its outcome.
+		j, _ := os.ReadFile(g.journal)
+		must(t, os.WriteFile(filepath.Join(dir, t.Name()+".console.log"), b, 0o644))
+		must(t, os.WriteFile(filepath.Join(dir, t.Name()+".journal.log"), j, 0o644))
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			j, _ := os.ReadFile(g.journal)
+			t.Logf("console:\n%s\njournal (ttyS2):\n%s", r.console, j)
+		}
+	})
+	return r
+}
+
+const systemdBase = "console=ttyS0 panic=-1 printk.time=1 systemd.unit=kata-containers.target systemd.show_status=1 "
+
+var (
+	reachedRE  = regexp.MustCompile(`katatrace-test: target reached at ([0-9.]+)`)
+	doneRE     = regexp.MustCompile(`testagent: done at uptime ([0-9.]+)`)
+	powerRE    = regexp.MustCompile(`\[\s*([0-9.]+)\] reboot: Power down`)
+	memoryRE   = regexp.MustCompile(`katatrace-test: memory used (\d+) kB; shim pid \d+ rss (\d+) kB pss (\d+) kB`)
+	failedRE   = regexp.MustCompile(`katatrace-test: failed units: \[(.*)\]`)
+	relayingRE = regexp.MustCompile(`msg=relaying role=kata-agent-tracer`)
+)
+
+func seconds(t *testing.T, re *regexp.Regexp, s string) float64 {
+	t.Helper()
+	m := re.FindStringSubmatch(s)
+	if m == nil {
+		t.Fatalf("the console has no %q", re)
+	}
+	f, err := strconv.ParseFloat(m[1], 64)
+	must(t, err)
+	return f
+}
+
+// checkSystemdRun checks what every static-tracing boot must show: the VM
+// powered itself off, every span arrived under its root, the relay was
+// bound before the agent ran, and no unit failed.
+func checkSystemdRun(t *testing.T, h *hostRelay, r bootResult, spans int) map[string][]tracing.SpanRecord {
+	t.Helper()
+	if r.code != 0 {
+		t.Fatalf("QEMU exit %d after %v: the VM did not power itself off", r.code, r.took)
+	}
+	if !powerRE.MatchString(r.console) {
+		t.Fatal("the VM ended without the kernel's power-down")
+	}
+	byOp := map[string][]tracing.SpanRecord{}
+	for _, s := range h.spans(t) {
+		byOp[s.Service+"/"+s.Operation] = append(byOp[s.Service+"/"+s.Operation], s)
+	}
+	if n := len(byOp["test-agent/agent-op"]) + len(byOp["test-agent/agent-main"]); n != spans {
+		t.Fatalf("%d agent spans reached the host, want %d", n, spans)
+	}
+	roots := byOp["kata-agent/kata-agent"]
+	if len(roots) != 1 || roots[0].ParentID != "" {
+		t.Fatalf("root span kata-agent: %+v", roots)
+	}
+	if m := byOp["test-agent/agent-main"]; m[0].ParentID != roots[0].SpanID {
+		t.Fatal("the agent's spans are not under the shim's root")
+	}
+	for _, op := range []string{"boot", "agent-start", "agent-run", "shutdown"} {
+		if len(byOp["kata-agent/"+op]) != 1 {
+			t.Errorf("shim span %s: %d, want 1", op, len(byOp["kata-agent/"+op]))
+		}
+	}
+	// Readiness: the relay was bound before the agent ran.
+	if !strings.Contains(r.console, "testagent: relay already bound at start") {
+		t.Error("the agent started before the shim's relay was bound")
+	}
+	if i, j := relayingRE.FindStringIndex(r.console), strings.Index(r.console, "testagent: pid"); i == nil || j < i[0] {
+		t.Error("the shim's relaying line does not come before the agent's start")
+	}
+	if !strings.Contains(r.console, `msg="asked systemd to end the VM" role=kata-agent-tracer action=poweroff`) {
+		t.Error("the shim did not ask systemd to power off")
+	}
+	if strings.Contains(r.console, "relay not started") || strings.Contains(r.console, "level=ERROR") {
+		t.Error("a katatrace error on the console")
+	}
+	if m := failedRE.FindStringSubmatch(r.console); m == nil || strings.TrimSpace(m[1]) != "" {
+		t.Errorf("failed units at shutdown: %q", m)
+	}
+	return byOp
+}
+
+// TestVMSystemdStaticTracing boots a stock Debian systemd guest with Kata
+// 1.x's units and katatrace from make install, agent.trace=isolated: every
+// span and the root arrive over real vsock, the journal arrives one line
+// per message, no unit fails, and the VM powers itself off.
+func TestVMSystemdStaticTracing(t *testing.T) {
+	g := setupSystemd(t)
+	h := startHost(t, g.katatrace)
+	const spans = 1000
+	r := g.boot(t, h, systemdBase+"agent.trace=isolated")
+	checkSystemdRun(t, h, r, spans)
+
+	// The journal: one line per message, multi-line messages escaped.
+	jb, err := os.ReadFile(g.journal)
+	must(t, err)
+	journal := strings.ReplaceAll(string(jb), "\r\n", "\n")
+	for _, want := range []string{
+		"Reached target kata-containers.target",
+		`katatrace-test: first line\nsecond line`,
+	} {
+		if !strings.Contains(journal, want) {
+			t.Errorf("journal lines lack %q", want)
+		}
+	}
+	for _, line := range strings.Split(strings.TrimSpace(journal), "\n") {
+		if !strings.HasPrefix(line, "vsock:") {
+			t.Errorf("journal line without its guest's name: %q", line)
+			break
+		}
+	}
+
+	reached, done, off := seconds(t, reachedRE, r.console), seconds(t, doneRE, r.console), seconds(t, powerRE, r.console)
+	mem := memoryRE.FindStringSubmatch(r.console)
+	t.Logf("QEMU (TCG) ran %v; kata-containers.target at %.2fs uptime; agent exit to power-off %.2fs with %d spans; memory %s",
+		r.took.Round(time.Millisecond), reached, off-done, spans, fmt.Sprint(mem[1:]))
+}
+
+// TestVMSystemdStopIsNoFailure stops the agent's unit while the agent runs,
+// as the runtime or an operator would: the agent gets SIGTERM through the
+// shim, the trace is flushed, the VM powers off, and no unit failed.
+func TestVMSystemdStopIsNoFailure(t *testing.T) {
+	g := setupSystemd(t)
+	h := startHost(t, g.katatrace)
+	r := g.boot(t, h, systemdBase+"agent.trace=1 systemd.setenv=TESTAGENT_SPANS=200 systemd.setenv=TESTAGENT_HOLD=600000 systemd.wants=katatrace-test-stop.service")
+	byOp := checkSystemdRun(t, h, r, 200)
+	if sd := byOp["kata-agent/shutdown"][0]; sd.Tags["reason"] != "stopped by terminated" {
+		t.Errorf("shutdown span reason %v, want the stop", sd.Tags["reason"])
+	}
+	if strings.Contains(r.console, "testagent: done") {
+		t.Error("the agent ran to its end: the stop did not reach it")
+	}
+}
