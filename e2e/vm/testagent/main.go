@@ -64,6 +64,6 @@ func main() {
 	// hold keeps the agent running a while (ms), as a real one would.
 	time.Sleep(time.Duration(opts["hold"]) * time.Millisecond)
 	up, _ := os.ReadFile("/proc/uptime")
-	fmt.Printf("testagent: done at uptime %s\n", strings.Fields(string(up)+" ?")[0])
+	fmt.Printf("testagent: done at uptime %s\n", strings.Fields(string(up) + " ?")[0])
 	os.Exit(opts["exit"])
 }
