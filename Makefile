@@ -12,7 +12,7 @@ LDFLAGS     := -s -w -X main.version=$(VERSION)
 TOOLS       := $(CURDIR)/bin
 export CGO_ENABLED := 0
 
-.PHONY: all build install install-bin install-guest install-host test unit e2e lint fuzz bench demo tools vm-kernel clean
+.PHONY: all build install install-bin install-guest install-host test unit e2e lint fuzz bench demo tools vm-kernel vm-root clean
 
 all: build
 
@@ -84,9 +84,13 @@ e2e: build $(TOOLS)/jaeger
 	KATATRACE_VM_KERNEL=$${KATATRACE_VM_KERNEL:-$(CURDIR)/e2e/vm/.cache/vmlinuz} \
 	$(GO) test -count=1 -timeout 30m ./e2e ./e2e/vm
 
-## vm-kernel: fetch Debian's kernel for the VM test
+## vm-kernel: fetch Debian's kernel (and its vsock modules) for the VM tests
 vm-kernel:
 	scripts/fetch-vm-kernel.sh e2e/vm/.cache/vmlinuz
+
+## vm-root: build the systemd guest's root (mmdebstrap, as root) for the VM tests
+vm-root:
+	scripts/build-guest-root.sh e2e/vm/.cache/guest-root.tar
 
 ## test: everything CI runs
 test: lint unit e2e
