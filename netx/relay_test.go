@@ -77,10 +77,8 @@ func udpSink(t *testing.T) (*testutil.UDPSink, *PacketSink) {
 
 // testGuest is a guest relay reading UDP on loopback.
 type testGuest struct {
-	fw     *Forwarder
-	pc     net.PacketConn
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	*Relay
+	pc net.PacketConn
 }
 
 func startGuest(t *testing.T, path string, queueBytes int) *testGuest {
@@ -91,7 +89,7 @@ func startGuest(t *testing.T, path string, queueBytes int) *testGuest {
 	}
 	testutil.ForceReadBuffer(pc.(*net.UDPConn), 32<<20)
 	to := MustParseAddr("unix://" + path)
-	g := &testGuest{pc: pc, fw: NewForwarder(ForwarderConfig{
+	g := &testGuest{pc: pc, Relay: StartRelay(ForwarderConfig{
 		Kind:       KindJaeger,
 		Dial:       func(ctx context.Context) (net.Conn, error) { return Dial(ctx, to) },
 		Target:     to.String(),
@@ -99,13 +97,12 @@ func startGuest(t *testing.T, path string, queueBytes int) *testGuest {
 		BackoffMin: 5 * time.Millisecond,
 		BackoffMax: 20 * time.Millisecond,
 		Logger:     testLogger(t),
-	})}
-	ctx, cancel := context.WithCancel(context.Background())
-	g.cancel = cancel
-	g.wg.Add(2)
-	go func() { defer g.wg.Done(); _ = g.fw.Run(ctx) }()
-	go func() { defer g.wg.Done(); _ = g.fw.ReadFrom(ctx, pc, time.Second) }()
-	t.Cleanup(func() { g.cancel(); g.wg.Wait(); pc.Close() })
+	}, pc, time.Second)}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = g.Shutdown(ctx)
+	})
 	return g
 }
 
@@ -260,9 +257,9 @@ func TestGuestQueuesWhileHostIsAway(t *testing.T) {
 		c.Write(payload(0, seq, size))
 	}
 	testutil.Eventually(t, 5*time.Second, "the guest to read every datagram", func() bool {
-		return g.fw.Stats().Queue.Enqueued == fit+extra
+		return g.Stats().Queue.Enqueued == fit+extra
 	})
-	if s := g.fw.Stats(); s.Queue.Dropped != extra || s.Queue.Queued != fit || s.DialFailures == 0 {
+	if s := g.Stats(); s.Queue.Dropped != extra || s.Queue.Queued != fit || s.DialFailures == 0 {
 		t.Fatalf("stats = %+v, want %d dropped, %d queued, dial failures", s, extra, fit)
 	}
 
@@ -279,15 +276,15 @@ func TestGuestQueuesWhileHostIsAway(t *testing.T) {
 
 	// The host goes away and comes back: what was sent meanwhile arrives.
 	h.stop(t)
-	failures := g.fw.Stats().DialFailures
+	failures := g.Stats().DialFailures
 	testutil.Eventually(t, 5*time.Second, "the guest to notice the host left", func() bool {
-		return g.fw.Stats().DialFailures > failures
+		return g.Stats().DialFailures > failures
 	})
 	for seq := range 20 {
 		c.Write(payload(1, seq, size))
 	}
 	testutil.Eventually(t, 5*time.Second, "the guest to read 20 more", func() bool {
-		return g.fw.Stats().Queue.Enqueued == fit+extra+20
+		return g.Stats().Queue.Enqueued == fit+extra+20
 	})
 	startHost(t, path, ps)
 	got = sink.WaitFor(fit+20, 10*time.Second)
@@ -299,7 +296,7 @@ func TestGuestQueuesWhileHostIsAway(t *testing.T) {
 			t.Fatalf("datagram %d after reconnect differs", i)
 		}
 	}
-	if s := g.fw.Stats(); s.Queue.Dropped != extra || s.Connects != 2 {
+	if s := g.Stats(); s.Queue.Dropped != extra || s.Connects != 2 {
 		t.Fatalf("stats = %+v, want %d dropped and 2 connections", s, extra)
 	}
 }
@@ -313,16 +310,11 @@ func TestGuestDrainsSocketOnStop(t *testing.T) {
 	for seq := range 500 {
 		c.Write(payload(0, seq, 2000))
 	}
-	g.cancel() // stop reading at once: what is in the socket must still be read
-	g.wg.Wait()
-	// The sender was cancelled too; a new run delivers what was queued.
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { g.fw.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	fctx, fcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer fcancel()
-	if err := g.fw.Flush(fctx); err != nil {
+	// Stop at once: what is still in the socket must be read, sent and
+	// confirmed before Shutdown returns.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := sink.Quiet(100 * time.Millisecond); len(got) != 500 {
@@ -333,10 +325,10 @@ func TestGuestDrainsSocketOnStop(t *testing.T) {
 func TestFlushTimesOutWithoutHost(t *testing.T) {
 	path := filepath.Join(testutil.SockDir(t), "nobody")
 	g := startGuest(t, path, 1<<20)
-	g.fw.Send([]byte("x"))
+	g.Send([]byte("x"))
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	err := g.fw.Flush(ctx)
+	err := g.Flush(ctx)
 	if err == nil || !bytesContains(err.Error(), "1 datagrams") {
 		t.Fatalf("Flush = %v, want a timeout naming what is queued", err)
 	}

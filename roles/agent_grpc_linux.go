@@ -122,7 +122,7 @@ func (t *shimTracing) Stop(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, t.shim.FlushTimeout)
 	defer cancel()
-	if err := t.relays.jaeger.fw.Flush(ctx); err != nil {
+	if err := t.relays.jaeger.Flush(ctx); err != nil {
 		return err
 	}
 	t.log.Info("dynamic tracing stopped; the host confirmed the trace")

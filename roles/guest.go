@@ -58,9 +58,9 @@ func (g *relayOptions) validate(from, to netx.Addr, fromSchemes ...string) error
 	return nil
 }
 
-// newForwarder builds the stream side of a guest relay.
-func (g *relayOptions) newForwarder(kind netx.Kind, to netx.Addr, log *slog.Logger) *netx.Forwarder {
-	return netx.NewForwarder(netx.ForwarderConfig{
+// forwarderConfig is the stream side of a guest relay.
+func (g *relayOptions) forwarderConfig(kind netx.Kind, to netx.Addr, log *slog.Logger) netx.ForwarderConfig {
+	return netx.ForwarderConfig{
 		Kind:       kind,
 		Raw:        g.Framing == "raw",
 		Dial:       func(ctx context.Context) (net.Conn, error) { return netx.Dial(ctx, to) },
@@ -69,46 +69,16 @@ func (g *relayOptions) newForwarder(kind netx.Kind, to netx.Addr, log *slog.Logg
 		BackoffMin: 100 * time.Millisecond,
 		BackoffMax: g.BackoffMax,
 		Logger:     log,
-	})
+	}
 }
 
-// relay is a guest relay at work: a forwarder sending to the host, fed from
-// a datagram socket until stop.
-type relay struct {
-	fw       *netx.Forwarder
-	pc       net.PacketConn
-	stopRead context.CancelFunc
-	readDone chan struct{}
-	readErr  error // ReadFrom's, once readDone is closed
-	stopSend context.CancelFunc
-	sendDone chan struct{}
-}
-
-// start relays from pc to the host at to. drain bounds how long stop keeps
-// reading what is still in the socket.
-func (g *relayOptions) start(log *slog.Logger, kind netx.Kind, from, to netx.Addr, pc net.PacketConn, drain time.Duration) *relay {
-	r := &relay{fw: g.newForwarder(kind, to, log), pc: pc, readDone: make(chan struct{}), sendDone: make(chan struct{})}
-	var sendCtx, readCtx context.Context
-	sendCtx, r.stopSend = context.WithCancel(context.Background())
-	readCtx, r.stopRead = context.WithCancel(context.Background())
-	go func() { defer close(r.sendDone); _ = r.fw.Run(sendCtx) }()
-	go func() { defer close(r.readDone); r.readErr = r.fw.ReadFrom(readCtx, pc, drain) }()
+// start relays from pc to the host at to. drain bounds how long Shutdown
+// keeps reading what is still in the socket.
+func (g *relayOptions) start(log *slog.Logger, kind netx.Kind, from, to netx.Addr, pc net.PacketConn, drain time.Duration) *netx.Relay {
+	r := netx.StartRelay(g.forwarderConfig(kind, to, log), pc, drain)
 	log.Info("relaying", "from", from.String(), "to", to.String(), "kind", kind.String(),
 		"framing", g.Framing, "queue_bytes", int64(g.QueueBytes))
 	return r
-}
-
-// stop reads what is left in the socket, sends it, and waits (bounded by
-// ctx) for the host to confirm everything; it returns the reading error, if
-// reading had failed, and the flush's.
-func (r *relay) stop(ctx context.Context) (readErr, flushErr error) {
-	r.stopRead()
-	<-r.readDone // every datagram still in the socket is queued
-	_ = r.pc.Close()
-	flushErr = r.fw.Flush(ctx)
-	r.stopSend()
-	<-r.sendDone
-	return r.readErr, flushErr
 }
 
 // run relays from pc until rc.Ctx ends (or reading fails), then drains.
@@ -116,24 +86,25 @@ func (g *guestRelay) run(rc *RunContext, kind netx.Kind, from, to netx.Addr, pc 
 	r := g.start(rc.Log, kind, from, to, pc, g.DrainTimeout)
 	trimCode(rc)
 	notify(rc, systemd.Ready)
-	stopStats := logStatsOnSignal(rc, func() []any { return forwarderAttrs(r.fw.Stats()) })
+	stopStats := logStatsOnSignal(rc, func() []any { return forwarderAttrs(r.Stats()) })
 	defer stopStats()
 
 	select {
 	case <-rc.Ctx.Done():
-	case <-r.readDone:
+	case <-r.ReadDone():
 	}
 	notify(rc, systemd.Stopping)
 	ctx, cancel := context.WithTimeout(context.Background(), g.DrainTimeout)
 	defer cancel()
-	readErr, err := r.stop(ctx)
+	err := r.Shutdown(ctx)
+	readErr := r.Err()
 	if readErr != nil {
 		rc.Log.Error("reading datagrams failed; delivered what was held", "err", readErr)
 	}
 	if err != nil {
-		rc.Log.Warn("drain incomplete", append([]any{"err", err}, forwarderAttrs(r.fw.Stats())...)...)
+		rc.Log.Warn("drain incomplete", append([]any{"err", err}, forwarderAttrs(r.Stats())...)...)
 	} else {
-		rc.Log.Info("drained: the host confirmed every datagram", forwarderAttrs(r.fw.Stats())...)
+		rc.Log.Info("drained: the host confirmed every datagram", forwarderAttrs(r.Stats())...)
 	}
 	return readErr
 }

@@ -247,8 +247,8 @@ func (c *agentTracer) settings(log *slog.Logger) tracing.Settings {
 
 // relays are the in-process guest relays.
 type relays struct {
-	jaeger *relay
-	all    []*relay
+	jaeger *netx.Relay
+	all    []*netx.Relay
 }
 
 func (c *agentTracer) startRelays(log *slog.Logger) (*relays, error) {
@@ -256,7 +256,7 @@ func (c *agentTracer) startRelays(log *slog.Logger) (*relays, error) {
 	if c.NoRelay {
 		return r, nil
 	}
-	start := func(log *slog.Logger, kind netx.Kind, from, to netx.Addr) (*relay, error) {
+	start := func(log *slog.Logger, kind netx.Kind, from, to netx.Addr) (*netx.Relay, error) {
 		pc, err := netx.ListenPacket(from)
 		if err != nil {
 			return nil, err
@@ -328,8 +328,8 @@ func (c *agentTracer) shutdown(rc *RunContext, tr *shimTracer, r *relays, reaper
 	ctx, cancel := context.WithTimeout(context.Background(), c.FlushTimeout)
 	defer cancel()
 	for _, rl := range r.all {
-		readErr, err := rl.stop(ctx)
-		if readErr != nil {
+		err := rl.Shutdown(ctx)
+		if readErr := rl.Err(); readErr != nil {
 			log.Error("relay stopped reading early", "err", readErr)
 		}
 		if err != nil {
@@ -342,7 +342,7 @@ func (c *agentTracer) shutdown(rc *RunContext, tr *shimTracer, r *relays, reaper
 		"tracer_close", tTracer.Sub(t0).String(), "relay_flush", tFlush.Sub(tTracer).String(),
 		"total", time.Since(t0).String()}
 	if r.jaeger != nil {
-		attrs = append(attrs, forwarderAttrs(r.jaeger.fw.Stats())...)
+		attrs = append(attrs, forwarderAttrs(r.jaeger.Stats())...)
 	}
 	log.Info("shutting down", attrs...)
 
@@ -444,7 +444,7 @@ func (c *agentTracer) startTracer(log *slog.Logger, s tracing.Settings, r *relay
 func (c *agentTracer) newTracer(log *slog.Logger, r *relays, mode, typ string, parent jaeger.SpanContext) *shimTracer {
 	var transport jaeger.Transport
 	if r.jaeger != nil {
-		transport = tracing.NewTransport(r.jaeger.fw.Send, 0)
+		transport = tracing.NewTransport(r.jaeger.Send, 0)
 	} else {
 		t, err := jaeger.NewUDPTransport(c.From.HostPort, 0)
 		if err != nil {

@@ -114,25 +114,19 @@ func (t *Transport) Close() error {
 // absence. Close flushes and waits, at most flushTimeout, for the host to
 // confirm every batch.
 func DialTransport(to netx.Addr, queueBytes int, flushTimeout time.Duration, log *slog.Logger) *Transport {
-	fw := netx.NewForwarder(netx.ForwarderConfig{
+	r := netx.StartRelay(netx.ForwarderConfig{
 		Kind:       netx.KindJaeger,
 		Dial:       func(ctx context.Context) (net.Conn, error) { return netx.Dial(ctx, to) },
 		Target:     to.String(),
 		QueueBytes: queueBytes,
 		BackoffMax: 5 * time.Second,
 		Logger:     log,
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = fw.Run(ctx); close(done) }()
-	t := NewTransport(fw.Send, 0)
+	}, nil, 0)
+	t := NewTransport(r.Send, 0)
 	t.closeHook = func() error {
-		fctx, fcancel := context.WithTimeout(context.Background(), flushTimeout)
-		defer fcancel()
-		err := fw.Flush(fctx)
-		cancel()
-		<-done
-		return err
+		ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+		defer cancel()
+		return r.Shutdown(ctx)
 	}
 	return t
 }

@@ -26,7 +26,12 @@ type systemdGuest struct {
 // setupSystemd builds the guest's initramfs from the cached root tar
 // (scripts/build-guest-root.sh). It needs root: the tar holds device nodes
 // and files of other owners.
-func setupSystemd(t *testing.T) *systemdGuest {
+func setupSystemd(t *testing.T) *systemdGuest { return setupSystemdWith(t, true) }
+
+// setupSystemdWith builds the guest with katatrace's guest side in it, or,
+// for a measurement's baseline, without: the agent then runs bare under
+// Kata's own units (the test's in-guest host relays stay in both).
+func setupSystemdWith(t *testing.T, katatrace bool) *systemdGuest {
 	g := setup(t)
 	need := func(what, why string) {
 		if os.Getenv("KATATRACE_REQUIRE_VM") == "1" {
@@ -96,6 +101,16 @@ func setupSystemd(t *testing.T) *systemdGuest {
 	dropIn(t, etc, "kata-agent.service", "[Service]\nEnvironment=KATATRACE_TO=vsock://1:6831\n")
 	dropIn(t, etc, "kata-journald-host-redirect.service", "[Service]\nEnvironment=KATATRACE_TO=vsock://1:5140\n")
 	must(t, os.Symlink("/lib/systemd/systemd", filepath.Join(root, "init")))
+	if !katatrace {
+		for _, f := range []string{
+			"usr/lib/systemd/system/kata-agent.service.d", "usr/lib/systemd/system/syslog.service",
+			"usr/lib/systemd/system/kata-containers.target.wants/kata-journald-host-redirect.service",
+			"usr/lib/systemd/journald.conf.d/katatrace.conf",
+			"etc/systemd/system/kata-containers.target.wants/jaeger-client-socat-redirector.service",
+		} {
+			must(t, os.RemoveAll(filepath.Join(root, f)))
+		}
+	}
 
 	g.initrd = filepath.Join(t.TempDir(), "root.cpio")
 	pack(t, root, g.initrd)
@@ -186,12 +201,13 @@ func (g *systemdGuest) boot(t *testing.T, h *hostRelay, cmdline string) bootResu
 const systemdBase = "console=ttyS0 panic=-1 printk.time=1 systemd.unit=kata-containers.target systemd.show_status=1 "
 
 var (
-	reachedRE  = regexp.MustCompile(`katatrace-test: target reached at ([0-9.]+)`)
-	doneRE     = regexp.MustCompile(`testagent: done at uptime ([0-9.]+)`)
-	powerRE    = regexp.MustCompile(`\[\s*([0-9.]+)\] reboot: Power down`)
-	memoryRE   = regexp.MustCompile(`katatrace-test: memory used (\d+) kB; shim pid \d+ rss (\d+) kB pss (\d+) kB`)
-	failedRE   = regexp.MustCompile(`katatrace-test: failed units: \[(.*)\]`)
-	relayingRE = regexp.MustCompile(`msg=relaying role=kata-agent-tracer`)
+	reachedRE      = regexp.MustCompile(`katatrace-test: target reached at ([0-9.]+)`)
+	doneRE         = regexp.MustCompile(`testagent: done at uptime ([0-9.]+)`)
+	powerRE        = regexp.MustCompile(`\[\s*([0-9.]+)\] reboot: Power down`)
+	memoryRE       = regexp.MustCompile(`katatrace-test: memory used (\d+) kB; shim pid \d+ rss (\d+) kB pss (\d+) kB`)
+	journalRelayRE = regexp.MustCompile(`journal relay rss \d+ kB pss \d+ kB`)
+	failedRE       = regexp.MustCompile(`katatrace-test: failed units: \[(.*)\]`)
+	relayingRE     = regexp.MustCompile(`msg=relaying role=kata-agent-tracer`)
 )
 
 func seconds(t *testing.T, re *regexp.Regexp, s string) float64 {
@@ -303,5 +319,24 @@ func TestVMSystemdStopIsNoFailure(t *testing.T) {
 	}
 	if strings.Contains(r.console, "testagent: done") {
 		t.Error("the agent ran to its end: the stop did not reach it")
+	}
+}
+
+// TestVMSystemdMemoryBaseline measures the guest's memory with and without
+// katatrace's guest side, for the record; KATATRACE_VM_MEASURE=1 runs it.
+func TestVMSystemdMemoryBaseline(t *testing.T) {
+	if os.Getenv("KATATRACE_VM_MEASURE") != "1" {
+		t.Skip("a measurement, not a check: KATATRACE_VM_MEASURE=1 runs it")
+	}
+	for _, with := range []bool{false, true} {
+		g := setupSystemdWith(t, with)
+		h := startHost(t, g.katatrace)
+		r := g.boot(t, h, systemdBase+"agent.trace=isolated")
+		m := memoryRE.FindStringSubmatch(r.console)
+		if r.code != 0 || m == nil {
+			t.Fatalf("katatrace=%v: QEMU exit %d, memory line %q", with, r.code, m)
+		}
+		t.Logf("katatrace=%v: guest memory used %s kB; agent unit's main process rss %s kB pss %s kB; journal relay %s",
+			with, m[1], m[2], m[3], journalRelayRE.FindString(r.console))
 	}
 }
