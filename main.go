@@ -1,12 +1,13 @@
 // Command katatrace carries Kata Containers agent traces from a VM guest to
 // Jaeger on the host. The name it is called by picks its role; see
-// ../shared/DESIGN.md and docs/.
+// docs/design.md and docs/guide.md.
 package main
 
 import (
 	"os"
 
-	// Before every other package's init: see its doc.
+	// Go runs the inits of ready packages in import-path order, so this one
+	// (which needs only syscall) runs before gRPC's and protobuf's: see its doc.
 	_ "github.com/katatrace/katatrace/internal/lowmem"
 	"github.com/katatrace/katatrace/roles"
 )

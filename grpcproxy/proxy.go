@@ -87,9 +87,9 @@ func (p *Proxy) handle(_ any, ss grpc.ServerStream) error {
 	if span != nil {
 		st, _ := status.FromError(err)
 		span.SetTag("grpc.status", st.Code().String())
-		span.SetTag("request.bytes", c.inBytes.Load())
+		span.SetTag("request.bytes", int(c.inBytes.Load()))
 		span.SetTag("response.bytes", c.outBytes)
-		span.SetTag("request.messages", c.inMsgs.Load())
+		span.SetTag("request.messages", int(c.inMsgs.Load()))
 		span.SetTag("response.messages", c.outMsgs)
 		if st.Code() != codes.OK {
 			ext.Error.Set(span, true)
