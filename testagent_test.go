@@ -28,15 +28,28 @@ func testAgent(args []string) int {
 		opts[k] = v
 	}
 	n := func(k string) int { i, _ := strconv.Atoi(opts[k]); return i }
+	var orphans []int
 	for range n("orphans") {
 		// The orphan maker starts a sleeper and exits at once, so the
 		// sleeper's parent dies: it is reparented to the shim.
-		cmd := exec.Command(sibling("katatrace-test-orphan-maker"))
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "orphan maker:", err)
+		out, err := exec.Command(sibling("katatrace-test-orphan-maker")).Output()
+		pid, perr := strconv.Atoi(strings.TrimSpace(string(out)))
+		if err != nil || perr != nil {
+			fmt.Fprintln(os.Stderr, "orphan maker:", err, perr)
 			return 99
 		}
+		orphans = append(orphans, pid)
 	}
+	defer func() {
+		// Exit only once the shim has reaped every orphan (a zombie still
+		// takes signal 0): the test counts them at the shim's shutdown.
+		deadline := time.Now().Add(30 * time.Second)
+		for _, pid := range orphans {
+			for syscall.Kill(pid, 0) != syscall.ESRCH && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}()
 	var got os.Signal
 	if opts["wait-signal"] == "1" {
 		ch := make(chan os.Signal, 1)
@@ -92,6 +105,7 @@ func orphanMaker() int {
 	if err := cmd.Start(); err != nil {
 		return 1
 	}
+	fmt.Println(cmd.Process.Pid)
 	return 0
 }
 

@@ -119,18 +119,15 @@ func runRole(role Role, args []string, o Options) int {
 	// The role is the root of the grammar (so its positional arguments are
 	// the root's) and the global flags are embedded in it.
 	var g Globals
-	cmd := role.New()
-	parser, err := kong.New(cmd, append(kongOptions(o, role.Name, role.Help), kong.Embed(&g))...)
+	parser, err := kong.New(role.New(), append(kongOptions(o, role.Name, role.Help), kong.Embed(&g))...)
 	if err != nil {
 		panic(err) // a bad struct tag: a bug, caught by tests
 	}
-	if _, err := parser.Parse(args); err != nil {
-		return usageError(parser, err)
+	kctx, err := parser.Parse(args) // runs the roles' Validate too
+	if err != nil {
+		return usageError(parser, err, args)
 	}
-	if err := validate(cmd); err != nil {
-		return usageError(parser, err)
-	}
-	return run(role.Name, cmd, g, o)
+	return run(role.Name, kctx, g, o)
 }
 
 // multi is the command line of the katatrace binary itself.
@@ -142,13 +139,10 @@ type multi struct {
 
 func runMulti(args []string, o Options) int {
 	var cli multi
-	cmds := map[string]Command{"links": &cli.Links, "version": &cli.VersionInfo}
 	opts := kongOptions(o, BinaryName, "Carries Kata Containers agent traces from a VM guest to Jaeger on the host. "+
 		"Run a role as a subcommand, or through a symlink named after it (see 'katatrace links').")
 	for _, r := range All() {
-		cmd := r.New()
-		cmds[r.Name] = cmd
-		opts = append(opts, kong.DynamicCommand(r.Name, r.Help, "Roles", cmd))
+		opts = append(opts, kong.DynamicCommand(r.Name, r.Help, "Roles", r.New()))
 	}
 	parser, err := kong.New(&cli, opts...)
 	if err != nil {
@@ -156,47 +150,48 @@ func runMulti(args []string, o Options) int {
 	}
 	kctx, err := parser.Parse(args)
 	if err != nil {
-		return usageError(parser, err)
+		return usageError(parser, err, args)
 	}
-	name := kctx.Selected().Name
-	if err := validate(cmds[name]); err != nil {
-		return usageError(parser, err)
-	}
-	if name == "version" {
-		cli.VersionInfo.version = o.Version
-	}
-	return run(name, cmds[name], cli.Globals, o)
+	return run(kctx.Selected().Name, kctx, cli.Globals, o)
 }
 
-// validate checks what the flag types alone cannot (which address schemes a
-// flag takes, say). Calling it here, after parsing, covers both ways of
-// calling a role; Validate must be idempotent.
-func validate(cmd Command) error {
-	if v, ok := cmd.(interface{ Validate() error }); ok {
-		return v.Validate()
-	}
-	return nil
+// flagError is a validation error about one flag. Where the value came
+// from its environment twin rather than the command line, the message says
+// so: usageError knows the arguments and fills in env.
+type flagError struct {
+	flag string
+	err  error
+	env  string
 }
 
-// flagErr names the flag a validation error is about, and its environment
-// twin when that is where the value came from.
-func flagErr(flag string, err error) error {
-	env := "KATATRACE_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-	if _, set := os.LookupEnv(env); set && !slices.ContainsFunc(os.Args, func(a string) bool {
-		return a == "--"+flag || strings.HasPrefix(a, "--"+flag+"=")
-	}) {
-		return fmt.Errorf("--%s (from $%s): %w", flag, env, err)
+func (e *flagError) Error() string {
+	if e.env != "" {
+		return fmt.Sprintf("--%s (from $%s): %v", e.flag, e.env, e.err)
 	}
-	return fmt.Errorf("--%s: %w", flag, err)
+	return fmt.Sprintf("--%s: %v", e.flag, e.err)
 }
 
-func usageError(parser *kong.Kong, err error) int {
+func (e *flagError) Unwrap() error { return e.err }
+
+// flagErr names the flag a validation error is about.
+func flagErr(flag string, err error) error { return &flagError{flag: flag, err: err} }
+
+func usageError(parser *kong.Kong, err error, args []string) int {
+	var fe *flagError
+	if errors.As(err, &fe) {
+		env := "KATATRACE_" + strings.ToUpper(strings.ReplaceAll(fe.flag, "-", "_"))
+		if _, set := os.LookupEnv(env); set && !slices.ContainsFunc(args, func(a string) bool {
+			return a == "--"+fe.flag || strings.HasPrefix(a, "--"+fe.flag+"=")
+		}) {
+			fe.env = env
+		}
+	}
 	parser.Errorf("%s", err)
 	fmt.Fprintf(parser.Stderr, "Run '%s --help' for usage.\n", parser.Model.Name)
 	return ExitUsage
 }
 
-func run(name string, cmd Command, g Globals, o Options) int {
+func run(name string, kctx *kong.Context, g Globals, o Options) int {
 	log := newLogger(g, o.Stderr).With("role", name)
 	slog.SetDefault(log)
 	ctx := o.Ctx
@@ -205,7 +200,7 @@ func run(name string, cmd Command, g Globals, o Options) int {
 		ctx, stop = signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
 	}
-	err := cmd.Run(&RunContext{Ctx: ctx, Log: log, Stdout: o.Stdout, Stderr: o.Stderr})
+	err := kctx.Run(&RunContext{Ctx: ctx, Log: log, Stdout: o.Stdout, Stderr: o.Stderr, Version: o.Version})
 	var ee *ExitError
 	switch {
 	case err == nil:
@@ -229,9 +224,9 @@ func newLogger(g Globals, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-type versionCmd struct{ version string }
+type versionCmd struct{}
 
 func (v *versionCmd) Run(rc *RunContext) error {
-	_, err := fmt.Fprintf(rc.Stdout, "%s %s\n", BinaryName, v.version)
+	_, err := fmt.Fprintf(rc.Stdout, "%s %s\n", BinaryName, rc.Version)
 	return err
 }

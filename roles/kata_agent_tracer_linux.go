@@ -49,26 +49,28 @@ type agentTracer struct {
 	relayOptions
 	Command []string `arg:"" optional:"" passthrough:"" help:"The agent and its arguments; the first argument and everything after it is the agent's, never the shim's."`
 
-	argv [][]string // ExecStop, split
+	agent []string   // the agent's command, from Command or --agent
+	argv  [][]string // ExecStop, split
 }
 
 func (c *agentTracer) Validate() error {
+	c.agent = c.Command
 	switch {
-	case len(c.Command) > 0 && c.Command[0] == "--":
-		c.Command = c.Command[1:]
-	case len(c.Command) > 0 && strings.HasPrefix(c.Command[0], "-"):
+	case len(c.agent) > 0 && c.agent[0] == "--":
+		c.agent = c.agent[1:]
+	case len(c.agent) > 0 && strings.HasPrefix(c.agent[0], "-"):
 		// kong hands an unknown flag to the passthrough argument; before the
 		// agent's command it is the shim's, and a typo.
-		return fmt.Errorf("unknown flag %s (the agent's own flags go after its command: kata-agent-tracer [flags] -- AGENT [ARGS])", c.Command[0])
+		return fmt.Errorf("unknown flag %s (the agent's own flags go after its command: kata-agent-tracer [flags] -- AGENT [ARGS])", c.agent[0])
 	}
-	if len(c.Command) == 0 && c.Agent != "" {
+	if len(c.agent) == 0 && c.Agent != "" {
 		words, err := splitWords(c.Agent)
 		if err != nil {
 			return flagErr("agent", err)
 		}
-		c.Command = words
+		c.agent = words
 	}
-	if len(c.Command) == 0 {
+	if len(c.agent) == 0 {
 		return errors.New("no agent command: give it as arguments (kata-agent-tracer [flags] -- /usr/bin/kata-agent) or with --agent / KATATRACE_AGENT")
 	}
 	if err := c.relayOptions.validate(c.From, c.To, netx.SchemeUDP); err != nil {
@@ -148,11 +150,11 @@ func (c *agentTracer) Run(rc *RunContext) error {
 	}
 
 	startSpan := tr.child("agent-start")
-	pid, exited, err := reaper.Start(c.Command, c.agentEnv(tr), []*os.File{os.Stdin, os.Stdout, os.Stderr})
+	pid, exited, err := reaper.Start(c.agent, c.agentEnv(tr), []*os.File{os.Stdin, os.Stdout, os.Stderr})
 	var exit systemd.ProcessExit
 	reason := "agent exited"
 	if err != nil {
-		log.Error("cannot start the agent", "cmd", c.Command, "err", err)
+		log.Error("cannot start the agent", "cmd", c.agent, "err", err)
 		startSpan.SetTag("error", true)
 		startSpan.SetTag("error.message", err.Error())
 		exit.Status = unix.WaitStatus(127 << 8)
@@ -160,7 +162,7 @@ func (c *agentTracer) Run(rc *RunContext) error {
 	} else {
 		startSpan.SetTag("pid", pid)
 		trimCode(rc)
-		log.Info("agent started", "pid", pid, "cmd", c.Command, "trace", settings.Mode, "pid1", pid1)
+		log.Info("agent started", "pid", pid, "cmd", c.agent, "trace", settings.Mode, "pid1", pid1)
 	}
 	startSpan.Finish()
 	if err == nil {

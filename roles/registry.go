@@ -19,6 +19,8 @@ type RunContext struct {
 	Log    *slog.Logger
 	Stdout io.Writer
 	Stderr io.Writer
+	// Version is the binary's, for the start line and `version`.
+	Version string
 }
 
 // Role is one entry of the registry.
