@@ -10,6 +10,7 @@ import (
 
 	"github.com/katatrace/katatrace/grpcproxy"
 	"github.com/katatrace/katatrace/netx"
+	"github.com/katatrace/katatrace/tracing"
 	"github.com/opentracing/opentracing-go"
 	"github.com/uber/jaeger-client-go"
 	"google.golang.org/grpc"
@@ -65,11 +66,11 @@ type shimTracing struct {
 	relays   *relays
 	collated bool
 	mu       sync.Mutex
-	static   *shimTracer
-	dynamic  *shimTracer
+	static   *tracing.Session
+	dynamic  *tracing.Session
 }
 
-func (t *shimTracing) current() *shimTracer {
+func (t *shimTracing) current() *tracing.Session {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.static != nil {
@@ -80,7 +81,7 @@ func (t *shimTracing) current() *shimTracer {
 
 func (t *shimTracing) Tracer() (opentracing.Tracer, opentracing.SpanContext) {
 	if cur := t.current(); cur != nil {
-		return cur.tracer, cur.root.Context()
+		return cur.Tracer()
 	}
 	return nil, nil
 }
@@ -95,7 +96,7 @@ func (t *shimTracing) Start() error {
 	if t.static != nil || t.dynamic != nil {
 		return grpcproxy.ErrAlreadyEnabled
 	}
-	t.dynamic = t.shim.newTracer(t.log, t.relays, "dynamic", "isolated", jaeger.SpanContext{})
+	t.dynamic = t.shim.newSession(t.log, t.relays, "dynamic", "isolated", jaeger.SpanContext{})
 	t.log.Info("dynamic tracing started")
 	return nil
 }
@@ -113,10 +114,7 @@ func (t *shimTracing) Stop(ctx context.Context) error {
 	case dyn == nil:
 		return grpcproxy.ErrNotEnabled
 	}
-	dyn.root.Finish()
-	if err := dyn.closer.Close(); err != nil {
-		t.log.Warn("tracer flush", "err", err)
-	}
+	dyn.Finish(nil)
 	if t.relays.jaeger == nil {
 		return nil
 	}
@@ -137,8 +135,6 @@ func (t *shimTracing) end() {
 	t.dynamic = nil
 	t.mu.Unlock()
 	if dyn != nil {
-		dyn.root.SetTag("ended-by", "shutdown")
-		dyn.root.Finish()
-		_ = dyn.closer.Close()
+		dyn.Finish(map[string]any{"ended-by": "shutdown"})
 	}
 }

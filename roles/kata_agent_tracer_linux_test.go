@@ -3,27 +3,31 @@ package roles
 import (
 	"testing"
 
-	"github.com/katatrace/katatrace/systemd"
+	"github.com/katatrace/katatrace/guestinit"
 )
 
-func TestShutdownAction(t *testing.T) {
+func TestShutdownEnding(t *testing.T) {
 	tests := []struct {
 		flag                string
 		pid1, managed, stat bool
-		want                systemd.Action
+		action              guestinit.Action
+		end                 bool
 	}{
-		{"auto", true, false, false, systemd.PowerOff},      // init: the VM must end
-		{"auto", false, true, true, systemd.PowerOff},       // systemd, static: as Kata's ExecStop
-		{"auto", false, true, false, systemd.Exit},          // systemd, dynamic: the runtime ends it
-		{"auto", false, false, true, systemd.Exit},          // a plain process
-		{"reboot", false, true, false, systemd.Reboot},      // asked for: Firecracker
-		{"poweroff", false, false, false, systemd.PowerOff}, // asked for (refused later without systemd)
-		{"exit", false, true, true, systemd.Exit},           // the operator keeps the VM
+		{"auto", true, false, false, guestinit.PowerOff, true},      // init: the VM must end
+		{"auto", false, true, true, guestinit.PowerOff, true},       // systemd, static: as Kata's ExecStop
+		{"auto", false, true, false, guestinit.PowerOff, false},     // systemd, dynamic: the runtime ends it
+		{"auto", false, false, true, guestinit.PowerOff, false},     // a plain process
+		{"reboot", false, true, false, guestinit.Reboot, true},      // asked for: Firecracker
+		{"halt", true, false, false, guestinit.Halt, true},          // asked for
+		{"poweroff", false, false, false, guestinit.PowerOff, true}, // asked for (refused later without systemd)
+		{"exit", false, true, true, guestinit.PowerOff, false},      // the operator keeps the VM
+		{"exit", true, false, false, guestinit.PowerOff, true},      // but PID 1 cannot exit
 	}
 	for _, tt := range tests {
 		c := &agentTracer{Shutdown: tt.flag}
-		if got := c.action(tt.pid1, tt.managed, tt.stat); got != tt.want {
-			t.Errorf("--shutdown=%s pid1=%v systemd=%v static=%v: %s, want %s", tt.flag, tt.pid1, tt.managed, tt.stat, got, tt.want)
+		if action, end := c.ending(tt.pid1, tt.managed, tt.stat); action != tt.action || end != tt.end {
+			t.Errorf("--shutdown=%s pid1=%v systemd=%v static=%v: %s, %v; want %s, %v",
+				tt.flag, tt.pid1, tt.managed, tt.stat, action, end, tt.action, tt.end)
 		}
 	}
 }

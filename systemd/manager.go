@@ -34,21 +34,31 @@ func underSystemd() bool {
 	return err == nil && strings.TrimSpace(string(comm)) == "systemd"
 }
 
-// AskManager asks systemd to end the machine in order (poweroff.target,
-// reboot.target or halt.target: every unit is stopped, file systems are
-// unmounted), as `systemctl poweroff` does, and returns at once. It needs
-// neither systemctl nor D-Bus: systemd(1) documents signals for it. It
-// refuses, calling nothing, unless UnderManager holds.
-func AskManager(a Action) error {
-	sig, ok := managerSignals[a]
+// Target is a target that ends the machine.
+type Target string
+
+// The targets AskManager starts.
+const (
+	PowerOffTarget Target = "poweroff.target"
+	RebootTarget   Target = "reboot.target"
+	HaltTarget     Target = "halt.target"
+)
+
+// AskManager asks systemd to start t, ending the machine in order (every
+// unit is stopped, file systems are unmounted), as `systemctl poweroff`
+// does, and returns at once. It needs neither systemctl nor D-Bus:
+// systemd(1) documents signals for it. It refuses, calling nothing, unless
+// UnderManager holds.
+func AskManager(t Target) error {
+	sig, ok := managerSignals[t]
 	if !ok {
-		return fmt.Errorf("ask systemd: %q is not poweroff, reboot or halt", a)
+		return fmt.Errorf("ask systemd: %q is not poweroff.target, reboot.target or halt.target", t)
 	}
 	if !UnderManager() {
 		return ErrNoManager
 	}
 	if err := signalManager(sig); err != nil {
-		return fmt.Errorf("ask systemd for %s: %w", a, err)
+		return fmt.Errorf("ask systemd for %s: %w", t, err)
 	}
 	return nil
 }

@@ -18,7 +18,7 @@ func fakeManager(t *testing.T, under bool) *[]unix.Signal {
 
 func TestAskManagerRefusesWithoutSystemd(t *testing.T) {
 	sent := fakeManager(t, false)
-	if err := AskManager(PowerOff); !errors.Is(err, ErrNoManager) {
+	if err := AskManager(PowerOffTarget); !errors.Is(err, ErrNoManager) {
 		t.Fatalf("AskManager = %v, want ErrNoManager", err)
 	}
 	if len(*sent) != 0 {
@@ -29,7 +29,7 @@ func TestAskManagerRefusesWithoutSystemd(t *testing.T) {
 func TestAskManagerSignals(t *testing.T) {
 	// systemd(1): SIGRTMIN+3 halt.target, +4 poweroff.target, +5
 	// reboot.target, with glibc's SIGRTMIN of 34.
-	for a, want := range map[Action]unix.Signal{Halt: 37, PowerOff: 38, Reboot: 39} {
+	for a, want := range map[Target]unix.Signal{HaltTarget: 37, PowerOffTarget: 38, RebootTarget: 39} {
 		sent := fakeManager(t, true)
 		if err := AskManager(a); err != nil {
 			t.Fatalf("AskManager(%s): %v", a, err)
@@ -38,8 +38,8 @@ func TestAskManagerSignals(t *testing.T) {
 			t.Errorf("AskManager(%s) sent %v, want signal %d", a, *sent, want)
 		}
 	}
-	if err := AskManager(Exit); err == nil {
-		t.Error("AskManager(exit) did not refuse")
+	if err := AskManager("default.target"); err == nil {
+		t.Error("AskManager(default.target) did not refuse")
 	}
 }
 

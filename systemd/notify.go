@@ -3,6 +3,7 @@ package systemd
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"strconv"
@@ -88,4 +89,29 @@ func Notify(ctx context.Context, state string) (bool, error) {
 func WatchdogInterval() (time.Duration, error) {
 	d, err := daemon.SdWatchdogEnabled(false)
 	return d / 2, err
+}
+
+// StartWatchdog pings systemd's watchdog (WATCHDOG=1 every half
+// WATCHDOG_USEC) until stop is called, when this service has one.
+func StartWatchdog(log *slog.Logger) (stop func()) {
+	every, err := WatchdogInterval()
+	if err != nil || every <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				if _, err := Notify(context.Background(), Watchdog); err != nil {
+					log.Warn("watchdog ping failed", "err", err)
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { close(done) }
 }

@@ -2,7 +2,6 @@ package systemd
 
 import (
 	"context"
-	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -10,23 +9,6 @@ import (
 	"testing"
 	"time"
 )
-
-func TestShutdownNeverRebootsUnlessPID1(t *testing.T) {
-	if os.Getpid() == 1 {
-		t.Skip("this test is about not being PID 1")
-	}
-	called := false
-	reboot = func(int) error { called = true; return nil }
-	t.Cleanup(func() { reboot = rebootSyscall })
-	for _, a := range []Action{PowerOff, Reboot, Halt} {
-		if err := Shutdown(a); !errors.Is(err, ErrNotPID1) {
-			t.Fatalf("Shutdown(%s) = %v, want ErrNotPID1", a, err)
-		}
-	}
-	if called {
-		t.Fatal("reboot(2) was reached outside PID 1")
-	}
-}
 
 var notifyTests = []struct {
 	in   string

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package systemd
+package guestinit
 
 import "errors"
 
@@ -10,7 +10,3 @@ func rebootSyscall(int) error { return errors.New("reboot(2) is only supported o
 
 // Sync does nothing here.
 func Sync() {}
-
-var managerSignals = map[Action]int{}
-
-func signalPID1(int) error { return errors.New("systemd is only supported on Linux") }

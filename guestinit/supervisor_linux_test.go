@@ -1,0 +1,90 @@
+package guestinit
+
+import (
+	"log/slog"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/katatrace/katatrace/internal/testutil"
+)
+
+// newTestSupervisor supervises as a subreaper, as the shim does when it is
+// not PID 1: orphans of the children come back to this test process.
+func newTestSupervisor(t *testing.T, stopTimeout time.Duration) *Supervisor {
+	t.Helper()
+	if err := SetSubreaper(); err != nil {
+		t.Fatal(err)
+	}
+	s := NewSupervisor(slog.New(slog.DiscardHandler), stopTimeout)
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func sh(script string) []string { return []string{"/bin/sh", "-c", script} }
+
+var stdio = []*os.File{os.Stdin, os.Stdout, os.Stderr}
+
+func waitExit(t *testing.T, ch <-chan ProcessExit) ProcessExit {
+	t.Helper()
+	select {
+	case e := <-ch:
+		return e
+	case <-time.After(30 * time.Second):
+		t.Fatal("the child's exit never came")
+		return ProcessExit{}
+	}
+}
+
+func TestSupervisorReapsOrphans(t *testing.T) {
+	s := newTestSupervisor(t, time.Second)
+	_, exited, err := s.Start(sh("(sleep 0.05 &) ; (sleep 0.05 &) ; exit 3"), nil, stdio)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := waitExit(t, exited); e.Code() != 3 || s.Reason() != "agent exited" {
+		t.Fatalf("exit %s (%s), want 3 by itself", e, s.Reason())
+	}
+	testutil.Eventually(t, 10*time.Second, "both orphans reaped", func() bool { return s.Orphans() == 2 })
+	// A helper's exit goes to its own waiter, never counted as an orphan.
+	if e, err := s.Run(sh("exit 5"), nil, stdio, 10*time.Second); err != nil || e.Code() != 5 {
+		t.Fatalf("Run = %s, %v; want exit 5", e, err)
+	}
+	if n := s.Orphans(); n != 2 {
+		t.Fatalf("orphans = %d after a helper ran, want 2", n)
+	}
+}
+
+func TestSupervisorPassesSignals(t *testing.T) {
+	s := newTestSupervisor(t, 10*time.Second)
+	// The agent says when its trap is set, so the signal cannot come first.
+	ready := t.TempDir() + "/ready"
+	_, exited, err := s.Start(sh("trap 'exit 7' TERM; : > "+ready+"; while :; do sleep 0.01; done"), nil, stdio)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the agent's trap", func() bool { _, err := os.Stat(ready); return err == nil })
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if e := waitExit(t, exited); e.Code() != 7 || s.Reason() != "stopped by terminated" {
+		t.Fatalf("exit %s (%s), want 7 from the agent's own handler", e, s.Reason())
+	}
+}
+
+func TestSupervisorKillsAfterStopTimeout(t *testing.T) {
+	s := newTestSupervisor(t, 100*time.Millisecond)
+	ready := t.TempDir() + "/ready"
+	_, exited, err := s.Start(sh("trap '' TERM INT; : > "+ready+"; while :; do :; done"), nil, stdio)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the agent's trap", func() bool { _, err := os.Stat(ready); return err == nil })
+	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if e := waitExit(t, exited); e.Code() != 137 || s.Reason() != "stopped by interrupt" {
+		t.Fatalf("exit %s (%s), want SIGKILL (137) after the stop timeout", e, s.Reason())
+	}
+}

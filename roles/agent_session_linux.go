@@ -1,0 +1,115 @@
+package roles
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/katatrace/katatrace/netx"
+	"github.com/katatrace/katatrace/systemd"
+	"github.com/katatrace/katatrace/tracing"
+	"github.com/uber/jaeger-client-go"
+)
+
+// relays are the shim's in-process guest relays.
+type relays struct {
+	jaeger *netx.Relay
+	all    []*netx.Relay
+}
+
+func (c *agentTracer) startRelays(log *slog.Logger) (*relays, error) {
+	r := &relays{}
+	if c.NoRelay {
+		return r, nil
+	}
+	start := func(log *slog.Logger, kind netx.Kind, from, to netx.Addr) (*netx.Relay, error) {
+		pc, err := netx.ListenPacket(from)
+		if err != nil {
+			return nil, err
+		}
+		rl := c.start(log, kind, from, to, pc, time.Second)
+		r.all = append(r.all, rl)
+		return rl, nil
+	}
+	var err error
+	if r.jaeger, err = start(log, netx.KindJaeger, c.From, c.To); err != nil {
+		return r, err
+	}
+	switch {
+	case c.Journal && systemd.UnderManager() && c.JournalFrom.Scheme == netx.SchemeUnixgram:
+		// journald owns /dev/log there: kata-journald-host-redirect.service
+		// carries the journal instead.
+		log.Warn("--journal is for guests without systemd; journal relay not started (under systemd, kata-journald-host-redirect.service carries the journal)",
+			"journal_from", c.JournalFrom.String())
+	case c.Journal:
+		if _, err := start(log.With("relay", "journal"), netx.KindText, c.JournalFrom, c.JournalTo); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+// stop drains every relay and waits, at most timeout in all, for the host
+// to confirm what they carried.
+func (r *relays) stop(log *slog.Logger, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for _, rl := range r.all {
+		err := rl.Shutdown(ctx)
+		if readErr := rl.Err(); readErr != nil {
+			log.Error("relay stopped reading early", "err", readErr)
+		}
+		if err != nil {
+			log.Warn("flush to the host incomplete", "err", err)
+		}
+	}
+}
+
+// newSession starts a trace whose spans go onto the relay's queue (or,
+// with --no-relay, over UDP to --from).
+func (c *agentTracer) newSession(log *slog.Logger, r *relays, mode, typ string, parent jaeger.SpanContext) *tracing.Session {
+	var transport jaeger.Transport
+	if r.jaeger != nil {
+		transport = tracing.NewTransport(r.jaeger.Send, 0)
+	} else {
+		t, err := jaeger.NewUDPTransport(c.From.HostPort, 0)
+		if err != nil {
+			log.Error("no tracer: cannot send to --from", "err", err)
+			return tracing.NoSession()
+		}
+		transport = t
+	}
+	return tracing.NewSession(c.ServiceName, transport, mode, typ, parent, log)
+}
+
+// settings reads the kernel command line; bad values are logged, and the
+// agent runs untraced rather than the VM failing to boot.
+func (c *agentTracer) settings(log *slog.Logger) tracing.Settings {
+	b, err := os.ReadFile(c.CmdlineFile)
+	if err != nil {
+		log.Error("cannot read the kernel command line; tracing is dynamic", "file", c.CmdlineFile, "err", err)
+		return tracing.Settings{Mode: tracing.Dynamic}
+	}
+	s, errs := tracing.ParseCmdline(string(b))
+	for _, err := range errs {
+		log.Error(err.Error())
+	}
+	return s
+}
+
+// agentEnv is the agent's environment: the shim's own settings out, its
+// tracer's destination and the root span's context in.
+func (c *agentTracer) agentEnv(tr *tracing.Session) []string {
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, "KATATRACE_") || strings.HasPrefix(kv, "NOTIFY_SOCKET=")
+	})
+	host, port, err := net.SplitHostPort(c.From.HostPort)
+	if err != nil || host == "" {
+		host, port = "127.0.0.1", "6831"
+	}
+	return append(env, tr.Env(host, port)...)
+}
