@@ -74,7 +74,7 @@ func newRelayRig(tb testing.TB) *relayRig {
 		<-done
 		srv.Shutdown(context.Background())
 		pc.Close()
-		ps.Close()
+		ps.Close(context.Background())
 		sinkConn.Close()
 		r.send.Close()
 	}

@@ -19,9 +19,10 @@ import (
 // ForwarderConfig configures the guest relay.
 type ForwarderConfig struct {
 	Kind Kind
-	// Raw sends bare payloads with no hello and no frames, for a host that
-	// runs socat. Datagram boundaries and flush answers are then lost.
-	Raw bool
+	// Framing is Framed (wire protocol v1), or Raw: bare payloads with no
+	// hello and no frames, for a host that runs socat (datagram boundaries
+	// and flush answers are then lost).
+	Framing Framing
 	// Dial opens the stream to the host; Target names it in logs.
 	Dial   func(ctx context.Context) (net.Conn, error)
 	Target string
@@ -38,6 +39,7 @@ type ForwarderConfig struct {
 // cut short by a broken connection is sent again, whole, on the next one.
 type Forwarder struct {
 	cfg  ForwarderConfig
+	fr   framer
 	q    *Queue
 	log  *slog.Logger
 	wbuf []byte // the batch being written; Run's alone
@@ -75,6 +77,7 @@ func NewForwarder(cfg ForwarderConfig) *Forwarder {
 	cfg.BackoffMax = max(cfg.BackoffMax, cfg.BackoffMin)
 	return &Forwarder{
 		cfg:       cfg,
+		fr:        cfg.Framing.framer(),
 		q:         NewQueue(cfg.QueueBytes),
 		log:       cfg.Logger,
 		wbuf:      make([]byte, 0, 2*MaxFrameSize),
@@ -292,7 +295,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			continue
 		}
 		f.connects.Add(1)
-		f.log.Info("connected to host", "target", f.cfg.Target, "framing", f.framing(),
+		f.log.Info("connected to host", "target", f.cfg.Target, "framing", f.cfg.Framing.String(),
 			"failed_attempts", failures, "queued", f.q.Stats().Queued)
 		backoff, failures = f.cfg.BackoffMin, 0
 		err = f.session(ctx, conn)
@@ -306,13 +309,6 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	}
 }
 
-func (f *Forwarder) framing() string {
-	if f.cfg.Raw {
-		return "raw"
-	}
-	return "framed"
-}
-
 // session sends on one connection until it fails or ctx is done.
 func (f *Forwarder) session(ctx context.Context, conn net.Conn) error {
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
@@ -324,17 +320,12 @@ func (f *Forwarder) session(ctx context.Context, conn net.Conn) error {
 	// flushes, so its last answers are not credited to the wrong connection.
 	defer func() { _ = conn.Close(); <-readerDone }()
 
-	raw := f.cfg.Raw
-	if !raw {
-		// Flush requests the last connection took to its grave are asked
-		// again first: they stay in flight, now on this connection.
-		f.mu.Lock()
-		carried := f.inflight
-		f.mu.Unlock()
-		b := AppendHello(f.wbuf[:0], f.cfg.Kind)
-		for range carried {
-			b = AppendFrame(b, nil)
-		}
+	// Flush requests the last connection took to its grave are asked again
+	// first: they stay in flight, now on this connection.
+	f.mu.Lock()
+	carried := f.inflight
+	f.mu.Unlock()
+	if b := f.fr.greet(f.wbuf[:0], f.cfg.Kind, carried); len(b) > 0 {
 		if _, err := conn.Write(b); err != nil {
 			return fmt.Errorf("write to host: %w", err)
 		}
@@ -345,7 +336,7 @@ func (f *Forwarder) session(ctx context.Context, conn net.Conn) error {
 		}
 	}
 	for {
-		b := f.q.Pop(f.wbuf[:0], raw)
+		b := f.fr.pop(f.q, f.wbuf[:0])
 		if len(b.Buf) == 0 && b.Flushes == 0 {
 			select {
 			case <-f.q.Ready():
@@ -361,8 +352,8 @@ func (f *Forwarder) session(ctx context.Context, conn net.Conn) error {
 				return err
 			}
 		}
-		if raw && b.Flushes > 0 {
-			f.answer(b.Flushes, false)
+		if b.Flushes > 0 && !f.fr.answered() {
+			f.answer(b.Flushes, false) // nobody on the other end answers
 		}
 	}
 }
@@ -371,24 +362,13 @@ func (f *Forwarder) session(ctx context.Context, conn net.Conn) error {
 // not go out whole is kept in pending for the next connection.
 func (f *Forwarder) send(conn net.Conn, b []byte) error {
 	n, err := conn.Write(b)
-	done := n
-	if f.cfg.Raw {
-		if n < len(b) {
-			done = 0
-		} else {
-			f.sent.Add(1)
-			f.sentBytes.Add(uint64(n))
-		}
-	} else {
-		var datagrams, bytes, flushes int
-		done, datagrams, bytes, flushes = walkFrames(b[:n])
-		f.sent.Add(uint64(datagrams))
-		f.sentBytes.Add(uint64(bytes))
-		if flushes > 0 {
-			f.mu.Lock()
-			f.inflight += flushes
-			f.mu.Unlock()
-		}
+	done, datagrams, bytes, flushes := f.fr.measure(b[:n], len(b))
+	f.sent.Add(uint64(datagrams))
+	f.sentBytes.Add(uint64(bytes))
+	if flushes > 0 {
+		f.mu.Lock()
+		f.inflight += flushes
+		f.mu.Unlock()
 	}
 	if err != nil {
 		f.pending = append(f.pending[:0], b[done:]...)
@@ -419,7 +399,7 @@ func walkFrames(b []byte) (done, datagrams, bytes, flushes int) {
 // readAnswers reads the host's side of the stream: flush answers in framed
 // mode, nothing in raw mode. It returns when the stream ends.
 func (f *Forwarder) readAnswers(conn net.Conn) error {
-	if f.cfg.Raw {
+	if !f.fr.answered() {
 		_, err := io.Copy(io.Discard, conn)
 		if err == nil {
 			err = io.EOF
@@ -436,4 +416,69 @@ func (f *Forwarder) readAnswers(conn net.Conn) error {
 		}
 		f.answer(1, true)
 	}
+}
+
+// Framing is how a guest relay writes its stream.
+type Framing uint8
+
+// The framings.
+const (
+	Framed Framing = iota // wire protocol v1: a hello, then length-prefixed frames
+	Raw                   // bare payloads, for a host that runs socat
+)
+
+func (f Framing) String() string {
+	if f == Raw {
+		return "raw"
+	}
+	return "framed"
+}
+
+// framer is what differs between the framings, chosen once per Forwarder.
+type framer interface {
+	// greet is what a new connection starts with, re-asking carried
+	// flush requests.
+	greet(dst []byte, kind Kind, carried int) []byte
+	// pop takes what the next write carries.
+	pop(q *Queue, dst []byte) Batch
+	// measure says what of a write of want bytes, of which b went out,
+	// went whole.
+	measure(b []byte, want int) (done, datagrams, bytes, flushes int)
+	// answered reports whether the host answers flush requests.
+	answered() bool
+}
+
+func (f Framing) framer() framer {
+	if f == Raw {
+		return rawFramer{}
+	}
+	return framedFramer{}
+}
+
+type framedFramer struct{}
+
+func (framedFramer) greet(dst []byte, kind Kind, carried int) []byte {
+	dst = AppendHello(dst, kind)
+	for range carried {
+		dst = AppendFrame(dst, nil)
+	}
+	return dst
+}
+func (framedFramer) pop(q *Queue, dst []byte) Batch { return q.Pop(dst) }
+func (framedFramer) measure(b []byte, _ int) (int, int, int, int) {
+	return walkFrames(b)
+}
+func (framedFramer) answered() bool { return true }
+
+// rawFramer writes bare payloads, one per write, as socat reads them.
+type rawFramer struct{}
+
+func (rawFramer) greet([]byte, Kind, int) []byte { return nil }
+func (rawFramer) pop(q *Queue, dst []byte) Batch { return q.PopPayload(dst) }
+func (rawFramer) answered() bool                 { return false }
+func (rawFramer) measure(b []byte, want int) (int, int, int, int) {
+	if len(b) < want {
+		return 0, 0, 0, 0 // a payload cut short is sent again whole
+	}
+	return len(b), 1, len(b), 0
 }

@@ -169,9 +169,14 @@ type Batch struct {
 }
 
 // Pop appends whole records to dst, in wire format, while they fit in
-// cap(dst), and reports what it took. With raw set it appends payloads only,
-// at most one datagram, for peers that cannot frame.
-func (q *Queue) Pop(dst []byte, raw bool) Batch {
+// cap(dst), and reports what it took.
+func (q *Queue) Pop(dst []byte) Batch { return q.pop(dst, false) }
+
+// PopPayload appends one datagram's payload alone (and takes the flush
+// markers before it), for peers that cannot frame.
+func (q *Queue) PopPayload(dst []byte) Batch { return q.pop(dst, true) }
+
+func (q *Queue) pop(dst []byte, raw bool) Batch {
 	b := Batch{Buf: dst}
 	q.mu.Lock()
 	defer q.mu.Unlock()

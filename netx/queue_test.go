@@ -21,7 +21,7 @@ func TestQueueDropOldest(t *testing.T) {
 	if s.Dropped != 10 || s.DroppedBytes != 10000 || s.Queued != fit || s.Enqueued != uint64(fit+10) {
 		t.Fatalf("stats = %+v, want 10 dropped and %d queued", s, fit)
 	}
-	b := q.Pop(make([]byte, 0, 2*MaxFrameSize), false)
+	b := q.Pop(make([]byte, 0, 2*MaxFrameSize))
 	if b.Datagrams != fit || len(b.Buf) != fit*(FrameHeaderSize+len(p)) {
 		t.Fatalf("pop took %d datagrams, %d bytes", b.Datagrams, len(b.Buf))
 	}
@@ -46,12 +46,12 @@ func TestQueueWrapAndBatches(t *testing.T) {
 		q.Push(p)
 		want = AppendFrame(want, p)
 		if i%2 == 0 {
-			b := q.Pop(buf[:0], false)
+			b := q.Pop(buf[:0])
 			got = append(got, b.Buf...)
 		}
 	}
 	for {
-		b := q.Pop(buf[:0], false)
+		b := q.Pop(buf[:0])
 		if len(b.Buf) == 0 {
 			break
 		}
@@ -85,7 +85,7 @@ func TestQueueFlushMarkers(t *testing.T) {
 	q.Push([]byte("a"))
 	q.PushFlush()
 	q.Push([]byte("b"))
-	b := q.Pop(make([]byte, 0, 100), false)
+	b := q.Pop(make([]byte, 0, 100))
 	if want := frames([]byte("a"), nil, []byte("b")); !bytes.Equal(b.Buf, want) || b.Flushes != 1 || b.Datagrams != 2 {
 		t.Fatalf("pop = %q (%d flushes)", b.Buf, b.Flushes)
 	}
@@ -94,7 +94,7 @@ func TestQueueFlushMarkers(t *testing.T) {
 	for range 100 {
 		q.Push(make([]byte, 1000))
 	}
-	b = q.Pop(make([]byte, 0, 2*MaxFrameSize), false)
+	b = q.Pop(make([]byte, 0, 2*MaxFrameSize))
 	if b.Flushes != 1 || !bytes.HasPrefix(b.Buf, []byte{0, 0, 0, 0}) {
 		t.Fatalf("owed flush not emitted first: %d flushes, starts %x", b.Flushes, b.Buf[:8])
 	}
@@ -102,7 +102,7 @@ func TestQueueFlushMarkers(t *testing.T) {
 	q.Push([]byte("x"))
 	q.Push([]byte("y"))
 	for _, want := range []string{"x", "y", ""} {
-		if b := q.Pop(make([]byte, 0, 100), true); string(b.Buf) != want {
+		if b := q.PopPayload(make([]byte, 0, 100)); string(b.Buf) != want {
 			t.Fatalf("raw pop = %q, want %q", b.Buf, want)
 		}
 	}
@@ -114,7 +114,7 @@ func TestQueuePushAllocs(t *testing.T) {
 	buf := make([]byte, 0, 256<<10)
 	allocs := testing.AllocsPerRun(1000, func() {
 		q.Push(p)
-		q.Pop(buf[:0], false)
+		q.Pop(buf[:0])
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per datagram, want 0", allocs)
@@ -132,7 +132,7 @@ func BenchmarkQueue(b *testing.B) {
 			for i := 0; b.Loop(); i++ {
 				q.Push(p)
 				if i%16 == 15 {
-					q.Pop(buf[:0], false)
+					q.Pop(buf[:0])
 				}
 			}
 		})

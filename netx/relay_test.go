@@ -71,7 +71,7 @@ func udpSink(t *testing.T) (*testutil.UDPSink, *PacketSink) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ps.Close() })
+	t.Cleanup(func() { ps.Close(context.Background()) })
 	return s, ps
 }
 
@@ -240,7 +240,7 @@ func TestServerManyPeersAndBadOnes(t *testing.T) {
 	if len(got) != peers*each {
 		t.Fatalf("sink got %d datagrams, want %d", len(got), peers*each)
 	}
-	if n := h.srv.Stats().ProtocolErrors.Load(); n != 4 {
+	if n := h.srv.Stats().ProtocolErrors; n != 4 {
 		t.Errorf("protocol errors = %d, want 4 (1 GiB, version, kind, random)", n)
 	}
 }

@@ -20,8 +20,12 @@ type Sink interface {
 	// Send hands one whole datagram on. p is valid only during the call;
 	// peer names the guest it came from. Send may be called concurrently.
 	Send(p []byte, peer string) error
-	// Flush returns once everything sent so far has been handed on.
-	Flush() error
+	// Flush returns once everything sent so far has been handed on, or
+	// ctx ends.
+	Flush(ctx context.Context) error
+	// Close flushes, bounded by ctx, and releases the sink; nothing is
+	// sent after it.
+	Close(ctx context.Context) error
 }
 
 // BatchSink is a Sink that can take several datagrams in one call (one
@@ -65,7 +69,10 @@ type ServerConfig struct {
 	// recovers datagram boundaries from the byte stream. Nil means each read
 	// is one datagram, as socat itself does.
 	RawSplit func(peer string) bufio.SplitFunc
-	Logger   *slog.Logger
+	// FlushTimeout bounds how long a guest's flush request waits for the
+	// sink (default 10 s); the guest is answered either way.
+	FlushTimeout time.Duration
+	Logger       *slog.Logger
 }
 
 // Server is the host relay: it accepts any number of guest streams, framed
@@ -86,26 +93,35 @@ type Server struct {
 	wg       sync.WaitGroup
 	seq      atomic.Uint64
 
-	stats    ServerStats
+	stats    serverCounters
 	sinkLog  *Every
 	protoLog *Every
 }
 
-// ServerStats counts what a Server has done; read it with Stats.
+// ServerStats is a snapshot of what a Server has done.
 type ServerStats struct {
-	Accepted       atomic.Uint64
-	Active         atomic.Int64
-	Datagrams      atomic.Uint64
-	Bytes          atomic.Uint64
-	Flushes        atomic.Uint64
-	ProtocolErrors atomic.Uint64
-	SinkErrors     atomic.Uint64
+	Accepted       uint64
+	Active         int64
+	Datagrams      uint64
+	Bytes          uint64
+	Flushes        uint64
+	ProtocolErrors uint64
+	SinkErrors     uint64
+}
+
+// serverCounters are the live counters behind ServerStats.
+type serverCounters struct {
+	accepted, datagrams, bytes, flushes, protocolErrors, sinkErrors atomic.Uint64
+	active                                                          atomic.Int64
 }
 
 // NewServer returns a Server; give it listeners with Serve.
 func NewServer(cfg ServerConfig) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.FlushTimeout <= 0 {
+		cfg.FlushTimeout = 10 * time.Second
 	}
 	return &Server{
 		cfg:       cfg,
@@ -127,8 +143,12 @@ func (s *Server) drainDeadline() time.Time {
 	return earliest(time.Unix(0, s.drainEnd.Load()), time.Now().Add(drainIdle))
 }
 
-// Stats gives the live counters.
-func (s *Server) Stats() *ServerStats { return &s.stats }
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() ServerStats {
+	c := &s.stats
+	return ServerStats{Accepted: c.accepted.Load(), Active: c.active.Load(), Datagrams: c.datagrams.Load(),
+		Bytes: c.bytes.Load(), Flushes: c.flushes.Load(), ProtocolErrors: c.protocolErrors.Load(), SinkErrors: c.sinkErrors.Load()}
+}
 
 // Serve accepts connections on ln until Shutdown or a fatal accept error.
 // name identifies the listener in peer names (its address).
@@ -219,25 +239,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 		err = fmt.Errorf("drain cut short with %d connections still sending: %w", n, context.Cause(ctx))
 	}
-	flush := s.cfg.Sink.Flush
-	if fc, ok := s.cfg.Sink.(interface{ FlushContext(context.Context) error }); ok {
-		flush = func() error { return fc.FlushContext(ctx) }
-	}
-	if ferr := flush(); ferr != nil {
+	if ferr := s.cfg.Sink.Flush(ctx); ferr != nil {
 		err = errors.Join(err, fmt.Errorf("flush sink: %w", ferr))
 	}
 	return err
 }
 
 func (s *Server) handle(conn net.Conn, peer string) {
-	s.stats.Accepted.Add(1)
-	s.stats.Active.Add(1)
+	s.stats.accepted.Add(1)
+	s.stats.active.Add(1)
 	defer func() {
 		_ = conn.Close()
 		s.mu.Lock()
 		delete(s.conns, conn)
 		s.mu.Unlock()
-		s.stats.Active.Add(-1)
+		s.stats.active.Add(-1)
 		s.wg.Done()
 	}()
 	br := NewStreamReader(conn)
@@ -272,10 +288,10 @@ type peerConn struct {
 const maxBatch, maxBatchBytes = 64, 1 << 20
 
 func (c *peerConn) sinkError(err error, n int) {
-	c.stats.SinkErrors.Add(uint64(n))
+	c.stats.sinkErrors.Add(uint64(n))
 	if ok, suppressed := c.sinkLog.Allow(); ok {
 		c.log.Warn("sink refused datagrams", "peer", c.peer, "count", n, "err", err,
-			"sink_errors_total", c.stats.SinkErrors.Load(), "not_logged", suppressed)
+			"sink_errors_total", c.stats.sinkErrors.Load(), "not_logged", suppressed)
 	}
 }
 
@@ -293,10 +309,10 @@ func (c *peerConn) flushBatch() {
 	}
 	for _, p := range c.batch {
 		c.bytes += uint64(len(p))
-		c.stats.Bytes.Add(uint64(len(p)))
+		c.stats.bytes.Add(uint64(len(p)))
 	}
 	c.datagrams += uint64(len(c.batch))
-	c.stats.Datagrams.Add(uint64(len(c.batch)))
+	c.stats.datagrams.Add(uint64(len(c.batch)))
 	if failed, err := c.sink.SendBatch(c.batch, c.peer); failed > 0 {
 		c.sinkError(err, failed)
 	}
@@ -337,10 +353,12 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 			continue
 		}
 		c.flushBatch()
-		c.stats.Flushes.Add(1)
-		if err := c.cfg.Sink.Flush(); err != nil {
+		c.stats.flushes.Add(1)
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.FlushTimeout)
+		if err := c.cfg.Sink.Flush(ctx); err != nil {
 			c.log.Warn("flush of sink failed; answering the guest anyway", "peer", c.peer, "err", err)
 		}
+		cancel()
 		_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		if _, err := c.conn.Write(flushAnswer); err != nil {
 			return fmt.Errorf("answer flush request: %w", err)
@@ -381,7 +399,7 @@ func (c *peerConn) finish(err error) {
 	case errors.Is(err, os.ErrDeadlineExceeded) && c.draining():
 		c.log.Info("guest connection closed for shutdown", attrs...)
 	case IsProtocolError(err):
-		c.stats.ProtocolErrors.Add(1)
+		c.stats.protocolErrors.Add(1)
 		if ok, n := c.protoLog.Allow(); ok {
 			c.log.Warn("guest broke the protocol; connection closed", append(attrs, "err", err, "not_logged", n)...)
 		}

@@ -30,7 +30,8 @@ func (s *memSink) Send(p []byte, peer string) error {
 	return nil
 }
 
-func (s *memSink) Flush() error { return nil }
+func (s *memSink) Flush(context.Context) error { return nil }
+func (s *memSink) Close(context.Context) error { return nil }
 
 // TestShutdownWhilePeersStream stops a host relay while 20 guests are
 // streaming into it, as SIGTERM does: under -race this is where the drain
@@ -119,7 +120,7 @@ func TestShutdownWhilePeersStream(t *testing.T) {
 		if len(sink.got) != peers {
 			t.Errorf("round %d: %d peers reached the sink, want %d", round, len(sink.got), peers)
 		}
-		if n := srv.Stats().Datagrams.Load(); n != total {
+		if n := srv.Stats().Datagrams; n != total {
 			t.Errorf("round %d: server counted %d datagrams, sink got %d", round, n, total)
 		}
 	}

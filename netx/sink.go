@@ -3,6 +3,7 @@ package netx
 import (
 	"bufio"
 	"cmp"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -73,10 +74,10 @@ func (s *PacketSink) Send(p []byte, _ string) error {
 }
 
 // Flush has nothing to do: a datagram is handed on when Send returns.
-func (s *PacketSink) Flush() error { return nil }
+func (s *PacketSink) Flush(context.Context) error { return nil }
 
 // Close closes the socket.
-func (s *PacketSink) Close() error { return s.conn.Close() }
+func (s *PacketSink) Close(context.Context) error { return s.conn.Close() }
 
 // LineSink writes each message as one line, prefixed by its peer, with
 // control characters and escape sequences made visible so that a guest can
@@ -106,11 +107,14 @@ func (s *LineSink) Send(p []byte, peer string) error {
 }
 
 // Flush flushes the writer.
-func (s *LineSink) Flush() error {
+func (s *LineSink) Flush(context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Flush()
 }
+
+// Close flushes: the writer is the caller's.
+func (s *LineSink) Close(ctx context.Context) error { return s.Flush(ctx) }
 
 // AppendEscaped appends message p as one line without its line ending: one
 // trailing "\n" (or "\r\n") is dropped, and every other control character,

@@ -62,7 +62,7 @@ func (g *relayOptions) validate(from, to netx.Addr, fromSchemes ...string) error
 func (g *relayOptions) forwarderConfig(kind netx.Kind, to netx.Addr, log *slog.Logger) netx.ForwarderConfig {
 	return netx.ForwarderConfig{
 		Kind:       kind,
-		Raw:        g.Framing == "raw",
+		Framing:    framingOf(g.Framing),
 		Dial:       func(ctx context.Context) (net.Conn, error) { return netx.Dial(ctx, to) },
 		Target:     to.String(),
 		QueueBytes: int(g.QueueBytes),
@@ -147,4 +147,12 @@ func logStatsOnSignal(rc *RunContext, attrs func() []any) (stop func()) {
 		}
 	}()
 	return func() { signal.Stop(ch); close(done) }
+}
+
+// framingOf is the --framing flag's value as netx's type.
+func framingOf(s string) netx.Framing {
+	if s == "raw" {
+		return netx.Raw
+	}
+	return netx.Framed
 }

@@ -31,8 +31,14 @@ func checkFrom(froms []netx.Addr) error {
 	return nil
 }
 
-// serve listens on every address, serves until rc.Ctx ends, then drains.
-func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, srv *netx.Server, sink string) error {
+// serve listens on every address, serves until rc.Ctx ends, then drains
+// and closes the sink, which it owns from the start.
+func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, cfg netx.ServerConfig, sink string) error {
+	closeSink := func(ctx context.Context) {
+		if err := cfg.Sink.Close(ctx); err != nil {
+			rc.Log.Warn("sink not closed cleanly", "to", sink, "err", err)
+		}
+	}
 	var lns []net.Listener
 	for _, a := range froms {
 		ln, err := netx.Listen(a)
@@ -40,10 +46,12 @@ func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, srv *netx.Server, s
 			for _, l := range lns {
 				_ = l.Close()
 			}
+			closeSink(context.Background())
 			return err
 		}
 		lns = append(lns, ln)
 	}
+	srv := netx.NewServer(cfg)
 	failed := make(chan error, len(lns))
 	for i, ln := range lns {
 		rc.Log.Info("listening", "from", froms[i].String(), "to", sink)
@@ -67,12 +75,13 @@ func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, srv *netx.Server, s
 	} else {
 		rc.Log.Info("stopped", serverAttrs(srv)...)
 	}
+	closeSink(ctx)
 	return err
 }
 
 func serverAttrs(srv *netx.Server) []any {
 	s := srv.Stats()
-	return []any{"connections", s.Accepted.Load(), "active", s.Active.Load(), "datagrams", s.Datagrams.Load(),
-		"bytes", s.Bytes.Load(), "flushes", s.Flushes.Load(), "protocol_errors", s.ProtocolErrors.Load(),
-		"sink_errors", s.SinkErrors.Load()}
+	return []any{"connections", s.Accepted, "active", s.Active, "datagrams", s.Datagrams,
+		"bytes", s.Bytes, "flushes", s.Flushes, "protocol_errors", s.ProtocolErrors,
+		"sink_errors", s.SinkErrors}
 }

@@ -37,9 +37,7 @@ func (c *textServer) Run(rc *RunContext) error {
 		if err != nil {
 			return err
 		}
-		defer ps.Close()
 		sink = ps
 	}
-	srv := netx.NewServer(netx.ServerConfig{Kind: netx.KindText, Sink: sink, Logger: rc.Log})
-	return c.serve(rc, c.From, srv, c.To.String())
+	return c.serve(rc, c.From, netx.ServerConfig{Kind: netx.KindText, Sink: sink, Logger: rc.Log}, c.To.String())
 }

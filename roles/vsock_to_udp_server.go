@@ -2,7 +2,6 @@ package roles
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net/url"
 	"strings"
@@ -33,7 +32,7 @@ func (c *udpServer) Validate() error {
 	if err := checkFrom(c.From); err != nil {
 		return err
 	}
-	if c.To.Kind == "" {
+	if c.To.Kind == sinkDatagram {
 		if err := c.To.Addr.Require("the Jaeger relay sends to", netx.SchemeUDP, netx.SchemeUnixgram); err != nil {
 			return flagErr("to", err)
 		}
@@ -44,19 +43,32 @@ func (c *udpServer) Validate() error {
 	return nil
 }
 
+// sinkKind is what vsock-to-udp-server's --to names.
+type sinkKind uint8
+
+const (
+	sinkDatagram  sinkKind = iota // udp:// or unixgram://, each datagram as it came
+	sinkCollector                 // http(s)://: a Jaeger collector
+	sinkPrint                     // print: trees on stdout
+	sinkJSONL                     // jsonl: a JSON object per span on stdout
+)
+
 // jaegerSink is the --to of vsock-to-udp-server: a datagram address, an
 // HTTP collector, or a printer.
 type jaegerSink struct {
-	Kind string // "", "http", "print" or "jsonl"
-	Addr netx.Addr
-	URL  string
+	Kind sinkKind
+	Addr netx.Addr // sinkDatagram
+	URL  string    // sinkCollector
 }
 
 func (j *jaegerSink) UnmarshalText(b []byte) error {
 	s := string(b)
 	switch {
-	case s == "print" || s == "jsonl":
-		*j = jaegerSink{Kind: s}
+	case s == "print":
+		*j = jaegerSink{Kind: sinkPrint}
+		return nil
+	case s == "jsonl":
+		*j = jaegerSink{Kind: sinkJSONL}
 		return nil
 	case strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://"):
 		u, err := url.Parse(s)
@@ -66,56 +78,46 @@ func (j *jaegerSink) UnmarshalText(b []byte) error {
 		if u.Path == "" || u.Path == "/" {
 			u.Path = "/api/traces"
 		}
-		*j = jaegerSink{Kind: "http", URL: u.String()}
+		*j = jaegerSink{Kind: sinkCollector, URL: u.String()}
 		return nil
 	}
 	a, err := netx.ParseAddr(s)
 	if err != nil {
 		return fmt.Errorf("%w; or http://HOST:14268/api/traces, print or jsonl", err)
 	}
-	*j = jaegerSink{Addr: a}
+	*j = jaegerSink{Kind: sinkDatagram, Addr: a}
 	return nil
 }
 
 func (j jaegerSink) String() string {
 	switch j.Kind {
-	case "":
-		return j.Addr.String()
-	case "http":
+	case sinkCollector:
 		return j.URL
+	case sinkPrint:
+		return "print"
+	case sinkJSONL:
+		return "jsonl"
 	}
-	return j.Kind
+	return j.Addr.String()
+}
+
+// open makes the sink; the host relay closes it after its drain.
+func (j jaegerSink) open(rc *RunContext, c *udpServer) (netx.Sink, error) {
+	switch j.Kind {
+	case sinkPrint:
+		return tracing.NewTreeSink(rc.Stdout, c.PrintIdle), nil
+	case sinkJSONL:
+		return tracing.NewJSONLSink(rc.Stdout), nil
+	case sinkCollector:
+		return tracing.NewCollectorSink(j.URL, int(c.QueueBytes), 2, rc.Log), nil
+	}
+	return netx.DialPacketSink(j.Addr)
 }
 
 func (c *udpServer) Run(rc *RunContext) error {
-	var sink netx.Sink
-	switch c.To.Kind {
-	case "print":
-		ts := tracing.NewTreeSink(rc.Stdout, c.PrintIdle)
-		defer ts.Close()
-		sink = ts
-	case "jsonl":
-		sink = tracing.NewJSONLSink(rc.Stdout)
-	case "http":
-		cs := tracing.NewCollectorSink(c.To.URL, int(c.QueueBytes), 2, rc.Log)
-		defer func() {
-			ctx, cancel := context.WithTimeout(context.Background(), c.DrainTimeout)
-			defer cancel()
-			if err := cs.Close(ctx); err != nil {
-				rc.Log.Warn("collector drain incomplete", "err", err)
-			}
-			s := cs.Stats()
-			rc.Log.Info("collector", "url", c.To.URL, "batches_posted", s.Posted, "spans", s.Spans,
-				"dropped", s.Dropped, "refused", s.Rejected, "retries", s.Retries)
-		}()
-		sink = cs
-	default:
-		ps, err := netx.DialPacketSink(c.To.Addr)
-		if err != nil {
-			return err
-		}
-		defer ps.Close()
-		sink = ps
+	sink, err := c.To.open(rc, c)
+	if err != nil {
+		return err
 	}
 	cfg := netx.ServerConfig{Kind: netx.KindJaeger, Sink: sink, Logger: rc.Log}
 	if c.RawSplit == "thrift" {
@@ -123,5 +125,5 @@ func (c *udpServer) Run(rc *RunContext) error {
 			return tracing.NewBatchSplitter(rc.Log.With("peer", peer)).Split
 		}
 	}
-	return c.serve(rc, c.From, netx.NewServer(cfg), c.To.String())
+	return c.serve(rc, c.From, cfg, c.To.String())
 }

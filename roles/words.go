@@ -2,11 +2,8 @@ package roles
 
 import (
 	"errors"
-	"slices"
 	"strings"
 )
-
-var slicesDeleteFunc = slices.DeleteFunc[[]string, string]
 
 // splitWords splits a command line into words the way systemd's ExecStop
 // does, without a shell: on blanks, with single and double quotes grouping

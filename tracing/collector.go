@@ -86,17 +86,9 @@ func (c *CollectorSink) Send(p []byte, _ string) error {
 	return nil
 }
 
-// Flush waits until every queued batch was accepted by the collector, for at
-// most a minute: a guest's flush request must not hang forever on a dead
-// collector.
-func (c *CollectorSink) Flush() error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	return c.FlushContext(ctx)
-}
-
-// FlushContext waits until the queue is empty and nothing is in flight.
-func (c *CollectorSink) FlushContext(ctx context.Context) error {
+// Flush waits until every queued batch was accepted by the collector
+// (the queue empty, nothing in flight), or ctx ends.
+func (c *CollectorSink) Flush(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() {
 		c.mu.Lock()
 		c.cond.Broadcast()
@@ -116,12 +108,15 @@ func (c *CollectorSink) FlushContext(ctx context.Context) error {
 
 // Close flushes (bounded by ctx) and stops the workers.
 func (c *CollectorSink) Close(ctx context.Context) error {
-	err := c.FlushContext(ctx)
+	err := c.Flush(ctx)
 	c.mu.Lock()
 	c.closed = true
 	c.cond.Broadcast()
 	c.mu.Unlock()
 	c.wg.Wait()
+	st := c.Stats()
+	c.log.Info("collector closed", "url", c.url, "batches_posted", st.Posted, "spans", st.Spans,
+		"dropped", st.Dropped, "refused", st.Rejected, "retries", st.Retries)
 	return err
 }
 

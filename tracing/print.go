@@ -2,6 +2,7 @@ package tracing
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -125,11 +126,14 @@ func (s *JSONLSink) Send(p []byte, peer string) error {
 }
 
 // Flush flushes the writer.
-func (s *JSONLSink) Flush() error {
+func (s *JSONLSink) Flush(context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Flush()
 }
+
+// Close flushes: the writer is the caller's.
+func (s *JSONLSink) Close(ctx context.Context) error { return s.Flush(ctx) }
 
 // TreeSink prints each trace as a tree of spans. Spans of a trace arrive in
 // several batches, children usually first: a trace is printed once it has
@@ -142,6 +146,7 @@ type TreeSink struct {
 	order  []string
 	stop   chan struct{}
 	done   chan struct{}
+	once   sync.Once
 }
 
 type pendingTrace struct {
@@ -206,17 +211,17 @@ func (t *TreeSink) Send(p []byte, peer string) error {
 }
 
 // Flush prints every trace held.
-func (t *TreeSink) Flush() error {
+func (t *TreeSink) Flush(context.Context) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.printWhere(func(*pendingTrace) bool { return true })
 }
 
 // Close prints what is held and stops the timer.
-func (t *TreeSink) Close() error {
-	close(t.stop)
+func (t *TreeSink) Close(ctx context.Context) error {
+	t.once.Do(func() { close(t.stop) })
 	<-t.done
-	return t.Flush()
+	return t.Flush(ctx)
 }
 
 func (t *TreeSink) printWhere(ready func(*pendingTrace) bool) error {
@@ -227,7 +232,7 @@ func (t *TreeSink) printWhere(ready func(*pendingTrace) bool) error {
 			return false
 		}
 		delete(t.traces, id)
-		if _, werr := io.WriteString(t.w, FormatTree(pt.id, pt.spans)); werr != nil {
+		if _, werr := io.WriteString(t.w, formatTree(pt.id, pt.spans)); werr != nil {
 			err = werr
 		}
 		return true
@@ -235,9 +240,9 @@ func (t *TreeSink) printWhere(ready func(*pendingTrace) bool) error {
 	return err
 }
 
-// FormatTree renders one trace: a header, then each span under its parent,
+// formatTree renders one trace: a header, then each span under its parent,
 // with its start offset from the trace's first span, duration, tags and logs.
-func FormatTree(traceID string, spans []printSpan) string {
+func formatTree(traceID string, spans []printSpan) string {
 	slices.SortStableFunc(spans, func(a, b printSpan) int { return int(a.StartTime - b.StartTime) })
 	ids := map[int64]bool{}
 	children := map[int64][]printSpan{}

@@ -2,6 +2,7 @@ package tracing
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"github.com/katatrace/katatrace/internal/testutil"
 	"strings"
@@ -20,7 +21,7 @@ func TestTreeSink(t *testing.T) {
 	if out.Len() != 0 {
 		t.Fatal("printed before the trace went quiet or was flushed")
 	}
-	if err := ts.Close(); err != nil {
+	if err := ts.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	got := out.String()
@@ -45,7 +46,7 @@ func TestTreeSink(t *testing.T) {
 func TestTreeSinkPrintsWhenQuiet(t *testing.T) {
 	var out testutil.SyncBuffer
 	ts := NewTreeSink(&out, 50*time.Millisecond)
-	defer ts.Close()
+	defer ts.Close(context.Background())
 	for _, p := range capture(t, "svc", smallTrace) {
 		ts.Send(p, "peer")
 	}

@@ -167,7 +167,7 @@ func TestVMBogusTraceStillRunsAgent(t *testing.T) {
 	h := startHost(t, g.katatrace)
 	r := g.boot(t, h, base+"agent.trace=bogus -- /bin/agent exit=0")
 	checkClean(t, r)
-	if !strings.Contains(r.console, `agent.trace=\"bogus\" is not a tracing mode: want agent.trace, agent.trace=isolated or agent.trace=collated`) {
+	if !strings.Contains(r.console, `agent.trace=\"bogus\" is not a tracing mode: want agent.trace, agent.trace=isolated (or true, 1), agent.trace=collated, or agent.trace=false (or 0)`) {
 		t.Fatal("the bad agent.trace was not reported on the console")
 	}
 	for _, s := range h.spans(t) {
