@@ -40,7 +40,7 @@ func startProxied(t *testing.T, j *Jaeger, cmdline, service string) *proxied {
 	os.WriteFile(cmdFile, []byte(cmdline), 0o644)
 	p := &proxied{proxySock: filepath.Join(dir, "proxy.sock")}
 	p.shim = testutil.Start(t, nil, bin, "kata-agent-tracer", "--cmdline-file", cmdFile, "--service-name", service,
-		"--from", fmt.Sprintf("udp://127.0.0.1:%d", freePort(t, "udp")), "--to", "unix://"+host,
+		"--from", fmt.Sprintf("udp://127.0.0.1:%d", testutil.FreePort(t, "udp")), "--to", "unix://"+host,
 		"--grpc-listen", "unix://"+p.proxySock, "--grpc-upstream", "unix://"+filepath.Join(dir, "agent.sock"),
 		"--", agent, filepath.Join(dir, "agent.sock"), service+"-agent")
 	p.shim.WaitLog("gRPC proxy serving")

@@ -35,24 +35,6 @@ func binaries(t *testing.T) (katatrace, jaeger string) {
 	return katatrace, jaeger
 }
 
-func freePort(t *testing.T, network string) int {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // Jaeger is a Jaeger v2 all-in-one with in-memory storage, bound to
 // 127.0.0.1 only.
 type Jaeger struct {
@@ -107,9 +89,9 @@ exporters:
 // startJaeger runs a Jaeger for one test.
 func startJaeger(t *testing.T) *Jaeger {
 	_, bin := binaries(t)
-	j := &Jaeger{UDP: freePort(t, "udp"), HTTP: freePort(t, "tcp"), Query: freePort(t, "tcp")}
+	j := &Jaeger{UDP: testutil.FreePort(t, "udp"), HTTP: testutil.FreePort(t, "tcp"), Query: testutil.FreePort(t, "tcp")}
 	cfg := filepath.Join(t.TempDir(), "jaeger.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(jaegerConfig, j.UDP, j.HTTP, j.Query, freePort(t, "tcp"))), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(jaegerConfig, j.UDP, j.HTTP, j.Query, testutil.FreePort(t, "tcp"))), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// Jaeger's own tracing would try to export to localhost:4317: off.
@@ -255,7 +237,7 @@ func startKatatrace(t *testing.T, to string, hostArgs ...string) *Path {
 	sock := filepath.Join(testutil.SockDir(t), "kata.hvsock_6831")
 	host := testutil.Start(t, nil, bin, append([]string{"vsock-to-udp-server", "--from", "unix://" + sock, "--to", to}, hostArgs...)...)
 	host.WaitLog("listening")
-	port := freePort(t, "udp")
+	port := testutil.FreePort(t, "udp")
 	guest := testutil.Start(t, nil, bin, "jaeger-client-socat-redirector", "--from", fmt.Sprintf("udp://127.0.0.1:%d", port), "--to", "unix://"+sock)
 	guest.WaitLog("connected to host")
 	return &Path{Agent: fmt.Sprintf("127.0.0.1:%d", port), Guest: guest, Host: host}
@@ -282,9 +264,9 @@ func socatPair(t *testing.T, jaegerUDP int) string {
 	sock := filepath.Join(testutil.SockDir(t), "socat.sock")
 	testutil.Start(t, nil, socat, "-u", "UNIX-LISTEN:"+sock+",fork", fmt.Sprintf("UDP-SENDTO:127.0.0.1:%d", jaegerUDP))
 	testutil.Eventually(t, 5*time.Second, "socat host side", func() bool { _, err := os.Stat(sock); return err == nil })
-	port := freePort(t, "udp")
+	port := testutil.FreePort(t, "udp")
 	testutil.Start(t, nil, socat, "-u", fmt.Sprintf("UDP-RECV:%d,bind=127.0.0.1", port), "UNIX-CONNECT:"+sock)
-	time.Sleep(200 * time.Millisecond) // socat binds when it gets to it
+	testutil.WaitUDPBound(t, port)
 	return fmt.Sprintf("127.0.0.1:%d", port)
 }
 

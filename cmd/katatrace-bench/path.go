@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv4"
+
+	"github.com/katatrace/katatrace/internal/freeport"
 )
 
 const headerSize = 24 // magic, step, seq, send time
@@ -171,13 +173,10 @@ func (p *path) probe() error {
 	return fmt.Errorf("nothing came through the %s path in 5s", p.name)
 }
 
+// freeUDP is a free loopback UDP address, outside the ephemeral range.
 func freeUDP() (string, error) {
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	return c.LocalAddr().String(), nil
+	p, err := freeport.Pick("udp")
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p)), err
 }
 
 func portOf(hostport string) string {

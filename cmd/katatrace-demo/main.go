@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -23,6 +24,8 @@ import (
 	"github.com/opentracing/opentracing-go"
 	"github.com/opentracing/opentracing-go/log"
 	"github.com/uber/jaeger-client-go/config"
+
+	"github.com/katatrace/katatrace/internal/freeport"
 )
 
 func main() {
@@ -124,13 +127,10 @@ func stop(cmd *exec.Cmd) error {
 	}
 }
 
+// freeUDP is a free loopback UDP address, outside the ephemeral range.
 func freeUDP() (string, error) {
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	return c.LocalAddr().String(), nil
+	p, err := freeport.Pick("udp")
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p)), err
 }
 
 // emit sends a trace shaped like a statically traced Kata agent's.

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/katatrace/katatrace/internal/testutil"
+	"github.com/katatrace/katatrace/internal/testhost"
 	"github.com/katatrace/katatrace/tracing"
 )
 
@@ -165,34 +165,19 @@ func pack(t *testing.T, root, out string) {
 	}
 }
 
-// bootSystemd runs the guest until it powers itself off.
-func (g *systemdGuest) boot(t *testing.T, h *hostRelay, cmdline string) bootResult {
+// boot runs the guest until it powers itself off, ttyS2 (the in-guest
+// text server's output) a file.
+func (g *systemdGuest) boot(t *testing.T, h *testhost.Host, cmdline string) bootResult {
 	t.Helper()
-	console := filepath.Join(t.TempDir(), "console.log")
-	args := []string{
-		"-accel", "tcg", "-M", "pc", "-m", "1024", "-smp", "1", "-nodefaults", "-nic", "none",
-		"-no-reboot", "-display", "none",
-		"-kernel", g.kernel, "-initrd", g.initrd, "-append", cmdline,
-		"-chardev", "file,id=con,path=" + console, "-serial", "chardev:con",
-		"-chardev", "socket,id=trace,path=" + h.sock, "-serial", "chardev:trace",
-		"-chardev", "file,id=journal,path=" + g.journal, "-serial", "chardev:journal",
-	}
-	start := time.Now()
-	p := testutil.Start(t, nil, g.qemu, args...)
-	code := p.Wait(8 * time.Minute)
-	r := bootResult{code: code, took: time.Since(start)}
-	b, _ := os.ReadFile(console)
-	r.console = string(b)
+	r := g.guest.boot(t, h, 1024, cmdline, g.journal)
 	if dir := os.Getenv("KATATRACE_VM_LOGS"); dir != "" {
-		// Kept for reading after the test, whatever its outcome.
 		j, _ := os.ReadFile(g.journal)
-		must(t, os.WriteFile(filepath.Join(dir, t.Name()+".console.log"), b, 0o644))
-		must(t, os.WriteFile(filepath.Join(dir, t.Name()+".journal.log"), j, 0o644))
+		_ = os.WriteFile(filepath.Join(dir, t.Name()+".journal.log"), j, 0o644)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			j, _ := os.ReadFile(g.journal)
-			t.Logf("console:\n%s\njournal (ttyS2):\n%s", r.console, j)
+			t.Logf("journal (ttyS2):\n%s", j)
 		}
 	})
 	return r
@@ -224,7 +209,7 @@ func seconds(t *testing.T, re *regexp.Regexp, s string) float64 {
 // checkSystemdRun checks what every static-tracing boot must show: the VM
 // powered itself off, every span arrived under its root, the relay was
 // bound before the agent ran, and no unit failed.
-func checkSystemdRun(t *testing.T, h *hostRelay, r bootResult, spans int) map[string][]tracing.SpanRecord {
+func checkSystemdRun(t *testing.T, h *testhost.Host, r bootResult, spans int) map[string][]tracing.SpanRecord {
 	t.Helper()
 	if r.code != 0 {
 		t.Fatalf("QEMU exit %d after %v: the VM did not power itself off", r.code, r.took)
@@ -233,7 +218,7 @@ func checkSystemdRun(t *testing.T, h *hostRelay, r bootResult, spans int) map[st
 		t.Fatal("the VM ended without the kernel's power-down")
 	}
 	byOp := map[string][]tracing.SpanRecord{}
-	for _, s := range h.spans(t) {
+	for _, s := range h.Spans(t) {
 		byOp[s.Service+"/"+s.Operation] = append(byOp[s.Service+"/"+s.Operation], s)
 	}
 	if n := len(byOp["test-agent/agent-op"]) + len(byOp["test-agent/agent-main"]); n != spans {

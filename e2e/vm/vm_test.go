@@ -1,14 +1,17 @@
 package vm
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/katatrace/katatrace/internal/testhost"
 	"github.com/katatrace/katatrace/internal/testutil"
 	"github.com/katatrace/katatrace/tracing"
 )
@@ -57,30 +60,9 @@ func setup(t *testing.T) *guest {
 	return g
 }
 
-// hostRelay listens where QEMU connects ttyS1, writing spans as JSONL.
-type hostRelay struct {
-	sock, out string
-}
-
-func startHost(t *testing.T, katatrace string) *hostRelay {
-	dir := testutil.SockDir(t)
-	h := &hostRelay{sock: filepath.Join(dir, "ttyS1.sock"), out: filepath.Join(dir, "spans.jsonl")}
-	f, err := os.Create(h.out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	p := testutil.StartTo(t, f, nil, katatrace, "vsock-to-udp-server", "--from", "unix://"+h.sock, "--to", "jsonl")
-	p.WaitLog("listening")
-	return h
-}
-
-func (h *hostRelay) spans(t *testing.T) []tracing.SpanRecord {
-	recs, err := tracing.ReadJSONLFile(h.out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return recs
+// startHost is the host relay where QEMU connects ttyS1.
+func startHost(t *testing.T, katatrace string) *testhost.Host {
+	return testhost.Start(t, nil, katatrace, "ttyS1.sock")
 }
 
 type bootResult struct {
@@ -89,26 +71,36 @@ type bootResult struct {
 	console string
 }
 
-// boot runs the VM until it ends itself (or the bound runs out).
-func (g *guest) boot(t *testing.T, h *hostRelay, cmdline string) bootResult {
+// boot runs the VM until it ends itself (or the bound runs out): ttyS0 is
+// the console, ttyS1 the host relay's socket, further serial ports files.
+func (g *guest) boot(t *testing.T, h *testhost.Host, memMB int, cmdline string, files ...string) bootResult {
 	t.Helper()
 	console := filepath.Join(t.TempDir(), "console.log")
 	args := []string{
-		"-accel", "tcg", "-M", "pc", "-m", "512", "-smp", "1", "-nodefaults", "-nic", "none",
+		"-accel", "tcg", "-M", "pc", "-m", strconv.Itoa(memMB), "-smp", "1", "-nodefaults", "-nic", "none",
 		"-no-reboot", "-display", "none",
 		"-kernel", g.kernel, "-initrd", g.initrd, "-append", cmdline,
 		"-chardev", "file,id=con,path=" + console, "-serial", "chardev:con",
-		"-chardev", "socket,id=trace,path=" + h.sock, "-serial", "chardev:trace",
+		"-chardev", "socket,id=trace,path=" + h.Sock, "-serial", "chardev:trace",
+	}
+	for i, f := range files {
+		args = append(args, "-chardev", fmt.Sprintf("file,id=f%d,path=%s", i, f), "-serial", fmt.Sprintf("chardev:f%d", i))
 	}
 	start := time.Now()
 	p := testutil.Start(t, nil, g.qemu, args...)
-	code := p.Wait(5 * time.Minute)
+	code := p.Wait(8 * time.Minute)
 	r := bootResult{code: code, took: time.Since(start)}
 	b, _ := os.ReadFile(console)
 	r.console = string(b)
-	if t.Failed() || code != 0 {
-		t.Logf("console:\n%s", r.console)
+	if dir := os.Getenv("KATATRACE_VM_LOGS"); dir != "" {
+		// Kept for reading after the test, whatever its outcome.
+		_ = os.WriteFile(filepath.Join(dir, t.Name()+".console.log"), b, 0o644)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("console:\n%s", r.console)
+		}
+	})
 	return r
 }
 
@@ -133,9 +125,9 @@ func TestVMStaticTracingOverSerial(t *testing.T) {
 	g := setup(t)
 	h := startHost(t, g.katatrace)
 	const spans = 300
-	r := g.boot(t, h, base+"agent.trace=isolated -- /bin/agent spans=300 exit=0")
+	r := g.boot(t, h, 512, base+"agent.trace=isolated -- /bin/agent spans=300 exit=0")
 	checkClean(t, r)
-	recs := h.spans(t)
+	recs := h.Spans(t)
 	byOp := map[string][]tracing.SpanRecord{}
 	for _, s := range recs {
 		byOp[s.Service+"/"+s.Operation] = append(byOp[s.Service+"/"+s.Operation], s)
@@ -165,12 +157,12 @@ func TestVMStaticTracingOverSerial(t *testing.T) {
 func TestVMBogusTraceStillRunsAgent(t *testing.T) {
 	g := setup(t)
 	h := startHost(t, g.katatrace)
-	r := g.boot(t, h, base+"agent.trace=bogus -- /bin/agent exit=0")
+	r := g.boot(t, h, 512, base+"agent.trace=bogus -- /bin/agent exit=0")
 	checkClean(t, r)
 	if !strings.Contains(r.console, `agent.trace=\"bogus\" is not a tracing mode: want agent.trace, agent.trace=isolated (or true, 1), agent.trace=collated, or agent.trace=false (or 0)`) {
 		t.Fatal("the bad agent.trace was not reported on the console")
 	}
-	for _, s := range h.spans(t) {
+	for _, s := range h.Spans(t) {
 		if s.Service == "kata-agent" {
 			t.Fatalf("untraced shim sent span %s", s.Operation)
 		}
@@ -182,7 +174,7 @@ func TestVMUntracedPowersOff(t *testing.T) {
 	h := startHost(t, g.katatrace)
 	// The agent command as one quoted kernel parameter, which the kernel
 	// hands to init as an environment variable.
-	r := g.boot(t, h, base+`KATATRACE_AGENT="/bin/agent exit=7"`)
+	r := g.boot(t, h, 512, base+`KATATRACE_AGENT="/bin/agent exit=7"`)
 	checkClean(t, r)
 	if !strings.Contains(r.console, "action=poweroff") {
 		t.Fatal("the shim did not power off")

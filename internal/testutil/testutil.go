@@ -1,11 +1,14 @@
 package testutil
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/katatrace/katatrace/internal/freeport"
 )
 
 // SockDir returns a short temporary directory, removed after the test: unix
@@ -110,4 +113,29 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// FreePort is a loopback port of network ("udp" or "tcp") for a server that
+// must be told its port: see freeport.
+func FreePort(t testing.TB, network string) int {
+	t.Helper()
+	p, err := freeport.Pick(network)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// WaitUDPBound waits until another process has bound UDP 127.0.0.1:port
+// (socat binds when it gets to it): a probe, not a sleep.
+func WaitUDPBound(t testing.TB, port int) {
+	t.Helper()
+	Eventually(t, 10*time.Second, fmt.Sprintf("UDP port %d bound", port), func() bool {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	})
 }

@@ -1,4 +1,4 @@
-package main
+package roles_test
 
 import (
 	"fmt"
@@ -12,35 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/katatrace/katatrace/internal/testhost"
 	"github.com/katatrace/katatrace/internal/testutil"
 	"github.com/katatrace/katatrace/tracing"
 )
 
-// shimHost is a host relay writing every span it gets as JSONL to a file.
-type shimHost struct {
-	sock, out string
-	p         *testutil.Proc
-}
-
-func startShimHost(t *testing.T) *shimHost {
-	dir := testutil.SockDir(t)
-	h := &shimHost{sock: filepath.Join(dir, "kata.hvsock_6831"), out: filepath.Join(dir, "spans.jsonl")}
-	f, err := os.Create(h.out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	h.p = testutil.StartTo(t, f, []string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "vsock-to-udp-server"), "--from", "unix://"+h.sock, "--to", "jsonl")
-	h.p.WaitLog("listening")
-	return h
-}
-
-func (h *shimHost) spans(t *testing.T) []tracing.SpanRecord {
-	recs, err := tracing.ReadJSONLFile(h.out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return recs
+// startShimHost is the host relay the shim's guest relay reaches.
+func startShimHost(t *testing.T) *testhost.Host {
+	return testhost.Start(t, []string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "vsock-to-udp-server"), "kata.hvsock_6831")
 }
 
 func byService(recs []tracing.SpanRecord, service string) map[string][]tracing.SpanRecord {
@@ -62,9 +41,9 @@ func cmdlineFile(t *testing.T, s string) string {
 }
 
 // shimArgs are the shim's arguments, relaying to h from a free UDP port.
-func shimArgs(t *testing.T, h *shimHost, cmdline string, agentArgs ...string) []string {
-	args := []string{"--cmdline-file", cmdlineFile(t, cmdline), "--to", "unix://" + h.sock,
-		"--from", fmt.Sprintf("udp://127.0.0.1:%d", freeUDPPort(t)), "--flush-timeout", "10s", "--"}
+func shimArgs(t *testing.T, h *testhost.Host, cmdline string, agentArgs ...string) []string {
+	args := []string{"--cmdline-file", cmdlineFile(t, cmdline), "--to", "unix://" + h.Sock,
+		"--from", fmt.Sprintf("udp://127.0.0.1:%d", testutil.FreePort(t, "udp")), "--flush-timeout", "10s", "--"}
 	return append(append(args, bin(t, "katatrace-test-agent")), agentArgs...)
 }
 
@@ -98,11 +77,11 @@ func TestShimExitCodes(t *testing.T) {
 			if code != tt.want {
 				t.Fatalf("exit %d, want %d\n%s", code, tt.want, errOut)
 			}
-			root := checkShimTrace(t, h.spans(t))
+			root := checkShimTrace(t, h.Spans(t))
 			if root.Tags["exit-code"] != float64(tt.want) {
 				t.Fatalf("root exit-code tag %v", root.Tags["exit-code"])
 			}
-			run := byService(h.spans(t), "kata-agent")["agent-run"][0]
+			run := byService(h.Spans(t), "kata-agent")["agent-run"][0]
 			if tt.want == 137 && run.Tags["signal"] != "killed" {
 				t.Fatalf("agent-run tags %v", run.Tags)
 			}
@@ -119,7 +98,7 @@ func TestShimBadTraceValueStillRunsAgent(t *testing.T) {
 	if !strings.Contains(errOut, `agent.trace=\"yes\" is not a tracing mode: want agent.trace, agent.trace=isolated (or true, 1), agent.trace=collated, or agent.trace=false (or 0)`) {
 		t.Fatalf("no error naming the accepted values:\n%s", errOut)
 	}
-	if n := len(byService(h.spans(t), "kata-agent")); n != 0 {
+	if n := len(byService(h.Spans(t), "kata-agent")); n != 0 {
 		t.Fatalf("untraced shim sent %d kinds of spans", n)
 	}
 }
@@ -128,8 +107,8 @@ func TestShimExecStopAfterFlushInOrder(t *testing.T) {
 	h := startShimHost(t)
 	marks := filepath.Join(t.TempDir(), "marks")
 	m := bin(t, "katatrace-test-marker")
-	args := append([]string{"--exec-stop", fmt.Sprintf("%s %s first %s", m, marks, h.out),
-		"--exec-stop", fmt.Sprintf("'%s' '%s' second '%s'", m, marks, h.out)},
+	args := append([]string{"--exec-stop", fmt.Sprintf("%s %s first %s", m, marks, h.Out()),
+		"--exec-stop", fmt.Sprintf("'%s' '%s' second '%s'", m, marks, h.Out())},
 		shimArgs(t, h, "agent.trace", "exit=0")...)
 	if code, _, errOut := run(t, nil, "kata-agent-tracer", args...); code != 0 {
 		t.Fatalf("exit %d\n%s", code, errOut)
@@ -148,7 +127,7 @@ func TestShimAgentCommandIsNeverParsed(t *testing.T) {
 		t.Fatalf("exit %d, want the agent's 4\n%s", code, errOut)
 	}
 	// No -- and the agent command from KATATRACE_AGENT work too.
-	args = []string{"--cmdline-file", cmdlineFile(t, ""), "--to", "unix://" + h.sock, "--from", fmt.Sprintf("udp://127.0.0.1:%d", freeUDPPort(t))}
+	args = []string{"--cmdline-file", cmdlineFile(t, ""), "--to", "unix://" + h.Sock, "--from", fmt.Sprintf("udp://127.0.0.1:%d", testutil.FreePort(t, "udp"))}
 	if code, _, errOut := run(t, nil, "kata-agent-tracer", append(args, bin(t, "katatrace-test-agent"), "exit=5")...); code != 5 {
 		t.Fatalf("exit %d, want 5\n%s", code, errOut)
 	}
@@ -180,7 +159,7 @@ func TestShimAsPID1(t *testing.T) {
 	if code == 3 || code == 0 {
 		t.Fatalf("exit %d: PID 1 exited instead of ending the namespace with reboot(2)", code)
 	}
-	recs := h.spans(t)
+	recs := h.Spans(t)
 	root := checkShimTrace(t, recs)
 	agent := byService(recs, "test-agent")
 	if len(agent["agent-op"])+len(agent["agent-main"]) != 1000 {
@@ -214,7 +193,7 @@ func TestShimAsPID1PassesSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.Wait(60 * time.Second)
-	recs := h.spans(t)
+	recs := h.Spans(t)
 	root := checkShimTrace(t, recs)
 	if root.Tags["exit-code"] != float64(143) {
 		t.Fatalf("root exit-code %v, want 143", root.Tags["exit-code"])

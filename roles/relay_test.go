@@ -1,4 +1,4 @@
-package main
+package roles_test
 
 import (
 	"bytes"
@@ -14,16 +14,6 @@ import (
 
 	"github.com/katatrace/katatrace/internal/testutil"
 )
-
-// freeUDPPort returns a loopback UDP port that was free a moment ago.
-func freeUDPPort(t *testing.T) int {
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
 
 func udpSender(t *testing.T, port int) net.Conn {
 	c, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", port))
@@ -42,7 +32,7 @@ func TestGuestRelayDrainsOnSIGTERM(t *testing.T) {
 	sink := testutil.NewUDPSink(t)
 	hp := start(t, nil, "vsock-to-udp-server", "--from", "unix://"+host, "--to", sink.Addr())
 	hp.WaitLog("listening")
-	port := freeUDPPort(t)
+	port := testutil.FreePort(t, "udp")
 	gp := start(t, nil, "jaeger-client-socat-redirector", "--from", fmt.Sprintf("udp://127.0.0.1:%d", port), "--to", "unix://"+host)
 	gp.WaitLog("connected to host")
 	c := udpSender(t, port)
@@ -184,7 +174,7 @@ func TestSocatGuestFeedsOurHost(t *testing.T) {
 	sink := testutil.NewUDPSink(t)
 	hp := start(t, nil, "vsock-to-udp-server", "--from", "unix://"+host, "--to", sink.Addr(), "--raw-split=read")
 	hp.WaitLog("listening")
-	port := freeUDPPort(t)
+	port := testutil.FreePort(t, "udp")
 	startSocat(t, "-u", fmt.Sprintf("UDP-RECV:%d,bind=127.0.0.1", port), "UNIX-CONNECT:"+host)
 	sendOneByOne(t, udpSender(t, port), sink, smallDatagrams())
 	if !strings.Contains(hp.Stderr.String(), "framing=raw") {
@@ -207,7 +197,7 @@ func TestOurGuestFeedsSocatHost(t *testing.T) {
 		}
 		return err == nil
 	})
-	port := freeUDPPort(t)
+	port := testutil.FreePort(t, "udp")
 	gp := start(t, nil, "jaeger-client-socat-redirector", "--from", fmt.Sprintf("udp://127.0.0.1:%d", port),
 		"--to", "unix://"+host, "--framing=raw")
 	gp.WaitLog("connected to host")

@@ -1,0 +1,54 @@
+// Package testhost is the host relay as tests use it: vsock-to-udp-server
+// listening on a unix socket (where a guest relay, a serial port of QEMU or
+// a shim connects), writing every span it gets as JSON lines to a file.
+package testhost
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/katatrace/katatrace/internal/testutil"
+	"github.com/katatrace/katatrace/tracing"
+)
+
+// Host is a running host relay.
+type Host struct {
+	Sock string // where it listens: unix://Sock
+	out  string
+	Proc *testutil.Proc
+}
+
+// Start runs the host relay (the katatrace binary, or a symlink named
+// vsock-to-udp-server) listening on a socket named sockName in a short
+// directory, and waits until it listens; it is stopped when the test ends.
+func Start(t testing.TB, env []string, bin, sockName string) *Host {
+	t.Helper()
+	dir := testutil.SockDir(t)
+	h := &Host{Sock: filepath.Join(dir, sockName), out: filepath.Join(dir, "spans.jsonl")}
+	f, err := os.Create(h.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	args := []string{"--from", "unix://" + h.Sock, "--to", "jsonl"}
+	if filepath.Base(bin) != "vsock-to-udp-server" {
+		args = append([]string{"vsock-to-udp-server"}, args...)
+	}
+	h.Proc = testutil.StartTo(t, f, env, bin, args...)
+	h.Proc.WaitLog("listening")
+	return h
+}
+
+// Out is the JSON lines file.
+func (h *Host) Out() string { return h.out }
+
+// Spans is every span the host has written so far.
+func (h *Host) Spans(t testing.TB) []tracing.SpanRecord {
+	t.Helper()
+	recs, err := tracing.ReadJSONLFile(h.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}

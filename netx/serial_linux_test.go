@@ -1,0 +1,81 @@
+package netx
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// openPTY returns a pty's master and its slave's path: the guest end of a
+// serial:// channel, as a UART's tty would be.
+func openPTY(t *testing.T) (*os.File, string) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here (/dev/ptmx: %v)", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatalf("unlockpt: %v", err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatalf("ptsname: %v", err)
+	}
+	return m, fmt.Sprintf("/dev/pts/%d", n)
+}
+
+// TestSerialIsEightBitClean: every byte value crosses a tty opened as
+// serial:// unchanged, both ways. A tty as it comes turns LF into CR LF on
+// output and CR into LF on input, and stops or signals on ^S and ^C: frames
+// would arrive mangled.
+func TestSerialIsEightBitClean(t *testing.T) {
+	master, slave := openPTY(t)
+	conn, err := Dial(context.Background(), MustParseAddr("serial://"+slave))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	all := make([]byte, 256)
+	for i := range all {
+		all[i] = byte(i)
+	}
+	frame := AppendFrame(AppendHello(nil, KindJaeger), bytes.Repeat(all, 8))
+
+	// Guest to host: what the relay writes arrives as written.
+	go func() { _, _ = conn.Write(frame) }()
+	got := make([]byte, len(frame))
+	_ = master.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(master, got); err != nil {
+		t.Fatalf("read %d bytes at the host end: %v", len(frame), err)
+	}
+	if !bytes.Equal(got, frame) {
+		t.Fatalf("the tty changed the bytes: first difference at %d", firstDiff(got, frame))
+	}
+
+	// Host to guest (flush answers): the same.
+	go func() { _, _ = master.Write(all) }()
+	back := make([]byte, len(all))
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(conn, back); err != nil {
+		t.Fatalf("read %d bytes at the guest end: %v", len(all), err)
+	}
+	if !bytes.Equal(back, all) {
+		t.Fatalf("the tty changed the bytes coming in: first difference at %d", firstDiff(back, all))
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
