@@ -58,16 +58,7 @@ func TestSupervisorReapsOrphans(t *testing.T) {
 
 func TestSupervisorPassesSignals(t *testing.T) {
 	s := newTestSupervisor(t, 10*time.Second)
-	// The agent says when its trap is set, so the signal cannot come first.
-	ready := t.TempDir() + "/ready"
-	_, exited, err := s.Start(sh("trap 'exit 7' TERM; : > "+ready+"; while :; do sleep 0.01; done"), nil, stdio)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testutil.Eventually(t, 10*time.Second, "the agent's trap", func() bool { _, err := os.Stat(ready); return err == nil })
-	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	exited := startTrapped(t, s, "trap 'exit 7' TERM", "sleep 0.01", syscall.SIGTERM)
 	if e := waitExit(t, exited); e.Code() != 7 || s.Reason() != "stopped by terminated" {
 		t.Fatalf("exit %s (%s), want 7 from the agent's own handler", e, s.Reason())
 	}
@@ -75,16 +66,26 @@ func TestSupervisorPassesSignals(t *testing.T) {
 
 func TestSupervisorKillsAfterStopTimeout(t *testing.T) {
 	s := newTestSupervisor(t, 100*time.Millisecond)
+	// A busy loop: no child of the agent's outlives it as an orphan.
+	exited := startTrapped(t, s, "trap '' TERM INT", ":", syscall.SIGINT)
+	if e := waitExit(t, exited); e.Code() != 137 || s.Reason() != "stopped by interrupt" {
+		t.Fatalf("exit %s (%s), want SIGKILL (137) after the stop timeout", e, s.Reason())
+	}
+}
+
+// startTrapped starts an agent that sets trap, says so, and loops running
+// step; then it sends this process sig, which the supervisor passes on.
+// The agent's word comes first, so the signal cannot beat its trap.
+func startTrapped(t *testing.T, s *Supervisor, trap, step string, sig syscall.Signal) <-chan ProcessExit {
+	t.Helper()
 	ready := t.TempDir() + "/ready"
-	_, exited, err := s.Start(sh("trap '' TERM INT; : > "+ready+"; while :; do :; done"), nil, stdio)
+	_, exited, err := s.Start(sh(trap+"; : > "+ready+"; while :; do "+step+"; done"), nil, stdio)
 	if err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 10*time.Second, "the agent's trap", func() bool { _, err := os.Stat(ready); return err == nil })
-	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+	if err := syscall.Kill(os.Getpid(), sig); err != nil {
 		t.Fatal(err)
 	}
-	if e := waitExit(t, exited); e.Code() != 137 || s.Reason() != "stopped by interrupt" {
-		t.Fatalf("exit %s (%s), want SIGKILL (137) after the stop timeout", e, s.Reason())
-	}
+	return exited
 }

@@ -48,26 +48,26 @@ func TestSerialIsEightBitClean(t *testing.T) {
 	}
 	frame := AppendFrame(AppendHello(nil, KindJaeger), bytes.Repeat(all, 8))
 
-	// Guest to host: what the relay writes arrives as written.
-	go func() { _, _ = conn.Write(frame) }()
-	got := make([]byte, len(frame))
-	_ = master.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(master, got); err != nil {
-		t.Fatalf("read %d bytes at the host end: %v", len(frame), err)
-	}
-	if !bytes.Equal(got, frame) {
-		t.Fatalf("the tty changed the bytes: first difference at %d", firstDiff(got, frame))
-	}
+	// Guest to host: what the relay writes arrives as written; host to
+	// guest (flush answers): the same.
+	crosses(t, "out", conn, master, frame)
+	crosses(t, "in", master, conn, all)
+}
 
-	// Host to guest (flush answers): the same.
-	go func() { _, _ = master.Write(all) }()
-	back := make([]byte, len(all))
-	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(conn, back); err != nil {
-		t.Fatalf("read %d bytes at the guest end: %v", len(all), err)
+// crosses writes p to w and checks that r reads it back unchanged.
+func crosses(t *testing.T, way string, w io.Writer, r interface {
+	io.Reader
+	SetReadDeadline(time.Time) error
+}, p []byte) {
+	t.Helper()
+	go func() { _, _ = w.Write(p) }()
+	got := make([]byte, len(p))
+	_ = r.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(r, got); err != nil {
+		t.Fatalf("%s: read %d bytes: %v", way, len(p), err)
 	}
-	if !bytes.Equal(back, all) {
-		t.Fatalf("the tty changed the bytes coming in: first difference at %d", firstDiff(back, all))
+	if !bytes.Equal(got, p) {
+		t.Fatalf("%s: the tty changed the bytes: first difference at %d", way, firstDiff(got, p))
 	}
 }
 

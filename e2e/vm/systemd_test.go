@@ -217,20 +217,7 @@ func checkSystemdRun(t *testing.T, h *testhost.Host, r bootResult, spans int) ma
 	if !powerRE.MatchString(r.console) {
 		t.Fatal("the VM ended without the kernel's power-down")
 	}
-	byOp := map[string][]tracing.SpanRecord{}
-	for _, s := range h.Spans(t) {
-		byOp[s.Service+"/"+s.Operation] = append(byOp[s.Service+"/"+s.Operation], s)
-	}
-	if n := len(byOp["test-agent/agent-op"]) + len(byOp["test-agent/agent-main"]); n != spans {
-		t.Fatalf("%d agent spans reached the host, want %d", n, spans)
-	}
-	roots := byOp["kata-agent/kata-agent"]
-	if len(roots) != 1 || roots[0].ParentID != "" {
-		t.Fatalf("root span kata-agent: %+v", roots)
-	}
-	if m := byOp["test-agent/agent-main"]; m[0].ParentID != roots[0].SpanID {
-		t.Fatal("the agent's spans are not under the shim's root")
-	}
+	byOp := checkAgentTrace(t, h, spans)
 	for _, op := range []string{"boot", "agent-start", "agent-run", "shutdown"} {
 		if len(byOp["kata-agent/"+op]) != 1 {
 			t.Errorf("shim span %s: %d, want 1", op, len(byOp["kata-agent/"+op]))

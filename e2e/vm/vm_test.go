@@ -119,17 +119,12 @@ func checkClean(t *testing.T, r bootResult) {
 	}
 }
 
-var flushRE = regexp.MustCompile(`relay_flush=(\S+) total=(\S+)`)
-
-func TestVMStaticTracingOverSerial(t *testing.T) {
-	g := setup(t)
-	h := startHost(t, g.katatrace)
-	const spans = 300
-	r := g.boot(t, h, 512, base+"agent.trace=isolated -- /bin/agent spans=300 exit=0")
-	checkClean(t, r)
-	recs := h.Spans(t)
+// checkAgentTrace checks that every agent span reached the host under the
+// shim's one root, and returns the spans by service/operation.
+func checkAgentTrace(t *testing.T, h *testhost.Host, spans int) map[string][]tracing.SpanRecord {
+	t.Helper()
 	byOp := map[string][]tracing.SpanRecord{}
-	for _, s := range recs {
+	for _, s := range h.Spans(t) {
 		byOp[s.Service+"/"+s.Operation] = append(byOp[s.Service+"/"+s.Operation], s)
 	}
 	if n := len(byOp["test-agent/agent-op"]) + len(byOp["test-agent/agent-main"]); n != spans {
@@ -142,6 +137,18 @@ func TestVMStaticTracingOverSerial(t *testing.T) {
 	if m := byOp["test-agent/agent-main"]; m[0].ParentID != roots[0].SpanID {
 		t.Fatal("the agent's spans are not under the shim's root")
 	}
+	return byOp
+}
+
+var flushRE = regexp.MustCompile(`relay_flush=(\S+) total=(\S+)`)
+
+func TestVMStaticTracingOverSerial(t *testing.T) {
+	g := setup(t)
+	h := startHost(t, g.katatrace)
+	const spans = 300
+	r := g.boot(t, h, 512, base+"agent.trace=isolated -- /bin/agent spans=300 exit=0")
+	checkClean(t, r)
+	byOp := checkAgentTrace(t, h, spans)
 	boot := byOp["kata-agent/boot"]
 	if len(boot) != 1 || boot[0].DurationUS <= 0 || boot[0].DurationUS > int64(r.took/time.Microsecond) {
 		t.Fatalf("boot span %+v is not a plausible kernel-to-init time (VM ran %v)", boot, r.took)
