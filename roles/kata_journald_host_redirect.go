@@ -15,8 +15,9 @@ func init() {
 }
 
 // journalRedirector replaces the guest's journal redirect script. Under
-// systemd it is started by a socket unit (syslog.socket hands the socket
-// over as fd 3); without, it binds a unixgram or udp socket itself.
+// systemd it is syslog.service, so systemd's syslog.socket hands it
+// journald's forwarded messages as fd 3; without, it binds a unixgram or
+// udp socket itself.
 type journalRedirector struct {
 	From netx.Addr `help:"Where the messages arrive: fd://N (systemd socket activation), unixgram:///path or udp://HOST:PORT." default:"fd://3"`
 	To   netx.Addr `help:"${to_host_help}" default:"vsock://2:5140"`
@@ -30,7 +31,7 @@ func (c *journalRedirector) Validate() error {
 func (c *journalRedirector) Run(rc *RunContext) error {
 	pc, err := netx.ListenPacket(c.From)
 	if err != nil && c.From.Scheme == netx.SchemeFD {
-		return fmt.Errorf("%w: this relay takes its socket from a socket unit (scripts/systemd/kata-journald-host-redirect.socket); without one, bind a socket yourself with --from unixgram:///dev/log or --from udp://127.0.0.1:514", err)
+		return fmt.Errorf("%w: this relay takes its socket from systemd's syslog.socket, as kata-journald-host-redirect.service (installed as syslog.service by make install); without systemd, bind a socket yourself with --from unixgram:///dev/log or --from udp://127.0.0.1:514", err)
 	}
 	if err != nil {
 		return err

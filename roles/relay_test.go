@@ -247,7 +247,7 @@ func TestJournalRedirectTakesFD3(t *testing.T) {
 
 	// Without the socket, the error says what fd://3 expects.
 	code, _, errOut := run(t, nil, "kata-journald-host-redirect", "--to", "unix://"+host)
-	if code == 0 || !strings.Contains(errOut, "fd 3") {
+	if code == 0 || !strings.Contains(errOut, "fd 3") || !strings.Contains(errOut, "syslog.socket") || !strings.Contains(errOut, "--from unixgram:///dev/log") {
 		t.Fatalf("without fd 3: exit %d\n%s", code, errOut)
 	}
 }
