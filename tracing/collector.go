@@ -33,6 +33,10 @@ type CollectorSink struct {
 	stats    CollectorStats
 	dropLog  *netx.Every
 	wg       sync.WaitGroup
+	// life ends when Close runs out of time: requests in flight and
+	// retry waits are cut, what is left is dropped and counted.
+	life    context.Context
+	endLife context.CancelFunc
 }
 
 // CollectorStats counts what a CollectorSink did.
@@ -48,6 +52,7 @@ func NewCollectorSink(url string, maxBytes, workers int, log *slog.Logger) *Coll
 		dropLog: netx.NewEvery(5 * time.Second),
 	}
 	c.cond = sync.NewCond(&c.mu)
+	c.life, c.endLife = context.WithCancel(context.Background())
 	for range max(workers, 1) {
 		c.wg.Add(1)
 		go c.worker()
@@ -106,14 +111,20 @@ func (c *CollectorSink) Flush(ctx context.Context) error {
 	return nil
 }
 
-// Close flushes (bounded by ctx) and stops the workers.
+// Close flushes (bounded by ctx) and stops the workers. When ctx ends
+// first, requests in flight are cut and what is still queued is dropped
+// and counted: Close returns at ctx's end.
 func (c *CollectorSink) Close(ctx context.Context) error {
 	err := c.Flush(ctx)
 	c.mu.Lock()
 	c.closed = true
+	if err != nil {
+		c.endLife()
+	}
 	c.cond.Broadcast()
 	c.mu.Unlock()
 	c.wg.Wait()
+	c.endLife()
 	st := c.Stats()
 	c.log.Info("collector closed", "url", c.url, "batches_posted", st.Posted, "spans", st.Spans,
 		"dropped", st.Dropped, "refused", st.Rejected, "retries", st.Retries)
@@ -135,6 +146,11 @@ func (c *CollectorSink) worker() {
 			c.cond.Wait()
 		}
 		if len(c.queue) == 0 {
+			c.mu.Unlock()
+			return
+		}
+		if c.life.Err() != nil {
+			c.dropQueued()
 			c.mu.Unlock()
 			return
 		}
@@ -175,6 +191,9 @@ func (c *CollectorSink) post(body []byte) {
 		c.mu.Lock()
 		closed := c.closed
 		c.stats.Retries++
+		if closed {
+			c.stats.Dropped++
+		}
 		c.mu.Unlock()
 		if closed {
 			c.log.Error("collector unreachable at shutdown; batch dropped", "url", c.url, "err", err, "status", status)
@@ -186,13 +205,16 @@ func (c *CollectorSink) post(body []byte) {
 		}
 		c.log.Log(context.Background(), lvl, "collector post failed; retrying", "url", c.url, "err", err,
 			"status", status, "attempt", attempt, "retry_in", backoff.String())
-		time.Sleep(backoff)
+		select {
+		case <-time.After(backoff):
+		case <-c.life.Done():
+		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
 func (c *CollectorSink) try(body []byte) (int, error) {
-	req, err := http.NewRequest(http.MethodPost, c.url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(c.life, http.MethodPost, c.url, bytes.NewReader(body))
 	if err != nil {
 		return 0, err
 	}
@@ -204,4 +226,14 @@ func (c *CollectorSink) try(body []byte) (int, error) {
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	return resp.StatusCode, nil
+}
+
+// dropQueued drops and counts every batch still queued; c.mu is held.
+func (c *CollectorSink) dropQueued() {
+	if n := len(c.queue); n > 0 {
+		c.stats.Dropped += uint64(n)
+		c.log.Error("collector unreachable at shutdown; queued batches dropped", "url", c.url, "batches", n)
+	}
+	clear(c.queue)
+	c.queue, c.queued = c.queue[:0], 0
 }

@@ -80,3 +80,48 @@ func TestCollectorQueueDropsOldest(t *testing.T) {
 		t.Fatalf("a 40 kB queue took %d batches without dropping: %+v", 5*len(dgs), s)
 	}
 }
+
+// TestCollectorCloseKeepsItsDeadline: against a collector that takes
+// requests and never answers, Close returns when its context ends, and
+// every batch is counted as dropped: none is lost without a count.
+func TestCollectorCloseKeepsItsDeadline(t *testing.T) {
+	dgs := capture(t, "svc", func(tr opentracing.Tracer) { smallTrace(tr); bigTrace(tr) })
+	hang := make(chan struct{})
+	var mu sync.Mutex
+	requests := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requests++
+		mu.Unlock()
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(hang)
+	c := NewCollectorSink(srv.URL+"/api/traces", 1<<20, 1, slog.New(slog.DiscardHandler))
+	for _, p := range dgs {
+		if err := c.Send(p, "peer"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close(ctx) }()
+	select {
+	case err := <-closed:
+		if err == nil {
+			t.Fatal("Close reported every batch accepted by a collector that never answered")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close did not return after its deadline: it waits on a collector that never answers")
+	}
+	s := c.Stats()
+	mu.Lock()
+	defer mu.Unlock()
+	if requests == 0 || s.Posted != 0 || s.Dropped != uint64(len(dgs)) {
+		t.Fatalf("%d requests reached the collector; stats %+v, want all %d batches dropped and counted", requests, s, len(dgs))
+	}
+}
