@@ -9,6 +9,24 @@ import (
 	"github.com/opentracing/opentracing-go"
 )
 
+// ending is how the VM ends once the trace is delivered, if the shim ends
+// it at all. Under systemd, static tracing ends it as Kata's ExecStop did;
+// dynamic and untraced runs leave that to the runtime, unless --shutdown
+// says otherwise. PID 1 always ends it: its exit would panic the kernel.
+func (c *agentTracer) ending(pid1, managed, static bool) (guestinit.Action, bool) {
+	switch c.Shutdown {
+	case "poweroff":
+		return guestinit.PowerOff, true
+	case "reboot":
+		return guestinit.Reboot, true
+	case "halt":
+		return guestinit.Halt, true
+	case "exit":
+		return guestinit.PowerOff, pid1
+	}
+	return guestinit.PowerOff, pid1 || managed && static
+}
+
 // shutdown ends the trace and the VM: finish the root span, flush the
 // tracer, drain the relays and wait for the host's answer, sync, then the
 // --exec-stop commands or the shutdown action. As PID 1 it never returns.
