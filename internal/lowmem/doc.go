@@ -7,5 +7,5 @@
 // syscall), unmaps what the runtime's start mapped of the executable's
 // read-only segments and asks for no readahead; TrimExecutable does the
 // same once a role is up. The pages stay in the page cache and come back,
-// one fault each, when used.
+// one fault each, when used. Outside Linux it does nothing.
 package lowmem
