@@ -19,9 +19,11 @@ import (
 // ForwarderConfig configures the guest relay.
 type ForwarderConfig struct {
 	Kind Kind
-	// Framing is Framed (wire protocol v1), or Raw: bare payloads with no
-	// hello and no frames, for a host that runs socat (datagram boundaries
-	// and flush answers are then lost).
+	// Framing is Framed (wire protocol v2: the host confirms what it
+	// handed on, and what it did not confirm is sent again after a
+	// reconnect), FramedV1 (for a host that speaks only v1), or Raw: bare
+	// payloads with no hello and no frames, for a host that runs socat
+	// (datagram boundaries and flush answers are then lost).
 	Framing Framing
 	// Dial opens the stream to the host; Target names it in logs.
 	Dial   func(ctx context.Context) (net.Conn, error)
@@ -45,6 +47,10 @@ type Forwarder struct {
 	wbuf []byte // the batch being written; Run's alone
 	// pending is what a failed write left unsent (whole frames); Run's alone.
 	pending []byte
+	// session names this relay to the host (v2); wire is the number the
+	// host gives the next datagram frame on this connection. Run's alone.
+	sessionID, wire uint64
+	heard           atomic.Bool // the host confirmed or answered on this connection
 
 	mu        sync.Mutex
 	requested uint64        // flush tickets handed out
@@ -78,7 +84,8 @@ func NewForwarder(cfg ForwarderConfig) *Forwarder {
 	return &Forwarder{
 		cfg:       cfg,
 		fr:        cfg.Framing.framer(),
-		q:         NewQueue(cfg.QueueBytes),
+		q:         cfg.Framing.queue(cfg.QueueBytes),
+		sessionID: rand.Uint64(),
 		log:       cfg.Logger,
 		wbuf:      make([]byte, 0, 2*MaxFrameSize),
 		pending:   make([]byte, 0, 2*MaxFrameSize),
@@ -304,8 +311,13 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			return nil
 		}
 		s := f.q.Stats()
-		f.log.Warn("connection to host lost; reconnecting", "target", f.cfg.Target, "err", err,
-			"queued", s.Queued, "unsent_bytes", len(f.pending))
+		attrs := []any{"target", f.cfg.Target, "err", err, "queued", s.Queued, "unconfirmed", s.Unacked, "unsent_bytes", len(f.pending)}
+		if f.cfg.Framing == Framed && !f.heard.Load() {
+			// A host older than v2 reads the hello, refuses the version and
+			// hangs up: nothing is ever confirmed.
+			attrs = append(attrs, "hint", "if the host runs a katatrace older than wire protocol v2, start this relay with --framing=v1")
+		}
+		f.log.Warn("connection to host lost; reconnecting", attrs...)
 	}
 }
 
@@ -320,12 +332,8 @@ func (f *Forwarder) session(ctx context.Context, conn net.Conn) error {
 	// flushes, so its last answers are not credited to the wrong connection.
 	defer func() { _ = conn.Close(); <-readerDone }()
 
-	// Flush requests the last connection took to its grave are asked again
-	// first: they stay in flight, now on this connection.
-	f.mu.Lock()
-	carried := f.inflight
-	f.mu.Unlock()
-	if b := f.fr.greet(f.wbuf[:0], f.cfg.Kind, carried); len(b) > 0 {
+	f.heard.Store(false)
+	if b := f.fr.greet(f, f.wbuf[:0]); len(b) > 0 {
 		if _, err := conn.Write(b); err != nil {
 			return fmt.Errorf("write to host: %w", err)
 		}
@@ -336,7 +344,7 @@ func (f *Forwarder) session(ctx context.Context, conn net.Conn) error {
 		}
 	}
 	for {
-		b := f.fr.pop(f.q, f.wbuf[:0])
+		b := f.fr.pop(f, f.wbuf)
 		if len(b.Buf) == 0 && b.Flushes == 0 {
 			select {
 			case <-f.q.Ready():
@@ -382,10 +390,15 @@ func (f *Forwarder) send(conn net.Conn, b []byte) error {
 func walkFrames(b []byte) (done, datagrams, bytes, flushes int) {
 	for done+FrameHeaderSize <= len(b) {
 		size := int(binary.BigEndian.Uint32(b[done:]))
+		ctl := size&ctlSeq != 0 // v2's sequence frame: no datagram
+		size &^= ctlSeq
 		if done+FrameHeaderSize+size > len(b) {
 			break
 		}
 		done += FrameHeaderSize + size
+		if ctl {
+			continue
+		}
 		if size == 0 {
 			flushes++
 		} else {
@@ -406,41 +419,33 @@ func (f *Forwarder) readAnswers(conn net.Conn) error {
 		}
 		return err
 	}
-	var h [FrameHeaderSize]byte
+	var h [FrameHeaderSize + 8]byte
 	for {
-		if _, err := io.ReadFull(conn, h[:]); err != nil {
+		if _, err := io.ReadFull(conn, h[:FrameHeaderSize]); err != nil {
 			return fmt.Errorf("read from host: %w", err)
 		}
-		if n := binary.BigEndian.Uint32(h[:]); n != 0 {
-			return protoErr("host sent a frame of %d bytes; a host only sends empty flush answers", n)
+		f.heard.Store(true)
+		switch n := binary.BigEndian.Uint32(h[:]); {
+		case n == 0:
+			f.q.Answered()
+			f.answer(1, true)
+		case n == 8 && f.cfg.Framing == Framed:
+			if _, err := io.ReadFull(conn, h[FrameHeaderSize:]); err != nil {
+				return fmt.Errorf("read from host: %w", err)
+			}
+			f.q.Ack(binary.BigEndian.Uint64(h[FrameHeaderSize:]))
+		default:
+			return protoErr("host sent a frame of %d bytes; a host only sends confirmations and flush answers", n)
 		}
-		f.answer(1, true)
 	}
-}
-
-// Framing is how a guest relay writes its stream.
-type Framing uint8
-
-// The framings.
-const (
-	Framed Framing = iota // wire protocol v1: a hello, then length-prefixed frames
-	Raw                   // bare payloads, for a host that runs socat
-)
-
-func (f Framing) String() string {
-	if f == Raw {
-		return "raw"
-	}
-	return "framed"
 }
 
 // framer is what differs between the framings, chosen once per Forwarder.
 type framer interface {
-	// greet is what a new connection starts with, re-asking carried
-	// flush requests.
-	greet(dst []byte, kind Kind, carried int) []byte
-	// pop takes what the next write carries.
-	pop(q *Queue, dst []byte) Batch
+	// greet is what a new connection starts with.
+	greet(f *Forwarder, dst []byte) []byte
+	// pop takes what the next write carries into buf[:0].
+	pop(f *Forwarder, buf []byte) Batch
 	// measure says what of a write of want bytes, of which b went out,
 	// went whole.
 	measure(b []byte, want int) (done, datagrams, bytes, flushes int)
@@ -448,34 +453,102 @@ type framer interface {
 	answered() bool
 }
 
-func (f Framing) framer() framer {
-	if f == Raw {
-		return rawFramer{}
+// Framing is how a guest relay writes its stream.
+type Framing uint8
+
+// The framings.
+const (
+	Framed   Framing = iota // wire protocol v2: numbered frames, confirmed by the host
+	FramedV1                // wire protocol v1, for hosts that speak no v2
+	Raw                     // bare payloads, for a host that runs socat
+)
+
+func (f Framing) String() string {
+	switch f {
+	case FramedV1:
+		return "v1"
+	case Raw:
+		return "raw"
 	}
-	return framedFramer{}
+	return "framed"
 }
 
-type framedFramer struct{}
+func (f Framing) framer() framer {
+	switch f {
+	case FramedV1:
+		return v1Framer{}
+	case Raw:
+		return rawFramer{}
+	}
+	return v2Framer{}
+}
 
-func (framedFramer) greet(dst []byte, kind Kind, carried int) []byte {
-	dst = AppendHello(dst, kind)
+// queue is the queue the framing needs: v2 keeps what it sent until the
+// host confirms it.
+func (f Framing) queue(maxBytes int) *Queue {
+	if f == Framed {
+		return NewRetainingQueue(maxBytes)
+	}
+	return NewQueue(maxBytes)
+}
+
+// v2Framer numbers datagrams: the hello says where this connection
+// starts, everything unconfirmed is sent again, and a gap left by
+// drop-oldest is announced with a sequence frame.
+type v2Framer struct{}
+
+func (v2Framer) greet(f *Forwarder, dst []byte) []byte {
+	// Flush markers not yet answered are resent from the queue, in order.
+	f.mu.Lock()
+	f.inflight = 0
+	f.mu.Unlock()
+	f.pending = f.pending[:0] // the queue still holds it
+	f.wire = f.q.Rewind()
+	return AppendHelloV2(dst, f.cfg.Kind, f.sessionID, f.wire)
+}
+
+const seqFrameSize = FrameHeaderSize + 8
+
+func (v2Framer) pop(f *Forwarder, buf []byte) Batch {
+	b := f.q.Pop(buf[seqFrameSize:seqFrameSize])
+	if b.Datagrams == 0 {
+		return b
+	}
+	if b.FirstSeq != f.wire {
+		AppendSeq(buf[:0], b.FirstSeq)
+		b.Buf = buf[:seqFrameSize+len(b.Buf)]
+	}
+	f.wire = b.FirstSeq + uint64(b.Datagrams)
+	return b
+}
+
+func (v2Framer) measure(b []byte, _ int) (int, int, int, int) { return walkFrames(b) }
+func (v2Framer) answered() bool                               { return true }
+
+type v1Framer struct{}
+
+func (v1Framer) greet(f *Forwarder, dst []byte) []byte {
+	// Flush requests the last connection took to its grave are asked again
+	// first: they stay in flight, now on this connection.
+	f.mu.Lock()
+	carried := f.inflight
+	f.mu.Unlock()
+	dst = AppendHello(dst, f.cfg.Kind)
 	for range carried {
 		dst = AppendFrame(dst, nil)
 	}
 	return dst
 }
-func (framedFramer) pop(q *Queue, dst []byte) Batch { return q.Pop(dst) }
-func (framedFramer) measure(b []byte, _ int) (int, int, int, int) {
-	return walkFrames(b)
-}
-func (framedFramer) answered() bool { return true }
+func (v1Framer) pop(f *Forwarder, buf []byte) Batch           { return f.q.Pop(buf[:0]) }
+func (v1Framer) measure(b []byte, _ int) (int, int, int, int) { return walkFrames(b) }
+func (v1Framer) answered() bool                               { return true }
 
 // rawFramer writes bare payloads, one per write, as socat reads them.
 type rawFramer struct{}
 
-func (rawFramer) greet([]byte, Kind, int) []byte { return nil }
-func (rawFramer) pop(q *Queue, dst []byte) Batch { return q.PopPayload(dst) }
-func (rawFramer) answered() bool                 { return false }
+func (rawFramer) greet(*Forwarder, []byte) []byte    { return nil }
+func (rawFramer) pop(f *Forwarder, buf []byte) Batch { return f.q.PopPayload(buf[:0]) }
+func (rawFramer) answered() bool                     { return false }
 func (rawFramer) measure(b []byte, want int) (int, int, int, int) {
 	if len(b) < want {
 		return 0, 0, 0, 0 // a payload cut short is sent again whole

@@ -9,14 +9,18 @@ import (
 	"io"
 )
 
-// Wire protocol v1 (docs/protocol.md).
+// Wire protocols v1 and v2 (docs/protocol.md).
 const (
 	// MaxDatagram is the largest payload one frame carries.
 	MaxDatagram = 65535
-	// HelloSize is the length of the hello the dialing side sends first.
-	HelloSize = 8
-	// Version1 is the protocol version this package speaks.
+	// HelloSize is the length of the hello the dialing side sends first; a
+	// v2 hello adds HelloV2Extra bytes (session, first sequence number).
+	HelloSize    = 8
+	HelloV2Extra = 16
+	// Version1 and Version2 are the protocol versions this package speaks:
+	// v2 numbers datagrams, and the host confirms what it handed on.
 	Version1 = 0x01
+	Version2 = 0x02
 	// FrameHeaderSize is the length prefix of every frame.
 	FrameHeaderSize = 4
 	// MaxFrameSize is the largest frame on the wire, header included.
@@ -44,9 +48,42 @@ func (k Kind) String() string {
 
 var magic = [4]byte{'K', 'T', 'R', 'C'}
 
-// AppendHello appends the 8-byte hello for a stream of kind k.
+// AppendHello appends the 8-byte v1 hello for a stream of kind k.
 func AppendHello(b []byte, k Kind) []byte {
 	return append(append(b, magic[:]...), Version1, byte(k), 0, 0)
+}
+
+// AppendHelloV2 appends the 24-byte v2 hello: the stream's kind, the
+// guest relay's session (random, one per process), and the sequence
+// number of the first datagram frame that follows.
+func AppendHelloV2(b []byte, k Kind, session, first uint64) []byte {
+	b = append(append(b, magic[:]...), Version2, byte(k), 0, 0)
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(b, session), first)
+}
+
+// Hello is what a framed stream announced.
+type Hello struct {
+	Version byte
+	Kind    Kind
+	// Session and First (v2): the guest relay's session and the sequence
+	// number of the stream's first datagram frame.
+	Session, First uint64
+}
+
+// ctlSeq marks a v2 control frame: "the next datagram frame is number N"
+// (8 bytes), sent where the guest dropped datagrams the host never saw.
+const ctlSeq = 0x80000000
+
+// AppendSeq appends a v2 sequence control frame.
+func AppendSeq(b []byte, next uint64) []byte {
+	b = binary.BigEndian.AppendUint32(b, ctlSeq|8)
+	return binary.BigEndian.AppendUint64(b, next)
+}
+
+// AppendAck appends the host's v2 confirmation: every datagram numbered
+// below next was handed on (or counted as refused or a duplicate).
+func AppendAck(b []byte, next uint64) []byte {
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint32(b, 8), next)
 }
 
 // AppendFrame appends one frame carrying p; an empty p is a flush request
@@ -80,45 +117,61 @@ func IsProtocolError(err error) bool {
 // false and nothing is consumed. It decides as soon as the bytes seen differ
 // from the magic, so a raw peer sending one short message is not kept
 // waiting. br must buffer at least HelloSize bytes.
-func ReadHello(br *bufio.Reader) (kind Kind, framed bool, err error) {
+func ReadHello(br *bufio.Reader) (h Hello, framed bool, err error) {
 	for seen := 0; seen < len(magic); {
 		// Wait for one byte more than was checked, then check all buffered.
 		b, err := br.Peek(seen + 1)
 		if err != nil {
 			if len(b) > 0 && errors.Is(err, io.EOF) {
-				return 0, false, nil // a short raw stream
+				return Hello{}, false, nil // a short raw stream
 			}
-			return 0, false, err
+			return Hello{}, false, err
 		}
 		seen = min(br.Buffered(), len(magic))
 		if b, _ = br.Peek(seen); !bytes.Equal(b, magic[:seen]) {
-			return 0, false, nil
+			return Hello{}, false, nil
 		}
 	}
-	h, err := br.Peek(HelloSize)
+	b, err := br.Peek(HelloSize)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = protoErr("stream ended inside the %d-byte hello", HelloSize)
 		}
-		return 0, false, err
+		return Hello{}, false, err
 	}
-	if h[4] != Version1 {
-		return 0, false, protoErr("hello announces protocol version %d; this side speaks version %d", h[4], Version1)
+	size := HelloSize
+	switch b[4] {
+	case Version1:
+	case Version2:
+		size += HelloV2Extra
+	default:
+		return Hello{}, false, protoErr("hello announces protocol version %d; this side speaks versions %d and %d", b[4], Version1, Version2)
 	}
-	kind = Kind(h[5])
-	if kind != KindJaeger && kind != KindText {
-		return 0, false, protoErr("hello announces unknown stream kind 0x%02x", h[5])
+	h = Hello{Version: b[4], Kind: Kind(b[5])}
+	if h.Kind != KindJaeger && h.Kind != KindText {
+		return Hello{}, false, protoErr("hello announces unknown stream kind 0x%02x", b[5])
 	}
-	if h[6] != 0 || h[7] != 0 {
-		return 0, false, protoErr("hello reserved bytes are %#02x %#02x, want zero", h[6], h[7])
+	if b[6] != 0 || b[7] != 0 {
+		return Hello{}, false, protoErr("hello reserved bytes are %#02x %#02x, want zero", b[6], b[7])
 	}
-	_, _ = br.Discard(HelloSize)
-	return kind, true, nil
+	if b, err = br.Peek(size); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = protoErr("stream ended inside the %d-byte hello", size)
+		}
+		return Hello{}, false, err
+	}
+	if h.Version == Version2 {
+		h.Session, h.First = binary.BigEndian.Uint64(b[8:]), binary.BigEndian.Uint64(b[16:])
+	}
+	_, _ = br.Discard(size)
+	return h, true, nil
 }
 
 // FrameReader reads frames from a buffered stream without copying.
 type FrameReader struct {
 	br *bufio.Reader
+	// Control accepts v2 control frames (see NextFrame).
+	Control bool
 }
 
 // NewFrameReader reads frames from br, which must buffer at least
@@ -141,24 +194,34 @@ func NewStreamReader(r io.Reader) *bufio.Reader {
 // the partial frame is never returned. A length above MaxDatagram is a
 // *ProtocolError.
 func (fr *FrameReader) Next() ([]byte, error) {
+	p, _, err := fr.NextFrame()
+	return p, err
+}
+
+// NextFrame is Next, and with Control set it also returns v2 control
+// frames (ctl true; the only one is the 8-byte sequence frame).
+func (fr *FrameReader) NextFrame() (p []byte, ctl bool, err error) {
 	h, err := fr.br.Peek(FrameHeaderSize)
 	if err != nil {
 		if errors.Is(err, io.EOF) && len(h) > 0 {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, err
+		return nil, false, err
 	}
 	n := binary.BigEndian.Uint32(h)
-	if n > MaxDatagram {
-		return nil, protoErr("frame length %d exceeds the maximum of %d", n, MaxDatagram)
+	switch {
+	case fr.Control && n == ctlSeq|8:
+		ctl, n = true, 8
+	case n > MaxDatagram:
+		return nil, false, protoErr("frame length %d exceeds the maximum of %d", n, MaxDatagram)
 	}
 	b, err := fr.br.Peek(FrameHeaderSize + int(n))
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, err
+		return nil, false, err
 	}
 	_, _ = fr.br.Discard(len(b))
-	return b[FrameHeaderSize:], nil
+	return b[FrameHeaderSize:], ctl, nil
 }

@@ -3,6 +3,7 @@ package netx
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"strings"
@@ -37,7 +38,11 @@ var frameTests = []struct {
 	{name: "1 GiB prefix", in: join(hello(KindJaeger), []byte{0x40, 0, 0, 0}, []byte("junk")), framed: true, kind: KindJaeger, err: "frame length 1073741824 exceeds"},
 	{name: "cut in header", in: join(hello(KindJaeger), []byte{0, 0}), framed: true, kind: KindJaeger, err: "unexpected EOF"},
 	{name: "cut in payload", in: join(hello(KindJaeger), []byte{0, 0, 0, 9}, []byte("abc")), framed: true, kind: KindJaeger, err: "unexpected EOF"},
-	{name: "bad version", in: []byte("KTRC\x02\x01\x00\x00"), err: "protocol version 2"},
+	{name: "bad version", in: []byte("KTRC\x03\x01\x00\x00"), err: "protocol version 3"},
+	{name: "v2", in: join(AppendHelloV2(nil, KindJaeger, 7, 42), frames([]byte("a")), AppendSeq(nil, 50), frames([]byte("b"), nil)), framed: true, kind: KindJaeger,
+		want: [][]byte{[]byte("a"), binary.BigEndian.AppendUint64(nil, 50), []byte("b"), {}}, err: "EOF"},
+	{name: "short v2 hello", in: AppendHelloV2(nil, KindText, 1, 1)[:20], err: "inside the 24-byte hello"},
+	{name: "v1 has no control frames", in: join(hello(KindJaeger), AppendSeq(nil, 5)), framed: true, kind: KindJaeger, err: "frame length 2147483656 exceeds"},
 	{name: "bad kind", in: []byte("KTRC\x01\x07\x00\x00"), err: "unknown stream kind 0x07"},
 	{name: "bad reserved", in: []byte("KTRC\x01\x01\x00\x01"), err: "reserved bytes"},
 	{name: "short hello", in: []byte("KTRC\x01"), err: "inside the 8-byte hello"},
@@ -60,10 +65,10 @@ func TestFrames(t *testing.T) {
 					r = iotest.OneByteReader(r)
 				}
 				br := NewStreamReader(r)
-				kind, framed, err := ReadHello(br)
+				h, framed, err := ReadHello(br)
 				if err != nil || !framed {
 					if framed != tt.framed || !matches(err, tt.err) {
-						t.Fatalf("ReadHello = %v, %v, %v; want framed %v, error %q", kind, framed, err, tt.framed, tt.err)
+						t.Fatalf("ReadHello = %+v, %v, %v; want framed %v, error %q", h, framed, err, tt.framed, tt.err)
 					}
 					if !framed && err == nil {
 						rest, _ := io.ReadAll(br)
@@ -73,13 +78,17 @@ func TestFrames(t *testing.T) {
 					}
 					return
 				}
-				if kind != tt.kind {
-					t.Fatalf("kind = %v, want %v", kind, tt.kind)
+				if h.Kind != tt.kind {
+					t.Fatalf("kind = %v, want %v", h.Kind, tt.kind)
+				}
+				if h.Version == Version2 && (h.Session != 7 || h.First != 42) {
+					t.Fatalf("v2 hello = %+v, want session 7, first 42", h)
 				}
 				fr := NewFrameReader(br)
+				fr.Control = h.Version == Version2
 				var got [][]byte
 				for {
-					p, err := fr.Next()
+					p, _, err := fr.NextFrame()
 					if err != nil {
 						if !matches(err, tt.err) {
 							t.Fatalf("Next error = %v, want %q", err, tt.err)
@@ -122,14 +131,18 @@ func FuzzFrameReader(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		br := NewStreamReader(bytes.NewReader(in))
-		_, framed, err := ReadHello(br)
+		h, framed, err := ReadHello(br)
 		if err != nil || !framed {
 			return
 		}
 		fr := NewFrameReader(br)
+		fr.Control = h.Version == Version2
 		off := HelloSize
+		if fr.Control {
+			off += HelloV2Extra
+		}
 		for {
-			p, err := fr.Next()
+			p, _, err := fr.NextFrame()
 			if err != nil {
 				if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !IsProtocolError(err) {
 					t.Fatalf("unexpected error %v", err)

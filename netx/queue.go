@@ -20,6 +20,15 @@ type Queue struct {
 	// owedFlushes counts flush markers pushed out by drop-oldest: the data
 	// before them is gone, but their waiters still need an answer.
 	owedFlushes int
+
+	// Retaining (protocol v2): what Pop takes stays in the ring until Ack
+	// (datagrams) or Answered (flush markers), and Rewind sends it again.
+	// cur, curRecs and curDgrams measure the popped part from head.
+	retain                  bool
+	cur, curRecs, curDgrams int
+	// headSeq numbers the first datagram at or after head; datagrams are
+	// numbered from 1 in the order pushed, so the ring holds a run.
+	headSeq uint64
 }
 
 // QueueStats counts what passed through a Queue.
@@ -29,8 +38,10 @@ type QueueStats struct {
 	Dropped      uint64 // datagrams dropped, oldest first, to make room
 	DroppedBytes uint64 // their payload bytes
 	Rejected     uint64 // datagrams refused: empty, above MaxDatagram or above the queue size
-	Queued       int    // datagrams waiting now
-	QueuedBytes  int    // bytes waiting now, 4 bytes of framing each included
+	Acked        uint64 // datagrams the host confirmed (retaining queue)
+	Queued       int    // datagrams waiting now, to be sent
+	Unacked      int    // datagrams sent and not yet confirmed (retaining queue)
+	QueuedBytes  int    // bytes held now, 4 bytes of framing each included
 }
 
 // NewQueue returns a queue holding at most maxBytes, counting 4 bytes of
@@ -38,7 +49,15 @@ type QueueStats struct {
 // that any datagram fits.
 func NewQueue(maxBytes int) *Queue {
 	maxBytes = max(maxBytes, MaxFrameSize)
-	return &Queue{ring: make([]byte, maxBytes), ready: make(chan struct{}, 1)}
+	return &Queue{ring: make([]byte, maxBytes), ready: make(chan struct{}, 1), headSeq: 1}
+}
+
+// NewRetainingQueue is a queue for protocol v2: what Pop takes stays
+// until the host confirms it (Ack, Answered), and Rewind takes it again.
+func NewRetainingQueue(maxBytes int) *Queue {
+	q := NewQueue(maxBytes)
+	q.retain = true
+	return q
 }
 
 // Cap is the queue's size in bytes.
@@ -109,8 +128,9 @@ func (q *Queue) PushFlush() {
 // makeRoom drops the oldest records until n more bytes fit.
 func (q *Queue) makeRoom(n int) (dropped int) {
 	for len(q.ring)-q.used < n {
-		size := q.headLen()
-		q.advance(FrameHeaderSize + size)
+		size := q.lenAt(q.head)
+		popped := q.curRecs > 0
+		q.removeHead(size)
 		if size == 0 {
 			q.owedFlushes++
 			continue
@@ -118,14 +138,31 @@ func (q *Queue) makeRoom(n int) (dropped int) {
 		dropped++
 		q.stats.Dropped++
 		q.stats.DroppedBytes += uint64(size)
-		q.stats.Queued--
+		if !popped {
+			q.stats.Queued--
+		}
 	}
 	return dropped
 }
 
-func (q *Queue) headLen() int {
+// removeHead takes the record at head, of payload size, out of the ring.
+func (q *Queue) removeHead(size int) {
+	q.advance(FrameHeaderSize + size)
+	if size > 0 {
+		q.headSeq++
+	}
+	if q.curRecs > 0 {
+		q.cur -= FrameHeaderSize + size
+		q.curRecs--
+		if size > 0 {
+			q.curDgrams--
+		}
+	}
+}
+
+func (q *Queue) lenAt(off int) int {
 	var h [FrameHeaderSize]byte
-	q.read(h[:], q.head)
+	q.read(h[:], off)
 	return int(binary.BigEndian.Uint32(h[:]))
 }
 
@@ -166,6 +203,8 @@ type Batch struct {
 	Buf       []byte // the records, in wire format unless popped raw
 	Datagrams int
 	Flushes   int // flush markers, owed ones included
+	// FirstSeq is the number of the first datagram taken (or the next one).
+	FirstSeq uint64
 }
 
 // Pop appends whole records to dst, in wire format, while they fit in
@@ -188,8 +227,10 @@ func (q *Queue) pop(dst []byte, raw bool) Batch {
 			b.Flushes++
 		}
 	}
-	for q.recs > 0 {
-		size := q.headLen()
+	b.FirstSeq = q.headSeq + uint64(q.curDgrams)
+	for q.recs > q.curRecs {
+		off := (q.head + q.cur) % len(q.ring)
+		size := q.lenAt(off)
 		n := FrameHeaderSize + size
 		if raw {
 			if size > 0 && b.Datagrams > 0 {
@@ -200,23 +241,68 @@ func (q *Queue) pop(dst []byte, raw bool) Batch {
 		if cap(b.Buf)-len(b.Buf) < n {
 			break
 		}
-		off := q.head
 		if raw {
 			off = (off + FrameHeaderSize) % len(q.ring)
 		}
 		l := len(b.Buf)
 		b.Buf = b.Buf[:l+n]
 		q.read(b.Buf[l:], off)
-		q.advance(FrameHeaderSize + size)
-		if size == 0 {
+		if size > 0 {
+			b.Datagrams++
+			q.stats.Dequeued++
+			q.stats.Queued--
+		} else {
 			b.Flushes++
-			continue
 		}
-		b.Datagrams++
-		q.stats.Dequeued++
-		q.stats.Queued--
+		if q.retain {
+			q.cur += FrameHeaderSize + size
+			q.curRecs++
+			if size > 0 {
+				q.curDgrams++
+			}
+		} else {
+			q.removeHead(size)
+		}
 	}
 	return b
+}
+
+// Ack removes the sent datagrams numbered below next, from the oldest,
+// stopping at a flush marker (Answered takes it). It returns how many.
+func (q *Queue) Ack(next uint64) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := 0
+	for q.curRecs > 0 && q.headSeq < next {
+		size := q.lenAt(q.head)
+		if size == 0 {
+			break
+		}
+		q.removeHead(size)
+		q.stats.Acked++
+		n++
+	}
+	return n
+}
+
+// Answered removes the oldest flush marker, once the datagrams before it
+// are confirmed: the host answered it.
+func (q *Queue) Answered() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.curRecs > 0 && q.lenAt(q.head) == 0 {
+		q.removeHead(0)
+	}
+}
+
+// Rewind makes everything sent and not confirmed due again, as for a new
+// connection, and returns the number of the first datagram due.
+func (q *Queue) Rewind() uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.stats.Queued += q.curDgrams
+	q.cur, q.curRecs, q.curDgrams = 0, 0, 0
+	return q.headSeq
 }
 
 // Stats returns a snapshot of the counters.
@@ -225,5 +311,6 @@ func (q *Queue) Stats() QueueStats {
 	defer q.mu.Unlock()
 	s := q.stats
 	s.QueuedBytes = q.used
+	s.Unacked = q.curDgrams
 	return s
 }

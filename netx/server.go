@@ -94,6 +94,7 @@ type Server struct {
 	seq      atomic.Uint64
 
 	stats    serverCounters
+	sessions sessions
 	sinkLog  *Every
 	protoLog *Every
 }
@@ -107,12 +108,15 @@ type ServerStats struct {
 	Flushes        uint64
 	ProtocolErrors uint64
 	SinkErrors     uint64
+	// Duplicates are v2 datagrams resent after a reconnect that had been
+	// handed on already: dropped, not handed on twice.
+	Duplicates uint64
 }
 
 // serverCounters are the live counters behind ServerStats.
 type serverCounters struct {
-	accepted, datagrams, bytes, flushes, protocolErrors, sinkErrors atomic.Uint64
-	active                                                          atomic.Int64
+	accepted, datagrams, bytes, flushes, protocolErrors, sinkErrors, duplicates atomic.Uint64
+	active                                                                      atomic.Int64
 }
 
 // NewServer returns a Server; give it listeners with Serve.
@@ -147,7 +151,8 @@ func (s *Server) drainDeadline() time.Time {
 func (s *Server) Stats() ServerStats {
 	c := &s.stats
 	return ServerStats{Accepted: c.accepted.Load(), Active: c.active.Load(), Datagrams: c.datagrams.Load(),
-		Bytes: c.bytes.Load(), Flushes: c.flushes.Load(), ProtocolErrors: c.protocolErrors.Load(), SinkErrors: c.sinkErrors.Load()}
+		Bytes: c.bytes.Load(), Flushes: c.flushes.Load(), ProtocolErrors: c.protocolErrors.Load(), SinkErrors: c.sinkErrors.Load(),
+		Duplicates: c.duplicates.Load()}
 }
 
 // Serve accepts connections on ln until Shutdown or a fatal accept error.
@@ -257,14 +262,18 @@ func (s *Server) handle(conn net.Conn, peer string) {
 		s.wg.Done()
 	}()
 	br := NewStreamReader(conn)
-	kind, framed, err := ReadHello(br)
+	h, framed, err := ReadHello(br)
 	c := &peerConn{Server: s, conn: conn, peer: peer}
 	if err == nil {
 		switch {
-		case framed && kind != s.cfg.Kind:
-			err = protoErr("peer sends %s streams but this server takes %s", kind, s.cfg.Kind)
+		case framed && h.Kind != s.cfg.Kind:
+			err = protoErr("peer sends %s streams but this server takes %s", h.Kind, s.cfg.Kind)
 		case framed:
-			s.log.Info("guest connected", "peer", peer, "framing", "framed", "kind", kind.String())
+			s.log.Info("guest connected", "peer", peer, "framing", "framed", "version", int(h.Version), "kind", h.Kind.String())
+			if h.Version == Version2 {
+				c.v2, c.session, c.seq = true, h.Session, h.First
+				c.delivered = s.sessions.get(h.Session)
+			}
 			err = c.framed(br)
 		default:
 			s.log.Info("guest connected", "peer", peer, "framing", "raw")
@@ -282,6 +291,15 @@ type peerConn struct {
 	datagrams, bytes uint64
 	batch            [][]byte // frames not yet handed on, all still in the read buffer
 	batchBytes       int
+	// v2: datagrams are numbered from the hello's First; seq is the next
+	// frame's number, acked the last confirmed, delivered the session's
+	// mark below which everything was already handed on (a resent frame
+	// below it is a duplicate).
+	v2                    bool
+	session               uint64
+	seq, acked, delivered uint64
+	duplicates            uint64
+	ackBuf                [FrameHeaderSize + 8]byte
 }
 
 // maxBatch bounds what one sendmmsg carries.
@@ -338,32 +356,76 @@ var flushAnswer = AppendFrame(nil, nil)
 
 func (c *peerConn) framed(br *bufio.Reader) error {
 	fr := NewFrameReader(br)
+	fr.Control = c.v2
 	for {
 		if !buffered(br) || len(c.batch) == maxBatch || c.batchBytes >= maxBatchBytes {
 			c.flushBatch()
+			if err := c.ack(); err != nil {
+				return err
+			}
 		}
-		p, err := fr.Next()
+		p, ctl, err := fr.NextFrame()
 		if err != nil {
 			c.flushBatch() // what arrived whole before the end
+			_ = c.ack()
 			return err
 		}
-		if len(p) > 0 {
+		switch {
+		case ctl:
+			next := binary.BigEndian.Uint64(p)
+			if next < c.seq {
+				return protoErr("sequence frame goes back from %d to %d", c.seq, next)
+			}
+			c.seq = next // the guest dropped what lies between
+			continue
+		case len(p) > 0:
+			seq := c.seq
+			c.seq++
+			if c.v2 && seq < c.delivered {
+				c.duplicates++
+				c.stats.duplicates.Add(1)
+				continue
+			}
 			c.batch = append(c.batch, p)
 			c.batchBytes += len(p)
 			continue
 		}
 		c.flushBatch()
+		if err := c.ack(); err != nil {
+			return err
+		}
 		c.stats.flushes.Add(1)
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.FlushTimeout)
 		if err := c.cfg.Sink.Flush(ctx); err != nil {
 			c.log.Warn("flush of sink failed; answering the guest anyway", "peer", c.peer, "err", err)
 		}
 		cancel()
-		_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.conn.Write(flushAnswer); err != nil {
+		if err := c.write(flushAnswer); err != nil {
 			return fmt.Errorf("answer flush request: %w", err)
 		}
 	}
+}
+
+// ack confirms to a v2 guest every datagram numbered below c.seq: handed
+// on, or counted as refused or a duplicate. The session remembers it, so
+// that what the guest resends after a reconnect is not handed on twice.
+func (c *peerConn) ack() error {
+	if !c.v2 || c.seq == c.acked {
+		return nil
+	}
+	c.delivered = max(c.delivered, c.seq)
+	c.sessions.set(c.session, c.delivered)
+	if err := c.write(AppendAck(c.ackBuf[:0], c.seq)); err != nil {
+		return fmt.Errorf("confirm datagrams: %w", err)
+	}
+	c.acked = c.seq
+	return nil
+}
+
+func (c *peerConn) write(b []byte) error {
+	_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, err := c.conn.Write(b)
+	return err
 }
 
 func (c *peerConn) raw(br *bufio.Reader) error {
@@ -393,6 +455,9 @@ func (c *peerConn) raw(br *bufio.Reader) error {
 
 func (c *peerConn) finish(err error) {
 	attrs := []any{"peer", c.peer, "datagrams", c.datagrams, "bytes", c.bytes}
+	if c.v2 {
+		attrs = append(attrs, "duplicates_dropped", c.duplicates)
+	}
 	switch {
 	case err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
 		c.log.Info("guest disconnected", attrs...)
@@ -408,4 +473,35 @@ func (c *peerConn) finish(err error) {
 	default:
 		c.log.Warn("guest connection failed", append(attrs, "err", err)...)
 	}
+}
+
+// sessions remembers, per v2 guest session, the number below which every
+// datagram was handed on. It is bounded: past maxSessions an arbitrary
+// entry is forgotten (its guest can at worst see resends handed on twice).
+type sessions struct {
+	mu sync.Mutex
+	m  map[uint64]uint64
+}
+
+const maxSessions = 1 << 16
+
+func (s *sessions) get(id uint64) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[id]
+}
+
+func (s *sessions) set(id, delivered uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[uint64]uint64{}
+	}
+	if _, ok := s.m[id]; !ok && len(s.m) >= maxSessions {
+		for k := range s.m {
+			delete(s.m, k)
+			break
+		}
+	}
+	s.m[id] = max(s.m[id], delivered)
 }

@@ -20,7 +20,7 @@ const toHostHelp = "Where the host relay listens: vsock://CID:PORT, unix:///path
 
 // relayOptions are the flags of every guest relay, the shim's included.
 type relayOptions struct {
-	Framing    string        `help:"framed: wire protocol v1 (datagrams kept whole, flushes confirmed); raw: bare bytes, for a host that runs socat." enum:"framed,raw" default:"framed"`
+	Framing    string        `help:"framed: wire protocol v2 (datagrams kept whole; the host confirms what it handed on, and what it did not confirm is resent after a reconnect); v1: wire protocol v1, for a katatrace host older than v2; raw: bare bytes, for a host that runs socat." enum:"framed,v1,raw" default:"framed"`
 	QueueBytes ByteSize      `help:"Bytes held while the host is absent or slow (4 bytes of framing per datagram counted); the oldest datagrams are dropped, and counted, beyond it." default:"4MiB"`
 	BackoffMax time.Duration `help:"Longest wait between attempts to reach the host." default:"5s"`
 }
@@ -111,7 +111,7 @@ func (g *guestRelay) run(rc *RunContext, kind netx.Kind, from, to netx.Addr, pc 
 
 func forwarderAttrs(s netx.ForwarderStats) []any {
 	return []any{"received", s.Queue.Enqueued + s.Queue.Rejected, "sent", s.Sent, "sent_bytes", s.SentBytes,
-		"dropped", s.Queue.Dropped, "refused", s.Queue.Rejected, "queued", s.Queue.Queued,
+		"confirmed", s.Queue.Acked, "dropped", s.Queue.Dropped, "refused", s.Queue.Rejected, "queued", s.Queue.Queued, "unconfirmed", s.Queue.Unacked,
 		"connects", s.Connects, "dial_failures", s.DialFailures}
 }
 
@@ -151,8 +151,11 @@ func logStatsOnSignal(rc *RunContext, attrs func() []any) (stop func()) {
 
 // framingOf is the --framing flag's value as netx's type.
 func framingOf(s string) netx.Framing {
-	if s == "raw" {
+	switch s {
+	case "raw":
 		return netx.Raw
+	case "v1":
+		return netx.FramedV1
 	}
 	return netx.Framed
 }

@@ -83,5 +83,5 @@ func serverAttrs(srv *netx.Server) []any {
 	s := srv.Stats()
 	return []any{"connections", s.Accepted, "active", s.Active, "datagrams", s.Datagrams,
 		"bytes", s.Bytes, "flushes", s.Flushes, "protocol_errors", s.ProtocolErrors,
-		"sink_errors", s.SinkErrors}
+		"sink_errors", s.SinkErrors, "duplicates_dropped", s.Duplicates}
 }
