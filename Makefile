@@ -12,7 +12,7 @@ LDFLAGS     := -s -w -X main.version=$(VERSION)
 TOOLS       := $(CURDIR)/bin
 export CGO_ENABLED := 0
 
-.PHONY: all build install install-bin install-guest install-host test unit e2e lint fuzz bench demo tools vm-kernel vm-root clean
+.PHONY: all build install install-bin install-guest install-host test unit e2e lint fuzz fuzz-short bench demo tools vm-kernel vm-root clean
 
 all: build
 
@@ -93,7 +93,12 @@ vm-root:
 	scripts/build-guest-root.sh e2e/vm/.cache/guest-root.tar
 
 ## test: everything CI runs
-test: lint unit e2e
+test: lint unit fuzz-short e2e
+
+## fuzz-short: every fuzz target for a few seconds, so that a parser
+## regression the seeds miss still has a chance to fail CI
+fuzz-short:
+	$(MAKE) --no-print-directory fuzz FUZZTIME=$${FUZZTIME_SHORT:-3s}
 
 ## fuzz: each fuzz target for FUZZTIME (default 20s)
 FUZZTIME ?= 20s
