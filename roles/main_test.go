@@ -134,7 +134,7 @@ func TestBadInputIsAUsageError(t *testing.T) {
 		{"wrong scheme for the role", nil, []string{"jaeger-client-socat-redirector", "--from", "vsock://2:1"}, []string{"--from", "udp://", "example: udp://127.0.0.1:6831"}},
 		{"any CID to dial", nil, []string{"kata-journald-host-redirect", "--to", "vsock://any:5140"}, []string{"--to", "not \"any\""}},
 		{"bad size", nil, []string{"jaeger-client-socat-redirector", "--queue-bytes", "lots"}, []string{"--queue-bytes", "4MiB"}},
-		{"bad enum", nil, []string{"jaeger-client-socat-redirector", "--framing", "json"}, []string{"--framing", `"framed","raw"`, `"json"`}},
+		{"bad enum", nil, []string{"jaeger-client-socat-redirector", "--framing", "json"}, []string{"--framing", `"framed","v1","raw"`, `"json"`}},
 		{"bad log level", nil, []string{"vsock-to-text-server", "--log-level", "loud"}, []string{"--log-level"}},
 		{"unknown flag", nil, []string{"vsock-to-text-server", "--frmo", "x"}, []string{"--frmo"}},
 		{"unknown flag before the agent", nil, []string{"kata-agent-tracer", "--bogus", "--", "/bin/true"}, []string{"unknown flag --bogus"}},
