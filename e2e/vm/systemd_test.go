@@ -85,7 +85,7 @@ func setupSystemdWith(t *testing.T, katatrace bool) *systemdGuest {
 	etc := filepath.Join(root, "etc/systemd/system")
 	wants := filepath.Join(etc, "kata-containers.target.wants")
 	must(t, os.MkdirAll(wants, 0o755))
-	for _, u := range []string{"vsock", "traces", "uplink", "journal", "report", "final", "stop"} {
+	for _, u := range []string{"vsock", "uplink", "report", "final", "stop"} {
 		name := "katatrace-test-" + u + ".service"
 		copyFile(t, filepath.Join("testdata/guest", name), filepath.Join(etc, name), 0o644)
 		if u != "stop" {
@@ -96,6 +96,20 @@ func setupSystemdWith(t *testing.T, katatrace bool) *systemdGuest {
 	// own 6831, and nothing may fail.
 	must(t, os.Symlink("/usr/lib/systemd/system/jaeger-client-socat-redirector.service",
 		filepath.Join(wants, "jaeger-client-socat-redirector.service")))
+	// The host relays run inside the guest, as the shipped, sandboxed host
+	// units, on real vsock: what they hand on goes up the serial uplink
+	// (traces) or out on ttyS2 (journal lines).
+	for _, u := range []string{"vsock-to-udp-server.service", "vsock-to-text-server.service"} {
+		must(t, os.Symlink("/usr/lib/systemd/system/"+u, filepath.Join(wants, u)))
+	}
+	dropIn(t, etc, "vsock-to-udp-server.service", "[Unit]\nAfter=katatrace-test-vsock.service\nBefore=kata-agent.service\n"+
+		"[Service]\nExecStart=\nExecStart=/usr/bin/vsock-to-udp-server --from vsock://any:6831 --to udp://127.0.0.1:16831\n")
+	dropIn(t, etc, "vsock-to-text-server.service", "[Unit]\nAfter=katatrace-test-vsock.service\nBefore=kata-journald-host-redirect.service kata-agent.service\n"+
+		// Its lines go to a tty here (on a host, to the journal, which in
+		// this guest would loop back through the journal relay): a tty is
+		// a device the sandbox keeps from it, so only that is let through.
+		"[Service]\nStandardOutput=file:/dev/ttyS2\nStandardError=journal\n"+
+		"DynamicUser=no\nPrivateUsers=no\nPrivateDevices=no\nDevicePolicy=auto\n")
 	// This machine's vsock host is not the test's: the guest relays dial
 	// the in-guest host relays through CID 1.
 	dropIn(t, etc, "kata-agent.service", "[Service]\nEnvironment=KATATRACE_TO=vsock://1:6831\n")
