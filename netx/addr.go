@@ -117,6 +117,10 @@ func ParseAddr(s string) (Addr, error) {
 		if strings.IndexByte(rest, 0) >= 0 {
 			return Addr{}, addrErr(s, scheme, "socket path contains a NUL byte")
 		}
+		if !strings.HasPrefix(rest, "/") && !strings.HasPrefix(rest, "@") {
+			// unix://tmp/x is the usual slip for unix:///tmp/x.
+			return Addr{}, addrErr(s, scheme, "the socket path must be absolute: %s:///%s (three slashes)", scheme, rest)
+		}
 		a.Path = rest
 	case SchemeSerial:
 		if !strings.HasPrefix(rest, "/") || len(rest) < 2 || strings.IndexByte(rest, 0) >= 0 {
@@ -179,14 +183,31 @@ func (a Addr) String() string {
 	}
 }
 
-// UnmarshalText lets flag parsers (kong) take an Addr directly.
+// UnmarshalText lets flag parsers (kong) take an Addr directly. A flag
+// names a port someone else must know, so port 0 (any free port, chosen by
+// the kernel) is refused there.
 func (a *Addr) UnmarshalText(b []byte) error {
 	p, err := ParseAddr(string(b))
 	if err != nil {
 		return err
 	}
+	if p.Port0() {
+		return addrErr(string(b), p.Scheme, "port 0 would be a port the kernel picks and nobody else knows: give the port")
+	}
 	*a = p
 	return nil
+}
+
+// Port0 reports whether a port-carrying address has port 0.
+func (a Addr) Port0() bool {
+	switch a.Scheme {
+	case SchemeVsock:
+		return a.Port == 0
+	case SchemeUDP, SchemeTCP:
+		_, port, _ := net.SplitHostPort(a.HostPort)
+		return port == "0"
+	}
+	return false
 }
 
 // MarshalText is the inverse of UnmarshalText.

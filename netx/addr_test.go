@@ -34,6 +34,8 @@ var addrTests = []struct {
 	{in: "vsock://2:-1", err: `port "-1"`},
 	{in: "vsock://2:4294967295", err: "port"},
 	{in: "unix://", err: "empty socket path"},
+	{in: "unix://tmp/x", err: "unix:///tmp/x (three slashes)"},
+	{in: "unixgram://relative.sock", err: "must be absolute"},
 	{in: "unix:///" + strings.Repeat("a", 107), err: "longer than the 107"},
 	{in: "unix:///a\x00b", err: "NUL"},
 	{in: "serial://dev/ttyS1", err: "absolute device path"},

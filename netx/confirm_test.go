@@ -2,6 +2,8 @@ package netx
 
 import (
 	"bytes"
+	"maps"
+	"slices"
 	"encoding/binary"
 	"io"
 	"net"
@@ -112,8 +114,8 @@ func TestHostDropsDuplicates(t *testing.T) {
 	v2Peer(t, path, 78, 1, dg(9))
 	sink.mu.Lock()
 	var got []byte
-	for _, ps := range sink.got {
-		for _, p := range ps {
+	for _, peer := range slices.Sorted(maps.Keys(sink.got)) { // #1, #2, #3: connection order
+		for _, p := range sink.got[peer] {
 			got = append(got, p[0])
 		}
 	}

@@ -263,7 +263,7 @@ func (s *Server) handle(conn net.Conn, peer string) {
 	}()
 	br := NewStreamReader(conn)
 	h, framed, err := ReadHello(br)
-	c := &peerConn{Server: s, conn: conn, peer: peer}
+	c := &peerConn{Server: s, conn: conn, peer: peer, greeted: err == nil}
 	if err == nil {
 		switch {
 		case framed && h.Kind != s.cfg.Kind:
@@ -300,6 +300,7 @@ type peerConn struct {
 	seq, acked, delivered uint64
 	duplicates            uint64
 	ackBuf                [FrameHeaderSize + 8]byte
+	greeted               bool // sent a hello, or raw bytes
 }
 
 // maxBatch bounds what one sendmmsg carries.
@@ -454,6 +455,12 @@ func (c *peerConn) raw(br *bufio.Reader) error {
 }
 
 func (c *peerConn) finish(err error) {
+	if c.datagrams == 0 && errors.Is(err, io.EOF) && !c.greeted {
+		// Not a guest: a probe (another relay checking whether this socket
+		// is alive, a health check) that closed without a byte.
+		c.log.Debug("connection closed before sending anything", "peer", c.peer)
+		return
+	}
 	attrs := []any{"peer", c.peer, "datagrams", c.datagrams, "bytes", c.bytes}
 	if c.v2 {
 		attrs = append(attrs, "duplicates_dropped", c.duplicates)

@@ -32,6 +32,7 @@ func (c *agentTracer) startProxy(log *slog.Logger, ctl *shimTracing) (stop func(
 	}
 	ln, err := netx.Listen(c.GrpcListen)
 	if err != nil {
+		err = listenErr("grpc-listen", c.GrpcListen, err)
 		_ = cc.Close()
 		return func() {}, err
 	}

@@ -29,7 +29,11 @@ func (c *agentTracer) startRelays(log *slog.Logger) (*relays, error) {
 	start := func(log *slog.Logger, kind netx.Kind, from, to netx.Addr) (*netx.Relay, error) {
 		pc, err := netx.ListenPacket(from)
 		if err != nil {
-			return nil, err
+			flag := "from"
+			if kind == netx.KindText {
+				flag = "journal-from"
+			}
+			return nil, listenErr(flag, from, err)
 		}
 		rl := c.start(log, kind, from, to, pc, time.Second)
 		r.all = append(r.all, rl)

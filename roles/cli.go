@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -41,7 +42,7 @@ func (e *ExitError) Error() string {
 
 // Globals are the flags of every role.
 type Globals struct {
-	LogLevel  slog.Level       `help:"Log level: debug, info, warn or error." default:"info"`
+	LogLevel  string           `help:"Log level." enum:"debug,info,warn,error" default:"info"`
 	LogFormat string           `help:"Log format: text or json (to stderr)." enum:"text,json" default:"text"`
 	Version   kong.VersionFlag `help:"Print the version and exit." env:"-"`
 }
@@ -111,7 +112,8 @@ func kongOptions(o Options, name, help string) []kong.Option {
 		kong.Exit(func(c int) { panic(exitPanic(c)) }),
 		kong.Vars{"version": name + " " + o.Version, "to_host_help": toHostHelp, "from_guest_help": fromGuestHelp},
 		kong.DefaultEnvars("KATATRACE"),
-		kong.ConfigureHelp(kong.HelpOptions{Compact: true, FlagsLast: true}),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Help(flagsFirstHelp),
 	}
 }
 
@@ -176,6 +178,24 @@ func (e *flagError) Unwrap() error { return e.err }
 // flagErr names the flag a validation error is about.
 func flagErr(flag string, err error) error { return &flagError{flag: flag, err: err} }
 
+// usageArgsRE is kong's usage line for a role that takes a command: it
+// puts the arguments before "[flags]", the reverse of how they are given.
+var usageArgsRE = regexp.MustCompile(`(?m)^(Usage: .*?)(\[<\w+> \.\.\.\]) \[flags\]$`)
+
+// flagsFirstHelp is kong's help with the usage line in the real order:
+// kata-agent-tracer [flags] [--] AGENT ARGS.
+func flagsFirstHelp(options kong.HelpOptions, ctx *kong.Context) error {
+	var b strings.Builder
+	out := ctx.Stdout
+	ctx.Stdout = &b
+	err := kong.DefaultHelpPrinter(options, ctx)
+	ctx.Stdout = out
+	_, werr := io.WriteString(out, usageArgsRE.ReplaceAllString(b.String(), "${1}[flags] [--] ${2}"))
+	return errors.Join(err, werr)
+}
+
+var shortFlagRE = regexp.MustCompile(`^(--[\w-]+): expected .* but got "(-[^"]*)" \(short flag\)`)
+
 func usageError(parser *kong.Kong, err error, args []string) int {
 	var fe *flagError
 	if errors.As(err, &fe) {
@@ -186,7 +206,12 @@ func usageError(parser *kong.Kong, err error, args []string) int {
 			fe.env = env
 		}
 	}
-	parser.Errorf("%s", err)
+	msg := err.Error()
+	if m := shortFlagRE.FindStringSubmatch(msg); m != nil {
+		// kong reads a value starting with "-" as a flag.
+		msg = fmt.Sprintf("%s needs a value: %q is not one (sizes and durations are positive)", m[1], m[2])
+	}
+	parser.Errorf("%s", msg)
 	fmt.Fprintf(parser.Stderr, "Run '%s --help' for usage.\n", parser.Model.Name)
 	return ExitUsage
 }
@@ -194,10 +219,15 @@ func usageError(parser *kong.Kong, err error, args []string) int {
 func run(name string, kctx *kong.Context, g Globals, o Options) int {
 	log := newLogger(g, o.Stderr).With("role", name)
 	slog.SetDefault(log)
+	if name != "version" && name != "links" {
+		log.Info("starting", "version", o.Version, "pid", os.Getpid())
+	}
 	ctx := o.Ctx
 	if ctx == nil {
 		var stop context.CancelFunc
-		ctx, stop = signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		// SIGHUP too: a relay has nothing to reload, and dying by it would
+		// lose what it holds and leave its socket behind.
+		ctx, stop = signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 		defer stop()
 	}
 	err := kctx.Run(&RunContext{Ctx: ctx, Log: log, Stdout: o.Stdout, Stderr: o.Stderr, Version: o.Version})
@@ -217,7 +247,9 @@ func run(name string, kctx *kong.Context, g Globals, o Options) int {
 }
 
 func newLogger(g Globals, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: g.LogLevel}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(g.LogLevel)) // one of the enum's
+	opts := &slog.HandlerOptions{Level: level}
 	if g.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}

@@ -47,7 +47,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, cfg netx.ServerConf
 				_ = l.Close()
 			}
 			closeSink(context.Background())
-			return err
+			return listenErr("from", a, err)
 		}
 		lns = append(lns, ln)
 	}

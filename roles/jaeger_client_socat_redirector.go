@@ -26,7 +26,7 @@ func (c *jaegerRedirector) Validate() error {
 func (c *jaegerRedirector) Run(rc *RunContext) error {
 	pc, err := netx.ListenPacket(c.From)
 	if err != nil {
-		return err
+		return listenErr("from", c.From, err)
 	}
 	return c.run(rc, netx.KindJaeger, c.From, c.To, pc)
 }

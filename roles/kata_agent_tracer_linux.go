@@ -39,7 +39,7 @@ type agentTracer struct {
 	GrpcListen   netx.Addr     `help:"Serve the agent API here (e.g. vsock://any:1024), tracing every call, and forward it to the agent (see --grpc-upstream). StartTracing and StopTracing turn dynamic tracing on and off." placeholder:"ADDR"`
 	GrpcUpstream netx.Addr     `help:"The agent's own API endpoint, with --grpc-listen (e.g. unix:///run/kata-agent.sock)." placeholder:"ADDR"`
 	relayOptions
-	Command []string `arg:"" optional:"" passthrough:"" help:"The agent and its arguments; the first argument and everything after it is the agent's, never the shim's."`
+	Command []string `arg:"" name:"agent" optional:"" passthrough:"" help:"The agent and its arguments, after the shim's flags (and --); the first argument and everything after it is the agent's, never the shim's."`
 
 	agent []string   // the agent's command, from Command or --agent
 	argv  [][]string // ExecStop, split

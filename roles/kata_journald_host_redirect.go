@@ -34,7 +34,7 @@ func (c *journalRedirector) Run(rc *RunContext) error {
 		return fmt.Errorf("%w: this relay takes its socket from systemd's syslog.socket, as kata-journald-host-redirect.service (installed as syslog.service by make install); without systemd, bind a socket yourself with --from unixgram:///dev/log or --from udp://127.0.0.1:514", err)
 	}
 	if err != nil {
-		return err
+		return listenErr("from", c.From, err)
 	}
 	return c.run(rc, netx.KindText, c.From, c.To, pc)
 }

@@ -137,6 +137,9 @@ func TestBadInputIsAUsageError(t *testing.T) {
 		{"bad enum", nil, []string{"jaeger-client-socat-redirector", "--framing", "json"}, []string{"--framing", `"framed","v1","raw"`, `"json"`}},
 		{"bad log level", nil, []string{"vsock-to-text-server", "--log-level", "loud"}, []string{"--log-level"}},
 		{"unknown flag", nil, []string{"vsock-to-text-server", "--frmo", "x"}, []string{"--frmo"}},
+		{"port 0", nil, []string{"vsock-to-udp-server", "--to", "udp://:0"}, []string{"--to", "port 0", "give the port"}},
+		{"vsock port 0", nil, []string{"jaeger-client-socat-redirector", "--to", "vsock://2:0"}, []string{"--to", "port 0"}},
+		{"two-slash unix path", nil, []string{"vsock-to-udp-server", "--from", "unix://tmp/x"}, []string{"--from", "unix:///tmp/x (three slashes)"}},
 		{"unknown flag before the agent", nil, []string{"kata-agent-tracer", "--bogus", "--", "/bin/true"}, []string{"unknown flag --bogus"}},
 	}
 	for _, tt := range tests {

@@ -14,7 +14,7 @@ func init() {
 
 type textServer struct {
 	From []netx.Addr `help:"${from_guest_help}" default:"vsock://any:5140"`
-	To   netx.Addr   `help:"stdout: one line per message, control characters escaped; udp://HOST:PORT or unixgram:///path: each message as one datagram (a host syslog)." default:"stdout"`
+	To   textSink    `help:"stdout: one line per message, control characters escaped; udp://HOST:PORT or unixgram:///path: each message as one datagram (a host syslog)." default:"stdout"`
 	hostRelay
 }
 
@@ -33,7 +33,7 @@ func (c *textServer) Run(rc *RunContext) error {
 	if c.To.Scheme == netx.SchemeStdout {
 		sink = netx.NewLineSink(rc.Stdout)
 	} else {
-		ps, err := netx.DialPacketSink(c.To)
+		ps, err := netx.DialPacketSink(c.To.Addr)
 		if err != nil {
 			return err
 		}

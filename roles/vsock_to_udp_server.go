@@ -81,8 +81,8 @@ func (j *jaegerSink) UnmarshalText(b []byte) error {
 		*j = jaegerSink{Kind: sinkCollector, URL: u.String()}
 		return nil
 	}
-	a, err := netx.ParseAddr(s)
-	if err != nil {
+	var a netx.Addr
+	if err := a.UnmarshalText(b); err != nil {
 		return fmt.Errorf("%w; or http://HOST:14268/api/traces, print or jsonl", err)
 	}
 	*j = jaegerSink{Kind: sinkDatagram, Addr: a}

@@ -1,0 +1,31 @@
+package roles
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/katatrace/katatrace/netx"
+)
+
+// listenErr says which flag's address could not be listened on, why, and
+// what usually fixes it.
+func listenErr(flag string, a netx.Addr, err error) error {
+	hint := ""
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		hint = "stop the process listening there (another relay?), or give another address"
+	case errors.Is(err, syscall.ENOENT):
+		hint = "the directory does not exist: create it, or check the path (a VM's directory exists only while it runs)"
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		hint = "permission denied: run as a user that may create it there (a sandboxed unit needs ReadWritePaths= for it)"
+	case errors.Is(err, syscall.EAFNOSUPPORT), errors.Is(err, syscall.ENODEV):
+		hint = "this kernel offers no such socket: for vsock load the modules (vhost_vsock on a host; vsock and its transport in a guest)"
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		hint = "no such address on this machine"
+	}
+	if hint != "" {
+		return fmt.Errorf("--%s %s: cannot listen: %w; %s", flag, a, err, hint)
+	}
+	return fmt.Errorf("--%s %s: cannot listen: %w", flag, a, err)
+}

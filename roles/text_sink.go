@@ -1,0 +1,18 @@
+package roles
+
+import (
+	"fmt"
+
+	"github.com/katatrace/katatrace/netx"
+)
+
+// textSink is the --to of vsock-to-text-server: where its lines go.
+type textSink struct{ netx.Addr }
+
+func (t *textSink) UnmarshalText(b []byte) error {
+	switch s := string(b); s {
+	case "print", "jsonl", "http", "https":
+		return fmt.Errorf("%q is a Jaeger sink of vsock-to-udp-server; the text server writes lines to stdout (the default), udp://HOST:PORT or unixgram:///path (a syslog socket)", s)
+	}
+	return t.Addr.UnmarshalText(b)
+}
