@@ -2,12 +2,12 @@ package netx
 
 import (
 	"bytes"
-	"maps"
-	"slices"
 	"encoding/binary"
 	"io"
+	"maps"
 	"net"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
