@@ -251,3 +251,22 @@ func TestJournalRedirectTakesFD3(t *testing.T) {
 		t.Fatalf("without fd 3: exit %d\n%s", code, errOut)
 	}
 }
+
+// TestSIGHUPDrainsLikeSIGTERM: a relay has nothing to reload; SIGHUP must
+// not kill it with what it holds (and leave its socket behind).
+func TestSIGHUPDrainsLikeSIGTERM(t *testing.T) {
+	dir := testutil.SockDir(t)
+	host := filepath.Join(dir, "h_6831")
+	hp := start(t, nil, "vsock-to-udp-server", "--from", "unix://"+host, "--to", testutil.NewUDPSink(t).Addr())
+	hp.WaitLog("listening")
+	if !strings.Contains(hp.Stderr.String(), "msg=starting role=vsock-to-udp-server version=test") {
+		t.Errorf("no start line with the version:\n%s", hp.Stderr.String())
+	}
+	hp.Signal(syscall.SIGHUP)
+	if code := hp.Wait(10 * time.Second); code != 0 || !strings.Contains(hp.Stderr.String(), "msg=stopped") {
+		t.Fatalf("after SIGHUP: exit %d\n%s", code, hp.Stderr.String())
+	}
+	if _, err := os.Stat(host); err == nil {
+		t.Error("the socket was left behind")
+	}
+}
