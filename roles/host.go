@@ -3,7 +3,11 @@ package roles
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/katatrace/katatrace/netx"
@@ -11,7 +15,7 @@ import (
 )
 
 // fromGuestHelp is the help of a host relay's --from.
-const fromGuestHelp = "Where guests connect, repeatable or comma-separated: vsock://any:PORT, unix:///path (Firecracker and Cloud Hypervisor: <uds_path>_PORT, one per VM), tcp://HOST:PORT or fd://N."
+const fromGuestHelp = "Where guests connect, repeatable or comma-separated: vsock://any:PORT, unix:///path (Firecracker and Cloud Hypervisor: <uds_path>_PORT, one per VM; a glob in the directories, e.g. unix:///run/vc/firecracker/*/root/kata.hvsock_6831, finds VMs as they start), tcp://HOST:PORT or fd://N."
 
 // hostRelay is the engine of both host roles: listeners on every --from, one
 // netx.Server behind them.
@@ -27,6 +31,11 @@ func checkFrom(froms []netx.Addr) error {
 		if err := a.Require("a host relay listens on", netx.SchemeVsock, netx.SchemeUnix, netx.SchemeTCP, netx.SchemeFD); err != nil {
 			return flagErr("from", err)
 		}
+		if a.IsPattern() {
+			if err := a.CheckPattern(); err != nil {
+				return flagErr("from", err)
+			}
+		}
 	}
 	return nil
 }
@@ -39,23 +48,50 @@ func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, cfg netx.ServerConf
 			rc.Log.Warn("sink not closed cleanly", "to", sink, "err", err)
 		}
 	}
+	srv := netx.NewServer(cfg)
 	var lns []net.Listener
+	var lnFroms []string
+	var watches []*netx.Watch
+	stopAll := func() {
+		for _, l := range lns {
+			_ = l.Close()
+		}
+		for _, w := range watches {
+			_ = w.Close()
+		}
+	}
 	for _, a := range froms {
+		if watched(a) {
+			// VMs come and go: a listener per VM directory, as it appears.
+			w, err := netx.WatchPattern(a.Path, rc.Log, func(ln net.Listener, path string) {
+				go func() {
+					if err := srv.Serve(ln, "unix://"+path); err != nil && !errors.Is(err, net.ErrClosed) {
+						rc.Log.Warn("a VM's listener failed; the others go on", "from", "unix://"+path, "err", err)
+					}
+				}()
+			})
+			if err != nil {
+				stopAll()
+				closeSink(context.Background())
+				return fmt.Errorf("--from %s: %w", a, err)
+			}
+			rc.Log.Info("watching for VMs", "from", a.String(), "to", sink, "listening", w.Listening())
+			watches = append(watches, w)
+			continue
+		}
 		ln, err := netx.Listen(a)
 		if err != nil {
-			for _, l := range lns {
-				_ = l.Close()
-			}
+			stopAll()
 			closeSink(context.Background())
 			return listenErr("from", a, err)
 		}
 		lns = append(lns, ln)
+		lnFroms = append(lnFroms, a.String())
 	}
-	srv := netx.NewServer(cfg)
 	failed := make(chan error, len(lns))
 	for i, ln := range lns {
-		rc.Log.Info("listening", "from", froms[i].String(), "to", sink)
-		go func() { failed <- srv.Serve(ln, froms[i].String()) }()
+		rc.Log.Info("listening", "from", lnFroms[i], "to", sink)
+		go func() { failed <- srv.Serve(ln, lnFroms[i]) }()
 	}
 	notify(rc, systemd.Ready)
 	stopStats := logStatsOnSignal(rc, func() []any { return serverAttrs(srv) })
@@ -75,8 +111,25 @@ func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, cfg netx.ServerConf
 	} else {
 		rc.Log.Info("stopped", serverAttrs(srv)...)
 	}
+	for _, w := range watches {
+		_ = w.Close()
+	}
 	closeSink(ctx)
 	return err
+}
+
+// watched reports whether a --from is served by watching the file system:
+// a pattern, or a unix socket whose directory does not exist yet (a VM
+// that has not started must not stop the relay for the others).
+func watched(a netx.Addr) bool {
+	if a.IsPattern() {
+		return true
+	}
+	if a.Scheme != netx.SchemeUnix || strings.HasPrefix(a.Path, "@") {
+		return false
+	}
+	_, err := os.Stat(filepath.Dir(a.Path))
+	return errors.Is(err, os.ErrNotExist)
 }
 
 func serverAttrs(srv *netx.Server) []any {

@@ -270,3 +270,38 @@ func TestSIGHUPDrainsLikeSIGTERM(t *testing.T) {
 		t.Error("the socket was left behind")
 	}
 }
+
+// TestHostFindsVMsByPattern: vsock-to-udp-server with a pattern --from
+// starts before any VM exists, and serves a VM's guest relay once the VM's
+// directory appears.
+func TestHostFindsVMsByPattern(t *testing.T) {
+	base := filepath.Join(testutil.SockDir(t), "fc") // no VM yet, not even the directory
+	sink := testutil.NewUDPSink(t)
+	hp := start(t, nil, "vsock-to-udp-server", "--from", "unix://"+base+"/*/root/kata.hvsock_6831", "--to", sink.Addr())
+	hp.WaitLog("watching for VMs")
+	sock := filepath.Join(base, "vm1", "root", "kata.hvsock_6831")
+	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hp.WaitLog("VM found; listening")
+	port := testutil.FreePort(t, "udp")
+	gp := start(t, nil, "jaeger-client-socat-redirector", "--from", fmt.Sprintf("udp://127.0.0.1:%d", port), "--to", "unix://"+sock)
+	gp.WaitLog("connected to host")
+	c := udpSender(t, port)
+	for i := range 50 {
+		c.Write([]byte{byte(i)})
+	}
+	if got := sink.WaitFor(50, 10*time.Second); len(got) != 50 {
+		t.Fatalf("sink got %d of 50 through the VM found by pattern", len(got))
+	}
+	if err := os.RemoveAll(filepath.Join(base, "vm1")); err != nil {
+		t.Fatal(err)
+	}
+	hp.WaitLog("VM gone; its listener closed")
+	gp.Signal(syscall.SIGTERM)
+	gp.Wait(10 * time.Second)
+	hp.Signal(syscall.SIGTERM)
+	if code := hp.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("host relay exit %d\n%s", code, hp.Stderr.String())
+	}
+}
