@@ -72,7 +72,15 @@ type ServerConfig struct {
 	// FlushTimeout bounds how long a guest's flush request waits for the
 	// sink (default 10 s); the guest is answered either way.
 	FlushTimeout time.Duration
-	Logger       *slog.Logger
+	// Limits against guests that hold what they do not use: connections
+	// per listener and per guest (a vsock CID, or the process connecting to
+	// a hybrid-vsock socket; default 4096 and 16), the time a connection has
+	// to send its hello (default 60 s: a socat guest sends nothing until its
+	// first datagram), and the time a frame may stay unfinished (default
+	// 60 s). A guest quiet between frames is left alone.
+	MaxConns, MaxConnsPerGuest int
+	HelloTimeout, FrameTimeout time.Duration
+	Logger                     *slog.Logger
 }
 
 // Server is the host relay: it accepts any number of guest streams, framed
@@ -86,6 +94,9 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{}
+	// open counts connections per listener and per guest, for the limits.
+	open     map[string]int
+	limitLog *Every
 	// drainEnd is when Shutdown's drain must end, as Unix nanoseconds; zero
 	// until Shutdown. It is the draining flag too, so that a connection
 	// that sees the drain also sees its deadline.
@@ -111,12 +122,15 @@ type ServerStats struct {
 	// Duplicates are v2 datagrams resent after a reconnect that had been
 	// handed on already: dropped, not handed on twice.
 	Duplicates uint64
+	// Refused connections (over a connection limit) and TimedOut ones (no
+	// hello, or a frame left unfinished, in time).
+	Refused, TimedOut uint64
 }
 
 // serverCounters are the live counters behind ServerStats.
 type serverCounters struct {
-	accepted, datagrams, bytes, flushes, protocolErrors, sinkErrors, duplicates atomic.Uint64
-	active                                                                      atomic.Int64
+	accepted, datagrams, bytes, flushes, protocolErrors, sinkErrors, duplicates, refused, timeouts atomic.Uint64
+	active                                                                                         atomic.Int64
 }
 
 // NewServer returns a Server; give it listeners with Serve.
@@ -127,12 +141,26 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.FlushTimeout <= 0 {
 		cfg.FlushTimeout = 10 * time.Second
 	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 4096
+	}
+	if cfg.MaxConnsPerGuest <= 0 {
+		cfg.MaxConnsPerGuest = 16
+	}
+	if cfg.HelloTimeout <= 0 {
+		cfg.HelloTimeout = time.Minute
+	}
+	if cfg.FrameTimeout <= 0 {
+		cfg.FrameTimeout = time.Minute
+	}
 	return &Server{
 		cfg:       cfg,
 		sink:      asBatchSink(cfg.Sink),
 		log:       cfg.Logger,
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[net.Conn]struct{}{},
+		open:      map[string]int{},
+		limitLog:  NewEvery(5 * time.Second),
 		sinkLog:   NewEvery(5 * time.Second),
 		protoLog:  NewEvery(time.Second),
 	}
@@ -152,7 +180,7 @@ func (s *Server) Stats() ServerStats {
 	c := &s.stats
 	return ServerStats{Accepted: c.accepted.Load(), Active: c.active.Load(), Datagrams: c.datagrams.Load(),
 		Bytes: c.bytes.Load(), Flushes: c.flushes.Load(), ProtocolErrors: c.protocolErrors.Load(), SinkErrors: c.sinkErrors.Load(),
-		Duplicates: c.duplicates.Load()}
+		Duplicates: c.duplicates.Load(), Refused: c.refused.Load(), TimedOut: c.timeouts.Load()}
 }
 
 // Serve accepts connections on ln until Shutdown or a fatal accept error.
@@ -189,17 +217,57 @@ func (s *Server) Serve(ln net.Listener, name string) error {
 		}
 		delay = 0
 		peer := peerName(conn, name, s.seq.Add(1))
+		guest := guestOf(conn, name)
 		s.mu.Lock()
 		if s.draining() {
 			s.mu.Unlock()
 			_ = conn.Close()
 			return nil
 		}
+		if over := s.overLimit(name, guest); over != "" {
+			s.mu.Unlock()
+			_ = conn.Close()
+			s.stats.refused.Add(1)
+			if ok, n := s.limitLog.Allow(); ok {
+				s.log.Warn("connection refused: "+over, "guest", guest, "listener", name,
+					"refused_total", s.stats.refused.Load(), "not_logged", n)
+			}
+			continue
+		}
+		s.open["listener "+name]++
+		s.open["guest "+guest]++
 		s.conns[conn] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
-		go s.handle(conn, peer)
+		go s.handle(conn, peer, name, guest)
 	}
+}
+
+// overLimit says which limit a new connection would break, or ""; s.mu
+// is held.
+func (s *Server) overLimit(listener, guest string) string {
+	switch {
+	case s.open["listener "+listener] >= s.cfg.MaxConns:
+		return fmt.Sprintf("the listener holds %d connections already", s.cfg.MaxConns)
+	case s.open["guest "+guest] >= s.cfg.MaxConnsPerGuest:
+		return fmt.Sprintf("the guest holds %d connections already", s.cfg.MaxConnsPerGuest)
+	}
+	return ""
+}
+
+// guestOf names the guest behind a connection for the limits: a vsock CID
+// or TCP address without the port; for unix peers the connecting process
+// on that listener (a VMM: one VM per hybrid-vsock socket).
+func guestOf(conn net.Conn, listener string) string {
+	if ra := conn.RemoteAddr(); ra != nil {
+		if host, _, err := net.SplitHostPort(ra.String()); err == nil && host != "" {
+			return ra.Network() + ":" + host
+		}
+	}
+	if p := unixPeer(conn); p != "" {
+		return listener + " " + p
+	}
+	return listener
 }
 
 func peerName(conn net.Conn, listener string, seq uint64) string {
@@ -250,20 +318,28 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-func (s *Server) handle(conn net.Conn, peer string) {
+func (s *Server) handle(conn net.Conn, peer, listener, guest string) {
 	s.stats.accepted.Add(1)
 	s.stats.active.Add(1)
 	defer func() {
 		_ = conn.Close()
 		s.mu.Lock()
 		delete(s.conns, conn)
+		s.release("listener " + listener)
+		s.release("guest " + guest)
 		s.mu.Unlock()
 		s.stats.active.Add(-1)
 		s.wg.Done()
 	}()
 	br := NewStreamReader(conn)
+	c := &peerConn{Server: s, conn: conn, peer: peer}
+	c.setDeadline(time.Now().Add(s.cfg.HelloTimeout))
 	h, framed, err := ReadHello(br)
-	c := &peerConn{Server: s, conn: conn, peer: peer, greeted: err == nil}
+	c.greeted = err == nil
+	if errors.Is(err, os.ErrDeadlineExceeded) && !s.draining() {
+		err = &limitError{what: "no hello", flag: "hello-timeout", after: s.cfg.HelloTimeout}
+	}
+	c.setDeadline(time.Time{})
 	if err == nil {
 		switch {
 		case framed && h.Kind != s.cfg.Kind:
@@ -281,6 +357,30 @@ func (s *Server) handle(conn net.Conn, peer string) {
 		}
 	}
 	c.finish(err)
+}
+
+// release counts a connection gone; s.mu is held.
+func (s *Server) release(key string) {
+	if s.open[key]--; s.open[key] <= 0 {
+		delete(s.open, key)
+	}
+}
+
+// limitError is a connection closed by a limit.
+type limitError struct {
+	what, flag string
+	after      time.Duration
+}
+
+func (e *limitError) Error() string {
+	return fmt.Sprintf("%s within %v (--%s)", e.what, e.after, e.flag)
+}
+
+// setDeadline sets the read deadline, unless the drain has set its own.
+func (c *peerConn) setDeadline(t time.Time) {
+	if !c.draining() {
+		_ = c.conn.SetReadDeadline(t)
+	}
 }
 
 // peerConn is one guest connection being served.
@@ -364,8 +464,18 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 			if err := c.ack(); err != nil {
 				return err
 			}
+			// A frame begun must be finished in time; between frames a
+			// guest may be quiet as long as it likes.
+			if br.Buffered() > 0 {
+				c.setDeadline(time.Now().Add(c.cfg.FrameTimeout))
+			} else {
+				c.setDeadline(time.Time{})
+			}
 		}
 		p, ctl, err := fr.NextFrame()
+		if errors.Is(err, os.ErrDeadlineExceeded) && !c.draining() {
+			err = &limitError{what: "a frame not finished", flag: "frame-timeout", after: c.cfg.FrameTimeout}
+		}
 		if err != nil {
 			c.flushBatch() // what arrived whole before the end
 			_ = c.ack()
@@ -470,6 +580,11 @@ func (c *peerConn) finish(err error) {
 		c.log.Info("guest disconnected", attrs...)
 	case errors.Is(err, os.ErrDeadlineExceeded) && c.draining():
 		c.log.Info("guest connection closed for shutdown", attrs...)
+	case errors.As(err, new(*limitError)):
+		c.stats.timeouts.Add(1)
+		if ok, n := c.limitLog.Allow(); ok {
+			c.log.Warn("guest connection closed: "+err.Error(), append(attrs, "timeouts_total", c.stats.timeouts.Load(), "not_logged", n)...)
+		}
 	case IsProtocolError(err):
 		c.stats.protocolErrors.Add(1)
 		if ok, n := c.protoLog.Allow(); ok {

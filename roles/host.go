@@ -20,7 +20,24 @@ const fromGuestHelp = "Where guests connect, repeatable or comma-separated: vsoc
 // hostRelay is the engine of both host roles: listeners on every --from, one
 // netx.Server behind them.
 type hostRelay struct {
-	DrainTimeout time.Duration `help:"On SIGTERM, how long to keep handing on what guests already sent." default:"5s"`
+	DrainTimeout           time.Duration `help:"On SIGTERM, how long to keep handing on what guests already sent." default:"5s"`
+	MaxConnections         int           `help:"Connections one listener holds at most; more are refused, logged and counted." default:"4096"`
+	MaxConnectionsPerGuest int           `help:"Connections one guest (a vsock CID, or a hybrid-vsock socket) holds at most." default:"16"`
+	HelloTimeout           time.Duration `help:"How long a new connection has to send its hello (a socat guest: its first bytes)." default:"60s"`
+	FrameTimeout           time.Duration `help:"How long a frame may stay unfinished; a guest quiet between frames is never cut." default:"60s"`
+}
+
+// limits checks the limit flags.
+func (h *hostRelay) limits() error {
+	switch {
+	case h.MaxConnections < 1:
+		return fmt.Errorf("--max-connections must be at least 1, not %d", h.MaxConnections)
+	case h.MaxConnectionsPerGuest < 1:
+		return fmt.Errorf("--max-connections-per-guest must be at least 1, not %d", h.MaxConnectionsPerGuest)
+	case h.HelloTimeout <= 0 || h.FrameTimeout <= 0:
+		return fmt.Errorf("--hello-timeout and --frame-timeout must be positive")
+	}
+	return nil
 }
 
 func checkFrom(froms []netx.Addr) error {
@@ -48,6 +65,8 @@ func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, cfg netx.ServerConf
 			rc.Log.Warn("sink not closed cleanly", "to", sink, "err", err)
 		}
 	}
+	cfg.MaxConns, cfg.MaxConnsPerGuest = h.MaxConnections, h.MaxConnectionsPerGuest
+	cfg.HelloTimeout, cfg.FrameTimeout = h.HelloTimeout, h.FrameTimeout
 	srv := netx.NewServer(cfg)
 	var lns []net.Listener
 	var lnFroms []string
@@ -136,5 +155,5 @@ func serverAttrs(srv *netx.Server) []any {
 	s := srv.Stats()
 	return []any{"connections", s.Accepted, "active", s.Active, "datagrams", s.Datagrams,
 		"bytes", s.Bytes, "flushes", s.Flushes, "protocol_errors", s.ProtocolErrors,
-		"sink_errors", s.SinkErrors, "duplicates_dropped", s.Duplicates}
+		"sink_errors", s.SinkErrors, "duplicates_dropped", s.Duplicates, "refused", s.Refused, "timed_out", s.TimedOut}
 }

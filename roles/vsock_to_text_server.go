@@ -22,6 +22,9 @@ func (c *textServer) Validate() error {
 	if err := checkFrom(c.From); err != nil {
 		return err
 	}
+	if err := c.limits(); err != nil {
+		return err
+	}
 	if err := c.To.Require("the text server writes to", netx.SchemeStdout, netx.SchemeUDP, netx.SchemeUnixgram); err != nil {
 		return flagErr("to", err)
 	}

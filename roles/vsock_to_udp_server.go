@@ -32,6 +32,9 @@ func (c *udpServer) Validate() error {
 	if err := checkFrom(c.From); err != nil {
 		return err
 	}
+	if err := c.limits(); err != nil {
+		return err
+	}
 	if c.To.Kind == sinkDatagram {
 		if err := c.To.Addr.Require("the Jaeger relay sends to", netx.SchemeUDP, netx.SchemeUnixgram); err != nil {
 			return flagErr("to", err)
