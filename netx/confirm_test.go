@@ -124,3 +124,31 @@ func TestHostDropsDuplicates(t *testing.T) {
 		t.Fatalf("sink got %v, %d duplicates dropped; want 1 2 3 4 5 9, and 2", got, h.srv.Stats().Duplicates)
 	}
 }
+
+// TestRetainingQueueDroppedMarkerAnswer: a sent flush marker that
+// drop-oldest takes out of the ring is still answered, first; that answer
+// must not take a later marker, whose flush would then pass unconfirmed.
+func TestRetainingQueueDroppedMarkerAnswer(t *testing.T) {
+	q := NewRetainingQueue(0)
+	buf := make([]byte, 0, 4*MaxFrameSize)
+	q.PushFlush()
+	if b := q.Pop(buf); b.Flushes != 1 {
+		t.Fatalf("pop = %+v, want the marker", b)
+	}
+	big := bytes.Repeat([]byte{'b'}, 6000)
+	for range 11 { // more than fits: the sent marker is dropped
+		q.Push(big)
+	}
+	q.PushFlush()
+	for b := q.Pop(buf); b.Datagrams+b.Flushes > 0; b = q.Pop(buf) {
+	}
+	q.Ack(1 << 40)
+	q.Answered() // the dropped marker's answer
+	if s := q.Stats(); s.QueuedBytes != FrameHeaderSize {
+		t.Fatalf("after the dropped marker's answer %d bytes held, want the later marker's %d", s.QueuedBytes, FrameHeaderSize)
+	}
+	q.Answered()
+	if s := q.Stats(); s.QueuedBytes != 0 {
+		t.Fatalf("after both answers %d bytes held, want 0", s.QueuedBytes)
+	}
+}

@@ -29,6 +29,9 @@ type Queue struct {
 	// headSeq numbers the first datagram at or after head; datagrams are
 	// numbered from 1 in the order pushed, so the ring holds a run.
 	headSeq uint64
+	// answersAhead counts sent flush markers that drop-oldest took out of
+	// the ring: their answers, which come first, match no marker here.
+	answersAhead int
 }
 
 // QueueStats counts what passed through a Queue.
@@ -131,7 +134,11 @@ func (q *Queue) makeRoom(n int) (dropped int) {
 		size := q.lenAt(q.head)
 		popped := q.curRecs > 0
 		q.removeHead(size)
-		if size == 0 {
+		switch {
+		case size == 0 && popped:
+			q.answersAhead++ // on the wire: its answer is still to come
+			continue
+		case size == 0:
 			q.owedFlushes++
 			continue
 		}
@@ -290,7 +297,10 @@ func (q *Queue) Ack(next uint64) int {
 func (q *Queue) Answered() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.curRecs > 0 && q.lenAt(q.head) == 0 {
+	switch {
+	case q.answersAhead > 0:
+		q.answersAhead--
+	case q.curRecs > 0 && q.lenAt(q.head) == 0:
 		q.removeHead(0)
 	}
 }
@@ -302,6 +312,9 @@ func (q *Queue) Rewind() uint64 {
 	defer q.mu.Unlock()
 	q.stats.Queued += q.curDgrams
 	q.cur, q.curRecs, q.curDgrams = 0, 0, 0
+	// The old connection's answers will not come; the markers dropped from
+	// it are answered nowhere (their flushes time out, unconfirmed).
+	q.answersAhead = 0
 	return q.headSeq
 }
 
