@@ -401,6 +401,7 @@ type peerConn struct {
 	duplicates            uint64
 	ackBuf                [FrameHeaderSize + 8]byte
 	greeted               bool // sent a hello, or raw bytes
+	frameDeadline         bool // a --frame-timeout deadline is set
 }
 
 // maxBatch bounds what one sendmmsg carries.
@@ -465,11 +466,15 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 				return err
 			}
 			// A frame begun must be finished in time; between frames a
-			// guest may be quiet as long as it likes.
-			if br.Buffered() > 0 {
+			// guest may be quiet as long as it likes. The deadline is only
+			// touched when that changes: this runs once per batch.
+			switch inFrame := br.Buffered() > 0; {
+			case inFrame:
 				c.setDeadline(time.Now().Add(c.cfg.FrameTimeout))
-			} else {
+				c.frameDeadline = true
+			case c.frameDeadline:
 				c.setDeadline(time.Time{})
+				c.frameDeadline = false
 			}
 		}
 		p, ctl, err := fr.NextFrame()
