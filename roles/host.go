@@ -71,13 +71,19 @@ func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, cfg netx.ServerConf
 	var lns []net.Listener
 	var lnFroms []string
 	var watches []*netx.Watch
-	stopAll := func() {
+	// stop closes the listeners and watches (again, after Shutdown: no harm).
+	stop := func() {
 		for _, l := range lns {
 			_ = l.Close()
 		}
 		for _, w := range watches {
 			_ = w.Close()
 		}
+	}
+	fail := func(err error) error {
+		stop()
+		closeSink(context.Background())
+		return err
 	}
 	for _, a := range froms {
 		if watched(a) {
@@ -90,9 +96,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, cfg netx.ServerConf
 				}()
 			})
 			if err != nil {
-				stopAll()
-				closeSink(context.Background())
-				return fmt.Errorf("--from %s: %w", a, err)
+				return fail(fmt.Errorf("--from %s: %w", a, err))
 			}
 			rc.Log.Info("watching for VMs", "from", a.String(), "to", sink, "listening", w.Listening())
 			watches = append(watches, w)
@@ -100,9 +104,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, cfg netx.ServerConf
 		}
 		ln, err := netx.Listen(a)
 		if err != nil {
-			stopAll()
-			closeSink(context.Background())
-			return listenErr("from", a, err)
+			return fail(listenErr("from", a, err))
 		}
 		lns = append(lns, ln)
 		lnFroms = append(lnFroms, a.String())
@@ -130,9 +132,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, cfg netx.ServerConf
 	} else {
 		rc.Log.Info("stopped", serverAttrs(srv)...)
 	}
-	for _, w := range watches {
-		_ = w.Close()
-	}
+	stop()
 	closeSink(ctx)
 	return err
 }
