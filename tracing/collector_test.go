@@ -36,12 +36,7 @@ func TestCollectorRetriesAndDrops(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	c := NewCollectorSink(srv.URL+"/api/traces", 1<<20, 1, slog.New(slog.DiscardHandler))
-	for _, p := range dgs {
-		if err := c.Send(p, "peer"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c := queuedCollector(t, srv.URL, dgs)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := c.Close(ctx); err != nil {
@@ -100,12 +95,7 @@ func TestCollectorCloseKeepsItsDeadline(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(hang)
-	c := NewCollectorSink(srv.URL+"/api/traces", 1<<20, 1, slog.New(slog.DiscardHandler))
-	for _, p := range dgs {
-		if err := c.Send(p, "peer"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c := queuedCollector(t, srv.URL, dgs)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	closed := make(chan error, 1)
@@ -124,4 +114,16 @@ func TestCollectorCloseKeepsItsDeadline(t *testing.T) {
 	if requests == 0 || s.Posted != 0 || s.Dropped != uint64(len(dgs)) {
 		t.Fatalf("%d requests reached the collector; stats %+v, want all %d batches dropped and counted", requests, s, len(dgs))
 	}
+}
+
+// queuedCollector is a one-worker collector sink for url with dgs queued.
+func queuedCollector(t *testing.T, url string, dgs [][]byte) *CollectorSink {
+	t.Helper()
+	c := NewCollectorSink(url+"/api/traces", 1<<20, 1, slog.New(slog.DiscardHandler))
+	for _, p := range dgs {
+		if err := c.Send(p, "peer"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
 }
