@@ -81,15 +81,19 @@ func v2Peer(t *testing.T, path string, session, first uint64, payloads ...[]byte
 		t.Fatal(err)
 	}
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var h [FrameHeaderSize + 8]byte
+	var h [FrameHeaderSize + 16]byte
 	for {
 		if _, err := io.ReadFull(c, h[:FrameHeaderSize]); err != nil {
 			t.Fatalf("reading the host's answers: %v", err)
 		}
-		if binary.BigEndian.Uint32(h[:]) == 0 {
+		n := binary.BigEndian.Uint32(h[:])
+		if n == 0 {
 			return acked
 		}
-		if _, err := io.ReadFull(c, h[FrameHeaderSize:]); err != nil {
+		if n != 8 && n != 16 {
+			t.Fatalf("the host sent a %d-byte frame", n)
+		}
+		if _, err := io.ReadFull(c, h[FrameHeaderSize:FrameHeaderSize+n]); err != nil {
 			t.Fatal(err)
 		}
 		acked = binary.BigEndian.Uint64(h[FrameHeaderSize:])

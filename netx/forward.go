@@ -60,7 +60,8 @@ type Forwarder struct {
 	changed   chan struct{} // closed when answered moves
 
 	sent, sentBytes, connects, dialFailures atomic.Uint64
-	dropLog, rejectLog                      *Every
+	hostDropped                             atomic.Uint64
+	dropLog, rejectLog, hostDropLog         *Every
 }
 
 // ForwarderStats is a snapshot of a Forwarder's counters.
@@ -71,6 +72,10 @@ type ForwarderStats struct {
 	Connects        uint64 // connections made
 	DialFailures    uint64 // attempts that failed
 	FlushesAnswered uint64
+	Connected       bool // a connection to the host is up
+	// HostDropped are datagrams the host confirmed but could not hand on
+	// (over this guest's budget, refused by its sink), as it last said.
+	HostDropped uint64
 }
 
 // NewForwarder returns a Forwarder; start it with Run.
@@ -83,16 +88,17 @@ func NewForwarder(cfg ForwarderConfig) *Forwarder {
 	}
 	cfg.BackoffMax = max(cfg.BackoffMax, cfg.BackoffMin)
 	return &Forwarder{
-		cfg:       cfg,
-		fr:        cfg.Framing.framer(),
-		q:         cfg.Framing.queue(cfg.QueueBytes),
-		sessionID: rand.Uint64(),
-		log:       cfg.Logger,
-		wbuf:      make([]byte, 0, 2*MaxFrameSize),
-		pending:   make([]byte, 0, 2*MaxFrameSize),
-		changed:   make(chan struct{}),
-		dropLog:   NewEvery(5 * time.Second),
-		rejectLog: NewEvery(5 * time.Second),
+		cfg:         cfg,
+		fr:          cfg.Framing.framer(),
+		q:           cfg.Framing.queue(cfg.QueueBytes),
+		sessionID:   rand.Uint64(),
+		log:         cfg.Logger,
+		wbuf:        make([]byte, 0, 2*MaxFrameSize),
+		pending:     make([]byte, 0, 2*MaxFrameSize),
+		changed:     make(chan struct{}),
+		dropLog:     NewEvery(5 * time.Second),
+		rejectLog:   NewEvery(5 * time.Second),
+		hostDropLog: NewEvery(5 * time.Second),
 	}
 }
 
@@ -108,6 +114,8 @@ func (f *Forwarder) Stats() ForwarderStats {
 		Connects:        f.connects.Load(),
 		DialFailures:    f.dialFailures.Load(),
 		FlushesAnswered: answered,
+		HostDropped:     f.hostDropped.Load(),
+		Connected:       f.connected.Load(),
 	}
 }
 
@@ -147,6 +155,24 @@ func (f *Forwarder) noteDrops(dropped, refused, size int) {
 				"queue_bytes", f.q.Cap(), "dropped_total", s.Dropped, "dropped_bytes_total", s.DroppedBytes,
 				"target", f.cfg.Target, "not_logged", n)
 		}
+	}
+}
+
+// noteHostDropped records the host's count of this session's datagrams it
+// confirmed without handing them on.
+func (f *Forwarder) noteHostDropped(n uint64) {
+	for {
+		old := f.hostDropped.Load()
+		if n <= old {
+			return
+		}
+		if f.hostDropped.CompareAndSwap(old, n) {
+			break
+		}
+	}
+	if ok, _ := f.hostDropLog.Allow(); ok {
+		f.log.Warn("the host dropped datagrams of this guest: over its budget there, or refused by its sink",
+			"target", f.cfg.Target, "host_dropped_total", n)
 	}
 }
 
@@ -429,7 +455,7 @@ func (f *Forwarder) readAnswers(conn net.Conn) error {
 		}
 		return err
 	}
-	var h [FrameHeaderSize + 8]byte
+	var h [FrameHeaderSize + 16]byte
 	for {
 		if _, err := io.ReadFull(conn, h[:FrameHeaderSize]); err != nil {
 			return fmt.Errorf("read from host: %w", err)
@@ -439,11 +465,15 @@ func (f *Forwarder) readAnswers(conn net.Conn) error {
 		case n == 0:
 			f.q.Answered()
 			f.answer(1, true)
-		case n == 8 && f.cfg.Framing == Framed:
-			if _, err := io.ReadFull(conn, h[FrameHeaderSize:]); err != nil {
+		case (n == 8 || n == 16) && f.cfg.Framing == Framed:
+			body := h[FrameHeaderSize : FrameHeaderSize+n]
+			if _, err := io.ReadFull(conn, body); err != nil {
 				return fmt.Errorf("read from host: %w", err)
 			}
-			f.q.Ack(binary.BigEndian.Uint64(h[FrameHeaderSize:]))
+			f.q.Ack(binary.BigEndian.Uint64(body))
+			if n == 16 {
+				f.noteHostDropped(binary.BigEndian.Uint64(body[8:]))
+			}
 		default:
 			return protoErr("host sent a frame of %d bytes; a host only sends confirmations and flush answers", n)
 		}

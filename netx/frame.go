@@ -81,9 +81,16 @@ func AppendSeq(b []byte, next uint64) []byte {
 }
 
 // AppendAck appends the host's v2 confirmation: every datagram numbered
-// below next was handed on (or counted as refused or a duplicate).
-func AppendAck(b []byte, next uint64) []byte {
-	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint32(b, 8), next)
+// below next was handed on, or counted as dropped or as a duplicate. Once
+// the session has any dropped (over budget, refused by the sink), the
+// frame is 16 bytes and its second number says how many, so that the
+// guest never believes everything was delivered when it was not.
+func AppendAck(b []byte, next, dropped uint64) []byte {
+	if dropped == 0 {
+		return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint32(b, 8), next)
+	}
+	b = binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint32(b, 16), next)
+	return binary.BigEndian.AppendUint64(b, dropped)
 }
 
 // AppendFrame appends one frame carrying p; an empty p is a flush request

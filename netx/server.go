@@ -2,6 +2,7 @@ package netx
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -74,13 +75,20 @@ type ServerConfig struct {
 	FlushTimeout time.Duration
 	// Limits against guests that hold what they do not use: connections
 	// per listener and per guest (a vsock CID, or the process connecting to
-	// a hybrid-vsock socket; default 4096 and 16), the time a connection has
+	// a hybrid-vsock socket; default 4096 and 64), the time a connection has
 	// to send its hello (default 60 s: a socat guest sends nothing until its
 	// first datagram), and the time a frame may stay unfinished (default
 	// 60 s). A guest quiet between frames is left alone.
 	MaxConns, MaxConnsPerGuest int
 	HelloTimeout, FrameTimeout time.Duration
-	Logger                     *slog.Logger
+	// GuestRate and GuestBurst are each guest's budget, in bytes of
+	// datagrams per second and bytes at once, shared by its connections:
+	// what is over it is dropped and counted for that guest, so that one
+	// VM flooding cannot crowd the others out of the sink. A zero rate is
+	// no budget.
+	GuestRate  float64
+	GuestBurst int
+	Logger     *slog.Logger
 }
 
 // Server is the host relay: it accepts any number of guest streams, framed
@@ -94,8 +102,10 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{}
-	// open counts connections per listener and per guest, for the limits.
+	// open counts connections per listener; guests are the VMs connected
+	// now or lately.
 	open     map[string]int
+	guests   map[string]*guest
 	limitLog *Every
 	// drainEnd is when Shutdown's drain must end, as Unix nanoseconds; zero
 	// until Shutdown. It is the draining flag too, so that a connection
@@ -104,10 +114,11 @@ type Server struct {
 	wg       sync.WaitGroup
 	seq      atomic.Uint64
 
-	stats    serverCounters
-	sessions sessions
-	sinkLog  *Every
-	protoLog *Every
+	stats      serverCounters
+	sessions   sessions
+	contention contention
+	sinkLog    *Every
+	protoLog   *Every
 }
 
 // ServerStats is a snapshot of what a Server has done.
@@ -125,12 +136,17 @@ type ServerStats struct {
 	// Refused connections (over a connection limit) and TimedOut ones (no
 	// hello, or a frame left unfinished, in time).
 	Refused, TimedOut uint64
+	// GuestDropped are datagrams v2 guests' relays dropped (their queues
+	// full), as their sequence numbers tell; Paused is how long reading
+	// from guests waited for their budgets, all guests together.
+	GuestDropped uint64
+	Paused       time.Duration
 }
 
 // serverCounters are the live counters behind ServerStats.
 type serverCounters struct {
-	accepted, datagrams, bytes, flushes, protocolErrors, sinkErrors, duplicates, refused, timeouts atomic.Uint64
-	active                                                                                         atomic.Int64
+	accepted, datagrams, bytes, flushes, protocolErrors, sinkErrors, duplicates, refused, timeouts, guestDropped, paused atomic.Uint64
+	active                                                                                                               atomic.Int64
 }
 
 // NewServer returns a Server; give it listeners with Serve.
@@ -145,7 +161,7 @@ func NewServer(cfg ServerConfig) *Server {
 		cfg.MaxConns = 4096
 	}
 	if cfg.MaxConnsPerGuest <= 0 {
-		cfg.MaxConnsPerGuest = 16
+		cfg.MaxConnsPerGuest = 64
 	}
 	if cfg.HelloTimeout <= 0 {
 		cfg.HelloTimeout = time.Minute
@@ -160,6 +176,7 @@ func NewServer(cfg ServerConfig) *Server {
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[net.Conn]struct{}{},
 		open:      map[string]int{},
+		guests:    map[string]*guest{},
 		limitLog:  NewEvery(5 * time.Second),
 		sinkLog:   NewEvery(5 * time.Second),
 		protoLog:  NewEvery(time.Second),
@@ -180,7 +197,8 @@ func (s *Server) Stats() ServerStats {
 	c := &s.stats
 	return ServerStats{Accepted: c.accepted.Load(), Active: c.active.Load(), Datagrams: c.datagrams.Load(),
 		Bytes: c.bytes.Load(), Flushes: c.flushes.Load(), ProtocolErrors: c.protocolErrors.Load(), SinkErrors: c.sinkErrors.Load(),
-		Duplicates: c.duplicates.Load(), Refused: c.refused.Load(), TimedOut: c.timeouts.Load()}
+		Duplicates: c.duplicates.Load(), Refused: c.refused.Load(), TimedOut: c.timeouts.Load(),
+		GuestDropped: c.guestDropped.Load(), Paused: time.Duration(c.paused.Load())}
 }
 
 // Serve accepts connections on ln until Shutdown or a fatal accept error.
@@ -217,50 +235,55 @@ func (s *Server) Serve(ln net.Listener, name string) error {
 		}
 		delay = 0
 		peer := peerName(conn, name, s.seq.Add(1))
-		guest := guestOf(conn, name)
 		s.mu.Lock()
 		if s.draining() {
 			s.mu.Unlock()
 			_ = conn.Close()
 			return nil
 		}
-		if over := s.overLimit(name, guest); over != "" {
+		g := s.guestFor(guestOf(conn, name))
+		if over := s.overLimit(name, g); over != "" {
 			s.mu.Unlock()
 			_ = conn.Close()
 			s.stats.refused.Add(1)
 			if ok, n := s.limitLog.Allow(); ok {
-				s.log.Warn("connection refused: "+over, "guest", guest, "listener", name,
+				s.log.Warn("connection refused: "+over, "guest", g.name, "listener", name,
 					"refused_total", s.stats.refused.Load(), "not_logged", n)
 			}
 			continue
 		}
-		s.open["listener "+name]++
-		s.open["guest "+guest]++
+		s.open[name]++
+		g.conns++
 		s.conns[conn] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
-		go s.handle(conn, peer, name, guest)
+		go s.handle(conn, peer, name, g)
 	}
 }
 
 // overLimit says which limit a new connection would break, or ""; s.mu
 // is held.
-func (s *Server) overLimit(listener, guest string) string {
+func (s *Server) overLimit(listener string, g *guest) string {
 	switch {
-	case s.open["listener "+listener] >= s.cfg.MaxConns:
+	case s.open[listener] >= s.cfg.MaxConns:
 		return fmt.Sprintf("the listener holds %d connections already", s.cfg.MaxConns)
-	case s.open["guest "+guest] >= s.cfg.MaxConnsPerGuest:
+	case g.conns >= s.cfg.MaxConnsPerGuest:
 		return fmt.Sprintf("the guest holds %d connections already", s.cfg.MaxConnsPerGuest)
 	}
 	return ""
 }
 
-// guestOf names the guest behind a connection for the limits: a vsock CID
-// or TCP address without the port; for unix peers the connecting process
-// on that listener (a VMM: one VM per hybrid-vsock socket).
+// guestOf names the guest behind a connection, for the limits, the budget
+// and the metrics: a vsock CID or a TCP peer's address without the port;
+// for unix peers the connecting process on that listener (a VMM: one VM
+// per hybrid-vsock socket). On loopback every local process shares the
+// address, so there each TCP connection is a guest of its own.
 func guestOf(conn net.Conn, listener string) string {
 	if ra := conn.RemoteAddr(); ra != nil {
 		if host, _, err := net.SplitHostPort(ra.String()); err == nil && host != "" {
+			if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+				return ra.Network() + ":" + ra.String()
+			}
 			return ra.Network() + ":" + host
 		}
 	}
@@ -318,21 +341,28 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-func (s *Server) handle(conn net.Conn, peer, listener, guest string) {
+func (s *Server) handle(conn net.Conn, peer, listener string, g *guest) {
 	s.stats.accepted.Add(1)
 	s.stats.active.Add(1)
+	g.accepted.Add(1)
 	defer func() {
 		_ = conn.Close()
 		s.mu.Lock()
 		delete(s.conns, conn)
-		s.release("listener " + listener)
-		s.release("guest " + guest)
+		if s.open[listener]--; s.open[listener] <= 0 {
+			delete(s.open, listener)
+		}
+		if g.conns--; g.conns == 0 {
+			g.gone = time.Now()
+		}
 		s.mu.Unlock()
 		s.stats.active.Add(-1)
 		s.wg.Done()
 	}()
-	br := NewStreamReader(conn)
-	c := &peerConn{Server: s, conn: conn, peer: peer}
+	// A connection that has not said hello holds no frame buffer: idle
+	// ones cost a goroutine and this much.
+	br := bufio.NewReaderSize(conn, 64)
+	c := &peerConn{Server: s, conn: conn, peer: peer, g: g}
 	c.setDeadline(time.Now().Add(s.cfg.HelloTimeout))
 	h, framed, err := ReadHello(br)
 	c.greeted = err == nil
@@ -348,9 +378,13 @@ func (s *Server) handle(conn net.Conn, peer, listener, guest string) {
 			s.log.Info("guest connected", "peer", peer, "framing", "framed", "version", int(h.Version), "kind", h.Kind.String())
 			if h.Version == Version2 {
 				c.v2, c.session, c.seq = true, h.Session, h.First
-				c.delivered = s.sessions.get(h.Session)
+				m := s.sessions.get(h.Session)
+				c.delivered, c.lost, c.ackedLost = m.delivered, m.lost, m.lost
+				if m.delivered > 0 && h.First > m.delivered {
+					c.guestDropped(h.First - m.delivered) // while it was away
+				}
 			}
-			err = c.framed(br)
+			err = c.framed(streamAfter(br, conn))
 		default:
 			s.log.Info("guest connected", "peer", peer, "framing", "raw")
 			err = c.raw(br)
@@ -359,11 +393,16 @@ func (s *Server) handle(conn net.Conn, peer, listener, guest string) {
 	c.finish(err)
 }
 
-// release counts a connection gone; s.mu is held.
-func (s *Server) release(key string) {
-	if s.open[key]--; s.open[key] <= 0 {
-		delete(s.open, key)
+// streamAfter is a frame-sized reader of conn that first returns what br
+// has buffered.
+func streamAfter(br *bufio.Reader, conn net.Conn) *bufio.Reader {
+	rest, _ := br.Peek(br.Buffered())
+	if len(rest) == 0 {
+		return NewStreamReader(conn)
 	}
+	big := NewStreamReader(io.MultiReader(bytes.NewReader(bytes.Clone(rest)), conn))
+	_, _ = big.Peek(len(rest)) // buffered again, so that a frame begun shows as begun
+	return big
 }
 
 // limitError is a connection closed by a limit.
@@ -388,18 +427,23 @@ type peerConn struct {
 	*Server
 	conn             net.Conn
 	peer             string
+	g                *guest
 	datagrams, bytes uint64
+	paused           time.Duration
 	batch            [][]byte // frames not yet handed on, all still in the read buffer
 	batchBytes       int
 	// v2: datagrams are numbered from the hello's First; seq is the next
 	// frame's number, acked the last confirmed, delivered the session's
 	// mark below which everything was already handed on (a resent frame
 	// below it is a duplicate).
+	// lost counts, for the session, datagrams confirmed but not handed on
+	// (over budget, refused by the sink); a confirmation tells it.
 	v2                    bool
 	session               uint64
 	seq, acked, delivered uint64
+	lost, ackedLost       uint64
 	duplicates            uint64
-	ackBuf                [FrameHeaderSize + 8]byte
+	ackBuf                [FrameHeaderSize + 16]byte
 	greeted               bool // sent a hello, or raw bytes
 	frameDeadline         bool // a --frame-timeout deadline is set
 }
@@ -409,6 +453,8 @@ const maxBatch, maxBatchBytes = 64, 1 << 20
 
 func (c *peerConn) sinkError(err error, n int) {
 	c.stats.sinkErrors.Add(uint64(n))
+	c.g.sinkErrors.Add(uint64(n))
+	c.lost += uint64(n)
 	if ok, suppressed := c.sinkLog.Allow(); ok {
 		c.log.Warn("sink refused datagrams", "peer", c.peer, "count", n, "err", err,
 			"sink_errors_total", c.stats.sinkErrors.Load(), "not_logged", suppressed)
@@ -419,20 +465,47 @@ func (c *peerConn) sinkError(err error, n int) {
 // reuses) at once.
 func (c *peerConn) deliver(p []byte) {
 	c.batch = append(c.batch, p)
-	c.flushBatch()
+	c.pace(c.flushBatch())
 }
 
-// flushBatch hands on the frames gathered so far, in one call.
-func (c *peerConn) flushBatch() {
-	if len(c.batch) == 0 {
+// pace keeps the guest within its budget: when over it, reading from the
+// guest waits until the budget refills, so that the excess stays in (and
+// is dropped by) the guest's own queue, and the guest's flood costs the
+// host nothing. Logged at a bounded rate per guest.
+func (c *peerConn) pace(n int) {
+	if n == 0 {
 		return
 	}
-	for _, p := range c.batch {
-		c.bytes += uint64(len(p))
-		c.stats.bytes.Add(uint64(len(p)))
+	wait := c.Server.pace(c.g, n)
+	if wait <= 0 || c.draining() {
+		return
 	}
+	c.paused += wait
+	c.stats.paused.Add(uint64(wait))
+	total := time.Duration(c.g.paused.Add(uint64(wait)))
+	if ok, _ := c.g.log.Allow(); ok {
+		c.log.Warn("guest over its budget: reading from it slowed to the budget", "guest", c.g.name, "peer", c.peer,
+			"rate_bytes_per_second", int64(c.cfg.GuestRate), "burst_bytes", c.cfg.GuestBurst, "paused_total", total.Round(time.Millisecond).String())
+	}
+	time.Sleep(wait)
+}
+
+// flushBatch hands on the frames gathered so far, in one call, and returns
+// their bytes.
+func (c *peerConn) flushBatch() int {
+	if len(c.batch) == 0 {
+		return 0
+	}
+	var bytes uint64
+	for _, p := range c.batch {
+		bytes += uint64(len(p))
+	}
+	c.bytes += bytes
+	c.stats.bytes.Add(bytes)
+	c.g.bytes.Add(bytes)
 	c.datagrams += uint64(len(c.batch))
 	c.stats.datagrams.Add(uint64(len(c.batch)))
+	c.g.datagrams.Add(uint64(len(c.batch)))
 	if failed, err := c.sink.SendBatch(c.batch, c.peer); failed > 0 {
 		c.sinkError(err, failed)
 	}
@@ -441,6 +514,7 @@ func (c *peerConn) flushBatch() {
 	if c.draining() {
 		_ = c.conn.SetReadDeadline(c.drainDeadline())
 	}
+	return int(bytes)
 }
 
 // buffered reports whether the next frame is whole in the read buffer, so
@@ -461,10 +535,11 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 	fr.Control = c.v2
 	for {
 		if !buffered(br) || len(c.batch) == maxBatch || c.batchBytes >= maxBatchBytes {
-			c.flushBatch()
+			n := c.flushBatch()
 			if err := c.ack(); err != nil {
 				return err
 			}
+			c.pace(n)
 			// A frame begun must be finished in time; between frames a
 			// guest may be quiet as long as it likes. The deadline is only
 			// touched when that changes: this runs once per batch.
@@ -492,7 +567,8 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 			if next < c.seq {
 				return protoErr("sequence frame goes back from %d to %d", c.seq, next)
 			}
-			c.seq = next // the guest dropped what lies between
+			c.guestDropped(next - c.seq) // the guest dropped what lies between
+			c.seq = next
 			continue
 		case len(p) > 0:
 			seq := c.seq
@@ -500,6 +576,7 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 			if c.v2 && seq < c.delivered {
 				c.duplicates++
 				c.stats.duplicates.Add(1)
+				c.g.duplicates.Add(1)
 				continue
 			}
 			c.batch = append(c.batch, p)
@@ -511,6 +588,7 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 			return err
 		}
 		c.stats.flushes.Add(1)
+		c.g.flushes.Add(1)
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.FlushTimeout)
 		if err := c.cfg.Sink.Flush(ctx); err != nil {
 			c.log.Warn("flush of sink failed; answering the guest anyway", "peer", c.peer, "err", err)
@@ -522,19 +600,27 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 	}
 }
 
+// guestDropped counts datagrams the guest's relay dropped before sending.
+func (c *peerConn) guestDropped(n uint64) {
+	c.stats.guestDropped.Add(n)
+	c.g.dropped.Add(n)
+}
+
 // ack confirms to a v2 guest every datagram numbered below c.seq: handed
-// on, or counted as refused or a duplicate. The session remembers it, so
-// that what the guest resends after a reconnect is not handed on twice.
+// on, or counted as dropped (over budget, refused by the sink) or as a
+// duplicate; once any was dropped, it tells the guest how many. The
+// session remembers both, so that what the guest resends after a
+// reconnect is not handed on twice.
 func (c *peerConn) ack() error {
-	if !c.v2 || c.seq == c.acked {
+	if !c.v2 || c.seq == c.acked && c.lost == c.ackedLost {
 		return nil
 	}
 	c.delivered = max(c.delivered, c.seq)
-	c.sessions.set(c.session, c.delivered)
-	if err := c.write(AppendAck(c.ackBuf[:0], c.seq)); err != nil {
+	c.sessions.set(c.session, mark{c.delivered, c.lost})
+	if err := c.write(AppendAck(c.ackBuf[:0], c.seq, c.lost)); err != nil {
 		return fmt.Errorf("confirm datagrams: %w", err)
 	}
-	c.acked = c.seq
+	c.acked, c.ackedLost = c.seq, c.lost
 	return nil
 }
 
@@ -576,7 +662,10 @@ func (c *peerConn) finish(err error) {
 		c.log.Debug("connection closed before sending anything", "peer", c.peer)
 		return
 	}
-	attrs := []any{"peer", c.peer, "datagrams", c.datagrams, "bytes", c.bytes}
+	attrs := []any{"peer", c.peer, "guest", c.g.name, "datagrams", c.datagrams, "bytes", c.bytes}
+	if c.paused > 0 {
+		attrs = append(attrs, "paused_for_budget", c.paused.Round(time.Millisecond).String())
+	}
 	if c.v2 {
 		attrs = append(attrs, "duplicates_dropped", c.duplicates)
 	}
@@ -603,26 +692,30 @@ func (c *peerConn) finish(err error) {
 }
 
 // sessions remembers, per v2 guest session, the number below which every
-// datagram was handed on. It is bounded: past maxSessions an arbitrary
-// entry is forgotten (its guest can at worst see resends handed on twice).
+// datagram was handed on (or counted), and how many of those were dropped.
+// It is bounded: past maxSessions an arbitrary entry is forgotten (its
+// guest can at worst see resends handed on twice).
 type sessions struct {
 	mu sync.Mutex
-	m  map[uint64]uint64
+	m  map[uint64]mark
 }
+
+// mark is a session's confirmed position and its count of dropped.
+type mark struct{ delivered, lost uint64 }
 
 const maxSessions = 1 << 16
 
-func (s *sessions) get(id uint64) uint64 {
+func (s *sessions) get(id uint64) mark {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.m[id]
 }
 
-func (s *sessions) set(id, delivered uint64) {
+func (s *sessions) set(id uint64, m mark) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
-		s.m = map[uint64]uint64{}
+		s.m = map[uint64]mark{}
 	}
 	if _, ok := s.m[id]; !ok && len(s.m) >= maxSessions {
 		for k := range s.m {
@@ -630,5 +723,6 @@ func (s *sessions) set(id, delivered uint64) {
 			break
 		}
 	}
-	s.m[id] = max(s.m[id], delivered)
+	old := s.m[id]
+	s.m[id] = mark{max(old.delivered, m.delivered), max(old.lost, m.lost)}
 }

@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"unicode/utf8"
 
 	"golang.org/x/net/ipv4"
@@ -21,6 +24,21 @@ type PacketSink struct {
 	target string
 	batch  *ipv4.PacketConn // nil unless UDP
 	msgs   sync.Pool        // of *[]ipv4.Message
+	// unseen counts datagrams sent while nothing listened: UDP says so
+	// only by the next send's ECONNREFUSED (the port's ICMP answer), so
+	// each such error stands for one earlier datagram lost.
+	unseen atomic.Uint64
+}
+
+// Unseen returns how many datagrams went to a closed port, as the errors
+// of later sends revealed: handed on, but not received.
+func (s *PacketSink) Unseen() uint64 { return s.unseen.Load() }
+
+// note counts what a send error reveals.
+func (s *PacketSink) note(err error) {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		s.unseen.Add(1)
+	}
 }
 
 // DialPacketSink opens a datagram socket towards a.
@@ -54,10 +72,23 @@ func (s *PacketSink) SendBatch(ps [][]byte, peer string) (failed int, err error)
 		for i := range ms {
 			ms[i].Buffers = nil
 		}
-		if werr != nil {
+		switch {
+		case werr != nil:
 			// The datagram at k failed (a refused port, say): count it, go on.
 			err = cmp.Or(err, fmt.Errorf("send to %s: %w", s.target, werr))
+			s.note(werr)
 			failed++
+			k++
+		case k < n:
+			// sendmmsg stopped at a datagram that failed but, having sent
+			// some, dropped its error (and a pending ICMP error with it):
+			// send that one alone to learn what happened.
+			if e := s.Send(ps[k], peer); e != nil {
+				err = cmp.Or(err, e)
+				failed++
+			} else {
+				s.unseen.Add(1) // the error was an earlier datagram's
+			}
 			k++
 		}
 		ps = ps[max(k, 1):]
@@ -68,6 +99,7 @@ func (s *PacketSink) SendBatch(ps [][]byte, peer string) (failed int, err error)
 // Send writes p as one datagram.
 func (s *PacketSink) Send(p []byte, _ string) error {
 	if _, err := s.conn.Write(p); err != nil {
+		s.note(err)
 		return fmt.Errorf("send to %s: %w", s.target, err)
 	}
 	return nil

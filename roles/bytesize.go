@@ -45,3 +45,13 @@ func (b ByteSize) String() string {
 	}
 	return strconv.FormatInt(int64(b), 10)
 }
+
+// ByteRate is a flag value in bytes per second: 1MiB, 1MiB/s, 1048576.
+type ByteRate ByteSize
+
+// UnmarshalText parses a rate; the "/s" is optional.
+func (r *ByteRate) UnmarshalText(t []byte) error {
+	return (*ByteSize)(r).UnmarshalText([]byte(strings.TrimSuffix(strings.TrimSpace(string(t)), "/s")))
+}
+
+func (r ByteRate) String() string { return ByteSize(r).String() + "/s" }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/katatrace/katatrace/internal/lowmem"
+	"github.com/katatrace/katatrace/metrics"
 	"github.com/katatrace/katatrace/netx"
 	"github.com/katatrace/katatrace/systemd"
 )
@@ -30,11 +31,15 @@ type relayOptions struct {
 type guestRelay struct {
 	relayOptions
 	DrainTimeout time.Duration `help:"On SIGTERM, how long to spend delivering what is held (and waiting for the host to confirm it)." default:"5s"`
+	metricsOption
 }
 
 func (g *guestRelay) validate(from, to netx.Addr, fromSchemes ...string) error {
 	if g.DrainTimeout < 0 {
 		return fmt.Errorf("--drain-timeout must not be negative")
+	}
+	if err := g.metricsOption.validate(); err != nil {
+		return err
 	}
 	return g.relayOptions.validate(from, to, fromSchemes...)
 }
@@ -84,6 +89,14 @@ func (g *relayOptions) start(log *slog.Logger, kind netx.Kind, from, to netx.Add
 // run relays from pc until rc.Ctx ends (or reading fails), then drains.
 func (g *guestRelay) run(rc *RunContext, kind netx.Kind, from, to netx.Addr, pc net.PacketConn) error {
 	r := g.start(rc.Log, kind, from, to, pc, g.DrainTimeout)
+	stopMetrics, err := g.serveMetrics(rc, metrics.ForRelays(metrics.Relay{Kind: kind, Stats: r.Stats}))
+	if err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), g.DrainTimeout)
+		defer cancel()
+		_ = r.Shutdown(ctx)
+		return err
+	}
+	defer stopMetrics()
 	trimCode(rc)
 	notify(rc, systemd.Ready)
 	stopStats := logStatsOnSignal(rc, func() []any { return forwarderAttrs(r.Stats()) })
@@ -96,15 +109,23 @@ func (g *guestRelay) run(rc *RunContext, kind netx.Kind, from, to netx.Addr, pc 
 	notify(rc, systemd.Stopping)
 	ctx, cancel := context.WithTimeout(context.Background(), g.DrainTimeout)
 	defer cancel()
-	err := r.Shutdown(ctx)
+	err = r.Shutdown(ctx)
 	readErr := r.Err()
 	if readErr != nil {
 		rc.Log.Error("reading datagrams failed; delivered what was held", "err", readErr)
 	}
-	if err != nil {
-		rc.Log.Warn("drain incomplete", append([]any{"err", err}, forwarderAttrs(r.Stats())...)...)
-	} else {
-		rc.Log.Info("drained: the host confirmed every datagram", forwarderAttrs(r.Stats())...)
+	st := r.Stats()
+	switch {
+	case err != nil:
+		rc.Log.Warn("drain incomplete", append([]any{"err", err}, forwarderAttrs(st)...)...)
+	case st.HostDropped > 0:
+		rc.Log.Warn("drained, but the host dropped some datagrams (over this guest's budget, or refused by its sink)", forwarderAttrs(st)...)
+	case g.Framing == "framed":
+		rc.Log.Info("drained: the host confirmed every datagram", forwarderAttrs(st)...)
+	case g.Framing == "v1":
+		rc.Log.Info("drained: the host answered the last flush", forwarderAttrs(st)...)
+	default:
+		rc.Log.Info("drained: every datagram written to the host", forwarderAttrs(st)...)
 	}
 	return readErr
 }
@@ -112,7 +133,7 @@ func (g *guestRelay) run(rc *RunContext, kind netx.Kind, from, to netx.Addr, pc 
 func forwarderAttrs(s netx.ForwarderStats) []any {
 	return []any{"received", s.Queue.Enqueued + s.Queue.Rejected, "sent", s.Sent, "sent_bytes", s.SentBytes,
 		"confirmed", s.Queue.Acked, "dropped", s.Queue.Dropped, "refused", s.Queue.Rejected, "queued", s.Queue.Queued, "unconfirmed", s.Queue.Unacked,
-		"connects", s.Connects, "dial_failures", s.DialFailures}
+		"host_dropped", s.HostDropped, "connects", s.Connects, "dial_failures", s.DialFailures}
 }
 
 // trimCode keeps a guest process's resident memory to the code it uses,

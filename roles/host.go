@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/katatrace/katatrace/metrics"
 	"github.com/katatrace/katatrace/netx"
 	"github.com/katatrace/katatrace/systemd"
 )
@@ -22,9 +25,12 @@ const fromGuestHelp = "Where guests connect, repeatable or comma-separated: vsoc
 type hostRelay struct {
 	DrainTimeout           time.Duration `help:"On SIGTERM, how long to keep handing on what guests already sent." default:"5s"`
 	MaxConnections         int           `help:"Connections one listener holds at most; more are refused, logged and counted." default:"4096"`
-	MaxConnectionsPerGuest int           `help:"Connections one guest (a vsock CID, or a hybrid-vsock socket) holds at most." default:"16"`
+	MaxConnectionsPerGuest int           `help:"Connections one guest (a vsock CID, or the process connecting to a hybrid-vsock socket) holds at most." default:"64"`
 	HelloTimeout           time.Duration `help:"How long a new connection has to send its hello (a socat guest: its first bytes)." default:"60s"`
 	FrameTimeout           time.Duration `help:"How long a frame may stay unfinished; a guest quiet between frames is never cut." default:"60s"`
+	GuestRate              ByteRate      `help:"Each guest's budget, bytes of datagrams per second, all its connections together (a Kata agent sends far less); beyond it, while other guests send too, the host reads from that guest only as fast as the budget allows (the excess waits in, and is dropped and counted by, the guest's own queue), so that one VM cannot crowd out the others. 0: no budget." default:"1MiB/s"`
+	GuestBurst             ByteSize      `help:"How far a guest may run ahead of --guest-rate at once (a trace sent at shutdown, say)." default:"1MiB"`
+	metricsOption
 }
 
 // limits checks the limit flags.
@@ -36,8 +42,10 @@ func (h *hostRelay) limits() error {
 		return fmt.Errorf("--max-connections-per-guest must be at least 1, not %d", h.MaxConnectionsPerGuest)
 	case h.HelloTimeout <= 0 || h.FrameTimeout <= 0:
 		return fmt.Errorf("--hello-timeout and --frame-timeout must be positive")
+	case h.GuestRate > 0 && h.GuestBurst < netx.MaxDatagram:
+		return fmt.Errorf("--guest-burst: %s is too small: the largest datagram is %d bytes", h.GuestBurst, netx.MaxDatagram)
 	}
-	return nil
+	return h.metricsOption.validate()
 }
 
 func checkFrom(froms []netx.Addr) error {
@@ -67,7 +75,15 @@ func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, cfg netx.ServerConf
 	}
 	cfg.MaxConns, cfg.MaxConnsPerGuest = h.MaxConnections, h.MaxConnectionsPerGuest
 	cfg.HelloTimeout, cfg.FrameTimeout = h.HelloTimeout, h.FrameTimeout
+	cfg.GuestRate, cfg.GuestBurst = float64(h.GuestRate), int(h.GuestBurst)
 	srv := netx.NewServer(cfg)
+	drops := sinkDrops(cfg.Sink)
+	stopMetrics, err := h.serveMetrics(rc, metrics.ForServer(srv, drops))
+	if err != nil {
+		closeSink(context.Background())
+		return err
+	}
+	defer stopMetrics()
 	var lns []net.Listener
 	var lnFroms []string
 	var watches []*netx.Watch
@@ -115,10 +131,9 @@ func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, cfg netx.ServerConf
 		go func() { failed <- srv.Serve(ln, lnFroms[i]) }()
 	}
 	notify(rc, systemd.Ready)
-	stopStats := logStatsOnSignal(rc, func() []any { return serverAttrs(srv) })
+	stopStats := logStatsOnSignal(rc, func() []any { return serverAttrs(srv, drops) })
 	defer stopStats()
 
-	var err error
 	select {
 	case <-rc.Ctx.Done():
 	case err = <-failed:
@@ -128,9 +143,9 @@ func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, cfg netx.ServerConf
 	ctx, cancel := context.WithTimeout(context.Background(), h.DrainTimeout)
 	defer cancel()
 	if serr := srv.Shutdown(ctx); serr != nil {
-		rc.Log.Warn("drain incomplete", append([]any{"err", serr}, serverAttrs(srv)...)...)
+		rc.Log.Warn("drain incomplete", append([]any{"err", serr}, serverAttrs(srv, drops)...)...)
 	} else {
-		rc.Log.Info("stopped", serverAttrs(srv)...)
+		rc.Log.Info("stopped", serverAttrs(srv, drops)...)
 	}
 	stop()
 	closeSink(ctx)
@@ -151,9 +166,16 @@ func watched(a netx.Addr) bool {
 	return errors.Is(err, os.ErrNotExist)
 }
 
-func serverAttrs(srv *netx.Server) []any {
+func serverAttrs(srv *netx.Server, drops metrics.SinkDrops) []any {
 	s := srv.Stats()
-	return []any{"connections", s.Accepted, "active", s.Active, "datagrams", s.Datagrams,
+	var sink []any
+	if drops != nil {
+		m := drops()
+		for _, reason := range slices.Sorted(maps.Keys(m)) {
+			sink = append(sink, reason, m[reason])
+		}
+	}
+	return append([]any{"connections", s.Accepted, "active", s.Active, "datagrams", s.Datagrams,
 		"bytes", s.Bytes, "flushes", s.Flushes, "protocol_errors", s.ProtocolErrors,
-		"sink_errors", s.SinkErrors, "duplicates_dropped", s.Duplicates, "refused", s.Refused, "timed_out", s.TimedOut}
+		"sink_errors", s.SinkErrors, "guest_dropped", s.GuestDropped, "paused_for_budget", s.Paused.Round(time.Millisecond).String(), "duplicates_dropped", s.Duplicates, "refused", s.Refused, "timed_out", s.TimedOut}, sink...)
 }

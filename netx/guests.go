@@ -1,0 +1,181 @@
+package netx
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A guest is one VM as the host relay sees it (see guestOf): its open
+// connections, its budget and its counters. Every connection of a guest
+// shares them, so that a VM cannot multiply its share by connecting more.
+type guest struct {
+	name  string
+	conns int       // open connections; Server.mu
+	gone  time.Time // when the last connection closed; Server.mu
+
+	budget budget
+	log    *Every // over-budget warnings, per guest
+	// paused is how long reading from the guest waited for its budget, in
+	// nanoseconds; dropped counts what its own relay dropped, as its
+	// sequence numbers tell (v2).
+	paused, dropped atomic.Uint64
+	// lastSend is when the guest last had a datagram admitted (Unix ns).
+	lastSend atomic.Int64
+
+	accepted, datagrams, bytes, flushes, duplicates, sinkErrors atomic.Uint64
+}
+
+// GuestStats is what one guest has done; see Server.Guests.
+type GuestStats struct {
+	Guest       string
+	Connections int // open now
+	Accepted    uint64
+	Datagrams   uint64 // handed on
+	Bytes       uint64
+	Flushes     uint64
+	Duplicates  uint64
+	// SinkErrors are datagrams the sink refused; GuestDropped those the
+	// guest's relay dropped (its queue full), as its sequence numbers
+	// tell; Paused the time reading from it waited for its budget.
+	SinkErrors, GuestDropped uint64
+	Paused                   time.Duration
+}
+
+// guestKeep is how long a guest's counters outlive its last connection,
+// so that a scrape still sees what it did; maxGuests bounds how many are
+// kept (the oldest gone are forgotten first).
+const (
+	guestKeep = 10 * time.Minute
+	maxGuests = 1 << 14
+)
+
+// guestFor returns the guest named name, making it if new; s.mu is held.
+func (s *Server) guestFor(name string) *guest {
+	if g := s.guests[name]; g != nil {
+		return g
+	}
+	if len(s.guests) >= maxGuests {
+		s.forgetGuests(time.Now())
+	}
+	g := &guest{name: name, log: NewEvery(10 * time.Second)}
+	g.budget.init(s.cfg.GuestRate, s.cfg.GuestBurst)
+	s.guests[name] = g
+	return g
+}
+
+// forgetGuests drops guests gone longer than guestKeep, or, when too many
+// are kept, the longest gone; s.mu is held.
+func (s *Server) forgetGuests(now time.Time) {
+	var gone []*guest
+	for name, g := range s.guests {
+		switch {
+		case g.conns > 0:
+		case now.Sub(g.gone) > guestKeep:
+			delete(s.guests, name)
+		default:
+			gone = append(gone, g)
+		}
+	}
+	if extra := len(s.guests) - maxGuests + 1; extra > 0 {
+		sort.Slice(gone, func(i, j int) bool { return gone[i].gone.Before(gone[j].gone) })
+		for _, g := range gone[:min(extra, len(gone))] {
+			delete(s.guests, g.name)
+		}
+	}
+}
+
+// Guests returns what each guest connected now, or lately, has done,
+// sorted by name.
+func (s *Server) Guests() []GuestStats {
+	s.mu.Lock()
+	s.forgetGuests(time.Now())
+	out := make([]GuestStats, 0, len(s.guests))
+	for _, g := range s.guests {
+		out = append(out, GuestStats{Guest: g.name, Connections: g.conns, Accepted: g.accepted.Load(),
+			Datagrams: g.datagrams.Load(), Bytes: g.bytes.Load(), Flushes: g.flushes.Load(),
+			Duplicates: g.duplicates.Load(), SinkErrors: g.sinkErrors.Load(), GuestDropped: g.dropped.Load(),
+			Paused: time.Duration(g.paused.Load())})
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Guest < out[j].Guest })
+	return out
+}
+
+// budget is a token bucket of bytes: rate per second, up to burst held.
+// A zero rate is no budget.
+type budget struct {
+	mu          sync.Mutex
+	rate, burst float64
+	tokens      float64
+	last        time.Time
+	disabled    bool
+}
+
+func (b *budget) init(rate float64, burst int) {
+	b.disabled = rate <= 0
+	b.rate, b.burst = rate, float64(max(burst, MaxDatagram))
+	b.tokens, b.last = b.burst, time.Now()
+}
+
+// take spends n bytes. The bucket may go into debt: the wait returned is
+// how long until it is paid off, which the caller waits before reading
+// more. Without contention (see admit) no debt is kept.
+func (b *budget) take(n int, contended func(time.Time) bool) (wait time.Duration, now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now = time.Now()
+	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate) - float64(n)
+	b.last = now
+	if b.tokens >= 0 {
+		return 0, now
+	}
+	if !contended(now) {
+		b.tokens = 0
+		return 0, now
+	}
+	return time.Duration(-b.tokens / b.rate * float64(time.Second)), now
+}
+
+// contention is how the host relay knows whether guests compete: budgets
+// are a share of the sink, and a guest alone is not held to one.
+type contention struct {
+	at     atomic.Int64 // when it was last counted (Unix ns)
+	others atomic.Bool  // two or more guests sent within activeWindow
+}
+
+// activeWindow is how recently a guest must have sent to count as
+// competing; recount how often the count is renewed.
+const activeWindow, recount = time.Second, 20 * time.Millisecond
+
+// pace takes n bytes from g's budget and says how long to wait before
+// reading more from g: zero within the budget, or when g is the only guest
+// sending (one busy VM is never slowed for nothing).
+func (s *Server) pace(g *guest, n int) time.Duration {
+	if g.budget.disabled {
+		return 0
+	}
+	wait, now := g.budget.take(n, s.contended)
+	g.lastSend.Store(now.UnixNano())
+	return wait
+}
+
+// contended reports whether two or more guests sent within activeWindow,
+// counting at most once per recount.
+func (s *Server) contended(now time.Time) bool {
+	c := &s.contention
+	if at := c.at.Load(); now.UnixNano()-at < int64(recount) || !c.at.CompareAndSwap(at, now.UnixNano()) {
+		return c.others.Load()
+	}
+	since, n := now.Add(-activeWindow).UnixNano(), 0
+	s.mu.Lock()
+	for _, g := range s.guests {
+		if g.lastSend.Load() > since {
+			n++
+		}
+	}
+	s.mu.Unlock()
+	c.others.Store(n > 1)
+	return n > 1
+}
