@@ -41,7 +41,11 @@ type faultRow struct {
 	name                     string
 	sent, delivered, counted int
 	lossless                 bool // lost must be 0
-	note                     string
+	// tolerance is the loss allowed where no count can be exact: the
+	// kernel reports a UDP datagram to a closed port only by failing a
+	// later send, and two may share one report.
+	tolerance int
+	note      string
 }
 
 var faults struct {
@@ -54,7 +58,7 @@ func account(t *testing.T, r faultRow) {
 	t.Helper()
 	lost := r.sent - r.delivered - r.counted
 	t.Logf("%s: sent %d, delivered %d, dropped and counted %d, lost %d; %s", r.name, r.sent, r.delivered, r.counted, lost, r.note)
-	if r.lossless && lost != 0 {
+	if r.lossless && lost > r.tolerance {
 		t.Errorf("%s: %d datagrams lost without a count", r.name, lost)
 	}
 	if r.delivered == 0 {
@@ -288,8 +292,8 @@ func faultUDPDown(t *testing.T) {
 	mu.Lock()
 	delivered, _ := tally(seen, total)
 	mu.Unlock()
-	account(t, faultRow{name: "Jaeger UDP port closed 0.5 s at 2,000/s", sent: total, delivered: delivered, counted: counted, lossless: true,
-		note: "counted: sends the closed port refused, and the earlier ones each refusal reveals"})
+	account(t, faultRow{name: "Jaeger UDP port closed 0.5 s at 2,000/s", sent: total, delivered: delivered, counted: counted, lossless: true, tolerance: total / 1000,
+		note: "counted: sends the closed port refused, and the earlier ones each refusal reveals (UDP has no receipt: within 0.1%)"})
 }
 
 // emitBatches makes n jaeger-client-go emitBatch datagrams, one span each,

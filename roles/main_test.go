@@ -141,6 +141,10 @@ func TestBadInputIsAUsageError(t *testing.T) {
 		{"vsock port 0", nil, []string{"jaeger-client-socat-redirector", "--to", "vsock://2:0"}, []string{"--to", "port 0"}},
 		{"two-slash unix path", nil, []string{"vsock-to-udp-server", "--from", "unix://tmp/x"}, []string{"--from", "unix:///tmp/x (three slashes)"}},
 		{"unknown flag before the agent", nil, []string{"kata-agent-tracer", "--bogus", "--", "/bin/true"}, []string{"unknown flag --bogus"}},
+		{"metrics over udp", nil, []string{"vsock-to-udp-server", "--metrics-listen", "udp://127.0.0.1:9464"}, []string{"--metrics-listen", "tcp://"}},
+		{"metrics from env", []string{"KATATRACE_METRICS_LISTEN=serial:///dev/ttyS0"}, []string{"jaeger-client-socat-redirector"}, []string{"--metrics-listen", "KATATRACE_METRICS_LISTEN"}},
+		{"negative rate", nil, []string{"vsock-to-text-server", "--guest-rate", "-1MiB/s"}, []string{"--guest-rate"}},
+		{"burst below a datagram", nil, []string{"vsock-to-udp-server", "--guest-burst", "1KiB"}, []string{"--guest-burst", "65535"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,113 @@
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/katatrace/katatrace/internal/testutil"
+	"github.com/katatrace/katatrace/netx"
+)
+
+type discard struct{}
+
+func (discard) Send([]byte, string) error       { return nil }
+func (discard) Flush(context.Context) error     { return nil }
+func (discard) Close(ctx context.Context) error { return nil }
+
+// hostWithOneGuest is a host relay that has served one v2 guest: two
+// datagrams and a flush.
+func hostWithOneGuest(t *testing.T) *netx.Server {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := netx.NewServer(netx.ServerConfig{Kind: netx.KindJaeger, Sink: discard{}, Logger: slog.New(slog.DiscardHandler)})
+	go func() { _ = srv.Serve(ln, "tcp://"+ln.Addr().String()) }()
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b := netx.AppendHelloV2(nil, netx.KindJaeger, 1, 1)
+	b = netx.AppendFrame(netx.AppendFrame(b, []byte("a")), []byte("bc"))
+	if _, err := c.Write(netx.AppendFrame(b, nil)); err != nil {
+		t.Fatal(err)
+	}
+	fr := netx.NewFrameReader(netx.NewStreamReader(c))
+	for {
+		p, err := fr.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p) == 0 {
+			return srv
+		}
+	}
+}
+
+func TestCollectorsPassTheLinter(t *testing.T) {
+	srv := hostWithOneGuest(t)
+	relays := ForRelays(Relay{Kind: netx.KindText, Stats: func() netx.ForwarderStats { return netx.ForwarderStats{Connected: true} }})
+	host := ForServer(srv, func() map[string]uint64 { return map[string]uint64{"sink_port_closed": 3} })
+	for name, c := range map[string]prometheus.Collector{"host": host, "relay": relays} {
+		problems, err := promtest.CollectAndLint(c)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, p := range problems {
+			t.Errorf("%s: %s: %s", name, p.Metric, p.Text)
+		}
+	}
+	if n := promtest.CollectAndCount(host, "katatrace_guest_datagrams_total"); n != 1 {
+		t.Fatalf("%d guest series, want 1", n)
+	}
+	want := `
+# HELP katatrace_host_datagrams_total Datagrams handed to the sink.
+# TYPE katatrace_host_datagrams_total counter
+katatrace_host_datagrams_total 2
+`
+	if err := promtest.CollectAndCompare(host, strings.NewReader(want), "katatrace_host_datagrams_total"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestServe(t *testing.T) {
+	srv := hostWithOneGuest(t)
+	port := testutil.FreePort(t, "tcp")
+	m, err := Serve(netx.MustParseAddr(fmt.Sprintf("tcp://127.0.0.1:%d", port)), slog.New(slog.DiscardHandler), ForServer(srv, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := m.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`katatrace_host_bytes_total 3`, `katatrace_guest_flushes_total{guest="tcp:127.0.0.1:`, `process_resident_memory_bytes`, `go_goroutines`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if _, err := Serve(netx.MustParseAddr(fmt.Sprintf("tcp://127.0.0.1:%d", port)), slog.New(slog.DiscardHandler)); err == nil {
+		t.Fatal("a second server on the same port did not fail")
+	}
+}
