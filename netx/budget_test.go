@@ -234,9 +234,11 @@ func TestBudget(t *testing.T) {
 	if w, _ := b.take(1<<17, always); w != 0 {
 		t.Fatalf("the burst waited %v", w)
 	}
-	if w, _ := b.take(1<<19, never); w != 0 || b.tokens != 0 {
-		t.Fatalf("uncontended: waited %v, tokens %v; want 0 and no debt", w, b.tokens)
+	if w, _ := b.take(1<<19, never); w != 0 {
+		t.Fatalf("uncontended: waited %v", w)
 	}
+	// Alone, the guest ran no further ahead than its burst: half a
+	// second's bytes more, once guests compete, wait about half a second.
 	w, _ := b.take(1<<19, always)
 	if w < 400*time.Millisecond || w > 500*time.Millisecond {
 		t.Fatalf("half a second's bytes over budget: wait %v", w)

@@ -2,7 +2,6 @@ package netx
 
 import (
 	"sort"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -103,39 +102,43 @@ func (s *Server) Guests() []GuestStats {
 	return out
 }
 
-// budget is a token bucket of bytes: rate per second, up to burst held.
-// A zero rate is no budget.
+// budget is a guest's rate of bytes, kept without a lock by the generic
+// cell rate algorithm: tat is when the guest's bucket would be full again
+// (Unix ns); each take moves it on by the bytes' time at the rate, and a
+// guest more than a burst's time ahead of the clock is over budget. A
+// zero rate is no budget.
 type budget struct {
-	mu          sync.Mutex
-	rate, burst float64
-	tokens      float64
-	last        time.Time
-	disabled    bool
+	disabled  bool
+	nsPerByte float64
+	burst     int64 // ns
+	tat       atomic.Int64
 }
 
 func (b *budget) init(rate float64, burst int) {
 	b.disabled = rate <= 0
-	b.rate, b.burst = rate, float64(max(burst, MaxDatagram))
-	b.tokens, b.last = b.burst, time.Now()
+	if !b.disabled {
+		b.nsPerByte = float64(time.Second) / rate
+		b.burst = int64(float64(max(burst, MaxDatagram)) * b.nsPerByte)
+	}
 }
 
-// take spends n bytes. The bucket may go into debt: the wait returned is
-// how long until it is paid off, which the caller waits before reading
-// more. Without contention (see admit) no debt is kept.
+// take spends n bytes and says how long to wait before reading more: how
+// far it puts the guest beyond its burst. Without contention (see pace) the
+// guest is not put beyond it at all.
 func (b *budget) take(n int, contended func(time.Time) bool) (wait time.Duration, now time.Time) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	now = time.Now()
-	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate) - float64(n)
-	b.last = now
-	if b.tokens >= 0 {
-		return 0, now
+	t, cost := now.UnixNano(), int64(float64(n)*b.nsPerByte)
+	for {
+		old := b.tat.Load()
+		tat := max(old, t) + cost
+		over := tat - t - b.burst
+		if over > 0 && !contended(now) {
+			tat, over = tat-over, 0
+		}
+		if b.tat.CompareAndSwap(old, tat) {
+			return time.Duration(max(over, 0)), now
+		}
 	}
-	if !contended(now) {
-		b.tokens = 0
-		return 0, now
-	}
-	return time.Duration(-b.tokens / b.rate * float64(time.Second)), now
 }
 
 // contention is how the host relay knows whether guests compete: budgets
@@ -157,7 +160,9 @@ func (s *Server) pace(g *guest, n int) time.Duration {
 		return 0
 	}
 	wait, now := g.budget.take(n, s.contended)
-	g.lastSend.Store(now.UnixNano())
+	if t := now.UnixNano(); t-g.lastSend.Load() > int64(time.Millisecond) {
+		g.lastSend.Store(t) // coarse: the guest's connections share it
+	}
 	return wait
 }
 

@@ -9,9 +9,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/katatrace/katatrace/metrics"
 	"github.com/katatrace/katatrace/netx"
 	"github.com/katatrace/katatrace/systemd"
 	"github.com/katatrace/katatrace/tracing"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/uber/jaeger-client-go"
 )
 
@@ -19,6 +21,16 @@ import (
 type relays struct {
 	jaeger *netx.Relay
 	all    []*netx.Relay
+	kinds  []netx.Kind // of all's
+}
+
+// metrics exports the relays' counters.
+func (r *relays) metrics() prometheus.Collector {
+	var ms []metrics.Relay
+	for i, rl := range r.all {
+		ms = append(ms, metrics.Relay{Kind: r.kinds[i], Stats: rl.Stats})
+	}
+	return metrics.ForRelays(ms...)
 }
 
 func (c *agentTracer) startRelays(log *slog.Logger) (*relays, error) {
@@ -36,7 +48,7 @@ func (c *agentTracer) startRelays(log *slog.Logger) (*relays, error) {
 			return nil, listenErr(flag, from, err)
 		}
 		rl := c.start(log, kind, from, to, pc, time.Second)
-		r.all = append(r.all, rl)
+		r.all, r.kinds = append(r.all, rl), append(r.kinds, kind)
 		return rl, nil
 	}
 	var err error

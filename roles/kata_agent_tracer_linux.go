@@ -39,6 +39,7 @@ type agentTracer struct {
 	GrpcListen   netx.Addr     `help:"Serve the agent API here (e.g. vsock://any:1024), tracing every call, and forward it to the agent (see --grpc-upstream). StartTracing and StopTracing turn dynamic tracing on and off." placeholder:"ADDR"`
 	GrpcUpstream netx.Addr     `help:"The agent's own API endpoint, with --grpc-listen (e.g. unix:///run/kata-agent.sock)." placeholder:"ADDR"`
 	relayOptions
+	metricsOption
 	Command []string `arg:"" name:"agent" optional:"" passthrough:"" help:"The agent and its arguments, after the shim's flags (and --); the first argument and everything after it is the agent's, never the shim's."`
 
 	agent []string   // the agent's command, from Command or --agent
@@ -66,6 +67,9 @@ func (c *agentTracer) Validate() error {
 		return errors.New("no agent command: give it as arguments (kata-agent-tracer [flags] -- /usr/bin/kata-agent) or with --agent / KATATRACE_AGENT")
 	}
 	if err := c.relayOptions.validate(c.From, c.To, netx.SchemeUDP); err != nil {
+		return err
+	}
+	if err := c.metricsOption.validate(); err != nil {
 		return err
 	}
 	if c.Journal {
@@ -122,6 +126,11 @@ func (c *agentTracer) Run(rc *RunContext) error {
 	relays, err := c.startRelays(log)
 	if err != nil {
 		log.Error("relay not started; the agent runs without it", "err", err)
+	}
+	if stopMetrics, err := c.serveMetrics(rc, relays.metrics()); err != nil {
+		log.Error("metrics not served; the agent runs without them", "err", err)
+	} else {
+		defer stopMetrics()
 	}
 	tr := tracing.NoSession()
 	if settings.Mode.Static() {

@@ -234,3 +234,23 @@ func TestShimJournalRelay(t *testing.T) {
 		t.Fatalf("exit %d, want the agent's 143", code)
 	}
 }
+
+// TestShimServesRelayMetrics: the shim's in-process relays are scraped at
+// --metrics-listen while the agent runs.
+func TestShimServesRelayMetrics(t *testing.T) {
+	h := startShimHost(t)
+	port := testutil.FreePort(t, "tcp")
+	args := append([]string{"--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", port)},
+		shimArgs(t, h, "agent.trace=isolated", "spans=5", "wait-signal=1")...)
+	p := start(t, nil, "kata-agent-tracer", args...)
+	p.WaitLog("serving metrics")
+	p.WaitLog("agent started")
+	testutil.Eventually(t, 10*time.Second, "the relay connected", func() bool {
+		return scrape(t, port, `katatrace_relay_connected{kind="jaeger"}`) == 1
+	})
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(20 * time.Second); code != 143 {
+		t.Fatalf("exit %d, want 143\n%s", code, p.Stderr.String())
+	}
+	checkShimTrace(t, h.Spans(t))
+}

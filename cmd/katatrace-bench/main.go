@@ -27,6 +27,7 @@ import (
 
 type config struct {
 	bin, socat string
+	hostFlags  []string // more flags for the host relay
 	step       time.Duration
 	rates      []int
 	workloads  []string
@@ -56,7 +57,7 @@ type Result struct {
 
 func main() {
 	var cfg config
-	var rates, workloads, plot string
+	var rates, workloads, plot, hostFlags string
 	var asJSON, scale bool
 	flag.StringVar(&cfg.bin, "bin", "bin/katatrace", "the katatrace binary")
 	flag.StringVar(&cfg.socat, "socat", "", "socat (default: from PATH; the socat path is skipped without it)")
@@ -66,7 +67,9 @@ func main() {
 	flag.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	flag.StringVar(&plot, "plot", "", "draw delivered vs offered load per path to this PNG file")
 	flag.BoolVar(&scale, "scale", false, "instead: host relay with 1,000 guest connections at 100 datagrams/s each")
+	flag.StringVar(&hostFlags, "host-flags", "", "more flags for katatrace's host relay, space-separated (e.g. --guest-rate=0)")
 	flag.Parse()
+	cfg.hostFlags = strings.Fields(hostFlags)
 	for _, r := range strings.Split(rates, ",") {
 		var n int
 		if _, err := fmt.Sscan(r, &n); err != nil || n < 0 {
@@ -87,7 +90,7 @@ func main() {
 		cfg.socat, _ = exec.LookPath("socat")
 	}
 	if scale {
-		if err := runScale(cfg.bin); err != nil {
+		if err := runScale(cfg.bin, cfg.hostFlags); err != nil {
 			fatalf("%v", err)
 		}
 		return

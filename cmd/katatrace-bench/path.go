@@ -100,7 +100,7 @@ func startPath(name string, cfg config) (*path, error) {
 			err = p.start("socat-guest", cfg.socat, "-u", "UDP-RECV:"+portOf(in)+",bind=127.0.0.1", "UNIX-CONNECT:"+sock)
 		}
 	case "katatrace":
-		err = p.start("host", cfg.bin, "vsock-to-udp-server", "--from", "unix://"+sock, "--to", "udp://"+s.addr, "--log-level=warn")
+		err = p.start("host", cfg.bin, append([]string{"vsock-to-udp-server", "--from", "unix://" + sock, "--to", "udp://" + s.addr, "--log-level=warn"}, cfg.hostFlags...)...)
 		if err == nil {
 			waitFile(sock)
 			err = p.start("guest", cfg.bin, "jaeger-client-socat-redirector", "--from", "udp://"+in, "--to", "unix://"+sock, "--log-level=warn")

@@ -17,7 +17,7 @@ import (
 // runScale: the host relay with 1,000 guests connected at once (unix
 // sockets, as Firecracker gives one per VM... here all on one listener),
 // each sending 100 datagrams/s; nothing may be lost.
-func runScale(bin string) error {
+func runScale(bin string, hostFlags []string) error {
 	const conns, perSec, secs, size = 1000, 100, 10, 200
 	s, err := newSink()
 	if err != nil {
@@ -30,8 +30,8 @@ func runScale(bin string) error {
 	sock := filepath.Join(p.dir, "h.sock")
 	// The 1,000 guest connections all come from this process: one guest
 	// to the host's limits, so they are lifted.
-	if err := p.start("host", bin, "vsock-to-udp-server", "--from", "unix://"+sock, "--to", "udp://"+s.addr, "--log-level=warn",
-		"--max-connections-per-guest", "100000"); err != nil {
+	if err := p.start("host", bin, append([]string{"vsock-to-udp-server", "--from", "unix://" + sock, "--to", "udp://" + s.addr, "--log-level=warn",
+		"--max-connections-per-guest", "100000"}, hostFlags...)...); err != nil {
 		return err
 	}
 	defer p.stop()
