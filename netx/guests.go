@@ -14,8 +14,8 @@ type guest struct {
 	conns int       // open connections; Server.mu
 	gone  time.Time // when the last connection closed; Server.mu
 
-	budget budget
-	log    *Every // over-budget warnings, per guest
+	budget       budget
+	log, dropLog *Every // pacing and drop warnings, per guest
 	// paused is how long reading from the guest waited for its budget, in
 	// nanoseconds; dropped counts what its own relay dropped, as its
 	// sequence numbers tell (v2).
@@ -58,7 +58,7 @@ func (s *Server) guestFor(name string) *guest {
 	if len(s.guests) >= maxGuests {
 		s.forgetGuests(time.Now())
 	}
-	g := &guest{name: name, log: NewEvery(10 * time.Second)}
+	g := &guest{name: name, log: NewEvery(10 * time.Second), dropLog: NewEvery(10 * time.Second)}
 	g.budget.init(s.cfg.GuestRate, s.cfg.GuestBurst)
 	s.guests[name] = g
 	return g

@@ -603,7 +603,11 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 // guestDropped counts datagrams the guest's relay dropped before sending.
 func (c *peerConn) guestDropped(n uint64) {
 	c.stats.guestDropped.Add(n)
-	c.g.dropped.Add(n)
+	total := c.g.dropped.Add(n)
+	if ok, _ := c.g.dropLog.Allow(); ok {
+		c.log.Warn("the guest's relay dropped datagrams before sending them (its queue was full)",
+			"guest", c.g.name, "peer", c.peer, "dropped_total", total)
+	}
 }
 
 // ack confirms to a v2 guest every datagram numbered below c.seq: handed
