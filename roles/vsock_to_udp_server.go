@@ -20,11 +20,12 @@ func init() {
 }
 
 type udpServer struct {
-	From       []netx.Addr   `help:"${from_guest_help}" default:"vsock://any:6831"`
-	To         jaegerSink    `help:"udp://HOST:PORT or unixgram:///path: Jaeger's compact Thrift port, each datagram as it came; http://HOST:14268/api/traces: a Jaeger collector, over HTTP; print: each trace as a tree on stdout; jsonl: one JSON object per span on stdout." default:"udp://127.0.0.1:6831"`
-	QueueBytes ByteSize      `help:"With an http:// collector: bytes of batches held while it is unreachable (drop oldest beyond)." default:"16MiB"`
-	PrintIdle  time.Duration `help:"With print: print a trace once no span of it arrived for this long (and at every guest flush)." default:"1s"`
-	RawSplit   string        `help:"How to find datagram boundaries in a raw (socat) guest stream: thrift walks the emitBatch messages and drops what does not parse; read takes each read as one datagram, as socat does." enum:"thrift,read" default:"thrift"`
+	From       []netx.Addr `help:"${from_guest_help}" default:"vsock://any:6831"`
+	To         jaegerSink  `help:"udp://HOST:PORT or unixgram:///path: Jaeger's compact Thrift port, each datagram as it came; http://HOST:14268/api/traces: a Jaeger collector, over HTTP; otlp://HOST:4317 (otlps:// with TLS): OTLP over gRPC; otlphttp://HOST:4318[/v1/traces] (otlphttps://): OTLP over HTTP, to an OpenTelemetry Collector, Jaeger v2, Tempo or a vendor; print: each trace as a tree on stdout; jsonl: one JSON object per span on stdout." default:"udp://127.0.0.1:6831"`
+	QueueBytes ByteSize    `help:"With a collector (http://, otlp...://): bytes of batches held while it is unreachable (drop oldest beyond)." default:"16MiB"`
+	otlpOptions
+	PrintIdle time.Duration `help:"With print: print a trace once no span of it arrived for this long (and at every guest flush)." default:"1s"`
+	RawSplit  string        `help:"How to find datagram boundaries in a raw (socat) guest stream: thrift walks the emitBatch messages and drops what does not parse; read takes each read as one datagram, as socat does." enum:"thrift,read" default:"thrift"`
 	hostRelay
 }
 
@@ -40,6 +41,9 @@ func (c *udpServer) Validate() error {
 			return flagErr("to", err)
 		}
 	}
+	if err := c.otlpOptions.validate(c.To); err != nil {
+		return err
+	}
 	if c.QueueBytes < netx.MaxFrameSize {
 		return fmt.Errorf("--queue-bytes: %s is too small: a batch can take %d bytes", c.QueueBytes, netx.MaxFrameSize)
 	}
@@ -54,14 +58,16 @@ const (
 	sinkCollector                 // http(s)://: a Jaeger collector
 	sinkPrint                     // print: trees on stdout
 	sinkJSONL                     // jsonl: a JSON object per span on stdout
+	sinkOTLP                      // otlp://, otlps://, otlphttp://, otlphttps://
 )
 
 // jaegerSink is the --to of vsock-to-udp-server: a datagram address, an
 // HTTP collector, or a printer.
 type jaegerSink struct {
 	Kind sinkKind
-	Addr netx.Addr // sinkDatagram
-	URL  string    // sinkCollector
+	Addr netx.Addr          // sinkDatagram
+	URL  string             // sinkCollector, and sinkOTLP as given
+	OTLP tracing.OTLPConfig // sinkOTLP, but for the options' flags
 }
 
 func (j *jaegerSink) UnmarshalText(b []byte) error {
@@ -72,6 +78,13 @@ func (j *jaegerSink) UnmarshalText(b []byte) error {
 		return nil
 	case s == "jsonl":
 		*j = jaegerSink{Kind: sinkJSONL}
+		return nil
+	case strings.HasPrefix(s, "otlp"):
+		cfg, err := parseOTLP(s)
+		if err != nil {
+			return err
+		}
+		*j = jaegerSink{Kind: sinkOTLP, URL: s, OTLP: cfg}
 		return nil
 	case strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://"):
 		u, err := url.Parse(s)
@@ -86,7 +99,7 @@ func (j *jaegerSink) UnmarshalText(b []byte) error {
 	}
 	var a netx.Addr
 	if err := a.UnmarshalText(b); err != nil {
-		return fmt.Errorf("%w; or http://HOST:14268/api/traces, print or jsonl", err)
+		return fmt.Errorf("%w; or http://HOST:14268/api/traces, otlp://HOST:4317, otlphttp://HOST:4318, print or jsonl", err)
 	}
 	*j = jaegerSink{Kind: sinkDatagram, Addr: a}
 	return nil
@@ -94,7 +107,7 @@ func (j *jaegerSink) UnmarshalText(b []byte) error {
 
 func (j jaegerSink) String() string {
 	switch j.Kind {
-	case sinkCollector:
+	case sinkCollector, sinkOTLP:
 		return j.URL
 	case sinkPrint:
 		return "print"
@@ -113,6 +126,12 @@ func (j jaegerSink) open(rc *RunContext, c *udpServer) (netx.Sink, error) {
 		return tracing.NewJSONLSink(rc.Stdout), nil
 	case sinkCollector:
 		return tracing.NewCollectorSink(j.URL, int(c.QueueBytes), 2, rc.Log), nil
+	case sinkOTLP:
+		s, err := tracing.NewOTLPSink(c.otlpOptions.config(j.OTLP), int(c.QueueBytes), 2, rc.Log)
+		if err != nil {
+			return nil, flagErr("to", err)
+		}
+		return s, nil
 	}
 	return netx.DialPacketSink(j.Addr)
 }

@@ -14,14 +14,16 @@ import (
 	"github.com/katatrace/katatrace/netx"
 )
 
-// CollectorSink forwards batches to a Jaeger collector's HTTP endpoint
-// (POST /api/traces, Thrift binary), so a host needs no Jaeger agent and no
-// UDP hop. Batches wait in a bounded queue (drop oldest, counted) and are
-// retried with backoff while the collector is unreachable or failing.
+// CollectorSink forwards batches to a collector: a Jaeger collector's HTTP
+// endpoint (POST /api/traces, Thrift binary), so a host needs no Jaeger
+// agent and no UDP hop, or an OTLP endpoint (see NewOTLPSink). Batches wait
+// in a bounded queue (drop oldest, counted) and are retried with backoff
+// while the collector is unreachable or failing; one it refuses for good
+// is dropped and counted, never retried forever.
 type CollectorSink struct {
-	url    string
-	client *http.Client
-	log    *slog.Logger
+	url string // for logs
+	b   backend
+	log *slog.Logger
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -44,11 +46,85 @@ type CollectorStats struct {
 	Posted, Spans, Dropped, Rejected, Retries uint64
 }
 
-// NewCollectorSink posts to url with workers concurrent requests.
+// backend is where a CollectorSink's batches go.
+type backend interface {
+	// encode turns one datagram from peer into a request body, and counts
+	// its spans.
+	encode(p []byte, peer string) (body []byte, spans int, err error)
+	// send delivers one body: nil once accepted, a *rejection when refused
+	// for good, any other error when worth retrying.
+	send(ctx context.Context, body []byte) error
+	// close releases connections.
+	close()
+}
+
+// rejection is a batch the collector refused for good (a 4xx, say).
+type rejection struct{ reason string }
+
+func (r *rejection) Error() string { return r.reason }
+
+// jaegerHTTP is a Jaeger collector's /api/traces.
+type jaegerHTTP struct {
+	url    string
+	client *http.Client
+}
+
+func (j jaegerHTTP) encode(p []byte, _ string) ([]byte, int, error) {
+	b, err := DecodeEmitBatch(p)
+	if err != nil {
+		return nil, 0, err
+	}
+	body, err := EncodeBatchBinary(b)
+	if err != nil {
+		return nil, 0, fmt.Errorf("encode batch: %w", err)
+	}
+	return body, len(b.Spans), nil
+}
+
+func (j jaegerHTTP) send(ctx context.Context, body []byte) error {
+	return postHTTP(ctx, j.client, j.url, "application/x-thrift", nil, body, func(status int) bool {
+		return status == http.StatusTooManyRequests || status/100 == 5
+	})
+}
+
+func (j jaegerHTTP) close() { j.client.CloseIdleConnections() }
+
+// postHTTP posts body; a status that is not 2xx is retried if retry says
+// so, else a rejection.
+func postHTTP(ctx context.Context, client *http.Client, url, contentType string, headers map[string]string, body []byte, retry func(status int) bool) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", contentType)
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	switch {
+	case resp.StatusCode/100 == 2:
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		return nil
+	case retry(resp.StatusCode):
+		return fmt.Errorf("status %s", resp.Status)
+	}
+	return &rejection{reason: fmt.Sprintf("status %s: %s", resp.Status, bytes.TrimSpace(msg))}
+}
+
+// NewCollectorSink posts to a Jaeger collector's url with workers
+// concurrent requests.
 func NewCollectorSink(url string, maxBytes, workers int, log *slog.Logger) *CollectorSink {
+	return newCollectorSink(url, jaegerHTTP{url: url, client: &http.Client{Timeout: 10 * time.Second}}, maxBytes, workers, log)
+}
+
+func newCollectorSink(url string, b backend, maxBytes, workers int, log *slog.Logger) *CollectorSink {
 	c := &CollectorSink{
-		url: url, log: log, maxBytes: maxBytes,
-		client:  &http.Client{Timeout: 10 * time.Second},
+		url: url, b: b, log: log, maxBytes: maxBytes,
 		dropLog: netx.NewEvery(5 * time.Second),
 	}
 	c.cond = sync.NewCond(&c.mu)
@@ -61,14 +137,10 @@ func NewCollectorSink(url string, maxBytes, workers int, log *slog.Logger) *Coll
 }
 
 // Send decodes one emitBatch datagram and queues it for the collector.
-func (c *CollectorSink) Send(p []byte, _ string) error {
-	b, err := DecodeEmitBatch(p)
+func (c *CollectorSink) Send(p []byte, peer string) error {
+	body, spans, err := c.b.encode(p, peer)
 	if err != nil {
 		return err
-	}
-	body, err := EncodeBatchBinary(b)
-	if err != nil {
-		return fmt.Errorf("encode batch: %w", err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -86,7 +158,7 @@ func (c *CollectorSink) Send(p []byte, _ string) error {
 	}
 	c.queue = append(c.queue, body)
 	c.queued += len(body)
-	c.stats.Spans += uint64(len(b.Spans))
+	c.stats.Spans += uint64(spans)
 	c.cond.Broadcast()
 	return nil
 }
@@ -125,6 +197,7 @@ func (c *CollectorSink) Close(ctx context.Context) error {
 	c.mu.Unlock()
 	c.wg.Wait()
 	c.endLife()
+	c.b.close()
 	st := c.Stats()
 	c.log.Info("collector closed", "url", c.url, "batches_posted", st.Posted, "spans", st.Spans,
 		"dropped", st.Dropped, "refused", st.Rejected, "retries", st.Retries)
@@ -174,18 +247,21 @@ func (c *CollectorSink) worker() {
 func (c *CollectorSink) post(body []byte) {
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		status, err := c.try(body)
+		ctx, cancel := context.WithTimeout(c.life, 10*time.Second)
+		err := c.b.send(ctx, body)
+		cancel()
+		var rej *rejection
 		switch {
-		case err == nil && status/100 == 2:
+		case err == nil:
 			c.mu.Lock()
 			c.stats.Posted++
 			c.mu.Unlock()
 			return
-		case err == nil && status/100 == 4 && status != http.StatusTooManyRequests:
+		case errors.As(err, &rej):
 			c.mu.Lock()
 			c.stats.Rejected++
 			c.mu.Unlock()
-			c.log.Error("collector refused a batch; dropped", "url", c.url, "status", status)
+			c.log.Error("collector refused a batch; dropped", "url", c.url, "err", err)
 			return
 		}
 		c.mu.Lock()
@@ -196,7 +272,7 @@ func (c *CollectorSink) post(body []byte) {
 		}
 		c.mu.Unlock()
 		if closed {
-			c.log.Error("collector unreachable at shutdown; batch dropped", "url", c.url, "err", err, "status", status)
+			c.log.Error("collector unreachable at shutdown; batch dropped", "url", c.url, "err", err)
 			return
 		}
 		lvl := slog.LevelDebug
@@ -204,28 +280,13 @@ func (c *CollectorSink) post(body []byte) {
 			lvl = slog.LevelWarn
 		}
 		c.log.Log(context.Background(), lvl, "collector post failed; retrying", "url", c.url, "err", err,
-			"status", status, "attempt", attempt, "retry_in", backoff.String())
+			"attempt", attempt, "retry_in", backoff.String())
 		select {
 		case <-time.After(backoff):
 		case <-c.life.Done():
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
-}
-
-func (c *CollectorSink) try(body []byte) (int, error) {
-	req, err := http.NewRequestWithContext(c.life, http.MethodPost, c.url, bytes.NewReader(body))
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Content-Type", "application/x-thrift")
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	return resp.StatusCode, nil
 }
 
 // dropQueued drops and counts every batch still queued; c.mu is held.
