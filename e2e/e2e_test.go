@@ -151,16 +151,24 @@ func Test10000Spans(t *testing.T) {
 	const tracers, each = 4, 2500
 	j := startJaeger(t)
 	_, direct := emitLoad(t, j, fmt.Sprintf("127.0.0.1:%d", j.UDP), "e2e-direct", tracers, each)
-	p := startKatatrace(t, j.UDPAddr())
-	ids, took := emitLoad(t, j, p.Agent, "e2e-load", tracers, each)
-	for i, id := range ids {
-		if spans := j.WaitTrace(t, id, each, 60*time.Second); len(spans) != each {
-			t.Fatalf("tracer %d: %d of %d spans in Jaeger", i, len(spans), each)
+	took := map[string]time.Duration{}
+	for _, to := range []string{j.UDPAddr(), j.OTLPGRPCAddr(), j.OTLPHTTPAddr()} {
+		p := startKatatrace(t, to)
+		service := "e2e-load-" + strings.Split(to, ":")[0]
+		var ids []string
+		ids, took[to] = emitLoad(t, j, p.Agent, service, tracers, each)
+		for i, id := range ids {
+			if spans := j.WaitTrace(t, id, each, 60*time.Second); len(spans) != each {
+				t.Fatalf("%s, tracer %d: %d of %d spans in Jaeger", to, i, len(spans), each)
+			}
 		}
+		p.Stop(t)
 	}
-	p.Stop(t)
-	t.Logf("%d spans into Jaeger: %.0f spans/s through katatrace, %.0f spans/s straight to Jaeger (ratio %.2f)",
-		tracers*each, float64(tracers*each)/took.Seconds(), float64(tracers*each)/direct.Seconds(), direct.Seconds()/took.Seconds())
+	rate := func(d time.Duration) float64 { return float64(tracers*each) / d.Seconds() }
+	t.Logf("%d spans into Jaeger, spans/s: straight to its UDP port %.0f; through katatrace to UDP %.0f (%.2f of straight), to OTLP/gRPC %.0f (%.2f), to OTLP/HTTP %.0f (%.2f)",
+		tracers*each, rate(direct), rate(took[j.UDPAddr()]), direct.Seconds()/took[j.UDPAddr()].Seconds(),
+		rate(took[j.OTLPGRPCAddr()]), direct.Seconds()/took[j.OTLPGRPCAddr()].Seconds(),
+		rate(took[j.OTLPHTTPAddr()]), direct.Seconds()/took[j.OTLPHTTPAddr()].Seconds())
 }
 
 // emitLoad sends tracers × each spans to agent and returns the trace ids
@@ -201,6 +209,68 @@ func TestCollectorHTTP(t *testing.T) {
 	p.Stop(t)
 	checkSmall(t, j.WaitTrace(t, small, 4, 20*time.Second))
 	checkLarge(t, j.WaitTrace(t, large, 31, 20*time.Second), 31)
+}
+
+// TestOTLP: the host relay sends over OTLP, gRPC and HTTP, to Jaeger v2's
+// OTLP receivers: 41 spans with 6 KB tags and a small trace arrive whole,
+// linked, with their tags, service name and the guest's identity.
+func TestOTLP(t *testing.T) {
+	j := startJaeger(t)
+	for _, to := range []string{j.OTLPGRPCAddr(), j.OTLPHTTPAddr()} {
+		t.Run(strings.Split(to, ":")[0], func(t *testing.T) {
+			p := startKatatrace(t, to)
+			service := "e2e-" + strings.Split(to, ":")[0]
+			tr, c := tracer(t, service, p.Agent)
+			small := emitSmall(tr)
+			large := emitLarge6K(tr, 40)
+			close(t, c)
+			p.Stop(t)
+			checkSmall(t, j.WaitTrace(t, small, 4, 20*time.Second))
+			spans := j.WaitTrace(t, large, 41, 20*time.Second)
+			checkLarge6K(t, spans, 40)
+			proc := spans[0].Process
+			if proc.ServiceName != service || !strings.HasPrefix(fmt.Sprint(proc.Tag("katatrace.guest")), "unix://") {
+				t.Fatalf("process %+v: want service %s and the guest's socket", proc, service)
+			}
+			if !strings.Contains(p.Guest.Stderr.String(), "the host confirmed every datagram") {
+				t.Error("guest relay drain not confirmed")
+			}
+		})
+	}
+}
+
+// emitLarge6K makes a root and n children with a 6 KB tag each.
+func emitLarge6K(tr opentracing.Tracer, n int) string {
+	root := tr.StartSpan("large6k")
+	for i := range n {
+		c := tr.StartSpan("chunk6k", opentracing.ChildOf(root.Context()), opentracing.Tag{Key: "i", Value: i})
+		c.SetTag("blob", strings.Repeat(fmt.Sprintf("%c", 'a'+i%26), 6000))
+		c.Finish()
+	}
+	root.Finish()
+	return traceID(root)
+}
+
+func checkLarge6K(t *testing.T, spans []Span, n int) {
+	t.Helper()
+	if len(spans) != n+1 {
+		t.Fatalf("%d spans, want %d", len(spans), n+1)
+	}
+	var root string
+	for _, s := range spans {
+		if s.OperationName == "large6k" {
+			root = s.SpanID
+		}
+	}
+	for _, s := range spans {
+		if s.OperationName != "chunk6k" {
+			continue
+		}
+		i := int(s.Tag("i").(float64))
+		if s.Parent() != root || s.Tag("blob") != strings.Repeat(fmt.Sprintf("%c", 'a'+i%26), 6000) {
+			t.Fatalf("chunk %d arrived changed", i)
+		}
+	}
 }
 
 // TestSocatGuestRepaired: an old guest image still runs socat; its stream

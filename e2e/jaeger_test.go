@@ -38,18 +38,21 @@ func binaries(t *testing.T) (katatrace, jaeger string) {
 // Jaeger is a Jaeger v2 all-in-one with in-memory storage, bound to
 // 127.0.0.1 only.
 type Jaeger struct {
-	UDP, HTTP, Query int
+	UDP, HTTP, Query   int
+	OTLPGRPC, OTLPHTTP int
 }
 
 func (j *Jaeger) UDPAddr() string      { return fmt.Sprintf("udp://127.0.0.1:%d", j.UDP) }
 func (j *Jaeger) CollectorURL() string { return fmt.Sprintf("http://127.0.0.1:%d/api/traces", j.HTTP) }
+func (j *Jaeger) OTLPGRPCAddr() string { return fmt.Sprintf("otlp://127.0.0.1:%d", j.OTLPGRPC) }
+func (j *Jaeger) OTLPHTTPAddr() string { return fmt.Sprintf("otlphttp://127.0.0.1:%d", j.OTLPHTTP) }
 
 const jaegerConfig = `
 service:
   extensions: [jaeger_storage, jaeger_query]
   pipelines:
     traces:
-      receivers: [jaeger]
+      receivers: [jaeger, otlp]
       processors: [batch]
       exporters: [jaeger_storage_exporter]
   telemetry:
@@ -79,6 +82,12 @@ receivers:
         queue_size: 10000
       thrift_http:
         endpoint: 127.0.0.1:%[2]d
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:%[5]d
+      http:
+        endpoint: 127.0.0.1:%[6]d
 processors:
   batch:
 exporters:
@@ -89,9 +98,10 @@ exporters:
 // startJaeger runs a Jaeger for one test.
 func startJaeger(t *testing.T) *Jaeger {
 	_, bin := binaries(t)
-	j := &Jaeger{UDP: testutil.FreePort(t, "udp"), HTTP: testutil.FreePort(t, "tcp"), Query: testutil.FreePort(t, "tcp")}
+	j := &Jaeger{UDP: testutil.FreePort(t, "udp"), HTTP: testutil.FreePort(t, "tcp"), Query: testutil.FreePort(t, "tcp"),
+		OTLPGRPC: testutil.FreePort(t, "tcp"), OTLPHTTP: testutil.FreePort(t, "tcp")}
 	cfg := filepath.Join(t.TempDir(), "jaeger.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(jaegerConfig, j.UDP, j.HTTP, j.Query, testutil.FreePort(t, "tcp"))), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(jaegerConfig, j.UDP, j.HTTP, j.Query, testutil.FreePort(t, "tcp"), j.OTLPGRPC, j.OTLPHTTP)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// Jaeger's own tracing would try to export to localhost:4317: off.
@@ -107,11 +117,13 @@ func startJaeger(t *testing.T) *Jaeger {
 			return false
 		}
 		resp.Body.Close()
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", j.HTTP))
-		if err != nil {
-			return false
+		for _, port := range []int{j.HTTP, j.OTLPGRPC, j.OTLPHTTP} {
+			c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+			if err != nil {
+				return false
+			}
+			c.Close()
 		}
-		c.Close()
 		return resp.StatusCode == 200
 	})
 	return j
@@ -131,6 +143,25 @@ type Span struct {
 		Fields []KV `json:"fields"`
 	} `json:"logs"`
 	ProcessID string `json:"processID"`
+	// Process is filled in from the trace's processes.
+	Process Process `json:"-"`
+}
+
+// Process is the service that sent a span, and its tags (OTLP: the
+// resource's attributes).
+type Process struct {
+	ServiceName string `json:"serviceName"`
+	Tags        []KV   `json:"tags"`
+}
+
+// Tag returns the value of the process's tag k.
+func (p Process) Tag(k string) any {
+	for _, kv := range p.Tags {
+		if kv.Key == k {
+			return kv.Value
+		}
+	}
+	return nil
 }
 
 // KV is a tag or log field.
@@ -173,7 +204,8 @@ func (j *Jaeger) traces(t *testing.T, path string) [][]Span {
 	}
 	var out struct {
 		Data []struct {
-			Spans []Span `json:"spans"`
+			Spans     []Span             `json:"spans"`
+			Processes map[string]Process `json:"processes"`
 		} `json:"data"`
 	}
 	if err := json.Unmarshal(body, &out); err != nil {
@@ -181,6 +213,9 @@ func (j *Jaeger) traces(t *testing.T, path string) [][]Span {
 	}
 	var traces [][]Span
 	for _, d := range out.Data {
+		for i := range d.Spans {
+			d.Spans[i].Process = d.Processes[d.Spans[i].ProcessID]
+		}
 		traces = append(traces, d.Spans)
 	}
 	return traces
