@@ -144,6 +144,10 @@ func TestBadInputIsAUsageError(t *testing.T) {
 		{"metrics over udp", nil, []string{"vsock-to-udp-server", "--metrics-listen", "udp://127.0.0.1:9464"}, []string{"--metrics-listen", "tcp://"}},
 		{"metrics from env", []string{"KATATRACE_METRICS_LISTEN=serial:///dev/ttyS0"}, []string{"jaeger-client-socat-redirector"}, []string{"--metrics-listen", "KATATRACE_METRICS_LISTEN"}},
 		{"negative rate", nil, []string{"vsock-to-text-server", "--guest-rate", "-1MiB/s"}, []string{"--guest-rate"}},
+		{"otlp without a port", nil, []string{"vsock-to-udp-server", "--to", "otlp://collector"}, []string{"--to", "give the host and the port", "otlp://127.0.0.1:4317"}},
+		{"otlp header without a value", nil, []string{"vsock-to-udp-server", "--to", "otlp://127.0.0.1:4317", "--otlp-header", "api-key"}, []string{"--otlp-header", "KEY=VALUE"}},
+		{"otlp TLS options without TLS", nil, []string{"vsock-to-udp-server", "--to", "otlphttp://127.0.0.1:4318", "--otlp-insecure-skip-verify"}, []string{"otlphttps://"}},
+		{"otlp options without otlp", nil, []string{"vsock-to-udp-server", "--otlp-header", "a=b"}, []string{"--otlp-* options need an OTLP --to"}},
 		{"burst below a datagram", nil, []string{"vsock-to-udp-server", "--guest-burst", "1KiB"}, []string{"--guest-burst", "65535"}},
 	}
 	for _, tt := range tests {

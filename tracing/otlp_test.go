@@ -2,11 +2,14 @@ package tracing
 
 import (
 	"context"
+	"encoding/pem"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -281,4 +284,45 @@ func FuzzEmitBatchToOTLP(f *testing.F) {
 			t.Fatalf("round trip: %v, %d spans of %d", err, req.Traces().SpanCount(), n)
 		}
 	})
+}
+
+// TestOTLPHTTPS: the endpoint's certificate is verified against
+// --otlp-ca-file; without it (and without skipping verification) nothing
+// is accepted, and that is retried, not rejected.
+func TestOTLPHTTPS(t *testing.T) {
+	dgs := capture(t, "svc", smallTrace)
+	var accepted atomic.Int64
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if req, err := traces(body); err == nil {
+			accepted.Add(int64(req.Traces().SpanCount()))
+		}
+	}))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewOTLPSink(OTLPConfig{Endpoint: srv.URL + "/v1/traces", TLS: true, CAFile: ca}, 16<<20, 1, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sendAll(t, s, dgs); err != nil || accepted.Load() != 4 {
+		t.Fatalf("with the CA: %v, %d spans of 4", err, accepted.Load())
+	}
+
+	unverified, err := NewOTLPSink(OTLPConfig{Endpoint: srv.URL + "/v1/traces", TLS: true}, 16<<20, 1, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = unverified.Send(dgs[0], testPeer)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_ = unverified.Close(ctx)
+	if st := unverified.Stats(); accepted.Load() != 4 || st.Posted != 0 || st.Dropped != 1 {
+		t.Fatalf("an unverified endpoint: accepted %d spans, stats %+v; want nothing posted, the batch dropped at close", accepted.Load(), st)
+	}
+	if _, err := NewOTLPSink(OTLPConfig{Endpoint: srv.URL, TLS: true, CAFile: filepath.Join(t.TempDir(), "none.pem")}, 1<<20, 1, slog.New(slog.DiscardHandler)); err == nil {
+		t.Fatal("a missing CA file was accepted")
+	}
 }
