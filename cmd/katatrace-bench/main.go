@@ -27,6 +27,7 @@ import (
 
 type config struct {
 	bin, socat string
+	senders    []string
 	hostFlags  []string // more flags for the host relay
 	step       time.Duration
 	rates      []int
@@ -36,6 +37,7 @@ type config struct {
 // Result is one row of the table.
 type Result struct {
 	Path        string  `json:"path"`
+	Sender      string  `json:"sender"`
 	Workload    string  `json:"workload"`
 	Offered     int     `json:"offered_per_s"` // 0: as fast as the sender can
 	Sent        int     `json:"sent"`
@@ -57,7 +59,7 @@ type Result struct {
 
 func main() {
 	var cfg config
-	var rates, workloads, plot, hostFlags string
+	var rates, workloads, plot, hostFlags, senders, limitGuestArgs, limitHostArgs string
 	var asJSON, scale bool
 	flag.StringVar(&cfg.bin, "bin", "bin/katatrace", "the katatrace binary")
 	flag.StringVar(&cfg.socat, "socat", "", "socat (default: from PATH; the socat path is skipped without it)")
@@ -68,7 +70,22 @@ func main() {
 	flag.StringVar(&plot, "plot", "", "draw delivered vs offered load per path to this PNG file")
 	flag.BoolVar(&scale, "scale", false, "instead: host relay with 1,000 guest connections at 100 datagrams/s each")
 	flag.StringVar(&hostFlags, "host-flags", "", "more flags for katatrace's host relay, space-separated (e.g. --guest-rate=0)")
+	flag.StringVar(&senders, "senders", "batched,plain", "senders: batched (64 datagrams per sendmmsg) and plain (one write per datagram, as jaeger-client-go)")
+	flag.StringVar(&limitGuestArgs, "limit-guest", "", "(internal) run as the minimal pair's guest: UDP address, then (next argument) socket")
+	flag.StringVar(&limitHostArgs, "limit-host", "", "(internal) run as the minimal pair's host: socket, then (next argument) UDP address")
 	flag.Parse()
+	switch {
+	case limitGuestArgs != "":
+		fatalf("limit guest: %v", limitGuest(limitGuestArgs, flag.Arg(0)))
+	case limitHostArgs != "":
+		fatalf("limit host: %v", limitHost(limitHostArgs, flag.Arg(0)))
+	}
+	cfg.senders = strings.Split(senders, ",")
+	for _, s := range cfg.senders {
+		if s != "batched" && s != "plain" {
+			fatalf("--senders: unknown sender %q (want batched or plain)", s)
+		}
+	}
 	cfg.hostFlags = strings.Fields(hostFlags)
 	for _, r := range strings.Split(rates, ",") {
 		var n int
@@ -120,22 +137,24 @@ func fatalf(format string, args ...any) {
 
 func runAll(cfg config) ([]Result, error) {
 	var results []Result
-	paths := []string{"baseline", "socat", "katatrace"}
+	paths := []string{"baseline", "limit", "socat", "katatrace"}
 	if cfg.socat == "" {
 		fmt.Fprintln(os.Stderr, "katatrace-bench: socat not found: the socat path is skipped")
-		paths = []string{"baseline", "katatrace"}
+		paths = []string{"baseline", "limit", "katatrace"}
 	}
 	for _, path := range paths {
 		p, err := startPath(path, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		for _, w := range cfg.workloads {
-			for _, rate := range cfg.rates {
-				r := p.run(w, rate, cfg.step)
-				fmt.Fprintf(os.Stderr, "%-10s %-7s offered %-8s delivered %9.0f/s intact %d/%d\n",
-					path, w, offered(rate), r.Rate, r.Intact, r.Sent)
-				results = append(results, r)
+		for _, sender := range cfg.senders {
+			for _, w := range cfg.workloads {
+				for _, rate := range cfg.rates {
+					r := p.run(w, sender, rate, cfg.step)
+					fmt.Fprintf(os.Stderr, "%-10s %-7s %-7s offered %-8s delivered %9.0f/s intact %d/%d\n",
+						path, sender, w, offered(rate), r.Rate, r.Intact, r.Sent)
+					results = append(results, r)
+				}
 			}
 		}
 		p.stop()
@@ -143,7 +162,7 @@ func runAll(cfg config) ([]Result, error) {
 	// What each path adds to the baseline's latency, at the same load.
 	for i := range results {
 		for _, b := range results {
-			if b.Path == "baseline" && b.Workload == results[i].Workload && b.Offered == results[i].Offered {
+			if b.Path == "baseline" && b.Sender == results[i].Sender && b.Workload == results[i].Workload && b.Offered == results[i].Offered {
 				results[i].AddedP50us = results[i].P50us - b.P50us
 				results[i].AddedP99us = results[i].P99us - b.P99us
 			}
@@ -161,35 +180,43 @@ func offered(rate int) string {
 
 func printTable(results []Result) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "path\tworkload\toffered/s\tdelivered/s\tMB/s\tintact\tlost\tcorrupt\tCPU s/100k\tp50 µs\tp99 µs\t+p50 µs\t+p99 µs\tpeak RSS KiB\t")
+	fmt.Fprintln(w, "path\tsender\tworkload\toffered/s\tdelivered/s\tMB/s\tintact\tlost\tcorrupt\tCPU s/100k\tp50 µs\tp99 µs\t+p50 µs\t+p99 µs\tpeak RSS KiB\t")
 	for _, r := range results {
 		rss := make([]string, len(r.PeakRSSKiB))
 		for i, k := range r.PeakRSSKiB {
 			rss[i] = fmt.Sprintf("%s %d", r.RelayLabels[i], k)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%.0f\t%.1f\t%d\t%d\t%d\t%.2f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t\n", r.Path, r.Workload,
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.0f\t%.1f\t%d\t%d\t%d\t%.2f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t\n", r.Path, r.Sender, r.Workload,
 			offered(r.Offered), r.Rate, r.MBps, r.Intact, r.Lost, r.Corrupted, r.CPUPer100k, r.P50us, r.P99us,
 			r.AddedP50us, r.AddedP99us, strings.Join(rss, ", "))
 	}
 	w.Flush()
-	fmt.Println("\nratios at saturation (offered max), delivered datagrams/s:")
-	for _, wl := range uniq(results, func(r Result) string { return r.Workload }) {
-		get := func(path string) float64 {
+	fmt.Println("\nratios at saturation (offered max), delivered datagrams/s; collapse: delivered at the highest load over the best of any load")
+	for _, sender := range uniq(results, func(r Result) string { return r.Sender }) {
+		for _, wl := range uniq(results, func(r Result) string { return r.Workload }) {
+			get := func(path string) float64 {
+				for _, r := range results {
+					if r.Path == path && r.Sender == sender && r.Workload == wl && r.Offered == 0 {
+						return r.Rate
+					}
+				}
+				return 0
+			}
+			best := 0.0
 			for _, r := range results {
-				if r.Path == path && r.Workload == wl && r.Offered == 0 {
-					return r.Rate
+				if r.Path == "katatrace" && r.Sender == sender && r.Workload == wl {
+					best = max(best, r.Rate)
 				}
 			}
-			return 0
+			k, s, b, l := get("katatrace"), get("socat"), get("baseline"), get("limit")
+			line := fmt.Sprintf("  %-7s %-7s katatrace/limit %.2f  katatrace/baseline %.2f  at max/best %.2f", sender, wl, k/l, k/b, k/best)
+			if s > 0 {
+				line += fmt.Sprintf("  katatrace/socat %.2f", k/s)
+			} else if slices.ContainsFunc(results, func(r Result) bool { return r.Path == "socat" }) {
+				line += "  katatrace/socat ∞ (socat delivered nothing intact)"
+			}
+			fmt.Println(line)
 		}
-		k, s, b := get("katatrace"), get("socat"), get("baseline")
-		line := fmt.Sprintf("  %-7s katatrace/baseline %.2f", wl, k/b)
-		if s > 0 {
-			line += fmt.Sprintf("  katatrace/socat %.2f", k/s)
-		} else if slices.ContainsFunc(results, func(r Result) bool { return r.Path == "socat" }) {
-			line += "  katatrace/socat ∞ (socat delivered nothing intact)"
-		}
-		fmt.Println(line)
 	}
 }
 

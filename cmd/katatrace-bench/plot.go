@@ -7,6 +7,7 @@ import (
 	"image/draw"
 	"image/png"
 	"os"
+	"slices"
 
 	"golang.org/x/image/font"
 	"golang.org/x/image/font/basicfont"
@@ -17,12 +18,17 @@ var pathColors = map[string]color.RGBA{
 	"baseline":  {0x44, 0x44, 0x44, 0xff},
 	"socat":     {0xd6, 0x27, 0x28, 0xff},
 	"katatrace": {0x1f, 0x77, 0xb4, 0xff},
+	"limit":     {0x2c, 0xa0, 0x2c, 0xff},
 }
 
 // drawPlot draws, per workload, delivered datagrams/s against offered load,
 // one line per path; the saturation point (offered max) is drawn at the
-// sender's achieved rate.
+// sender's achieved rate. With several senders, the first one's.
 func drawPlot(file string, results []Result) error {
+	if len(results) > 0 {
+		first := results[0].Sender
+		results = slices.DeleteFunc(slices.Clone(results), func(r Result) bool { return r.Sender != first })
+	}
 	workloads := uniq(results, func(r Result) string { return r.Workload })
 	const pw, ph, margin = 520, 300, 60
 	img := image.NewRGBA(image.Rect(0, 0, pw+2*margin, len(workloads)*(ph+margin)+margin))
