@@ -29,12 +29,13 @@ func emitSmall(tr opentracing.Tracer) string {
 }
 
 // emitLarge makes spans whose tags are large enough that the client's
-// batches are 20 to 64 KB: socat truncates each at 8 KB.
-func emitLarge(tr opentracing.Tracer, spans int) string {
+// batches are 20 to 64 KB: socat truncates each at 8 KB. blob gives span
+// i's tag (growingBlob, or sixKB).
+func emitLarge(tr opentracing.Tracer, spans int, blob func(i int) string) string {
 	root := tr.StartSpan("large")
 	for i := range spans {
 		c := tr.StartSpan("chunk", opentracing.ChildOf(root.Context()))
-		c.SetTag("blob", strings.Repeat(fmt.Sprintf("%c", 'a'+i%26), 5000+i*100))
+		c.SetTag("blob", blob(i))
 		c.SetTag("i", i)
 		c.Finish()
 	}
@@ -85,7 +86,11 @@ func TestSmallTrace(t *testing.T) {
 	checkSmall(t, j.WaitTrace(t, id, 4, 20*time.Second))
 }
 
-func checkLarge(t *testing.T, spans []Span, want int) {
+// growingBlob is 5,000 bytes and 100 more per span; sixKB is 6,000.
+func growingBlob(i int) string { return strings.Repeat(fmt.Sprintf("%c", 'a'+i%26), 5000+i*100) }
+func sixKB(i int) string       { return strings.Repeat(fmt.Sprintf("%c", 'a'+i%26), 6000) }
+
+func checkLarge(t *testing.T, spans []Span, want int, blob func(i int) string) {
 	t.Helper()
 	if len(spans) != want {
 		t.Fatalf("%d spans, want %d", len(spans), want)
@@ -101,7 +106,7 @@ func checkLarge(t *testing.T, spans []Span, want int) {
 			continue
 		}
 		i := int(s.Tag("i").(float64))
-		if s.Parent() != root || s.Tag("blob") != strings.Repeat(fmt.Sprintf("%c", 'a'+i%26), 5000+i*100) {
+		if s.Parent() != root || s.Tag("blob") != blob(i) {
 			t.Fatalf("chunk %d arrived changed", i)
 		}
 	}
@@ -115,17 +120,17 @@ func TestLargeBatches(t *testing.T) {
 
 	p := startKatatrace(t, j.UDPAddr())
 	tr, c := tracer(t, "e2e-large-katatrace", p.Agent)
-	id := emitLarge(tr, n)
+	id := emitLarge(tr, n, growingBlob)
 	close(t, c)
 	p.Stop(t)
-	checkLarge(t, j.WaitTrace(t, id, n+1, 30*time.Second), n+1)
+	checkLarge(t, j.WaitTrace(t, id, n+1, 30*time.Second), n+1, growingBlob)
 	if !strings.Contains(p.Guest.Stderr.String(), "the host confirmed every datagram") {
 		t.Error("guest relay drain not confirmed")
 	}
 
 	agent := socatPair(t, j.UDP)
 	tr, c = tracer(t, "e2e-large-socat", agent)
-	id = emitLarge(tr, n)
+	id = emitLarge(tr, n, growingBlob)
 	close(t, c)
 	// A small trace after the large one, through the same socat pipeline:
 	// it proves the path delivers, and once it is in Jaeger, whatever of the
@@ -204,11 +209,11 @@ func TestCollectorHTTP(t *testing.T) {
 	p := startKatatrace(t, j.CollectorURL())
 	tr, c := tracer(t, "e2e-http", p.Agent)
 	small := emitSmall(tr)
-	large := emitLarge(tr, 30)
+	large := emitLarge(tr, 30, growingBlob)
 	close(t, c)
 	p.Stop(t)
 	checkSmall(t, j.WaitTrace(t, small, 4, 20*time.Second))
-	checkLarge(t, j.WaitTrace(t, large, 31, 20*time.Second), 31)
+	checkLarge(t, j.WaitTrace(t, large, 31, 20*time.Second), 31, growingBlob)
 }
 
 // TestOTLP: the host relay sends over OTLP, gRPC and HTTP, to Jaeger v2's
@@ -222,12 +227,12 @@ func TestOTLP(t *testing.T) {
 			service := "e2e-" + strings.Split(to, ":")[0]
 			tr, c := tracer(t, service, p.Agent)
 			small := emitSmall(tr)
-			large := emitLarge6K(tr, 40)
+			large := emitLarge(tr, 40, sixKB)
 			close(t, c)
 			p.Stop(t)
 			checkSmall(t, j.WaitTrace(t, small, 4, 20*time.Second))
 			spans := j.WaitTrace(t, large, 41, 20*time.Second)
-			checkLarge6K(t, spans, 40)
+			checkLarge(t, spans, 41, sixKB)
 			proc := spans[0].Process
 			if proc.ServiceName != service || !strings.HasPrefix(fmt.Sprint(proc.Tag("katatrace.guest")), "unix://") {
 				t.Fatalf("process %+v: want service %s and the guest's socket", proc, service)
@@ -236,40 +241,6 @@ func TestOTLP(t *testing.T) {
 				t.Error("guest relay drain not confirmed")
 			}
 		})
-	}
-}
-
-// emitLarge6K makes a root and n children with a 6 KB tag each.
-func emitLarge6K(tr opentracing.Tracer, n int) string {
-	root := tr.StartSpan("large6k")
-	for i := range n {
-		c := tr.StartSpan("chunk6k", opentracing.ChildOf(root.Context()), opentracing.Tag{Key: "i", Value: i})
-		c.SetTag("blob", strings.Repeat(fmt.Sprintf("%c", 'a'+i%26), 6000))
-		c.Finish()
-	}
-	root.Finish()
-	return traceID(root)
-}
-
-func checkLarge6K(t *testing.T, spans []Span, n int) {
-	t.Helper()
-	if len(spans) != n+1 {
-		t.Fatalf("%d spans, want %d", len(spans), n+1)
-	}
-	var root string
-	for _, s := range spans {
-		if s.OperationName == "large6k" {
-			root = s.SpanID
-		}
-	}
-	for _, s := range spans {
-		if s.OperationName != "chunk6k" {
-			continue
-		}
-		i := int(s.Tag("i").(float64))
-		if s.Parent() != root || s.Tag("blob") != strings.Repeat(fmt.Sprintf("%c", 'a'+i%26), 6000) {
-			t.Fatalf("chunk %d arrived changed", i)
-		}
 	}
 }
 
