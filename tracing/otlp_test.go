@@ -53,7 +53,6 @@ func otlpSpans(t *testing.T, td ptrace.Traces) map[string][]otlpSpan {
 }
 
 func TestEmitBatchToOTLP(t *testing.T) {
-	var all []byte
 	n := 0
 	spans := map[string][]otlpSpan{}
 	for _, p := range capture(t, "svc", smallTrace) {
@@ -69,7 +68,6 @@ func TestEmitBatchToOTLP(t *testing.T) {
 		for name, s := range otlpSpans(t, req.Traces()) {
 			spans[name] = append(spans[name], s...)
 		}
-		all = append(all, body...)
 	}
 	if n != 4 || len(spans["root"]) != 1 || len(spans["boot"]) != 1 {
 		t.Fatalf("%d spans: %v", n, spans)
@@ -193,11 +191,10 @@ func TestOTLPHTTPRejectionIsFinal(t *testing.T) {
 // the codes given.
 type traceServer struct {
 	ptraceotlp.UnimplementedGRPCServer
-	mu       sync.Mutex
-	script   []codes.Code
-	spans    int
-	apiKey   string
-	services map[string]bool
+	mu     sync.Mutex
+	script []codes.Code
+	spans  int
+	apiKey string
 }
 
 func (s *traceServer) Export(ctx context.Context, req ptraceotlp.ExportRequest) (ptraceotlp.ExportResponse, error) {
