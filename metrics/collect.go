@@ -31,7 +31,7 @@ var (
 	hostBytes      = desc("host_bytes_total", "Payload bytes handed to the sink.")
 	hostFlushes    = desc("host_flushes_total", "Flush requests answered.")
 	hostDuplicates = desc("host_duplicates_total", "Datagrams a guest resent after a reconnect that had been handed on already: not handed on twice.")
-	hostDropped    = desc("host_dropped_datagrams_total", "Datagrams not handed on, by reason: sink_refused (the sink refused them), guest_queue_full (the guest's relay dropped them, as its sequence numbers tell), and the sink's own: sink_port_closed (sent over UDP while nothing listened, as the port's refusals of later sends reveal), sink_dropped (an HTTP collector's queue full, or unreachable at shutdown), sink_rejected (refused by the collector).", "reason")
+	hostDropped    = desc("host_dropped_datagrams_total", "Datagrams not handed on, by reason: sink_refused (the sink refused them), guest_queue_full (the guest's relay dropped them, as its sequence numbers tell), and the sink's own: sink_port_closed (sent over UDP while nothing listened, as the port's refusals of later sends reveal), sink_dropped (a collector or OTLP endpoint: queue full, or unreachable at shutdown), sink_rejected (refused by it for good).", "reason")
 	hostPaused     = desc("host_budget_paused_seconds_total", "Time reading from guests waited for their budgets (--guest-rate), all guests together.")
 
 	guestConns      = desc("guest_connections", "A guest's connections open now.", "guest")

@@ -50,7 +50,7 @@ func newRelayRig(tb testing.TB) *relayRig {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv := NewServer(ServerConfig{Kind: KindJaeger, Sink: ps, Logger: quiet})
+	srv := NewServer(ServerConfig{Kind: KindJaeger, Sink: ps, Logger: quiet, GuestRate: 1 << 20, GuestBurst: 1 << 20}) // as the roles default
 	go srv.Serve(ln, path)
 	pc, err := ListenPacket(MustParseAddr("udp://127.0.0.1:0"))
 	if err != nil {

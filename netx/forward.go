@@ -74,7 +74,7 @@ type ForwarderStats struct {
 	FlushesAnswered uint64
 	Connected       bool // a connection to the host is up
 	// HostDropped are datagrams the host confirmed but could not hand on
-	// (over this guest's budget, refused by its sink), as it last said.
+	// (its sink refused them), as it last said.
 	HostDropped uint64
 }
 
@@ -171,7 +171,7 @@ func (f *Forwarder) noteHostDropped(n uint64) {
 		}
 	}
 	if ok, _ := f.hostDropLog.Allow(); ok {
-		f.log.Warn("the host dropped datagrams of this guest: over its budget there, or refused by its sink",
+		f.log.Warn("the host could not hand on datagrams of this guest: its sink refused them",
 			"target", f.cfg.Target, "host_dropped_total", n)
 	}
 }

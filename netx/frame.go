@@ -82,7 +82,7 @@ func AppendSeq(b []byte, next uint64) []byte {
 
 // AppendAck appends the host's v2 confirmation: every datagram numbered
 // below next was handed on, or counted as dropped or as a duplicate. Once
-// the session has any dropped (over budget, refused by the sink), the
+// the session has any its sink refused, the
 // frame is 16 bytes and its second number says how many, so that the
 // guest never believes everything was delivered when it was not.
 func AppendAck(b []byte, next, dropped uint64) []byte {

@@ -83,9 +83,10 @@ type ServerConfig struct {
 	HelloTimeout, FrameTimeout time.Duration
 	// GuestRate and GuestBurst are each guest's budget, in bytes of
 	// datagrams per second and bytes at once, shared by its connections:
-	// what is over it is dropped and counted for that guest, so that one
-	// VM flooding cannot crowd the others out of the sink. A zero rate is
-	// no budget.
+	// while other guests send too, a guest over it is read no faster than
+	// it refills, so that one VM flooding cannot crowd the others out of
+	// the sink (its excess waits in, and is dropped by, its own queue). A
+	// zero rate is no budget.
 	GuestRate  float64
 	GuestBurst int
 	Logger     *slog.Logger
@@ -437,7 +438,7 @@ type peerConn struct {
 	// mark below which everything was already handed on (a resent frame
 	// below it is a duplicate).
 	// lost counts, for the session, datagrams confirmed but not handed on
-	// (over budget, refused by the sink); a confirmation tells it.
+	// (refused by the sink); a confirmation tells it.
 	v2                    bool
 	session               uint64
 	seq, acked, delivered uint64
@@ -611,7 +612,7 @@ func (c *peerConn) guestDropped(n uint64) {
 }
 
 // ack confirms to a v2 guest every datagram numbered below c.seq: handed
-// on, or counted as dropped (over budget, refused by the sink) or as a
+// on, or counted as dropped (refused by the sink) or as a
 // duplicate; once any was dropped, it tells the guest how many. The
 // session remembers both, so that what the guest resends after a
 // reconnect is not handed on twice.

@@ -119,7 +119,7 @@ func (g *guestRelay) run(rc *RunContext, kind netx.Kind, from, to netx.Addr, pc 
 	case err != nil:
 		rc.Log.Warn("drain incomplete", append([]any{"err", err}, forwarderAttrs(st)...)...)
 	case st.HostDropped > 0:
-		rc.Log.Warn("drained, but the host dropped some datagrams (over this guest's budget, or refused by its sink)", forwarderAttrs(st)...)
+		rc.Log.Warn("drained, but the host could not hand on some datagrams (its sink refused them)", forwarderAttrs(st)...)
 	case g.Framing == "framed":
 		rc.Log.Info("drained: the host confirmed every datagram", forwarderAttrs(st)...)
 	case g.Framing == "v1":
