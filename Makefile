@@ -71,11 +71,14 @@ lint: $(TOOLS)/staticcheck
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(TOOLS)/staticcheck ./...
 
-## unit: unit and integration tests with the race detector, then the
-## allocation tests, which only mean something without it
+## unit: unit and integration tests with the race detector (printing the
+## fault and abuse suite's table), then the allocation tests, which only
+## mean something without it
 UNIT_PKGS = $$($(GO) list ./... | grep -v /e2e)
 unit:
-	CGO_ENABLED=1 $(GO) test -race -count=1 $(UNIT_PKGS)
+	@mkdir -p bin && rm -f bin/fault-table.txt
+	CGO_ENABLED=1 KATATRACE_FAULT_TABLE=$(CURDIR)/bin/fault-table.txt $(GO) test -race -count=1 $(UNIT_PKGS)
+	@echo "fault and abuse suite (under -race):" && cat bin/fault-table.txt
 	$(GO) test -count=1 -run 'Allocat' ./netx
 
 ## e2e: end-to-end tests against a real Jaeger (and socat, QEMU where present)
