@@ -78,6 +78,10 @@ type ForwarderStats struct {
 	HostDropped uint64
 }
 
+// writeBatch bounds one write to the host: large enough that big datagrams
+// go several to a system call.
+const writeBatch = 512 << 10
+
 // NewForwarder returns a Forwarder; start it with Run.
 func NewForwarder(cfg ForwarderConfig) *Forwarder {
 	if cfg.Logger == nil {
@@ -93,7 +97,7 @@ func NewForwarder(cfg ForwarderConfig) *Forwarder {
 		q:           cfg.Framing.queue(cfg.QueueBytes),
 		sessionID:   rand.Uint64(),
 		log:         cfg.Logger,
-		wbuf:        make([]byte, 0, 2*MaxFrameSize),
+		wbuf:        make([]byte, 0, writeBatch),
 		pending:     make([]byte, 0, 2*MaxFrameSize),
 		changed:     make(chan struct{}),
 		dropLog:     NewEvery(5 * time.Second),

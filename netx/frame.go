@@ -190,9 +190,13 @@ func NewFrameReader(br *bufio.Reader) *FrameReader {
 	return &FrameReader{br: br}
 }
 
+// streamBuffer is a host connection's read buffer: several large frames to a
+// system call.
+const streamBuffer = 256 << 10
+
 // NewStreamReader returns a reader big enough for NewFrameReader.
 func NewStreamReader(r io.Reader) *bufio.Reader {
-	return bufio.NewReaderSize(r, 2*MaxFrameSize)
+	return bufio.NewReaderSize(r, streamBuffer)
 }
 
 // Next returns the payload of the next frame, valid until the next call. An

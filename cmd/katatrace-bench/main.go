@@ -28,6 +28,7 @@ import (
 type config struct {
 	bin, socat string
 	senders    []string
+	paths      []string
 	hostFlags  []string // more flags for the host relay
 	step       time.Duration
 	rates      []int
@@ -59,7 +60,7 @@ type Result struct {
 
 func main() {
 	var cfg config
-	var rates, workloads, plot, hostFlags, senders, limitGuestArgs, limitHostArgs string
+	var rates, workloads, plot, hostFlags, senders, paths, limitGuestArgs, limitHostArgs string
 	var asJSON, scale bool
 	flag.StringVar(&cfg.bin, "bin", "bin/katatrace", "the katatrace binary")
 	flag.StringVar(&cfg.socat, "socat", "", "socat (default: from PATH; the socat path is skipped without it)")
@@ -70,6 +71,7 @@ func main() {
 	flag.StringVar(&plot, "plot", "", "draw delivered vs offered load per path to this PNG file")
 	flag.BoolVar(&scale, "scale", false, "instead: host relay with 1,000 guest connections at 100 datagrams/s each")
 	flag.StringVar(&hostFlags, "host-flags", "", "more flags for katatrace's host relay, space-separated (e.g. --guest-rate=0)")
+	flag.StringVar(&paths, "paths", "baseline,limit,socat,katatrace", "paths: baseline (direct UDP), limit (the minimal framed pair), socat, katatrace")
 	flag.StringVar(&senders, "senders", "batched,plain", "senders: batched (64 datagrams per sendmmsg) and plain (one write per datagram, as jaeger-client-go)")
 	flag.StringVar(&limitGuestArgs, "limit-guest", "", "(internal) run as the minimal pair's guest: UDP address, then (next argument) socket")
 	flag.StringVar(&limitHostArgs, "limit-host", "", "(internal) run as the minimal pair's host: socket, then (next argument) UDP address")
@@ -81,6 +83,12 @@ func main() {
 		fatalf("limit host: %v", limitHost(limitHostArgs, flag.Arg(0)))
 	}
 	cfg.senders = strings.Split(senders, ",")
+	cfg.paths = strings.Split(paths, ",")
+	for _, p := range cfg.paths {
+		if !slices.Contains([]string{"baseline", "limit", "socat", "katatrace"}, p) {
+			fatalf("--paths: unknown path %q (want baseline, limit, socat or katatrace)", p)
+		}
+	}
 	for _, s := range cfg.senders {
 		if s != "batched" && s != "plain" {
 			fatalf("--senders: unknown sender %q (want batched or plain)", s)
@@ -137,10 +145,10 @@ func fatalf(format string, args ...any) {
 
 func runAll(cfg config) ([]Result, error) {
 	var results []Result
-	paths := []string{"baseline", "limit", "socat", "katatrace"}
-	if cfg.socat == "" {
+	paths := cfg.paths
+	if cfg.socat == "" && slices.Contains(paths, "socat") {
 		fmt.Fprintln(os.Stderr, "katatrace-bench: socat not found: the socat path is skipped")
-		paths = []string{"baseline", "limit", "katatrace"}
+		paths = slices.DeleteFunc(slices.Clone(paths), func(p string) bool { return p == "socat" })
 	}
 	for _, path := range paths {
 		p, err := startPath(path, cfg)
