@@ -249,3 +249,38 @@ func TestBudget(t *testing.T) {
 		t.Fatal("a zero rate is no budget")
 	}
 }
+
+// TestShutdownDoesNotWaitOutAPause: guests that owe their budget a minute
+// (a tiny rate) do not hold a host relay's shutdown for that minute.
+func TestShutdownDoesNotWaitOutAPause(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(ServerConfig{Kind: KindJaeger, Sink: &memSink{}, Logger: testLogger(t), GuestRate: 1 << 10, GuestBurst: 64 << 10})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln, "tcp://"+ln.Addr().String()) }()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var wrote atomic.Int64
+	for range 3 {
+		wg.Go(func() { flooder(t, ln.Addr().String(), stop, &wrote) })
+	}
+	defer func() { close(stop); wg.Wait() }()
+	// Past their bursts (64 KiB each), the guests owe about a minute.
+	testutil.Eventually(t, 10*time.Second, "the bursts spent", func() bool { return srv.Stats().Bytes > 3*(64<<10) })
+	time.Sleep(200 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		done <- srv.Shutdown(ctx)
+	}()
+	select {
+	case err := <-done:
+		t.Logf("shutdown: %v (the flooders never went quiet)", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("shutdown waited out the guests' pauses (a minute each)")
+	}
+	<-served
+}

@@ -481,15 +481,25 @@ func (c *peerConn) pace(n int) {
 	if wait <= 0 || c.draining() {
 		return
 	}
-	c.paused += wait
-	c.stats.paused.Add(uint64(wait))
-	total := time.Duration(c.g.paused.Add(uint64(wait)))
 	if ok, _ := c.g.log.Allow(); ok {
 		c.log.Warn("guest over its budget: reading from it slowed to the budget", "guest", c.g.name, "peer", c.peer,
-			"rate_bytes_per_second", int64(c.cfg.GuestRate), "burst_bytes", c.cfg.GuestBurst, "paused_total", total.Round(time.Millisecond).String())
+			"rate_bytes_per_second", int64(c.cfg.GuestRate), "burst_bytes", c.cfg.GuestBurst,
+			"paused_total", (time.Duration(c.g.paused.Load()) + wait).Round(time.Millisecond).String())
 	}
-	time.Sleep(wait)
+	// In steps, so that a drain does not wait out a long pause (a guest's
+	// many connections can owe its budget seconds).
+	for wait > 0 && !c.draining() {
+		d := min(wait, pauseStep)
+		time.Sleep(d)
+		wait -= d
+		c.paused += d
+		c.stats.paused.Add(uint64(d))
+		c.g.paused.Add(uint64(d))
+	}
 }
+
+// pauseStep is how often a paced connection looks for a drain.
+const pauseStep = 50 * time.Millisecond
 
 // flushBatch hands on the frames gathered so far, in one call, and returns
 // their bytes.
