@@ -61,7 +61,11 @@ type Forwarder struct {
 
 	sent, sentBytes, connects, dialFailures atomic.Uint64
 	hostDropped                             atomic.Uint64
-	dropLog, rejectLog, hostDropLog         *Every
+	// socketDropped reads the kernel's count of datagrams its socket
+	// dropped (set by ReadFrom for UDP); holdLog notes reading held.
+	socketDropped                   atomic.Pointer[func() uint64]
+	holdLog                         *Every
+	dropLog, rejectLog, hostDropLog *Every
 }
 
 // ForwarderStats is a snapshot of a Forwarder's counters.
@@ -73,6 +77,10 @@ type ForwarderStats struct {
 	DialFailures    uint64 // attempts that failed
 	FlushesAnswered uint64
 	Connected       bool // a connection to the host is up
+	// SocketDropped are datagrams the kernel dropped at the socket read
+	// from, its buffer full: while the host was connected but slower than
+	// they came, reading waited for room in the queue (UDP only).
+	SocketDropped uint64
 	// HostDropped are datagrams the host confirmed but could not hand on
 	// (its sink refused them), as it last said.
 	HostDropped uint64
@@ -103,6 +111,7 @@ func NewForwarder(cfg ForwarderConfig) *Forwarder {
 		dropLog:     NewEvery(5 * time.Second),
 		rejectLog:   NewEvery(5 * time.Second),
 		hostDropLog: NewEvery(5 * time.Second),
+		holdLog:     NewEvery(time.Minute),
 	}
 }
 
@@ -120,6 +129,7 @@ func (f *Forwarder) Stats() ForwarderStats {
 		FlushesAnswered: answered,
 		HostDropped:     f.hostDropped.Load(),
 		Connected:       f.connected.Load(),
+		SocketDropped:   f.socketDrops(),
 	}
 }
 
@@ -232,16 +242,49 @@ func (f *Forwarder) answer(n int, onWire bool) {
 	f.mu.Unlock()
 }
 
+func (f *Forwarder) socketDrops() uint64 {
+	if fn := f.socketDropped.Load(); fn != nil {
+		return (*fn)()
+	}
+	return 0
+}
+
 // ReadFrom reads datagrams from pc into the queue until ctx is done, then
 // keeps reading what is still in the socket until it is idle or drain
 // elapses, so a stop loses nothing that was already sent to the relay.
 // From UDP it reads up to readBatch datagrams per system call (recvmmsg).
+//
+// While a host is connected and the queue is full, reading waits for room
+// (see hold): what this process would read only to drop stays in the
+// kernel's socket buffer, and what overflows that is dropped there,
+// counted (SocketDropped), at no cost to the relay. A host that makes no
+// room within holdMax is taken as stalled, and reading goes on, dropping
+// the oldest, as while no host is connected.
 func (f *Forwarder) ReadFrom(ctx context.Context, pc net.PacketConn, drain time.Duration) error {
-	read, send := readerFor(pc), f.SendBatch // one method value, not one per read
+	read, dropped := readerFor(pc)
+	send := f.SendBatch // one method value, not one per read
+	if dropped != nil {
+		f.socketDropped.Store(&dropped)
+		// The count outlives the socket, which the caller closes next.
+		defer func() {
+			last := dropped()
+			f.socketDropped.Store(&[]func() uint64{func() uint64 { return last }}[0])
+		}()
+	}
 	stop := context.AfterFunc(ctx, func() { _ = pc.SetReadDeadline(time.Now()) })
 	defer stop()
+	hold := time.NewTimer(holdMax)
+	hold.Stop()
+	stalled := false
 	var drainUntil time.Time
 	for {
+		if drainUntil.IsZero() {
+			stalled = f.hold(ctx, hold, stalled)
+		} else {
+			// Draining: still no faster than the host takes it, within
+			// the drain's time.
+			stalled = f.hold(context.Background(), hold, stalled)
+		}
 		err := read(send)
 		if err == nil {
 			if !drainUntil.IsZero() {
@@ -267,16 +310,54 @@ func (f *Forwarder) ReadFrom(ctx context.Context, pc net.PacketConn, drain time.
 	}
 }
 
+// holdMax is how long reading waits for a connected host to make room in a
+// full queue before taking it as stalled.
+const holdMax = 100 * time.Millisecond
+
+// hold waits, while a host is connected and the queue is full, until the
+// sender makes room, ctx ends, or holdMax passes with no room made (the
+// host is stalled: no more waiting until room is made again). It returns
+// whether the host is stalled.
+func (f *Forwarder) hold(ctx context.Context, t *time.Timer, stalled bool) bool {
+	select {
+	case <-f.q.Room():
+		stalled = false
+	default:
+	}
+	// Room for a whole read of the largest datagrams, or half the queue.
+	need := min(readBatch*MaxFrameSize, f.q.Cap()/2)
+	if stalled || !f.connected.Load() || f.q.Free() >= need {
+		return stalled
+	}
+	if ok, _ := f.holdLog.Allow(); ok {
+		f.log.Info("the host is slower than datagrams come: reading waits for room in the queue; the kernel drops what overflows its socket buffer, counted",
+			"target", f.cfg.Target, "queue_bytes", f.q.Cap(), "socket_dropped_total", f.socketDrops())
+	}
+	t.Reset(holdMax)
+	defer t.Stop()
+	for f.q.Free() < need {
+		select {
+		case <-f.q.Room():
+		case <-t.C:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return false
+}
+
 // readBatch is how many datagrams one recvmmsg takes. Each needs a 64 KiB
 // buffer; pages only become resident as large datagrams fill them.
 const readBatch = 4
 
 // readerFor returns a function that reads one or more datagrams from pc
-// and hands them to send, allocating nothing per datagram.
-func readerFor(pc net.PacketConn) func(send func([][]byte)) error {
+// and hands them to send, allocating nothing per datagram, and for UDP one
+// that counts what the kernel dropped at the socket.
+func readerFor(pc net.PacketConn) (read func(send func([][]byte)) error, dropped func() uint64) {
 	if uc, ok := pc.(*net.UDPConn); ok {
 		if br, err := newBatchReader(uc, readBatch); err == nil {
-			return br.read
+			return br.read, br.dropped
 		}
 	}
 	buf := make([]byte, MaxDatagram+1) // one byte more, to see oversize datagrams
@@ -295,7 +376,7 @@ func readerFor(pc net.PacketConn) func(send func([][]byte)) error {
 			send(one)
 		}
 		return err
-	}
+	}, nil
 }
 
 func earliest(a, b time.Time) time.Time {

@@ -70,3 +70,18 @@ func (r *batchReader) read(send func([][]byte)) error {
 	send(r.got[:r.n])
 	return nil
 }
+
+// dropped is how many datagrams the kernel dropped at this socket since it
+// was made, its buffer full (SO_MEMINFO).
+func (r *batchReader) dropped() uint64 {
+	var mem [unix.SK_MEMINFO_VARS]uint32
+	var n uint32
+	_ = r.rc.Control(func(fd uintptr) {
+		l := uint32(unsafe.Sizeof(mem))
+		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO, uintptr(unsafe.Pointer(&mem[0])), uintptr(unsafe.Pointer(&l)), 0)
+		if e == 0 {
+			n = mem[unix.SK_MEMINFO_DROPS]
+		}
+	})
+	return uint64(n)
+}

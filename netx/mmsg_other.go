@@ -14,3 +14,5 @@ func newBatchReader(*net.UDPConn, int) (*batchReader, error) {
 }
 
 func (r *batchReader) read(func([][]byte)) error { return nil }
+
+func (r *batchReader) dropped() uint64 { return 0 }

@@ -16,6 +16,7 @@ type Queue struct {
 	used  int // bytes in use
 	recs  int // records in the ring, flush markers included
 	ready chan struct{}
+	room  chan struct{} // signalled when records leave the ring
 	stats QueueStats
 	// owedFlushes counts flush markers pushed out by drop-oldest: the data
 	// before them is gone, but their waiters still need an answer.
@@ -52,7 +53,7 @@ type QueueStats struct {
 // that any datagram fits.
 func NewQueue(maxBytes int) *Queue {
 	maxBytes = max(maxBytes, MaxFrameSize)
-	return &Queue{ring: make([]byte, maxBytes), ready: make(chan struct{}, 1), headSeq: 1}
+	return &Queue{ring: make([]byte, maxBytes), ready: make(chan struct{}, 1), room: make(chan struct{}, 1), headSeq: 1}
 }
 
 // NewRetainingQueue is a queue for protocol v2: what Pop takes stays
@@ -68,6 +69,23 @@ func (q *Queue) Cap() int { return len(q.ring) }
 
 // Ready is signalled after a push; a consumer waits on it when Pop gave nothing.
 func (q *Queue) Ready() <-chan struct{} { return q.ready }
+
+// Room is signalled when records leave the ring (sent, or confirmed).
+func (q *Queue) Room() <-chan struct{} { return q.room }
+
+// Free is the room left, in bytes (4 bytes of framing per datagram).
+func (q *Queue) Free() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.ring) - q.used
+}
+
+func (q *Queue) freed() {
+	select {
+	case q.room <- struct{}{}:
+	default:
+	}
+}
 
 func (q *Queue) signal() {
 	select {
@@ -271,6 +289,9 @@ func (q *Queue) pop(dst []byte, raw bool) Batch {
 			q.removeHead(size)
 		}
 	}
+	if !q.retain && b.Datagrams+b.Flushes > 0 {
+		q.freed()
+	}
 	return b
 }
 
@@ -288,6 +309,9 @@ func (q *Queue) Ack(next uint64) int {
 		q.removeHead(size)
 		q.stats.Acked++
 		n++
+	}
+	if n > 0 {
+		q.freed()
 	}
 	return n
 }

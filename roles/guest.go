@@ -133,7 +133,7 @@ func (g *guestRelay) run(rc *RunContext, kind netx.Kind, from, to netx.Addr, pc 
 func forwarderAttrs(s netx.ForwarderStats) []any {
 	return []any{"received", s.Queue.Enqueued + s.Queue.Rejected, "sent", s.Sent, "sent_bytes", s.SentBytes,
 		"confirmed", s.Queue.Acked, "dropped", s.Queue.Dropped, "refused", s.Queue.Rejected, "queued", s.Queue.Queued, "unconfirmed", s.Queue.Unacked,
-		"host_dropped", s.HostDropped, "connects", s.Connects, "dial_failures", s.DialFailures}
+		"host_dropped", s.HostDropped, "socket_dropped", s.SocketDropped, "connects", s.Connects, "dial_failures", s.DialFailures}
 }
 
 // trimCode keeps a guest process's resident memory to the code it uses,
