@@ -268,7 +268,8 @@ func (f *Forwarder) ReadFrom(ctx context.Context, pc net.PacketConn, drain time.
 		// The count outlives the socket, which the caller closes next.
 		defer func() {
 			last := dropped()
-			f.socketDropped.Store(&[]func() uint64{func() uint64 { return last }}[0])
+			final := func() uint64 { return last }
+			f.socketDropped.Store(&final)
 		}()
 	}
 	stop := context.AfterFunc(ctx, func() { _ = pc.SetReadDeadline(time.Now()) })
