@@ -1,6 +1,9 @@
 package metrics
 
 import (
+	"slices"
+	"strings"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/katatrace/katatrace/netx"
@@ -20,28 +23,60 @@ func gauge(d *prometheus.Desc, v float64, labels ...string) prometheus.Metric {
 	return prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 }
 
+// trafficDescs are the metrics of a netx.Traffic: the host relay's totals,
+// or one guest's (with its label).
+type trafficDescs struct {
+	accepted, datagrams, bytes, flushes, duplicates, dropped, paused *prometheus.Desc
+}
+
+// newTrafficDescs names them katatrace_<prefix>_…; whose, if not empty,
+// says whose they are in the help ("A guest's").
+func newTrafficDescs(prefix, whose string, labels ...string) trafficDescs {
+	d := func(name, help string, more ...string) *prometheus.Desc {
+		if whose == "" {
+			help = strings.ToUpper(help[:1]) + help[1:]
+		} else {
+			help = whose + " " + help
+		}
+		return desc(prefix+"_"+name, help, append(slices.Clone(labels), more...)...)
+	}
+	return trafficDescs{
+		accepted:   d("connections_accepted_total", "connections accepted."),
+		datagrams:  d("datagrams_total", "datagrams handed to the sink."),
+		bytes:      d("bytes_total", "payload bytes handed to the sink."),
+		flushes:    d("flushes_total", "flush requests answered."),
+		duplicates: d("duplicates_total", "datagrams resent after a reconnect that had been handed on already: not handed on twice."),
+		dropped: d("dropped_datagrams_total", "datagrams not handed on, by reason: sink_refused (the sink refused them), guest_queue_full (the guest's relay dropped them, as its sequence numbers tell), and for the host the sink's own: sink_port_closed (sent over UDP while nothing listened, as the port's refusals of later sends reveal), sink_dropped (a collector or OTLP endpoint: queue full, or unreachable at shutdown), sink_rejected (refused by it for good).",
+			"reason"),
+		paused: d("budget_paused_seconds_total", "time reading waited for budgets (--guest-rate)."),
+	}
+}
+
+func (d trafficDescs) all() []*prometheus.Desc {
+	return []*prometheus.Desc{d.accepted, d.datagrams, d.bytes, d.flushes, d.duplicates, d.dropped, d.paused}
+}
+
+func (d trafficDescs) collect(ch chan<- prometheus.Metric, t netx.Traffic, labels ...string) {
+	ch <- counter(d.accepted, t.Accepted, labels...)
+	ch <- counter(d.datagrams, t.Datagrams, labels...)
+	ch <- counter(d.bytes, t.Bytes, labels...)
+	ch <- counter(d.flushes, t.Flushes, labels...)
+	ch <- counter(d.duplicates, t.Duplicates, labels...)
+	ch <- counter(d.dropped, t.SinkErrors, slices.Concat(labels, []string{"sink_refused"})...)
+	ch <- counter(d.dropped, t.GuestDropped, slices.Concat(labels, []string{"guest_queue_full"})...)
+	ch <- prometheus.MustNewConstMetric(d.paused, prometheus.CounterValue, t.Paused.Seconds(), labels...)
+}
+
 // The host relay's metrics: totals, then per guest.
 var (
-	hostAccepted   = desc("host_connections_accepted_total", "Guest connections accepted.")
-	hostActive     = desc("host_connections", "Guest connections open now.")
-	hostRefused    = desc("host_connections_refused_total", "Connections refused: over --max-connections or --max-connections-per-guest.")
-	hostTimedOut   = desc("host_connections_timed_out_total", "Connections closed for --hello-timeout or --frame-timeout.")
-	hostProtocol   = desc("host_protocol_errors_total", "Connections closed because the guest broke the wire protocol.")
-	hostDatagrams  = desc("host_datagrams_total", "Datagrams handed to the sink.")
-	hostBytes      = desc("host_bytes_total", "Payload bytes handed to the sink.")
-	hostFlushes    = desc("host_flushes_total", "Flush requests answered.")
-	hostDuplicates = desc("host_duplicates_total", "Datagrams a guest resent after a reconnect that had been handed on already: not handed on twice.")
-	hostDropped    = desc("host_dropped_datagrams_total", "Datagrams not handed on, by reason: sink_refused (the sink refused them), guest_queue_full (the guest's relay dropped them, as its sequence numbers tell), and the sink's own: sink_port_closed (sent over UDP while nothing listened, as the port's refusals of later sends reveal), sink_dropped (a collector or OTLP endpoint: queue full, or unreachable at shutdown), sink_rejected (refused by it for good).", "reason")
-	hostPaused     = desc("host_budget_paused_seconds_total", "Time reading from guests waited for their budgets (--guest-rate), all guests together.")
+	hostTraffic  = newTrafficDescs("host", "")
+	hostActive   = desc("host_connections", "Guest connections open now.")
+	hostRefused  = desc("host_connections_refused_total", "Connections refused: over --max-connections or --max-connections-per-guest.")
+	hostTimedOut = desc("host_connections_timed_out_total", "Connections closed for --hello-timeout or --frame-timeout.")
+	hostProtocol = desc("host_protocol_errors_total", "Connections closed because the guest broke the wire protocol.")
 
-	guestConns      = desc("guest_connections", "A guest's connections open now.", "guest")
-	guestAccepted   = desc("guest_connections_accepted_total", "A guest's connections accepted.", "guest")
-	guestDatagrams  = desc("guest_datagrams_total", "A guest's datagrams handed to the sink.", "guest")
-	guestBytes      = desc("guest_bytes_total", "A guest's payload bytes handed to the sink.", "guest")
-	guestFlushes    = desc("guest_flushes_total", "A guest's flush requests answered.", "guest")
-	guestDuplicates = desc("guest_duplicates_total", "A guest's resent datagrams dropped as duplicates.", "guest")
-	guestDropped    = desc("guest_dropped_datagrams_total", "A guest's datagrams not handed on, by reason (see katatrace_host_dropped_datagrams_total).", "guest", "reason")
-	guestPaused     = desc("guest_budget_paused_seconds_total", "Time reading from a guest waited for its budget (--guest-rate).", "guest")
+	guestTraffic = newTrafficDescs("guest", "A guest's", "guest")
+	guestConns   = desc("guest_connections", "A guest's connections open now.", "guest")
 )
 
 // SinkDrops reports what a sink dropped itself, by reason; nil for sinks
@@ -61,42 +96,27 @@ func ForServer(srv *netx.Server, sink SinkDrops) prometheus.Collector {
 }
 
 func (c *hostCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{hostAccepted, hostActive, hostRefused, hostTimedOut, hostProtocol, hostDatagrams, hostBytes,
-		hostFlushes, hostDuplicates, hostDropped, hostPaused, guestConns, guestAccepted, guestDatagrams, guestBytes, guestFlushes,
-		guestDuplicates, guestDropped, guestPaused} {
+	for _, d := range slices.Concat(hostTraffic.all(), guestTraffic.all(),
+		[]*prometheus.Desc{hostActive, hostRefused, hostTimedOut, hostProtocol, guestConns}) {
 		ch <- d
 	}
 }
 
 func (c *hostCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.srv.Stats()
-	ch <- counter(hostAccepted, s.Accepted)
+	hostTraffic.collect(ch, s.Traffic)
 	ch <- gauge(hostActive, float64(s.Active))
 	ch <- counter(hostRefused, s.Refused)
 	ch <- counter(hostTimedOut, s.TimedOut)
 	ch <- counter(hostProtocol, s.ProtocolErrors)
-	ch <- counter(hostDatagrams, s.Datagrams)
-	ch <- counter(hostBytes, s.Bytes)
-	ch <- counter(hostFlushes, s.Flushes)
-	ch <- counter(hostDuplicates, s.Duplicates)
-	ch <- counter(hostDropped, s.SinkErrors, "sink_refused")
-	ch <- counter(hostDropped, s.GuestDropped, "guest_queue_full")
 	if c.sink != nil {
 		for reason, n := range c.sink() {
-			ch <- counter(hostDropped, n, reason)
+			ch <- counter(hostTraffic.dropped, n, reason)
 		}
 	}
-	ch <- prometheus.MustNewConstMetric(hostPaused, prometheus.CounterValue, s.Paused.Seconds())
 	for _, g := range c.srv.Guests() {
+		guestTraffic.collect(ch, g.Traffic, g.Guest)
 		ch <- gauge(guestConns, float64(g.Connections), g.Guest)
-		ch <- counter(guestAccepted, g.Accepted, g.Guest)
-		ch <- counter(guestDatagrams, g.Datagrams, g.Guest)
-		ch <- counter(guestBytes, g.Bytes, g.Guest)
-		ch <- counter(guestFlushes, g.Flushes, g.Guest)
-		ch <- counter(guestDuplicates, g.Duplicates, g.Guest)
-		ch <- counter(guestDropped, g.SinkErrors, g.Guest, "sink_refused")
-		ch <- counter(guestDropped, g.GuestDropped, g.Guest, "guest_queue_full")
-		ch <- prometheus.MustNewConstMetric(guestPaused, prometheus.CounterValue, g.Paused.Seconds(), g.Guest)
 	}
 }
 
@@ -116,10 +136,11 @@ var (
 	relayConnected  = desc("relay_connected", "1 while a connection to the host is up.", "kind")
 )
 
-// Relay is one guest relay to export, named by the kind of its stream.
-type Relay struct {
-	Kind  netx.Kind
-	Stats func() netx.ForwarderStats
+// Relay is a guest relay to export (a *netx.Relay), named by the kind of
+// its stream.
+type Relay interface {
+	Kind() netx.Kind
+	Stats() netx.ForwarderStats
 }
 
 type relayCollector []Relay
@@ -136,7 +157,7 @@ func (c relayCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c relayCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range c {
-		s, k := r.Stats(), r.Kind.String()
+		s, k := r.Stats(), r.Kind().String()
 		q := s.Queue
 		ch <- counter(relayReceived, q.Enqueued+q.Rejected, k)
 		ch <- counter(relaySent, s.Sent, k)

@@ -56,9 +56,15 @@ func hostWithOneGuest(t *testing.T) *netx.Server {
 	}
 }
 
+// fakeRelay is a connected text relay.
+type fakeRelay struct{}
+
+func (fakeRelay) Kind() netx.Kind            { return netx.KindText }
+func (fakeRelay) Stats() netx.ForwarderStats { return netx.ForwarderStats{Connected: true} }
+
 func TestCollectorsPassTheLinter(t *testing.T) {
 	srv := hostWithOneGuest(t)
-	relays := ForRelays(Relay{Kind: netx.KindText, Stats: func() netx.ForwarderStats { return netx.ForwarderStats{Connected: true} }})
+	relays := ForRelays(fakeRelay{})
 	host := ForServer(srv, func() map[string]uint64 { return map[string]uint64{"sink_port_closed": 3} })
 	for name, c := range map[string]prometheus.Collector{"host": host, "relay": relays} {
 		problems, err := promtest.CollectAndLint(c)

@@ -115,6 +115,9 @@ func NewForwarder(cfg ForwarderConfig) *Forwarder {
 	}
 }
 
+// Kind is what the Forwarder carries.
+func (f *Forwarder) Kind() Kind { return f.cfg.Kind }
+
 // Stats returns a snapshot of the counters.
 func (f *Forwarder) Stats() ForwarderStats {
 	f.mu.Lock()
@@ -265,12 +268,7 @@ func (f *Forwarder) ReadFrom(ctx context.Context, pc net.PacketConn, drain time.
 	send := f.SendBatch // one method value, not one per read
 	if dropped != nil {
 		f.socketDropped.Store(&dropped)
-		// The count outlives the socket, which the caller closes next.
-		defer func() {
-			last := dropped()
-			final := func() uint64 { return last }
-			f.socketDropped.Store(&final)
-		}()
+		defer dropped() // the last count, read before the caller closes the socket
 	}
 	stop := context.AfterFunc(ctx, func() { _ = pc.SetReadDeadline(time.Now()) })
 	defer stop()
@@ -279,13 +277,13 @@ func (f *Forwarder) ReadFrom(ctx context.Context, pc net.PacketConn, drain time.
 	stalled := false
 	var drainUntil time.Time
 	for {
-		if drainUntil.IsZero() {
-			stalled = f.hold(ctx, hold, stalled)
-		} else {
+		holdCtx := ctx
+		if !drainUntil.IsZero() {
 			// Draining: still no faster than the host takes it, within
 			// the drain's time.
-			stalled = f.hold(context.Background(), hold, stalled)
+			holdCtx = context.Background()
 		}
+		stalled = f.hold(holdCtx, hold, stalled)
 		err := read(send)
 		if err == nil {
 			if !drainUntil.IsZero() {

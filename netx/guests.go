@@ -16,30 +16,43 @@ type guest struct {
 
 	budget       budget
 	log, dropLog *Every // pacing and drop warnings, per guest
-	// paused is how long reading from the guest waited for its budget, in
-	// nanoseconds; dropped counts what its own relay dropped, as its
-	// sequence numbers tell (v2).
-	paused, dropped atomic.Uint64
 	// lastSend is when the guest last had a datagram admitted (Unix ns).
 	lastSend atomic.Int64
+	traffic
+}
 
-	accepted, datagrams, bytes, flushes, duplicates, sinkErrors atomic.Uint64
+// Traffic is what guests did: a Server's totals, or one guest's.
+type Traffic struct {
+	Accepted  uint64 // connections
+	Datagrams uint64 // handed on
+	Bytes     uint64
+	Flushes   uint64
+	// Duplicates are v2 datagrams resent after a reconnect that had been
+	// handed on already: dropped, not handed on twice.
+	Duplicates uint64
+	// SinkErrors are datagrams the sink refused; GuestDropped those the
+	// guests' relays dropped (their queues full), as their sequence
+	// numbers tell; Paused the time reading waited for budgets.
+	SinkErrors, GuestDropped uint64
+	Paused                   time.Duration
+}
+
+// traffic holds the live counters behind Traffic.
+type traffic struct {
+	accepted, datagrams, bytes, flushes, duplicates, sinkErrors, guestDropped, paused atomic.Uint64
+}
+
+func (t *traffic) snapshot() Traffic {
+	return Traffic{Accepted: t.accepted.Load(), Datagrams: t.datagrams.Load(), Bytes: t.bytes.Load(),
+		Flushes: t.flushes.Load(), Duplicates: t.duplicates.Load(), SinkErrors: t.sinkErrors.Load(),
+		GuestDropped: t.guestDropped.Load(), Paused: time.Duration(t.paused.Load())}
 }
 
 // GuestStats is what one guest has done; see Server.Guests.
 type GuestStats struct {
 	Guest       string
 	Connections int // open now
-	Accepted    uint64
-	Datagrams   uint64 // handed on
-	Bytes       uint64
-	Flushes     uint64
-	Duplicates  uint64
-	// SinkErrors are datagrams the sink refused; GuestDropped those the
-	// guest's relay dropped (its queue full), as its sequence numbers
-	// tell; Paused the time reading from it waited for its budget.
-	SinkErrors, GuestDropped uint64
-	Paused                   time.Duration
+	Traffic
 }
 
 // guestKeep is how long a guest's counters outlive its last connection,
@@ -92,10 +105,7 @@ func (s *Server) Guests() []GuestStats {
 	s.forgetGuests(time.Now())
 	out := make([]GuestStats, 0, len(s.guests))
 	for _, g := range s.guests {
-		out = append(out, GuestStats{Guest: g.name, Connections: g.conns, Accepted: g.accepted.Load(),
-			Datagrams: g.datagrams.Load(), Bytes: g.bytes.Load(), Flushes: g.flushes.Load(),
-			Duplicates: g.duplicates.Load(), SinkErrors: g.sinkErrors.Load(), GuestDropped: g.dropped.Load(),
-			Paused: time.Duration(g.paused.Load())})
+		out = append(out, GuestStats{Guest: g.name, Connections: g.conns, Traffic: g.snapshot()})
 	}
 	s.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Guest < out[j].Guest })
@@ -152,10 +162,10 @@ type contention struct {
 // competing; recount how often the count is renewed.
 const activeWindow, recount = time.Second, 20 * time.Millisecond
 
-// pace takes n bytes from g's budget and says how long to wait before
+// budgetWait takes n bytes from g's budget and says how long to wait before
 // reading more from g: zero within the budget, or when g is the only guest
 // sending (one busy VM is never slowed for nothing).
-func (s *Server) pace(g *guest, n int) time.Duration {
+func (s *Server) budgetWait(g *guest, n int) time.Duration {
 	if g.budget.disabled {
 		return 0
 	}

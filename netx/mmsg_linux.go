@@ -2,6 +2,7 @@ package netx
 
 import (
 	"net"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -27,6 +28,8 @@ type batchReader struct {
 	n     int
 	errno syscall.Errno
 	fn    func(fd uintptr) bool // made once: a closure per call would allocate
+	// lastDropped is the kernel's drop count as last read.
+	lastDropped atomic.Uint64
 }
 
 func newBatchReader(c *net.UDPConn, n int) (*batchReader, error) {
@@ -72,16 +75,16 @@ func (r *batchReader) read(send func([][]byte)) error {
 }
 
 // dropped is how many datagrams the kernel dropped at this socket since it
-// was made, its buffer full (SO_MEMINFO).
+// was made, its buffer full (SO_MEMINFO); once the socket is closed, the
+// last count read.
 func (r *batchReader) dropped() uint64 {
 	var mem [unix.SK_MEMINFO_VARS]uint32
-	var n uint32
 	_ = r.rc.Control(func(fd uintptr) {
 		l := uint32(unsafe.Sizeof(mem))
 		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO, uintptr(unsafe.Pointer(&mem[0])), uintptr(unsafe.Pointer(&l)), 0)
 		if e == 0 {
-			n = mem[unix.SK_MEMINFO_DROPS]
+			r.lastDropped.Store(uint64(mem[unix.SK_MEMINFO_DROPS]))
 		}
 	})
-	return uint64(n)
+	return r.lastDropped.Load()
 }

@@ -122,32 +122,22 @@ type Server struct {
 	protoLog   *Every
 }
 
-// ServerStats is a snapshot of what a Server has done.
+// ServerStats is a snapshot of what a Server has done: every guest's
+// traffic together, and what only the server sees.
 type ServerStats struct {
-	Accepted       uint64
+	Traffic
 	Active         int64
-	Datagrams      uint64
-	Bytes          uint64
-	Flushes        uint64
 	ProtocolErrors uint64
-	SinkErrors     uint64
-	// Duplicates are v2 datagrams resent after a reconnect that had been
-	// handed on already: dropped, not handed on twice.
-	Duplicates uint64
 	// Refused connections (over a connection limit) and TimedOut ones (no
 	// hello, or a frame left unfinished, in time).
 	Refused, TimedOut uint64
-	// GuestDropped are datagrams v2 guests' relays dropped (their queues
-	// full), as their sequence numbers tell; Paused is how long reading
-	// from guests waited for their budgets, all guests together.
-	GuestDropped uint64
-	Paused       time.Duration
 }
 
 // serverCounters are the live counters behind ServerStats.
 type serverCounters struct {
-	accepted, datagrams, bytes, flushes, protocolErrors, sinkErrors, duplicates, refused, timeouts, guestDropped, paused atomic.Uint64
-	active                                                                                                               atomic.Int64
+	traffic
+	protocolErrors, refused, timeouts atomic.Uint64
+	active                            atomic.Int64
 }
 
 // NewServer returns a Server; give it listeners with Serve.
@@ -196,10 +186,8 @@ func (s *Server) drainDeadline() time.Time {
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() ServerStats {
 	c := &s.stats
-	return ServerStats{Accepted: c.accepted.Load(), Active: c.active.Load(), Datagrams: c.datagrams.Load(),
-		Bytes: c.bytes.Load(), Flushes: c.flushes.Load(), ProtocolErrors: c.protocolErrors.Load(), SinkErrors: c.sinkErrors.Load(),
-		Duplicates: c.duplicates.Load(), Refused: c.refused.Load(), TimedOut: c.timeouts.Load(),
-		GuestDropped: c.guestDropped.Load(), Paused: time.Duration(c.paused.Load())}
+	return ServerStats{Traffic: c.snapshot(), Active: c.active.Load(), ProtocolErrors: c.protocolErrors.Load(),
+		Refused: c.refused.Load(), TimedOut: c.timeouts.Load()}
 }
 
 // Serve accepts connections on ln until Shutdown or a fatal accept error.
@@ -477,7 +465,7 @@ func (c *peerConn) pace(n int) {
 	if n == 0 {
 		return
 	}
-	wait := c.Server.pace(c.g, n)
+	wait := c.budgetWait(c.g, n)
 	if wait <= 0 || c.draining() {
 		return
 	}
@@ -614,7 +602,7 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 // guestDropped counts datagrams the guest's relay dropped before sending.
 func (c *peerConn) guestDropped(n uint64) {
 	c.stats.guestDropped.Add(n)
-	total := c.g.dropped.Add(n)
+	total := c.g.guestDropped.Add(n)
 	if ok, _ := c.g.dropLog.Allow(); ok {
 		c.log.Warn("the guest's relay dropped datagrams before sending them (its queue was full)",
 			"guest", c.g.name, "peer", c.peer, "dropped_total", total)

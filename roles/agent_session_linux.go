@@ -21,14 +21,13 @@ import (
 type relays struct {
 	jaeger *netx.Relay
 	all    []*netx.Relay
-	kinds  []netx.Kind // of all's
 }
 
 // metrics exports the relays' counters.
 func (r *relays) metrics() prometheus.Collector {
-	var ms []metrics.Relay
+	ms := make([]metrics.Relay, len(r.all))
 	for i, rl := range r.all {
-		ms = append(ms, metrics.Relay{Kind: r.kinds[i], Stats: rl.Stats})
+		ms[i] = rl
 	}
 	return metrics.ForRelays(ms...)
 }
@@ -48,7 +47,7 @@ func (c *agentTracer) startRelays(log *slog.Logger) (*relays, error) {
 			return nil, listenErr(flag, from, err)
 		}
 		rl := c.start(log, kind, from, to, pc, time.Second)
-		r.all, r.kinds = append(r.all, rl), append(r.kinds, kind)
+		r.all = append(r.all, rl)
 		return rl, nil
 	}
 	var err error

@@ -89,7 +89,7 @@ func (g *relayOptions) start(log *slog.Logger, kind netx.Kind, from, to netx.Add
 // run relays from pc until rc.Ctx ends (or reading fails), then drains.
 func (g *guestRelay) run(rc *RunContext, kind netx.Kind, from, to netx.Addr, pc net.PacketConn) error {
 	r := g.start(rc.Log, kind, from, to, pc, g.DrainTimeout)
-	stopMetrics, err := g.serveMetrics(rc, metrics.ForRelays(metrics.Relay{Kind: kind, Stats: r.Stats}))
+	stopMetrics, err := g.serveMetrics(rc, metrics.ForRelays(r))
 	if err != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), g.DrainTimeout)
 		defer cancel()
