@@ -1,6 +1,7 @@
 package netx
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -539,9 +540,11 @@ func (f *Forwarder) readAnswers(conn net.Conn) error {
 		}
 		return err
 	}
+	// Buffered: confirmations that arrive together cost one read.
+	r := bufio.NewReaderSize(conn, answerBuffer)
 	var h [FrameHeaderSize + 16]byte
 	for {
-		if _, err := io.ReadFull(conn, h[:FrameHeaderSize]); err != nil {
+		if _, err := io.ReadFull(r, h[:FrameHeaderSize]); err != nil {
 			return fmt.Errorf("read from host: %w", err)
 		}
 		f.heard.Store(true)
@@ -551,7 +554,7 @@ func (f *Forwarder) readAnswers(conn net.Conn) error {
 			f.answer(1, true)
 		case (n == 8 || n == 16) && f.cfg.Framing == Framed:
 			body := h[FrameHeaderSize : FrameHeaderSize+n]
-			if _, err := io.ReadFull(conn, body); err != nil {
+			if _, err := io.ReadFull(r, body); err != nil {
 				return fmt.Errorf("read from host: %w", err)
 			}
 			f.q.Ack(binary.BigEndian.Uint64(body))
@@ -563,6 +566,10 @@ func (f *Forwarder) readAnswers(conn net.Conn) error {
 		}
 	}
 }
+
+// answerBuffer holds many confirmations and flush answers (12 to 20 bytes
+// each).
+const answerBuffer = 512
 
 // framer is what differs between the framings, chosen once per Forwarder.
 type framer interface {

@@ -51,13 +51,9 @@ func ListenPacket(a Addr) (net.PacketConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", a, err)
 	}
-	// Bursts of spans arrive faster than one read at a time drains them.
-	setReadBuffer(pc, socketBuffer)
+	SetReadBuffer(pc, socketBuffer)
 	return pc, nil
 }
-
-// socketBuffer is the kernel buffer asked for on datagram sockets.
-const socketBuffer = 8 << 20
 
 // Dial opens a stream to a vsock://, unix://, tcp:// or serial:// address:
 // the guest relay's way to the host.
@@ -84,6 +80,7 @@ func Dial(ctx context.Context, a Addr) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", a, err)
 	}
+	widenStream(c)
 	return c, nil
 }
 
@@ -103,16 +100,8 @@ func DialPacket(a Addr) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", a, err)
 	}
-	if wb, ok := c.(interface{ SetWriteBuffer(int) error }); ok {
-		_ = wb.SetWriteBuffer(socketBuffer)
-	}
+	setSendBuffer(c, socketBuffer)
 	return c, nil
-}
-
-func setReadBuffer(c any, n int) {
-	if rb, ok := c.(interface{ SetReadBuffer(int) error }); ok {
-		_ = rb.SetReadBuffer(n)
-	}
 }
 
 // listenUnixPath binds a unix socket path. A socket file left behind by a

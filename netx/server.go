@@ -373,6 +373,7 @@ func (s *Server) handle(conn net.Conn, peer, listener string, g *guest) {
 					c.guestDropped(h.First - m.delivered) // while it was away
 				}
 			}
+			widenVsock(conn, streamWindow) // its credit to the guest: several large frames in flight
 			err = c.framed(streamAfter(br, conn))
 		default:
 			s.log.Info("guest connected", "peer", peer, "framing", "raw")
@@ -432,6 +433,8 @@ type peerConn struct {
 	seq, acked, delivered uint64
 	lost, ackedLost       uint64
 	duplicates            uint64
+	unconfirmed           int       // bytes handed on since the last confirmation
+	ackedAt               time.Time // when it was sent
 	ackBuf                [FrameHeaderSize + 16]byte
 	greeted               bool // sent a hello, or raw bytes
 	frameDeadline         bool // a --frame-timeout deadline is set
@@ -439,6 +442,15 @@ type peerConn struct {
 
 // maxBatch bounds what one sendmmsg carries.
 const maxBatch, maxBatchBytes = 64, 1 << 20
+
+// confirmBytes and confirmEvery bound what a v2 guest's stream carries
+// unconfirmed while it keeps coming: a quarter of a guest's default queue,
+// and a tenth of the time a guest waits for room before it takes the host
+// as stalled.
+const (
+	confirmBytes = 1 << 20
+	confirmEvery = 10 * time.Millisecond
+)
 
 func (c *peerConn) sinkError(err error, n int) {
 	c.stats.sinkErrors.Add(uint64(n))
@@ -469,6 +481,7 @@ func (c *peerConn) pace(n int) {
 	if wait <= 0 || c.draining() {
 		return
 	}
+	_ = c.ack() // the guest need not wait for the pause to be confirmed; a failed write shows at the next
 	if ok, _ := c.g.log.Allow(); ok {
 		c.log.Warn("guest over its budget: reading from it slowed to the budget", "guest", c.g.name, "peer", c.peer,
 			"rate_bytes_per_second", int64(c.cfg.GuestRate), "burst_bytes", c.cfg.GuestBurst,
@@ -500,6 +513,7 @@ func (c *peerConn) flushBatch() int {
 		bytes += uint64(len(p))
 	}
 	c.bytes += bytes
+	c.unconfirmed += int(bytes)
 	c.stats.bytes.Add(bytes)
 	c.g.bytes.Add(bytes)
 	c.datagrams += uint64(len(c.batch))
@@ -535,8 +549,14 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 	for {
 		if !buffered(br) || len(c.batch) == maxBatch || c.batchBytes >= maxBatchBytes {
 			n := c.flushBatch()
-			if err := c.ack(); err != nil {
-				return err
+			// Confirm once read up to what the guest has sent (it may be
+			// waiting), or every confirmBytes or confirmEvery: not for each
+			// batch of a stream still coming, which costs both sides a
+			// system call.
+			if br.Buffered() == 0 || c.unconfirmed >= confirmBytes || time.Since(c.ackedAt) >= confirmEvery {
+				if err := c.ack(); err != nil {
+					return err
+				}
 			}
 			c.pace(n)
 			// A frame begun must be finished in time; between frames a
@@ -623,7 +643,7 @@ func (c *peerConn) ack() error {
 	if err := c.write(AppendAck(c.ackBuf[:0], c.seq, c.lost)); err != nil {
 		return fmt.Errorf("confirm datagrams: %w", err)
 	}
-	c.acked, c.ackedLost = c.seq, c.lost
+	c.acked, c.ackedLost, c.unconfirmed, c.ackedAt = c.seq, c.lost, 0, time.Now()
 	return nil
 }
 

@@ -19,3 +19,23 @@ func listenVsock(a Addr) (net.Listener, error) {
 func dialVsock(ctx context.Context, a Addr) (net.Conn, error) {
 	return vsock.DialContext(ctx, a.CID, a.Port, nil)
 }
+
+// The options that force a buffer beyond the system's maximum.
+const soRcvbufForce, soSndbufForce = unix.SO_RCVBUFFORCE, unix.SO_SNDBUFFORCE
+
+// widenVsock sets a vsock connection's buffer, which bounds what its peer
+// may send ahead, to n bytes (its maximum first: the kernel clamps to it).
+func widenVsock(c net.Conn, n int) {
+	vc, ok := c.(*vsock.Conn)
+	if !ok {
+		return
+	}
+	rc, err := vc.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = unix.SetsockoptUint64(int(fd), unix.AF_VSOCK, unix.SO_VM_SOCKETS_BUFFER_MAX_SIZE, uint64(n))
+		_ = unix.SetsockoptUint64(int(fd), unix.AF_VSOCK, unix.SO_VM_SOCKETS_BUFFER_SIZE, uint64(n))
+	})
+}

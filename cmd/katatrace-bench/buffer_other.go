@@ -1,7 +1,0 @@
-//go:build !linux
-
-package main
-
-import "net"
-
-func forceReadBuffer(c *net.UDPConn, n int) { _ = c.SetReadBuffer(n) }
