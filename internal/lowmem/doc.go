@@ -6,6 +6,10 @@
 // initializes ready packages in import-path order, and this one needs only
 // syscall), unmaps what the runtime's start mapped of the executable's
 // read-only segments and asks for no readahead; TrimExecutable does the
-// same once a role is up. The pages stay in the page cache and come back,
-// one fault each, when used. Outside Linux it does nothing.
+// same once a role is up, and also drops the executable's pages that no
+// process maps from the page cache: fault-around maps only cached pages
+// (MADV_RANDOM does not stop it), so a page used again then comes back
+// alone, read from the file. Idle guest relay, same build: 9.6 MB RSS
+// with the page cache kept, 7.1 MB with it dropped. Outside Linux it does
+// nothing.
 package lowmem
