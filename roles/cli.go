@@ -15,8 +15,6 @@ import (
 	"syscall"
 
 	"github.com/alecthomas/kong"
-
-	"github.com/katatrace/katatrace/internal/lowmem"
 )
 
 // Exit codes of Main.
@@ -67,8 +65,6 @@ const BinaryName = "katatrace"
 // role's flags at the top level; called as katatrace, roles are
 // subcommands, beside "links" and "version".
 func Main(args []string, o Options) (code int) {
-	// Every package's init has run: drop the code pages it mapped.
-	lowmem.TrimExecutable()
 	if o.Stdout == nil {
 		o.Stdout = os.Stdout
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/katatrace/katatrace/internal/lowmem"
 	"github.com/katatrace/katatrace/metrics"
 	"github.com/katatrace/katatrace/netx"
 	"github.com/katatrace/katatrace/systemd"
@@ -130,6 +131,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, cfg netx.ServerConf
 		rc.Log.Info("listening", "from", lnFroms[i], "to", sink)
 		go func() { failed <- srv.Serve(ln, lnFroms[i]) }()
 	}
+	lowmem.Settle() // up: what start-up touched of the binary leaves the RSS
 	notify(rc, systemd.Ready)
 	stopStats := logStatsOnSignal(rc, func() []any { return serverAttrs(srv, drops) })
 	defer stopStats()

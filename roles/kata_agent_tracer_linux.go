@@ -157,7 +157,7 @@ func (c *agentTracer) Run(rc *RunContext) error {
 	} else {
 		startSpan.SetTag("pid", pid)
 		startSpan.Finish()
-		trimCode(rc)
+		settleGuest(rc)
 		log.Info("agent started", "pid", pid, "cmd", c.agent, "trace", settings.Mode, "pid1", pid1)
 		runSpan := tr.Child("agent-run")
 		runSpan.SetTag("pid", pid)

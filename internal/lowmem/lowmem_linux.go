@@ -1,16 +1,63 @@
 package lowmem
 
-import "syscall"
+import (
+	"sync/atomic"
+	"syscall"
+)
 
-func init() { TrimExecutable() }
+func init() {
+	unmapExecutable()
+	go trimWhileStarting()
+}
+
+// settled ends the trimming while starting.
+var settled atomic.Bool
+
+// trimWhileStarting trims every startTrimEvery until Settle or
+// startTrimFor: start-up (every library's init, then a role's set-up)
+// touches much of the binary once, and fault-around maps whole large
+// folios of it, so that without this the peak RSS is start-up's, not the
+// process's.
+func trimWhileStarting() {
+	ts := syscall.NsecToTimespec(int64(startTrimEvery))
+	for range startTrimFor / startTrimEvery {
+		_ = syscall.Nanosleep(&ts, nil)
+		if settled.Load() {
+			return
+		}
+		unmapExecutable()
+	}
+}
+
+const (
+	startTrimEvery = 5_000_000 // ns
+	startTrimFor   = 1_000_000_000
+)
+
+// Settle trims once more and ends the trimming while starting: the process
+// is up, and what it touches from now on it uses.
+func Settle() {
+	settled.Store(true)
+	TrimExecutable()
+}
 
 // TrimExecutable unmaps the executable's read-only pages (code and
 // constants); the ones in use come back at their next touch.
 func TrimExecutable() {
-	adviseExecutable(syscall.MADV_RANDOM)
-	adviseExecutable(syscall.MADV_DONTNEED)
+	unmapExecutable()
 	dropCached()
 }
+
+func unmapExecutable() {
+	for _, sp := range spans {
+		for _, advice := range []uintptr{syscall.MADV_RANDOM, syscall.MADV_DONTNEED} {
+			_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, sp[0], sp[1]-sp[0], advice)
+		}
+	}
+}
+
+// spans are the executable's read-only mappings, read once: they stay put.
+var spans = readOnlySpans()
 
 // dropCached asks the kernel to drop the executable's pages that no process
 // maps from its page cache: a page touched again then comes alone, not
@@ -25,9 +72,9 @@ func dropCached() {
 	_, _, _ = syscall.Syscall6(syscall.SYS_FADVISE64, uintptr(fd), 0, 0, posixFadvDontneed, 0, 0)
 }
 
-// adviseExecutable applies advice to the read-only mappings of this
-// process's executable, using nothing but syscall.
-func adviseExecutable(advice int) {
+// readOnlySpans finds the read-only mappings of this process's executable
+// (start, end), using nothing but syscall.
+func readOnlySpans() (out [][2]uintptr) {
 	exe := make([]byte, 4096)
 	n, err := syscall.Readlink("/proc/self/exe", exe)
 	if err != nil {
@@ -42,7 +89,7 @@ func adviseExecutable(advice int) {
 	buf := make([]byte, 0, 1<<16)
 	for {
 		if len(buf) == cap(buf) {
-			return // an unexpectedly large map: leave it
+			return nil // an unexpectedly large map: leave it
 		}
 		k, err := syscall.Read(fd, buf[len(buf):cap(buf)])
 		if k <= 0 || err != nil {
@@ -62,11 +109,11 @@ func adviseExecutable(advice int) {
 		if len(f) < 6 || string(f[5]) != string(exe) || len(f[1]) < 2 || f[1][1] == 'w' {
 			continue
 		}
-		start, end, ok := span(f[0])
-		if ok {
-			_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, start, end-start, uintptr(advice))
+		if start, end, ok := span(f[0]); ok {
+			out = append(out, [2]uintptr{start, end})
 		}
 	}
+	return out
 }
 
 func indexByte(b []byte, c byte) int {

@@ -4,3 +4,6 @@ package lowmem
 
 // TrimExecutable does nothing outside Linux.
 func TrimExecutable() {}
+
+// Settle does nothing outside Linux.
+func Settle() {}
