@@ -2,6 +2,7 @@ package netx
 
 import (
 	"encoding/binary"
+	"runtime"
 	"sync"
 )
 
@@ -10,8 +11,13 @@ import (
 // a copy and adding one allocates nothing. When a datagram does not fit, the
 // oldest are dropped, and counted, until it does.
 type Queue struct {
-	mu    sync.Mutex
-	ring  []byte
+	mu   sync.Mutex
+	ring []byte
+	// size is the part of ring in use: records wrap at it. It starts at
+	// ringStart, grows as what is held needs, and goes back when that fits
+	// again, so that a queue holding little touches (and keeps resident)
+	// only the pages of that part, not all of ring as it goes round.
+	size  int
 	head  int // offset of the oldest record
 	used  int // bytes in use
 	recs  int // records in the ring, flush markers included
@@ -53,8 +59,14 @@ type QueueStats struct {
 // that any datagram fits.
 func NewQueue(maxBytes int) *Queue {
 	maxBytes = max(maxBytes, MaxFrameSize)
-	return &Queue{ring: make([]byte, maxBytes), ready: make(chan struct{}, 1), room: make(chan struct{}, 1), headSeq: 1}
+	ring, free := newRing(maxBytes)
+	q := &Queue{ring: ring, size: min(maxBytes, ringStart), ready: make(chan struct{}, 1), room: make(chan struct{}, 1), headSeq: 1}
+	runtime.AddCleanup(q, func(free func()) { free() }, free)
+	return q
 }
+
+// ringStart is the part of a queue's ring used while it holds little.
+const ringStart = 256 << 10
 
 // NewRetainingQueue is a queue for protocol v2: what Pop takes stays
 // until the host confirms it (Ack, Answered), and Rewind takes it again.
@@ -148,7 +160,10 @@ func (q *Queue) PushFlush() {
 
 // makeRoom drops the oldest records until n more bytes fit.
 func (q *Queue) makeRoom(n int) (dropped int) {
-	for len(q.ring)-q.used < n {
+	for q.size-q.used < n && q.size < len(q.ring) {
+		q.grow()
+	}
+	for q.size-q.used < n {
 		size := q.lenAt(q.head)
 		popped := q.curRecs > 0
 		q.removeHead(size)
@@ -192,16 +207,48 @@ func (q *Queue) lenAt(off int) int {
 }
 
 func (q *Queue) advance(n int) {
-	q.head = (q.head + n) % len(q.ring)
+	q.head = (q.head + n) % q.size
 	q.used -= n
 	q.recs--
+}
+
+// shrink goes back to the start of the ring once what is held fits there,
+// unwrapped: after records left it, not while making room (that would drop
+// more than needed).
+func (q *Queue) shrink() {
+	start := min(len(q.ring), ringStart)
+	switch {
+	case q.used == 0:
+		q.head = 0
+	case q.head+q.used > start:
+		return
+	}
+	q.size = start
+}
+
+// grow doubles the part of the ring in use (up to all of it). Records that
+// wrapped at the old end move to just past it, so that they follow on, or
+// where that part is too short, everything moves to the start.
+func (q *Queue) grow() {
+	size := min(2*q.size, len(q.ring))
+	switch wrapped := q.head + q.used - q.size; {
+	case wrapped <= 0:
+	case q.size+wrapped <= size:
+		copy(q.ring[q.size:], q.ring[:wrapped])
+	default:
+		held := make([]byte, q.used)
+		q.read(held, q.head)
+		copy(q.ring, held)
+		q.head = 0
+	}
+	q.size = size
 }
 
 // put appends a record; room was made.
 func (q *Queue) put(p []byte) {
 	var h [FrameHeaderSize]byte
 	binary.BigEndian.PutUint32(h[:], uint32(len(p)))
-	tail := (q.head + q.used) % len(q.ring)
+	tail := (q.head + q.used) % q.size
 	tail = q.write(h[:], tail)
 	q.write(p, tail)
 	q.used += FrameHeaderSize + len(p)
@@ -210,16 +257,16 @@ func (q *Queue) put(p []byte) {
 
 // write copies p into the ring at off, wrapping, and returns the end offset.
 func (q *Queue) write(p []byte, off int) int {
-	n := copy(q.ring[off:], p)
+	n := copy(q.ring[off:q.size], p)
 	if n < len(p) {
 		return copy(q.ring, p[n:])
 	}
-	return (off + n) % len(q.ring)
+	return (off + n) % q.size
 }
 
 // read copies len(p) bytes from the ring at off, wrapping.
 func (q *Queue) read(p []byte, off int) {
-	n := copy(p, q.ring[off:])
+	n := copy(p, q.ring[off:q.size])
 	copy(p[n:], q.ring)
 }
 
@@ -254,7 +301,7 @@ func (q *Queue) pop(dst []byte, raw bool) Batch {
 	}
 	b.FirstSeq = q.headSeq + uint64(q.curDgrams)
 	for q.recs > q.curRecs {
-		off := (q.head + q.cur) % len(q.ring)
+		off := (q.head + q.cur) % q.size
 		size := q.lenAt(off)
 		n := FrameHeaderSize + size
 		if raw {
@@ -267,7 +314,7 @@ func (q *Queue) pop(dst []byte, raw bool) Batch {
 			break
 		}
 		if raw {
-			off = (off + FrameHeaderSize) % len(q.ring)
+			off = (off + FrameHeaderSize) % q.size
 		}
 		l := len(b.Buf)
 		b.Buf = b.Buf[:l+n]
@@ -290,6 +337,7 @@ func (q *Queue) pop(dst []byte, raw bool) Batch {
 		}
 	}
 	if !q.retain && b.Datagrams+b.Flushes > 0 {
+		q.shrink()
 		q.freed()
 	}
 	return b
@@ -311,6 +359,7 @@ func (q *Queue) Ack(next uint64) int {
 		n++
 	}
 	if n > 0 {
+		q.shrink()
 		q.freed()
 	}
 	return n
@@ -326,6 +375,7 @@ func (q *Queue) Answered() {
 		q.answersAhead--
 	case q.curRecs > 0 && q.lenAt(q.head) == 0:
 		q.removeHead(0)
+		q.shrink()
 	}
 }
 

@@ -147,3 +147,125 @@ func TestForwarderLogsRefusedSize(t *testing.T) {
 		t.Fatalf("refused datagram logged without its size: %s", log.String())
 	}
 }
+
+// TestQueueGrowsAndShrinks: a queue uses a small part of its ring while it
+// holds little, grows it (moving wrapped records) as it holds more, up to
+// all of it, and goes back; through all of it, what comes out is what a
+// plain FIFO with drop-oldest gives, for capacities that are and are not
+// powers of two.
+func TestQueueGrowsAndShrinks(t *testing.T) {
+	for _, capacity := range []int{MaxFrameSize, 300 << 10, 1 << 20, 3<<20 + 12345} {
+		t.Run(fmt.Sprint(capacity), func(t *testing.T) {
+			q := NewQueue(capacity)
+			var model [][]byte // the datagrams held, oldest first
+			held := 0          // their bytes, framing included
+			rng := uint64(capacity)
+			next := func(n uint64) uint64 { rng = rng*6364136223846793005 + 1442695040888963407; return rng >> 33 % n }
+			buf := make([]byte, 0, 3*MaxFrameSize)
+			grew := false
+			for i := range 20000 {
+				// Bursts of big datagrams fill it; long runs of small ones
+				// with pops in between keep it nearly empty.
+				size := 2 + int(next(200))
+				if i/2000%2 == 1 {
+					size = 2 + int(next(MaxDatagram-1))
+				}
+				p := bytes.Repeat([]byte{byte(i)}, size)
+				binary.BigEndian.PutUint16(p, uint16(i))
+				q.Push(p)
+				model = append(model, p)
+				for held += FrameHeaderSize + size; held > q.Cap(); model = model[1:] {
+					held -= FrameHeaderSize + len(model[0])
+				}
+				grew = grew || q.size > ringStart
+				if q.size > q.Cap() || q.used > q.size {
+					t.Fatalf("ring part %d, holding %d, of %d", q.size, q.used, q.Cap())
+				}
+				if next(3) != 0 {
+					continue
+				}
+				b := q.Pop(buf[:0])
+				for rec := b.Buf; len(rec) > 0; {
+					n := int(binary.BigEndian.Uint32(rec))
+					if !bytes.Equal(rec[FrameHeaderSize:FrameHeaderSize+n], model[0]) {
+						t.Fatalf("step %d: popped a datagram of %d bytes that is not the oldest held", i, n)
+					}
+					held -= FrameHeaderSize + n
+					model, rec = model[1:], rec[FrameHeaderSize+n:]
+				}
+			}
+			if capacity > ringStart && !grew {
+				t.Fatal("the ring's part in use never grew")
+			}
+			for len(q.Pop(buf[:0]).Buf) > 0 {
+			}
+			if q.size != min(capacity, ringStart) || q.head != 0 {
+				t.Fatalf("empty queue uses %d bytes from %d, want %d from 0", q.size, q.head, min(capacity, ringStart))
+			}
+		})
+	}
+}
+
+// TestRetainingQueueGrowsAndShrinks: the same for a retaining queue, whose
+// popped datagrams stay until confirmed and come again after a rewind.
+func TestRetainingQueueGrowsAndShrinks(t *testing.T) {
+	for _, capacity := range []int{300 << 10, 3<<20 + 12345} {
+		t.Run(fmt.Sprint(capacity), func(t *testing.T) {
+			q := NewRetainingQueue(capacity)
+			type rec struct {
+				seq uint64
+				p   []byte
+			}
+			var model []rec // held, oldest first; the first popped are sent
+			popped, held := 0, 0
+			rng := uint64(capacity)
+			next := func(n uint64) uint64 { rng = rng*6364136223846793005 + 1442695040888963407; return rng >> 33 % n }
+			buf := make([]byte, 0, 3*MaxFrameSize)
+			for i := range 20000 {
+				size := 2 + int(next(200))
+				if i/2000%2 == 1 {
+					size = 2 + int(next(MaxDatagram-1))
+				}
+				p := bytes.Repeat([]byte{byte(i)}, size)
+				q.Push(p)
+				model = append(model, rec{uint64(i + 1), p})
+				for held += FrameHeaderSize + size; held > q.Cap(); model = model[1:] {
+					held -= FrameHeaderSize + len(model[0].p)
+					popped = max(popped-1, 0)
+				}
+				switch next(6) {
+				case 0, 1:
+					b := q.Pop(buf[:0])
+					if b.Datagrams > 0 && b.FirstSeq != model[popped].seq {
+						t.Fatalf("step %d: batch numbered from %d, want %d", i, b.FirstSeq, model[popped].seq)
+					}
+					for r := b.Buf; len(r) > 0; popped++ {
+						n := int(binary.BigEndian.Uint32(r))
+						if want := model[popped]; !bytes.Equal(r[FrameHeaderSize:FrameHeaderSize+n], want.p) {
+							t.Fatalf("step %d: popped %d bytes, not datagram %d", i, n, want.seq)
+						}
+						r = r[FrameHeaderSize+n:]
+					}
+				case 2:
+					if popped > 0 { // the host confirms what was sent
+						q.Ack(model[popped-1].seq + 1)
+						for _, r := range model[:popped] {
+							held -= FrameHeaderSize + len(r.p)
+						}
+						model, popped = model[popped:], 0
+					}
+				case 3:
+					if next(20) == 0 { // a new connection: everything unconfirmed again
+						if first := q.Rewind(); len(model) > 0 && first != model[0].seq {
+							t.Fatalf("step %d: rewind starts at %d, want %d", i, first, model[0].seq)
+						}
+						popped = 0
+					}
+				}
+				if q.size > q.Cap() || q.used > q.size || q.used != held {
+					t.Fatalf("step %d: ring part %d, holding %d (model %d), of %d", i, q.size, q.used, held, q.Cap())
+				}
+			}
+		})
+	}
+}

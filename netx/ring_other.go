@@ -1,0 +1,5 @@
+//go:build !linux
+
+package netx
+
+func newRing(n int) (ring []byte, free func()) { return make([]byte, n), func() {} }
