@@ -59,7 +59,7 @@ type QueueStats struct {
 // that any datagram fits.
 func NewQueue(maxBytes int) *Queue {
 	maxBytes = max(maxBytes, MaxFrameSize)
-	ring, free := newRing(maxBytes)
+	ring, free := offHeap(maxBytes)
 	q := &Queue{ring: ring, size: min(maxBytes, ringStart), ready: make(chan struct{}, 1), room: make(chan struct{}, 1), headSeq: 1}
 	runtime.AddCleanup(q, func(free func()) { free() }, free)
 	return q

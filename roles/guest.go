@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -148,6 +149,7 @@ func settleGuest(rc *RunContext) {
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
 	}
+	debug.FreeOSMemory()
 	lowmem.Settle()
 	rc.Log.Debug("settled: resident code pages trimmed", "gomaxprocs", runtime.GOMAXPROCS(0))
 }
