@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"runtime"
 	"sync"
+	"time"
 )
 
 // Queue is a bounded FIFO of datagrams and flush markers, kept in one ring of
@@ -14,13 +15,15 @@ type Queue struct {
 	mu   sync.Mutex
 	ring []byte
 	// size is the part of ring in use: records wrap at it. It starts at
-	// ringStart, grows as what is held needs, and goes back when that fits
-	// again, so that a queue holding little touches (and keeps resident)
-	// only the pages of that part, not all of ring as it goes round.
+	// ringStart, grows as what is held needs, and goes back once the queue
+	// empties after a while without growing, so that a queue holding
+	// little touches (and keeps resident) only the pages of that part, not
+	// all of ring as it goes round.
 	size  int
-	head  int // offset of the oldest record
-	used  int // bytes in use
-	recs  int // records in the ring, flush markers included
+	grown time.Time // when size last grew
+	head  int       // offset of the oldest record
+	used  int       // bytes in use
+	recs  int       // records in the ring, flush markers included
 	ready chan struct{}
 	room  chan struct{} // signalled when records leave the ring
 	stats QueueStats
@@ -65,8 +68,12 @@ func NewQueue(maxBytes int) *Queue {
 	return q
 }
 
-// ringStart is the part of a queue's ring used while it holds little.
-const ringStart = 256 << 10
+// ringStart is the part of a queue's ring used while it holds little;
+// ringSettle how long it must not have grown to go back to it.
+const (
+	ringStart  = 256 << 10
+	ringSettle = time.Second
+)
 
 // NewRetainingQueue is a queue for protocol v2: what Pop takes stays
 // until the host confirms it (Ack, Answered), and Rewind takes it again.
@@ -212,18 +219,19 @@ func (q *Queue) advance(n int) {
 	q.recs--
 }
 
-// shrink goes back to the start of the ring once what is held fits there,
-// unwrapped: after records left it, not while making room (that would drop
-// more than needed).
+// shrink starts an empty queue again at the start of its ring, and goes
+// back to using only ringStart of it once it has not grown for
+// ringSettle: after records left it, not while making room (that would
+// drop more than needed); not at every emptying, or a queue that holds
+// much between emptyings would grow again each time, copying.
 func (q *Queue) shrink() {
-	start := min(len(q.ring), ringStart)
-	switch {
-	case q.used == 0:
-		q.head = 0
-	case q.head+q.used > start:
+	if q.used > 0 {
 		return
 	}
-	q.size = start
+	q.head = 0
+	if start := min(len(q.ring), ringStart); q.size > start && time.Since(q.grown) >= ringSettle {
+		q.size = start
+	}
 }
 
 // grow doubles the part of the ring in use (up to all of it). Records that
@@ -242,6 +250,7 @@ func (q *Queue) grow() {
 		q.head = 0
 	}
 	q.size = size
+	q.grown = time.Now()
 }
 
 // put appends a record; room was made.
