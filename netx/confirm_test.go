@@ -156,3 +156,48 @@ func TestRetainingQueueDroppedMarkerAnswer(t *testing.T) {
 		t.Fatalf("after both answers %d bytes held, want 0", s.QueuedBytes)
 	}
 }
+
+// TestHostConfirmsAQuietGuest: a v2 guest that sends datagrams and then
+// nothing, no flush either, still gets them confirmed (within
+// confirmDelay of the host catching up); and what it sent in one write
+// is confirmed once, not per datagram.
+func TestHostConfirmsAQuietGuest(t *testing.T) {
+	path := filepath.Join(testutil.SockDir(t), "h_6831")
+	sink := &memSink{}
+	startHost(t, path, sink)
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b := AppendHelloV2(nil, KindJaeger, 42, 1)
+	for i := range 50 {
+		b = AppendFrame(b, []byte{byte(i), 'x'})
+	}
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var h [FrameHeaderSize + 8]byte
+	confirmations := 0
+	for {
+		if _, err := io.ReadFull(c, h[:]); err != nil {
+			t.Fatalf("no confirmation of datagrams 1-50 (after %d): %v", confirmations, err)
+		}
+		confirmations++
+		if n := binary.BigEndian.Uint32(h[:]); n != 8 {
+			t.Fatalf("the host sent a %d-byte frame, want an 8-byte confirmation", n)
+		}
+		if next := binary.BigEndian.Uint64(h[FrameHeaderSize:]); next == 51 {
+			break
+		}
+	}
+	if confirmations > 2 {
+		t.Errorf("%d confirmations for one write of 50 datagrams: want them coalesced", confirmations)
+	}
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if n := len(slices.Concat(slices.Collect(maps.Values(sink.got))...)); n != 50 {
+		t.Errorf("sink got %d datagrams, want 50", n)
+	}
+}

@@ -435,6 +435,8 @@ type peerConn struct {
 	duplicates            uint64
 	unconfirmed           int       // bytes handed on since the last confirmation
 	ackedAt               time.Time // when it was sent
+	ackBy                 time.Time // when the next is due, having caught up (zero: none owed so)
+	ackDeadline           bool      // the read deadline is ackBy's
 	ackBuf                [FrameHeaderSize + 16]byte
 	greeted               bool // sent a hello, or raw bytes
 	frameDeadline         bool // a --frame-timeout deadline is set
@@ -450,6 +452,10 @@ const maxBatch, maxBatchBytes = 64, 1 << 20
 const (
 	confirmBytes = 1 << 20
 	confirmEvery = 10 * time.Millisecond
+	// confirmDelay is how long after catching up with a guest's stream its
+	// confirmation waits for more to come: short, since a host killed
+	// meanwhile hands what it did not confirm on twice after its restart.
+	confirmDelay = 2 * time.Millisecond
 )
 
 func (c *peerConn) sinkError(err error, n int) {
@@ -549,29 +555,45 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 	for {
 		if !buffered(br) || len(c.batch) == maxBatch || c.batchBytes >= maxBatchBytes {
 			n := c.flushBatch()
-			// Confirm once read up to what the guest has sent (it may be
-			// waiting), or every confirmBytes or confirmEvery: not for each
-			// batch of a stream still coming, which costs both sides a
-			// system call.
-			if br.Buffered() == 0 || c.unconfirmed >= confirmBytes || time.Since(c.ackedAt) >= confirmEvery {
+			// Confirm every confirmBytes or confirmEvery while the stream
+			// keeps coming, and confirmDelay after catching up with it: not
+			// for each batch, which costs both sides a system call and a
+			// wake-up.
+			now := time.Now()
+			if c.unconfirmed >= confirmBytes || now.Sub(c.ackedAt) >= confirmEvery || !c.ackBy.IsZero() && !now.Before(c.ackBy) {
 				if err := c.ack(); err != nil {
 					return err
 				}
+			} else if br.Buffered() == 0 && c.ackBy.IsZero() && c.owesAck() {
+				c.ackBy = now.Add(confirmDelay)
 			}
 			c.pace(n)
 			// A frame begun must be finished in time; between frames a
-			// guest may be quiet as long as it likes. The deadline is only
-			// touched when that changes: this runs once per batch.
+			// guest may be quiet as long as it likes, and a confirmation
+			// owed is sent by its time.
 			switch inFrame := br.Buffered() > 0; {
 			case inFrame:
-				c.setDeadline(time.Now().Add(c.cfg.FrameTimeout))
+				c.setDeadline(now.Add(c.cfg.FrameTimeout))
 				c.frameDeadline = true
-			case c.frameDeadline:
+			case !c.ackBy.IsZero():
+				c.setDeadline(c.ackBy)
+				c.frameDeadline = false
+			case c.frameDeadline || c.ackDeadline:
 				c.setDeadline(time.Time{})
 				c.frameDeadline = false
 			}
+			c.ackDeadline = !c.ackBy.IsZero() && !c.frameDeadline
 		}
 		p, ctl, err := fr.NextFrame()
+		if errors.Is(err, os.ErrDeadlineExceeded) && c.ackDeadline && !c.draining() {
+			// The guest went quiet with datagrams unconfirmed: now.
+			if err := c.ack(); err != nil {
+				return err
+			}
+			c.setDeadline(time.Time{})
+			c.ackDeadline = false
+			continue
+		}
 		if errors.Is(err, os.ErrDeadlineExceeded) && !c.draining() {
 			err = &limitError{what: "a frame not finished", flag: "frame-timeout", after: c.cfg.FrameTimeout}
 		}
@@ -635,7 +657,8 @@ func (c *peerConn) guestDropped(n uint64) {
 // session remembers both, so that what the guest resends after a
 // reconnect is not handed on twice.
 func (c *peerConn) ack() error {
-	if !c.v2 || c.seq == c.acked && c.lost == c.ackedLost {
+	c.ackBy = time.Time{}
+	if !c.owesAck() {
 		return nil
 	}
 	c.delivered = max(c.delivered, c.seq)
@@ -645,6 +668,11 @@ func (c *peerConn) ack() error {
 	}
 	c.acked, c.ackedLost, c.unconfirmed, c.ackedAt = c.seq, c.lost, 0, time.Now()
 	return nil
+}
+
+// owesAck reports whether a v2 guest has datagrams to be confirmed.
+func (c *peerConn) owesAck() bool {
+	return c.v2 && (c.seq != c.acked || c.lost != c.ackedLost)
 }
 
 func (c *peerConn) write(b []byte) error {
