@@ -48,6 +48,8 @@ func TrimExecutable() {
 	dropCached()
 }
 
+// unmapExecutable drops this process's mappings of the executable's
+// read-only pages, and asks for no readahead when they fault back.
 func unmapExecutable() {
 	for _, sp := range spans {
 		for _, advice := range []uintptr{syscall.MADV_RANDOM, syscall.MADV_DONTNEED} {
@@ -61,7 +63,7 @@ var spans = readOnlySpans()
 
 // dropCached asks the kernel to drop the executable's pages that no process
 // maps from its page cache: a page touched again then comes alone, not
-// with the fault-around's 15 neighbours (which MADV_RANDOM does not stop).
+// with the neighbours fault-around maps (MADV_RANDOM does not stop it).
 func dropCached() {
 	fd, err := syscall.Open("/proc/self/exe", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 	if err != nil {
