@@ -149,8 +149,11 @@ func settleGuest(rc *RunContext) {
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
 	}
-	debug.FreeOSMemory()
+	// The binary leaves the page cache first: the collection that gives
+	// the heap back then faults in single pages, not whole cached folios.
 	lowmem.Settle()
+	debug.FreeOSMemory()
+	lowmem.TrimExecutable()
 	rc.Log.Debug("settled: resident code pages trimmed", "gomaxprocs", runtime.GOMAXPROCS(0))
 }
 
