@@ -88,8 +88,9 @@ type ForwarderStats struct {
 }
 
 // writeBatch bounds one write to the host: large enough that big datagrams
-// go several to a system call.
-const writeBatch = 512 << 10
+// go several to a system call (with the stream's 1 MiB in flight, 256 KiB
+// moved as much as 512 KiB, in less memory).
+const writeBatch = 256 << 10
 
 // NewForwarder returns a Forwarder; start it with Run.
 func NewForwarder(cfg ForwarderConfig) *Forwarder {
@@ -324,8 +325,11 @@ func (f *Forwarder) hold(ctx context.Context, t *time.Timer, stalled bool) bool 
 		stalled = false
 	default:
 	}
-	// Room for a whole read of the largest datagrams, or half the queue.
-	need := min(readBatch*MaxFrameSize, f.q.Cap()/2)
+	// Room for a whole read of the largest datagrams and a quarter of the
+	// queue (what a saturated relay holds, so keeps resident, is the rest;
+	// it is still more than the stream and the host hold unconfirmed), or
+	// half the queue.
+	need := min(max(readBatch*MaxFrameSize, f.q.Cap()/4), f.q.Cap()/2)
 	if stalled || !f.connected.Load() || f.q.Free() >= need {
 		return stalled
 	}

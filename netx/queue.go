@@ -167,8 +167,8 @@ func (q *Queue) PushFlush() {
 
 // makeRoom drops the oldest records until n more bytes fit.
 func (q *Queue) makeRoom(n int) (dropped int) {
-	for q.size-q.used < n && q.size < len(q.ring) {
-		q.grow()
+	if q.size-q.used < n && q.size < len(q.ring) {
+		q.grow(n)
 	}
 	for q.size-q.used < n {
 		size := q.lenAt(q.head)
@@ -234,20 +234,20 @@ func (q *Queue) shrink() {
 	}
 }
 
-// grow doubles the part of the ring in use (up to all of it). Records that
-// wrapped at the old end move to just past it, so that they follow on, or
-// where that part is too short, everything moves to the start.
-func (q *Queue) grow() {
-	size := min(2*q.size, len(q.ring))
-	switch wrapped := q.head + q.used - q.size; {
-	case wrapped <= 0:
-	case q.size+wrapped <= size:
-		copy(q.ring[q.size:], q.ring[:wrapped])
-	default:
-		held := make([]byte, q.used)
-		q.read(held, q.head)
-		copy(q.ring, held)
-		q.head = 0
+// grow enlarges the part of the ring in use to hold n more bytes, in
+// steps of ringStart (up to all of it), so that what is resident follows
+// what is held. Whichever part of wrapped records is shorter moves: the
+// part at the start to just past the old end, or the part at the old end
+// to the new end.
+func (q *Queue) grow(n int) {
+	size := min(len(q.ring), (q.used+n+ringStart-1)/ringStart*ringStart)
+	if wrapped := q.head + q.used - q.size; wrapped > 0 {
+		if tail := q.size - q.head; wrapped <= size-q.size && wrapped <= tail {
+			copy(q.ring[q.size:], q.ring[:wrapped])
+		} else {
+			copy(q.ring[size-tail:size], q.ring[q.head:q.size])
+			q.head = size - tail
+		}
 	}
 	q.size = size
 	q.grown = time.Now()

@@ -233,8 +233,8 @@ func (s *Server) Serve(ln net.Listener, name string) error {
 		g := s.guestFor(guestOf(conn, name))
 		if over := s.overLimit(name, g); over != "" {
 			s.mu.Unlock()
+			s.stats.refused.Add(1) // before the close a peer (or a test) may see
 			_ = conn.Close()
-			s.stats.refused.Add(1)
 			if ok, n := s.limitLog.Allow(); ok {
 				s.log.Warn("connection refused: "+over, "guest", g.name, "listener", name,
 					"refused_total", s.stats.refused.Load(), "not_logged", n)
