@@ -25,21 +25,24 @@ func SetReadBuffer(c any, n int) { setBuffer(c, soRcvbufForce, syscall.SO_RCVBUF
 func setSendBuffer(c any, n int) { setBuffer(c, soSndbufForce, syscall.SO_SNDBUF, n) }
 
 func setBuffer(c any, force, opt, n int) {
+	control(c, func(fd int) {
+		if force == 0 || syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, force, n) != nil {
+			_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, opt, n)
+		}
+	})
+}
+
+// control runs fn on c's socket, where c has one.
+func control(c any, fn func(fd int)) {
 	sc, ok := c.(interface {
 		SyscallConn() (syscall.RawConn, error)
 	})
 	if !ok {
 		return
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return
+	if rc, err := sc.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) { fn(int(fd)) })
 	}
-	_ = rc.Control(func(fd uintptr) {
-		if force == 0 || syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, force, n) != nil {
-			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, opt, n)
-		}
-	})
 }
 
 // widenStream gives a stream to the host room for streamWindow bytes in

@@ -26,16 +26,11 @@ const soRcvbufForce, soSndbufForce = unix.SO_RCVBUFFORCE, unix.SO_SNDBUFFORCE
 // widenVsock sets a vsock connection's buffer, which bounds what its peer
 // may send ahead, to n bytes (its maximum first: the kernel clamps to it).
 func widenVsock(c net.Conn, n int) {
-	vc, ok := c.(*vsock.Conn)
-	if !ok {
+	if _, ok := c.(*vsock.Conn); !ok {
 		return
 	}
-	rc, err := vc.SyscallConn()
-	if err != nil {
-		return
-	}
-	_ = rc.Control(func(fd uintptr) {
-		_ = unix.SetsockoptUint64(int(fd), unix.AF_VSOCK, unix.SO_VM_SOCKETS_BUFFER_MAX_SIZE, uint64(n))
-		_ = unix.SetsockoptUint64(int(fd), unix.AF_VSOCK, unix.SO_VM_SOCKETS_BUFFER_SIZE, uint64(n))
+	control(c, func(fd int) {
+		_ = unix.SetsockoptUint64(fd, unix.AF_VSOCK, unix.SO_VM_SOCKETS_BUFFER_MAX_SIZE, uint64(n))
+		_ = unix.SetsockoptUint64(fd, unix.AF_VSOCK, unix.SO_VM_SOCKETS_BUFFER_SIZE, uint64(n))
 	})
 }
