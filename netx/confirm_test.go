@@ -165,18 +165,11 @@ func TestHostConfirmsAQuietGuest(t *testing.T) {
 	path := filepath.Join(testutil.SockDir(t), "h_6831")
 	sink := &memSink{}
 	startHost(t, path, sink)
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	b := AppendHelloV2(nil, KindJaeger, 42, 1)
 	for i := range 50 {
 		b = AppendFrame(b, []byte{byte(i), 'x'})
 	}
-	if _, err := c.Write(b); err != nil {
-		t.Fatal(err)
-	}
+	c := dialHost(t, path, b)
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var h [FrameHeaderSize + 8]byte
 	confirmations := 0

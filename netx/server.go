@@ -576,7 +576,9 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 				c.setDeadline(now.Add(c.cfg.FrameTimeout))
 				c.frameDeadline = true
 			case !c.ackBy.IsZero():
-				c.setDeadline(c.ackBy)
+				if !c.ackDeadline { // set once: ackBy stays until the confirmation goes
+					c.setDeadline(c.ackBy)
+				}
 				c.frameDeadline = false
 			case c.frameDeadline || c.ackDeadline:
 				c.setDeadline(time.Time{})
