@@ -79,7 +79,7 @@ unit:
 	@mkdir -p bin && rm -f bin/fault-table.txt
 	CGO_ENABLED=1 KATATRACE_FAULT_TABLE=$(CURDIR)/bin/fault-table.txt $(GO) test -race -count=1 $(UNIT_PKGS)
 	@echo "fault and abuse suite (under -race):" && cat bin/fault-table.txt
-	$(GO) test -count=1 -run 'Allocat' ./netx
+	$(GO) test -count=1 -run 'Allocat' ./hostrelay
 
 ## e2e: end-to-end tests against a real Jaeger (and socat, QEMU where present)
 e2e: build $(TOOLS)/jaeger
@@ -115,7 +115,7 @@ fuzz:
 ## katatrace) and the 1,000-guest scale run; BENCHFLAGS adds flags
 ## (e.g. BENCHFLAGS="--json" or "--plot bench.png")
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./netx ./tracing
+	$(GO) test -run '^$$' -bench . -benchmem ./wire ./hostrelay ./guestrelay ./jaegerthrift ./kataspan
 	$(GO) build -o bin/katatrace-bench ./cmd/katatrace-bench
 	bin/katatrace-bench --bin bin/katatrace $(BENCHFLAGS)
 	bin/katatrace-bench --bin bin/katatrace --scale

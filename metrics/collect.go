@@ -4,9 +4,10 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/katatrace/katatrace/guestrelay"
+	"github.com/katatrace/katatrace/hostrelay"
+	"github.com/katatrace/katatrace/wire"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/katatrace/katatrace/netx"
 )
 
 // desc is one metric's description; labels are its variable labels.
@@ -23,7 +24,7 @@ func gauge(d *prometheus.Desc, v float64, labels ...string) prometheus.Metric {
 	return prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 }
 
-// trafficDescs are the metrics of a netx.Traffic: the host relay's totals,
+// trafficDescs are the metrics of a hostrelay.Traffic: the host relay's totals,
 // or one guest's (with its label).
 type trafficDescs struct {
 	accepted, datagrams, bytes, flushes, duplicates, dropped, paused *prometheus.Desc
@@ -56,7 +57,7 @@ func (d trafficDescs) all() []*prometheus.Desc {
 	return []*prometheus.Desc{d.accepted, d.datagrams, d.bytes, d.flushes, d.duplicates, d.dropped, d.paused}
 }
 
-func (d trafficDescs) collect(ch chan<- prometheus.Metric, t netx.Traffic, labels ...string) {
+func (d trafficDescs) collect(ch chan<- prometheus.Metric, t hostrelay.Traffic, labels ...string) {
 	ch <- counter(d.accepted, t.Accepted, labels...)
 	ch <- counter(d.datagrams, t.Datagrams, labels...)
 	ch <- counter(d.bytes, t.Bytes, labels...)
@@ -84,14 +85,14 @@ var (
 type SinkDrops func() map[string]uint64
 
 type hostCollector struct {
-	srv  *netx.Server
+	srv  *hostrelay.Server
 	sink SinkDrops
 }
 
 // ForServer exports a host relay's counters, per guest too: a guest is a
 // VM (a vsock CID, or the VMM behind a hybrid-vsock socket), kept for a
 // while after its last connection so that a scrape sees its final counts.
-func ForServer(srv *netx.Server, sink SinkDrops) prometheus.Collector {
+func ForServer(srv *hostrelay.Server, sink SinkDrops) prometheus.Collector {
 	return &hostCollector{srv: srv, sink: sink}
 }
 
@@ -136,11 +137,11 @@ var (
 	relayConnected  = desc("relay_connected", "1 while a connection to the host is up.", "kind")
 )
 
-// Relay is a guest relay to export (a *netx.Relay), named by the kind of
+// Relay is a guest relay to export (a *guestrelay.Relay), named by the kind of
 // its stream.
 type Relay interface {
-	Kind() netx.Kind
-	Stats() netx.ForwarderStats
+	Kind() wire.Kind
+	Stats() guestrelay.ForwarderStats
 }
 
 type relayCollector []Relay

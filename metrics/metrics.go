@@ -8,11 +8,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/katatrace/katatrace/endpoint"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/katatrace/katatrace/netx"
 )
 
 // Server serves /metrics until Shutdown.
@@ -23,7 +22,7 @@ type Server struct {
 
 // Serve listens on a (tcp://, unix:// or vsock://) and serves the given
 // collectors, with the process's and the Go runtime's, at /metrics.
-func Serve(a netx.Addr, log *slog.Logger, cs ...prometheus.Collector) (*Server, error) {
+func Serve(a endpoint.Addr, log *slog.Logger, cs ...prometheus.Collector) (*Server, error) {
 	reg := prometheus.NewRegistry()
 	cs = append(cs, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	for _, c := range cs {
@@ -31,7 +30,7 @@ func Serve(a netx.Addr, log *slog.Logger, cs ...prometheus.Collector) (*Server, 
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
 	}
-	ln, err := netx.Listen(a)
+	ln, err := endpoint.Listen(a)
 	if err != nil {
 		return nil, err
 	}

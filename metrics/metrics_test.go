@@ -14,8 +14,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/guestrelay"
+	"github.com/katatrace/katatrace/hostrelay"
 	"github.com/katatrace/katatrace/internal/testutil"
-	"github.com/katatrace/katatrace/netx"
+	"github.com/katatrace/katatrace/wire"
 )
 
 type discard struct{}
@@ -26,12 +29,12 @@ func (discard) Close(ctx context.Context) error { return nil }
 
 // hostWithOneGuest is a host relay that has served one v2 guest: two
 // datagrams and a flush.
-func hostWithOneGuest(t *testing.T) *netx.Server {
+func hostWithOneGuest(t *testing.T) *hostrelay.Server {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := netx.NewServer(netx.ServerConfig{Kind: netx.KindJaeger, Sink: discard{}, Logger: slog.New(slog.DiscardHandler)})
+	srv := hostrelay.NewServer(hostrelay.ServerConfig{Kind: wire.KindJaeger, Sink: discard{}, Logger: slog.New(slog.DiscardHandler)})
 	go func() { _ = srv.Serve(ln, "tcp://"+ln.Addr().String()) }()
 	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
 	c, err := net.Dial("tcp", ln.Addr().String())
@@ -39,12 +42,12 @@ func hostWithOneGuest(t *testing.T) *netx.Server {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	b := netx.AppendHelloV2(nil, netx.KindJaeger, 1, 1)
-	b = netx.AppendFrame(netx.AppendFrame(b, []byte("a")), []byte("bc"))
-	if _, err := c.Write(netx.AppendFrame(b, nil)); err != nil {
+	b := wire.AppendHelloV2(nil, wire.KindJaeger, 1, 1)
+	b = wire.AppendFrame(wire.AppendFrame(b, []byte("a")), []byte("bc"))
+	if _, err := c.Write(wire.AppendFrame(b, nil)); err != nil {
 		t.Fatal(err)
 	}
-	fr := netx.NewFrameReader(netx.NewStreamReader(c))
+	fr := wire.NewFrameReader(wire.NewStreamReader(c))
 	for {
 		p, err := fr.Next()
 		if err != nil {
@@ -59,8 +62,8 @@ func hostWithOneGuest(t *testing.T) *netx.Server {
 // fakeRelay is a connected text relay.
 type fakeRelay struct{}
 
-func (fakeRelay) Kind() netx.Kind            { return netx.KindText }
-func (fakeRelay) Stats() netx.ForwarderStats { return netx.ForwarderStats{Connected: true} }
+func (fakeRelay) Kind() wire.Kind                  { return wire.KindText }
+func (fakeRelay) Stats() guestrelay.ForwarderStats { return guestrelay.ForwarderStats{Connected: true} }
 
 func TestCollectorsPassTheLinter(t *testing.T) {
 	srv := hostWithOneGuest(t)
@@ -91,7 +94,7 @@ katatrace_host_datagrams_total 2
 func TestServe(t *testing.T) {
 	srv := hostWithOneGuest(t)
 	port := testutil.FreePort(t, "tcp")
-	m, err := Serve(netx.MustParseAddr(fmt.Sprintf("tcp://127.0.0.1:%d", port)), slog.New(slog.DiscardHandler), ForServer(srv, nil))
+	m, err := Serve(endpoint.MustParseAddr(fmt.Sprintf("tcp://127.0.0.1:%d", port)), slog.New(slog.DiscardHandler), ForServer(srv, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +116,7 @@ func TestServe(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	if _, err := Serve(netx.MustParseAddr(fmt.Sprintf("tcp://127.0.0.1:%d", port)), slog.New(slog.DiscardHandler)); err == nil {
+	if _, err := Serve(endpoint.MustParseAddr(fmt.Sprintf("tcp://127.0.0.1:%d", port)), slog.New(slog.DiscardHandler)); err == nil {
 		t.Fatal("a second server on the same port did not fail")
 	}
 }

@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/katatrace/katatrace/endpoint"
 	"github.com/katatrace/katatrace/grpcproxy"
-	"github.com/katatrace/katatrace/netx"
 	"github.com/katatrace/katatrace/tracing"
 	"github.com/opentracing/opentracing-go"
 	"github.com/uber/jaeger-client-go"
@@ -26,11 +26,11 @@ func (c *agentTracer) startProxy(log *slog.Logger, ctl *shimTracing) (stop func(
 	upstream := c.GrpcUpstream
 	cc, err := grpc.NewClient("passthrough:///kata-agent",
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return netx.Dial(ctx, upstream) }))
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return endpoint.Dial(ctx, upstream) }))
 	if err != nil {
 		return func() {}, err
 	}
-	ln, err := netx.Listen(c.GrpcListen)
+	ln, err := endpoint.Listen(c.GrpcListen)
 	if err != nil {
 		err = listenErr("grpc-listen", c.GrpcListen, err)
 		_ = cc.Close()

@@ -9,18 +9,20 @@ import (
 	"strings"
 	"time"
 
+	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/guestrelay"
 	"github.com/katatrace/katatrace/metrics"
-	"github.com/katatrace/katatrace/netx"
 	"github.com/katatrace/katatrace/systemd"
 	"github.com/katatrace/katatrace/tracing"
+	"github.com/katatrace/katatrace/wire"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/uber/jaeger-client-go"
 )
 
 // relays are the shim's in-process guest relays.
 type relays struct {
-	jaeger *netx.Relay
-	all    []*netx.Relay
+	jaeger *guestrelay.Relay
+	all    []*guestrelay.Relay
 }
 
 // metrics exports the relays' counters.
@@ -37,11 +39,11 @@ func (c *agentTracer) startRelays(log *slog.Logger) (*relays, error) {
 	if c.NoRelay {
 		return r, nil
 	}
-	start := func(log *slog.Logger, kind netx.Kind, from, to netx.Addr) (*netx.Relay, error) {
-		pc, err := netx.ListenPacket(from)
+	start := func(log *slog.Logger, kind wire.Kind, from, to endpoint.Addr) (*guestrelay.Relay, error) {
+		pc, err := endpoint.ListenPacket(from)
 		if err != nil {
 			flag := "from"
-			if kind == netx.KindText {
+			if kind == wire.KindText {
 				flag = "journal-from"
 			}
 			return nil, listenErr(flag, from, err)
@@ -51,17 +53,17 @@ func (c *agentTracer) startRelays(log *slog.Logger) (*relays, error) {
 		return rl, nil
 	}
 	var err error
-	if r.jaeger, err = start(log, netx.KindJaeger, c.From, c.To); err != nil {
+	if r.jaeger, err = start(log, wire.KindJaeger, c.From, c.To); err != nil {
 		return r, err
 	}
 	switch {
-	case c.Journal && systemd.UnderManager() && c.JournalFrom.Scheme == netx.SchemeUnixgram:
+	case c.Journal && systemd.UnderManager() && c.JournalFrom.Scheme == endpoint.SchemeUnixgram:
 		// journald owns /dev/log there: kata-journald-host-redirect.service
 		// carries the journal instead.
 		log.Warn("--journal is for guests without systemd; journal relay not started (under systemd, kata-journald-host-redirect.service carries the journal)",
 			"journal_from", c.JournalFrom.String())
 	case c.Journal:
-		if _, err := start(log.With("relay", "journal"), netx.KindText, c.JournalFrom, c.JournalTo); err != nil {
+		if _, err := start(log.With("relay", "journal"), wire.KindText, c.JournalFrom, c.JournalTo); err != nil {
 			return r, err
 		}
 	}

@@ -25,8 +25,8 @@ import (
 	"github.com/uber/jaeger-client-go"
 
 	"github.com/katatrace/katatrace/internal/testutil"
-	"github.com/katatrace/katatrace/netx"
 	"github.com/katatrace/katatrace/tracing"
+	"github.com/katatrace/katatrace/wire"
 )
 
 // The fault and abuse suite: each case offers datagrams through real relay
@@ -435,7 +435,7 @@ func faultSlowLoris(t *testing.T) {
 	tcp := testutil.FreePort(t, "tcp")
 	_, metric := hostRelay(t, path, sink.Addr(), "--from", fmt.Sprintf("tcp://127.0.0.1:%d", tcp), "--frame-timeout", "1s")
 	var half []byte
-	half = netx.AppendHelloV2(half, netx.KindJaeger, 1, 1)
+	half = wire.AppendHelloV2(half, wire.KindJaeger, 1, 1)
 	half = append(half, 0, 0, 4, 0, 'x') // a 1 KiB frame, one byte of it
 	for range 200 {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", tcp))
@@ -461,12 +461,12 @@ func faultHostile(t *testing.T) {
 	sink := testutil.NewUDPSink(t)
 	tcp := testutil.FreePort(t, "tcp")
 	_, metric := hostRelay(t, path, sink.Addr(), "--from", fmt.Sprintf("tcp://127.0.0.1:%d", tcp), "--raw-split", "read")
-	hello := netx.AppendHelloV2(nil, netx.KindJaeger, 1, 1)
+	hello := wire.AppendHelloV2(nil, wire.KindJaeger, 1, 1)
 	bad := [][]byte{
 		append(bytes.Clone(hello), 0x7f, 0xff, 0xff, 0xff),        // a length past any frame
-		netx.AppendHelloV2(nil, netx.KindText, 1, 1),              // the wrong kind
+		wire.AppendHelloV2(nil, wire.KindText, 1, 1),              // the wrong kind
 		{'K', 'T', 'R', 'C', 0x09, 1, 0, 0},                       // an unknown version
-		netx.AppendSeq(netx.AppendSeq(bytes.Clone(hello), 10), 5), // a sequence going back
+		wire.AppendSeq(wire.AppendSeq(bytes.Clone(hello), 10), 5), // a sequence going back
 		append(bytes.Clone(hello), 0x80, 0, 0, 3, 1, 2, 3),        // a control frame of the wrong size
 	}
 	var wg sync.WaitGroup

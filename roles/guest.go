@@ -12,10 +12,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/guestrelay"
 	"github.com/katatrace/katatrace/internal/lowmem"
 	"github.com/katatrace/katatrace/metrics"
-	"github.com/katatrace/katatrace/netx"
 	"github.com/katatrace/katatrace/systemd"
+	"github.com/katatrace/katatrace/wire"
 )
 
 // toHostHelp is the help of a guest relay's --to.
@@ -36,7 +38,7 @@ type guestRelay struct {
 	metricsOption
 }
 
-func (g *guestRelay) validate(from, to netx.Addr, fromSchemes ...string) error {
+func (g *guestRelay) validate(from, to endpoint.Addr, fromSchemes ...string) error {
 	if g.DrainTimeout < 0 {
 		return fmt.Errorf("--drain-timeout must not be negative")
 	}
@@ -46,18 +48,18 @@ func (g *guestRelay) validate(from, to netx.Addr, fromSchemes ...string) error {
 	return g.relayOptions.validate(from, to, fromSchemes...)
 }
 
-func (g *relayOptions) validate(from, to netx.Addr, fromSchemes ...string) error {
+func (g *relayOptions) validate(from, to endpoint.Addr, fromSchemes ...string) error {
 	if err := from.Require("the guest relay reads datagrams from", fromSchemes...); err != nil {
 		return flagErr("from", err)
 	}
-	if err := to.Require("the guest relay connects to", netx.SchemeVsock, netx.SchemeUnix, netx.SchemeTCP, netx.SchemeSerial); err != nil {
+	if err := to.Require("the guest relay connects to", endpoint.SchemeVsock, endpoint.SchemeUnix, endpoint.SchemeTCP, endpoint.SchemeSerial); err != nil {
 		return flagErr("to", err)
 	}
-	if to.Scheme == netx.SchemeVsock && to.AnyCID {
-		return flagErr("to", &netx.AddrError{Value: to.String(), Reason: "the guest connects to one CID, not \"any\"", Example: netx.Example(netx.SchemeVsock)})
+	if to.Scheme == endpoint.SchemeVsock && to.AnyCID {
+		return flagErr("to", &endpoint.AddrError{Value: to.String(), Reason: "the guest connects to one CID, not \"any\"", Example: endpoint.Example(endpoint.SchemeVsock)})
 	}
-	if g.QueueBytes < netx.MaxFrameSize {
-		return fmt.Errorf("--queue-bytes: %s is too small: the largest datagram needs %d bytes", g.QueueBytes, netx.MaxFrameSize)
+	if g.QueueBytes < wire.MaxFrameSize {
+		return fmt.Errorf("--queue-bytes: %s is too small: the largest datagram needs %d bytes", g.QueueBytes, wire.MaxFrameSize)
 	}
 	if g.BackoffMax <= 0 {
 		return fmt.Errorf("--backoff-max must be positive")
@@ -66,11 +68,11 @@ func (g *relayOptions) validate(from, to netx.Addr, fromSchemes ...string) error
 }
 
 // forwarderConfig is the stream side of a guest relay.
-func (g *relayOptions) forwarderConfig(kind netx.Kind, to netx.Addr, log *slog.Logger) netx.ForwarderConfig {
-	return netx.ForwarderConfig{
+func (g *relayOptions) forwarderConfig(kind wire.Kind, to endpoint.Addr, log *slog.Logger) guestrelay.ForwarderConfig {
+	return guestrelay.ForwarderConfig{
 		Kind:       kind,
 		Framing:    framingOf(g.Framing),
-		Dial:       func(ctx context.Context) (net.Conn, error) { return netx.Dial(ctx, to) },
+		Dial:       func(ctx context.Context) (net.Conn, error) { return endpoint.Dial(ctx, to) },
 		Target:     to.String(),
 		QueueBytes: int(g.QueueBytes),
 		BackoffMin: 100 * time.Millisecond,
@@ -81,15 +83,15 @@ func (g *relayOptions) forwarderConfig(kind netx.Kind, to netx.Addr, log *slog.L
 
 // start relays from pc to the host at to. drain bounds how long Shutdown
 // keeps reading what is still in the socket.
-func (g *relayOptions) start(log *slog.Logger, kind netx.Kind, from, to netx.Addr, pc net.PacketConn, drain time.Duration) *netx.Relay {
-	r := netx.StartRelay(g.forwarderConfig(kind, to, log), pc, drain)
+func (g *relayOptions) start(log *slog.Logger, kind wire.Kind, from, to endpoint.Addr, pc net.PacketConn, drain time.Duration) *guestrelay.Relay {
+	r := guestrelay.StartRelay(g.forwarderConfig(kind, to, log), pc, drain)
 	log.Info("relaying", "from", from.String(), "to", to.String(), "kind", kind.String(),
 		"framing", g.Framing, "queue_bytes", int64(g.QueueBytes))
 	return r
 }
 
 // run relays from pc until rc.Ctx ends (or reading fails), then drains.
-func (g *guestRelay) run(rc *RunContext, kind netx.Kind, from, to netx.Addr, pc net.PacketConn) error {
+func (g *guestRelay) run(rc *RunContext, kind wire.Kind, from, to endpoint.Addr, pc net.PacketConn) error {
 	r := g.start(rc.Log, kind, from, to, pc, g.DrainTimeout)
 	stopMetrics, err := g.serveMetrics(rc, metrics.ForRelays(r))
 	if err != nil {
@@ -132,7 +134,7 @@ func (g *guestRelay) run(rc *RunContext, kind netx.Kind, from, to netx.Addr, pc 
 	return readErr
 }
 
-func forwarderAttrs(s netx.ForwarderStats) []any {
+func forwarderAttrs(s guestrelay.ForwarderStats) []any {
 	return []any{"received", s.Queue.Enqueued + s.Queue.Rejected, "sent", s.Sent, "sent_bytes", s.SentBytes,
 		"confirmed", s.Queue.Acked, "dropped", s.Queue.Dropped, "refused", s.Queue.Rejected, "queued", s.Queue.Queued, "unconfirmed", s.Queue.Unacked,
 		"host_dropped", s.HostDropped, "socket_dropped", s.SocketDropped, "connects", s.Connects, "dial_failures", s.DialFailures}
@@ -184,13 +186,13 @@ func logStatsOnSignal(rc *RunContext, attrs func() []any) (stop func()) {
 	return func() { signal.Stop(ch); close(done) }
 }
 
-// framingOf is the --framing flag's value as netx's type.
-func framingOf(s string) netx.Framing {
+// framingOf is the --framing flag's value as the guest relay's type.
+func framingOf(s string) guestrelay.Framing {
 	switch s {
 	case "raw":
-		return netx.Raw
+		return guestrelay.Raw
 	case "v1":
-		return netx.FramedV1
+		return guestrelay.FramedV1
 	}
-	return netx.Framed
+	return guestrelay.Framed
 }

@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/katatrace/katatrace/internal/spanagent"
-	"github.com/katatrace/katatrace/netx"
+	"github.com/katatrace/katatrace/wire"
 )
 
 // marker appends "NAME N" to FILE, N being how many root spans of the shim
@@ -45,11 +45,11 @@ func flood(args []string) int {
 func floodFrames(args []string) int {
 	size, _ := strconv.Atoi(args[1])
 	n, _ := strconv.Atoi(args[2])
-	buf := netx.AppendHello(nil, netx.KindJaeger)
+	buf := wire.AppendHello(nil, wire.KindJaeger)
 	p := make([]byte, size)
 	p[0] = 0xff
 	for range 64 {
-		buf = netx.AppendFrame(buf, p)
+		buf = wire.AppendFrame(buf, p)
 	}
 	for range n - 1 {
 		go floodConn(args[0], buf)
@@ -63,7 +63,7 @@ func floodConn(path string, buf []byte) {
 	if err != nil {
 		return
 	}
-	hello := len(netx.AppendHello(nil, netx.KindJaeger))
+	hello := len(wire.AppendHello(nil, wire.KindJaeger))
 	_, _ = c.Write(buf[:hello])
 	for {
 		if _, err := c.Write(buf[hello:]); err != nil {

@@ -12,17 +12,19 @@ import (
 	"strings"
 	"time"
 
+	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/hostrelay"
 	"github.com/katatrace/katatrace/internal/lowmem"
 	"github.com/katatrace/katatrace/metrics"
-	"github.com/katatrace/katatrace/netx"
 	"github.com/katatrace/katatrace/systemd"
+	"github.com/katatrace/katatrace/wire"
 )
 
 // fromGuestHelp is the help of a host relay's --from.
 const fromGuestHelp = "Where guests connect, repeatable or comma-separated: vsock://any:PORT, unix:///path (Firecracker and Cloud Hypervisor: <uds_path>_PORT, one per VM; a glob in the directories, e.g. unix:///run/vc/firecracker/*/root/kata.hvsock_6831, finds VMs as they start), tcp://HOST:PORT or fd://N."
 
 // hostRelay is the engine of both host roles: listeners on every --from, one
-// netx.Server behind them.
+// hostrelay.Server behind them.
 type hostRelay struct {
 	DrainTimeout           time.Duration `help:"On SIGTERM, how long to keep handing on what guests already sent." default:"5s"`
 	MaxConnections         int           `help:"Connections one listener holds at most; more are refused, logged and counted." default:"4096"`
@@ -43,18 +45,18 @@ func (h *hostRelay) limits() error {
 		return fmt.Errorf("--max-connections-per-guest must be at least 1, not %d", h.MaxConnectionsPerGuest)
 	case h.HelloTimeout <= 0 || h.FrameTimeout <= 0:
 		return fmt.Errorf("--hello-timeout and --frame-timeout must be positive")
-	case h.GuestRate > 0 && h.GuestBurst < netx.MaxDatagram:
-		return fmt.Errorf("--guest-burst: %s is too small: the largest datagram is %d bytes", h.GuestBurst, netx.MaxDatagram)
+	case h.GuestRate > 0 && h.GuestBurst < wire.MaxDatagram:
+		return fmt.Errorf("--guest-burst: %s is too small: the largest datagram is %d bytes", h.GuestBurst, wire.MaxDatagram)
 	}
 	return h.metricsOption.validate()
 }
 
-func checkFrom(froms []netx.Addr) error {
+func checkFrom(froms []endpoint.Addr) error {
 	if len(froms) == 0 {
 		return errors.New("--from: at least one address is needed")
 	}
 	for _, a := range froms {
-		if err := a.Require("a host relay listens on", netx.SchemeVsock, netx.SchemeUnix, netx.SchemeTCP, netx.SchemeFD); err != nil {
+		if err := a.Require("a host relay listens on", endpoint.SchemeVsock, endpoint.SchemeUnix, endpoint.SchemeTCP, endpoint.SchemeFD); err != nil {
 			return flagErr("from", err)
 		}
 		if a.IsPattern() {
@@ -68,7 +70,7 @@ func checkFrom(froms []netx.Addr) error {
 
 // serve listens on every address, serves until rc.Ctx ends, then drains
 // and closes the sink, which it owns from the start.
-func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, cfg netx.ServerConfig, sink string) error {
+func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.ServerConfig, sink string) error {
 	closeSink := func(ctx context.Context) {
 		if err := cfg.Sink.Close(ctx); err != nil {
 			rc.Log.Warn("sink not closed cleanly", "to", sink, "err", err)
@@ -77,7 +79,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, cfg netx.ServerConf
 	cfg.MaxConns, cfg.MaxConnsPerGuest = h.MaxConnections, h.MaxConnectionsPerGuest
 	cfg.HelloTimeout, cfg.FrameTimeout = h.HelloTimeout, h.FrameTimeout
 	cfg.GuestRate, cfg.GuestBurst = float64(h.GuestRate), int(h.GuestBurst)
-	srv := netx.NewServer(cfg)
+	srv := hostrelay.NewServer(cfg)
 	drops := sinkDrops(cfg.Sink)
 	stopMetrics, err := h.serveMetrics(rc, metrics.ForServer(srv, drops))
 	if err != nil {
@@ -87,7 +89,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, cfg netx.ServerConf
 	defer stopMetrics()
 	var lns []net.Listener
 	var lnFroms []string
-	var watches []*netx.Watch
+	var watches []*endpoint.Watch
 	// stop closes the listeners and watches (again, after Shutdown: no harm).
 	stop := func() {
 		for _, l := range lns {
@@ -105,7 +107,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, cfg netx.ServerConf
 	for _, a := range froms {
 		if watched(a) {
 			// VMs come and go: a listener per VM directory, as it appears.
-			w, err := netx.WatchPattern(a.Path, rc.Log, func(ln net.Listener, path string) {
+			w, err := endpoint.WatchPattern(a.Path, rc.Log, func(ln net.Listener, path string) {
 				go func() {
 					if err := srv.Serve(ln, "unix://"+path); err != nil && !errors.Is(err, net.ErrClosed) {
 						rc.Log.Warn("a VM's listener failed; the others go on", "from", "unix://"+path, "err", err)
@@ -119,7 +121,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, cfg netx.ServerConf
 			watches = append(watches, w)
 			continue
 		}
-		ln, err := netx.Listen(a)
+		ln, err := endpoint.Listen(a)
 		if err != nil {
 			return fail(listenErr("from", a, err))
 		}
@@ -157,18 +159,18 @@ func (h *hostRelay) serve(rc *RunContext, froms []netx.Addr, cfg netx.ServerConf
 // watched reports whether a --from is served by watching the file system:
 // a pattern, or a unix socket whose directory does not exist yet (a VM
 // that has not started must not stop the relay for the others).
-func watched(a netx.Addr) bool {
+func watched(a endpoint.Addr) bool {
 	if a.IsPattern() {
 		return true
 	}
-	if a.Scheme != netx.SchemeUnix || strings.HasPrefix(a.Path, "@") {
+	if a.Scheme != endpoint.SchemeUnix || strings.HasPrefix(a.Path, "@") {
 		return false
 	}
 	_, err := os.Stat(filepath.Dir(a.Path))
 	return errors.Is(err, os.ErrNotExist)
 }
 
-func serverAttrs(srv *netx.Server, drops metrics.SinkDrops) []any {
+func serverAttrs(srv *hostrelay.Server, drops metrics.SinkDrops) []any {
 	s := srv.Stats()
 	var sink []any
 	if drops != nil {

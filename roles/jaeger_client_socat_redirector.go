@@ -1,7 +1,8 @@
 package roles
 
 import (
-	"github.com/katatrace/katatrace/netx"
+	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/wire"
 )
 
 func init() {
@@ -14,19 +15,19 @@ func init() {
 
 // jaegerRedirector replaces the guest's "socat UDP-RECV → VSOCK-CONNECT".
 type jaegerRedirector struct {
-	From netx.Addr `help:"Where the Jaeger clients send: udp://HOST:PORT, unixgram:///path or fd://N." default:"udp://127.0.0.1:6831"`
-	To   netx.Addr `help:"${to_host_help}" default:"vsock://2:6831"`
+	From endpoint.Addr `help:"Where the Jaeger clients send: udp://HOST:PORT, unixgram:///path or fd://N." default:"udp://127.0.0.1:6831"`
+	To   endpoint.Addr `help:"${to_host_help}" default:"vsock://2:6831"`
 	guestRelay
 }
 
 func (c *jaegerRedirector) Validate() error {
-	return c.validate(c.From, c.To, netx.SchemeUDP, netx.SchemeUnixgram, netx.SchemeFD)
+	return c.validate(c.From, c.To, endpoint.SchemeUDP, endpoint.SchemeUnixgram, endpoint.SchemeFD)
 }
 
 func (c *jaegerRedirector) Run(rc *RunContext) error {
-	pc, err := netx.ListenPacket(c.From)
+	pc, err := endpoint.ListenPacket(c.From)
 	if err != nil {
 		return listenErr("from", c.From, err)
 	}
-	return c.run(rc, netx.KindJaeger, c.From, c.To, pc)
+	return c.run(rc, wire.KindJaeger, c.From, c.To, pc)
 }

@@ -3,7 +3,8 @@ package roles
 import (
 	"fmt"
 
-	"github.com/katatrace/katatrace/netx"
+	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/wire"
 )
 
 func init() {
@@ -19,22 +20,22 @@ func init() {
 // journald's forwarded messages as fd 3; without, it binds a unixgram or
 // udp socket itself.
 type journalRedirector struct {
-	From netx.Addr `help:"Where the messages arrive: fd://N (systemd socket activation), unixgram:///path or udp://HOST:PORT." default:"fd://3"`
-	To   netx.Addr `help:"${to_host_help}" default:"vsock://2:5140"`
+	From endpoint.Addr `help:"Where the messages arrive: fd://N (systemd socket activation), unixgram:///path or udp://HOST:PORT." default:"fd://3"`
+	To   endpoint.Addr `help:"${to_host_help}" default:"vsock://2:5140"`
 	guestRelay
 }
 
 func (c *journalRedirector) Validate() error {
-	return c.validate(c.From, c.To, netx.SchemeFD, netx.SchemeUnixgram, netx.SchemeUDP)
+	return c.validate(c.From, c.To, endpoint.SchemeFD, endpoint.SchemeUnixgram, endpoint.SchemeUDP)
 }
 
 func (c *journalRedirector) Run(rc *RunContext) error {
-	pc, err := netx.ListenPacket(c.From)
-	if err != nil && c.From.Scheme == netx.SchemeFD {
+	pc, err := endpoint.ListenPacket(c.From)
+	if err != nil && c.From.Scheme == endpoint.SchemeFD {
 		return fmt.Errorf("%w: this relay takes its socket from systemd's syslog.socket, as kata-journald-host-redirect.service (installed as syslog.service by make install); without systemd, bind a socket yourself with --from unixgram:///dev/log or --from udp://127.0.0.1:514", err)
 	}
 	if err != nil {
 		return listenErr("from", c.From, err)
 	}
-	return c.run(rc, netx.KindText, c.From, c.To, pc)
+	return c.run(rc, wire.KindText, c.From, c.To, pc)
 }

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"syscall"
 
-	"github.com/katatrace/katatrace/netx"
+	"github.com/katatrace/katatrace/endpoint"
 )
 
 // listenErr says which flag's address could not be listened on, why, and
 // what usually fixes it.
-func listenErr(flag string, a netx.Addr, err error) error {
+func listenErr(flag string, a endpoint.Addr, err error) error {
 	hint := ""
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):

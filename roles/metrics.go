@@ -6,21 +6,21 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/katatrace/katatrace/endpoint"
 	"github.com/katatrace/katatrace/metrics"
-	"github.com/katatrace/katatrace/netx"
-	"github.com/katatrace/katatrace/tracing"
+	"github.com/katatrace/katatrace/sink"
 )
 
 // metricsOption is --metrics-listen, on the host servers and guest relays.
 type metricsOption struct {
-	MetricsListen netx.Addr `help:"Serve Prometheus metrics at /metrics here: tcp://127.0.0.1:9464, unix:///path or vsock://any:PORT. Off when empty." placeholder:"ADDR"`
+	MetricsListen endpoint.Addr `help:"Serve Prometheus metrics at /metrics here: tcp://127.0.0.1:9464, unix:///path or vsock://any:PORT. Off when empty." placeholder:"ADDR"`
 }
 
 func (m *metricsOption) validate() error {
 	if m.MetricsListen.Scheme == "" {
 		return nil
 	}
-	if err := m.MetricsListen.Require("metrics are served on", netx.SchemeTCP, netx.SchemeUnix, netx.SchemeVsock); err != nil {
+	if err := m.MetricsListen.Require("metrics are served on", endpoint.SchemeTCP, endpoint.SchemeUnix, endpoint.SchemeVsock); err != nil {
 		return flagErr("metrics-listen", err)
 	}
 	return nil
@@ -43,14 +43,14 @@ func (m *metricsOption) serveMetrics(rc *RunContext, cs ...prometheus.Collector)
 }
 
 // sinkDrops reports what a sink drops itself, for the metrics.
-func sinkDrops(s netx.Sink) metrics.SinkDrops {
+func sinkDrops(s sink.Sink) metrics.SinkDrops {
 	switch s := s.(type) {
-	case *tracing.CollectorSink:
+	case *sink.CollectorSink:
 		return func() map[string]uint64 {
 			st := s.Stats()
 			return map[string]uint64{"sink_dropped": st.Dropped, "sink_rejected": st.Rejected}
 		}
-	case *netx.PacketSink:
+	case *sink.PacketSink:
 		return func() map[string]uint64 { return map[string]uint64{"sink_port_closed": s.Unseen()} }
 	}
 	return nil

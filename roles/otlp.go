@@ -6,8 +6,8 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/katatrace/katatrace/netx"
-	"github.com/katatrace/katatrace/tracing"
+	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/sink"
 )
 
 // otlpOptions are the OTLP sink's flags.
@@ -47,7 +47,7 @@ func (o *otlpOptions) validate(to jaegerSink) error {
 }
 
 // config completes the --to's endpoint with the options.
-func (o *otlpOptions) config(cfg tracing.OTLPConfig) tracing.OTLPConfig {
+func (o *otlpOptions) config(cfg sink.OTLPConfig) sink.OTLPConfig {
 	cfg.CAFile, cfg.CertFile, cfg.KeyFile, cfg.Insecure, cfg.Headers = o.OTLPCAFile, o.OTLPCertFile, o.OTLPKeyFile, o.OTLPInsecure, o.headers
 	return cfg
 }
@@ -55,9 +55,9 @@ func (o *otlpOptions) config(cfg tracing.OTLPConfig) tracing.OTLPConfig {
 // parseOTLP reads an OTLP --to: otlp://HOST:PORT and otlps:// (gRPC),
 // otlphttp://HOST:PORT[/PATH] and otlphttps:// (HTTP; the path defaults
 // to /v1/traces).
-func parseOTLP(s string) (tracing.OTLPConfig, error) {
-	bad := func(reason, example string) (tracing.OTLPConfig, error) {
-		return tracing.OTLPConfig{}, &netx.AddrError{Value: s, Reason: reason, Example: example}
+func parseOTLP(s string) (sink.OTLPConfig, error) {
+	bad := func(reason, example string) (sink.OTLPConfig, error) {
+		return sink.OTLPConfig{}, &endpoint.AddrError{Value: s, Reason: reason, Example: example}
 	}
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
@@ -72,14 +72,14 @@ func parseOTLP(s string) (tracing.OTLPConfig, error) {
 		if u.Path != "" && u.Path != "/" {
 			return bad("OTLP over gRPC takes no path", "otlp://127.0.0.1:4317")
 		}
-		return tracing.OTLPConfig{GRPC: true, Endpoint: u.Host, TLS: u.Scheme == "otlps"}, nil
+		return sink.OTLPConfig{GRPC: true, Endpoint: u.Host, TLS: u.Scheme == "otlps"}, nil
 	case "otlphttp", "otlphttps":
 		path := u.Path
 		if path == "" || path == "/" {
 			path = "/v1/traces"
 		}
 		scheme := strings.TrimPrefix(u.Scheme, "otlp")
-		return tracing.OTLPConfig{Endpoint: scheme + "://" + u.Host + path, TLS: scheme == "https"}, nil
+		return sink.OTLPConfig{Endpoint: scheme + "://" + u.Host + path, TLS: scheme == "https"}, nil
 	}
 	return bad("unknown scheme "+u.Scheme+": otlp, otlps, otlphttp or otlphttps", "otlphttp://127.0.0.1:4318")
 }

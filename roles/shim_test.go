@@ -14,7 +14,7 @@ import (
 
 	"github.com/katatrace/katatrace/internal/testhost"
 	"github.com/katatrace/katatrace/internal/testutil"
-	"github.com/katatrace/katatrace/tracing"
+	"github.com/katatrace/katatrace/sink"
 )
 
 // startShimHost is the host relay the shim's guest relay reaches.
@@ -22,8 +22,8 @@ func startShimHost(t *testing.T) *testhost.Host {
 	return testhost.Start(t, []string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "vsock-to-udp-server"), "kata.hvsock_6831")
 }
 
-func byService(recs []tracing.SpanRecord, service string) map[string][]tracing.SpanRecord {
-	m := map[string][]tracing.SpanRecord{}
+func byService(recs []sink.SpanRecord, service string) map[string][]sink.SpanRecord {
+	m := map[string][]sink.SpanRecord{}
 	for _, r := range recs {
 		if r.Service == service {
 			m[r.Operation] = append(m[r.Operation], r)
@@ -48,7 +48,7 @@ func shimArgs(t *testing.T, h *testhost.Host, cmdline string, agentArgs ...strin
 }
 
 // checkShimTrace checks the shim's five spans, one trace, under one root.
-func checkShimTrace(t *testing.T, recs []tracing.SpanRecord) (root tracing.SpanRecord) {
+func checkShimTrace(t *testing.T, recs []sink.SpanRecord) (root sink.SpanRecord) {
 	t.Helper()
 	shim := byService(recs, "kata-agent")
 	if len(shim["kata-agent"]) != 1 {

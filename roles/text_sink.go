@@ -3,11 +3,11 @@ package roles
 import (
 	"fmt"
 
-	"github.com/katatrace/katatrace/netx"
+	"github.com/katatrace/katatrace/endpoint"
 )
 
 // textSink is the --to of vsock-to-text-server: where its lines go.
-type textSink struct{ netx.Addr }
+type textSink struct{ endpoint.Addr }
 
 func (t *textSink) UnmarshalText(b []byte) error {
 	switch s := string(b); s {

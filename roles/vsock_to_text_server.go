@@ -1,7 +1,10 @@
 package roles
 
 import (
-	"github.com/katatrace/katatrace/netx"
+	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/hostrelay"
+	"github.com/katatrace/katatrace/sink"
+	"github.com/katatrace/katatrace/wire"
 )
 
 func init() {
@@ -13,8 +16,8 @@ func init() {
 }
 
 type textServer struct {
-	From []netx.Addr `help:"${from_guest_help}" default:"vsock://any:5140"`
-	To   textSink    `help:"stdout: one line per message, control characters escaped; udp://HOST:PORT or unixgram:///path: each message as one datagram (a host syslog)." default:"stdout"`
+	From []endpoint.Addr `help:"${from_guest_help}" default:"vsock://any:5140"`
+	To   textSink        `help:"stdout: one line per message, control characters escaped; udp://HOST:PORT or unixgram:///path: each message as one datagram (a host syslog)." default:"stdout"`
 	hostRelay
 }
 
@@ -25,22 +28,22 @@ func (c *textServer) Validate() error {
 	if err := c.limits(); err != nil {
 		return err
 	}
-	if err := c.To.Require("the text server writes to", netx.SchemeStdout, netx.SchemeUDP, netx.SchemeUnixgram); err != nil {
+	if err := c.To.Require("the text server writes to", endpoint.SchemeStdout, endpoint.SchemeUDP, endpoint.SchemeUnixgram); err != nil {
 		return flagErr("to", err)
 	}
 	return nil
 }
 
 func (c *textServer) Run(rc *RunContext) error {
-	var sink netx.Sink
-	if c.To.Scheme == netx.SchemeStdout {
-		sink = netx.NewLineSink(rc.Stdout)
+	var out sink.Sink
+	if c.To.Scheme == endpoint.SchemeStdout {
+		out = sink.NewLineSink(rc.Stdout)
 	} else {
-		ps, err := netx.DialPacketSink(c.To.Addr)
+		ps, err := sink.DialPacketSink(c.To.Addr)
 		if err != nil {
 			return err
 		}
-		sink = ps
+		out = ps
 	}
-	return c.serve(rc, c.From, netx.ServerConfig{Kind: netx.KindText, Sink: sink, Logger: rc.Log}, c.To.String())
+	return c.serve(rc, c.From, hostrelay.ServerConfig{Kind: wire.KindText, Sink: out, Logger: rc.Log}, c.To.String())
 }

@@ -7,8 +7,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/katatrace/katatrace/netx"
-	"github.com/katatrace/katatrace/tracing"
+	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/hostrelay"
+	"github.com/katatrace/katatrace/jaegerthrift"
+	"github.com/katatrace/katatrace/sink"
+	"github.com/katatrace/katatrace/wire"
 )
 
 func init() {
@@ -20,9 +23,9 @@ func init() {
 }
 
 type udpServer struct {
-	From       []netx.Addr `help:"${from_guest_help}" default:"vsock://any:6831"`
-	To         jaegerSink  `help:"udp://HOST:PORT or unixgram:///path: Jaeger's compact Thrift port, each datagram as it came; http://HOST:14268/api/traces: a Jaeger collector, over HTTP; otlp://HOST:4317 (otlps:// with TLS): OTLP over gRPC; otlphttp://HOST:4318[/v1/traces] (otlphttps://): OTLP over HTTP, to an OpenTelemetry Collector, Jaeger v2, Tempo or a vendor; print: each trace as a tree on stdout; jsonl: one JSON object per span on stdout." default:"udp://127.0.0.1:6831"`
-	QueueBytes ByteSize    `help:"With a collector (http://, otlp...://): bytes of batches held while it is unreachable (drop oldest beyond)." default:"16MiB"`
+	From       []endpoint.Addr `help:"${from_guest_help}" default:"vsock://any:6831"`
+	To         jaegerSink      `help:"udp://HOST:PORT or unixgram:///path: Jaeger's compact Thrift port, each datagram as it came; http://HOST:14268/api/traces: a Jaeger collector, over HTTP; otlp://HOST:4317 (otlps:// with TLS): OTLP over gRPC; otlphttp://HOST:4318[/v1/traces] (otlphttps://): OTLP over HTTP, to an OpenTelemetry Collector, Jaeger v2, Tempo or a vendor; print: each trace as a tree on stdout; jsonl: one JSON object per span on stdout." default:"udp://127.0.0.1:6831"`
+	QueueBytes ByteSize        `help:"With a collector (http://, otlp...://): bytes of batches held while it is unreachable (drop oldest beyond)." default:"16MiB"`
 	otlpOptions
 	PrintIdle time.Duration `help:"With print: print a trace once no span of it arrived for this long (and at every guest flush)." default:"1s"`
 	RawSplit  string        `help:"How to find datagram boundaries in a raw (socat) guest stream: thrift walks the emitBatch messages and drops what does not parse; read takes each read as one datagram, as socat does." enum:"thrift,read" default:"thrift"`
@@ -37,15 +40,15 @@ func (c *udpServer) Validate() error {
 		return err
 	}
 	if c.To.Kind == sinkDatagram {
-		if err := c.To.Addr.Require("the Jaeger relay sends to", netx.SchemeUDP, netx.SchemeUnixgram); err != nil {
+		if err := c.To.Addr.Require("the Jaeger relay sends to", endpoint.SchemeUDP, endpoint.SchemeUnixgram); err != nil {
 			return flagErr("to", err)
 		}
 	}
 	if err := c.otlpOptions.validate(c.To); err != nil {
 		return err
 	}
-	if c.QueueBytes < netx.MaxFrameSize {
-		return fmt.Errorf("--queue-bytes: %s is too small: a batch can take %d bytes", c.QueueBytes, netx.MaxFrameSize)
+	if c.QueueBytes < wire.MaxFrameSize {
+		return fmt.Errorf("--queue-bytes: %s is too small: a batch can take %d bytes", c.QueueBytes, wire.MaxFrameSize)
 	}
 	return nil
 }
@@ -65,9 +68,9 @@ const (
 // HTTP collector, or a printer.
 type jaegerSink struct {
 	Kind sinkKind
-	Addr netx.Addr          // sinkDatagram
-	URL  string             // sinkCollector, and sinkOTLP as given
-	OTLP tracing.OTLPConfig // sinkOTLP, but for the options' flags
+	Addr endpoint.Addr   // sinkDatagram
+	URL  string          // sinkCollector, and sinkOTLP as given
+	OTLP sink.OTLPConfig // sinkOTLP, but for the options' flags
 }
 
 func (j *jaegerSink) UnmarshalText(b []byte) error {
@@ -89,7 +92,7 @@ func (j *jaegerSink) UnmarshalText(b []byte) error {
 	case strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://"):
 		u, err := url.Parse(s)
 		if err != nil || u.Host == "" {
-			return &netx.AddrError{Value: s, Reason: "not a URL with a host", Example: "http://127.0.0.1:14268/api/traces"}
+			return &endpoint.AddrError{Value: s, Reason: "not a URL with a host", Example: "http://127.0.0.1:14268/api/traces"}
 		}
 		if u.Path == "" || u.Path == "/" {
 			u.Path = "/api/traces"
@@ -97,7 +100,7 @@ func (j *jaegerSink) UnmarshalText(b []byte) error {
 		*j = jaegerSink{Kind: sinkCollector, URL: u.String()}
 		return nil
 	}
-	var a netx.Addr
+	var a endpoint.Addr
 	if err := a.UnmarshalText(b); err != nil {
 		return fmt.Errorf("%w; or http://HOST:14268/api/traces, otlp://HOST:4317, otlphttp://HOST:4318, print or jsonl", err)
 	}
@@ -118,22 +121,22 @@ func (j jaegerSink) String() string {
 }
 
 // open makes the sink; the host relay closes it after its drain.
-func (j jaegerSink) open(rc *RunContext, c *udpServer) (netx.Sink, error) {
+func (j jaegerSink) open(rc *RunContext, c *udpServer) (sink.Sink, error) {
 	switch j.Kind {
 	case sinkPrint:
-		return tracing.NewTreeSink(rc.Stdout, c.PrintIdle), nil
+		return sink.NewTreeSink(rc.Stdout, c.PrintIdle), nil
 	case sinkJSONL:
-		return tracing.NewJSONLSink(rc.Stdout), nil
+		return sink.NewJSONLSink(rc.Stdout), nil
 	case sinkCollector:
-		return tracing.NewCollectorSink(j.URL, int(c.QueueBytes), 2, rc.Log), nil
+		return sink.NewCollectorSink(j.URL, int(c.QueueBytes), 2, rc.Log), nil
 	case sinkOTLP:
-		s, err := tracing.NewOTLPSink(c.otlpOptions.config(j.OTLP), int(c.QueueBytes), 2, rc.Log)
+		s, err := sink.NewOTLPSink(c.otlpOptions.config(j.OTLP), int(c.QueueBytes), 2, rc.Log)
 		if err != nil {
 			return nil, flagErr("to", err)
 		}
 		return s, nil
 	}
-	return netx.DialPacketSink(j.Addr)
+	return sink.DialPacketSink(j.Addr)
 }
 
 func (c *udpServer) Run(rc *RunContext) error {
@@ -141,10 +144,10 @@ func (c *udpServer) Run(rc *RunContext) error {
 	if err != nil {
 		return err
 	}
-	cfg := netx.ServerConfig{Kind: netx.KindJaeger, Sink: sink, Logger: rc.Log}
+	cfg := hostrelay.ServerConfig{Kind: wire.KindJaeger, Sink: sink, Logger: rc.Log}
 	if c.RawSplit == "thrift" {
 		cfg.RawSplit = func(peer string) bufio.SplitFunc {
-			return tracing.NewBatchSplitter(rc.Log.With("peer", peer)).Split
+			return jaegerthrift.NewBatchSplitter(rc.Log.With("peer", peer)).Split
 		}
 	}
 	return c.serve(rc, c.From, cfg, c.To.String())

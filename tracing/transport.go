@@ -8,7 +8,9 @@ import (
 	"net"
 	"time"
 
-	"github.com/katatrace/katatrace/netx"
+	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/guestrelay"
+	"github.com/katatrace/katatrace/wire"
 	"github.com/uber/jaeger-client-go"
 	"github.com/uber/jaeger-client-go/thrift"
 	"github.com/uber/jaeger-client-go/thrift-gen/agent"
@@ -43,7 +45,7 @@ var errSpanTooLarge = errors.New("span too large to send in one datagram")
 // jaeger-client-go's UDP transport) and passes each to send, which must not
 // keep the slice.
 func NewTransport(send func([]byte), maxPacket int) *Transport {
-	if maxPacket <= 0 || maxPacket > netx.MaxDatagram {
+	if maxPacket <= 0 || maxPacket > wire.MaxDatagram {
 		maxPacket = 65000
 	}
 	buf := thrift.NewTMemoryBufferLen(maxPacket)
@@ -113,10 +115,10 @@ func (t *Transport) Close() error {
 // in wire protocol v1, through a bounded queue that survives the host's
 // absence. Close flushes and waits, at most flushTimeout, for the host to
 // confirm every batch.
-func DialTransport(to netx.Addr, queueBytes int, flushTimeout time.Duration, log *slog.Logger) *Transport {
-	r := netx.StartRelay(netx.ForwarderConfig{
-		Kind:       netx.KindJaeger,
-		Dial:       func(ctx context.Context) (net.Conn, error) { return netx.Dial(ctx, to) },
+func DialTransport(to endpoint.Addr, queueBytes int, flushTimeout time.Duration, log *slog.Logger) *Transport {
+	r := guestrelay.StartRelay(guestrelay.ForwarderConfig{
+		Kind:       wire.KindJaeger,
+		Dial:       func(ctx context.Context) (net.Conn, error) { return endpoint.Dial(ctx, to) },
 		Target:     to.String(),
 		QueueBytes: queueBytes,
 		BackoffMax: 5 * time.Second,

@@ -6,8 +6,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/hostrelay"
+	"github.com/katatrace/katatrace/internal/jaegertest"
 	"github.com/katatrace/katatrace/internal/testutil"
-	"github.com/katatrace/katatrace/netx"
+	"github.com/katatrace/katatrace/jaegerthrift"
+	"github.com/katatrace/katatrace/sink"
+	"github.com/katatrace/katatrace/wire"
 	"github.com/opentracing/opentracing-go"
 	"github.com/uber/jaeger-client-go"
 )
@@ -19,15 +24,15 @@ func TestTransportMatchesUDP(t *testing.T) {
 	tr := NewTransport(func(p []byte) { got = append(got, append([]byte(nil), p...)) }, 0)
 	tracer, closer := jaeger.NewTracer("svc", jaeger.NewConstSampler(true), jaeger.NewRemoteReporter(tr),
 		jaeger.TracerOptions.MaxTagValueLength(65000))
-	bigTrace(tracer)
-	smallTrace(tracer)
+	jaegertest.BigTrace(tracer)
+	jaegertest.SmallTrace(tracer)
 	closer.Close()
 	spans := 0
 	for _, p := range got {
 		if len(p) > 65000 {
 			t.Fatalf("batch of %d bytes", len(p))
 		}
-		b, err := DecodeEmitBatch(p)
+		b, err := jaegerthrift.DecodeEmitBatch(p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,17 +50,17 @@ func TestTransportMatchesUDP(t *testing.T) {
 // host relay, and Close returns once the host confirmed everything.
 func TestDialTransport(t *testing.T) {
 	path := filepath.Join(testutil.SockDir(t), "h_6831")
-	ln, err := netx.Listen(netx.MustParseAddr("unix://" + path))
+	ln, err := endpoint.Listen(endpoint.MustParseAddr("unix://" + path))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out testutil.SyncBuffer
-	js := NewJSONLSink(&out)
-	srv := netx.NewServer(netx.ServerConfig{Kind: netx.KindJaeger, Sink: js})
+	js := sink.NewJSONLSink(&out)
+	srv := hostrelay.NewServer(hostrelay.ServerConfig{Kind: wire.KindJaeger, Sink: js})
 	go srv.Serve(ln, "unix://"+path)
 	defer srv.Shutdown(context.Background())
 
-	tr := DialTransport(netx.MustParseAddr("unix://"+path), 1<<20, 5*time.Second, nil)
+	tr := DialTransport(endpoint.MustParseAddr("unix://"+path), 1<<20, 5*time.Second, nil)
 	tracer, closer := jaeger.NewTracer("agent", jaeger.NewConstSampler(true), jaeger.NewRemoteReporter(tr))
 	root := tracer.StartSpan("root")
 	for range 99 {

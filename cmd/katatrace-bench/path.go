@@ -17,8 +17,8 @@ import (
 
 	"golang.org/x/net/ipv4"
 
+	"github.com/katatrace/katatrace/endpoint"
 	"github.com/katatrace/katatrace/internal/freeport"
-	"github.com/katatrace/katatrace/netx"
 )
 
 const headerSize = 24 // magic, step, seq, send time
@@ -388,7 +388,7 @@ func newSink() (*sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	netx.SetReadBuffer(c, 64<<20) // so that the sink is never what loses datagrams
+	endpoint.SetReadBuffer(c, 64<<20) // so that the sink is never what loses datagrams
 	s := &sink{conn: c, addr: c.LocalAddr().String(), done: make(chan struct{})}
 	go s.read()
 	return s, nil

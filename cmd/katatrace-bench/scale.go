@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/katatrace/katatrace/netx"
+	"github.com/katatrace/katatrace/wire"
 )
 
 // runScale: the host relay with 1,000 guests connected at once (unix
@@ -75,11 +75,11 @@ func guest(sock string, id, perSec, secs, size int, seq *atomic.Uint64) error {
 		return err
 	}
 	defer c.Close()
-	if _, err := c.Write(netx.AppendHello(nil, netx.KindJaeger)); err != nil {
+	if _, err := c.Write(wire.AppendHello(nil, wire.KindJaeger)); err != nil {
 		return err
 	}
 	b := make([]byte, size)
-	frame := make([]byte, 0, netx.FrameHeaderSize+size)
+	frame := make([]byte, 0, wire.FrameHeaderSize+size)
 	tick := time.NewTicker(time.Second / time.Duration(perSec))
 	defer tick.Stop()
 	// Spread the connections' ticks over one period.
@@ -92,11 +92,11 @@ func guest(sock string, id, perSec, secs, size int, seq *atomic.Uint64) error {
 		binary.BigEndian.PutUint64(b[8:], s)
 		binary.BigEndian.PutUint64(b[16:], uint64(time.Since(benchStart)))
 		copy(b[headerSize:], payloadOf(s, size))
-		if _, err := c.Write(netx.AppendFrame(frame[:0], b)); err != nil {
+		if _, err := c.Write(wire.AppendFrame(frame[:0], b)); err != nil {
 			return err
 		}
 	}
-	if _, err := c.Write(netx.AppendFrame(nil, nil)); err != nil {
+	if _, err := c.Write(wire.AppendFrame(nil, nil)); err != nil {
 		return err
 	}
 	var ans [4]byte

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/katatrace/katatrace/internal/testhost"
-	"github.com/katatrace/katatrace/tracing"
+	"github.com/katatrace/katatrace/sink"
 )
 
 // systemdGuest is a Debian systemd root with katatrace put in by make
@@ -223,7 +223,7 @@ func seconds(t *testing.T, re *regexp.Regexp, s string) float64 {
 // checkSystemdRun checks what every static-tracing boot must show: the VM
 // powered itself off, every span arrived under its root, the relay was
 // bound before the agent ran, and no unit failed.
-func checkSystemdRun(t *testing.T, h *testhost.Host, r bootResult, spans int) map[string][]tracing.SpanRecord {
+func checkSystemdRun(t *testing.T, h *testhost.Host, r bootResult, spans int) map[string][]sink.SpanRecord {
 	t.Helper()
 	if r.code != 0 {
 		t.Fatalf("QEMU exit %d after %v: the VM did not power itself off", r.code, r.took)

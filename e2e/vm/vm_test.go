@@ -13,7 +13,7 @@ import (
 
 	"github.com/katatrace/katatrace/internal/testhost"
 	"github.com/katatrace/katatrace/internal/testutil"
-	"github.com/katatrace/katatrace/tracing"
+	"github.com/katatrace/katatrace/sink"
 )
 
 // guest is what a VM test needs: QEMU, a kernel, the initramfs.
@@ -121,9 +121,9 @@ func checkClean(t *testing.T, r bootResult) {
 
 // checkAgentTrace checks that every agent span reached the host under the
 // shim's one root, and returns the spans by service/operation.
-func checkAgentTrace(t *testing.T, h *testhost.Host, spans int) map[string][]tracing.SpanRecord {
+func checkAgentTrace(t *testing.T, h *testhost.Host, spans int) map[string][]sink.SpanRecord {
 	t.Helper()
-	byOp := map[string][]tracing.SpanRecord{}
+	byOp := map[string][]sink.SpanRecord{}
 	for _, s := range h.Spans(t) {
 		byOp[s.Service+"/"+s.Operation] = append(byOp[s.Service+"/"+s.Operation], s)
 	}

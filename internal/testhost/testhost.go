@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/katatrace/katatrace/internal/testutil"
-	"github.com/katatrace/katatrace/tracing"
+	"github.com/katatrace/katatrace/sink"
 )
 
 // Host is a running host relay.
@@ -41,9 +41,9 @@ func Start(t testing.TB, env []string, bin, sockName string) *Host {
 func (h *Host) Out() string { return h.out }
 
 // Spans is every span the host has written so far.
-func (h *Host) Spans(t testing.TB) []tracing.SpanRecord {
+func (h *Host) Spans(t testing.TB) []sink.SpanRecord {
 	t.Helper()
-	recs, err := tracing.ReadJSONLFile(h.out)
+	recs, err := sink.ReadJSONLFile(h.out)
 	if err != nil {
 		t.Fatal(err)
 	}

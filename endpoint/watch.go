@@ -1,0 +1,199 @@
+package endpoint
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// IsPattern reports whether a unix address names sockets by a pattern: a
+// glob (*, ?, [) in its directory part, one socket per matching directory.
+func (a Addr) IsPattern() bool {
+	return a.Scheme == SchemeUnix && strings.ContainsAny(filepath.Dir(a.Path), "*?[")
+}
+
+// CheckPattern reports what is wrong with a unix address as a watched
+// pattern: the glob must be well formed and stand in directories only (the
+// socket's own name is the one the relay creates).
+func (a Addr) CheckPattern() error {
+	dir, name := filepath.Split(a.Path)
+	if strings.ContainsAny(name, "*?[") {
+		return addrErr(a.String(), a.Scheme, "a pattern may match directories, not the socket's name: the relay creates %q in each", name)
+	}
+	if _, err := filepath.Match(dir, ""); err != nil {
+		return addrErr(a.String(), a.Scheme, "bad pattern: %v", err)
+	}
+	return nil
+}
+
+// Watch keeps a unix listener at every path that matches pattern (see
+// CheckPattern) whose directory exists: it is created when the directory
+// appears (a VM starts: Firecracker's and Cloud Hypervisor's hybrid vsock
+// directories) and closed when it goes. fsnotify watches each directory
+// on the way; when the pattern's fixed part does not exist yet, its
+// nearest existing ancestor is watched until it does.
+type Watch struct {
+	pattern string
+	log     *slog.Logger
+	add     func(ln net.Listener, path string)
+	w       *fsnotify.Watcher
+	done    chan struct{}
+
+	mu      sync.Mutex
+	watched map[string]bool
+	lns     map[string]net.Listener // by socket path
+	closed  bool
+}
+
+// WatchPattern starts watching. add is called, from the watcher's
+// goroutine, with every listener it creates; closing the listener is the
+// Watch's job (when its directory goes, or at Close).
+func WatchPattern(pattern string, log *slog.Logger, add func(ln net.Listener, path string)) (*Watch, error) {
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", pattern, err)
+	}
+	w := &Watch{pattern: pattern, log: log, add: add, w: fw, done: make(chan struct{}),
+		watched: map[string]bool{}, lns: map[string]net.Listener{}}
+	w.rescan()
+	go w.loop()
+	return w, nil
+}
+
+func (w *Watch) loop() {
+	defer close(w.done)
+	for {
+		select {
+		case ev, ok := <-w.w.Events:
+			if !ok {
+				return
+			}
+			if ev.Has(fsnotify.Create) || ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
+				w.rescan()
+			}
+		case err, ok := <-w.w.Errors:
+			if !ok {
+				return
+			}
+			// An overflowed event queue loses events: a full rescan
+			// finds what they were about.
+			w.log.Warn("watching VM directories: "+err.Error()+"; rescanning", "pattern", w.pattern)
+			w.rescan()
+		}
+	}
+}
+
+// rescan brings watches and listeners in line with the file system: until
+// nothing changes, as directories may appear while watches are added.
+func (w *Watch) rescan() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for range 10 {
+		if w.closed || !w.sync() {
+			return
+		}
+	}
+}
+
+// sync makes one pass and reports whether it changed anything.
+func (w *Watch) sync() (changed bool) {
+	dir, name := filepath.Split(w.pattern)
+	dir = filepath.Clean(dir)
+	parts := strings.Split(strings.TrimPrefix(dir, "/"), "/")
+	want := map[string]bool{}
+	// Every existing directory that a prefix of the pattern matches is
+	// watched, so that the next level is seen when it appears.
+	prefix := "/"
+	for i := 0; i <= len(parts); i++ {
+		matches, _ := filepath.Glob(prefix)
+		for _, m := range matches {
+			if fi, err := os.Stat(m); err == nil && fi.IsDir() {
+				want[m] = true
+			}
+		}
+		if i == len(parts) {
+			break
+		}
+		prefix = filepath.Join(prefix, parts[i])
+	}
+	if len(want) == 0 {
+		return false
+	}
+	for d := range want {
+		if !w.watched[d] {
+			if err := w.w.Add(d); err != nil {
+				w.log.Warn("cannot watch a directory", "dir", d, "err", err)
+				continue
+			}
+			w.watched[d] = true
+			changed = true
+		}
+	}
+	for d := range w.watched {
+		if !want[d] {
+			_ = w.w.Remove(d) // gone already, mostly
+			delete(w.watched, d)
+		}
+	}
+	// A listener in every directory the whole pattern matches.
+	full, _ := filepath.Glob(dir)
+	live := map[string]bool{}
+	for _, d := range full {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			continue
+		}
+		path := filepath.Join(d, name)
+		live[path] = true
+		if w.lns[path] != nil {
+			continue
+		}
+		ln, err := Listen(Addr{Scheme: SchemeUnix, Path: path})
+		if err != nil {
+			w.log.Error("VM found, but its socket cannot be created", "path", path, "err", err)
+			continue
+		}
+		w.lns[path] = ln
+		w.log.Info("VM found; listening", "from", "unix://"+path)
+		w.add(ln, path)
+		changed = true
+	}
+	for path, ln := range w.lns {
+		if !live[path] {
+			_ = ln.Close()
+			delete(w.lns, path)
+			w.log.Info("VM gone; its listener closed", "from", "unix://"+path)
+		}
+	}
+	return changed
+}
+
+// Listening is how many listeners the Watch keeps now.
+func (w *Watch) Listening() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.lns)
+}
+
+// Close stops watching and closes every listener.
+func (w *Watch) Close() error {
+	w.mu.Lock()
+	w.closed = true
+	var errs []error
+	for path, ln := range w.lns {
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+		delete(w.lns, path)
+	}
+	w.mu.Unlock()
+	errs = append(errs, w.w.Close())
+	<-w.done
+	return errors.Join(errs...)
+}

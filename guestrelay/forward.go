@@ -1,0 +1,695 @@
+package guestrelay
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/katatrace/katatrace/internal/lograte"
+	"github.com/katatrace/katatrace/wire"
+)
+
+// ForwarderConfig configures the guest relay.
+type ForwarderConfig struct {
+	Kind wire.Kind
+	// Framing is Framed (wire protocol v2: the host confirms what it
+	// handed on, and what it did not confirm is sent again after a
+	// reconnect), FramedV1 (for a host that speaks only v1), or Raw: bare
+	// payloads with no hello and no frames, for a host that runs socat
+	// (datagram boundaries and flush answers are then lost).
+	Framing Framing
+	// Dial opens the stream to the host; Target names it in logs.
+	Dial   func(ctx context.Context) (net.Conn, error)
+	Target string
+	// QueueBytes bounds what is held while the host is absent or slow.
+	QueueBytes int
+	// BackoffMin and BackoffMax bound the wait between reconnection attempts.
+	BackoffMin, BackoffMax time.Duration
+	Logger                 *slog.Logger
+}
+
+// Forwarder is the guest relay: datagrams go into a bounded queue, and one
+// reconnecting stream carries them to the host in order. Every datagram it
+// accepted is written whole or counted as dropped, never truncated; a frame
+// cut short by a broken connection is sent again, whole, on the next one.
+type Forwarder struct {
+	cfg  ForwarderConfig
+	fr   framer
+	q    *Queue
+	log  *slog.Logger
+	wbuf []byte // the batch being written; Run's alone
+	// pending is what a failed write left unsent (whole frames); Run's alone.
+	pending []byte
+	// session names this relay to the host (v2); wire is the number the
+	// host gives the next datagram frame on this connection. Run's alone.
+	sessionID, wire uint64
+	heard           atomic.Bool // the host confirmed or answered on this connection
+	connected       atomic.Bool // a connection to the host is up
+
+	mu        sync.Mutex
+	requested uint64        // flush tickets handed out
+	answered  uint64        // flush requests answered by the host
+	inflight  int           // flush frames sent on this connection, unanswered
+	changed   chan struct{} // closed when answered moves
+
+	sent, sentBytes, connects, dialFailures atomic.Uint64
+	hostDropped                             atomic.Uint64
+	// socketDropped reads the kernel's count of datagrams its socket
+	// dropped (set by ReadFrom for UDP); holdLog notes reading held.
+	socketDropped                   atomic.Pointer[func() uint64]
+	holdLog                         *lograte.Every
+	dropLog, rejectLog, hostDropLog *lograte.Every
+}
+
+// ForwarderStats is a snapshot of a Forwarder's counters.
+type ForwarderStats struct {
+	Queue           QueueStats
+	Sent            uint64 // datagrams written to the host stream
+	SentBytes       uint64 // their payload bytes
+	Connects        uint64 // connections made
+	DialFailures    uint64 // attempts that failed
+	FlushesAnswered uint64
+	Connected       bool // a connection to the host is up
+	// SocketDropped are datagrams the kernel dropped at the socket read
+	// from, its buffer full: while the host was connected but slower than
+	// they came, reading waited for room in the queue (UDP only).
+	SocketDropped uint64
+	// HostDropped are datagrams the host confirmed but could not hand on
+	// (its sink refused them), as it last said.
+	HostDropped uint64
+}
+
+// writeBatch bounds one write to the host: large enough that big datagrams
+// go several to a system call (with the stream's 1 MiB in flight, 256 KiB
+// moved as much as 512 KiB, in less memory).
+const writeBatch = 256 << 10
+
+// NewForwarder returns a Forwarder; start it with Run.
+func NewForwarder(cfg ForwarderConfig) *Forwarder {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.BackoffMin <= 0 {
+		cfg.BackoffMin = 100 * time.Millisecond
+	}
+	cfg.BackoffMax = max(cfg.BackoffMax, cfg.BackoffMin)
+	return &Forwarder{
+		cfg:         cfg,
+		fr:          cfg.Framing.framer(),
+		q:           cfg.Framing.queue(cfg.QueueBytes),
+		sessionID:   rand.Uint64(),
+		log:         cfg.Logger,
+		wbuf:        make([]byte, 0, writeBatch),
+		pending:     make([]byte, 0, 2*wire.MaxFrameSize),
+		changed:     make(chan struct{}),
+		dropLog:     lograte.NewEvery(5 * time.Second),
+		rejectLog:   lograte.NewEvery(5 * time.Second),
+		hostDropLog: lograte.NewEvery(5 * time.Second),
+		holdLog:     lograte.NewEvery(time.Minute),
+	}
+}
+
+// Kind is what the Forwarder carries.
+func (f *Forwarder) Kind() wire.Kind { return f.cfg.Kind }
+
+// Stats returns a snapshot of the counters.
+func (f *Forwarder) Stats() ForwarderStats {
+	f.mu.Lock()
+	answered := f.answered
+	f.mu.Unlock()
+	return ForwarderStats{
+		Queue:           f.q.Stats(),
+		Sent:            f.sent.Load(),
+		SentBytes:       f.sentBytes.Load(),
+		Connects:        f.connects.Load(),
+		DialFailures:    f.dialFailures.Load(),
+		FlushesAnswered: answered,
+		HostDropped:     f.hostDropped.Load(),
+		Connected:       f.connected.Load(),
+		SocketDropped:   f.socketDrops(),
+	}
+}
+
+// Send queues one datagram for the host. It never blocks: when the queue is
+// full the oldest datagrams make room, and the drop is counted and logged.
+func (f *Forwarder) Send(p []byte) {
+	dropped, ok := f.q.Push(p)
+	refused := 0
+	if !ok {
+		refused = 1
+	}
+	f.noteDrops(dropped, refused, len(p))
+}
+
+// SendBatch is Send for several datagrams, with one wake-up of the sender.
+func (f *Forwarder) SendBatch(ps [][]byte) {
+	dropped, refused := f.q.PushBatch(ps)
+	size := 0
+	if refused > 0 { // the log names a refused size; rare, so look it up
+		i := slices.IndexFunc(ps, func(p []byte) bool { return len(p) == 0 || len(p) > wire.MaxDatagram })
+		size = len(ps[i])
+	}
+	f.noteDrops(dropped, refused, size)
+}
+
+func (f *Forwarder) noteDrops(dropped, refused, size int) {
+	if refused > 0 {
+		if ok, n := f.rejectLog.Allow(); ok {
+			f.log.Warn("datagram refused: a frame carries 1 to 65535 bytes",
+				"size", size, "refused_total", f.q.Stats().Rejected, "not_logged", n)
+		}
+	}
+	if dropped > 0 {
+		if ok, n := f.dropLog.Allow(); ok {
+			s := f.q.Stats()
+			f.log.Warn("queue full: dropped oldest datagrams",
+				"queue_bytes", f.q.Cap(), "dropped_total", s.Dropped, "dropped_bytes_total", s.DroppedBytes,
+				"target", f.cfg.Target, "not_logged", n)
+		}
+	}
+}
+
+// noteHostDropped records the host's count of this session's datagrams it
+// confirmed without handing them on.
+func (f *Forwarder) noteHostDropped(n uint64) {
+	for {
+		old := f.hostDropped.Load()
+		if n <= old {
+			return
+		}
+		if f.hostDropped.CompareAndSwap(old, n) {
+			break
+		}
+	}
+	if ok, _ := f.hostDropLog.Allow(); ok {
+		f.log.Warn("the host could not hand on datagrams of this guest: its sink refused them",
+			"target", f.cfg.Target, "host_dropped_total", n)
+	}
+}
+
+// Write is Send for io.Writer users (one call, one datagram).
+func (f *Forwarder) Write(p []byte) (int, error) {
+	f.Send(p)
+	return len(p), nil
+}
+
+// Flush asks the host to confirm that it has handed every datagram queued
+// before this call to its sink, and waits for the answer or ctx. In raw mode
+// no answer can come: Flush returns once those datagrams are written.
+func (f *Forwarder) Flush(ctx context.Context) error {
+	if !f.connected.Load() && f.cfg.Framing != FramedV1 {
+		// No host to ask; with nothing queued and nothing unconfirmed (v2
+		// confirms as it goes) there is nothing to wait for either.
+		if s := f.q.Stats(); s.Queued == 0 && s.Unacked == 0 {
+			return nil
+		}
+	}
+	f.mu.Lock()
+	f.requested++
+	ticket := f.requested
+	f.q.PushFlush() // under mu: markers leave the queue in ticket order
+	f.mu.Unlock()
+	for {
+		f.mu.Lock()
+		done, ch := f.answered >= ticket, f.changed
+		f.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			s := f.q.Stats()
+			return fmt.Errorf("flush to %s not answered: %w (%d datagrams, %d bytes still queued)",
+				f.cfg.Target, context.Cause(ctx), s.Queued, s.QueuedBytes)
+		}
+	}
+}
+
+func (f *Forwarder) answer(n int, onWire bool) {
+	f.mu.Lock()
+	// A flush asked again after a reconnect may be answered twice; an answer
+	// must never count for a flush not yet asked.
+	f.answered = min(f.answered+uint64(n), f.requested)
+	if onWire {
+		f.inflight -= n
+	}
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+}
+
+func (f *Forwarder) socketDrops() uint64 {
+	if fn := f.socketDropped.Load(); fn != nil {
+		return (*fn)()
+	}
+	return 0
+}
+
+// ReadFrom reads datagrams from pc into the queue until ctx is done, then
+// keeps reading what is still in the socket until it is idle or drain
+// elapses, so a stop loses nothing that was already sent to the relay.
+// From UDP it reads up to readBatch datagrams per system call (recvmmsg).
+//
+// While a host is connected and the queue is full, reading waits for room
+// (see hold): what this process would read only to drop stays in the
+// kernel's socket buffer, and what overflows that is dropped there,
+// counted (SocketDropped), at no cost to the relay. A host that makes no
+// room within holdMax is taken as stalled, and reading goes on, dropping
+// the oldest, as while no host is connected.
+func (f *Forwarder) ReadFrom(ctx context.Context, pc net.PacketConn, drain time.Duration) error {
+	read, dropped := readerFor(pc)
+	send := f.SendBatch // one method value, not one per read
+	if dropped != nil {
+		f.socketDropped.Store(&dropped)
+		defer dropped() // the last count, read before the caller closes the socket
+	}
+	stop := context.AfterFunc(ctx, func() { _ = pc.SetReadDeadline(time.Now()) })
+	defer stop()
+	hold := time.NewTimer(holdMax)
+	hold.Stop()
+	stalled := false
+	var drainUntil time.Time
+	for {
+		holdCtx := ctx
+		if !drainUntil.IsZero() {
+			// Draining: still no faster than the host takes it, within
+			// the drain's time.
+			holdCtx = context.Background()
+		}
+		stalled = f.hold(holdCtx, hold, stalled)
+		err := read(send)
+		if err == nil {
+			if !drainUntil.IsZero() {
+				_ = pc.SetReadDeadline(earliest(drainUntil, time.Now().Add(drainIdle)))
+			}
+			continue
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read datagrams: %w", err)
+		}
+		if ctx.Err() == nil { // a deadline that was not ours
+			continue
+		}
+		if drainUntil.IsZero() {
+			drainUntil = time.Now().Add(drain)
+			_ = pc.SetReadDeadline(earliest(drainUntil, time.Now().Add(drainIdle)))
+			continue
+		}
+		return nil
+	}
+}
+
+// holdMax is how long reading waits for a connected host to make room in a
+// full queue before taking it as stalled.
+const holdMax = 100 * time.Millisecond
+
+// hold waits, while a host is connected and the queue is full, until the
+// sender makes room, ctx ends, or holdMax passes with no room made (the
+// host is stalled: no more waiting until room is made again). It returns
+// whether the host is stalled.
+func (f *Forwarder) hold(ctx context.Context, t *time.Timer, stalled bool) bool {
+	select {
+	case <-f.q.Room():
+		stalled = false
+	default:
+	}
+	// Room for a whole read of the largest datagrams and a quarter of the
+	// queue (what a saturated relay holds, so keeps resident, is the rest;
+	// it is still more than the stream and the host hold unconfirmed), or
+	// half the queue.
+	need := min(max(readBatch*wire.MaxFrameSize, f.q.Cap()/4), f.q.Cap()/2)
+	if stalled || !f.connected.Load() || f.q.Free() >= need {
+		return stalled
+	}
+	if ok, _ := f.holdLog.Allow(); ok {
+		f.log.Info("the host is slower than datagrams come: reading waits for room in the queue; the kernel drops what overflows its socket buffer, counted",
+			"target", f.cfg.Target, "queue_bytes", f.q.Cap(), "socket_dropped_total", f.socketDrops())
+	}
+	t.Reset(holdMax)
+	defer t.Stop()
+	for f.q.Free() < need {
+		select {
+		case <-f.q.Room():
+		case <-t.C:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return false
+}
+
+// readBatch is how many datagrams one recvmmsg takes. Each needs a 64 KiB
+// buffer; pages only become resident as large datagrams fill them.
+const readBatch = 4
+
+// readerFor returns a function that reads one or more datagrams from pc
+// and hands them to send, allocating nothing per datagram, and for UDP one
+// that counts what the kernel dropped at the socket.
+func readerFor(pc net.PacketConn) (read func(send func([][]byte)) error, dropped func() uint64) {
+	if uc, ok := pc.(*net.UDPConn); ok {
+		if br, err := newBatchReader(uc, readBatch); err == nil {
+			return br.read, br.dropped
+		}
+	}
+	buf := make([]byte, wire.MaxDatagram+1) // one byte more, to see oversize datagrams
+	one := [][]byte{nil}
+	r, ok := pc.(io.Reader) // no address allocated per datagram
+	return func(send func([][]byte)) error {
+		var n int
+		var err error
+		if ok {
+			n, err = r.Read(buf)
+		} else {
+			n, _, err = pc.ReadFrom(buf)
+		}
+		if err == nil {
+			one[0] = buf[:n]
+			send(one)
+		}
+		return err
+	}, nil
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// drainIdle is how long the socket must stay quiet for a drain to end.
+const drainIdle = 50 * time.Millisecond
+
+// Run connects to the host and sends what the queue holds, reconnecting
+// with capped, jittered exponential backoff, until ctx is done.
+func (f *Forwarder) Run(ctx context.Context) error {
+	backoff, failures := f.cfg.BackoffMin, 0
+	for {
+		conn, err := f.cfg.Dial(ctx)
+		if ctx.Err() != nil {
+			if conn != nil {
+				_ = conn.Close()
+			}
+			return nil
+		}
+		if err != nil {
+			f.dialFailures.Add(1)
+			failures++
+			lvl := slog.LevelDebug
+			if failures == 1 {
+				lvl = slog.LevelWarn
+			}
+			f.log.Log(ctx, lvl, "host not reachable; queueing datagrams and retrying",
+				"target", f.cfg.Target, "err", err, "attempt", failures, "retry_in", backoff.String())
+			t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+			backoff = min(2*backoff, f.cfg.BackoffMax)
+			continue
+		}
+		f.connects.Add(1)
+		f.log.Info("connected to host", "target", f.cfg.Target, "framing", f.cfg.Framing.String(),
+			"failed_attempts", failures, "queued", f.q.Stats().Queued)
+		backoff, failures = f.cfg.BackoffMin, 0
+		err = f.session(ctx, conn)
+		_ = conn.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		s := f.q.Stats()
+		attrs := []any{"target", f.cfg.Target, "err", err, "queued", s.Queued, "unconfirmed", s.Unacked, "unsent_bytes", len(f.pending)}
+		if f.cfg.Framing == Framed && !f.heard.Load() {
+			// A host older than v2 reads the hello, refuses the version and
+			// hangs up: nothing is ever confirmed.
+			attrs = append(attrs, "hint", "if the host runs a katatrace older than wire protocol v2, start this relay with --framing=v1")
+		}
+		f.log.Warn("connection to host lost; reconnecting", attrs...)
+	}
+}
+
+// session sends on one connection until it fails or ctx is done.
+func (f *Forwarder) session(ctx context.Context, conn net.Conn) error {
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	dead := make(chan error, 1)
+	readerDone := make(chan struct{})
+	go func() { dead <- f.readAnswers(conn); close(readerDone) }()
+	// The reader must be gone before the next session counts in-flight
+	// flushes, so its last answers are not credited to the wrong connection.
+	defer func() { _ = conn.Close(); <-readerDone }()
+
+	f.heard.Store(false)
+	f.connected.Store(true)
+	defer f.connected.Store(false)
+	if b := f.fr.greet(f, f.wbuf[:0]); len(b) > 0 {
+		if _, err := conn.Write(b); err != nil {
+			return fmt.Errorf("write to host: %w", err)
+		}
+	}
+	if len(f.pending) > 0 {
+		if err := f.send(conn, f.pending); err != nil {
+			return err
+		}
+	}
+	for {
+		b := f.fr.pop(f, f.wbuf)
+		if len(b.Buf) == 0 && b.Flushes == 0 {
+			select {
+			case <-f.q.Ready():
+				continue
+			case err := <-dead:
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if len(b.Buf) > 0 {
+			if err := f.send(conn, b.Buf); err != nil {
+				return err
+			}
+		}
+		if b.Flushes > 0 && !f.fr.answered() {
+			f.answer(b.Flushes, false) // nobody on the other end answers
+		}
+	}
+}
+
+// send writes b, which holds whole frames (or, raw, one payload). What did
+// not go out whole is kept in pending for the next connection.
+func (f *Forwarder) send(conn net.Conn, b []byte) error {
+	n, err := conn.Write(b)
+	done, datagrams, bytes, flushes := f.fr.measure(b[:n], len(b))
+	f.sent.Add(uint64(datagrams))
+	f.sentBytes.Add(uint64(bytes))
+	if flushes > 0 {
+		f.mu.Lock()
+		f.inflight += flushes
+		f.mu.Unlock()
+	}
+	if err != nil {
+		f.pending = append(f.pending[:0], b[done:]...)
+		return fmt.Errorf("write to host: %w", err)
+	}
+	f.pending = f.pending[:0]
+	return nil
+}
+
+// walkFrames measures the whole frames at the start of b.
+func walkFrames(b []byte) (done, datagrams, bytes, flushes int) {
+	for done+wire.FrameHeaderSize <= len(b) {
+		size := int(binary.BigEndian.Uint32(b[done:]))
+		ctl := size&wire.ControlSeq != 0 // v2's sequence frame: no datagram
+		size &^= wire.ControlSeq
+		if done+wire.FrameHeaderSize+size > len(b) {
+			break
+		}
+		done += wire.FrameHeaderSize + size
+		if ctl {
+			continue
+		}
+		if size == 0 {
+			flushes++
+		} else {
+			datagrams++
+			bytes += size
+		}
+	}
+	return done, datagrams, bytes, flushes
+}
+
+// readAnswers reads the host's side of the stream: flush answers in framed
+// mode, nothing in raw mode. It returns when the stream ends.
+func (f *Forwarder) readAnswers(conn net.Conn) error {
+	if !f.fr.answered() {
+		_, err := io.Copy(io.Discard, conn)
+		if err == nil {
+			err = io.EOF
+		}
+		return err
+	}
+	// Buffered: confirmations that arrive together cost one read.
+	r := bufio.NewReaderSize(conn, answerBuffer)
+	var h [wire.FrameHeaderSize + 16]byte
+	for {
+		if _, err := io.ReadFull(r, h[:wire.FrameHeaderSize]); err != nil {
+			return fmt.Errorf("read from host: %w", err)
+		}
+		f.heard.Store(true)
+		switch n := binary.BigEndian.Uint32(h[:]); {
+		case n == 0:
+			f.q.Answered()
+			f.answer(1, true)
+		case (n == 8 || n == 16) && f.cfg.Framing == Framed:
+			body := h[wire.FrameHeaderSize : wire.FrameHeaderSize+n]
+			if _, err := io.ReadFull(r, body); err != nil {
+				return fmt.Errorf("read from host: %w", err)
+			}
+			f.q.Ack(binary.BigEndian.Uint64(body))
+			if n == 16 {
+				f.noteHostDropped(binary.BigEndian.Uint64(body[8:]))
+			}
+		default:
+			return wire.ProtocolErrorf("host sent a frame of %d bytes; a host only sends confirmations and flush answers", n)
+		}
+	}
+}
+
+// answerBuffer holds many confirmations and flush answers (12 to 20 bytes
+// each).
+const answerBuffer = 512
+
+// framer is what differs between the framings, chosen once per Forwarder.
+type framer interface {
+	// greet is what a new connection starts with.
+	greet(f *Forwarder, dst []byte) []byte
+	// pop takes what the next write carries into buf[:0].
+	pop(f *Forwarder, buf []byte) Batch
+	// measure says what of a write of want bytes, of which b went out,
+	// went whole.
+	measure(b []byte, want int) (done, datagrams, bytes, flushes int)
+	// answered reports whether the host answers flush requests.
+	answered() bool
+}
+
+// Framing is how a guest relay writes its stream.
+type Framing uint8
+
+// The framings.
+const (
+	Framed   Framing = iota // wire protocol v2: numbered frames, confirmed by the host
+	FramedV1                // wire protocol v1, for hosts that speak no v2
+	Raw                     // bare payloads, for a host that runs socat
+)
+
+func (f Framing) String() string {
+	switch f {
+	case FramedV1:
+		return "v1"
+	case Raw:
+		return "raw"
+	}
+	return "framed"
+}
+
+func (f Framing) framer() framer {
+	switch f {
+	case FramedV1:
+		return v1Framer{}
+	case Raw:
+		return rawFramer{}
+	}
+	return v2Framer{}
+}
+
+// queue is the queue the framing needs: v2 keeps what it sent until the
+// host confirms it.
+func (f Framing) queue(maxBytes int) *Queue {
+	if f == Framed {
+		return NewRetainingQueue(maxBytes)
+	}
+	return NewQueue(maxBytes)
+}
+
+// v2Framer numbers datagrams: the hello says where this connection
+// starts, everything unconfirmed is sent again, and a gap left by
+// drop-oldest is announced with a sequence frame.
+type v2Framer struct{}
+
+func (v2Framer) greet(f *Forwarder, dst []byte) []byte {
+	// Flush markers not yet answered are resent from the queue, in order.
+	f.mu.Lock()
+	f.inflight = 0
+	f.mu.Unlock()
+	f.pending = f.pending[:0] // the queue still holds it
+	f.wire = f.q.Rewind()
+	return wire.AppendHelloV2(dst, f.cfg.Kind, f.sessionID, f.wire)
+}
+
+const seqFrameSize = wire.FrameHeaderSize + 8
+
+func (v2Framer) pop(f *Forwarder, buf []byte) Batch {
+	b := f.q.Pop(buf[seqFrameSize:seqFrameSize])
+	if b.Datagrams == 0 {
+		return b
+	}
+	if b.FirstSeq != f.wire {
+		wire.AppendSeq(buf[:0], b.FirstSeq)
+		b.Buf = buf[:seqFrameSize+len(b.Buf)]
+	}
+	f.wire = b.FirstSeq + uint64(b.Datagrams)
+	return b
+}
+
+func (v2Framer) measure(b []byte, _ int) (int, int, int, int) { return walkFrames(b) }
+func (v2Framer) answered() bool                               { return true }
+
+type v1Framer struct{}
+
+func (v1Framer) greet(f *Forwarder, dst []byte) []byte {
+	// Flush requests the last connection took to its grave are asked again
+	// first: they stay in flight, now on this connection.
+	f.mu.Lock()
+	carried := f.inflight
+	f.mu.Unlock()
+	dst = wire.AppendHello(dst, f.cfg.Kind)
+	for range carried {
+		dst = wire.AppendFrame(dst, nil)
+	}
+	return dst
+}
+func (v1Framer) pop(f *Forwarder, buf []byte) Batch           { return f.q.Pop(buf[:0]) }
+func (v1Framer) measure(b []byte, _ int) (int, int, int, int) { return walkFrames(b) }
+func (v1Framer) answered() bool                               { return true }
+
+// rawFramer writes bare payloads, one per write, as socat reads them.
+type rawFramer struct{}
+
+func (rawFramer) greet(*Forwarder, []byte) []byte    { return nil }
+func (rawFramer) pop(f *Forwarder, buf []byte) Batch { return f.q.PopPayload(buf[:0]) }
+func (rawFramer) answered() bool                     { return false }
+func (rawFramer) measure(b []byte, want int) (int, int, int, int) {
+	if len(b) < want {
+		return 0, 0, 0, 0 // a payload cut short is sent again whole
+	}
+	return len(b), 1, len(b), 0
+}

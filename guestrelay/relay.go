@@ -1,0 +1,74 @@
+package guestrelay
+
+import (
+	"context"
+	"net"
+	"sync"
+	"time"
+)
+
+// Relay is a guest relay at work: a Forwarder sending to the host, fed from
+// a datagram socket (and by Send) until Shutdown. Its order of stopping is
+// what makes a clean stop lose nothing that was read: stop reading, take
+// what is still in the socket, close it, flush and wait for the host's
+// answer, then stop sending.
+type Relay struct {
+	*Forwarder
+	pc       net.PacketConn
+	stopRead context.CancelFunc
+	readDone chan struct{}
+	readErr  error // ReadFrom's, once readDone is closed
+	stopSend context.CancelFunc
+	sendDone chan struct{}
+	once     sync.Once
+	flushErr error
+}
+
+// StartRelay starts sending to the host and, when pc is not nil, reading
+// datagrams from pc into the queue. drain bounds how long Shutdown keeps
+// reading what is left in pc.
+func StartRelay(cfg ForwarderConfig, pc net.PacketConn, drain time.Duration) *Relay {
+	r := &Relay{Forwarder: NewForwarder(cfg), pc: pc, readDone: make(chan struct{}), sendDone: make(chan struct{})}
+	var sendCtx, readCtx context.Context
+	sendCtx, r.stopSend = context.WithCancel(context.Background())
+	readCtx, r.stopRead = context.WithCancel(context.Background())
+	go func() { defer close(r.sendDone); _ = r.Run(sendCtx) }()
+	if pc == nil {
+		close(r.readDone)
+		return r
+	}
+	go func() { defer close(r.readDone); r.readErr = r.ReadFrom(readCtx, pc, drain) }()
+	return r
+}
+
+// ReadDone is closed once reading has stopped: by Shutdown, or because the
+// socket failed (Err says why).
+func (r *Relay) ReadDone() <-chan struct{} { return r.readDone }
+
+// Err is the error that stopped reading early, once ReadDone is closed.
+func (r *Relay) Err() error {
+	select {
+	case <-r.readDone:
+		return r.readErr
+	default:
+		return nil
+	}
+}
+
+// Shutdown stops reading, queues what is still in the socket, closes it,
+// and waits (bounded by ctx) for the host to confirm everything queued;
+// then it stops sending. It returns the flush's error; later calls return
+// the first one's.
+func (r *Relay) Shutdown(ctx context.Context) error {
+	r.once.Do(func() {
+		r.stopRead()
+		<-r.readDone // every datagram still in the socket is queued
+		if r.pc != nil {
+			_ = r.pc.Close()
+		}
+		r.flushErr = r.Flush(ctx)
+		r.stopSend()
+		<-r.sendDone
+	})
+	return r.flushErr
+}

@@ -1,0 +1,5 @@
+package hostrelay
+
+import "syscall"
+
+const syscallEMFILE = syscall.EMFILE

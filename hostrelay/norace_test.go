@@ -1,0 +1,5 @@
+//go:build !race
+
+package hostrelay
+
+const raceEnabled = false

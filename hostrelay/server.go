@@ -1,0 +1,750 @@
+package hostrelay
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/internal/lograte"
+	"github.com/katatrace/katatrace/sink"
+	"github.com/katatrace/katatrace/wire"
+)
+
+// ServerConfig configures the host relay.
+type ServerConfig struct {
+	// Kind is what this server carries; a framed peer announcing another
+	// kind is refused.
+	Kind wire.Kind
+	Sink sink.Sink
+	// RawSplit returns, per raw (socat) connection, a split function that
+	// recovers datagram boundaries from the byte stream. Nil means each read
+	// is one datagram, as socat itself does.
+	RawSplit func(peer string) bufio.SplitFunc
+	// FlushTimeout bounds how long a guest's flush request waits for the
+	// sink (default 10 s); the guest is answered either way.
+	FlushTimeout time.Duration
+	// Limits against guests that hold what they do not use: connections
+	// per listener and per guest (a vsock CID, or the process connecting to
+	// a hybrid-vsock socket; default 4096 and 64), the time a connection has
+	// to send its hello (default 60 s: a socat guest sends nothing until its
+	// first datagram), and the time a frame may stay unfinished (default
+	// 60 s). A guest quiet between frames is left alone.
+	MaxConns, MaxConnsPerGuest int
+	HelloTimeout, FrameTimeout time.Duration
+	// GuestRate and GuestBurst are each guest's budget, in bytes of
+	// datagrams per second and bytes at once, shared by its connections:
+	// while other guests send too, a guest over it is read no faster than
+	// it refills, so that one VM flooding cannot crowd the others out of
+	// the sink (its excess waits in, and is dropped by, its own queue). A
+	// zero rate is no budget.
+	GuestRate  float64
+	GuestBurst int
+	Logger     *slog.Logger
+}
+
+// Server is the host relay: it accepts any number of guest streams, framed
+// or raw, and hands each datagram whole to the Sink. A peer that breaks the
+// protocol is logged and cut off; the others keep going.
+type Server struct {
+	cfg  ServerConfig
+	sink sink.BatchSink
+	log  *slog.Logger
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]struct{}
+	// open counts connections per listener; guests are the VMs connected
+	// now or lately.
+	open     map[string]int
+	guests   map[string]*guest
+	limitLog *lograte.Every
+	// drainEnd is when Shutdown's drain must end, as Unix nanoseconds; zero
+	// until Shutdown. It is the draining flag too, so that a connection
+	// that sees the drain also sees its deadline.
+	drainEnd atomic.Int64
+	wg       sync.WaitGroup
+	seq      atomic.Uint64
+
+	stats      serverCounters
+	sessions   sessions
+	contention contention
+	sinkLog    *lograte.Every
+	protoLog   *lograte.Every
+}
+
+// ServerStats is a snapshot of what a Server has done: every guest's
+// traffic together, and what only the server sees.
+type ServerStats struct {
+	Traffic
+	Active         int64
+	ProtocolErrors uint64
+	// Refused connections (over a connection limit) and TimedOut ones (no
+	// hello, or a frame left unfinished, in time).
+	Refused, TimedOut uint64
+}
+
+// serverCounters are the live counters behind ServerStats.
+type serverCounters struct {
+	traffic
+	protocolErrors, refused, timeouts atomic.Uint64
+	active                            atomic.Int64
+}
+
+// NewServer returns a Server; give it listeners with Serve.
+func NewServer(cfg ServerConfig) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.FlushTimeout <= 0 {
+		cfg.FlushTimeout = 10 * time.Second
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 4096
+	}
+	if cfg.MaxConnsPerGuest <= 0 {
+		cfg.MaxConnsPerGuest = 64
+	}
+	if cfg.HelloTimeout <= 0 {
+		cfg.HelloTimeout = time.Minute
+	}
+	if cfg.FrameTimeout <= 0 {
+		cfg.FrameTimeout = time.Minute
+	}
+	return &Server{
+		cfg:       cfg,
+		sink:      sink.AsBatchSink(cfg.Sink),
+		log:       cfg.Logger,
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[net.Conn]struct{}{},
+		open:      map[string]int{},
+		guests:    map[string]*guest{},
+		limitLog:  lograte.NewEvery(5 * time.Second),
+		sinkLog:   lograte.NewEvery(5 * time.Second),
+		protoLog:  lograte.NewEvery(time.Second),
+	}
+}
+
+// draining reports whether Shutdown has begun.
+func (s *Server) draining() bool { return s.drainEnd.Load() != 0 }
+
+// drainDeadline is the read deadline of a connection during the drain: a
+// moment of quiet, or the drain's end, whichever comes first.
+func (s *Server) drainDeadline() time.Time {
+	end, quiet := time.Unix(0, s.drainEnd.Load()), time.Now().Add(drainIdle)
+	if quiet.Before(end) {
+		return quiet
+	}
+	return end
+}
+
+// drainIdle is how long a guest must stay quiet for the drain to be done
+// with it.
+const drainIdle = 50 * time.Millisecond
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() ServerStats {
+	c := &s.stats
+	return ServerStats{Traffic: c.snapshot(), Active: c.active.Load(), ProtocolErrors: c.protocolErrors.Load(),
+		Refused: c.refused.Load(), TimedOut: c.timeouts.Load()}
+}
+
+// Serve accepts connections on ln until Shutdown or a fatal accept error.
+// name identifies the listener in peer names (its address).
+func (s *Server) Serve(ln net.Listener, name string) error {
+	s.mu.Lock()
+	if s.draining() {
+		s.mu.Unlock()
+		return ln.Close()
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if s.draining() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE) {
+				// Out of fds or a passing error: wait a little, keep serving.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "listener", name, "err", err, "retry_in", delay.String())
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("accept on %s: %w", name, err)
+		}
+		delay = 0
+		peer := peerName(conn, name, s.seq.Add(1))
+		s.mu.Lock()
+		if s.draining() {
+			s.mu.Unlock()
+			_ = conn.Close()
+			return nil
+		}
+		g := s.guestFor(guestOf(conn, name))
+		if over := s.overLimit(name, g); over != "" {
+			s.mu.Unlock()
+			s.stats.refused.Add(1) // before the close a peer (or a test) may see
+			_ = conn.Close()
+			if ok, n := s.limitLog.Allow(); ok {
+				s.log.Warn("connection refused: "+over, "guest", g.name, "listener", name,
+					"refused_total", s.stats.refused.Load(), "not_logged", n)
+			}
+			continue
+		}
+		s.open[name]++
+		g.conns++
+		s.conns[conn] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.handle(conn, peer, name, g)
+	}
+}
+
+// overLimit says which limit a new connection would break, or ""; s.mu
+// is held.
+func (s *Server) overLimit(listener string, g *guest) string {
+	switch {
+	case s.open[listener] >= s.cfg.MaxConns:
+		return fmt.Sprintf("the listener holds %d connections already", s.cfg.MaxConns)
+	case g.conns >= s.cfg.MaxConnsPerGuest:
+		return fmt.Sprintf("the guest holds %d connections already", s.cfg.MaxConnsPerGuest)
+	}
+	return ""
+}
+
+// guestOf names the guest behind a connection, for the limits, the budget
+// and the metrics: a vsock CID or a TCP peer's address without the port;
+// for unix peers the connecting process on that listener (a VMM: one VM
+// per hybrid-vsock socket). On loopback every local process shares the
+// address, so there each TCP connection is a guest of its own.
+func guestOf(conn net.Conn, listener string) string {
+	if ra := conn.RemoteAddr(); ra != nil {
+		if host, _, err := net.SplitHostPort(ra.String()); err == nil && host != "" {
+			if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+				return ra.Network() + ":" + ra.String()
+			}
+			return ra.Network() + ":" + host
+		}
+	}
+	if p := endpoint.UnixPeer(conn); p != "" {
+		return listener + " " + p
+	}
+	return listener
+}
+
+func peerName(conn net.Conn, listener string, seq uint64) string {
+	ra := conn.RemoteAddr()
+	if ra == nil || ra.String() == "" || ra.String() == "@" {
+		// Unix peers are unnamed: the listener path says which VM it is.
+		return fmt.Sprintf("%s#%d", listener, seq)
+	}
+	return ra.Network() + ":" + ra.String()
+}
+
+// Shutdown stops accepting, lets every connection hand on what it has
+// already received (until it has been idle a moment, or ctx ends), flushes
+// the sink, and closes everything.
+func (s *Server) Shutdown(ctx context.Context) error {
+	end, ok := ctx.Deadline()
+	if !ok {
+		end = time.Now().Add(time.Minute)
+	}
+	s.mu.Lock()
+	s.drainEnd.CompareAndSwap(0, end.UnixNano())
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	for c := range s.conns {
+		_ = c.SetReadDeadline(s.drainDeadline())
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.mu.Lock()
+		n := len(s.conns)
+		for c := range s.conns {
+			_ = c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+		err = fmt.Errorf("drain cut short with %d connections still sending: %w", n, context.Cause(ctx))
+	}
+	if ferr := s.cfg.Sink.Flush(ctx); ferr != nil {
+		err = errors.Join(err, fmt.Errorf("flush sink: %w", ferr))
+	}
+	return err
+}
+
+func (s *Server) handle(conn net.Conn, peer, listener string, g *guest) {
+	s.stats.accepted.Add(1)
+	s.stats.active.Add(1)
+	g.accepted.Add(1)
+	defer func() {
+		_ = conn.Close()
+		s.mu.Lock()
+		delete(s.conns, conn)
+		if s.open[listener]--; s.open[listener] <= 0 {
+			delete(s.open, listener)
+		}
+		if g.conns--; g.conns == 0 {
+			g.gone = time.Now()
+		}
+		s.mu.Unlock()
+		s.stats.active.Add(-1)
+		s.wg.Done()
+	}()
+	// A connection that has not said hello holds no frame buffer: idle
+	// ones cost a goroutine and this much.
+	br := bufio.NewReaderSize(conn, 64)
+	c := &peerConn{Server: s, conn: conn, peer: peer, g: g}
+	c.setDeadline(time.Now().Add(s.cfg.HelloTimeout))
+	h, framed, err := wire.ReadHello(br)
+	c.greeted = err == nil
+	if errors.Is(err, os.ErrDeadlineExceeded) && !s.draining() {
+		err = &limitError{what: "no hello", flag: "hello-timeout", after: s.cfg.HelloTimeout}
+	}
+	c.setDeadline(time.Time{})
+	if err == nil {
+		switch {
+		case framed && h.Kind != s.cfg.Kind:
+			err = wire.ProtocolErrorf("peer sends %s streams but this server takes %s", h.Kind, s.cfg.Kind)
+		case framed:
+			s.log.Info("guest connected", "peer", peer, "framing", "framed", "version", int(h.Version), "kind", h.Kind.String())
+			if h.Version == wire.Version2 {
+				c.v2, c.session, c.seq = true, h.Session, h.First
+				m := s.sessions.get(h.Session)
+				c.delivered, c.lost, c.ackedLost = m.delivered, m.lost, m.lost
+				if m.delivered > 0 && h.First > m.delivered {
+					c.guestDropped(h.First - m.delivered) // while it was away
+				}
+			}
+			endpoint.WidenAccepted(conn) // its credit to the guest: several large frames in flight
+			err = c.framed(streamAfter(br, conn))
+		default:
+			s.log.Info("guest connected", "peer", peer, "framing", "raw")
+			err = c.raw(br)
+		}
+	}
+	c.finish(err)
+}
+
+// streamAfter is a frame-sized reader of conn that first returns what br
+// has buffered.
+func streamAfter(br *bufio.Reader, conn net.Conn) *bufio.Reader {
+	rest, _ := br.Peek(br.Buffered())
+	if len(rest) == 0 {
+		return wire.NewStreamReader(conn)
+	}
+	big := wire.NewStreamReader(io.MultiReader(bytes.NewReader(bytes.Clone(rest)), conn))
+	_, _ = big.Peek(len(rest)) // buffered again, so that a frame begun shows as begun
+	return big
+}
+
+// limitError is a connection closed by a limit.
+type limitError struct {
+	what, flag string
+	after      time.Duration
+}
+
+func (e *limitError) Error() string {
+	return fmt.Sprintf("%s within %v (--%s)", e.what, e.after, e.flag)
+}
+
+// setDeadline sets the read deadline, unless the drain has set its own.
+func (c *peerConn) setDeadline(t time.Time) {
+	if !c.draining() {
+		_ = c.conn.SetReadDeadline(t)
+	}
+}
+
+// peerConn is one guest connection being served.
+type peerConn struct {
+	*Server
+	conn             net.Conn
+	peer             string
+	g                *guest
+	datagrams, bytes uint64
+	paused           time.Duration
+	batch            [][]byte // frames not yet handed on, all still in the read buffer
+	batchBytes       int
+	// v2: datagrams are numbered from the hello's First; seq is the next
+	// frame's number, acked the last confirmed, delivered the session's
+	// mark below which everything was already handed on (a resent frame
+	// below it is a duplicate).
+	// lost counts, for the session, datagrams confirmed but not handed on
+	// (refused by the sink); a confirmation tells it.
+	v2                    bool
+	session               uint64
+	seq, acked, delivered uint64
+	lost, ackedLost       uint64
+	duplicates            uint64
+	unconfirmed           int       // bytes handed on since the last confirmation
+	ackedAt               time.Time // when it was sent
+	ackBy                 time.Time // when the next is due, having caught up (zero: none owed so)
+	ackDeadline           bool      // the read deadline is ackBy's
+	ackBuf                [wire.FrameHeaderSize + 16]byte
+	greeted               bool // sent a hello, or raw bytes
+	frameDeadline         bool // a --frame-timeout deadline is set
+}
+
+// maxBatch bounds what one sendmmsg carries.
+const maxBatch, maxBatchBytes = 64, 1 << 20
+
+// confirmBytes and confirmEvery bound what a v2 guest's stream carries
+// unconfirmed while it keeps coming: a quarter of a guest's default queue,
+// and a tenth of the time a guest waits for room before it takes the host
+// as stalled.
+const (
+	confirmBytes = 1 << 20
+	confirmEvery = 10 * time.Millisecond
+	// confirmDelay is how long after catching up with a guest's stream its
+	// confirmation waits for more to come: short, since a host killed
+	// meanwhile hands what it did not confirm on twice after its restart.
+	confirmDelay = 2 * time.Millisecond
+)
+
+func (c *peerConn) sinkError(err error, n int) {
+	c.stats.sinkErrors.Add(uint64(n))
+	c.g.sinkErrors.Add(uint64(n))
+	c.lost += uint64(n)
+	if ok, suppressed := c.sinkLog.Allow(); ok {
+		c.log.Warn("sink refused datagrams", "peer", c.peer, "count", n, "err", err,
+			"sink_errors_total", c.stats.sinkErrors.Load(), "not_logged", suppressed)
+	}
+}
+
+// deliver hands on one datagram (a raw stream's, whose buffer the next read
+// reuses) at once.
+func (c *peerConn) deliver(p []byte) {
+	c.batch = append(c.batch, p)
+	c.pace(c.flushBatch())
+}
+
+// pace keeps the guest within its budget: when over it, reading from the
+// guest waits until the budget refills, so that the excess stays in (and
+// is dropped by) the guest's own queue, and the guest's flood costs the
+// host nothing. Logged at a bounded rate per guest.
+func (c *peerConn) pace(n int) {
+	if n == 0 {
+		return
+	}
+	wait := c.budgetWait(c.g, n)
+	if wait <= 0 || c.draining() {
+		return
+	}
+	_ = c.ack() // the guest need not wait for the pause to be confirmed; a failed write shows at the next
+	if ok, _ := c.g.log.Allow(); ok {
+		c.log.Warn("guest over its budget: reading from it slowed to the budget", "guest", c.g.name, "peer", c.peer,
+			"rate_bytes_per_second", int64(c.cfg.GuestRate), "burst_bytes", c.cfg.GuestBurst,
+			"paused_total", (time.Duration(c.g.paused.Load()) + wait).Round(time.Millisecond).String())
+	}
+	// In steps, so that a drain does not wait out a long pause (a guest's
+	// many connections can owe its budget seconds).
+	for wait > 0 && !c.draining() {
+		d := min(wait, pauseStep)
+		time.Sleep(d)
+		wait -= d
+		c.paused += d
+		c.stats.paused.Add(uint64(d))
+		c.g.paused.Add(uint64(d))
+	}
+}
+
+// pauseStep is how often a paced connection looks for a drain.
+const pauseStep = 50 * time.Millisecond
+
+// flushBatch hands on the frames gathered so far, in one call, and returns
+// their bytes.
+func (c *peerConn) flushBatch() int {
+	if len(c.batch) == 0 {
+		return 0
+	}
+	var bytes uint64
+	for _, p := range c.batch {
+		bytes += uint64(len(p))
+	}
+	c.bytes += bytes
+	c.unconfirmed += int(bytes)
+	c.stats.bytes.Add(bytes)
+	c.g.bytes.Add(bytes)
+	c.datagrams += uint64(len(c.batch))
+	c.stats.datagrams.Add(uint64(len(c.batch)))
+	c.g.datagrams.Add(uint64(len(c.batch)))
+	if failed, err := c.sink.SendBatch(c.batch, c.peer); failed > 0 {
+		c.sinkError(err, failed)
+	}
+	clear(c.batch)
+	c.batch, c.batchBytes = c.batch[:0], 0
+	if c.draining() {
+		_ = c.conn.SetReadDeadline(c.drainDeadline())
+	}
+	return int(bytes)
+}
+
+// buffered reports whether the next frame is whole in the read buffer, so
+// that reading it does not refill the buffer (which would move the frames
+// gathered in the batch).
+func buffered(br *bufio.Reader) bool {
+	if br.Buffered() < wire.FrameHeaderSize {
+		return false
+	}
+	h, _ := br.Peek(wire.FrameHeaderSize)
+	return br.Buffered() >= wire.FrameHeaderSize+int(binary.BigEndian.Uint32(h))
+}
+
+var flushAnswer = wire.AppendFrame(nil, nil)
+
+func (c *peerConn) framed(br *bufio.Reader) error {
+	fr := wire.NewFrameReader(br)
+	fr.Control = c.v2
+	for {
+		if !buffered(br) || len(c.batch) == maxBatch || c.batchBytes >= maxBatchBytes {
+			n := c.flushBatch()
+			// Confirm every confirmBytes or confirmEvery while the stream
+			// keeps coming, and confirmDelay after catching up with it: not
+			// for each batch, which costs both sides a system call and a
+			// wake-up.
+			now := time.Now()
+			if c.unconfirmed >= confirmBytes || now.Sub(c.ackedAt) >= confirmEvery || !c.ackBy.IsZero() && !now.Before(c.ackBy) {
+				if err := c.ack(); err != nil {
+					return err
+				}
+			} else if br.Buffered() == 0 && c.ackBy.IsZero() && c.owesAck() {
+				c.ackBy = now.Add(confirmDelay)
+			}
+			c.pace(n)
+			// A frame begun must be finished in time; between frames a
+			// guest may be quiet as long as it likes, and a confirmation
+			// owed is sent by its time.
+			switch inFrame := br.Buffered() > 0; {
+			case inFrame:
+				c.setDeadline(now.Add(c.cfg.FrameTimeout))
+				c.frameDeadline = true
+			case !c.ackBy.IsZero():
+				if !c.ackDeadline { // set once: ackBy stays until the confirmation goes
+					c.setDeadline(c.ackBy)
+				}
+				c.frameDeadline = false
+			case c.frameDeadline || c.ackDeadline:
+				c.setDeadline(time.Time{})
+				c.frameDeadline = false
+			}
+			c.ackDeadline = !c.ackBy.IsZero() && !c.frameDeadline
+		}
+		p, ctl, err := fr.NextFrame()
+		if errors.Is(err, os.ErrDeadlineExceeded) && c.ackDeadline && !c.draining() {
+			// The guest went quiet with datagrams unconfirmed: now.
+			if err := c.ack(); err != nil {
+				return err
+			}
+			c.setDeadline(time.Time{})
+			c.ackDeadline = false
+			continue
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) && !c.draining() {
+			err = &limitError{what: "a frame not finished", flag: "frame-timeout", after: c.cfg.FrameTimeout}
+		}
+		if err != nil {
+			c.flushBatch() // what arrived whole before the end
+			_ = c.ack()
+			return err
+		}
+		switch {
+		case ctl:
+			next := binary.BigEndian.Uint64(p)
+			if next < c.seq {
+				return wire.ProtocolErrorf("sequence frame goes back from %d to %d", c.seq, next)
+			}
+			c.guestDropped(next - c.seq) // the guest dropped what lies between
+			c.seq = next
+			continue
+		case len(p) > 0:
+			seq := c.seq
+			c.seq++
+			if c.v2 && seq < c.delivered {
+				c.duplicates++
+				c.stats.duplicates.Add(1)
+				c.g.duplicates.Add(1)
+				continue
+			}
+			c.batch = append(c.batch, p)
+			c.batchBytes += len(p)
+			continue
+		}
+		c.flushBatch()
+		if err := c.ack(); err != nil {
+			return err
+		}
+		c.stats.flushes.Add(1)
+		c.g.flushes.Add(1)
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.FlushTimeout)
+		if err := c.cfg.Sink.Flush(ctx); err != nil {
+			c.log.Warn("flush of sink failed; answering the guest anyway", "peer", c.peer, "err", err)
+		}
+		cancel()
+		if err := c.write(flushAnswer); err != nil {
+			return fmt.Errorf("answer flush request: %w", err)
+		}
+	}
+}
+
+// guestDropped counts datagrams the guest's relay dropped before sending.
+func (c *peerConn) guestDropped(n uint64) {
+	c.stats.guestDropped.Add(n)
+	total := c.g.guestDropped.Add(n)
+	if ok, _ := c.g.dropLog.Allow(); ok {
+		c.log.Warn("the guest's relay dropped datagrams before sending them (its queue was full)",
+			"guest", c.g.name, "peer", c.peer, "dropped_total", total)
+	}
+}
+
+// ack confirms to a v2 guest every datagram numbered below c.seq: handed
+// on, or counted as dropped (refused by the sink) or as a
+// duplicate; once any was dropped, it tells the guest how many. The
+// session remembers both, so that what the guest resends after a
+// reconnect is not handed on twice.
+func (c *peerConn) ack() error {
+	c.ackBy = time.Time{}
+	if !c.owesAck() {
+		return nil
+	}
+	c.delivered = max(c.delivered, c.seq)
+	c.sessions.set(c.session, mark{c.delivered, c.lost})
+	if err := c.write(wire.AppendAck(c.ackBuf[:0], c.seq, c.lost)); err != nil {
+		return fmt.Errorf("confirm datagrams: %w", err)
+	}
+	c.acked, c.ackedLost, c.unconfirmed, c.ackedAt = c.seq, c.lost, 0, time.Now()
+	return nil
+}
+
+// owesAck reports whether a v2 guest has datagrams to be confirmed.
+func (c *peerConn) owesAck() bool {
+	return c.v2 && (c.seq != c.acked || c.lost != c.ackedLost)
+}
+
+func (c *peerConn) write(b []byte) error {
+	_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, err := c.conn.Write(b)
+	return err
+}
+
+func (c *peerConn) raw(br *bufio.Reader) error {
+	if c.cfg.RawSplit == nil {
+		buf := make([]byte, wire.MaxDatagram)
+		for {
+			n, err := br.Read(buf)
+			if n > 0 {
+				c.deliver(buf[:n])
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	sc := bufio.NewScanner(br)
+	sc.Buffer(make([]byte, 0, 2*wire.MaxFrameSize), 2*wire.MaxFrameSize)
+	sc.Split(c.cfg.RawSplit(c.peer))
+	for sc.Scan() {
+		c.deliver(sc.Bytes())
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return io.EOF
+}
+
+func (c *peerConn) finish(err error) {
+	if c.datagrams == 0 && errors.Is(err, io.EOF) && !c.greeted {
+		// Not a guest: a probe (another relay checking whether this socket
+		// is alive, a health check) that closed without a byte.
+		c.log.Debug("connection closed before sending anything", "peer", c.peer)
+		return
+	}
+	attrs := []any{"peer", c.peer, "guest", c.g.name, "datagrams", c.datagrams, "bytes", c.bytes}
+	if c.paused > 0 {
+		attrs = append(attrs, "paused_for_budget", c.paused.Round(time.Millisecond).String())
+	}
+	if c.v2 {
+		attrs = append(attrs, "duplicates_dropped", c.duplicates)
+	}
+	switch {
+	case err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
+		c.log.Info("guest disconnected", attrs...)
+	case errors.Is(err, os.ErrDeadlineExceeded) && c.draining():
+		c.log.Info("guest connection closed for shutdown", attrs...)
+	case errors.As(err, new(*limitError)):
+		c.stats.timeouts.Add(1)
+		if ok, n := c.limitLog.Allow(); ok {
+			c.log.Warn("guest connection closed: "+err.Error(), append(attrs, "timeouts_total", c.stats.timeouts.Load(), "not_logged", n)...)
+		}
+	case wire.IsProtocolError(err):
+		c.stats.protocolErrors.Add(1)
+		if ok, n := c.protoLog.Allow(); ok {
+			c.log.Warn("guest broke the protocol; connection closed", append(attrs, "err", err, "not_logged", n)...)
+		}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		c.log.Warn("guest went away inside a frame; the partial frame was discarded", attrs...)
+	default:
+		c.log.Warn("guest connection failed", append(attrs, "err", err)...)
+	}
+}
+
+// sessions remembers, per v2 guest session, the number below which every
+// datagram was handed on (or counted), and how many of those were dropped.
+// It is bounded: past maxSessions an arbitrary entry is forgotten (its
+// guest can at worst see resends handed on twice).
+type sessions struct {
+	mu sync.Mutex
+	m  map[uint64]mark
+}
+
+// mark is a session's confirmed position and its count of dropped.
+type mark struct{ delivered, lost uint64 }
+
+const maxSessions = 1 << 16
+
+func (s *sessions) get(id uint64) mark {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[id]
+}
+
+func (s *sessions) set(id uint64, m mark) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[uint64]mark{}
+	}
+	if _, ok := s.m[id]; !ok && len(s.m) >= maxSessions {
+		for k := range s.m {
+			delete(s.m, k)
+			break
+		}
+	}
+	old := s.m[id]
+	s.m[id] = mark{max(old.delivered, m.delivered), max(old.lost, m.lost)}
+}

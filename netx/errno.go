@@ -1,5 +1,0 @@
-package netx
-
-import "syscall"
-
-const syscallEMFILE = syscall.EMFILE

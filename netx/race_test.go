@@ -1,5 +1,0 @@
-//go:build race
-
-package netx
-
-const raceEnabled = true

@@ -1,0 +1,130 @@
+package sink
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/katatrace/katatrace/internal/jaegertest"
+	"github.com/opentracing/opentracing-go"
+)
+
+// TestCollectorRetriesAndDrops: a collector that fails for a while gets
+// every batch once it recovers; one that refuses a batch (4xx) has it
+// dropped and counted, not retried forever.
+func TestCollectorRetriesAndDrops(t *testing.T) {
+	dgs := jaegertest.Capture(t, "svc", func(tr opentracing.Tracer) { jaegertest.SmallTrace(tr); jaegertest.BigTrace(tr) })
+	var mu sync.Mutex
+	failures, got := 3, 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case r.Header.Get("Content-Type") != "application/x-thrift" || len(body) == 0:
+			w.WriteHeader(http.StatusBadRequest)
+		case failures > 0:
+			failures--
+			w.WriteHeader(http.StatusServiceUnavailable)
+		default:
+			got++
+			w.WriteHeader(http.StatusAccepted)
+		}
+	}))
+	defer srv.Close()
+	c := queuedCollector(t, srv.URL, dgs)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := c.Stats()
+	if got != len(dgs) || s.Posted != uint64(len(dgs)) || s.Retries < 3 || s.Dropped != 0 {
+		t.Fatalf("collector got %d of %d batches; stats %+v", got, len(dgs), s)
+	}
+	if err := c.Send([]byte("not thrift"), "peer"); err == nil {
+		t.Fatal("garbage accepted")
+	}
+}
+
+func TestCollectorQueueDropsOldest(t *testing.T) {
+	block := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-block
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	dgs := jaegertest.Capture(t, "svc", func(tr opentracing.Tracer) { jaegertest.BigTrace(tr) })
+	c := NewCollectorSink(srv.URL, 40000, 1, slog.New(slog.DiscardHandler))
+	defer func() {
+		close(block)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c.Close(ctx)
+		srv.Close()
+	}()
+	for range 5 {
+		for _, p := range dgs {
+			c.Send(p, "peer")
+		}
+	}
+	if s := c.Stats(); s.Dropped == 0 {
+		t.Fatalf("a 40 kB queue took %d batches without dropping: %+v", 5*len(dgs), s)
+	}
+}
+
+// TestCollectorCloseKeepsItsDeadline: against a collector that takes
+// requests and never answers, Close returns when its context ends, and
+// every batch is counted as dropped: none is lost without a count.
+func TestCollectorCloseKeepsItsDeadline(t *testing.T) {
+	dgs := jaegertest.Capture(t, "svc", func(tr opentracing.Tracer) { jaegertest.SmallTrace(tr); jaegertest.BigTrace(tr) })
+	hang := make(chan struct{})
+	var mu sync.Mutex
+	requests := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requests++
+		mu.Unlock()
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(hang)
+	c := queuedCollector(t, srv.URL, dgs)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close(ctx) }()
+	select {
+	case err := <-closed:
+		if err == nil {
+			t.Fatal("Close reported every batch accepted by a collector that never answered")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close did not return after its deadline: it waits on a collector that never answers")
+	}
+	s := c.Stats()
+	mu.Lock()
+	defer mu.Unlock()
+	if requests == 0 || s.Posted != 0 || s.Dropped != uint64(len(dgs)) {
+		t.Fatalf("%d requests reached the collector; stats %+v, want all %d batches dropped and counted", requests, s, len(dgs))
+	}
+}
+
+// queuedCollector is a one-worker collector sink for url with dgs queued.
+func queuedCollector(t *testing.T, url string, dgs [][]byte) *CollectorSink {
+	t.Helper()
+	c := NewCollectorSink(url+"/api/traces", 1<<20, 1, slog.New(slog.DiscardHandler))
+	for _, p := range dgs {
+		if err := c.Send(p, "peer"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}

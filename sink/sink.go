@@ -1,0 +1,236 @@
+package sink
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unicode/utf8"
+
+	"github.com/katatrace/katatrace/endpoint"
+	"golang.org/x/net/ipv4"
+)
+
+// Sink takes whole datagrams from the host relay.
+type Sink interface {
+	// Send hands one whole datagram on. p is valid only during the call;
+	// peer names the guest it came from. Send may be called concurrently.
+	Send(p []byte, peer string) error
+	// Flush returns once everything sent so far has been handed on, or
+	// ctx ends.
+	Flush(ctx context.Context) error
+	// Close flushes, bounded by ctx, and releases the sink; nothing is
+	// sent after it.
+	Close(ctx context.Context) error
+}
+
+// BatchSink is a Sink that can take several datagrams in one call (one
+// sendmmsg); the host relay uses it when frames arrive faster than one read
+// at a time. SendBatch hands on every datagram it can and reports how many
+// it could not.
+type BatchSink interface {
+	Sink
+	SendBatch(ps [][]byte, peer string) (failed int, err error)
+}
+
+// eachSink makes any Sink a BatchSink, one Send per datagram.
+type eachSink struct{ Sink }
+
+func (s eachSink) SendBatch(ps [][]byte, peer string) (int, error) { return sendEach(s.Sink, ps, peer) }
+
+func sendEach(s Sink, ps [][]byte, peer string) (failed int, err error) {
+	var errs []error
+	for _, p := range ps {
+		if e := s.Send(p, peer); e != nil {
+			errs = append(errs, e)
+		}
+	}
+	return len(errs), errors.Join(errs...)
+}
+
+// AsBatchSink is s as a BatchSink: itself, or one Send per datagram.
+func AsBatchSink(s Sink) BatchSink {
+	if bs, ok := s.(BatchSink); ok {
+		return bs
+	}
+	return eachSink{s}
+}
+
+// maxBatch bounds what one sendmmsg carries.
+const maxBatch = 64
+
+// PacketSink sends each datagram as one datagram to a udp:// or unixgram://
+// address: the host side of the Jaeger relay. Batches to UDP go out in one
+// sendmmsg.
+type PacketSink struct {
+	conn   net.Conn
+	target string
+	batch  *ipv4.PacketConn // nil unless UDP
+	msgs   sync.Pool        // of *[]ipv4.Message
+	// unseen counts datagrams sent while nothing listened: UDP says so
+	// only by the next send's ECONNREFUSED (the port's ICMP answer), so
+	// each such error stands for one earlier datagram lost.
+	unseen atomic.Uint64
+}
+
+// Unseen returns how many datagrams went to a closed port, as the errors
+// of later sends revealed: handed on, but not received.
+func (s *PacketSink) Unseen() uint64 { return s.unseen.Load() }
+
+// note counts what a send error reveals.
+func (s *PacketSink) note(err error) {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		s.unseen.Add(1)
+	}
+}
+
+// DialPacketSink opens a datagram socket towards a.
+func DialPacketSink(a endpoint.Addr) (*PacketSink, error) {
+	c, err := endpoint.DialPacket(a)
+	if err != nil {
+		return nil, err
+	}
+	s := &PacketSink{conn: c, target: a.String()}
+	if uc, ok := c.(*net.UDPConn); ok {
+		s.batch = ipv4.NewPacketConn(uc)
+	}
+	s.msgs.New = func() any { m := make([]ipv4.Message, maxBatch); return &m }
+	return s, nil
+}
+
+// SendBatch writes each of ps as one datagram, in order.
+func (s *PacketSink) SendBatch(ps [][]byte, peer string) (failed int, err error) {
+	if s.batch == nil {
+		return sendEach(s, ps, peer)
+	}
+	mp := s.msgs.Get().(*[]ipv4.Message)
+	defer s.msgs.Put(mp)
+	for len(ps) > 0 {
+		n := min(len(ps), len(*mp))
+		ms := (*mp)[:n]
+		for i := range ms {
+			ms[i].Buffers = ps[i : i+1]
+		}
+		k, werr := s.batch.WriteBatch(ms, 0)
+		for i := range ms {
+			ms[i].Buffers = nil
+		}
+		switch {
+		case werr != nil:
+			// The datagram at k failed (a refused port, say): count it, go on.
+			err = cmp.Or(err, fmt.Errorf("send to %s: %w", s.target, werr))
+			s.note(werr)
+			failed++
+			k++
+		case k < n:
+			// sendmmsg stopped at a datagram that failed but, having sent
+			// some, dropped its error (and a pending ICMP error with it):
+			// send that one alone to learn what happened.
+			if e := s.Send(ps[k], peer); e != nil {
+				err = cmp.Or(err, e)
+				failed++
+			} else {
+				s.unseen.Add(1) // the error was an earlier datagram's
+			}
+			k++
+		}
+		ps = ps[max(k, 1):]
+	}
+	return failed, err
+}
+
+// Send writes p as one datagram.
+func (s *PacketSink) Send(p []byte, _ string) error {
+	if _, err := s.conn.Write(p); err != nil {
+		s.note(err)
+		return fmt.Errorf("send to %s: %w", s.target, err)
+	}
+	return nil
+}
+
+// Flush has nothing to do: a datagram is handed on when Send returns.
+func (s *PacketSink) Flush(context.Context) error { return nil }
+
+// Close closes the socket.
+func (s *PacketSink) Close(context.Context) error { return s.conn.Close() }
+
+// LineSink writes each message as one line, prefixed by its peer, with
+// control characters and escape sequences made visible so that a guest can
+// never drive the host's terminal.
+type LineSink struct {
+	mu  sync.Mutex
+	w   *bufio.Writer
+	buf []byte
+}
+
+// NewLineSink writes lines to w.
+func NewLineSink(w io.Writer) *LineSink {
+	return &LineSink{w: bufio.NewWriterSize(w, 64<<10)}
+}
+
+// Send writes "peer: message\n".
+func (s *LineSink) Send(p []byte, peer string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buf = append(append(s.buf[:0], peer...), ": "...)
+	s.buf = append(AppendEscaped(s.buf, p), '\n')
+	if _, err := s.w.Write(s.buf); err != nil {
+		return err
+	}
+	// Lines show up at once: a person may be watching.
+	return s.w.Flush()
+}
+
+// Flush flushes the writer.
+func (s *LineSink) Flush(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Flush()
+}
+
+// Close flushes: the writer is the caller's.
+func (s *LineSink) Close(ctx context.Context) error { return s.Flush(ctx) }
+
+// AppendEscaped appends message p as one line without its line ending: one
+// trailing "\n" (or "\r\n") is dropped, and every other control character,
+// DEL, C1 control, bidirectional override and invalid UTF-8 byte becomes a
+// visible escape (\n, \r, \x1b, \u009b, \u202e). Tabs stay; a backslash
+// doubles, so the escaping cannot be forged.
+func AppendEscaped(dst, p []byte) []byte {
+	if n := len(p); n > 0 && p[n-1] == '\n' {
+		p = p[:n-1]
+		if n > 1 && p[n-2] == '\r' {
+			p = p[:n-2]
+		}
+	}
+	const hex = "0123456789abcdef"
+	for len(p) > 0 {
+		r, size := utf8.DecodeRune(p)
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			dst = append(dst, '\\', 'x', hex[p[0]>>4], hex[p[0]&15])
+		case r == '\\':
+			dst = append(dst, '\\', '\\')
+		case r == '\t':
+			dst = append(dst, '\t')
+		case r == '\n':
+			dst = append(dst, '\\', 'n')
+		case r == '\r':
+			dst = append(dst, '\\', 'r')
+		case r < 0x20 || r == 0x7f:
+			dst = append(dst, '\\', 'x', hex[r>>4], hex[r&15])
+		case r >= 0x80 && r <= 0x9f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+			dst = fmt.Appendf(dst, "\\u%04x", r)
+		default:
+			dst = append(dst, p[:size]...)
+		}
+		p = p[size:]
+	}
+	return dst
+}
