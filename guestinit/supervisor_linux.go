@@ -50,9 +50,11 @@ type Supervisor struct {
 	log         *slog.Logger
 	stopTimeout time.Duration
 	sigs        chan os.Signal
+	stopSigs    chan os.Signal // caught and dropped
 	done        chan struct{}
 	loopDone    chan struct{}
 	orphans     atomic.Uint64
+	stopOnce    sync.Once
 
 	mu      sync.Mutex
 	waiters map[int]chan ProcessExit
@@ -63,25 +65,43 @@ type Supervisor struct {
 }
 
 // NewSupervisor starts watching children and the forwarded signals (from
-// now on, so none is lost before the main child starts), and ignores the
-// terminal's stop signals, as init must.
+// now on, so none is lost before the main child starts), and catches the
+// terminal's stop signals, which must not stop an init.
 func NewSupervisor(log *slog.Logger, stopTimeout time.Duration) *Supervisor {
 	s := &Supervisor{
 		log: log, stopTimeout: stopTimeout, waiters: map[int]chan ProcessExit{},
-		sigs: make(chan os.Signal, 32), done: make(chan struct{}), loopDone: make(chan struct{}),
+		sigs: make(chan os.Signal, 32), stopSigs: make(chan os.Signal, 1),
+		done: make(chan struct{}), loopDone: make(chan struct{}),
 	}
-	signal.Ignore(unix.SIGTTIN, unix.SIGTTOU, unix.SIGTSTP)
+	// The terminal's stop signals are caught, not ignored: an ignored
+	// signal stays ignored across exec, and the agent must start with every
+	// disposition at its default, as tini's restore_signals gives it.
+	signal.Notify(s.stopSigs, stopSignals...)
 	signal.Notify(s.sigs, append([]os.Signal{unix.SIGCHLD}, Forwarded...)...)
 	go s.loop()
 	return s
 }
 
+// stopSignals are the terminal's job-control signals, which must not stop
+// an init.
+var stopSignals = []os.Signal{unix.SIGTTIN, unix.SIGTTOU, unix.SIGTSTP}
+
+// reapEvery is how often the loop reaps without a SIGCHLD, as tini does:
+// signals of one kind coalesce, and a full channel drops them.
+const reapEvery = time.Second
+
 func (s *Supervisor) loop() {
 	defer close(s.loopDone)
 	s.reap() // children that ended before SIGCHLD was watched
 	var kill <-chan time.Time
+	tick := time.NewTicker(reapEvery)
+	defer tick.Stop()
 	for {
 		select {
+		case <-tick.C:
+			s.reap()
+		case sig := <-s.stopSigs:
+			s.log.Debug("ignoring a job-control signal", "signal", sig.String())
 		case sig := <-s.sigs:
 			if sig == unix.SIGCHLD {
 				s.reap()
@@ -213,12 +233,16 @@ func (s *Supervisor) Run(argv, env []string, files []*os.File, timeout time.Dura
 // Orphans is how many processes not started here were reaped.
 func (s *Supervisor) Orphans() uint64 { return s.orphans.Load() }
 
-// Stop stops watching signals and children (a last reaping pass is made).
+// Stop stops watching signals and children (a last reaping pass is made);
+// later calls do nothing.
 func (s *Supervisor) Stop() {
-	signal.Stop(s.sigs)
-	close(s.done)
-	<-s.loopDone
-	s.reap()
+	s.stopOnce.Do(func() {
+		signal.Stop(s.sigs)
+		signal.Stop(s.stopSigs)
+		close(s.done)
+		<-s.loopDone
+		s.reap()
+	})
 }
 
 // SetSubreaper makes this process the reaper of its descendants' orphans,

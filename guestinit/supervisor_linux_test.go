@@ -1,8 +1,11 @@
 package guestinit
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -88,4 +91,57 @@ func startTrapped(t *testing.T, s *Supervisor, trap, step string, sig syscall.Si
 		t.Fatal(err)
 	}
 	return exited
+}
+
+// TestAgentStartsWithDefaultSignals: the agent gets no signal ignored from
+// its init (SigIgn in its status is 0 for the job-control signals, which
+// the supervisor catches for itself).
+func TestAgentStartsWithDefaultSignals(t *testing.T) {
+	s := newTestSupervisor(t, time.Second)
+	out, err := os.CreateTemp(t.TempDir(), "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	_, exited, err := s.Start(sh("grep SigIgn /proc/self/status"), nil, []*os.File{os.Stdin, out, os.Stderr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := waitExit(t, exited); e.Code() != 0 {
+		t.Fatalf("grep: %s", e)
+	}
+	b, err := os.ReadFile(out.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mask uint64
+	if _, err := fmt.Sscanf(strings.TrimSpace(string(b)), "SigIgn:\t%x", &mask); err != nil {
+		t.Fatalf("%q: %v", b, err)
+	}
+	const jobControl = 1<<(syscall.SIGTSTP-1) | 1<<(syscall.SIGTTIN-1) | 1<<(syscall.SIGTTOU-1)
+	if mask&jobControl != 0 {
+		t.Fatalf("the agent starts with SigIgn %#x: job-control signals ignored", mask)
+	}
+}
+
+// TestSupervisorReapsWithoutSIGCHLD: a SIGCHLD that never arrives (lost to
+// a full channel) does not keep a child's exit from its waiter.
+func TestSupervisorReapsWithoutSIGCHLD(t *testing.T) {
+	s := newTestSupervisor(t, time.Second)
+	signal.Stop(s.sigs) // from now on no SIGCHLD reaches the loop
+	_, exited, err := s.Start(sh("exit 7"), nil, stdio)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := waitExit(t, exited); e.Code() != 7 {
+		t.Fatalf("exit %s, want 7", e)
+	}
+}
+
+// TestSupervisorStopTwice: stopping is safe to repeat (the shim's deferred
+// Stop runs after an explicit one on some paths).
+func TestSupervisorStopTwice(t *testing.T) {
+	s := newTestSupervisor(t, time.Second) // its cleanup stops it again
+	s.Stop()
+	s.Stop()
 }

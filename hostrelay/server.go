@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,7 +65,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{}
+	conns     map[*peerConn]struct{}
 	// open counts connections per listener; guests are the VMs connected
 	// now or lately.
 	open     map[string]int
@@ -73,8 +75,15 @@ type Server struct {
 	// until Shutdown. It is the draining flag too, so that a connection
 	// that sees the drain also sees its deadline.
 	drainEnd atomic.Int64
-	wg       sync.WaitGroup
-	seq      atomic.Uint64
+	// drain is closed when Shutdown begins, so that a paced connection
+	// stops waiting at once; life ends when Shutdown's context does,
+	// cutting a guest's flush that still waits for the sink.
+	drain     chan struct{}
+	drainOnce sync.Once
+	life      context.Context
+	endLife   context.CancelFunc
+	wg        sync.WaitGroup
+	seq       atomic.Uint64
 
 	stats      serverCounters
 	sessions   sessions
@@ -121,12 +130,16 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.FrameTimeout <= 0 {
 		cfg.FrameTimeout = time.Minute
 	}
+	life, endLife := context.WithCancel(context.Background())
 	return &Server{
 		cfg:       cfg,
 		sink:      sink.AsBatchSink(cfg.Sink),
 		log:       cfg.Logger,
 		listeners: map[net.Listener]struct{}{},
-		conns:     map[net.Conn]struct{}{},
+		conns:     map[*peerConn]struct{}{},
+		drain:     make(chan struct{}),
+		life:      life,
+		endLife:   endLife,
 		open:      map[string]int{},
 		guests:    map[string]*guest{},
 		limitLog:  lograte.NewEvery(5 * time.Second),
@@ -212,10 +225,11 @@ func (s *Server) Serve(ln net.Listener, name string) error {
 		}
 		s.open[name]++
 		g.conns++
-		s.conns[conn] = struct{}{}
+		c := &peerConn{srv: s, conn: conn, peer: peer, g: g}
+		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
-		go s.handle(conn, peer, name, g)
+		go s.handle(c, name)
 	}
 }
 
@@ -260,53 +274,59 @@ func peerName(conn net.Conn, listener string, seq uint64) string {
 	return ra.Network() + ":" + ra.String()
 }
 
-// Shutdown stops accepting, lets every connection hand on what it has
-// already received (until it has been idle a moment, or ctx ends), flushes
-// the sink, and closes everything.
+// Shutdown stops accepting and lets every connection hand on what it has
+// already received, until it has been quiet a moment. When ctx ends first,
+// it closes the connections still sending, cuts their waits for the sink,
+// and returns at once with an error wrapping ctx's: a connection stuck in
+// a sink that does not return is left to end when the sink is closed. It
+// does not flush the sink, which is its owner's to close. Later calls
+// drain as the first did.
 func (s *Server) Shutdown(ctx context.Context) error {
 	end, ok := ctx.Deadline()
 	if !ok {
 		end = time.Now().Add(time.Minute)
 	}
-	s.mu.Lock()
-	s.drainEnd.CompareAndSwap(0, end.UnixNano())
-	for ln := range s.listeners {
-		_ = ln.Close()
-	}
-	for c := range s.conns {
-		_ = c.SetReadDeadline(s.drainDeadline())
-	}
-	s.mu.Unlock()
-
+	s.drainOnce.Do(func() {
+		s.mu.Lock()
+		s.drainEnd.Store(end.UnixNano())
+		close(s.drain)
+		for ln := range s.listeners {
+			_ = ln.Close()
+		}
+		conns := slices.Collect(maps.Keys(s.conns))
+		s.mu.Unlock()
+		for _, c := range conns {
+			c.dl.Lock()
+			_ = c.conn.SetReadDeadline(s.drainDeadline())
+			c.dl.Unlock()
+		}
+	})
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
-	var err error
 	select {
 	case <-done:
+		return nil
 	case <-ctx.Done():
-		s.mu.Lock()
-		n := len(s.conns)
-		for c := range s.conns {
-			_ = c.Close()
-		}
-		s.mu.Unlock()
-		<-done
-		err = fmt.Errorf("drain cut short with %d connections still sending: %w", n, context.Cause(ctx))
 	}
-	if ferr := s.cfg.Sink.Flush(ctx); ferr != nil {
-		err = errors.Join(err, fmt.Errorf("flush sink: %w", ferr))
+	s.endLife()
+	s.mu.Lock()
+	n := len(s.conns)
+	for c := range s.conns {
+		_ = c.conn.Close()
 	}
-	return err
+	s.mu.Unlock()
+	return fmt.Errorf("drain cut short with %d connections still open: %w", n, context.Cause(ctx))
 }
 
-func (s *Server) handle(conn net.Conn, peer, listener string, g *guest) {
+func (s *Server) handle(c *peerConn, listener string) {
+	conn, peer, g := c.conn, c.peer, c.g
 	s.stats.accepted.Add(1)
 	s.stats.active.Add(1)
 	g.accepted.Add(1)
 	defer func() {
 		_ = conn.Close()
 		s.mu.Lock()
-		delete(s.conns, conn)
+		delete(s.conns, c)
 		if s.open[listener]--; s.open[listener] <= 0 {
 			delete(s.open, listener)
 		}
@@ -320,12 +340,11 @@ func (s *Server) handle(conn net.Conn, peer, listener string, g *guest) {
 	// A connection that has not said hello holds no frame buffer: idle
 	// ones cost a goroutine and this much.
 	br := bufio.NewReaderSize(conn, 64)
-	c := &peerConn{Server: s, conn: conn, peer: peer, g: g}
 	c.setDeadline(time.Now().Add(s.cfg.HelloTimeout))
 	h, framed, err := wire.ReadHello(br)
 	c.greeted = err == nil
 	if errors.Is(err, os.ErrDeadlineExceeded) && !s.draining() {
-		err = &limitError{what: "no hello", flag: "hello-timeout", after: s.cfg.HelloTimeout}
+		err = &limitError{what: "no hello", limit: "hello timeout", after: s.cfg.HelloTimeout}
 	}
 	c.setDeadline(time.Time{})
 	if err == nil {
@@ -364,27 +383,41 @@ func streamAfter(br *bufio.Reader, conn net.Conn) *bufio.Reader {
 	return big
 }
 
-// limitError is a connection closed by a limit.
+// limitError is a connection closed by one of ServerConfig's timeouts.
 type limitError struct {
-	what, flag string
-	after      time.Duration
+	what, limit string
+	after       time.Duration
 }
 
 func (e *limitError) Error() string {
-	return fmt.Sprintf("%s within %v (--%s)", e.what, e.after, e.flag)
+	return fmt.Sprintf("%s within %v (the %s)", e.what, e.after, e.limit)
 }
 
 // setDeadline sets the read deadline, unless the drain has set its own.
+// The check and the setting are one step against Shutdown's (c.dl), so
+// that a deadline cannot replace the drain's.
 func (c *peerConn) setDeadline(t time.Time) {
-	if !c.draining() {
+	c.dl.Lock()
+	defer c.dl.Unlock()
+	if testHookSetDeadline != nil {
+		testHookSetDeadline()
+	}
+	if !c.srv.draining() {
 		_ = c.conn.SetReadDeadline(t)
 	}
 }
 
+// testHookSetDeadline runs between a connection's drain check and its
+// deadline: tests start a Shutdown there.
+var testHookSetDeadline func()
+
 // peerConn is one guest connection being served.
 type peerConn struct {
-	*Server
-	conn             net.Conn
+	srv  *Server
+	conn net.Conn
+	// dl orders this connection's read deadlines with the drain's: a
+	// deadline set after Shutdown began is the drain's, never a later one.
+	dl               sync.Mutex
 	peer             string
 	g                *guest
 	datagrams, bytes uint64
@@ -428,12 +461,12 @@ const (
 )
 
 func (c *peerConn) sinkError(err error, n int) {
-	c.stats.sinkErrors.Add(uint64(n))
+	c.srv.stats.sinkErrors.Add(uint64(n))
 	c.g.sinkErrors.Add(uint64(n))
 	c.lost += uint64(n)
-	if ok, suppressed := c.sinkLog.Allow(); ok {
-		c.log.Warn("sink refused datagrams", "peer", c.peer, "count", n, "err", err,
-			"sink_errors_total", c.stats.sinkErrors.Load(), "not_logged", suppressed)
+	if ok, suppressed := c.srv.sinkLog.Allow(); ok {
+		c.srv.log.Warn("sink refused datagrams", "peer", c.peer, "count", n, "err", err,
+			"sink_errors_total", c.srv.stats.sinkErrors.Load(), "not_logged", suppressed)
 	}
 }
 
@@ -452,30 +485,30 @@ func (c *peerConn) pace(n int) {
 	if n == 0 {
 		return
 	}
-	wait := c.budgetWait(c.g, n)
-	if wait <= 0 || c.draining() {
+	wait := c.srv.budgetWait(c.g, n)
+	if wait <= 0 || c.srv.draining() {
 		return
 	}
 	_ = c.ack() // the guest need not wait for the pause to be confirmed; a failed write shows at the next
 	if ok, _ := c.g.log.Allow(); ok {
-		c.log.Warn("guest over its budget: reading from it slowed to the budget", "guest", c.g.name, "peer", c.peer,
-			"rate_bytes_per_second", int64(c.cfg.GuestRate), "burst_bytes", c.cfg.GuestBurst,
+		c.srv.log.Warn("guest over its budget: reading from it slowed to the budget", "guest", c.g.name, "peer", c.peer,
+			"rate_bytes_per_second", int64(c.srv.cfg.GuestRate), "burst_bytes", c.srv.cfg.GuestBurst,
 			"paused_total", (time.Duration(c.g.paused.Load()) + wait).Round(time.Millisecond).String())
 	}
-	// In steps, so that a drain does not wait out a long pause (a guest's
-	// many connections can owe its budget seconds).
-	for wait > 0 && !c.draining() {
-		d := min(wait, pauseStep)
-		time.Sleep(d)
-		wait -= d
-		c.paused += d
-		c.stats.paused.Add(uint64(d))
-		c.g.paused.Add(uint64(d))
+	// A drain ends the pause at once: a guest's many connections can owe
+	// its budget seconds.
+	start := time.Now()
+	t := time.NewTimer(wait)
+	select {
+	case <-t.C:
+	case <-c.srv.drain:
+		t.Stop()
 	}
+	d := time.Since(start)
+	c.paused += d
+	c.srv.stats.paused.Add(uint64(d))
+	c.g.paused.Add(uint64(d))
 }
-
-// pauseStep is how often a paced connection looks for a drain.
-const pauseStep = 50 * time.Millisecond
 
 // flushBatch hands on the frames gathered so far, in one call, and returns
 // their bytes.
@@ -489,18 +522,18 @@ func (c *peerConn) flushBatch() int {
 	}
 	c.bytes += bytes
 	c.unconfirmed += int(bytes)
-	c.stats.bytes.Add(bytes)
+	c.srv.stats.bytes.Add(bytes)
 	c.g.bytes.Add(bytes)
 	c.datagrams += uint64(len(c.batch))
-	c.stats.datagrams.Add(uint64(len(c.batch)))
+	c.srv.stats.datagrams.Add(uint64(len(c.batch)))
 	c.g.datagrams.Add(uint64(len(c.batch)))
-	if failed, err := c.sink.SendBatch(c.batch, c.peer); failed > 0 {
+	if failed, err := c.srv.sink.SendBatch(c.batch, c.peer); failed > 0 {
 		c.sinkError(err, failed)
 	}
 	clear(c.batch)
 	c.batch, c.batchBytes = c.batch[:0], 0
-	if c.draining() {
-		_ = c.conn.SetReadDeadline(c.drainDeadline())
+	if c.srv.draining() {
+		_ = c.conn.SetReadDeadline(c.srv.drainDeadline())
 	}
 	return int(bytes)
 }
@@ -542,7 +575,7 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 			// owed is sent by its time.
 			switch inFrame := br.Buffered() > 0; {
 			case inFrame:
-				c.setDeadline(now.Add(c.cfg.FrameTimeout))
+				c.setDeadline(now.Add(c.srv.cfg.FrameTimeout))
 				c.frameDeadline = true
 			case !c.ackBy.IsZero():
 				if !c.ackDeadline { // set once: ackBy stays until the confirmation goes
@@ -556,7 +589,7 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 			c.ackDeadline = !c.ackBy.IsZero() && !c.frameDeadline
 		}
 		p, ctl, err := fr.NextFrame()
-		if errors.Is(err, os.ErrDeadlineExceeded) && c.ackDeadline && !c.draining() {
+		if errors.Is(err, os.ErrDeadlineExceeded) && c.ackDeadline && !c.srv.draining() {
 			// The guest went quiet with datagrams unconfirmed: now.
 			if err := c.ack(); err != nil {
 				return err
@@ -565,8 +598,8 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 			c.ackDeadline = false
 			continue
 		}
-		if errors.Is(err, os.ErrDeadlineExceeded) && !c.draining() {
-			err = &limitError{what: "a frame not finished", flag: "frame-timeout", after: c.cfg.FrameTimeout}
+		if errors.Is(err, os.ErrDeadlineExceeded) && !c.srv.draining() {
+			err = &limitError{what: "a frame not finished", limit: "frame timeout", after: c.srv.cfg.FrameTimeout}
 		}
 		if err != nil {
 			c.flushBatch() // what arrived whole before the end
@@ -587,7 +620,7 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 			c.seq++
 			if c.v2 && seq < c.delivered {
 				c.duplicates++
-				c.stats.duplicates.Add(1)
+				c.srv.stats.duplicates.Add(1)
 				c.g.duplicates.Add(1)
 				continue
 			}
@@ -599,11 +632,11 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 		if err := c.ack(); err != nil {
 			return err
 		}
-		c.stats.flushes.Add(1)
+		c.srv.stats.flushes.Add(1)
 		c.g.flushes.Add(1)
-		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.FlushTimeout)
-		if err := c.cfg.Sink.Flush(ctx); err != nil {
-			c.log.Warn("flush of sink failed; answering the guest anyway", "peer", c.peer, "err", err)
+		ctx, cancel := context.WithTimeout(c.srv.life, c.srv.cfg.FlushTimeout)
+		if err := c.srv.cfg.Sink.Flush(ctx); err != nil {
+			c.srv.log.Warn("flush of sink failed; answering the guest anyway", "peer", c.peer, "err", err)
 		}
 		cancel()
 		if err := c.write(flushAnswer); err != nil {
@@ -614,10 +647,10 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 
 // guestDropped counts datagrams the guest's relay dropped before sending.
 func (c *peerConn) guestDropped(n uint64) {
-	c.stats.guestDropped.Add(n)
+	c.srv.stats.guestDropped.Add(n)
 	total := c.g.guestDropped.Add(n)
 	if ok, _ := c.g.dropLog.Allow(); ok {
-		c.log.Warn("the guest's relay dropped datagrams before sending them (its queue was full)",
+		c.srv.log.Warn("the guest's relay dropped datagrams before sending them (its queue was full)",
 			"guest", c.g.name, "peer", c.peer, "dropped_total", total)
 	}
 }
@@ -633,7 +666,7 @@ func (c *peerConn) ack() error {
 		return nil
 	}
 	c.delivered = max(c.delivered, c.seq)
-	c.sessions.set(c.session, mark{c.delivered, c.lost})
+	c.srv.sessions.set(c.session, mark{c.delivered, c.lost})
 	if err := c.write(wire.AppendAck(c.ackBuf[:0], c.seq, c.lost)); err != nil {
 		return fmt.Errorf("confirm datagrams: %w", err)
 	}
@@ -653,7 +686,7 @@ func (c *peerConn) write(b []byte) error {
 }
 
 func (c *peerConn) raw(br *bufio.Reader) error {
-	if c.cfg.RawSplit == nil {
+	if c.srv.cfg.RawSplit == nil {
 		buf := make([]byte, wire.MaxDatagram)
 		for {
 			n, err := br.Read(buf)
@@ -667,7 +700,7 @@ func (c *peerConn) raw(br *bufio.Reader) error {
 	}
 	sc := bufio.NewScanner(br)
 	sc.Buffer(make([]byte, 0, 2*wire.MaxFrameSize), 2*wire.MaxFrameSize)
-	sc.Split(c.cfg.RawSplit(c.peer))
+	sc.Split(c.srv.cfg.RawSplit(c.peer))
 	for sc.Scan() {
 		c.deliver(sc.Bytes())
 	}
@@ -681,7 +714,7 @@ func (c *peerConn) finish(err error) {
 	if c.datagrams == 0 && errors.Is(err, io.EOF) && !c.greeted {
 		// Not a guest: a probe (another relay checking whether this socket
 		// is alive, a health check) that closed without a byte.
-		c.log.Debug("connection closed before sending anything", "peer", c.peer)
+		c.srv.log.Debug("connection closed before sending anything", "peer", c.peer)
 		return
 	}
 	attrs := []any{"peer", c.peer, "guest", c.g.name, "datagrams", c.datagrams, "bytes", c.bytes}
@@ -693,23 +726,23 @@ func (c *peerConn) finish(err error) {
 	}
 	switch {
 	case err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
-		c.log.Info("guest disconnected", attrs...)
-	case errors.Is(err, os.ErrDeadlineExceeded) && c.draining():
-		c.log.Info("guest connection closed for shutdown", attrs...)
+		c.srv.log.Info("guest disconnected", attrs...)
+	case errors.Is(err, os.ErrDeadlineExceeded) && c.srv.draining():
+		c.srv.log.Info("guest connection closed for shutdown", attrs...)
 	case errors.As(err, new(*limitError)):
-		c.stats.timeouts.Add(1)
-		if ok, n := c.limitLog.Allow(); ok {
-			c.log.Warn("guest connection closed: "+err.Error(), append(attrs, "timeouts_total", c.stats.timeouts.Load(), "not_logged", n)...)
+		c.srv.stats.timeouts.Add(1)
+		if ok, n := c.srv.limitLog.Allow(); ok {
+			c.srv.log.Warn("guest connection closed: "+err.Error(), append(attrs, "timeouts_total", c.srv.stats.timeouts.Load(), "not_logged", n)...)
 		}
 	case wire.IsProtocolError(err):
-		c.stats.protocolErrors.Add(1)
-		if ok, n := c.protoLog.Allow(); ok {
-			c.log.Warn("guest broke the protocol; connection closed", append(attrs, "err", err, "not_logged", n)...)
+		c.srv.stats.protocolErrors.Add(1)
+		if ok, n := c.srv.protoLog.Allow(); ok {
+			c.srv.log.Warn("guest broke the protocol; connection closed", append(attrs, "err", err, "not_logged", n)...)
 		}
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		c.log.Warn("guest went away inside a frame; the partial frame was discarded", attrs...)
+		c.srv.log.Warn("guest went away inside a frame; the partial frame was discarded", attrs...)
 	default:
-		c.log.Warn("guest connection failed", append(attrs, "err", err)...)
+		c.srv.log.Warn("guest connection failed", append(attrs, "err", err)...)
 	}
 }
 

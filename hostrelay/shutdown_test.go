@@ -35,6 +35,122 @@ func (s *memSink) Send(p []byte, peer string) error {
 func (s *memSink) Flush(context.Context) error { return nil }
 func (s *memSink) Close(context.Context) error { return nil }
 
+// blockingSink holds every Send and Flush until release is closed: a sink
+// that is stuck (a pipe nobody reads, a wedged collector).
+type blockingSink struct {
+	release chan struct{}
+	entered chan struct{} // one value per call that blocked
+}
+
+func newBlockingSink() *blockingSink {
+	return &blockingSink{release: make(chan struct{}), entered: make(chan struct{}, 100)}
+}
+
+func (s *blockingSink) wait() {
+	s.entered <- struct{}{}
+	<-s.release
+}
+
+func (s *blockingSink) Send([]byte, string) error { s.wait(); return nil }
+
+func (s *blockingSink) Flush(ctx context.Context) error {
+	s.entered <- struct{}{}
+	select {
+	case <-s.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *blockingSink) Close(context.Context) error { return nil }
+
+// TestShutdownBoundedBySinkStuck: Shutdown returns when its context ends
+// even while connections are stuck in the sink, whether in a Send or in a
+// guest's flush request (whose own timeout is longer than the drain).
+func TestShutdownBoundedBySinkStuck(t *testing.T) {
+	for _, stuck := range []string{"send", "flush"} {
+		t.Run(stuck, func(t *testing.T) {
+			sink := newBlockingSink()
+			defer close(sink.release)
+			path := filepath.Join(testutil.SockDir(t), "h_6831")
+			ln, err := endpoint.Listen(endpoint.MustParseAddr("unix://" + path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := NewServer(ServerConfig{Kind: wire.KindJaeger, Sink: sink, Logger: testLogger(t), FlushTimeout: time.Hour})
+			served := make(chan error, 1)
+			go func() { served <- srv.Serve(ln, "unix://"+path) }()
+			msg := wire.AppendHello(nil, wire.KindJaeger)
+			if stuck == "send" {
+				msg = wire.AppendFrame(msg, []byte("a datagram"))
+			} else {
+				msg = wire.AppendFrame(msg, nil) // a flush request
+			}
+			dialHost(t, path, msg)
+			select {
+			case <-sink.entered:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the datagram never reached the sink")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			returned := make(chan error, 1)
+			go func() { returned <- srv.Shutdown(ctx) }()
+			select {
+			case err := <-returned:
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("Shutdown = %v, want the context's error", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Shutdown still waiting 10 s after its 200 ms context ended")
+			}
+			if err := <-served; err != nil {
+				t.Fatalf("Serve: %v", err)
+			}
+		})
+	}
+}
+
+// TestDrainDeadlineNotReplaced: a connection setting its read deadline
+// just as Shutdown begins must not replace the drain's deadline with its
+// own (here: none), which would keep a quiet guest until the drain ends.
+func TestDrainDeadlineNotReplaced(t *testing.T) {
+	path := filepath.Join(testutil.SockDir(t), "h_6831")
+	ln, err := endpoint.Listen(endpoint.MustParseAddr("unix://" + path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(ServerConfig{Kind: wire.KindJaeger, Sink: &memSink{}, Logger: testLogger(t)})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln, "unix://"+path) }()
+	shut := make(chan error, 1)
+	var once sync.Once
+	testHookSetDeadline = func() {
+		once.Do(func() {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				shut <- srv.Shutdown(ctx)
+			}()
+			// Let Shutdown set the drain's deadlines now, between this
+			// connection's check and its own deadline.
+			time.Sleep(100 * time.Millisecond)
+		})
+	}
+	t.Cleanup(func() { testHookSetDeadline = nil })
+	// The hello's deadline is the first one set, then cleared once the
+	// hello is in: a quiet guest after it.
+	c := dialHost(t, path, wire.AppendHello(nil, wire.KindJaeger))
+	defer c.Close()
+	if err := <-shut; err != nil {
+		t.Fatalf("a quiet guest kept the drain to its end: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+}
+
 // TestShutdownWhilePeersStream stops a host relay while 20 guests are
 // streaming into it, as SIGTERM does: under -race this is where the drain
 // deadline was once read without the lock. What the server accepted must

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -183,7 +184,7 @@ func logStatsOnSignal(rc *RunContext, attrs func() []any) (stop func()) {
 			}
 		}
 	}()
-	return func() { signal.Stop(ch); close(done) }
+	return sync.OnceFunc(func() { signal.Stop(ch); close(done) })
 }
 
 // framingOf is the --framing flag's value as the guest relay's type.

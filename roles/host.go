@@ -71,9 +71,18 @@ func checkFrom(froms []endpoint.Addr) error {
 // serve listens on every address, serves until rc.Ctx ends, then drains
 // and closes the sink, which it owns from the start.
 func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.ServerConfig, sink string) error {
+	// closeSink flushes and closes the sink, once, bounded by ctx: a sink
+	// stuck in a write (a pipe nobody reads) must not keep the process.
 	closeSink := func(ctx context.Context) {
-		if err := cfg.Sink.Close(ctx); err != nil {
-			rc.Log.Warn("sink not closed cleanly", "to", sink, "err", err)
+		done := make(chan error, 1)
+		go func() { done <- cfg.Sink.Close(ctx) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				rc.Log.Warn("sink not closed cleanly", "to", sink, "err", err)
+			}
+		case <-ctx.Done():
+			rc.Log.Error("sink still not closed when the drain timeout ended; what it holds is lost", "to", sink)
 		}
 	}
 	cfg.MaxConns, cfg.MaxConnsPerGuest = h.MaxConnections, h.MaxConnectionsPerGuest

@@ -2,9 +2,11 @@ package systemd
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -102,4 +104,27 @@ func TestWatchdogInterval(t *testing.T) {
 	if d, _ := WatchdogInterval(); d != 0 {
 		t.Fatalf("interval without WATCHDOG_USEC = %v", d)
 	}
+}
+
+// TestWatchdogPingsAndStopsOnce: with a watchdog, pings reach the notify
+// socket until stop, and a second stop is harmless.
+func TestWatchdogPingsAndStopsOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", path)
+	t.Setenv("WATCHDOG_USEC", "20000")
+	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+	stop := StartWatchdog(slog.New(slog.DiscardHandler))
+	buf := make([]byte, 64)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := conn.Read(buf)
+	if err != nil || string(buf[:n]) != "WATCHDOG=1" {
+		t.Fatalf("ping: %q, %v", buf[:n], err)
+	}
+	stop()
+	stop()
 }
