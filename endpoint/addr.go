@@ -152,15 +152,6 @@ func ParseAddr(s string) (Addr, error) {
 	return a, nil
 }
 
-// MustParseAddr is ParseAddr for constants; it panics on error.
-func MustParseAddr(s string) Addr {
-	a, err := ParseAddr(s)
-	if err != nil {
-		panic(err)
-	}
-	return a
-}
-
 // String formats the address so that ParseAddr gives it back.
 func (a Addr) String() string {
 	switch a.Scheme {

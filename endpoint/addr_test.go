@@ -69,7 +69,7 @@ func TestParseAddr(t *testing.T) {
 }
 
 func TestRequire(t *testing.T) {
-	a := MustParseAddr("tcp://127.0.0.1:1")
+	a := mustParseAddr("tcp://127.0.0.1:1")
 	if err := a.Require("x takes", SchemeTCP); err != nil {
 		t.Fatal(err)
 	}
@@ -106,10 +106,19 @@ func TestPatternChecks(t *testing.T) {
 		{"unix:///run/vc/*/root/*.sock", "not the socket's name"},
 		{"unix:///run/vc/[/root/x", "bad pattern"},
 	} {
-		a := MustParseAddr(tt.in)
+		a := mustParseAddr(tt.in)
 		err := a.CheckPattern()
 		if !a.IsPattern() || (tt.err == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tt.err) {
 			t.Errorf("%s: pattern %v, check %v; want error %q", tt.in, a.IsPattern(), err, tt.err)
 		}
 	}
+}
+
+// mustParseAddr is ParseAddr for the tests' constants.
+func mustParseAddr(s string) Addr {
+	a, err := ParseAddr(s)
+	if err != nil {
+		panic(err)
+	}
+	return a
 }

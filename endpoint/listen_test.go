@@ -18,7 +18,7 @@ func TestListenUnixReplacesStaleSocket(t *testing.T) {
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	ln.Close() // leaves the file, as a killed process would
-	a := MustParseAddr("unix://" + path)
+	a := mustParseAddr("unix://" + path)
 	ln2, err := Listen(a)
 	if err != nil {
 		t.Fatalf("stale socket not replaced: %v", err)

@@ -38,7 +38,7 @@ func openPTY(t *testing.T) (*os.File, string) {
 // would arrive mangled.
 func TestSerialIsEightBitClean(t *testing.T) {
 	master, slave := openPTY(t)
-	conn, err := Dial(context.Background(), MustParseAddr("serial://"+slave))
+	conn, err := Dial(context.Background(), mustParseAddr("serial://"+slave))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,7 +45,7 @@ func TestBuffersBeyondTheSystemMaximum(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	c, err := Dial(context.Background(), MustParseAddr("unix://"+path))
+	c, err := Dial(context.Background(), mustParseAddr("unix://"+path))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestBuffersBeyondTheSystemMaximum(t *testing.T) {
 	if got := sockopt(t, c.(*net.UnixConn), unix.SO_SNDBUF); got != 2*streamWindow {
 		t.Errorf("stream send buffer = %d, want %d", got, 2*streamWindow)
 	}
-	pc, err := ListenPacket(MustParseAddr("udp://127.0.0.1:0"))
+	pc, err := ListenPacket(mustParseAddr("udp://127.0.0.1:0"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,8 +20,8 @@ import (
 	"github.com/katatrace/katatrace/wire"
 )
 
-// ForwarderConfig configures the guest relay.
-type ForwarderConfig struct {
+// Config configures the guest relay.
+type Config struct {
 	Kind wire.Kind
 	// Framing is Framed (wire protocol v2: the host confirms what it
 	// handed on, and what it did not confirm is sent again after a
@@ -39,20 +39,20 @@ type ForwarderConfig struct {
 	Logger                 *slog.Logger
 }
 
-// Forwarder is the guest relay: datagrams go into a bounded queue, and one
+// forwarder is the guest relay's engine: datagrams go into a bounded queue, and one
 // reconnecting stream carries them to the host in order. Every datagram it
 // accepted is written whole or counted as dropped, never truncated; a frame
 // cut short by a broken connection is sent again, whole, on the next one.
-type Forwarder struct {
-	cfg  ForwarderConfig
+type forwarder struct {
+	cfg  Config
 	fr   framer
 	q    *Queue
 	log  *slog.Logger
-	wbuf []byte // the batch being written; Run's alone
-	// pending is what a failed write left unsent (whole frames); Run's alone.
+	wbuf []byte // the batch being written; run's alone
+	// pending is what a failed write left unsent (whole frames); run's alone.
 	pending []byte
 	// session names this relay to the host (v2); wire is the number the
-	// host gives the next datagram frame on this connection. Run's alone.
+	// host gives the next datagram frame on this connection. run's alone.
 	sessionID, wire uint64
 	heard           atomic.Bool // the host confirmed or answered on this connection
 	connected       atomic.Bool // a connection to the host is up
@@ -72,8 +72,8 @@ type Forwarder struct {
 	dropLog, rejectLog, hostDropLog *lograte.Every
 }
 
-// ForwarderStats is a snapshot of a Forwarder's counters.
-type ForwarderStats struct {
+// Stats is a snapshot of a relay's counters.
+type Stats struct {
 	Queue           QueueStats
 	Sent            uint64 // datagrams written to the host stream
 	SentBytes       uint64 // their payload bytes
@@ -95,8 +95,8 @@ type ForwarderStats struct {
 // moved as much as 512 KiB, in less memory).
 const writeBatch = 256 << 10
 
-// NewForwarder returns a Forwarder; start it with Run.
-func NewForwarder(cfg ForwarderConfig) *Forwarder {
+// newForwarder returns a forwarder; start it with run.
+func newForwarder(cfg Config) *forwarder {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -104,7 +104,7 @@ func NewForwarder(cfg ForwarderConfig) *Forwarder {
 		cfg.BackoffMin = 100 * time.Millisecond
 	}
 	cfg.BackoffMax = max(cfg.BackoffMax, cfg.BackoffMin)
-	return &Forwarder{
+	return &forwarder{
 		cfg:         cfg,
 		fr:          cfg.Framing.framer(),
 		q:           cfg.Framing.queue(cfg.QueueBytes),
@@ -120,15 +120,15 @@ func NewForwarder(cfg ForwarderConfig) *Forwarder {
 	}
 }
 
-// Kind is what the Forwarder carries.
-func (f *Forwarder) Kind() wire.Kind { return f.cfg.Kind }
+// Kind is what the forwarder carries.
+func (f *forwarder) Kind() wire.Kind { return f.cfg.Kind }
 
 // Stats returns a snapshot of the counters.
-func (f *Forwarder) Stats() ForwarderStats {
+func (f *forwarder) Stats() Stats {
 	f.mu.Lock()
 	answered := f.answered
 	f.mu.Unlock()
-	return ForwarderStats{
+	return Stats{
 		Queue:           f.q.Stats(),
 		Sent:            f.sent.Load(),
 		SentBytes:       f.sentBytes.Load(),
@@ -143,7 +143,7 @@ func (f *Forwarder) Stats() ForwarderStats {
 
 // Send queues one datagram for the host. It never blocks: when the queue is
 // full the oldest datagrams make room, and the drop is counted and logged.
-func (f *Forwarder) Send(p []byte) {
+func (f *forwarder) Send(p []byte) {
 	dropped, ok := f.q.Push(p)
 	refused := 0
 	if !ok {
@@ -153,7 +153,7 @@ func (f *Forwarder) Send(p []byte) {
 }
 
 // SendBatch is Send for several datagrams, with one wake-up of the sender.
-func (f *Forwarder) SendBatch(ps [][]byte) {
+func (f *forwarder) SendBatch(ps [][]byte) {
 	dropped, refused := f.q.PushBatch(ps)
 	size := 0
 	if refused > 0 { // the log names a refused size; rare, so look it up
@@ -163,7 +163,7 @@ func (f *Forwarder) SendBatch(ps [][]byte) {
 	f.noteDrops(dropped, refused, size)
 }
 
-func (f *Forwarder) noteDrops(dropped, refused, size int) {
+func (f *forwarder) noteDrops(dropped, refused, size int) {
 	if refused > 0 {
 		if ok, n := f.rejectLog.Allow(); ok {
 			f.log.Warn("datagram refused: a frame carries 1 to 65535 bytes",
@@ -182,7 +182,7 @@ func (f *Forwarder) noteDrops(dropped, refused, size int) {
 
 // noteHostDropped records the host's count of this session's datagrams it
 // confirmed without handing them on.
-func (f *Forwarder) noteHostDropped(n uint64) {
+func (f *forwarder) noteHostDropped(n uint64) {
 	for {
 		old := f.hostDropped.Load()
 		if n <= old {
@@ -198,16 +198,10 @@ func (f *Forwarder) noteHostDropped(n uint64) {
 	}
 }
 
-// Write is Send for io.Writer users (one call, one datagram).
-func (f *Forwarder) Write(p []byte) (int, error) {
-	f.Send(p)
-	return len(p), nil
-}
-
 // Flush asks the host to confirm that it has handed every datagram queued
 // before this call to its sink, and waits for the answer or ctx. In raw mode
 // no answer can come: Flush returns once those datagrams are written.
-func (f *Forwarder) Flush(ctx context.Context) error {
+func (f *forwarder) Flush(ctx context.Context) error {
 	if !f.connected.Load() && f.cfg.Framing != FramedV1 {
 		// No host to ask; with nothing queued and nothing unconfirmed (v2
 		// confirms as it goes) there is nothing to wait for either.
@@ -237,7 +231,7 @@ func (f *Forwarder) Flush(ctx context.Context) error {
 	}
 }
 
-func (f *Forwarder) answer(n int, onWire bool) {
+func (f *forwarder) answer(n int, onWire bool) {
 	f.mu.Lock()
 	// A flush asked again after a reconnect may be answered twice; an answer
 	// must never count for a flush not yet asked.
@@ -250,7 +244,7 @@ func (f *Forwarder) answer(n int, onWire bool) {
 	f.mu.Unlock()
 }
 
-func (f *Forwarder) socketDrops() uint64 {
+func (f *forwarder) socketDrops() uint64 {
 	if fn := f.socketDropped.Load(); fn != nil {
 		return (*fn)()
 	}
@@ -268,7 +262,7 @@ func (f *Forwarder) socketDrops() uint64 {
 // counted (SocketDropped), at no cost to the relay. A host that makes no
 // room within holdMax is taken as stalled, and reading goes on, dropping
 // the oldest, as while no host is connected.
-func (f *Forwarder) ReadFrom(ctx context.Context, pc net.PacketConn, drain time.Duration) error {
+func (f *forwarder) readFrom(ctx context.Context, pc net.PacketConn, drain time.Duration) error {
 	read, dropped := readerFor(pc)
 	send := f.SendBatch // one method value, not one per read
 	if dropped != nil {
@@ -322,7 +316,7 @@ const holdMax = 100 * time.Millisecond
 // sender makes room, ctx ends, or holdMax passes with no room made (the
 // host is stalled: no more waiting until room is made again). It returns
 // whether the host is stalled.
-func (f *Forwarder) hold(ctx context.Context, t *time.Timer, stalled bool) bool {
+func (f *forwarder) hold(ctx context.Context, t *time.Timer, stalled bool) bool {
 	select {
 	case <-f.q.Room():
 		stalled = false
@@ -398,7 +392,7 @@ const drainIdle = 50 * time.Millisecond
 
 // Run connects to the host and sends what the queue holds, reconnecting
 // with capped, jittered exponential backoff, until ctx is done.
-func (f *Forwarder) Run(ctx context.Context) error {
+func (f *forwarder) run(ctx context.Context) error {
 	backoff, failures := f.cfg.BackoffMin, 0
 	for {
 		conn, err := f.cfg.Dial(ctx)
@@ -448,7 +442,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 }
 
 // session sends on one connection until it fails or ctx is done.
-func (f *Forwarder) session(ctx context.Context, conn net.Conn) error {
+func (f *forwarder) session(ctx context.Context, conn net.Conn) error {
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
 	dead := make(chan error, 1)
@@ -496,7 +490,7 @@ func (f *Forwarder) session(ctx context.Context, conn net.Conn) error {
 
 // send writes b, which holds whole frames (or, raw, one payload). What did
 // not go out whole is kept in pending for the next connection.
-func (f *Forwarder) send(conn net.Conn, b []byte) error {
+func (f *forwarder) send(conn net.Conn, b []byte) error {
 	n, err := conn.Write(b)
 	done, datagrams, bytes, flushes := f.fr.measure(b[:n], len(b))
 	f.sent.Add(uint64(datagrams))
@@ -539,7 +533,7 @@ func walkFrames(b []byte) (done, datagrams, bytes, flushes int) {
 
 // readAnswers reads the host's side of the stream: flush answers in framed
 // mode, nothing in raw mode. It returns when the stream ends.
-func (f *Forwarder) readAnswers(conn net.Conn) error {
+func (f *forwarder) readAnswers(conn net.Conn) error {
 	if !f.fr.answered() {
 		_, err := io.Copy(io.Discard, conn)
 		if err == nil {
@@ -578,12 +572,12 @@ func (f *Forwarder) readAnswers(conn net.Conn) error {
 // each).
 const answerBuffer = 512
 
-// framer is what differs between the framings, chosen once per Forwarder.
+// framer is what differs between the framings, chosen once per forwarder.
 type framer interface {
 	// greet is what a new connection starts with.
-	greet(f *Forwarder, dst []byte) []byte
+	greet(f *forwarder, dst []byte) []byte
 	// pop takes what the next write carries into buf[:0].
-	pop(f *Forwarder, buf []byte) Batch
+	pop(f *forwarder, buf []byte) Batch
 	// measure says what of a write of want bytes, of which b went out,
 	// went whole.
 	measure(b []byte, want int) (done, datagrams, bytes, flushes int)
@@ -635,7 +629,7 @@ func (f Framing) queue(maxBytes int) *Queue {
 // drop-oldest is announced with a sequence frame.
 type v2Framer struct{}
 
-func (v2Framer) greet(f *Forwarder, dst []byte) []byte {
+func (v2Framer) greet(f *forwarder, dst []byte) []byte {
 	// Flush markers not yet answered are resent from the queue, in order.
 	f.mu.Lock()
 	f.inflight = 0
@@ -647,7 +641,7 @@ func (v2Framer) greet(f *Forwarder, dst []byte) []byte {
 
 const seqFrameSize = wire.FrameHeaderSize + 8
 
-func (v2Framer) pop(f *Forwarder, buf []byte) Batch {
+func (v2Framer) pop(f *forwarder, buf []byte) Batch {
 	b := f.q.Pop(buf[seqFrameSize:seqFrameSize])
 	if b.Datagrams == 0 {
 		return b
@@ -665,7 +659,7 @@ func (v2Framer) answered() bool                               { return true }
 
 type v1Framer struct{}
 
-func (v1Framer) greet(f *Forwarder, dst []byte) []byte {
+func (v1Framer) greet(f *forwarder, dst []byte) []byte {
 	// Flush requests the last connection took to its grave are asked again
 	// first: they stay in flight, now on this connection.
 	f.mu.Lock()
@@ -677,15 +671,15 @@ func (v1Framer) greet(f *Forwarder, dst []byte) []byte {
 	}
 	return dst
 }
-func (v1Framer) pop(f *Forwarder, buf []byte) Batch           { return f.q.Pop(buf[:0]) }
+func (v1Framer) pop(f *forwarder, buf []byte) Batch           { return f.q.Pop(buf[:0]) }
 func (v1Framer) measure(b []byte, _ int) (int, int, int, int) { return walkFrames(b) }
 func (v1Framer) answered() bool                               { return true }
 
 // rawFramer writes bare payloads, one per write, as socat reads them.
 type rawFramer struct{}
 
-func (rawFramer) greet(*Forwarder, []byte) []byte    { return nil }
-func (rawFramer) pop(f *Forwarder, buf []byte) Batch { return f.q.PopPayload(buf[:0]) }
+func (rawFramer) greet(*forwarder, []byte) []byte    { return nil }
+func (rawFramer) pop(f *forwarder, buf []byte) Batch { return f.q.PopPayload(buf[:0]) }
 func (rawFramer) answered() bool                     { return false }
 func (rawFramer) measure(b []byte, want int) (int, int, int, int) {
 	if len(b) < want {

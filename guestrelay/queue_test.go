@@ -144,7 +144,7 @@ func BenchmarkQueue(b *testing.B) {
 
 func TestForwarderLogsRefusedSize(t *testing.T) {
 	var log bytes.Buffer
-	fw := NewForwarder(ForwarderConfig{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	fw := newForwarder(Config{Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	fw.SendBatch([][]byte{[]byte("ok"), make([]byte, wire.MaxDatagram+1)})
 	if !strings.Contains(log.String(), "size=65536") {
 		t.Fatalf("refused datagram logged without its size: %s", log.String())

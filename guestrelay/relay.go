@@ -5,19 +5,21 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/katatrace/katatrace/wire"
 )
 
-// Relay is a guest relay at work: a Forwarder sending to the host, fed from
+// Relay is a guest relay at work: a forwarder sending to the host, fed from
 // a datagram socket (and by Send) until Shutdown. Its order of stopping is
 // what makes a clean stop lose nothing that was read: stop reading, take
 // what is still in the socket, close it, flush and wait for the host's
 // answer, then stop sending.
 type Relay struct {
-	*Forwarder
+	f        *forwarder
 	pc       net.PacketConn
 	stopRead context.CancelFunc
 	readDone chan struct{}
-	readErr  error // ReadFrom's, once readDone is closed
+	readErr  error // readFrom's, once readDone is closed
 	stopSend context.CancelFunc
 	sendDone chan struct{}
 	once     sync.Once
@@ -27,17 +29,17 @@ type Relay struct {
 // StartRelay starts sending to the host and, when pc is not nil, reading
 // datagrams from pc into the queue. drain bounds how long Shutdown keeps
 // reading what is left in pc.
-func StartRelay(cfg ForwarderConfig, pc net.PacketConn, drain time.Duration) *Relay {
-	r := &Relay{Forwarder: NewForwarder(cfg), pc: pc, readDone: make(chan struct{}), sendDone: make(chan struct{})}
+func StartRelay(cfg Config, pc net.PacketConn, drain time.Duration) *Relay {
+	r := &Relay{f: newForwarder(cfg), pc: pc, readDone: make(chan struct{}), sendDone: make(chan struct{})}
 	var sendCtx, readCtx context.Context
 	sendCtx, r.stopSend = context.WithCancel(context.Background())
 	readCtx, r.stopRead = context.WithCancel(context.Background())
-	go func() { defer close(r.sendDone); _ = r.Run(sendCtx) }()
+	go func() { defer close(r.sendDone); _ = r.f.run(sendCtx) }()
 	if pc == nil {
 		close(r.readDone)
 		return r
 	}
-	go func() { defer close(r.readDone); r.readErr = r.ReadFrom(readCtx, pc, drain) }()
+	go func() { defer close(r.readDone); r.readErr = r.f.readFrom(readCtx, pc, drain) }()
 	return r
 }
 
@@ -66,9 +68,25 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 		if r.pc != nil {
 			_ = r.pc.Close()
 		}
-		r.flushErr = r.Flush(ctx)
+		r.flushErr = r.f.Flush(ctx)
 		r.stopSend()
 		<-r.sendDone
 	})
 	return r.flushErr
 }
+
+// Send queues one datagram for the host (the relay's own spans, say).
+func (r *Relay) Send(p []byte) { r.f.Send(p) }
+
+// SendBatch queues several datagrams at once.
+func (r *Relay) SendBatch(ps [][]byte) { r.f.SendBatch(ps) }
+
+// Flush waits until the host confirmed every datagram queued before it
+// (see forwarder.Flush), or ctx ends.
+func (r *Relay) Flush(ctx context.Context) error { return r.f.Flush(ctx) }
+
+// Stats returns a snapshot of the relay's counters.
+func (r *Relay) Stats() Stats { return r.f.Stats() }
+
+// Kind is what the relay carries.
+func (r *Relay) Kind() wire.Kind { return r.f.Kind() }

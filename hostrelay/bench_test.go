@@ -45,38 +45,33 @@ func newRelayRig(tb testing.TB) *relayRig {
 			r.received.Add(1)
 		}
 	}()
-	ps, err := sink.DialPacketSink(endpoint.MustParseAddr("udp://" + sinkConn.LocalAddr().String()))
+	ps, err := sink.DialPacketSink(testutil.Must(endpoint.ParseAddr("udp://" + sinkConn.LocalAddr().String())))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ln, err := endpoint.Listen(endpoint.MustParseAddr("unix://" + path))
+	ln, err := endpoint.Listen(testutil.Must(endpoint.ParseAddr("unix://" + path)))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	srv := NewServer(ServerConfig{Kind: wire.KindJaeger, Sink: ps, Logger: quiet, GuestRate: 1 << 20, GuestBurst: 1 << 20}) // as the roles default
 	go srv.Serve(ln, path)
-	pc, err := endpoint.ListenPacket(endpoint.MustParseAddr("udp://127.0.0.1:0"))
+	pc, err := endpoint.ListenPacket(testutil.Must(endpoint.ParseAddr("udp://127.0.0.1:0")))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	testutil.ForceReadBuffer(pc.(*net.UDPConn), 64<<20)
-	to := endpoint.MustParseAddr("unix://" + path)
-	fw := guestrelay.NewForwarder(guestrelay.ForwarderConfig{Kind: wire.KindJaeger, QueueBytes: 4 << 20, Logger: quiet,
-		Dial: func(ctx context.Context) (net.Conn, error) { return endpoint.Dial(ctx, to) }})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
-	go func() { fw.Run(ctx); done <- struct{}{} }()
-	go func() { fw.ReadFrom(ctx, pc, 0); done <- struct{}{} }()
+	to := testutil.Must(endpoint.ParseAddr("unix://" + path))
+	rl := guestrelay.StartRelay(guestrelay.Config{Kind: wire.KindJaeger, QueueBytes: 4 << 20, Logger: quiet,
+		Dial: func(ctx context.Context) (net.Conn, error) { return endpoint.Dial(ctx, to) }}, pc, 0)
 	r.send, err = net.Dial("udp", pc.LocalAddr().String())
 	if err != nil {
 		tb.Fatal(err)
 	}
 	r.stop = func() {
-		cancel()
-		<-done
-		<-done
-		srv.Shutdown(context.Background())
-		pc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = rl.Shutdown(ctx) // closes pc
+		_ = srv.Shutdown(ctx)
 		ps.Close(context.Background())
 		sinkConn.Close()
 		r.send.Close()

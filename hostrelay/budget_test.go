@@ -140,7 +140,7 @@ func readAcks(t *testing.T, c net.Conn) (acked uint64) {
 	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	fr := wire.NewFrameReader(wire.NewStreamReader(c))
 	for {
-		p, err := fr.Next()
+		p, _, err := fr.NextFrame()
 		if err != nil {
 			t.Fatalf("reading the host's answers: %v", err)
 		}

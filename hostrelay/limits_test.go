@@ -15,7 +15,7 @@ import (
 func limitedHost(t *testing.T, cfg ServerConfig) (string, *Server) {
 	t.Helper()
 	path := filepath.Join(testutil.SockDir(t), "h_6831")
-	ln, err := endpoint.Listen(endpoint.MustParseAddr("unix://" + path))
+	ln, err := endpoint.Listen(testutil.Must(endpoint.ParseAddr("unix://" + path)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ type testHost struct {
 
 func startHost(t *testing.T, path string, sink sink.Sink) *testHost {
 	t.Helper()
-	ln, err := endpoint.Listen(endpoint.MustParseAddr("unix://" + path))
+	ln, err := endpoint.Listen(testutil.Must(endpoint.ParseAddr("unix://" + path)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func (h *testHost) stop(t *testing.T) {
 
 func udpSink(t *testing.T) (*testutil.UDPSink, *sink.PacketSink) {
 	s := testutil.NewUDPSink(t)
-	ps, err := sink.DialPacketSink(endpoint.MustParseAddr(s.Addr()))
+	ps, err := sink.DialPacketSink(testutil.Must(endpoint.ParseAddr(s.Addr())))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,13 +87,13 @@ type testGuest struct {
 
 func startGuest(t *testing.T, path string, queueBytes int) *testGuest {
 	t.Helper()
-	pc, err := endpoint.ListenPacket(endpoint.MustParseAddr("udp://127.0.0.1:0"))
+	pc, err := endpoint.ListenPacket(testutil.Must(endpoint.ParseAddr("udp://127.0.0.1:0")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	testutil.ForceReadBuffer(pc.(*net.UDPConn), 32<<20)
-	to := endpoint.MustParseAddr("unix://" + path)
-	g := &testGuest{pc: pc, Relay: guestrelay.StartRelay(guestrelay.ForwarderConfig{
+	to := testutil.Must(endpoint.ParseAddr("unix://" + path))
+	g := &testGuest{pc: pc, Relay: guestrelay.StartRelay(guestrelay.Config{
 		Kind:       wire.KindJaeger,
 		Dial:       func(ctx context.Context) (net.Conn, error) { return endpoint.Dial(ctx, to) },
 		Target:     to.String(),
@@ -168,7 +168,7 @@ func TestServerManyPeersAndBadOnes(t *testing.T) {
 	path := filepath.Join(testutil.SockDir(t), "h_6831")
 	sink, ps := udpSink(t)
 	h := startHost(t, path, ps)
-	to := endpoint.MustParseAddr("unix://" + path)
+	to := testutil.Must(endpoint.ParseAddr("unix://" + path))
 
 	// Hostile or broken peers, connected among the good ones.
 	bad := map[string][]byte{
@@ -207,15 +207,13 @@ func TestServerManyPeersAndBadOnes(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fw := guestrelay.NewForwarder(guestrelay.ForwarderConfig{
+			fw := guestrelay.StartRelay(guestrelay.Config{
 				Kind: wire.KindJaeger, Target: to.String(), QueueBytes: 4 << 20,
 				Dial:   func(ctx context.Context) (net.Conn, error) { return endpoint.Dial(ctx, to) },
 				Logger: slog.New(slog.DiscardHandler),
-			})
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { fw.Run(ctx); close(done) }()
-			defer func() { cancel(); <-done }()
+			}, nil, 0)
+			ctx := context.Background()
+			defer func() { _ = fw.Shutdown(ctx) }()
 			for seq := range each {
 				fw.Send(payload(peer, seq, 8+(peer*977+seq*131)%9000))
 			}
@@ -378,12 +376,12 @@ func TestSlowHostLeavesTheRestToTheKernel(t *testing.T) {
 	path := filepath.Join(testutil.SockDir(t), "h_6831")
 	sink := &slowSink{}
 	startHost(t, path, sink)
-	pc, err := endpoint.ListenPacket(endpoint.MustParseAddr("udp://127.0.0.1:0"))
+	pc, err := endpoint.ListenPacket(testutil.Must(endpoint.ParseAddr("udp://127.0.0.1:0")))
 	if err != nil {
 		t.Fatal(err)
 	}
-	to := endpoint.MustParseAddr("unix://" + path)
-	g := guestrelay.StartRelay(guestrelay.ForwarderConfig{Kind: wire.KindJaeger, QueueBytes: 4 << 20, Logger: testLogger(t), Target: to.String(),
+	to := testutil.Must(endpoint.ParseAddr("unix://" + path))
+	g := guestrelay.StartRelay(guestrelay.Config{Kind: wire.KindJaeger, QueueBytes: 4 << 20, Logger: testLogger(t), Target: to.String(),
 		Dial: func(ctx context.Context) (net.Conn, error) { return endpoint.Dial(ctx, to) }}, pc, time.Second)
 	testutil.Eventually(t, 5*time.Second, "connected", func() bool { return g.Stats().Connected })
 	c, err := net.Dial("udp", pc.LocalAddr().String())

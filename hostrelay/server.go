@@ -399,8 +399,8 @@ func (e *limitError) Error() string {
 func (c *peerConn) setDeadline(t time.Time) {
 	c.dl.Lock()
 	defer c.dl.Unlock()
-	if testHookSetDeadline != nil {
-		testHookSetDeadline()
+	if hook := testHookSetDeadline.Load(); hook != nil {
+		(*hook)()
 	}
 	if !c.srv.draining() {
 		_ = c.conn.SetReadDeadline(t)
@@ -409,7 +409,7 @@ func (c *peerConn) setDeadline(t time.Time) {
 
 // testHookSetDeadline runs between a connection's drain check and its
 // deadline: tests start a Shutdown there.
-var testHookSetDeadline func()
+var testHookSetDeadline atomic.Pointer[func()]
 
 // peerConn is one guest connection being served.
 type peerConn struct {
@@ -497,17 +497,23 @@ func (c *peerConn) pace(n int) {
 	}
 	// A drain ends the pause at once: a guest's many connections can owe
 	// its budget seconds.
+	// The pause is counted as it begins, so that a scrape during a long
+	// one sees it; a drain gives back what it cut short.
+	c.paused += wait
+	c.srv.stats.paused.Add(uint64(wait))
+	c.g.paused.Add(uint64(wait))
 	start := time.Now()
 	t := time.NewTimer(wait)
 	select {
 	case <-t.C:
 	case <-c.srv.drain:
 		t.Stop()
+		if unused := wait - time.Since(start); unused > 0 {
+			c.paused -= unused
+			c.srv.stats.paused.Add(-uint64(unused))
+			c.g.paused.Add(-uint64(unused))
+		}
 	}
-	d := time.Since(start)
-	c.paused += d
-	c.srv.stats.paused.Add(uint64(d))
-	c.g.paused.Add(uint64(d))
 }
 
 // flushBatch hands on the frames gathered so far, in one call, and returns

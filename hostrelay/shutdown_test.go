@@ -74,7 +74,7 @@ func TestShutdownBoundedBySinkStuck(t *testing.T) {
 			sink := newBlockingSink()
 			defer close(sink.release)
 			path := filepath.Join(testutil.SockDir(t), "h_6831")
-			ln, err := endpoint.Listen(endpoint.MustParseAddr("unix://" + path))
+			ln, err := endpoint.Listen(testutil.Must(endpoint.ParseAddr("unix://" + path)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -117,7 +117,7 @@ func TestShutdownBoundedBySinkStuck(t *testing.T) {
 // own (here: none), which would keep a quiet guest until the drain ends.
 func TestDrainDeadlineNotReplaced(t *testing.T) {
 	path := filepath.Join(testutil.SockDir(t), "h_6831")
-	ln, err := endpoint.Listen(endpoint.MustParseAddr("unix://" + path))
+	ln, err := endpoint.Listen(testutil.Must(endpoint.ParseAddr("unix://" + path)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestDrainDeadlineNotReplaced(t *testing.T) {
 	go func() { served <- srv.Serve(ln, "unix://"+path) }()
 	shut := make(chan error, 1)
 	var once sync.Once
-	testHookSetDeadline = func() {
+	hook := func() {
 		once.Do(func() {
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -138,7 +138,8 @@ func TestDrainDeadlineNotReplaced(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		})
 	}
-	t.Cleanup(func() { testHookSetDeadline = nil })
+	testHookSetDeadline.Store(&hook)
+	t.Cleanup(func() { testHookSetDeadline.Store(nil) })
 	// The hello's deadline is the first one set, then cleared once the
 	// hello is in: a quiet guest after it.
 	c := dialHost(t, path, wire.AppendHello(nil, wire.KindJaeger))
@@ -159,7 +160,7 @@ func TestDrainDeadlineNotReplaced(t *testing.T) {
 func TestShutdownWhilePeersStream(t *testing.T) {
 	for round := range 3 {
 		path := filepath.Join(testutil.SockDir(t), "h_6831")
-		ln, err := endpoint.Listen(endpoint.MustParseAddr("unix://" + path))
+		ln, err := endpoint.Listen(testutil.Must(endpoint.ParseAddr("unix://" + path)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -220,6 +221,9 @@ func TestShutdownWhilePeersStream(t *testing.T) {
 			t.Errorf("round %d: serve: %v", round, err)
 		}
 		wg.Wait()
+		// A cut drain returns at once; the connections it closed end soon
+		// after, handing on what they had read.
+		testutil.Eventually(t, 10*time.Second, "every connection ended", func() bool { return srv.Stats().Active == 0 })
 
 		sink.mu.Lock()
 		var total uint64

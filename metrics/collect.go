@@ -141,7 +141,7 @@ var (
 // its stream.
 type Relay interface {
 	Kind() wire.Kind
-	Stats() guestrelay.ForwarderStats
+	Stats() guestrelay.Stats
 }
 
 type relayCollector []Relay

@@ -49,7 +49,7 @@ func hostWithOneGuest(t *testing.T) *hostrelay.Server {
 	}
 	fr := wire.NewFrameReader(wire.NewStreamReader(c))
 	for {
-		p, err := fr.Next()
+		p, _, err := fr.NextFrame()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -62,8 +62,8 @@ func hostWithOneGuest(t *testing.T) *hostrelay.Server {
 // fakeRelay is a connected text relay.
 type fakeRelay struct{}
 
-func (fakeRelay) Kind() wire.Kind                  { return wire.KindText }
-func (fakeRelay) Stats() guestrelay.ForwarderStats { return guestrelay.ForwarderStats{Connected: true} }
+func (fakeRelay) Kind() wire.Kind         { return wire.KindText }
+func (fakeRelay) Stats() guestrelay.Stats { return guestrelay.Stats{Connected: true} }
 
 func TestCollectorsPassTheLinter(t *testing.T) {
 	srv := hostWithOneGuest(t)
@@ -94,7 +94,7 @@ katatrace_host_datagrams_total 2
 func TestServe(t *testing.T) {
 	srv := hostWithOneGuest(t)
 	port := testutil.FreePort(t, "tcp")
-	m, err := Serve(endpoint.MustParseAddr(fmt.Sprintf("tcp://127.0.0.1:%d", port)), slog.New(slog.DiscardHandler), ForServer(srv, nil))
+	m, err := Serve(testutil.Must(endpoint.ParseAddr(fmt.Sprintf("tcp://127.0.0.1:%d", port))), slog.New(slog.DiscardHandler), ForServer(srv, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestServe(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	if _, err := Serve(endpoint.MustParseAddr(fmt.Sprintf("tcp://127.0.0.1:%d", port)), slog.New(slog.DiscardHandler)); err == nil {
+	if _, err := Serve(testutil.Must(endpoint.ParseAddr(fmt.Sprintf("tcp://127.0.0.1:%d", port))), slog.New(slog.DiscardHandler)); err == nil {
 		t.Fatal("a second server on the same port did not fail")
 	}
 }

@@ -69,8 +69,8 @@ func (g *relayOptions) validate(from, to endpoint.Addr, fromSchemes ...string) e
 }
 
 // forwarderConfig is the stream side of a guest relay.
-func (g *relayOptions) forwarderConfig(kind wire.Kind, to endpoint.Addr, log *slog.Logger) guestrelay.ForwarderConfig {
-	return guestrelay.ForwarderConfig{
+func (g *relayOptions) forwarderConfig(kind wire.Kind, to endpoint.Addr, log *slog.Logger) guestrelay.Config {
+	return guestrelay.Config{
 		Kind:       kind,
 		Framing:    framingOf(g.Framing),
 		Dial:       func(ctx context.Context) (net.Conn, error) { return endpoint.Dial(ctx, to) },
@@ -135,7 +135,7 @@ func (g *guestRelay) run(rc *RunContext, kind wire.Kind, from, to endpoint.Addr,
 	return readErr
 }
 
-func forwarderAttrs(s guestrelay.ForwarderStats) []any {
+func forwarderAttrs(s guestrelay.Stats) []any {
 	return []any{"received", s.Queue.Enqueued + s.Queue.Rejected, "sent", s.Sent, "sent_bytes", s.SentBytes,
 		"confirmed", s.Queue.Acked, "dropped", s.Queue.Dropped, "refused", s.Queue.Rejected, "queued", s.Queue.Queued, "unconfirmed", s.Queue.Unacked,
 		"host_dropped", s.HostDropped, "socket_dropped", s.SocketDropped, "connects", s.Connects, "dial_failures", s.DialFailures}

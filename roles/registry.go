@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 )
 
 // Command is a role's parsed flags; Run does the role's work.
@@ -34,14 +35,13 @@ type Role struct {
 var registry []Role
 
 // register adds a role; each role file calls it from init.
+// A name registered twice is a programming error: it panics at start-up.
 func register(r Role) {
-	registry = append(registry, r)
-	slices.SortFunc(registry, func(a, b Role) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		return 1
-	})
+	i, found := slices.BinarySearchFunc(registry, r.Name, func(e Role, name string) int { return strings.Compare(e.Name, name) })
+	if found {
+		panic("roles: role " + r.Name + " registered twice")
+	}
+	registry = slices.Insert(registry, i, r)
 }
 
 // Lookup finds a role by name.

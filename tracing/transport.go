@@ -116,7 +116,7 @@ func (t *Transport) Close() error {
 // absence. Close flushes and waits, at most flushTimeout, for the host to
 // confirm every batch.
 func DialTransport(to endpoint.Addr, queueBytes int, flushTimeout time.Duration, log *slog.Logger) *Transport {
-	r := guestrelay.StartRelay(guestrelay.ForwarderConfig{
+	r := guestrelay.StartRelay(guestrelay.Config{
 		Kind:       wire.KindJaeger,
 		Dial:       func(ctx context.Context) (net.Conn, error) { return endpoint.Dial(ctx, to) },
 		Target:     to.String(),

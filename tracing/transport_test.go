@@ -50,7 +50,7 @@ func TestTransportMatchesUDP(t *testing.T) {
 // host relay, and Close returns once the host confirmed everything.
 func TestDialTransport(t *testing.T) {
 	path := filepath.Join(testutil.SockDir(t), "h_6831")
-	ln, err := endpoint.Listen(endpoint.MustParseAddr("unix://" + path))
+	ln, err := endpoint.Listen(testutil.Must(endpoint.ParseAddr("unix://" + path)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestDialTransport(t *testing.T) {
 	go srv.Serve(ln, "unix://"+path)
 	defer srv.Shutdown(context.Background())
 
-	tr := DialTransport(endpoint.MustParseAddr("unix://"+path), 1<<20, 5*time.Second, nil)
+	tr := DialTransport(testutil.Must(endpoint.ParseAddr("unix://"+path)), 1<<20, 5*time.Second, nil)
 	tracer, closer := jaeger.NewTracer("agent", jaeger.NewConstSampler(true), jaeger.NewRemoteReporter(tr))
 	root := tracer.StartSpan("root")
 	for range 99 {

@@ -200,16 +200,6 @@ func NewStreamReader(r io.Reader) *bufio.Reader {
 	return bufio.NewReaderSize(r, streamBuffer)
 }
 
-// Next returns the payload of the next frame, valid until the next call. An
-// empty payload is a flush request (or its answer). At a frame boundary the
-// end of the stream is io.EOF; inside a frame it is io.ErrUnexpectedEOF, and
-// the partial frame is never returned. A length above MaxDatagram is a
-// *ProtocolError.
-func (fr *FrameReader) Next() ([]byte, error) {
-	p, _, err := fr.NextFrame()
-	return p, err
-}
-
 // NextFrame is Next, and with Control set it also returns v2 control
 // frames (ctl true; the only one is the 8-byte sequence frame).
 func (fr *FrameReader) NextFrame() (p []byte, ctl bool, err error) {

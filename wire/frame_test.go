@@ -182,10 +182,10 @@ func BenchmarkFrameReader(b *testing.B) {
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := fr.Next(); err == io.EOF {
+				if _, _, err := fr.NextFrame(); err == io.EOF {
 					r.Reset(stream)
 					br.Reset(r)
-					if _, err := fr.Next(); err != nil {
+					if _, _, err := fr.NextFrame(); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -139,3 +139,12 @@ func WaitUDPBound(t testing.TB, port int) {
 		return false
 	})
 }
+
+// Must returns v, or panics with err: for values the test itself wrote
+// (testutil.Must(endpoint.ParseAddr("udp://127.0.0.1:0"))).
+func Must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
