@@ -35,6 +35,7 @@ type CollectorSink struct {
 	closed   bool
 	stats    CollectorStats
 	dropLog  *lograte.Every
+	retry    retryPolicy
 	wg       sync.WaitGroup
 	// life ends when Close runs out of time: requests in flight and
 	// retry waits are cut, what is left is dropped and counted.
@@ -112,7 +113,11 @@ func postHTTP(ctx context.Context, client *http.Client, url, contentType string,
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		return nil
 	case retry(resp.StatusCode):
-		return fmt.Errorf("status %s", resp.Status)
+		err := fmt.Errorf("status %s", resp.Status)
+		if after := retryAfter(resp.Header, time.Now()); after > 0 {
+			return &throttled{err: err, after: after}
+		}
+		return err
 	}
 	return &rejection{reason: fmt.Sprintf("status %s: %s", resp.Status, bytes.TrimSpace(msg))}
 }
@@ -127,6 +132,7 @@ func newCollectorSink(url string, b backend, maxBytes, workers int, log *slog.Lo
 	c := &CollectorSink{
 		url: url, b: b, log: log, maxBytes: maxBytes,
 		dropLog: lograte.NewEvery(5 * time.Second),
+		retry:   defaultRetry,
 	}
 	c.cond = sync.NewCond(&c.mu)
 	c.life, c.endLife = context.WithCancel(context.Background())
@@ -243,10 +249,11 @@ func (c *CollectorSink) worker() {
 	}
 }
 
-// post sends one batch, retrying with capped backoff until the collector
-// takes it, refuses it for good (4xx), or the sink is closed.
+// post sends one batch, retrying (see retryPolicy) until the collector
+// takes it, refuses it for good (4xx), the batch has had its time, or the
+// sink is closed.
 func (c *CollectorSink) post(body []byte) {
-	backoff := 100 * time.Millisecond
+	r := c.retry.begin(time.Now())
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(c.life, 10*time.Second)
 		err := c.b.send(ctx, body)
@@ -265,15 +272,21 @@ func (c *CollectorSink) post(body []byte) {
 			c.log.Error("collector refused a batch; dropped", "url", c.url, "err", err)
 			return
 		}
+		wait, again := r.next(err, time.Now())
 		c.mu.Lock()
 		closed := c.closed
 		c.stats.Retries++
-		if closed {
+		if closed || !again {
 			c.stats.Dropped++
 		}
 		c.mu.Unlock()
-		if closed {
+		switch {
+		case closed:
 			c.log.Error("collector unreachable at shutdown; batch dropped", "url", c.url, "err", err)
+			return
+		case !again:
+			c.log.Error("collector still failing after the retry time; batch dropped", "url", c.url, "err", err,
+				"attempts", attempt, "retry_max_elapsed", c.retry.MaxElapsed.String())
 			return
 		}
 		lvl := slog.LevelDebug
@@ -281,12 +294,13 @@ func (c *CollectorSink) post(body []byte) {
 			lvl = slog.LevelWarn
 		}
 		c.log.Log(context.Background(), lvl, "collector post failed; retrying", "url", c.url, "err", err,
-			"attempt", attempt, "retry_in", backoff.String())
+			"attempt", attempt, "retry_in", wait.Round(time.Millisecond).String())
+		t := time.NewTimer(wait)
 		select {
-		case <-time.After(backoff):
+		case <-t.C:
 		case <-c.life.Done():
+			t.Stop()
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

@@ -192,8 +192,14 @@ func (o otlpGRPC) send(ctx context.Context, body []byte) error {
 	case codes.OK:
 		return nil
 	// The OTLP specification's retryable codes; any other is final.
-	case codes.Canceled, codes.DeadlineExceeded, codes.Aborted, codes.OutOfRange, codes.Unavailable, codes.DataLoss, codes.ResourceExhausted:
+	case codes.Canceled, codes.DeadlineExceeded, codes.Aborted, codes.OutOfRange, codes.Unavailable, codes.DataLoss:
 		return err
+	case codes.ResourceExhausted:
+		// Retryable only when the server says when (the specification:
+		// without RetryInfo it is a final answer).
+		if _, ok := throttleOf(err); ok {
+			return err
+		}
 	}
 	return &rejection{reason: err.Error()}
 }

@@ -18,10 +18,12 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/katatrace/katatrace/internal/jaegertest"
 	"github.com/opentracing/opentracing-go"
@@ -206,7 +208,12 @@ func (s *traceServer) Export(ctx context.Context, req ptraceotlp.ExportRequest) 
 	if len(s.script) > 0 {
 		c := s.script[0]
 		s.script = s.script[1:]
-		return ptraceotlp.NewExportResponse(), status.Error(c, "scripted")
+		st := status.New(c, "scripted")
+		if c == codes.ResourceExhausted {
+			// The server says when to come back: that makes it retryable.
+			st, _ = st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(20 * time.Millisecond)})
+		}
+		return ptraceotlp.NewExportResponse(), st.Err()
 	}
 	s.spans += req.Traces().SpanCount()
 	return ptraceotlp.NewExportResponse(), nil
