@@ -28,7 +28,7 @@ func Listen(a Addr) (net.Listener, error) {
 		return nil, a.Require("a stream listener takes", SchemeVsock, SchemeUnix, SchemeTCP, SchemeFD)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", a, err)
+		return nil, err // net's own error names the address
 	}
 	return ln, nil
 }
@@ -118,7 +118,7 @@ func listenUnixPath[T any](network, path string, listen func() (T, error)) (T, e
 	}
 	if c, derr := net.DialTimeout(network, path, time.Second); derr == nil {
 		_ = c.Close()
-		return l, fmt.Errorf("%w: another process is listening on %s", err, path)
+		return l, fmt.Errorf("%w: another process is listening there", err)
 	} else if !errors.Is(derr, syscall.ECONNREFUSED) {
 		return l, err
 	}

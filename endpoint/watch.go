@@ -52,9 +52,11 @@ type Watch struct {
 	closed  bool
 }
 
-// WatchPattern starts watching. add is called, from the watcher's
-// goroutine, with every listener it creates; closing the listener is the
-// Watch's job (when its directory goes, or at Close).
+// WatchPattern starts watching. add is called with every listener it
+// creates: for the directories there already, before WatchPattern returns
+// (on the caller's goroutine); for those that appear later, from the
+// watcher's goroutine. Closing a listener is the Watch's job (when its
+// directory goes, or at Close).
 func WatchPattern(pattern string, log *slog.Logger, add func(ln net.Listener, path string)) (*Watch, error) {
 	fw, err := fsnotify.NewWatcher()
 	if err != nil {

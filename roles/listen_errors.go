@@ -3,6 +3,9 @@ package roles
 import (
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"path/filepath"
 	"syscall"
 
 	"github.com/katatrace/katatrace/endpoint"
@@ -15,7 +18,7 @@ func listenErr(flag string, a endpoint.Addr, err error) error {
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
 		hint = "stop the process listening there (another relay?), or give another address"
-	case errors.Is(err, syscall.ENOENT):
+	case errors.Is(err, syscall.ENOENT) && a.Scheme == endpoint.SchemeUnix && !exists(filepath.Dir(a.Path)):
 		hint = "the directory does not exist: create it, or check the path (a VM's directory exists only while it runs)"
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
 		hint = "permission denied: run as a user that may create it there (a sandboxed unit needs ReadWritePaths= for it)"
@@ -24,8 +27,27 @@ func listenErr(flag string, a endpoint.Addr, err error) error {
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
 		hint = "no such address on this machine"
 	}
+	// The flag's address is named once: net's error restates it.
+	var oe *net.OpError
+	if errors.As(err, &oe) && error(oe) == err && oe.Err != nil {
+		err = &bareError{oe.Op, oe.Err}
+	}
 	if hint != "" {
 		return fmt.Errorf("--%s %s: cannot listen: %w; %s", flag, a, err, hint)
 	}
 	return fmt.Errorf("--%s %s: cannot listen: %w", flag, a, err)
+}
+
+// bareError is a net.OpError without its addresses.
+type bareError struct {
+	op  string
+	err error
+}
+
+func (e *bareError) Error() string { return e.op + ": " + e.err.Error() }
+func (e *bareError) Unwrap() error { return e.err }
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -112,7 +112,8 @@ func (t *Transport) Close() error {
 
 // DialTransport returns a Transport that sends batches over a stream to a
 // katatrace host relay (vsock://2:6831 from a guest, or unix:// and tcp://),
-// in wire protocol v1, through a bounded queue that survives the host's
+// in wire protocol v2 (numbered datagrams, confirmed by the host and resent
+// after a reconnect), through a bounded queue that survives the host's
 // absence. Close flushes and waits, at most flushTimeout, for the host to
 // confirm every batch.
 func DialTransport(to endpoint.Addr, queueBytes int, flushTimeout time.Duration, log *slog.Logger) *Transport {
