@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/katatrace/katatrace/internal/testagent"
+	"github.com/katatrace/katatrace/internal/testutil"
 )
 
 func sockDir(t testing.TB) string {
@@ -218,23 +219,19 @@ func TestDeadlineAndCancellationPassThrough(t *testing.T) {
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("through the proxy: %v, want DeadlineExceeded", err)
 	}
+	testutil.Eventually(t, 5*time.Second, "the deadline reaching the agent", func() bool { return r.agent.Cancelled() == 1 })
 	ctx, cancel = context.WithCancel(context.Background())
-	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
+	go func() {
+		// Cancel once the call is at the agent: what must pass through is
+		// a cancellation of a call in progress.
+		testutil.Eventually(t, 5*time.Second, "the call at the agent", func() bool { return r.agent.Waiting() == 1 })
+		cancel()
+	}()
 	err = r.proxy.Invoke(ctx, "/grpc.AgentService/WaitProcess", wrapperspb.String("x"), &wrapperspb.StringValue{})
 	if status.Code(err) != codes.Canceled {
 		t.Fatalf("cancelled through the proxy: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n := r.agent.Cancelled()
-		if n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent saw %d of 2 calls end: deadline or cancel did not reach it", n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, "the cancellation reaching the agent", func() bool { return r.agent.Cancelled() == 2 })
 }
 
 // TestCollatedNesting: runtime span → proxy span → agent span.

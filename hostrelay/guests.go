@@ -138,8 +138,7 @@ func (b *budget) init(rate float64, burst int) {
 // take spends n bytes and says how long to wait before reading more: how
 // far it puts the guest beyond its burst. Without contention (see pace) the
 // guest is not put beyond it at all.
-func (b *budget) take(n int, contended func(time.Time) bool) (wait time.Duration, now time.Time) {
-	now = time.Now()
+func (b *budget) take(n int, now time.Time, contended func(time.Time) bool) (wait time.Duration) {
 	t, cost := now.UnixNano(), int64(float64(n)*b.nsPerByte)
 	for {
 		old := b.tat.Load()
@@ -149,7 +148,7 @@ func (b *budget) take(n int, contended func(time.Time) bool) (wait time.Duration
 			tat, over = tat-over, 0
 		}
 		if b.tat.CompareAndSwap(old, tat) {
-			return time.Duration(max(over, 0)), now
+			return time.Duration(max(over, 0))
 		}
 	}
 }
@@ -172,7 +171,8 @@ func (s *Server) budgetWait(g *guest, n int) time.Duration {
 	if g.budget.disabled {
 		return 0
 	}
-	wait, now := g.budget.take(n, s.contended)
+	now := time.Now()
+	wait := g.budget.take(n, now, s.contended)
 	if t := now.UnixNano(); t-g.lastSend.Load() > int64(time.Millisecond) {
 		g.lastSend.Store(t) // coarse: the guest's connections share it
 	}

@@ -10,6 +10,7 @@ import (
 // given, and a negative value read as a short flag. A kong upgrade that
 // changes that text fails here, not silently.
 func TestKongRewritesHold(t *testing.T) {
+	t.Parallel()
 	code, out, _ := run(t, nil, "kata-agent-tracer", "--help")
 	if first, _, _ := strings.Cut(out, "\n"); code != 0 || first != "Usage: kata-agent-tracer [flags] [--] [<agent> ...]" {
 		t.Fatalf("usage line %q (exit %d): kong's usage text changed; see flagsFirstHelp", first, code)

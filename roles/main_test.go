@@ -76,8 +76,10 @@ func run(t *testing.T, env []string, name string, args ...string) (code int, std
 }
 
 func TestEveryRoleByNameAndAsSubcommand(t *testing.T) {
+	t.Parallel()
 	for _, r := range roles.All() {
 		t.Run(r.Name, func(t *testing.T) {
+			t.Parallel()
 			code, out, _ := run(t, nil, r.Name, "--help")
 			if code != 0 || !strings.Contains(out, "Usage: "+r.Name) || !strings.Contains(out, "--log-format") {
 				t.Fatalf("%s --help: exit %d\n%s", r.Name, code, out)
@@ -108,6 +110,7 @@ func TestEveryRoleByNameAndAsSubcommand(t *testing.T) {
 }
 
 func TestVersionAndUnknownName(t *testing.T) {
+	t.Parallel()
 	if code, out, _ := run(t, nil, roles.BinaryName, "version"); code != 0 || out != "katatrace test\n" {
 		t.Fatalf("katatrace version: %d %q", code, out)
 	}
@@ -123,6 +126,7 @@ func TestVersionAndUnknownName(t *testing.T) {
 }
 
 func TestBadInputIsAUsageError(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		env  []string
@@ -152,6 +156,7 @@ func TestBadInputIsAUsageError(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // each only parses its flags and exits
 			code, _, errOut := run(t, tt.env, tt.args[0], tt.args[1:]...)
 			if code != 2 {
 				t.Fatalf("exit %d, want 2\n%s", code, errOut)

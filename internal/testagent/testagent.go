@@ -22,6 +22,14 @@ type Agent struct {
 	ImplementTracing bool
 	mu               sync.Mutex
 	cancelled        int // WaitProcess calls that saw their context end
+	waiting          int // WaitProcess calls in progress
+}
+
+// Waiting is how many WaitProcess calls are in progress at the agent.
+func (a *Agent) Waiting() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.waiting
 }
 
 // Cancelled is how many WaitProcess calls ended by deadline or cancel.
@@ -46,8 +54,12 @@ func (a *Agent) fail(ctx context.Context, in *wrapperspb.StringValue) (*wrappers
 }
 
 func (a *Agent) slow(ctx context.Context, _ *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+	a.mu.Lock()
+	a.waiting++
+	a.mu.Unlock()
 	<-ctx.Done()
 	a.mu.Lock()
+	a.waiting--
 	a.cancelled++
 	a.mu.Unlock()
 	return nil, status.FromContextError(ctx.Err()).Err()
