@@ -2,11 +2,8 @@ package roles
 
 import (
 	"fmt"
-	"net"
-	"net/url"
 	"strings"
 
-	"github.com/katatrace/katatrace/endpoint"
 	"github.com/katatrace/katatrace/sink"
 )
 
@@ -21,7 +18,7 @@ type otlpOptions struct {
 	headers map[string]string
 }
 
-func (o *otlpOptions) validate(to jaegerSink) error {
+func (o *otlpOptions) validate(to sink.Target) error {
 	o.headers = nil
 	for _, h := range o.OTLPHeader {
 		k, v, ok := strings.Cut(h, "=")
@@ -36,7 +33,7 @@ func (o *otlpOptions) validate(to jaegerSink) error {
 	}
 	tlsFlags := o.OTLPCAFile != "" || o.OTLPCertFile != "" || o.OTLPKeyFile != "" || o.OTLPInsecure
 	switch {
-	case to.Kind != sinkOTLP && (tlsFlags || len(o.headers) > 0):
+	case to.Kind != sink.KindOTLP && (tlsFlags || len(o.headers) > 0):
 		return flagErr("to", fmt.Errorf("--otlp-* options need an OTLP --to (otlp://, otlps://, otlphttp://, otlphttps://), not %s", to))
 	case tlsFlags && !to.OTLP.TLS:
 		return flagErr("to", fmt.Errorf("TLS options need otlps:// or otlphttps://, not %s", to))
@@ -50,36 +47,4 @@ func (o *otlpOptions) validate(to jaegerSink) error {
 func (o *otlpOptions) config(cfg sink.OTLPConfig) sink.OTLPConfig {
 	cfg.CAFile, cfg.CertFile, cfg.KeyFile, cfg.Insecure, cfg.Headers = o.OTLPCAFile, o.OTLPCertFile, o.OTLPKeyFile, o.OTLPInsecure, o.headers
 	return cfg
-}
-
-// parseOTLP reads an OTLP --to: otlp://HOST:PORT and otlps:// (gRPC),
-// otlphttp://HOST:PORT[/PATH] and otlphttps:// (HTTP; the path defaults
-// to /v1/traces).
-func parseOTLP(s string) (sink.OTLPConfig, error) {
-	bad := func(reason, example string) (sink.OTLPConfig, error) {
-		return sink.OTLPConfig{}, &endpoint.AddrError{Value: s, Reason: reason, Example: example}
-	}
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return bad("not an OTLP endpoint: want scheme://HOST:PORT", "otlp://127.0.0.1:4317")
-	}
-	host, port, err := net.SplitHostPort(u.Host)
-	if err != nil || host == "" || port == "" || port == "0" {
-		return bad("give the host and the port", "otlp://127.0.0.1:4317")
-	}
-	switch u.Scheme {
-	case "otlp", "otlps":
-		if u.Path != "" && u.Path != "/" {
-			return bad("OTLP over gRPC takes no path", "otlp://127.0.0.1:4317")
-		}
-		return sink.OTLPConfig{GRPC: true, Endpoint: u.Host, TLS: u.Scheme == "otlps"}, nil
-	case "otlphttp", "otlphttps":
-		path := u.Path
-		if path == "" || path == "/" {
-			path = "/v1/traces"
-		}
-		scheme := strings.TrimPrefix(u.Scheme, "otlp")
-		return sink.OTLPConfig{Endpoint: scheme + "://" + u.Host + path, TLS: scheme == "https"}, nil
-	}
-	return bad("unknown scheme "+u.Scheme+": otlp, otlps, otlphttp or otlphttps", "otlphttp://127.0.0.1:4318")
 }

@@ -1,0 +1,143 @@
+package sink
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/katatrace/katatrace/endpoint"
+)
+
+// Kind is the kind of sink a Target names.
+type Kind uint8
+
+const (
+	KindDatagram  Kind = iota // udp:// or unixgram://, each datagram as it came
+	KindCollector             // http(s)://: a Jaeger collector
+	KindPrint                 // print: trees on stdout
+	KindJSONL                 // jsonl: a JSON object per span on stdout
+	KindOTLP                  // otlp://, otlps://, otlphttp://, otlphttps://
+)
+
+// Target is where a host role's Jaeger traces go (its --to): a datagram
+// address, a Jaeger collector, an OTLP endpoint, or a printer.
+type Target struct {
+	Kind Kind
+	Addr endpoint.Addr // KindDatagram
+	URL  string        // KindCollector, and KindOTLP as given
+	OTLP OTLPConfig    // KindOTLP, without the TLS files and headers
+}
+
+func (j *Target) UnmarshalText(b []byte) error {
+	s := string(b)
+	switch {
+	case s == "print":
+		*j = Target{Kind: KindPrint}
+		return nil
+	case s == "jsonl":
+		*j = Target{Kind: KindJSONL}
+		return nil
+	case strings.HasPrefix(s, "otlp"):
+		cfg, err := ParseOTLP(s)
+		if err != nil {
+			return err
+		}
+		*j = Target{Kind: KindOTLP, URL: s, OTLP: cfg}
+		return nil
+	case strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://"):
+		u, err := url.Parse(s)
+		if err != nil || u.Host == "" {
+			return &endpoint.AddrError{Value: s, Reason: "not a URL with a host", Example: "http://127.0.0.1:14268/api/traces"}
+		}
+		if u.Path == "" || u.Path == "/" {
+			u.Path = "/api/traces"
+		}
+		*j = Target{Kind: KindCollector, URL: u.String()}
+		return nil
+	}
+	var a endpoint.Addr
+	if err := a.UnmarshalText(b); err != nil {
+		return fmt.Errorf("%w; or http://HOST:14268/api/traces, otlp://HOST:4317, otlphttp://HOST:4318, print or jsonl", err)
+	}
+	*j = Target{Kind: KindDatagram, Addr: a}
+	return nil
+}
+
+func (j Target) String() string {
+	switch j.Kind {
+	case KindCollector, KindOTLP:
+		return j.URL
+	case KindPrint:
+		return "print"
+	case KindJSONL:
+		return "jsonl"
+	}
+	return j.Addr.String()
+}
+
+// Options are what opening a Target takes besides the address: where the
+// printers write, a collector's queue, the OTLP endpoint's TLS files and
+// headers.
+type Options struct {
+	Stdout     io.Writer
+	Log        *slog.Logger
+	QueueBytes int
+	PrintIdle  time.Duration
+	// OTLP completes an OTLP Target's endpoint (the TLS files and headers).
+	OTLP func(OTLPConfig) OTLPConfig
+}
+
+// Open makes the sink; its owner closes it.
+func (t Target) Open(o Options) (Sink, error) {
+	switch t.Kind {
+	case KindPrint:
+		return NewTreeSink(o.Stdout, o.PrintIdle), nil
+	case KindJSONL:
+		return NewJSONLSink(o.Stdout), nil
+	case KindCollector:
+		return NewCollectorSink(t.URL, o.QueueBytes, 2, o.Log), nil
+	case KindOTLP:
+		cfg := t.OTLP
+		if o.OTLP != nil {
+			cfg = o.OTLP(cfg)
+		}
+		return NewOTLPSink(cfg, o.QueueBytes, 2, o.Log)
+	}
+	return DialPacketSink(t.Addr)
+}
+
+// ParseOTLP reads an OTLP endpoint: otlp://HOST:PORT and otlps:// (gRPC),
+// otlphttp://HOST:PORT[/PATH] and otlphttps:// (HTTP; the path defaults
+// to /v1/traces).
+func ParseOTLP(s string) (OTLPConfig, error) {
+	bad := func(reason, example string) (OTLPConfig, error) {
+		return OTLPConfig{}, &endpoint.AddrError{Value: s, Reason: reason, Example: example}
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return bad("not an OTLP endpoint: want scheme://HOST:PORT", "otlp://127.0.0.1:4317")
+	}
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil || host == "" || port == "" || port == "0" {
+		return bad("give the host and the port", "otlp://127.0.0.1:4317")
+	}
+	switch u.Scheme {
+	case "otlp", "otlps":
+		if u.Path != "" && u.Path != "/" {
+			return bad("OTLP over gRPC takes no path", "otlp://127.0.0.1:4317")
+		}
+		return OTLPConfig{GRPC: true, Endpoint: u.Host, TLS: u.Scheme == "otlps"}, nil
+	case "otlphttp", "otlphttps":
+		path := u.Path
+		if path == "" || path == "/" {
+			path = "/v1/traces"
+		}
+		scheme := strings.TrimPrefix(u.Scheme, "otlp")
+		return OTLPConfig{Endpoint: scheme + "://" + u.Host + path, TLS: scheme == "https"}, nil
+	}
+	return bad("unknown scheme "+u.Scheme+": otlp, otlps, otlphttp or otlphttps", "otlphttp://127.0.0.1:4318")
+}
