@@ -90,6 +90,13 @@ type Stats struct {
 	HostDropped uint64
 }
 
+// LogAttrs are the counters as log attributes.
+func (s Stats) LogAttrs() []any {
+	return []any{"received", s.Queue.Enqueued + s.Queue.Rejected, "sent", s.Sent, "sent_bytes", s.SentBytes,
+		"confirmed", s.Queue.Acked, "dropped", s.Queue.Dropped, "refused", s.Queue.Rejected, "queued", s.Queue.Queued, "unconfirmed", s.Queue.Unacked,
+		"host_dropped", s.HostDropped, "socket_dropped", s.SocketDropped, "connects", s.Connects, "dial_failures", s.DialFailures}
+}
+
 // writeBatch bounds one write to the host: large enough that big datagrams
 // go several to a system call (with the stream's 1 MiB in flight, 256 KiB
 // moved as much as 512 KiB, in less memory).

@@ -104,7 +104,7 @@ func (g *guestRelay) run(rc *RunContext, kind wire.Kind, from, to endpoint.Addr,
 	defer stopMetrics()
 	settleGuest(rc)
 	notify(rc, systemd.Ready)
-	stopStats := logStatsOnSignal(rc, func() []any { return forwarderAttrs(r.Stats()) })
+	stopStats := logStatsOnSignal(rc, func() []any { return r.Stats().LogAttrs() })
 	defer stopStats()
 
 	select {
@@ -122,23 +122,17 @@ func (g *guestRelay) run(rc *RunContext, kind wire.Kind, from, to endpoint.Addr,
 	st := r.Stats()
 	switch {
 	case err != nil:
-		rc.Log.Warn("drain incomplete", append([]any{"err", err}, forwarderAttrs(st)...)...)
+		rc.Log.Warn("drain incomplete", append([]any{"err", err}, st.LogAttrs()...)...)
 	case st.HostDropped > 0:
-		rc.Log.Warn("drained, but the host could not hand on some datagrams (its sink refused them)", forwarderAttrs(st)...)
+		rc.Log.Warn("drained, but the host could not hand on some datagrams (its sink refused them)", st.LogAttrs()...)
 	case g.Framing == "framed":
-		rc.Log.Info("drained: the host confirmed every datagram", forwarderAttrs(st)...)
+		rc.Log.Info("drained: the host confirmed every datagram", st.LogAttrs()...)
 	case g.Framing == "v1":
-		rc.Log.Info("drained: the host answered the last flush", forwarderAttrs(st)...)
+		rc.Log.Info("drained: the host answered the last flush", st.LogAttrs()...)
 	default:
-		rc.Log.Info("drained: every datagram written to the host", forwarderAttrs(st)...)
+		rc.Log.Info("drained: every datagram written to the host", st.LogAttrs()...)
 	}
 	return readErr
-}
-
-func forwarderAttrs(s guestrelay.Stats) []any {
-	return []any{"received", s.Queue.Enqueued + s.Queue.Rejected, "sent", s.Sent, "sent_bytes", s.SentBytes,
-		"confirmed", s.Queue.Acked, "dropped", s.Queue.Dropped, "refused", s.Queue.Rejected, "queued", s.Queue.Queued, "unconfirmed", s.Queue.Unacked,
-		"host_dropped", s.HostDropped, "socket_dropped", s.SocketDropped, "connects", s.Connects, "dial_failures", s.DialFailures}
 }
 
 // settleGuest keeps a guest process small once it is up: a guest's CPUs

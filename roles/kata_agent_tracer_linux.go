@@ -3,14 +3,16 @@ package roles
 import (
 	"errors"
 	"fmt"
-	"os"
+	"log/slog"
+	"net"
 	"strings"
 	"time"
 
 	"github.com/katatrace/katatrace/endpoint"
-	"github.com/katatrace/katatrace/guestinit"
-	"github.com/katatrace/katatrace/systemd"
-	"github.com/katatrace/katatrace/tracing"
+	"github.com/katatrace/katatrace/guestrelay"
+	"github.com/katatrace/katatrace/shim"
+	"github.com/katatrace/katatrace/wire"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func init() {
@@ -107,71 +109,22 @@ func cmpErr(err error, otherwise string) string {
 }
 
 func (c *agentTracer) Run(rc *RunContext) error {
-	log := rc.Log
-	pid1 := os.Getpid() == 1
-	started := time.Now()
-	if pid1 {
-		guestinit.MountEssentials(log)
-		if err := guestinit.LoopbackUp(); err != nil {
-			log.Warn("loopback", "err", err)
-		}
-	} else if err := guestinit.SetSubreaper(); err != nil {
-		log.Warn("cannot become the subreaper of the agent's orphans", "err", err)
+	code := shim.Run(shim.Config{
+		CmdlineFile: c.CmdlineFile, ServiceName: c.ServiceName, NoRelay: c.NoRelay,
+		From: c.From, To: c.To, Journal: c.Journal, JournalFrom: c.JournalFrom, JournalTo: c.JournalTo,
+		FlushTimeout: c.FlushTimeout, StopTimeout: c.StopTimeout, Shutdown: c.Shutdown, ExecStop: c.argv,
+		Agent: c.agent, GrpcListen: c.GrpcListen, GrpcUpstream: c.GrpcUpstream,
+		Log: rc.Log,
+		StartRelay: func(log *slog.Logger, kind wire.Kind, from, to endpoint.Addr, pc net.PacketConn, drain time.Duration) *guestrelay.Relay {
+			return c.start(log, kind, from, to, pc, drain)
+		},
+		ServeMetrics: func(cs ...prometheus.Collector) (func(), error) { return c.serveMetrics(rc, cs...) },
+		Notify:       func(state string) { notify(rc, state) },
+		Settle:       func() { settleGuest(rc) },
+		ListenErr:    listenErr,
+	})
+	if code != 0 {
+		return &ExitError{Code: code}
 	}
-	// Signals are watched before the agent exists, so none is lost.
-	sup := guestinit.NewSupervisor(log, c.StopTimeout)
-	defer sup.Stop()
-
-	settings := c.settings(log)
-	relays, err := c.startRelays(log)
-	if err != nil {
-		log.Error("relay not started; the agent runs without it", "err", err)
-	}
-	if stopMetrics, err := c.serveMetrics(rc, relays.metrics()); err != nil {
-		log.Error("metrics not served; the agent runs without them", "err", err)
-	} else {
-		defer stopMetrics()
-	}
-	tr := tracing.NoSession()
-	if settings.Mode.Static() {
-		tr = c.newSession(log, relays, "static", string(settings.Mode), settings.Parent)
-	}
-	tr.Boot(started)
-	ctl := &shimTracing{shim: c, log: log, relays: relays, collated: settings.Mode == tracing.Collated}
-	if settings.Mode.Static() {
-		ctl.static = tr
-	}
-	stopProxy, err := c.startProxy(log, ctl)
-	if err != nil {
-		log.Error("gRPC proxy not started; the agent's API is reachable only directly", "err", err)
-	}
-
-	startSpan := tr.Child("agent-start")
-	pid, exited, err := sup.Start(c.agent, c.agentEnv(tr), []*os.File{os.Stdin, os.Stdout, os.Stderr})
-	exit, reason := guestinit.ProcessExit{Status: 127 << 8}, "agent did not start"
-	if err != nil {
-		log.Error("cannot start the agent", "cmd", c.agent, "err", err)
-		startSpan.SetTag("error", true)
-		startSpan.SetTag("error.message", err.Error())
-		startSpan.Finish()
-	} else {
-		startSpan.SetTag("pid", pid)
-		startSpan.Finish()
-		settleGuest(rc)
-		log.Info("agent started", "pid", pid, "cmd", c.agent, "trace", settings.Mode, "pid1", pid1)
-		runSpan := tr.Child("agent-run")
-		runSpan.SetTag("pid", pid)
-		notify(rc, systemd.Ready)
-		stopWatchdog := systemd.StartWatchdog(log)
-		exit, reason = <-exited, sup.Reason()
-		stopWatchdog()
-		tagExit(runSpan, exit)
-		runSpan.Finish()
-		log.Info("agent ended", "pid", pid, "status", exit.String(), "reason", reason)
-	}
-	notify(rc, systemd.Stopping)
-	stopProxy()
-	ctl.end()
-	action, end := c.ending(pid1, systemd.UnderManager(), settings.Mode.Static())
-	return c.shutdown(rc, tr, relays, sup, exit, reason, action, end)
+	return nil
 }

@@ -1,4 +1,4 @@
-package roles
+package shim
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 
 // startProxy serves the agent API on --grpc-listen through the tracing
 // proxy; the returned stop drains calls in flight (at most 5 s).
-func (c *agentTracer) startProxy(log *slog.Logger, ctl *shimTracing) (stop func(), err error) {
+func (c *shim) startProxy(log *slog.Logger, ctl *shimTracing) (stop func(), err error) {
 	if c.GrpcListen.Scheme == "" {
 		return func() {}, nil
 	}
@@ -32,7 +32,7 @@ func (c *agentTracer) startProxy(log *slog.Logger, ctl *shimTracing) (stop func(
 	}
 	ln, err := endpoint.Listen(c.GrpcListen)
 	if err != nil {
-		err = listenErr("grpc-listen", c.GrpcListen, err)
+		err = c.ListenErr("grpc-listen", c.GrpcListen, err)
 		_ = cc.Close()
 		return func() {}, err
 	}
@@ -62,7 +62,7 @@ func (c *agentTracer) startProxy(log *slog.Logger, ctl *shimTracing) (stop func(
 // shimTracing is the proxy's view of the shim's tracing: static (from the
 // kernel command line, always on) or dynamic (StartTracing to StopTracing).
 type shimTracing struct {
-	shim     *agentTracer
+	shim     *shim
 	log      *slog.Logger
 	relays   *relays
 	collated bool

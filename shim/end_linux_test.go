@@ -1,4 +1,4 @@
-package roles
+package shim
 
 import (
 	"testing"
@@ -24,7 +24,7 @@ func TestShutdownEnding(t *testing.T) {
 		{"exit", true, false, false, guestinit.PowerOff, true},      // but PID 1 cannot exit
 	}
 	for _, tt := range tests {
-		c := &agentTracer{Shutdown: tt.flag}
+		c := &shim{Config{Shutdown: tt.flag}}
 		if action, end := c.ending(tt.pid1, tt.managed, tt.stat); action != tt.action || end != tt.end {
 			t.Errorf("--shutdown=%s pid1=%v systemd=%v static=%v: %s, %v; want %s, %v",
 				tt.flag, tt.pid1, tt.managed, tt.stat, action, end, tt.action, tt.end)

@@ -1,4 +1,4 @@
-package roles
+package shim
 
 import (
 	"context"
@@ -34,7 +34,7 @@ func (r *relays) metrics() prometheus.Collector {
 	return metrics.ForRelays(ms...)
 }
 
-func (c *agentTracer) startRelays(log *slog.Logger) (*relays, error) {
+func (c *shim) startRelays(log *slog.Logger) (*relays, error) {
 	r := &relays{}
 	if c.NoRelay {
 		return r, nil
@@ -46,9 +46,9 @@ func (c *agentTracer) startRelays(log *slog.Logger) (*relays, error) {
 			if kind == wire.KindText {
 				flag = "journal-from"
 			}
-			return nil, listenErr(flag, from, err)
+			return nil, c.ListenErr(flag, from, err)
 		}
-		rl := c.start(log, kind, from, to, pc, time.Second)
+		rl := c.StartRelay(log, kind, from, to, pc, time.Second)
 		r.all = append(r.all, rl)
 		return rl, nil
 	}
@@ -88,7 +88,7 @@ func (r *relays) stop(log *slog.Logger, timeout time.Duration) {
 
 // newSession starts a trace whose spans go onto the relay's queue (or,
 // with --no-relay, over UDP to --from).
-func (c *agentTracer) newSession(log *slog.Logger, r *relays, mode, typ string, parent jaeger.SpanContext) *tracing.Session {
+func (c *shim) newSession(log *slog.Logger, r *relays, mode, typ string, parent jaeger.SpanContext) *tracing.Session {
 	var transport jaeger.Transport
 	if r.jaeger != nil {
 		transport = tracing.NewTransport(r.jaeger.Send, 0)
@@ -105,7 +105,7 @@ func (c *agentTracer) newSession(log *slog.Logger, r *relays, mode, typ string, 
 
 // settings reads the kernel command line; bad values are logged, and the
 // agent runs untraced rather than the VM failing to boot.
-func (c *agentTracer) settings(log *slog.Logger) tracing.Settings {
+func (c *shim) settings(log *slog.Logger) tracing.Settings {
 	b, err := os.ReadFile(c.CmdlineFile)
 	if err != nil {
 		log.Error("cannot read the kernel command line; tracing is dynamic", "file", c.CmdlineFile, "err", err)
@@ -120,7 +120,7 @@ func (c *agentTracer) settings(log *slog.Logger) tracing.Settings {
 
 // agentEnv is the agent's environment: the shim's own settings out, its
 // tracer's destination and the root span's context in.
-func (c *agentTracer) agentEnv(tr *tracing.Session) []string {
+func (c *shim) agentEnv(tr *tracing.Session) []string {
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
 		return strings.HasPrefix(kv, "KATATRACE_") || strings.HasPrefix(kv, "NOTIFY_SOCKET=")
 	})

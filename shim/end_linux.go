@@ -1,4 +1,4 @@
-package roles
+package shim
 
 import (
 	"os"
@@ -13,7 +13,7 @@ import (
 // it at all. Under systemd, static tracing ends it as Kata's ExecStop did;
 // dynamic and untraced runs leave that to the runtime, unless --shutdown
 // says otherwise. PID 1 always ends it: its exit would panic the kernel.
-func (c *agentTracer) ending(pid1, managed, static bool) (guestinit.Action, bool) {
+func (c *shim) ending(pid1, managed, static bool) (guestinit.Action, bool) {
 	switch c.Shutdown {
 	case "poweroff":
 		return guestinit.PowerOff, true
@@ -30,8 +30,8 @@ func (c *agentTracer) ending(pid1, managed, static bool) (guestinit.Action, bool
 // shutdown ends the trace and the VM: finish the root span, flush the
 // tracer, drain the relays and wait for the host's answer, sync, then the
 // --exec-stop commands or the shutdown action. As PID 1 it never returns.
-func (c *agentTracer) shutdown(rc *RunContext, tr *tracing.Session, r *relays, sup *guestinit.Supervisor, exit guestinit.ProcessExit, reason string, action guestinit.Action, end bool) error {
-	log := rc.Log
+func (c *shim) shutdown(tr *tracing.Session, r *relays, sup *guestinit.Supervisor, exit guestinit.ProcessExit, reason string, action guestinit.Action, end bool) int {
+	log := c.Log
 	pid1 := os.Getpid() == 1
 	if pid1 && c.Shutdown == "exit" {
 		log.Error("--shutdown=exit as PID 1 would panic the kernel; powering off instead")
@@ -55,11 +55,11 @@ func (c *agentTracer) shutdown(rc *RunContext, tr *tracing.Session, r *relays, s
 		"tracer_close", tTracer.Sub(t0).String(), "relay_flush", tFlush.Sub(tTracer).String(),
 		"total", time.Since(t0).String()}
 	if r.jaeger != nil {
-		attrs = append(attrs, forwarderAttrs(r.jaeger.Stats())...)
+		attrs = append(attrs, r.jaeger.Stats().LogAttrs()...)
 	}
 	log.Info("shutting down", attrs...)
 
-	for _, argv := range c.argv {
+	for _, argv := range c.ExecStop {
 		e, err := sup.Run(argv, os.Environ(), []*os.File{os.Stdin, os.Stdout, os.Stderr}, time.Minute)
 		if err != nil {
 			log.Error("exec-stop command failed", "cmd", argv, "err", err)
@@ -67,28 +67,21 @@ func (c *agentTracer) shutdown(rc *RunContext, tr *tracing.Session, r *relays, s
 			log.Info("exec-stop command ran", "cmd", argv, "status", e.String())
 		}
 	}
-	if !end || !pid1 && len(c.argv) > 0 {
-		return exitWith(exit)
+	if !end || !pid1 && len(c.ExecStop) > 0 {
+		return exit.Code()
 	}
 	how, err := guestinit.End(action)
 	switch {
 	case err != nil && !pid1:
 		log.Error("shutdown action not taken; exiting", "action", what, "err", err)
-		return exitWith(exit)
+		return exit.Code()
 	case err != nil:
 		log.Error("shutdown failed; PID 1 must not exit, waiting", "action", what, "err", err)
 	case how == "systemd":
 		log.Info("asked systemd to end the VM", "action", what)
-		return exitWith(exit)
+		return exit.Code()
 	}
 	select {} // reboot(2) ends this; PID 1 never exits
-}
-
-func exitWith(e guestinit.ProcessExit) error {
-	if c := e.Code(); c != 0 {
-		return &ExitError{Code: c}
-	}
-	return nil
 }
 
 func tagExit(s opentracing.Span, e guestinit.ProcessExit) {
