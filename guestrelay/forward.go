@@ -489,7 +489,7 @@ func (f *forwarder) session(ctx context.Context, conn net.Conn) error {
 				return err
 			}
 		}
-		if b.Flushes > 0 && !f.fr.answered() {
+		if b.Flushes > 0 && !f.fr.hostAnswers() {
 			f.answer(b.Flushes, false) // nobody on the other end answers
 		}
 	}
@@ -541,7 +541,7 @@ func walkFrames(b []byte) (done, datagrams, bytes, flushes int) {
 // readAnswers reads the host's side of the stream: flush answers in framed
 // mode, nothing in raw mode. It returns when the stream ends.
 func (f *forwarder) readAnswers(conn net.Conn) error {
-	if !f.fr.answered() {
+	if !f.fr.hostAnswers() {
 		_, err := io.Copy(io.Discard, conn)
 		if err == nil {
 			err = io.EOF
@@ -558,7 +558,7 @@ func (f *forwarder) readAnswers(conn net.Conn) error {
 		f.heard.Store(true)
 		switch n := binary.BigEndian.Uint32(h[:]); {
 		case n == 0:
-			f.q.Answered()
+			f.q.AckFlush()
 			f.answer(1, true)
 		case (n == 8 || n == 16) && f.cfg.Framing == Framed:
 			body := h[wire.FrameHeaderSize : wire.FrameHeaderSize+n]
@@ -588,8 +588,8 @@ type framer interface {
 	// measure says what of a write of want bytes, of which b went out,
 	// went whole.
 	measure(b []byte, want int) (done, datagrams, bytes, flushes int)
-	// answered reports whether the host answers flush requests.
-	answered() bool
+	// hostAnswers reports whether the host answers flush requests (not socat).
+	hostAnswers() bool
 }
 
 // Framing is how a guest relay writes its stream.
@@ -662,7 +662,7 @@ func (v2Framer) pop(f *forwarder, buf []byte) Batch {
 }
 
 func (v2Framer) measure(b []byte, _ int) (int, int, int, int) { return walkFrames(b) }
-func (v2Framer) answered() bool                               { return true }
+func (v2Framer) hostAnswers() bool                               { return true }
 
 type v1Framer struct{}
 
@@ -680,14 +680,14 @@ func (v1Framer) greet(f *forwarder, dst []byte) []byte {
 }
 func (v1Framer) pop(f *forwarder, buf []byte) Batch           { return f.q.Pop(buf[:0]) }
 func (v1Framer) measure(b []byte, _ int) (int, int, int, int) { return walkFrames(b) }
-func (v1Framer) answered() bool                               { return true }
+func (v1Framer) hostAnswers() bool                               { return true }
 
 // rawFramer writes bare payloads, one per write, as socat reads them.
 type rawFramer struct{}
 
 func (rawFramer) greet(*forwarder, []byte) []byte    { return nil }
 func (rawFramer) pop(f *forwarder, buf []byte) Batch { return f.q.PopPayload(buf[:0]) }
-func (rawFramer) answered() bool                     { return false }
+func (rawFramer) hostAnswers() bool                     { return false }
 func (rawFramer) measure(b []byte, want int) (int, int, int, int) {
 	if len(b) < want {
 		return 0, 0, 0, 0 // a payload cut short is sent again whole

@@ -34,7 +34,7 @@ type Queue struct {
 	owedFlushes int
 
 	// Retaining (protocol v2): what Pop takes stays in the ring until Ack
-	// (datagrams) or Answered (flush markers), and Rewind sends it again.
+	// (datagrams) or AckFlush (flush markers), and Rewind sends it again.
 	// cur, curRecs and curDgrams measure the popped part from head.
 	retain                  bool
 	cur, curRecs, curDgrams int
@@ -78,7 +78,7 @@ const (
 )
 
 // NewRetainingQueue is a queue for protocol v2: what Pop takes stays
-// until the host confirms it (Ack, Answered), and Rewind takes it again.
+// until the host confirms it (Ack, AckFlush), and Rewind takes it again.
 func NewRetainingQueue(maxBytes int) *Queue {
 	q := NewQueue(maxBytes)
 	q.retain = true
@@ -355,7 +355,7 @@ func (q *Queue) pop(dst []byte, raw bool) Batch {
 }
 
 // Ack removes the sent datagrams numbered below next, from the oldest,
-// stopping at a flush marker (Answered takes it). It returns how many.
+// stopping at a flush marker (AckFlush takes it). It returns how many.
 func (q *Queue) Ack(next uint64) int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -376,9 +376,9 @@ func (q *Queue) Ack(next uint64) int {
 	return n
 }
 
-// Answered removes the oldest flush marker, once the datagrams before it
+// AckFlush removes the oldest flush marker, once the datagrams before it
 // are confirmed: the host answered it.
-func (q *Queue) Answered() {
+func (q *Queue) AckFlush() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	switch {

@@ -305,7 +305,7 @@ func TestRetainingQueue(t *testing.T) {
 	if n := q.Ack(5); n != 1 {
 		t.Fatalf("Ack(5) removed %d: it must stop at the unanswered marker", n)
 	}
-	q.Answered()
+	q.AckFlush()
 	if n := q.Ack(5); n != 1 {
 		t.Fatalf("Ack(5) after the answer removed %d, want 1", n)
 	}
@@ -342,11 +342,11 @@ func TestRetainingQueueDroppedMarkerAnswer(t *testing.T) {
 	for b := q.Pop(buf); b.Datagrams+b.Flushes > 0; b = q.Pop(buf) {
 	}
 	q.Ack(1 << 40)
-	q.Answered() // the dropped marker's answer
+	q.AckFlush() // the dropped marker's answer
 	if s := q.Stats(); s.QueuedBytes != wire.FrameHeaderSize {
 		t.Fatalf("after the dropped marker's answer %d bytes held, want the later marker's %d", s.QueuedBytes, wire.FrameHeaderSize)
 	}
-	q.Answered()
+	q.AckFlush()
 	if s := q.Stats(); s.QueuedBytes != 0 {
 		t.Fatalf("after both answers %d bytes held, want 0", s.QueuedBytes)
 	}
