@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/katatrace/katatrace/internal/testutil"
+	"github.com/katatrace/katatrace/wire"
 )
 
 func udpSender(t *testing.T, port int) net.Conn {
@@ -303,5 +304,43 @@ func TestHostFindsVMsByPattern(t *testing.T) {
 	hp.Signal(syscall.SIGTERM)
 	if code := hp.Wait(10 * time.Second); code != 0 {
 		t.Fatalf("host relay exit %d\n%s", code, hp.Stderr.String())
+	}
+}
+
+// TestHostStopsWithinDrainWhenSinkBlocked: a host relay whose sink is stuck
+// (a unixgram syslog socket nobody reads: every send blocks once its queue
+// is full) still exits within its drain timeout of SIGTERM, not at the
+// sink's mercy.
+func TestHostStopsWithinDrainWhenSinkBlocked(t *testing.T) {
+	dir := testutil.SockDir(t)
+	stuck := filepath.Join(dir, "stuck")
+	rc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: stuck, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close() // never read
+	path := filepath.Join(dir, "h_5140")
+	p := start(t, nil, "vsock-to-text-server", "--from", "unix://"+path, "--to", "unixgram://"+stuck, "--drain-timeout", "500ms")
+	p.WaitLog("listening")
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := wire.AppendHello(nil, wire.KindText)
+	for range 2000 {
+		msg = wire.AppendFrame(msg, []byte(strings.Repeat("x", 1000)))
+	}
+	go func() { _, _ = c.Write(msg) }() // the host stops reading once its sink blocks
+	// Stuck: the socket's queue holds a few hundred of these at most.
+	time.Sleep(300 * time.Millisecond)
+	p.Signal(syscall.SIGTERM)
+	select {
+	case <-p.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("still running 10 s after SIGTERM with a 500 ms drain timeout\n%s", p.Stderr.String())
+	}
+	if !strings.Contains(p.Stderr.String(), "drain") {
+		t.Errorf("the stop does not say the drain was cut:\n%s", p.Stderr.String())
 	}
 }

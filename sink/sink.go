@@ -44,14 +44,19 @@ type eachSink struct{ Sink }
 
 func (s eachSink) SendBatch(ps [][]byte, peer string) (int, error) { return sendEach(s.Sink, ps, peer) }
 
+// sendEach sends ps one by one; the error is the first failure's (a
+// batch's failures are usually one cause, and a log line must stay short).
 func sendEach(s Sink, ps [][]byte, peer string) (failed int, err error) {
-	var errs []error
 	for _, p := range ps {
 		if e := s.Send(p, peer); e != nil {
-			errs = append(errs, e)
+			failed++
+			err = cmp.Or(err, e)
 		}
 	}
-	return len(errs), errors.Join(errs...)
+	if failed > 1 {
+		err = fmt.Errorf("%w (and %d more)", err, failed-1)
+	}
+	return failed, err
 }
 
 // AsBatchSink is s as a BatchSink: itself, or one Send per datagram.
