@@ -6,7 +6,7 @@ BINDIR      := $(PREFIX)/bin
 SYSTEMDDIR  := $(PREFIX)/lib/systemd
 UNITDIR     := $(SYSTEMDDIR)/system
 GUEST_UNITS := kata-agent.service.d/katatrace.conf jaeger-client-socat-redirector.service kata-journald-host-redirect.service
-HOST_UNITS  := vsock-to-udp-server.service vsock-to-text-server.service
+HOST_UNITS  := vsock-to-udp-server.service vsock-to-text-server.service kata-trace-forwarder.service
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 TOOLS       := $(CURDIR)/bin

@@ -27,7 +27,7 @@ func TestHostUnitsSandboxed(t *testing.T) {
 	if out, err := exec.Command("make", "-C", repo, "--no-print-directory", "install", "DESTDIR="+root, "PREFIX=/usr").CombinedOutput(); err != nil {
 		t.Fatalf("make install: %v\n%s", err, out)
 	}
-	for _, unit := range []string{"vsock-to-udp-server.service", "vsock-to-text-server.service"} {
+	for _, unit := range []string{"vsock-to-udp-server.service", "vsock-to-text-server.service", "kata-trace-forwarder.service"} {
 		if _, err := os.Stat(filepath.Join(root, "usr/lib/systemd/system", unit)); err != nil {
 			t.Fatalf("make install did not install %s: %v", unit, err)
 		}

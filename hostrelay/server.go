@@ -33,6 +33,14 @@ type ServerConfig struct {
 	// recovers datagram boundaries from the byte stream. Nil means each read
 	// is one datagram, as socat itself does.
 	RawSplit func(peer string) bufio.SplitFunc
+	// RawMaxMessage bounds one message RawSplit may cut (default twice
+	// the largest frame).
+	RawMaxMessage int
+	// CutMalformed closes a connection whose input the sink could not
+	// read at all (sink.ErrMalformed), as a protocol error, instead of
+	// counting it as refused: for streams, like Kata agents' spans, where
+	// one bad message means the stream cannot be trusted.
+	CutMalformed bool
 	// FlushTimeout bounds how long a guest's flush request waits for the
 	// sink (default 10 s); the guest is answered either way.
 	FlushTimeout time.Duration
@@ -440,8 +448,9 @@ type peerConn struct {
 	ackBy                 time.Time // when the next is due, having caught up (zero: none owed so)
 	ackDeadline           bool      // the read deadline is ackBy's
 	ackBuf                [wire.FrameHeaderSize + 16]byte
-	greeted               bool // sent a hello, or raw bytes
-	frameDeadline         bool // a --frame-timeout deadline is set
+	greeted               bool  // sent a hello, or raw bytes
+	malformed             error // what the sink could not read (CutMalformed)
+	frameDeadline         bool  // a --frame-timeout deadline is set
 }
 
 // maxBatch bounds what one sendmmsg carries.
@@ -534,7 +543,11 @@ func (c *peerConn) flushBatch() int {
 	c.srv.stats.datagrams.Add(uint64(len(c.batch)))
 	c.g.datagrams.Add(uint64(len(c.batch)))
 	if failed, err := c.srv.sink.SendBatch(c.batch, c.peer); failed > 0 {
-		c.sinkError(err, failed)
+		if c.srv.cfg.CutMalformed && errors.Is(err, sink.ErrMalformed) {
+			c.malformed = wire.ProtocolErrorf("%v", err)
+		} else {
+			c.sinkError(err, failed)
+		}
 	}
 	clear(c.batch)
 	c.batch, c.batchBytes = c.batch[:0], 0
@@ -704,11 +717,18 @@ func (c *peerConn) raw(br *bufio.Reader) error {
 			}
 		}
 	}
+	max := c.srv.cfg.RawMaxMessage
+	if max <= 0 {
+		max = 2 * wire.MaxFrameSize
+	}
 	sc := bufio.NewScanner(br)
-	sc.Buffer(make([]byte, 0, 2*wire.MaxFrameSize), 2*wire.MaxFrameSize)
+	sc.Buffer(make([]byte, 0, min(max, 64<<10)), max)
 	sc.Split(c.srv.cfg.RawSplit(c.peer))
 	for sc.Scan() {
 		c.deliver(sc.Bytes())
+		if c.malformed != nil {
+			return c.malformed
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return err

@@ -44,6 +44,13 @@ func (m *metricsOption) serveMetrics(rc *RunContext, cs ...prometheus.Collector)
 
 // sinkDrops reports what a sink drops itself, for the metrics.
 func sinkDrops(s sink.Sink) metrics.SinkDrops {
+	for {
+		w, ok := s.(interface{ Unwrap() sink.Sink })
+		if !ok {
+			break
+		}
+		s = w.Unwrap()
+	}
 	switch s := s.(type) {
 	case *sink.CollectorSink:
 		return func() map[string]uint64 {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/katatrace/katatrace/internal/lograte"
 	"github.com/katatrace/katatrace/jaegerthrift"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
 // CollectorSink forwards batches to a collector: a Jaeger collector's HTTP
@@ -149,6 +150,24 @@ func (c *CollectorSink) Send(p []byte, peer string) error {
 	if err != nil {
 		return err
 	}
+	return c.enqueue(body, spans)
+}
+
+// SendTraces queues spans in the OpenTelemetry model: as they are for an
+// OTLP endpoint, as Jaeger batches for a Jaeger collector.
+func (c *CollectorSink) SendTraces(td ptrace.Traces, peer string) error {
+	if _, ok := c.b.(jaegerHTTP); ok {
+		return sendJaeger(c, td, peer)
+	}
+	body, spans, err := otlpRequest(td, peer)
+	if err != nil {
+		return err
+	}
+	return c.enqueue(body, spans)
+}
+
+// enqueue queues one request body, dropping the oldest beyond maxBytes.
+func (c *CollectorSink) enqueue(body []byte, spans int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {

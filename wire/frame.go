@@ -34,6 +34,10 @@ type Kind byte
 const (
 	KindJaeger Kind = 0x01 // Jaeger compact Thrift datagrams
 	KindText   Kind = 0x02 // text or syslog messages
+	// KindKataSpans is a Kata 2.x/3.x agent's own span stream: it has no
+	// hello and no frames of this protocol (a host serves it raw), and a
+	// katatrace guest never announces it.
+	KindKataSpans Kind = 0x03
 )
 
 func (k Kind) String() string {
@@ -42,6 +46,8 @@ func (k Kind) String() string {
 		return "jaeger"
 	case KindText:
 		return "text"
+	case KindKataSpans:
+		return "Kata agent spans"
 	}
 	return fmt.Sprintf("kind 0x%02x", byte(k))
 }

@@ -1,0 +1,266 @@
+package kataspan
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"unicode/utf8"
+)
+
+// DecodeBincode reads the payload that Kata agents 2.2 to 3.28 send:
+// bincode 1.x (default options) of opentelemetry 0.14's SpanData. Its
+// fields, in declaration order: span_context (trace_id u128, span_id u64,
+// trace_flags u8, is_remote bool, trace_state Option<VecDeque<(String,
+// String)>>), parent_span_id u64, span_kind (u32 variant), name,
+// start_time and end_time (u64 seconds, u32 nanoseconds), attributes
+// (EvictedHashMap: map, evict_list, max_len u32, dropped_count u32),
+// message_events and links (EvictedQueue: Option<VecDeque>, max_len,
+// dropped_count), status_code (u32 variant), status_message, resource
+// (Option<Resource>). Integers are little-endian and fixed-width; strings
+// and sequences carry a u64 length; Option is a u8 tag.
+func DecodeBincode(p []byte) (*Span, error) {
+	d := &bincode{b: p}
+	s := d.span()
+	if d.err == nil && len(d.b) > 0 {
+		d.fail("%d bytes after the span", len(d.b))
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("bincode span: %w (at byte %d of %d)", d.err, len(p)-len(d.b), len(p))
+	}
+	return s, nil
+}
+
+// bincode is a reader that remembers its first error; after one, every
+// read returns zero values.
+type bincode struct {
+	b   []byte
+	err error
+}
+
+var errShort = errors.New("payload ends early")
+
+func (d *bincode) fail(format string, args ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf(format, args...)
+		d.b = nil
+	}
+}
+
+func (d *bincode) take(n int) []byte {
+	if d.err != nil {
+		return nil
+	}
+	if n > len(d.b) {
+		d.err, d.b = errShort, nil
+		return nil
+	}
+	v := d.b[:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *bincode) u8() uint8 {
+	if v := d.take(1); v != nil {
+		return v[0]
+	}
+	return 0
+}
+
+func (d *bincode) u32() uint32 {
+	if v := d.take(4); v != nil {
+		return binary.LittleEndian.Uint32(v)
+	}
+	return 0
+}
+
+func (d *bincode) u64() uint64 {
+	if v := d.take(8); v != nil {
+		return binary.LittleEndian.Uint64(v)
+	}
+	return 0
+}
+
+func (d *bincode) bool(what string) bool {
+	switch v := d.u8(); v {
+	case 0:
+		return false
+	case 1:
+		return true
+	default:
+		d.fail("%s: %d is not a bool", what, v)
+		return false
+	}
+}
+
+// option reads an Option's tag.
+func (d *bincode) option(what string) bool { return d.bool(what + " (Option tag)") }
+
+// length reads a sequence's length, each element at least min bytes: a
+// length that the rest of the payload cannot hold is an error before
+// anything is allocated for it.
+func (d *bincode) length(what string, min int) int {
+	n := d.u64()
+	if d.err == nil && n > uint64(len(d.b)/min) {
+		d.fail("%s: length %d exceeds the payload", what, n)
+		return 0
+	}
+	return int(n)
+}
+
+func (d *bincode) str(what string) string {
+	v := d.take(d.length(what, 1))
+	if d.err == nil && !utf8.Valid(v) {
+		d.fail("%s: not UTF-8", what)
+	}
+	return string(v)
+}
+
+// u128 reads a little-endian u128 as big-endian bytes.
+func (d *bincode) u128() (id [16]byte) {
+	if v := d.take(16); v != nil {
+		for i := range 16 {
+			id[i] = v[15-i]
+		}
+	}
+	return id
+}
+
+func (d *bincode) time() Time { return Time{Secs: d.u64(), Nanos: d.u32()} }
+
+func (d *bincode) variant(what string, n int) uint8 {
+	v := d.u32()
+	if d.err == nil && v >= uint32(n) {
+		d.fail("%s: unknown variant %d", what, v)
+		return 0
+	}
+	return uint8(v)
+}
+
+func (d *bincode) traceState() []KeyString {
+	if !d.option("trace_state") {
+		return nil
+	}
+	n := d.length("trace_state", 16)
+	ts := make([]KeyString, 0, n)
+	for range n {
+		ts = append(ts, KeyString{d.str("trace_state key"), d.str("trace_state value")})
+	}
+	return ts
+}
+
+func (d *bincode) span() *Span {
+	s := &Span{}
+	s.TraceID, s.SpanID = d.u128(), d.u64()
+	s.TraceFlags, s.IsRemote = d.u8(), d.bool("is_remote")
+	s.TraceState = d.traceState()
+	s.ParentSpanID = d.u64()
+	s.Kind = Kind(d.variant("span_kind", len(kindNames)))
+	s.Name = d.str("name")
+	s.Start, s.End = d.time(), d.time()
+
+	// attributes: an EvictedHashMap; its evict_list only orders eviction.
+	n := d.length("attributes", 12)
+	s.Attributes = make([]KeyValue, 0, n)
+	for range n {
+		s.Attributes = append(s.Attributes, d.keyValue())
+	}
+	sortKeyValues(s.Attributes)
+	for range d.length("attributes evict_list", 8) {
+		d.str("evict_list key")
+	}
+	_ = d.u32() // max_len
+	s.DroppedAttributes = d.u32()
+
+	if d.option("message_events") {
+		n := d.length("message_events", 32)
+		s.Events = make([]Event, 0, n)
+		for range n {
+			e := Event{Name: d.str("event name"), Time: d.time()}
+			e.Attributes = d.keyValues("event attributes")
+			e.DroppedAttributes = d.u32()
+			s.Events = append(s.Events, e)
+		}
+	}
+	_ = d.u32() // max_len
+	s.DroppedEvents = d.u32()
+
+	if d.option("links") {
+		n := d.length("links", 39)
+		s.Links = make([]Link, 0, n)
+		for range n {
+			l := Link{TraceID: d.u128(), SpanID: d.u64(), TraceFlags: d.u8(), IsRemote: d.bool("link is_remote")}
+			l.TraceState = d.traceState()
+			l.Attributes = d.keyValues("link attributes")
+			l.DroppedAttributes = d.u32()
+			s.Links = append(s.Links, l)
+		}
+	}
+	_ = d.u32() // max_len
+	s.DroppedLinks = d.u32()
+
+	s.Status = StatusCode(d.variant("status_code", len(statusNames)))
+	s.StatusMessage = d.str("status_message")
+	if d.option("resource") {
+		s.HasResource = true
+		s.Resource = d.keyValues("resource attrs")
+		sortKeyValues(s.Resource)
+	}
+	return s
+}
+
+func (d *bincode) keyValues(what string) []KeyValue {
+	n := d.length(what, 12)
+	kvs := make([]KeyValue, 0, n)
+	for range n {
+		kvs = append(kvs, d.keyValue())
+	}
+	return kvs
+}
+
+func (d *bincode) keyValue() KeyValue {
+	k := d.str("attribute key")
+	return KeyValue{Key: k, Value: d.value(k)}
+}
+
+// value reads a Value: Bool, I64, F64, String, or Array (itself Bool,
+// I64, F64 or String of a Vec).
+func (d *bincode) value(key string) Value {
+	var v Value
+	t := d.variant("value of "+key, 5)
+	if t == 4 {
+		t = uint8(TypeBoolArray) + d.variant("array of "+key, 4)
+	}
+	v.Type = ValueType(t)
+	switch v.Type {
+	case TypeBool:
+		v.Bool = d.bool(key)
+	case TypeInt:
+		v.Int = int64(d.u64())
+	case TypeFloat:
+		v.Float = math.Float64frombits(d.u64())
+	case TypeString:
+		v.Str = d.str(key)
+	case TypeBoolArray:
+		v.Bools = make([]bool, d.length(key, 1))
+		for i := range v.Bools {
+			v.Bools[i] = d.bool(key)
+		}
+	case TypeIntArray:
+		v.Ints = make([]int64, d.length(key, 8))
+		for i := range v.Ints {
+			v.Ints[i] = int64(d.u64())
+		}
+	case TypeFloatArray:
+		v.Floats = make([]float64, d.length(key, 8))
+		for i := range v.Floats {
+			v.Floats[i] = math.Float64frombits(d.u64())
+		}
+	case TypeStringArray:
+		v.Strings = make([]string, d.length(key, 8))
+		for i := range v.Strings {
+			v.Strings[i] = d.str(key)
+		}
+	}
+	return v
+}

@@ -1,0 +1,146 @@
+package kataspan
+
+import (
+	"fmt"
+	"strings"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// Decode reads one frame's payload, JSON (Kata 3.29 and later) or bincode
+// (2.2 to 3.28), told apart by its first byte: a JSON span is an object,
+// and a bincode span starts with the low byte of its trace id.
+func Decode(p []byte) (*Span, error) {
+	if len(p) > 0 && p[0] == '{' {
+		return DecodeJSON(p)
+	}
+	return DecodeBincode(p)
+}
+
+// Traces is the span in the OpenTelemetry model, as OTLP carries it. A
+// resource without a service name (the agent sets none: the SDK says
+// unknown_service) is named service, as Kata's own forwarder named it with
+// --trace-name.
+func (s *Span) Traces(service string) (ptrace.Traces, error) {
+	td := ptrace.NewTraces()
+	if err := s.AppendTo(td, service); err != nil {
+		return ptrace.Traces{}, err
+	}
+	return td, nil
+}
+
+// AppendTo adds the span to td, under a resource of its own.
+func (s *Span) AppendTo(td ptrace.Traces, service string) error {
+	start, err := s.Start.UnixNano()
+	if err != nil {
+		return fmt.Errorf("start_time: %w", err)
+	}
+	end, err := s.End.UnixNano()
+	if err != nil {
+		return fmt.Errorf("end_time: %w", err)
+	}
+	rs := td.ResourceSpans().AppendEmpty()
+	res := rs.Resource().Attributes()
+	putAll(res, s.Resource)
+	if name, ok := res.Get("service.name"); !ok || name.Str() == "" || strings.HasPrefix(name.Str(), "unknown_service") {
+		res.PutStr("service.name", service)
+	}
+	sp := rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+	sp.SetTraceID(s.TraceID)
+	sp.SetSpanID(spanID(s.SpanID))
+	if s.ParentSpanID != 0 {
+		sp.SetParentSpanID(spanID(s.ParentSpanID))
+	}
+	sp.TraceState().FromRaw(traceStateString(s.TraceState))
+	sp.SetFlags(uint32(s.TraceFlags))
+	sp.SetName(s.Name)
+	sp.SetKind(spanKinds[s.Kind])
+	sp.SetStartTimestamp(pcommon.Timestamp(start))
+	sp.SetEndTimestamp(pcommon.Timestamp(end))
+	putAll(sp.Attributes(), s.Attributes)
+	sp.SetDroppedAttributesCount(s.DroppedAttributes)
+	for i, e := range s.Events {
+		t, err := e.Time.UnixNano()
+		if err != nil {
+			return fmt.Errorf("event %d: %w", i, err)
+		}
+		ev := sp.Events().AppendEmpty()
+		ev.SetName(e.Name)
+		ev.SetTimestamp(pcommon.Timestamp(t))
+		putAll(ev.Attributes(), e.Attributes)
+		ev.SetDroppedAttributesCount(e.DroppedAttributes)
+	}
+	sp.SetDroppedEventsCount(s.DroppedEvents)
+	for _, l := range s.Links {
+		ln := sp.Links().AppendEmpty()
+		ln.SetTraceID(l.TraceID)
+		ln.SetSpanID(spanID(l.SpanID))
+		ln.TraceState().FromRaw(traceStateString(l.TraceState))
+		flags := uint32(l.TraceFlags) | otlpHasIsRemote
+		if l.IsRemote {
+			flags |= otlpIsRemote
+		}
+		ln.SetFlags(flags)
+		putAll(ln.Attributes(), l.Attributes)
+		ln.SetDroppedAttributesCount(l.DroppedAttributes)
+	}
+	sp.SetDroppedLinksCount(s.DroppedLinks)
+	sp.Status().SetCode(statusCodes[s.Status])
+	sp.Status().SetMessage(s.StatusMessage)
+	return nil
+}
+
+// OTLP's span flags for a link's context being remote (SpanFlags).
+const otlpHasIsRemote, otlpIsRemote = 0x100, 0x200
+
+var spanKinds = [...]ptrace.SpanKind{
+	KindClient: ptrace.SpanKindClient, KindServer: ptrace.SpanKindServer, KindProducer: ptrace.SpanKindProducer,
+	KindConsumer: ptrace.SpanKindConsumer, KindInternal: ptrace.SpanKindInternal,
+}
+
+var statusCodes = [...]ptrace.StatusCode{StatusUnset: ptrace.StatusCodeUnset, StatusOk: ptrace.StatusCodeOk, StatusError: ptrace.StatusCodeError}
+
+func spanID(id uint64) (b pcommon.SpanID) {
+	for i := range 8 {
+		b[7-i] = byte(id >> (8 * i))
+	}
+	return b
+}
+
+func putAll(m pcommon.Map, kvs []KeyValue) {
+	m.EnsureCapacity(m.Len() + len(kvs))
+	for _, kv := range kvs {
+		v := kv.Value
+		switch v.Type {
+		case TypeBool:
+			m.PutBool(kv.Key, v.Bool)
+		case TypeInt:
+			m.PutInt(kv.Key, v.Int)
+		case TypeFloat:
+			m.PutDouble(kv.Key, v.Float)
+		case TypeString:
+			m.PutStr(kv.Key, v.Str)
+		default:
+			sl := m.PutEmptySlice(kv.Key)
+			switch v.Type {
+			case TypeBoolArray:
+				for _, b := range v.Bools {
+					sl.AppendEmpty().SetBool(b)
+				}
+			case TypeIntArray:
+				for _, n := range v.Ints {
+					sl.AppendEmpty().SetInt(n)
+				}
+			case TypeFloatArray:
+				for _, f := range v.Floats {
+					sl.AppendEmpty().SetDouble(f)
+				}
+			case TypeStringArray:
+				for _, s := range v.Strings {
+					sl.AppendEmpty().SetStr(s)
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,121 @@
+package roles_test
+
+import (
+	"encoding/binary"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/katatrace/katatrace/internal/testutil"
+	"github.com/katatrace/katatrace/sink"
+)
+
+// kataCapture is a byte stream Kata's own vsock-exporter wrote: six
+// frames, one trace (five children, then the root).
+func kataCapture(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "kataspan", "testdata", name+".bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// sendStream writes b to the hybrid-vsock socket at path, as an agent does.
+func sendStream(t *testing.T, path string, b []byte) {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// spansOf reads a forwarder's --dump-only output: by trace, by operation.
+func spansOf(t *testing.T, out string) (map[string]map[string]sink.SpanRecord, int) {
+	t.Helper()
+	recs, err := sink.ReadJSONL(strings.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]map[string]sink.SpanRecord{}
+	for _, r := range recs {
+		if m[r.TraceID] == nil {
+			m[r.TraceID] = map[string]sink.SpanRecord{}
+		}
+		m[r.TraceID][r.Operation] = r
+	}
+	return m, len(recs)
+}
+
+// TestForwarderTakesKataStreams: Kata's flags (--socket-path, --dump-only,
+// --trace-name), both payload forms at once, every span with its parent,
+// attributes and events; a guest that sends garbage or announces a huge
+// span is cut off, counted, while the others are served.
+func TestForwarderTakesKataStreams(t *testing.T) {
+	dir := testutil.SockDir(t)
+	hv := filepath.Join(dir, "kata.hvsock")
+	p := start(t, nil, "kata-trace-forwarder", "--socket-path", hv, "--dump-only", "--trace-name", "agent-under-test")
+	p.WaitLog("listening")
+	path := hv + "_10240"
+
+	var wg sync.WaitGroup
+	for _, name := range []string{"json-otel017-api", "bincode-otel014-tracing"} {
+		wg.Go(func() { sendStream(t, path, kataCapture(t, name)) })
+	}
+	huge := binary.BigEndian.AppendUint64(nil, 1<<40)
+	garbage := append(binary.BigEndian.AppendUint64(nil, 5), "hello"...)
+	for _, bad := range [][]byte{huge, garbage} {
+		wg.Go(func() { sendStream(t, path, bad) })
+	}
+	wg.Wait()
+	testutil.Eventually(t, 10*time.Second, "12 spans out", func() bool { return strings.Count(p.Stdout.String(), "\n") >= 12 })
+	traces, n := spansOf(t, p.Stdout.String())
+	spans, tracing := traces["d5549796b885246c67389f3b2fa247d1"], traces["fe1d14f40b91e3a22a78699aab605a60"]
+	root, child := spans["root-span"], spans["child-span-0"]
+	if n != 12 || len(spans) != 6 || len(tracing) != 6 || root.ParentID != "" || child.ParentID != root.SpanID {
+		t.Fatalf("%d spans in %d traces; root %+v; child %+v", n, len(traces), root, child)
+	}
+	if root.Service != "agent-under-test" || child.Tags["mod"] != "rpc.rs" || child.Tags["ok"] != true || len(child.Logs) != 2 {
+		t.Fatalf("child: %+v", child)
+	}
+	if c := tracing["create_container"]; c.ParentID != tracing["root-span"].SpanID || c.Tags["busy_ns"] == nil {
+		t.Fatalf("bincode child without its parent or attributes: %+v", c)
+	}
+	if g, _ := root.Process["katatrace.guest"].(string); !strings.HasPrefix(g, "unix://"+path) {
+		t.Fatalf("the guest is not named on the process: %v", root.Process)
+	}
+	p.Signal(os.Interrupt)
+	if code := p.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d\n%s", code, p.Stderr.String())
+	}
+	if errs := p.Stderr.String(); !strings.Contains(errs, "protocol_errors=2") || !strings.Contains(errs, "guest broke the protocol") {
+		t.Fatalf("the bad guests were not cut and counted:\n%s", errs)
+	}
+}
+
+// TestForwarderFindsVMsByPattern: --socket-path with a glob serves each
+// VM's socket as its directory appears.
+func TestForwarderFindsVMsByPattern(t *testing.T) {
+	dir := testutil.SockDir(t)
+	p := start(t, nil, "kata-trace-forwarder", "--socket-path", filepath.Join(dir, "*", "clh.sock"), "--to", "jsonl")
+	p.WaitLog("watching for VMs")
+	vm := filepath.Join(dir, "sandbox-1")
+	if err := os.Mkdir(vm, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(vm, "clh.sock_10240")
+	testutil.Eventually(t, 10*time.Second, "a listener for the new VM", func() bool { _, err := os.Stat(sock); return err == nil })
+	sendStream(t, sock, kataCapture(t, "bincode-otel014-api"))
+	testutil.Eventually(t, 10*time.Second, "6 spans out", func() bool { return strings.Count(p.Stdout.String(), "\n") >= 6 })
+	if traces, n := spansOf(t, p.Stdout.String()); n != 6 || len(traces) != 1 {
+		t.Fatalf("%d spans in %d traces: %v", n, len(traces), traces)
+	}
+}

@@ -1,0 +1,164 @@
+package roles
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/hostrelay"
+	"github.com/katatrace/katatrace/kataspan"
+	"github.com/katatrace/katatrace/sink"
+	"github.com/katatrace/katatrace/wire"
+)
+
+func init() {
+	register(Role{
+		Name: "kata-trace-forwarder",
+		Help: "Host: receive the spans Kata 2.x/3.x agents send themselves (vsock port 10240; JSON or bincode SpanData) and forward them to OTLP, Jaeger or stdout. Takes the flags of Kata's own kata-trace-forwarder.",
+		New:  func() Command { return &traceForwarder{} },
+	})
+}
+
+// traceForwarder is Kata's host-side trace forwarder, flag for flag, on
+// katatrace's host relay and sinks.
+type traceForwarder struct {
+	// Kata's own flags.
+	VsockPort    uint32 `help:"Vsock port the agents send to (QEMU's vhost-vsock; with --socket-path, the suffix of the socket: PATH_PORT)." default:"10240"`
+	VsockCID     string `name:"vsock-cid" help:"Vsock CID to listen on, or any (QEMU's vhost-vsock)." default:"any"`
+	SocketPath   string `help:"Hybrid vsock (Firecracker, Cloud Hypervisor): the VMM's socket, e.g. /run/vc/firecracker/ID/root/kata.hvsock or /run/vc/vm/ID/clh.sock; the forwarder listens on PATH_PORT. A glob in its directories (/run/vc/vm/*/clh.sock) serves every VM as it starts." placeholder:"PATH"`
+	OtlpEndpoint string `help:"OTLP/gRPC endpoint the spans go to: http://HOST:PORT (https:// with TLS), or otlp://, otlps://, otlphttp://, otlphttps:// as --to takes them." default:"http://localhost:4317"`
+	JaegerHost   string `help:"Older Kata forwarders' destination: with --jaeger-port, send to a Jaeger agent's UDP port instead of OTLP." placeholder:"HOST"`
+	JaegerPort   uint16 `help:"The Jaeger agent's UDP port, with --jaeger-host (6831)." placeholder:"PORT"`
+	DumpOnly     bool   `help:"Forward nothing: write each span to stdout as a JSON line."`
+	TraceName    string `help:"Service name of spans whose resource names none (the agent names none: its SDK says unknown_service)." default:"kata-agent"`
+
+	// katatrace's own.
+	From         []endpoint.Addr `help:"Where agents connect, instead of --vsock-*/--socket-path; repeatable or comma-separated: vsock://any:10240, unix:///path (a glob in the directories finds VMs as they start), tcp://HOST:PORT or fd://N." placeholder:"ADDR"`
+	To           sink.Target     `help:"Where spans go, instead of --otlp-endpoint: otlp://HOST:4317 (otlps://), otlphttp://HOST:4318 (otlphttps://), udp://HOST:6831 (a Jaeger agent), http://HOST:14268/api/traces (a Jaeger collector), print (trees) or jsonl (a JSON object per span) on stdout." placeholder:"SINK"`
+	MaxSpanBytes ByteSize        `help:"Largest span payload taken; a frame announcing more closes that agent's connection (an agent's span is a few KiB)." default:"4MiB"`
+	QueueBytes   ByteSize        `help:"With OTLP or a collector: bytes of spans held while it is unreachable (drop oldest beyond)." default:"16MiB"`
+	otlpOptions
+	PrintIdle time.Duration `help:"With print: print a trace once no span of it arrived for this long." default:"1s"`
+	hostRelay
+}
+
+func (c *traceForwarder) Validate() error {
+	if strings.TrimSpace(c.TraceName) == "" {
+		return flagErr("trace-name", fmt.Errorf("the trace name must not be blank"))
+	}
+	if c.VsockPort == 0 {
+		return flagErr("vsock-port", fmt.Errorf("the port must not be 0"))
+	}
+	if c.VsockCID != "any" {
+		if _, err := strconv.ParseUint(c.VsockCID, 10, 32); err != nil {
+			return flagErr("vsock-cid", fmt.Errorf("%q is not a CID: a number, or any", c.VsockCID))
+		}
+	}
+	if (c.JaegerHost == "") != (c.JaegerPort == 0) {
+		return flagErr("jaeger-host", fmt.Errorf("--jaeger-host and --jaeger-port go together"))
+	}
+	if len(c.From) > 0 && c.SocketPath != "" {
+		return flagErr("from", fmt.Errorf("give --from or --socket-path, not both"))
+	}
+	if c.To.String() != "" && (c.DumpOnly || c.JaegerHost != "") {
+		return flagErr("to", fmt.Errorf("give --to, --dump-only or --jaeger-host, one of them"))
+	}
+	from, err := c.froms()
+	if err != nil {
+		return err
+	}
+	if err := checkFrom(from); err != nil {
+		return err
+	}
+	to, err := c.target()
+	if err != nil {
+		return err
+	}
+	if to.Kind == sink.KindDatagram {
+		if err := to.Addr.Require("spans are sent to", endpoint.SchemeUDP, endpoint.SchemeUnixgram); err != nil {
+			return flagErr("to", err)
+		}
+	}
+	if err := c.otlpOptions.validate(to); err != nil {
+		return err
+	}
+	if c.MaxSpanBytes < 1<<10 || c.MaxSpanBytes > 1<<30 {
+		return flagErr("max-span-bytes", fmt.Errorf("%s: give 1KiB to 1GiB", c.MaxSpanBytes))
+	}
+	if c.QueueBytes < c.MaxSpanBytes {
+		return flagErr("queue-bytes", fmt.Errorf("%s is smaller than --max-span-bytes (%s)", c.QueueBytes, c.MaxSpanBytes))
+	}
+	return c.limits()
+}
+
+// froms is where agents connect: --from, else Kata's flags.
+func (c *traceForwarder) froms() ([]endpoint.Addr, error) {
+	if len(c.From) > 0 {
+		return c.From, nil
+	}
+	s := fmt.Sprintf("vsock://%s:%d", c.VsockCID, c.VsockPort)
+	flag := "vsock-cid"
+	if c.SocketPath != "" {
+		s, flag = fmt.Sprintf("unix://%s_%d", c.SocketPath, c.VsockPort), "socket-path"
+	}
+	a, err := endpoint.ParseAddr(s)
+	if err != nil {
+		return nil, flagErr(flag, err)
+	}
+	return []endpoint.Addr{a}, nil
+}
+
+// target is where spans go: --to, else --dump-only, --jaeger-host or
+// --otlp-endpoint.
+func (c *traceForwarder) target() (sink.Target, error) {
+	var s, flag string
+	switch {
+	case c.To.String() != "":
+		return c.To, nil
+	case c.DumpOnly:
+		s, flag = "jsonl", "dump-only"
+	case c.JaegerHost != "":
+		s, flag = "udp://"+net.JoinHostPort(c.JaegerHost, strconv.Itoa(int(c.JaegerPort))), "jaeger-host"
+	default:
+		s, flag = c.OtlpEndpoint, "otlp-endpoint"
+		// Kata's flag takes the gRPC client's URL form.
+		if u, err := url.Parse(s); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
+			if u.Path != "" && u.Path != "/" {
+				return sink.Target{}, flagErr(flag, fmt.Errorf("%q: an OTLP/gRPC endpoint takes no path (for OTLP/HTTP give otlphttp://HOST:PORT)", s))
+			}
+			s = strings.Replace(u.Scheme, "http", "otlp", 1) + "://" + u.Host
+		}
+	}
+	var t sink.Target
+	if err := t.UnmarshalText([]byte(s)); err != nil {
+		return sink.Target{}, flagErr(flag, err)
+	}
+	return t, nil
+}
+
+func (c *traceForwarder) Run(rc *RunContext) error {
+	from, _ := c.froms() // checked by Validate
+	to, _ := c.target()
+	out, err := to.Open(sink.Options{Stdout: rc.Stdout, Log: rc.Log, QueueBytes: int(c.QueueBytes), PrintIdle: c.PrintIdle, OTLP: c.otlpOptions.config})
+	if err != nil && to.Kind == sink.KindOTLP {
+		return flagErr("to", err)
+	}
+	if err != nil {
+		return err
+	}
+	max := int(c.MaxSpanBytes)
+	cfg := hostrelay.ServerConfig{
+		Kind:          wire.KindKataSpans,
+		Sink:          kataspan.NewSink(out, c.TraceName),
+		RawSplit:      func(string) bufio.SplitFunc { return kataspan.SplitFrames(max) },
+		RawMaxMessage: kataspan.HeaderSize + max,
+		CutMalformed:  true,
+		Logger:        rc.Log,
+	}
+	return c.serve(rc, from, cfg, to.String())
+}

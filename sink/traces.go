@@ -1,0 +1,52 @@
+package sink
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/katatrace/katatrace/jaegerthrift"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// TraceSink is a Sink that also takes spans in the OpenTelemetry model
+// (pdata): the collector and OTLP sinks.
+type TraceSink interface {
+	Sink
+	SendTraces(td ptrace.Traces, peer string) error
+}
+
+// SendTraces hands spans in the OpenTelemetry model to s: to a TraceSink
+// as they are, to any other (UDP, the printers) as Jaeger emitBatch
+// datagrams made by the OpenTelemetry Collector's translator, each within
+// a Jaeger agent's UDP limit. The spans' resources name the guest
+// (AttrGuest) whatever the sink.
+func SendTraces(s Sink, td ptrace.Traces, peer string) error {
+	guest := GuestOf(peer)
+	rss := td.ResourceSpans()
+	for i := range rss.Len() {
+		rss.At(i).Resource().Attributes().PutStr(AttrGuest, guest)
+	}
+	if ts, ok := s.(TraceSink); ok {
+		return ts.SendTraces(td, peer)
+	}
+	return sendJaeger(s, td, peer)
+}
+
+// sendJaeger sends td as Jaeger datagrams.
+func sendJaeger(s Sink, td ptrace.Traces, peer string) error {
+	dgs, err := jaegerthrift.FromTraces(td, jaegerthrift.MaxUDPBatch)
+	for _, p := range dgs {
+		if e := s.Send(p, peer); e != nil {
+			err = errors.Join(err, e)
+		}
+	}
+	return err
+}
+
+// ErrMalformed marks what a sink could not read at all: not a refusal of
+// the sink's, but input that breaks the protocol. A host relay that serves
+// such input (the Kata span stream) closes the connection it came on.
+var ErrMalformed = errors.New("malformed input")
+
+// Malformed wraps err as ErrMalformed.
+func Malformed(err error) error { return fmt.Errorf("%w: %w", ErrMalformed, err) }
