@@ -662,7 +662,7 @@ func (v2Framer) pop(f *forwarder, buf []byte) Batch {
 }
 
 func (v2Framer) measure(b []byte, _ int) (int, int, int, int) { return walkFrames(b) }
-func (v2Framer) hostAnswers() bool                               { return true }
+func (v2Framer) hostAnswers() bool                            { return true }
 
 type v1Framer struct{}
 
@@ -680,14 +680,14 @@ func (v1Framer) greet(f *forwarder, dst []byte) []byte {
 }
 func (v1Framer) pop(f *forwarder, buf []byte) Batch           { return f.q.Pop(buf[:0]) }
 func (v1Framer) measure(b []byte, _ int) (int, int, int, int) { return walkFrames(b) }
-func (v1Framer) hostAnswers() bool                               { return true }
+func (v1Framer) hostAnswers() bool                            { return true }
 
 // rawFramer writes bare payloads, one per write, as socat reads them.
 type rawFramer struct{}
 
 func (rawFramer) greet(*forwarder, []byte) []byte    { return nil }
 func (rawFramer) pop(f *forwarder, buf []byte) Batch { return f.q.PopPayload(buf[:0]) }
-func (rawFramer) hostAnswers() bool                     { return false }
+func (rawFramer) hostAnswers() bool                  { return false }
 func (rawFramer) measure(b []byte, want int) (int, int, int, int) {
 	if len(b) < want {
 		return 0, 0, 0, 0 // a payload cut short is sent again whole
