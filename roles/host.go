@@ -144,6 +144,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	}
 	lowmem.Settle() // up: what start-up touched of the binary leaves the RSS
 	notify(rc, systemd.Ready)
+	rc.Log.Info("ready", "to", sink)
 	stopStats := logStatsOnSignal(rc, func() []any { return serverAttrs(srv, drops) })
 	defer stopStats()
 

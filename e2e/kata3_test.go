@@ -1,0 +1,223 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/katatrace/katatrace/internal/testutil"
+)
+
+// kataCapture is a stream Kata's own vsock-exporter wrote (one trace: five
+// children, then the root), with its trace id.
+func kataCapture(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "kataspan", "testdata", name+".bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// agentSend writes a span stream to a hybrid-vsock socket, as an agent.
+func agentSend(t *testing.T, path string, b []byte) {
+	t.Helper()
+	testutil.Eventually(t, 10*time.Second, "the forwarder's socket "+path, func() bool { _, err := os.Stat(path); return err == nil })
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startForwarder runs katatrace kata-trace-forwarder with args.
+func startForwarder(t *testing.T, args ...string) *testutil.Proc {
+	bin, _ := binaries(t)
+	p := testutil.Start(t, nil, bin, append([]string{"kata-trace-forwarder"}, args...)...)
+	p.WaitLog("msg=ready")
+	return p
+}
+
+func stopForwarder(t *testing.T, p *testutil.Proc) {
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(30 * time.Second); code != 0 {
+		t.Fatalf("forwarder exit %d:\n%s", code, p.Stderr.String())
+	}
+}
+
+// checkKataTree checks a captured trace as Jaeger shows it: six spans,
+// five children of root-span, the service named, attributes and events
+// kept.
+func checkKataTree(t *testing.T, spans []Span, service string, api bool) {
+	t.Helper()
+	if len(spans) != 6 {
+		t.Fatalf("%d spans in Jaeger, want 6", len(spans))
+	}
+	byName := map[string]Span{}
+	for _, s := range spans {
+		byName[s.OperationName] = s
+	}
+	root, ok := byName["root-span"]
+	if !ok || root.Parent() != "" {
+		t.Fatalf("no root span without a parent: %+v", byName)
+	}
+	for _, s := range spans {
+		if s.Process.ServiceName != service {
+			t.Errorf("%s: service %q, want %q", s.OperationName, s.Process.ServiceName, service)
+		}
+		if s.OperationName != "root-span" && s.Parent() != root.SpanID {
+			t.Errorf("%s: parent %q, want the root %s", s.OperationName, s.Parent(), root.SpanID)
+		}
+		if !strings.HasPrefix(fmt.Sprint(s.Process.Tag("katatrace.guest")), "unix://") {
+			t.Errorf("%s: the guest is not named: %v", s.OperationName, s.Process.Tags)
+		}
+	}
+	if !api {
+		c := byName["create_container"]
+		if c.Tag("mod") != "rpc.rs" || c.Tag("busy_ns") == nil || len(c.Logs) != 2 {
+			t.Fatalf("create_container: tags %v, %d logs", c.Tags, len(c.Logs))
+		}
+		return
+	}
+	c := byName["child-span-0"]
+	if c.Tag("mod") != "rpc.rs" || c.Tag("ok") != true || c.Tag("span.kind") != "server" || len(c.Logs) != 2 {
+		t.Fatalf("child-span-0: tags %v, %d logs", c.Tags, len(c.Logs))
+	}
+	if fmt.Sprint(c.Tag("ints")) != "[1,2,0]" || fmt.Sprint(c.Tag("floats")) != "[0.5,1.5]" {
+		t.Fatalf("child-span-0's arrays: ints %v floats %v", c.Tag("ints"), c.Tag("floats"))
+	}
+	var failed int
+	for _, s := range spans {
+		if s.Tag("error") == true {
+			failed++
+			if s.Tag("otel.status_description") != "simulated failure" {
+				t.Errorf("%s: status message %v", s.OperationName, s.Tag("otel.status_description"))
+			}
+		}
+	}
+	if failed != 1 {
+		t.Fatalf("%d spans with an error status, want 1", failed)
+	}
+}
+
+// TestKata3Forwarder: streams that Kata's real exporter wrote, in both
+// payload forms, through katatrace kata-trace-forwarder into a real Jaeger
+// v2: over OTLP gRPC with Kata's own flags (--socket-path and the
+// default-form --otlp-endpoint), over Jaeger's UDP port from a watched
+// pattern of VM directories, and a generated trace over OTLP HTTP.
+func TestKata3Forwarder(t *testing.T) {
+	j := startJaeger(t)
+	dir := testutil.SockDir(t)
+
+	t.Run("otlp-grpc with Kata's flags", func(t *testing.T) {
+		hv := filepath.Join(dir, "kata.hvsock")
+		p := startForwarder(t, "--socket-path", hv, "--otlp-endpoint", fmt.Sprintf("http://127.0.0.1:%d", j.OTLPGRPC))
+		agentSend(t, hv+"_10240", kataCapture(t, "json-otel017-api"))
+		agentSend(t, hv+"_10240", kataCapture(t, "bincode-otel014-api"))
+		stopForwarder(t, p)
+		checkKataTree(t, j.WaitTrace(t, "d5549796b885246c67389f3b2fa247d1", 6, 20*time.Second), "kata-agent", true)
+		checkKataTree(t, j.WaitTrace(t, "a650f4bb0f1338066ba882140dded800", 6, 20*time.Second), "kata-agent", true)
+	})
+
+	t.Run("jaeger-udp from a watched pattern", func(t *testing.T) {
+		vms := filepath.Join(dir, "vm")
+		p := startForwarder(t, "--from", "unix://"+filepath.Join(vms, "*", "clh.sock_10240"), "--to", j.UDPAddr(), "--trace-name", "kata-agent-udp")
+		for i, name := range []string{"json-otel017-tracing", "bincode-otel014-tracing"} {
+			vm := filepath.Join(vms, fmt.Sprintf("sandbox-%d", i))
+			if err := os.MkdirAll(vm, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			agentSend(t, filepath.Join(vm, "clh.sock_10240"), kataCapture(t, name))
+		}
+		stopForwarder(t, p)
+		checkKataTree(t, j.WaitTrace(t, "fe1d14f40b91e3a22a78699aab605a60", 6, 20*time.Second), "kata-agent-udp", false)
+		jsonTrace := j.WaitTrace(t, jsonTracingTraceID(t), 6, 20*time.Second)
+		if len(jsonTrace) != 6 {
+			t.Fatalf("the JSON capture: %d spans", len(jsonTrace))
+		}
+	})
+
+	t.Run("otlp-http generated", func(t *testing.T) {
+		sock := filepath.Join(dir, "gen.sock_10240")
+		p := startForwarder(t, "--from", "unix://"+sock, "--to", j.OTLPHTTPAddr())
+		trace, stream := generatedTrace(t, 200)
+		agentSend(t, sock, stream)
+		stopForwarder(t, p)
+		spans := j.WaitTrace(t, trace, 201, 20*time.Second)
+		if len(spans) != 201 {
+			t.Fatalf("%d spans of 201", len(spans))
+		}
+		var root string
+		for _, s := range spans {
+			if s.OperationName == "root" {
+				root = s.SpanID
+			}
+		}
+		for _, s := range spans {
+			if s.OperationName != "root" && (s.Parent() != root || s.Tag("n") == nil || len(s.Logs) != 1) {
+				t.Fatalf("%s: parent %s (root %s), tags %v", s.OperationName, s.Parent(), root, s.Tags)
+			}
+		}
+	})
+}
+
+// jsonTracingTraceID reads the trace id of the JSON tracing capture's
+// first frame.
+func jsonTracingTraceID(t *testing.T) string {
+	b := kataCapture(t, "json-otel017-tracing")
+	n := binary.BigEndian.Uint64(b)
+	var s struct {
+		SpanContext struct {
+			TraceID json.Number `json:"trace_id"`
+		} `json:"span_context"`
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b[8 : 8+n])))
+	dec.UseNumber()
+	if err := dec.Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := new(big.Int).SetString(string(s.SpanContext.TraceID), 10)
+	return fmt.Sprintf("%032x", v)
+}
+
+// generatedTrace is a stream of n children and a root in the JSON form of
+// opentelemetry 0.17's SpanData, with a random trace id of 128 bits.
+func generatedTrace(t *testing.T, n int) (traceID string, stream []byte) {
+	var id [16]byte
+	_, _ = rand.Read(id[:])
+	id[0] |= 0x80 // a u128 past 2^127: 39 digits
+	tid := new(big.Int).SetBytes(id[:]).String()
+	now := time.Now()
+	span := func(name string, spanID, parent uint64, attrs string) []byte {
+		return fmt.Appendf(nil, `{"span_context":{"trace_id":%s,"span_id":%d,"trace_flags":1,"is_remote":false,"trace_state":null},`+
+			`"parent_span_id":%d,"span_kind":"Internal","name":%q,`+
+			`"start_time":{"secs_since_epoch":%d,"nanos_since_epoch":%d},"end_time":{"secs_since_epoch":%d,"nanos_since_epoch":%d},`+
+			`"attributes":{"map":{%s},"evict_list":[],"max_len":128,"dropped_count":0},`+
+			`"events":{"queue":[{"name":"step","timestamp":{"secs_since_epoch":%d,"nanos_since_epoch":0},"attributes":[{"key":"level","value":{"String":"INFO"}}],"dropped_attributes_count":0}],"max_len":128,"dropped_count":0},`+
+			`"links":{"queue":null,"max_len":128,"dropped_count":0},"status_code":"Unset","status_message":"",`+
+			`"resource":{"attrs":{"service.name":{"String":"unknown_service"}}}}`,
+			tid, spanID, parent, name, now.Unix(), now.Nanosecond(), now.Unix(), now.Nanosecond()+1000, attrs, now.Unix())
+	}
+	const root = uint64(1<<63 + 1) // past an int64
+	for i := range n {
+		p := span(fmt.Sprintf("child-%d", i), root+uint64(i)+1, root, fmt.Sprintf(`"n":{"I64":%d},"big":{"String":%q}`, i, strings.Repeat("z", 500)))
+		stream = append(binary.BigEndian.AppendUint64(stream, uint64(len(p))), p...)
+	}
+	if n > 0 {
+		p := span("root", root, 0, `"root":{"Bool":true}`)
+		stream = append(binary.BigEndian.AppendUint64(stream, uint64(len(p))), p...)
+	}
+	return fmt.Sprintf("%032x", id), stream
+}
