@@ -113,13 +113,16 @@ fuzz:
 	  done; done
 
 ## bench: Go benchmarks, then the side-by-side table (baseline, socat,
-## katatrace) and the 1,000-guest scale run; BENCHFLAGS adds flags
+## katatrace), the 1,000-guest scale run, and Kata 3.x spans through
+## kata-trace-forwarder into Jaeger beside the 1.x path; BENCHFLAGS adds flags
 ## (e.g. BENCHFLAGS="--json" or "--plot bench.png")
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./wire ./hostrelay ./guestrelay ./jaegerthrift ./kataspan
 	$(GO) build -o bin/katatrace-bench ./cmd/katatrace-bench
 	bin/katatrace-bench --bin bin/katatrace $(BENCHFLAGS)
 	bin/katatrace-bench --bin bin/katatrace --scale
+	$(MAKE) --no-print-directory $(TOOLS)/jaeger
+	bin/katatrace-bench --bin bin/katatrace --kata3 --jaeger $(TOOLS)/jaeger
 
 ## demo: a real trace through guest relay, unix socket and host relay, printed
 demo: build

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/katatrace/katatrace/internal/jaegerv2"
 	"github.com/katatrace/katatrace/internal/testutil"
 	"github.com/opentracing/opentracing-go"
 	"github.com/uber/jaeger-client-go/config"
@@ -47,65 +48,17 @@ func (j *Jaeger) CollectorURL() string { return fmt.Sprintf("http://127.0.0.1:%d
 func (j *Jaeger) OTLPGRPCAddr() string { return fmt.Sprintf("otlp://127.0.0.1:%d", j.OTLPGRPC) }
 func (j *Jaeger) OTLPHTTPAddr() string { return fmt.Sprintf("otlphttp://127.0.0.1:%d", j.OTLPHTTP) }
 
-const jaegerConfig = `
-service:
-  extensions: [jaeger_storage, jaeger_query]
-  pipelines:
-    traces:
-      receivers: [jaeger, otlp]
-      processors: [batch]
-      exporters: [jaeger_storage_exporter]
-  telemetry:
-    metrics:
-      level: none
-    logs:
-      level: warn
-extensions:
-  jaeger_query:
-    storage:
-      traces: mem
-    http:
-      endpoint: 127.0.0.1:%[3]d
-    grpc:
-      endpoint: 127.0.0.1:%[4]d
-  jaeger_storage:
-    backends:
-      mem:
-        memory:
-          max_traces: 100000
-receivers:
-  jaeger:
-    protocols:
-      thrift_compact:
-        endpoint: 127.0.0.1:%[1]d
-        socket_buffer_size: 4194304
-        queue_size: 10000
-      thrift_http:
-        endpoint: 127.0.0.1:%[2]d
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:%[5]d
-      http:
-        endpoint: 127.0.0.1:%[6]d
-processors:
-  batch:
-exporters:
-  jaeger_storage_exporter:
-    trace_storage: mem
-`
-
 // startJaeger runs a Jaeger for one test.
 func startJaeger(t *testing.T) *Jaeger {
 	_, bin := binaries(t)
 	j := &Jaeger{UDP: testutil.FreePort(t, "udp"), HTTP: testutil.FreePort(t, "tcp"), Query: testutil.FreePort(t, "tcp"),
 		OTLPGRPC: testutil.FreePort(t, "tcp"), OTLPHTTP: testutil.FreePort(t, "tcp")}
 	cfg := filepath.Join(t.TempDir(), "jaeger.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(jaegerConfig, j.UDP, j.HTTP, j.Query, testutil.FreePort(t, "tcp"), j.OTLPGRPC, j.OTLPHTTP)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(jaegerv2.Config(jaegerv2.Ports{UDP: j.UDP, HTTP: j.HTTP, Query: j.Query, QueryGRPC: testutil.FreePort(t, "tcp"), OTLPGRPC: j.OTLPGRPC, OTLPHTTP: j.OTLPHTTP})), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// Jaeger's own tracing would try to export to localhost:4317: off.
-	p := testutil.Start(t, []string{"OTEL_TRACES_EXPORTER=none", "OTEL_SDK_DISABLED=true"}, bin, "--config", cfg)
+	p := testutil.Start(t, jaegerv2.Env, bin, "--config", cfg)
 	testutil.Eventually(t, 60*time.Second, "Jaeger to serve queries and take HTTP batches", func() bool {
 		select {
 		case <-p.Done():

@@ -253,13 +253,11 @@ func (c *CollectorSink) worker() {
 			c.mu.Unlock()
 			return
 		}
-		body := c.queue[0]
-		c.queue = c.queue[1:]
-		c.queued -= len(body)
+		body, n := c.take()
 		c.busy++
 		c.mu.Unlock()
 
-		c.post(body)
+		c.post(body, n)
 
 		c.mu.Lock()
 		c.busy--
@@ -268,10 +266,37 @@ func (c *CollectorSink) worker() {
 	}
 }
 
+// maxRequest bounds a request made of several queued ones: well below
+// gRPC's default 4 MiB message limit.
+const maxRequest = 1 << 20
+
+// take removes the next request from the queue; c.mu is held. OTLP
+// requests queued together go as one: an export request's encoding
+// concatenated with another's is the request holding both's spans, and
+// one request per span (a Kata agent's frames) would cost the collector
+// and the host a round trip each. It returns how many it took.
+func (c *CollectorSink) take() ([]byte, int) {
+	n, size := 1, len(c.queue[0])
+	if _, jaeger := c.b.(jaegerHTTP); !jaeger {
+		for n < len(c.queue) && size+len(c.queue[n]) <= maxRequest {
+			size += len(c.queue[n])
+			n++
+		}
+	}
+	body := c.queue[0]
+	if n > 1 {
+		body = bytes.Join(c.queue[:n], nil)
+	}
+	clear(c.queue[:n])
+	c.queue = c.queue[n:]
+	c.queued -= size
+	return body, n
+}
+
 // post sends one batch, retrying (see retryPolicy) until the collector
 // takes it, refuses it for good (4xx), the batch has had its time, or the
 // sink is closed.
-func (c *CollectorSink) post(body []byte) {
+func (c *CollectorSink) post(body []byte, n int) {
 	r := c.retry.begin(time.Now())
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(c.life, 10*time.Second)
@@ -281,12 +306,12 @@ func (c *CollectorSink) post(body []byte) {
 		switch {
 		case err == nil:
 			c.mu.Lock()
-			c.stats.Posted++
+			c.stats.Posted += uint64(n)
 			c.mu.Unlock()
 			return
 		case errors.As(err, &rej):
 			c.mu.Lock()
-			c.stats.Rejected++
+			c.stats.Rejected += uint64(n)
 			c.mu.Unlock()
 			c.log.Error("collector refused a batch; dropped", "url", c.url, "err", err)
 			return
@@ -296,7 +321,7 @@ func (c *CollectorSink) post(body []byte) {
 		closed := c.closed
 		c.stats.Retries++
 		if closed || !again {
-			c.stats.Dropped++
+			c.stats.Dropped += uint64(n)
 		}
 		c.mu.Unlock()
 		switch {

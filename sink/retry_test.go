@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/katatrace/katatrace/internal/jaegertest"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -124,4 +125,49 @@ func TestCollectorGivesUpAfterMaxElapsed(t *testing.T) {
 	if st := s.Stats(); st.Posted != 1 || st.Dropped != 1 {
 		t.Fatalf("after recovery: %+v", st)
 	}
+}
+
+// TestOTLPRequestsCoalesce: OTLP requests queued while the endpoint is
+// busy go as one (their encodings concatenated), with every span kept.
+func TestOTLPRequestsCoalesce(t *testing.T) {
+	release := make(chan struct{})
+	var calls, spans atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if calls.Add(1) == 1 {
+			<-release // the first request holds the worker: the rest queue
+		}
+		req := ptraceotlp.NewExportRequest()
+		if err := req.UnmarshalProto(body); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		spans.Add(int64(req.Traces().SpanCount()))
+		out, _ := ptraceotlp.NewExportResponse().MarshalProto()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		_, _ = w.Write(out)
+	}))
+	defer srv.Close()
+	s, err := NewOTLPSink(OTLPConfig{Endpoint: srv.URL + "/v1/traces"}, 16<<20, 1, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dgs := jaegertest.Capture(t, "svc", jaegertest.SmallTrace)
+	const rounds = 50
+	for range rounds {
+		for _, p := range dgs {
+			if err := s.Send(p, "peer"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(release)
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := int64(4 * rounds)
+	if spans.Load() != want || calls.Load() >= int64(rounds*len(dgs)) || s.Stats().Posted != uint64(rounds*len(dgs)) {
+		t.Fatalf("%d spans of %d in %d requests for %d batches; stats %+v", spans.Load(), want, calls.Load(), rounds*len(dgs), s.Stats())
+	}
+	t.Logf("%d batches in %d requests", rounds*len(dgs), calls.Load())
 }

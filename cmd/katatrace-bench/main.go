@@ -61,7 +61,9 @@ type Result struct {
 func main() {
 	var cfg config
 	var rates, workloads, plot, hostFlags, senders, paths, limitGuestArgs, limitHostArgs string
-	var asJSON, scale bool
+	var asJSON, scale, kata3 bool
+	var jaegerBin string
+	var kata3Spans int
 	flag.StringVar(&cfg.bin, "bin", "bin/katatrace", "the katatrace binary")
 	flag.StringVar(&cfg.socat, "socat", "", "socat (default: from PATH; the socat path is skipped without it)")
 	flag.DurationVar(&cfg.step, "step", 2*time.Second, "how long each offered load is sent")
@@ -70,6 +72,9 @@ func main() {
 	flag.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	flag.StringVar(&plot, "plot", "", "draw delivered vs offered load per path to this PNG file")
 	flag.BoolVar(&scale, "scale", false, "instead: host relay with 1,000 guest connections at 100 datagrams/s each")
+	flag.BoolVar(&kata3, "kata3", false, "instead: Kata 3.x spans through kata-trace-forwarder into Jaeger's OTLP receiver beside the Kata 1.x path into its UDP port, and the forwarder with 1,000 guests (needs --jaeger)")
+	flag.StringVar(&jaegerBin, "jaeger", "bin/jaeger", "with --kata3: the Jaeger v2 binary")
+	flag.IntVar(&kata3Spans, "kata3-spans", 100000, "with --kata3: spans per path")
 	flag.StringVar(&hostFlags, "host-flags", "", "more flags for katatrace's host relay, space-separated (e.g. --guest-rate=0)")
 	flag.StringVar(&paths, "paths", "baseline,limit,socat,katatrace", "paths: baseline (direct UDP), limit (the minimal framed pair), socat, katatrace")
 	flag.StringVar(&senders, "senders", "batched,plain", "senders: batched (64 datagrams per sendmmsg) and plain (one write per datagram, as jaeger-client-go)")
@@ -81,6 +86,14 @@ func main() {
 		fatalf("limit guest: %v", limitGuest(limitGuestArgs, flag.Arg(0)))
 	case limitHostArgs != "":
 		fatalf("limit host: %v", limitHost(limitHostArgs, flag.Arg(0)))
+	case kata3:
+		if kata3Spans < 2 {
+			fatalf("--kata3-spans: %d: give 2 or more", kata3Spans)
+		}
+		if err := runKata3(cfg.bin, jaegerBin, kata3Spans); err != nil {
+			fatalf("kata3: %v", err)
+		}
+		return
 	}
 	cfg.senders = strings.Split(senders, ",")
 	cfg.paths = strings.Split(paths, ",")

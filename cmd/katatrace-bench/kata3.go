@@ -1,0 +1,258 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/katatrace/katatrace/internal/jaegerv2"
+	"github.com/opentracing/opentracing-go"
+	jaeger "github.com/uber/jaeger-client-go"
+)
+
+// runKata3 measures, in one run against one real Jaeger v2: spans/s one
+// Kata 3.x guest pushes through kata-trace-forwarder into Jaeger's OTLP
+// receiver, and the relays' CPU per 100,000 spans; beside it the Kata 1.x
+// path (jaeger-client-go → guest relay → host relay → Jaeger's UDP port)
+// with the same number of spans; then the forwarder's memory with 1,000
+// guests connected.
+func runKata3(bin, jaegerBin string, spans int) error {
+	dir, err := os.MkdirTemp("", "ktk3")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ports := jaegerv2.Ports{}
+	for _, p := range []*int{&ports.HTTP, &ports.Query, &ports.QueryGRPC, &ports.OTLPGRPC, &ports.OTLPHTTP} {
+		*p = freeTCP()
+	}
+	udp, err := freeUDP()
+	if err != nil {
+		return err
+	}
+	ports.UDP = atoi(portOf(udp))
+	cfg := filepath.Join(dir, "jaeger.yaml")
+	if err := os.WriteFile(cfg, []byte(jaegerv2.Config(ports)), 0o644); err != nil {
+		return err
+	}
+	j := exec.Command(jaegerBin, "--config", cfg)
+	j.Env = append(os.Environ(), jaegerv2.Env...)
+	if err := j.Start(); err != nil {
+		return fmt.Errorf("jaeger: %w", err)
+	}
+	defer func() { _ = j.Process.Kill(); _ = j.Wait() }()
+	if err := waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/api/services", ports.Query), 60*time.Second); err != nil {
+		return err
+	}
+	stream := kata3Stream(spans)
+	fmt.Printf("%d spans, %d bytes of Kata 3.x frames (JSON, %d B a span)\n\n", spans, len(stream), len(stream)/spans)
+	tw := newTable()
+	fmt.Fprintln(tw, "path\tspans/s\tCPU s per 100k spans\tpeak RSS (MiB)\t")
+
+	// Kata 3.x: one guest's stream into the forwarder, OTLP to Jaeger.
+	sock := filepath.Join(dir, "kata.hvsock_10240")
+	fw := exec.Command(bin, "kata-trace-forwarder", "--from", "unix://"+sock, "--to", fmt.Sprintf("otlp://127.0.0.1:%d", ports.OTLPGRPC),
+		"--queue-bytes", "1GiB", "--drain-timeout", "5m", "--log-level=warn")
+	fw.Stderr = os.Stderr
+	if err := fw.Start(); err != nil {
+		return err
+	}
+	waitFile(sock)
+	start := time.Now()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		return err
+	}
+	if _, err := c.Write(stream); err != nil {
+		return err
+	}
+	_ = c.Close()
+	took, cpu, rss := stopAndMeasure(fw, start)
+	fmt.Fprintf(tw, "Kata 3.x: kata-trace-forwarder → OTLP\t%.0f\t%.2f\t%.1f\t\n", float64(spans)/took.Seconds(), cpu.Seconds()*1e5/float64(spans), float64(rss)/1024)
+
+	// Kata 1.x: jaeger-client-go → guest relay → host relay → Jaeger UDP.
+	hsock := filepath.Join(dir, "kata.hvsock_6831")
+	host := exec.Command(bin, "vsock-to-udp-server", "--from", "unix://"+hsock, "--to", "udp://"+udp, "--log-level=warn", "--drain-timeout", "5m")
+	host.Stderr = os.Stderr
+	if err := host.Start(); err != nil {
+		return err
+	}
+	waitFile(hsock)
+	gudp, err := freeUDP()
+	if err != nil {
+		return err
+	}
+	guest := exec.Command(bin, "jaeger-client-socat-redirector", "--from", "udp://"+gudp, "--to", "unix://"+hsock, "--log-level=warn", "--queue-bytes", "256MiB")
+	guest.Stderr = os.Stderr
+	if err := guest.Start(); err != nil {
+		return err
+	}
+	time.Sleep(300 * time.Millisecond) // the guest relay binds its port
+	tr, err := jaeger.NewUDPTransport(gudp, 0)
+	if err != nil {
+		return err
+	}
+	tracer, closer := jaeger.NewTracer("kata-agent", jaeger.NewConstSampler(true),
+		jaeger.NewRemoteReporter(tr, jaeger.ReporterOptions.QueueSize(spans+1), jaeger.ReporterOptions.BufferFlushInterval(10*time.Millisecond)))
+	start = time.Now()
+	root := tracer.StartSpan("root-span")
+	for i := range spans - 1 {
+		sp := tracer.StartSpan("child", opentracing.ChildOf(root.Context()))
+		sp.SetTag("index", i)
+		sp.SetTag("mod", "rpc.rs")
+		sp.LogKV("event", "rpc call from shim to agent", "level", "INFO")
+		sp.Finish()
+	}
+	root.Finish()
+	_ = closer.Close()
+	gTook, gCPU, gRSS := stopAndMeasure(guest, start)
+	hTook, hCPU, hRSS := stopAndMeasure(host, start)
+	fmt.Fprintf(tw, "Kata 1.x: guest relay → host relay → Jaeger UDP\t%.0f\t%.2f\t%.1f + %.1f\t\n", float64(spans)/max(gTook, hTook).Seconds(),
+		(gCPU+hCPU).Seconds()*1e5/float64(spans), float64(gRSS)/1024, float64(hRSS)/1024)
+	_ = tw.Flush()
+
+	return kata3Guests(bin, dir, ports.OTLPGRPC)
+}
+
+// kata3Guests: the forwarder's memory with 1,000 guests connected, each
+// having sent one span.
+func kata3Guests(bin, dir string, otlp int) error {
+	const guests = 1000
+	sock := filepath.Join(dir, "many.sock_10240")
+	fw := exec.Command(bin, "kata-trace-forwarder", "--from", "unix://"+sock, "--to", fmt.Sprintf("otlp://127.0.0.1:%d", otlp),
+		"--log-level=warn", "--max-connections-per-guest", "100000")
+	fw.Stderr = os.Stderr
+	if err := fw.Start(); err != nil {
+		return err
+	}
+	waitFile(sock)
+	idle := vmRSS(fw.Process.Pid)
+	one := kata3Stream(1)
+	var conns []net.Conn
+	for range guests {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			return err
+		}
+		if _, err := c.Write(one); err != nil {
+			return err
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(2 * time.Second)
+	held := vmRSS(fw.Process.Pid)
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	_, _, peak := stopAndMeasure(fw, time.Now())
+	fmt.Printf("\nkata-trace-forwarder, %d guests connected: RSS %.1f MiB (idle %.1f MiB, peak %.1f MiB): %.1f KiB a guest\n",
+		guests, float64(held)/1024, float64(idle)/1024, float64(peak)/1024, float64(held-idle)/guests)
+	return nil
+}
+
+// stopAndMeasure waits until the process has handed everything on
+// (SIGTERM: it drains, then closes its sink, which flushes), and returns
+// the time since start, its CPU and its peak RSS in KiB (VmHWM, read
+// while its drain runs).
+func stopAndMeasure(cmd *exec.Cmd, start time.Time) (time.Duration, time.Duration, int) {
+	time.Sleep(200 * time.Millisecond) // the last bytes read
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	rss := peakRSS(cmd.Process.Pid)
+	go func() {
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				rss = max(rss, peakRSS(cmd.Process.Pid))
+			}
+		}
+	}()
+	_ = cmd.Wait()
+	close(done)
+	took := time.Since(start)
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return took, cpu, rss
+}
+
+// kata3Stream is n spans as a Kata 3.29+ agent writes them: frames of
+// serde_json SpanData (opentelemetry 0.17), one trace, children first.
+func kata3Stream(n int) []byte {
+	var b bytes.Buffer
+	trace := fmt.Sprintf("%d%018d", 1+rand.IntN(9), rand.Uint64()%1e18)
+	now := time.Now()
+	for i := range n {
+		id, parent := uint64(i)+2, uint64(1) // the root, 1, comes last
+		if i == n-1 {
+			id, parent = 1, 0
+		}
+		p := fmt.Appendf(nil, `{"span_context":{"trace_id":%s,"span_id":%d,"trace_flags":1,"is_remote":false,"trace_state":null},`+
+			`"parent_span_id":%d,"span_kind":"Server","name":"child-span","start_time":{"secs_since_epoch":%d,"nanos_since_epoch":%d},`+
+			`"end_time":{"secs_since_epoch":%d,"nanos_since_epoch":%d},"attributes":{"map":{"mod":{"String":"rpc.rs"},"index":{"I64":%d},`+
+			`"ints":{"Array":{"I64":[1,2,0]}},"ok":{"Bool":true}},"evict_list":["ints","ok","index","mod"],"max_len":128,"dropped_count":0},`+
+			`"events":{"queue":[{"name":"rpc call from shim to agent","timestamp":{"secs_since_epoch":%d,"nanos_since_epoch":0},`+
+			`"attributes":[{"key":"level","value":{"String":"INFO"}}],"dropped_attributes_count":0}],"max_len":128,"dropped_count":0},`+
+			`"links":{"queue":null,"max_len":128,"dropped_count":0},"status_code":"Unset","status_message":"",`+
+			`"resource":{"attrs":{"service.name":{"String":"unknown_service"}}}}`,
+			trace, id, parent, now.Unix(), now.Nanosecond(), now.Unix(), now.Nanosecond(), i, now.Unix())
+		_ = binary.Write(&b, binary.BigEndian, uint64(len(p)))
+		b.Write(p)
+	}
+	return b.Bytes()
+}
+
+func newTable() *tabwriter.Writer { return tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0) }
+
+func freeTCP() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fatalf("free port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func atoi(s string) int {
+	var n int
+	_, _ = fmt.Sscan(s, &n)
+	return n
+}
+
+func waitHTTP(url string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s did not answer in %v", url, timeout)
+}
+
+// vmRSS is a process's resident set now, in KiB.
+func vmRSS(pid int) int {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			return atoi(strings.Fields(rest)[0])
+		}
+	}
+	return 0
+}
