@@ -167,14 +167,15 @@ func kata3Guests(bin, dir string, otlp int) error {
 func stopAndMeasure(cmd *exec.Cmd, start time.Time) (time.Duration, time.Duration, int) {
 	time.Sleep(200 * time.Millisecond) // the last bytes read
 	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	rss := peakRSS(cmd.Process.Pid)
+	done, peak := make(chan struct{}), make(chan int)
 	go func() {
+		rss := peakRSS(cmd.Process.Pid)
 		t := time.NewTicker(20 * time.Millisecond)
 		defer t.Stop()
 		for {
 			select {
 			case <-done:
+				peak <- rss
 				return
 			case <-t.C:
 				rss = max(rss, peakRSS(cmd.Process.Pid))
@@ -183,6 +184,7 @@ func stopAndMeasure(cmd *exec.Cmd, start time.Time) (time.Duration, time.Duratio
 	}()
 	_ = cmd.Wait()
 	close(done)
+	rss := <-peak
 	took := time.Since(start)
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
