@@ -68,6 +68,7 @@ type forwarder struct {
 	// socketDropped reads the kernel's count of datagrams its socket
 	// dropped (set by ReadFrom for UDP); holdLog notes reading held.
 	socketDropped                   atomic.Pointer[func() uint64]
+	unread                          atomic.Uint64 // left in the socket when the drain ran out
 	holdLog                         *lograte.Every
 	dropLog, rejectLog, hostDropLog *lograte.Every
 }
@@ -83,7 +84,8 @@ type Stats struct {
 	Connected       bool // a connection to the host is up
 	// SocketDropped are datagrams the kernel dropped at the socket read
 	// from, its buffer full: while the host was connected but slower than
-	// they came, reading waited for room in the queue (UDP only).
+	// they came, reading waited for room in the queue (UDP only); and
+	// those still in the socket when a stop's drain ran out of time.
 	SocketDropped uint64
 	// HostDropped are datagrams the host confirmed but could not hand on
 	// (its sink refused them), as it last said.
@@ -252,10 +254,11 @@ func (f *forwarder) answer(n int, onWire bool) {
 }
 
 func (f *forwarder) socketDrops() uint64 {
+	n := f.unread.Load()
 	if fn := f.socketDropped.Load(); fn != nil {
-		return (*fn)()
+		n += (*fn)()
 	}
-	return 0
+	return n
 }
 
 // ReadFrom reads datagrams from pc into the queue until ctx is done, then
@@ -311,7 +314,27 @@ func (f *forwarder) readFrom(ctx context.Context, pc net.PacketConn, drain time.
 			_ = pc.SetReadDeadline(earliest(drainUntil, time.Now().Add(drainIdle)))
 			continue
 		}
+		if !time.Now().Before(drainUntil) {
+			f.countUnread(pc, read)
+		}
 		return nil
+	}
+}
+
+// countUnread counts, as dropped at the socket, the datagrams still in it
+// when a stop's drain ran out of time: the socket closes with them.
+func (f *forwarder) countUnread(pc net.PacketConn, read func(send func([][]byte)) error) {
+	var n uint64
+	// A deadline already past reads nothing: each read gets a moment.
+	for {
+		_ = pc.SetReadDeadline(time.Now().Add(time.Millisecond))
+		if read(func(ps [][]byte) { n += uint64(len(ps)) }) != nil {
+			break
+		}
+	}
+	if n > 0 {
+		f.unread.Add(n)
+		f.log.Warn("the drain ran out of time: datagrams still in the socket dropped", "target", f.cfg.Target, "dropped", n)
 	}
 }
 

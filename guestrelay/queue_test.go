@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -349,5 +350,30 @@ func TestRetainingQueueDroppedMarkerAnswer(t *testing.T) {
 	q.AckFlush()
 	if s := q.Stats(); s.QueuedBytes != 0 {
 		t.Fatalf("after both answers %d bytes held, want 0", s.QueuedBytes)
+	}
+}
+
+// TestCountUnread: what a stop leaves in the socket is counted, not lost.
+func TestCountUnread(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	c, err := net.Dial("udp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for range 10 {
+		if _, err := c.Write([]byte("left behind")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := newForwarder(Config{Logger: slog.New(slog.DiscardHandler)})
+	read, _ := readerFor(pc)
+	f.countUnread(pc, read)
+	if got := f.Stats().SocketDropped; got != 10 {
+		t.Fatalf("SocketDropped = %d, want the 10 left in the socket", got)
 	}
 }
