@@ -293,11 +293,13 @@ func (f *forwarder) readFrom(ctx context.Context, pc net.PacketConn, drain time.
 			holdCtx = context.Background()
 		}
 		stalled = f.hold(holdCtx, hold, stalled)
+		if !drainUntil.IsZero() {
+			// The quiet that ends a drain is counted from here: time
+			// spent holding for room in the queue is not quiet.
+			_ = pc.SetReadDeadline(earliest(drainUntil, time.Now().Add(drainIdle)))
+		}
 		err := read(send)
 		if err == nil {
-			if !drainUntil.IsZero() {
-				_ = pc.SetReadDeadline(earliest(drainUntil, time.Now().Add(drainIdle)))
-			}
 			continue
 		}
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -314,9 +316,7 @@ func (f *forwarder) readFrom(ctx context.Context, pc net.PacketConn, drain time.
 			_ = pc.SetReadDeadline(earliest(drainUntil, time.Now().Add(drainIdle)))
 			continue
 		}
-		if !time.Now().Before(drainUntil) {
-			f.countUnread(pc, read)
-		}
+		f.countUnread(pc, read) // the drain ran out of time with some left
 		return nil
 	}
 }
