@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,33 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/katatrace/katatrace/internal/katatest"
 	"github.com/katatrace/katatrace/internal/testutil"
 )
-
-// kataCapture is a stream Kata's own vsock-exporter wrote (one trace: five
-// children, then the root), with its trace id.
-func kataCapture(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "kataspan", "testdata", name+".bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// agentSend writes a span stream to a hybrid-vsock socket, as an agent.
-func agentSend(t *testing.T, path string, b []byte) {
-	t.Helper()
-	testutil.Eventually(t, 10*time.Second, "the forwarder's socket "+path, func() bool { _, err := os.Stat(path); return err == nil })
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Write(b); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // startForwarder runs katatrace kata-trace-forwarder with args.
 func startForwarder(t *testing.T, args ...string) *testutil.Proc {
@@ -50,7 +25,13 @@ func startForwarder(t *testing.T, args ...string) *testutil.Proc {
 	return p
 }
 
-func stopForwarder(t *testing.T, p *testutil.Proc) {
+// stopForwarder stops it once it has read the streams of that many agents
+// (a connection still in the listen backlog at the stop is the kernel's,
+// and closed with the listener).
+func stopForwarder(t *testing.T, p *testutil.Proc, guests int) {
+	testutil.Eventually(t, 20*time.Second, fmt.Sprintf("%d guests read to their end", guests), func() bool {
+		return strings.Count(p.Stderr.String(), "guest disconnected") >= guests
+	})
 	p.Signal(syscall.SIGTERM)
 	if code := p.Wait(30 * time.Second); code != 0 {
 		t.Fatalf("forwarder exit %d:\n%s", code, p.Stderr.String())
@@ -124,9 +105,9 @@ func TestKata3Forwarder(t *testing.T) {
 	t.Run("otlp-grpc with Kata's flags", func(t *testing.T) {
 		hv := filepath.Join(dir, "kata.hvsock")
 		p := startForwarder(t, "--socket-path", hv, "--otlp-endpoint", fmt.Sprintf("http://127.0.0.1:%d", j.OTLPGRPC))
-		agentSend(t, hv+"_10240", kataCapture(t, "json-otel017-api"))
-		agentSend(t, hv+"_10240", kataCapture(t, "bincode-otel014-api"))
-		stopForwarder(t, p)
+		katatest.Send(t, hv+"_10240", katatest.Capture(t, "json-otel017-api"))
+		katatest.Send(t, hv+"_10240", katatest.Capture(t, "bincode-otel014-api"))
+		stopForwarder(t, p, 2)
 		checkKataTree(t, j.WaitTrace(t, "d5549796b885246c67389f3b2fa247d1", 6, 20*time.Second), "kata-agent", true)
 		checkKataTree(t, j.WaitTrace(t, "a650f4bb0f1338066ba882140dded800", 6, 20*time.Second), "kata-agent", true)
 	})
@@ -139,9 +120,9 @@ func TestKata3Forwarder(t *testing.T) {
 			if err := os.MkdirAll(vm, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			agentSend(t, filepath.Join(vm, "clh.sock_10240"), kataCapture(t, name))
+			katatest.Send(t, filepath.Join(vm, "clh.sock_10240"), katatest.Capture(t, name))
 		}
-		stopForwarder(t, p)
+		stopForwarder(t, p, 2)
 		checkKataTree(t, j.WaitTrace(t, "fe1d14f40b91e3a22a78699aab605a60", 6, 20*time.Second), "kata-agent-udp", false)
 		jsonTrace := j.WaitTrace(t, jsonTracingTraceID(t), 6, 20*time.Second)
 		if len(jsonTrace) != 6 {
@@ -153,8 +134,8 @@ func TestKata3Forwarder(t *testing.T) {
 		sock := filepath.Join(dir, "gen.sock_10240")
 		p := startForwarder(t, "--from", "unix://"+sock, "--to", j.OTLPHTTPAddr())
 		trace, stream := generatedTrace(t, 200)
-		agentSend(t, sock, stream)
-		stopForwarder(t, p)
+		katatest.Send(t, sock, stream)
+		stopForwarder(t, p, 1)
 		spans := j.WaitTrace(t, trace, 201, 20*time.Second)
 		if len(spans) != 201 {
 			t.Fatalf("%d spans of 201", len(spans))
@@ -176,7 +157,7 @@ func TestKata3Forwarder(t *testing.T) {
 // jsonTracingTraceID reads the trace id of the JSON tracing capture's
 // first frame.
 func jsonTracingTraceID(t *testing.T) string {
-	b := kataCapture(t, "json-otel017-tracing")
+	b := katatest.Capture(t, "json-otel017-tracing")
 	n := binary.BigEndian.Uint64(b)
 	var s struct {
 		SpanContext struct {

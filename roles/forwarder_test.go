@@ -2,7 +2,6 @@ package roles_test
 
 import (
 	"encoding/binary"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,33 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/katatrace/katatrace/internal/katatest"
 	"github.com/katatrace/katatrace/internal/testutil"
 	"github.com/katatrace/katatrace/sink"
 )
-
-// kataCapture is a byte stream Kata's own vsock-exporter wrote: six
-// frames, one trace (five children, then the root).
-func kataCapture(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "kataspan", "testdata", name+".bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// sendStream writes b to the hybrid-vsock socket at path, as an agent does.
-func sendStream(t *testing.T, path string, b []byte) {
-	t.Helper()
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Write(b); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // spansOf reads a forwarder's --dump-only output: by trace, by operation.
 func spansOf(t *testing.T, out string) (map[string]map[string]sink.SpanRecord, int) {
@@ -68,12 +44,12 @@ func TestForwarderTakesKataStreams(t *testing.T) {
 
 	var wg sync.WaitGroup
 	for _, name := range []string{"json-otel017-api", "bincode-otel014-tracing"} {
-		wg.Go(func() { sendStream(t, path, kataCapture(t, name)) })
+		wg.Go(func() { katatest.Send(t, path, katatest.Capture(t, name)) })
 	}
 	huge := binary.BigEndian.AppendUint64(nil, 1<<40)
 	garbage := append(binary.BigEndian.AppendUint64(nil, 5), "hello"...)
 	for _, bad := range [][]byte{huge, garbage} {
-		wg.Go(func() { sendStream(t, path, bad) })
+		wg.Go(func() { katatest.Send(t, path, bad) })
 	}
 	wg.Wait()
 	testutil.Eventually(t, 10*time.Second, "12 spans out", func() bool { return strings.Count(p.Stdout.String(), "\n") >= 12 })
@@ -113,7 +89,7 @@ func TestForwarderFindsVMsByPattern(t *testing.T) {
 	}
 	sock := filepath.Join(vm, "clh.sock_10240")
 	testutil.Eventually(t, 10*time.Second, "a listener for the new VM", func() bool { _, err := os.Stat(sock); return err == nil })
-	sendStream(t, sock, kataCapture(t, "bincode-otel014-api"))
+	katatest.Send(t, sock, katatest.Capture(t, "bincode-otel014-api"))
 	testutil.Eventually(t, 10*time.Second, "6 spans out", func() bool { return strings.Count(p.Stdout.String(), "\n") >= 6 })
 	if traces, n := spansOf(t, p.Stdout.String()); n != 6 || len(traces) != 1 {
 		t.Fatalf("%d spans in %d traces: %v", n, len(traces), traces)
