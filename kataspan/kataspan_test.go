@@ -16,6 +16,7 @@ import (
 
 	"github.com/katatrace/katatrace/wire"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 )
 
 // The captures in testdata were written by Kata's own vsock-exporter,
@@ -367,4 +368,29 @@ func FuzzSplitFrames(f *testing.F) {
 			t.Fatalf("not a protocol error: %v", err)
 		}
 	})
+}
+
+// BenchmarkDecode: one span from its payload to an OTLP request's bytes,
+// per form (what the forwarder does per frame, but the send).
+func BenchmarkDecode(b *testing.B) {
+	for _, name := range []string{"json-otel017-api", "bincode-otel014-api"} {
+		p := capture(b, name)[0]
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(p)))
+			b.ReportAllocs()
+			for b.Loop() {
+				s, err := Decode(p)
+				if err != nil {
+					b.Fatal(err)
+				}
+				td, err := s.Traces("kata-agent")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
