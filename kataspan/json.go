@@ -49,7 +49,7 @@ type jsonSpan struct {
 	StatusCode    *string       `json:"status_code"`
 	StatusMessage string        `json:"status_message"`
 	Resource      *struct {
-		Attrs map[string]json.RawMessage `json:"attrs"`
+		Attrs map[string]jsonValue `json:"attrs"`
 	} `json:"resource"`
 }
 
@@ -67,13 +67,13 @@ type jsonTime struct {
 }
 
 type jsonAttrMap struct {
-	Map          map[string]json.RawMessage `json:"map"`
-	DroppedCount json.Number                `json:"dropped_count"`
+	Map          map[string]jsonValue `json:"map"`
+	DroppedCount json.Number          `json:"dropped_count"`
 }
 
 type jsonKeyValue struct {
-	Key   string          `json:"key"`
-	Value json.RawMessage `json:"value"`
+	Key   string    `json:"key"`
+	Value jsonValue `json:"value"`
 }
 
 type jsonQueue struct {
@@ -275,10 +275,10 @@ func indexOf(names []string, s string) (int, bool) {
 
 // mapValues reads an attribute map; its order is the payload's (serde
 // writes a HashMap in no particular order).
-func mapValues(m map[string]json.RawMessage, what string) ([]KeyValue, error) {
+func mapValues(m map[string]jsonValue, what string) ([]KeyValue, error) {
 	kvs := make([]KeyValue, 0, len(m))
-	for k, raw := range m {
-		v, err := valueOf(raw)
+	for k, jv := range m {
+		v, err := jv.value()
 		if err != nil {
 			return nil, fmt.Errorf("%s %q: %w", what, k, err)
 		}
@@ -291,7 +291,7 @@ func mapValues(m map[string]json.RawMessage, what string) ([]KeyValue, error) {
 func listValues(l []jsonKeyValue, what string) ([]KeyValue, error) {
 	kvs := make([]KeyValue, 0, len(l))
 	for _, kv := range l {
-		v, err := valueOf(kv.Value)
+		v, err := kv.Value.value()
 		if err != nil {
 			return nil, fmt.Errorf("%s attribute %q: %w", what, kv.Key, err)
 		}
@@ -300,80 +300,93 @@ func listValues(l []jsonKeyValue, what string) ([]KeyValue, error) {
 	return kvs, nil
 }
 
-// valueOf reads one externally tagged Value.
-func valueOf(raw json.RawMessage) (Value, error) {
-	var tagged map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &tagged); err != nil || len(tagged) != 1 {
-		return Value{}, fmt.Errorf("a value must be an object with one variant, not %.40s", raw)
+// jsonValue is an externally tagged Value ({"I64":1},
+// {"Array":{"String":["a"]}}), read in one pass: exactly one variant is
+// present. F64 is kept raw: serde_json writes NaN and the infinities as
+// null, which must not read as an absent variant.
+type jsonValue struct {
+	Bool   *bool
+	I64    *int64
+	F64    json.RawMessage
+	String *string
+	Array  *struct {
+		Bool   *[]bool
+		I64    *[]int64
+		F64    *[]jsonFloat
+		String *[]string
 	}
-	for tag, body := range tagged {
-		if tag == "Array" {
-			var arr map[string]json.RawMessage
-			if err := json.Unmarshal(body, &arr); err != nil || len(arr) != 1 {
-				return Value{}, fmt.Errorf("an array must be an object with one variant, not %.40s", body)
-			}
-			for t, items := range arr {
-				return arrayOf(t, items)
-			}
-		}
-		return scalarOf(tag, body)
-	}
-	panic("unreachable")
 }
 
-func scalarOf(tag string, body json.RawMessage) (v Value, err error) {
-	switch tag {
-	case "Bool":
-		v.Type, err = TypeBool, json.Unmarshal(body, &v.Bool)
-	case "I64":
-		v.Type, err = TypeInt, json.Unmarshal(body, &v.Int)
-	case "F64":
-		v.Type = TypeFloat
-		v.Float, err = floatOf(body)
-	case "String":
-		v.Type, err = TypeString, json.Unmarshal(body, &v.Str)
-	default:
-		return v, fmt.Errorf("unknown value variant %q", tag)
+func (j *jsonValue) value() (Value, error) {
+	var v Value
+	n := 0
+	if j.Bool != nil {
+		v.Type, v.Bool = TypeBool, *j.Bool
+		n++
 	}
-	if err != nil {
-		return v, fmt.Errorf("%s value: %w", tag, err)
+	if j.I64 != nil {
+		v.Type, v.Int = TypeInt, *j.I64
+		n++
+	}
+	if j.F64 != nil {
+		f, err := floatOf(j.F64)
+		if err != nil {
+			return v, fmt.Errorf("F64 value: %w", err)
+		}
+		v.Type, v.Float = TypeFloat, f
+		n++
+	}
+	if j.String != nil {
+		v.Type, v.Str = TypeString, *j.String
+		n++
+	}
+	if a := j.Array; a != nil {
+		m := 0
+		if a.Bool != nil {
+			v.Type, v.Bools = TypeBoolArray, *a.Bool
+			m++
+		}
+		if a.I64 != nil {
+			v.Type, v.Ints = TypeIntArray, *a.I64
+			m++
+		}
+		if a.F64 != nil {
+			v.Type, v.Floats = TypeFloatArray, make([]float64, len(*a.F64))
+			for i, f := range *a.F64 {
+				v.Floats[i] = float64(f)
+			}
+			m++
+		}
+		if a.String != nil {
+			v.Type, v.Strings = TypeStringArray, *a.String
+			m++
+		}
+		if m != 1 {
+			return v, errors.New("an array must have exactly one of Bool, I64, F64, String (not null)")
+		}
+		n++
+	}
+	if n != 1 {
+		return v, errors.New("a value must have exactly one of Bool, I64, F64, String, Array (not null)")
+	}
+	if v.Type == TypeBoolArray && v.Bools == nil || v.Type == TypeIntArray && v.Ints == nil || v.Type == TypeStringArray && v.Strings == nil {
+		return v, errors.New("a null array")
 	}
 	return v, nil
 }
 
-func arrayOf(tag string, items json.RawMessage) (v Value, err error) {
-	switch tag {
-	case "Bool":
-		v.Type, err = TypeBoolArray, json.Unmarshal(items, &v.Bools)
-	case "I64":
-		v.Type, err = TypeIntArray, json.Unmarshal(items, &v.Ints)
-	case "F64":
-		v.Type = TypeFloatArray
-		var raws []json.RawMessage
-		if err = json.Unmarshal(items, &raws); err == nil {
-			v.Floats = make([]float64, len(raws))
-			for i, r := range raws {
-				if v.Floats[i], err = floatOf(r); err != nil {
-					break
-				}
-			}
-		}
-	case "String":
-		v.Type, err = TypeStringArray, json.Unmarshal(items, &v.Strings)
-	default:
-		return v, fmt.Errorf("unknown array variant %q", tag)
-	}
-	if err != nil {
-		return v, fmt.Errorf("array of %s: %w", tag, err)
-	}
-	if v.Bools == nil && v.Ints == nil && v.Floats == nil && v.Strings == nil {
-		return v, fmt.Errorf("array of %s: null", tag)
-	}
-	return v, nil
+// jsonFloat is an f64 as serde_json writes it: null for NaN and the
+// infinities, read back as NaN (the value is gone; its being a float is
+// not).
+type jsonFloat float64
+
+func (f *jsonFloat) UnmarshalJSON(b []byte) error {
+	v, err := floatOf(b)
+	*f = jsonFloat(v)
+	return err
 }
 
-// floatOf reads an f64: serde_json writes NaN and the infinities as null,
-// which is read back as NaN (the value is gone; its being a float is not).
+// floatOf reads an f64, null as NaN.
 func floatOf(raw json.RawMessage) (float64, error) {
 	if string(bytes.TrimSpace(raw)) == "null" {
 		return math.NaN(), nil

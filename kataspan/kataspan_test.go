@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
@@ -392,5 +393,38 @@ func BenchmarkDecode(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestJSONValues(t *testing.T) {
+	for _, tt := range []struct {
+		in, want string // want: the value's type and text, or an error's words
+	}{
+		{`{"I64":-3}`, "I64 -3"},
+		{`{"F64":1.5}`, "F64 1.5"},
+		{`{"F64":null}`, "F64 NaN"},
+		{`{"String":"x"}`, `String "x"`},
+		{`{"Bool":false}`, "Bool false"},
+		{`{"Array":{"F64":[0.5,null]}}`, "Array(F64) [0.5 NaN]"},
+		{`{"Array":{"String":[]}}`, "Array(String) []"},
+		{`{"Foo":1}`, "exactly one"},
+		{`{"I64":1,"Bool":true}`, "exactly one"},
+		{`{"Array":{}}`, "exactly one"},
+		{`{"Array":{"I64":null}}`, "exactly one"},
+		{`{"I64":"1"}`, "cannot unmarshal"},
+	} {
+		var jv jsonValue
+		err := json.Unmarshal([]byte(tt.in), &jv)
+		var v Value
+		if err == nil {
+			v, err = jv.value()
+		}
+		got := v.Type.String() + " " + v.String()
+		if err != nil {
+			got = err.Error()
+		}
+		if !strings.Contains(got, tt.want) {
+			t.Errorf("%s: %s, want %s", tt.in, got, tt.want)
+		}
 	}
 }
