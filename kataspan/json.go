@@ -111,12 +111,9 @@ func (w *jsonSpan) span() (*Span, error) {
 	if s.ParentSpanID, err = uintOf(*w.ParentSpanID, 64, "parent_span_id"); err != nil {
 		return nil, err
 	}
-	if w.SpanKind == nil {
-		return nil, errors.New("no span_kind")
-	}
-	k, ok := indexOf(kindNames[:], *w.SpanKind)
-	if !ok {
-		return nil, fmt.Errorf("span_kind %q is not one of %v", *w.SpanKind, kindNames)
+	k, err := variantOf(w.SpanKind, kindNames[:], "span_kind")
+	if err != nil {
+		return nil, err
 	}
 	s.Kind = Kind(k)
 	if s.Start, err = w.StartTime.read("start_time"); err != nil {
@@ -175,12 +172,9 @@ func (w *jsonSpan) span() (*Span, error) {
 	if s.DroppedLinks, err = count(w.Links.DroppedCount, "links dropped_count"); err != nil {
 		return nil, err
 	}
-	if w.StatusCode == nil {
-		return nil, errors.New("no status_code")
-	}
-	st, ok := indexOf(statusNames[:], *w.StatusCode)
-	if !ok {
-		return nil, fmt.Errorf("status_code %q is not one of %v", *w.StatusCode, statusNames)
+	st, err := variantOf(w.StatusCode, statusNames[:], "status_code")
+	if err != nil {
+		return nil, err
 	}
 	s.Status = StatusCode(st)
 	if w.Resource != nil {
@@ -264,13 +258,17 @@ func u128Of(n json.Number, what string) (id [16]byte, err error) {
 	return id, nil
 }
 
-func indexOf(names []string, s string) (int, bool) {
+// variantOf reads a unit enum variant by its name.
+func variantOf(name *string, names []string, what string) (uint8, error) {
+	if name == nil {
+		return 0, fmt.Errorf("no %s", what)
+	}
 	for i, n := range names {
-		if n == s {
-			return i, true
+		if n == *name {
+			return uint8(i), nil
 		}
 	}
-	return 0, false
+	return 0, fmt.Errorf("%s %q is not one of %v", what, *name, names)
 }
 
 // mapValues reads an attribute map; its order is the payload's (serde
