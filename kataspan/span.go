@@ -69,12 +69,7 @@ const (
 
 var kindNames = [...]string{"Client", "Server", "Producer", "Consumer", "Internal"}
 
-func (k Kind) String() string {
-	if int(k) < len(kindNames) {
-		return kindNames[k]
-	}
-	return fmt.Sprintf("Kind(%d)", k)
-}
+func (k Kind) String() string { return enumName(kindNames[:], uint8(k), "Kind") }
 
 // StatusCode is a span's status.
 type StatusCode uint8
@@ -88,12 +83,7 @@ const (
 
 var statusNames = [...]string{"Unset", "Ok", "Error"}
 
-func (s StatusCode) String() string {
-	if int(s) < len(statusNames) {
-		return statusNames[s]
-	}
-	return fmt.Sprintf("StatusCode(%d)", s)
-}
+func (s StatusCode) String() string { return enumName(statusNames[:], uint8(s), "StatusCode") }
 
 // KeyString is one entry of a trace state.
 type KeyString struct{ Key, Value string }
@@ -141,12 +131,7 @@ const (
 
 var typeNames = [...]string{"Bool", "I64", "F64", "String", "Array(Bool)", "Array(I64)", "Array(F64)", "Array(String)"}
 
-func (t ValueType) String() string {
-	if int(t) < len(typeNames) {
-		return typeNames[t]
-	}
-	return fmt.Sprintf("ValueType(%d)", t)
-}
+func (t ValueType) String() string { return enumName(typeNames[:], uint8(t), "ValueType") }
 
 // Value is an attribute's value: one of the scalar fields, or one array.
 type Value struct {
@@ -201,4 +186,12 @@ func traceStateString(ts []KeyString) string {
 // no order of its own, and a stable one makes equal spans equal.
 func sortKeyValues(kvs []KeyValue) {
 	slices.SortFunc(kvs, func(a, b KeyValue) int { return strings.Compare(a.Key, b.Key) })
+}
+
+// enumName is a variant's name, or the type and number of one unknown.
+func enumName(names []string, i uint8, typ string) string {
+	if int(i) < len(names) {
+		return names[i]
+	}
+	return fmt.Sprintf("%s(%d)", typ, i)
 }

@@ -151,6 +151,17 @@ func numbered(i, size int) []byte {
 
 // tally counts the distinct numbered datagrams in got, and duplicates.
 func tally(got [][]byte, total int) (distinct, dups int) {
+	for _, n := range counts(got, total) {
+		if n > 0 {
+			distinct++
+		}
+		dups += max(n-1, 0)
+	}
+	return distinct, dups
+}
+
+// counts is how many times each numbered datagram below total arrived.
+func counts(got [][]byte, total int) []int {
 	seen := make([]int, total)
 	for _, p := range got {
 		if len(p) >= 6 && string(p[:2]) == "KT" {
@@ -159,13 +170,7 @@ func tally(got [][]byte, total int) (distinct, dups int) {
 			}
 		}
 	}
-	for _, n := range seen {
-		if n > 0 {
-			distinct++
-		}
-		dups += max(n-1, 0)
-	}
-	return distinct, dups
+	return seen
 }
 
 // paced sends total numbered datagrams at rate per second, calling at(i)
@@ -261,17 +266,9 @@ func faultGuestKilled(t *testing.T) {
 
 // missingIndexes lists the numbered datagrams below total that got lacks.
 func missingIndexes(got [][]byte, total int) []int {
-	seen := make([]bool, total)
-	for _, p := range got {
-		if len(p) >= 6 && string(p[:2]) == "KT" {
-			if i := int(binary.BigEndian.Uint32(p[2:])); i < total {
-				seen[i] = true
-			}
-		}
-	}
 	var missing []int
-	for i, ok := range seen {
-		if !ok {
+	for i, n := range counts(got, total) {
+		if n == 0 {
 			missing = append(missing, i)
 		}
 	}

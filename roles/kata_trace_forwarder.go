@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/katatrace/katatrace/endpoint"
 	"github.com/katatrace/katatrace/hostrelay"
@@ -41,9 +40,7 @@ type traceForwarder struct {
 	From         []endpoint.Addr `help:"Where agents connect, replacing what the vsock and socket-path flags say; repeatable or comma-separated: vsock://any:10240, unix:///path (a glob in the directories finds VMs as they start), tcp://HOST:PORT or fd://N." placeholder:"ADDR"`
 	To           sink.Target     `help:"Where spans go, instead of --otlp-endpoint: otlp://HOST:4317 (otlps://), otlphttp://HOST:4318 (otlphttps://), udp://HOST:6831 (a Jaeger agent), http://HOST:14268/api/traces (a Jaeger collector), print (trees) or jsonl (a JSON object per span) on stdout." placeholder:"SINK"`
 	MaxSpanBytes ByteSize        `help:"Largest span payload taken; a frame announcing more closes that agent's connection (an agent's span is a few KiB)." default:"4MiB"`
-	QueueBytes   ByteSize        `help:"With OTLP or a collector: bytes of spans held while it is unreachable (drop oldest beyond)." default:"16MiB"`
-	otlpOptions
-	PrintIdle time.Duration `help:"With print: print a trace once no span of it arrived for this long." default:"1s"`
+	traceSinkFlags
 	hostRelay
 }
 
@@ -144,10 +141,7 @@ func (c *traceForwarder) target() (sink.Target, error) {
 func (c *traceForwarder) Run(rc *RunContext) error {
 	from, _ := c.froms() // checked by Validate
 	to, _ := c.target()
-	out, err := to.Open(sink.Options{Stdout: rc.Stdout, Log: rc.Log, QueueBytes: int(c.QueueBytes), PrintIdle: c.PrintIdle, OTLP: c.otlpOptions.config})
-	if err != nil && to.Kind == sink.KindOTLP {
-		return flagErr("to", err)
-	}
+	out, err := c.open(rc, to)
 	if err != nil {
 		return err
 	}

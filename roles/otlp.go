@@ -3,9 +3,28 @@ package roles
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/katatrace/katatrace/sink"
 )
+
+// traceSinkFlags are the flags of a host role whose --to is a sink.Target
+// (vsock-to-udp-server, kata-trace-forwarder): besides the address, the
+// collector's queue, the printer's idle time and the OTLP options.
+type traceSinkFlags struct {
+	QueueBytes ByteSize `help:"With OTLP or a collector (http://, otlp...://): bytes held while it is unreachable (drop oldest beyond)." default:"16MiB"`
+	otlpOptions
+	PrintIdle time.Duration `help:"With print: print a trace once no span of it arrived for this long (and at every flush)." default:"1s"`
+}
+
+// open makes the sink to goes to; its owner closes it.
+func (f *traceSinkFlags) open(rc *RunContext, to sink.Target) (sink.Sink, error) {
+	out, err := to.Open(sink.Options{Stdout: rc.Stdout, Log: rc.Log, QueueBytes: int(f.QueueBytes), PrintIdle: f.PrintIdle, OTLP: f.otlpOptions.config})
+	if err != nil && to.Kind == sink.KindOTLP {
+		return nil, flagErr("to", err) // its TLS files and headers
+	}
+	return out, err
+}
 
 // otlpOptions are the OTLP sink's flags.
 type otlpOptions struct {

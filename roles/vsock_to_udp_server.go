@@ -3,7 +3,6 @@ package roles
 import (
 	"bufio"
 	"fmt"
-	"time"
 
 	"github.com/katatrace/katatrace/endpoint"
 	"github.com/katatrace/katatrace/hostrelay"
@@ -21,12 +20,10 @@ func init() {
 }
 
 type udpServer struct {
-	From       []endpoint.Addr `help:"${from_guest_help}" default:"vsock://any:6831"`
-	To         sink.Target     `help:"udp://HOST:PORT or unixgram:///path: Jaeger's compact Thrift port, each datagram as it came; http://HOST:14268/api/traces: a Jaeger collector, over HTTP; otlp://HOST:4317 (otlps:// with TLS): OTLP over gRPC; otlphttp://HOST:4318[/v1/traces] (otlphttps://): OTLP over HTTP, to an OpenTelemetry Collector, Jaeger v2, Tempo or a vendor; print: each trace as a tree on stdout; jsonl: one JSON object per span on stdout." default:"udp://127.0.0.1:6831"`
-	QueueBytes ByteSize        `help:"With a collector (http://, otlp...://): bytes of batches held while it is unreachable (drop oldest beyond)." default:"16MiB"`
-	otlpOptions
-	PrintIdle time.Duration `help:"With print: print a trace once no span of it arrived for this long (and at every guest flush)." default:"1s"`
-	RawSplit  string        `help:"How to find datagram boundaries in a raw (socat) guest stream: thrift walks the emitBatch messages and drops what does not parse; read takes each read as one datagram, as socat does." enum:"thrift,read" default:"thrift"`
+	From []endpoint.Addr `help:"${from_guest_help}" default:"vsock://any:6831"`
+	To   sink.Target     `help:"udp://HOST:PORT or unixgram:///path: Jaeger's compact Thrift port, each datagram as it came; http://HOST:14268/api/traces: a Jaeger collector, over HTTP; otlp://HOST:4317 (otlps:// with TLS): OTLP over gRPC; otlphttp://HOST:4318[/v1/traces] (otlphttps://): OTLP over HTTP, to an OpenTelemetry Collector, Jaeger v2, Tempo or a vendor; print: each trace as a tree on stdout; jsonl: one JSON object per span on stdout." default:"udp://127.0.0.1:6831"`
+	traceSinkFlags
+	RawSplit string `help:"How to find datagram boundaries in a raw (socat) guest stream: thrift walks the emitBatch messages and drops what does not parse; read takes each read as one datagram, as socat does." enum:"thrift,read" default:"thrift"`
 	hostRelay
 }
 
@@ -52,10 +49,7 @@ func (c *udpServer) Validate() error {
 }
 
 func (c *udpServer) Run(rc *RunContext) error {
-	out, err := c.To.Open(c.sinkOptions(rc))
-	if err != nil && c.To.Kind == sink.KindOTLP {
-		return flagErr("to", err) // its TLS files and headers
-	}
+	out, err := c.open(rc, c.To)
 	if err != nil {
 		return err
 	}
@@ -66,9 +60,4 @@ func (c *udpServer) Run(rc *RunContext) error {
 		}
 	}
 	return c.serve(rc, c.From, cfg, c.To.String())
-}
-
-// sinkOptions are what opening --to takes besides the address.
-func (c *udpServer) sinkOptions(rc *RunContext) sink.Options {
-	return sink.Options{Stdout: rc.Stdout, Log: rc.Log, QueueBytes: int(c.QueueBytes), PrintIdle: c.PrintIdle, OTLP: c.otlpOptions.config}
 }
