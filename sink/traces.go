@@ -21,19 +21,20 @@ type TraceSink interface {
 // a Jaeger agent's UDP limit. The spans' resources name the guest
 // (AttrGuest) whatever the sink.
 func SendTraces(s Sink, td ptrace.Traces, peer string) error {
-	guest := GuestOf(peer)
-	rss := td.ResourceSpans()
-	for i := range rss.Len() {
-		rss.At(i).Resource().Attributes().PutStr(AttrGuest, guest)
-	}
 	if ts, ok := s.(TraceSink); ok {
 		return ts.SendTraces(td, peer)
 	}
 	return sendJaeger(s, td, peer)
 }
 
-// sendJaeger sends td as Jaeger datagrams.
+// sendJaeger sends td as Jaeger datagrams, the guest named on each
+// resource (OTLP requests name it as they are made: otlpRequest).
 func sendJaeger(s Sink, td ptrace.Traces, peer string) error {
+	guest := GuestOf(peer)
+	rss := td.ResourceSpans()
+	for i := range rss.Len() {
+		rss.At(i).Resource().Attributes().PutStr(AttrGuest, guest)
+	}
 	dgs, err := jaegerthrift.FromTraces(td, jaegerthrift.MaxUDPBatch)
 	for _, p := range dgs {
 		if e := s.Send(p, peer); e != nil {
