@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -153,8 +154,14 @@ func (w *Watch) sync() (changed bool) {
 		}
 		path := filepath.Join(d, name)
 		live[path] = true
-		if w.lns[path] != nil {
-			continue
+		if ln := w.lns[path]; ln != nil {
+			if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() == os.ModeSocket {
+				continue
+			}
+			// Someone removed the socket: nobody can connect to it.
+			_ = ln.Close()
+			delete(w.lns, path)
+			w.log.Warn("a VM's socket was removed; creating it again", "from", "unix://"+path)
 		}
 		ln, err := Listen(Addr{Scheme: SchemeUnix, Path: path})
 		if err != nil {
@@ -174,6 +181,32 @@ func (w *Watch) sync() (changed bool) {
 		}
 	}
 	return changed
+}
+
+// Rescan looks at the file system again, as if told of a change:
+// listeners for directories that appeared, closed for those gone, made
+// again where their socket was removed.
+func (w *Watch) Rescan() { w.rescan() }
+
+// Missing is, while no listener is kept, the first part of the pattern
+// that matches no directory ("/run/vc/firecraker" of a misspelt
+// pattern), or "" when every directory level matches.
+func (w *Watch) Missing() string {
+	dir := filepath.Clean(filepath.Dir(w.pattern))
+	prefix := "/"
+	for _, part := range strings.Split(strings.TrimPrefix(dir, "/"), "/") {
+		prefix = filepath.Join(prefix, part)
+		matches, _ := filepath.Glob(prefix)
+		if !slices.ContainsFunc(matches, isDir) {
+			return prefix
+		}
+	}
+	return ""
+}
+
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
 }
 
 // Listening is how many listeners the Watch keeps now.

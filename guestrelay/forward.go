@@ -65,6 +65,9 @@ type forwarder struct {
 
 	sent, sentBytes, connects, dialFailures atomic.Uint64
 	hostDropped                             atomic.Uint64
+	// hostHeld is what the host's last flush answer said its endpoint had
+	// not accepted of this guest's datagrams.
+	hostHeld atomic.Uint64
 	// socketDropped reads the kernel's count of datagrams its socket
 	// dropped (set by ReadFrom for UDP); holdLog notes reading held.
 	socketDropped                   atomic.Pointer[func() uint64]
@@ -90,13 +93,17 @@ type Stats struct {
 	// HostDropped are datagrams the host confirmed but could not hand on
 	// (its sink refused them), as it last said.
 	HostDropped uint64
+	// HostUnaccepted are datagrams the host handed to its sink whose
+	// endpoint (a collector) had not accepted them, as its last flush
+	// answer said: held there for retrying, or lost.
+	HostUnaccepted uint64
 }
 
 // LogAttrs are the counters as log attributes.
 func (s Stats) LogAttrs() []any {
 	return []any{"received", s.Queue.Enqueued + s.Queue.Rejected, "sent", s.Sent, "sent_bytes", s.SentBytes,
 		"confirmed", s.Queue.Acked, "dropped", s.Queue.Dropped, "refused", s.Queue.Rejected, "queued", s.Queue.Queued, "unconfirmed", s.Queue.Unacked,
-		"host_dropped", s.HostDropped, "socket_dropped", s.SocketDropped, "connects", s.Connects, "dial_failures", s.DialFailures}
+		"host_dropped", s.HostDropped, "host_unaccepted", s.HostUnaccepted, "socket_dropped", s.SocketDropped, "connects", s.Connects, "dial_failures", s.DialFailures}
 }
 
 // writeBatch bounds one write to the host: large enough that big datagrams
@@ -145,6 +152,7 @@ func (f *forwarder) Stats() Stats {
 		DialFailures:    f.dialFailures.Load(),
 		FlushesAnswered: answered,
 		HostDropped:     f.hostDropped.Load(),
+		HostUnaccepted:  f.hostHeld.Load(),
 		Connected:       f.connected.Load(),
 		SocketDropped:   f.socketDrops(),
 	}
@@ -207,17 +215,54 @@ func (f *forwarder) noteHostDropped(n uint64) {
 	}
 }
 
+// NotAcceptedError is a flush the host answered saying that its sink's
+// endpoint (a collector) had not accepted some of this guest's datagrams:
+// the host holds them for retrying, or lost them.
+type NotAcceptedError struct{ Datagrams uint64 }
+
+func (e *NotAcceptedError) Error() string {
+	return fmt.Sprintf("the host answered, but its endpoint has not accepted %d of this guest's datagrams (the host holds them for retrying, or dropped them)", e.Datagrams)
+}
+
+// reaskPause spaces the flush requests of a guest whose host said its
+// endpoint had not accepted everything: the host itself waits on its
+// endpoint for each.
+const reaskPause = 100 * time.Millisecond
+
 // Flush asks the host to confirm that it has handed every datagram queued
-// before this call to its sink, and waits for the answer or ctx. In raw mode
-// no answer can come: Flush returns once those datagrams are written.
+// before this call to its sink, and waits for the answer or ctx. A v2 host
+// that answers that its endpoint has not accepted everything is asked
+// again while ctx allows; then Flush returns a *NotAcceptedError. In raw
+// mode no answer can come: Flush returns once those datagrams are written.
 func (f *forwarder) Flush(ctx context.Context) error {
 	if !f.connected.Load() && f.cfg.Framing != FramedV1 {
 		// No host to ask; with nothing queued and nothing unconfirmed (v2
 		// confirms as it goes) there is nothing to wait for either.
-		if s := f.q.Stats(); s.Queued == 0 && s.Unacked == 0 {
+		if s := f.q.Stats(); s.Queued == 0 && s.Unacked == 0 && f.hostHeld.Load() == 0 {
 			return nil
 		}
 	}
+	for {
+		err := f.flushOnce(ctx)
+		held := f.hostHeld.Load()
+		if err != nil && held > 0 {
+			return fmt.Errorf("%w; before that, %w", err, &NotAcceptedError{held})
+		}
+		if err != nil || held == 0 {
+			return err
+		}
+		t := time.NewTimer(reaskPause)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return &NotAcceptedError{held}
+		}
+	}
+}
+
+// flushOnce asks once, and waits for the answer or ctx.
+func (f *forwarder) flushOnce(ctx context.Context) error {
 	f.mu.Lock()
 	f.requested++
 	ticket := f.requested
@@ -582,6 +627,17 @@ func (f *forwarder) readAnswers(conn net.Conn) error {
 		switch n := binary.BigEndian.Uint32(h[:]); {
 		case n == 0:
 			f.q.AckFlush()
+			f.hostHeld.Store(0)
+			f.answer(1, true)
+		case n == wire.ControlSeq|8 && f.cfg.Framing == Framed:
+			// A flush answer saying how much the host's endpoint has not
+			// accepted.
+			body := h[wire.FrameHeaderSize : wire.FrameHeaderSize+8]
+			if _, err := io.ReadFull(r, body); err != nil {
+				return fmt.Errorf("read from host: %w", err)
+			}
+			f.q.AckFlush()
+			f.hostHeld.Store(binary.BigEndian.Uint64(body))
 			f.answer(1, true)
 		case (n == 8 || n == 16) && f.cfg.Framing == Framed:
 			body := h[wire.FrameHeaderSize : wire.FrameHeaderSize+n]

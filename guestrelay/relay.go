@@ -2,6 +2,7 @@ package guestrelay
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -87,6 +88,17 @@ func (r *Relay) Flush(ctx context.Context) error { return r.f.Flush(ctx) }
 
 // Stats returns a snapshot of the relay's counters.
 func (r *Relay) Stats() Stats { return r.f.Stats() }
+
+// NotConnected names the first of rs not connected to its host, or nil:
+// a guest process's readiness.
+func NotConnected(rs ...*Relay) error {
+	for _, r := range rs {
+		if !r.f.connected.Load() {
+			return fmt.Errorf("the %s relay is not connected to its host %s", r.Kind(), r.f.cfg.Target)
+		}
+	}
+	return nil
+}
 
 // Kind is what the relay carries.
 func (r *Relay) Kind() wire.Kind { return r.f.Kind() }

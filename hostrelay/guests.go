@@ -38,17 +38,23 @@ type Traffic struct {
 	// numbers tell; Paused the time reading waited for budgets.
 	SinkErrors, GuestDropped uint64
 	Paused                   time.Duration
+	// FlushesNotAccepted are flushes answered while the sink's endpoint
+	// had not accepted everything of the guest's (the guest is told how
+	// much); Unparsed are bytes of raw streams that did not parse, skipped.
+	FlushesNotAccepted, Unparsed uint64
 }
 
 // traffic holds the live counters behind Traffic.
 type traffic struct {
 	accepted, datagrams, bytes, flushes, duplicates, sinkErrors, guestDropped, paused atomic.Uint64
+	flushesNotAccepted, unparsed                                                      atomic.Uint64
 }
 
 func (t *traffic) snapshot() Traffic {
 	return Traffic{Accepted: t.accepted.Load(), Datagrams: t.datagrams.Load(), Bytes: t.bytes.Load(),
 		Flushes: t.flushes.Load(), Duplicates: t.duplicates.Load(), SinkErrors: t.sinkErrors.Load(),
-		GuestDropped: t.guestDropped.Load(), Paused: time.Duration(t.paused.Load())}
+		GuestDropped: t.guestDropped.Load(), Paused: time.Duration(t.paused.Load()),
+		FlushesNotAccepted: t.flushesNotAccepted.Load(), Unparsed: t.unparsed.Load()}
 }
 
 // GuestStats is what one guest has done; see Server.Guests.

@@ -30,9 +30,10 @@ type ServerConfig struct {
 	Kind wire.Kind
 	Sink sink.Sink
 	// RawSplit returns, per raw (socat) connection, a split function that
-	// recovers datagram boundaries from the byte stream. Nil means each read
-	// is one datagram, as socat itself does.
-	RawSplit func(peer string) bufio.SplitFunc
+	// recovers datagram boundaries from the byte stream, and tells
+	// unparsed of the bytes it skips (counted, per guest too). Nil means
+	// each read is one datagram, as socat itself does.
+	RawSplit func(peer string, unparsed func(n int)) bufio.SplitFunc
 	// RawMaxMessage bounds one message RawSplit may cut (default twice
 	// the largest frame).
 	RawMaxMessage int
@@ -42,7 +43,9 @@ type ServerConfig struct {
 	// one bad message means the stream cannot be trusted.
 	CutMalformed bool
 	// FlushTimeout bounds how long a guest's flush request waits for the
-	// sink (default 10 s); the guest is answered either way.
+	// sink (default 2 s); the guest is answered either way, told (v2) how
+	// many of its datagrams the sink's endpoint has not accepted, and may
+	// ask again while it has time.
 	FlushTimeout time.Duration
 	// Limits against guests that hold what they do not use: connections
 	// per listener and per guest (a vsock CID, or the process connecting to
@@ -124,7 +127,7 @@ func NewServer(cfg ServerConfig) *Server {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.FlushTimeout <= 0 {
-		cfg.FlushTimeout = 10 * time.Second
+		cfg.FlushTimeout = 2 * time.Second
 	}
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = 4096
@@ -369,6 +372,9 @@ func (s *Server) handle(c *peerConn, listener string) {
 					c.guestDropped(h.First - m.delivered) // while it was away
 				}
 			}
+			if h, ok := sink.Inner(s.cfg.Sink).(sink.Holder); ok {
+				c.sinkLost = h.Lost(peer) // a CID used again is a new VM: not told of the old one's
+			}
 			endpoint.WidenAccepted(conn) // its credit to the guest: several large frames in flight
 			err = c.framed(streamAfter(br, conn))
 		default:
@@ -429,6 +435,8 @@ type peerConn struct {
 	peer             string
 	g                *guest
 	datagrams, bytes uint64
+	unparsed         uint64 // raw bytes the split skipped
+	rawSplit         bool   // raw, cut by RawSplit
 	paused           time.Duration
 	batch            [][]byte // frames not yet handed on, all still in the read buffer
 	batchBytes       int
@@ -448,9 +456,10 @@ type peerConn struct {
 	ackBy                 time.Time // when the next is due, having caught up (zero: none owed so)
 	ackDeadline           bool      // the read deadline is ackBy's
 	ackBuf                [wire.FrameHeaderSize + 16]byte
-	greeted               bool  // sent a hello, or raw bytes
-	malformed             error // what the sink could not read (CutMalformed)
-	frameDeadline         bool  // a --frame-timeout deadline is set
+	sinkLost              uint64 // the sink's count of this guest's lost datagrams at the last answer
+	greeted               bool   // sent a hello, or raw bytes
+	malformed             error  // what the sink could not read (CutMalformed)
+	frameDeadline         bool   // a --frame-timeout deadline is set
 }
 
 // maxBatch bounds what one sendmmsg carries.
@@ -477,6 +486,14 @@ func (c *peerConn) sinkError(err error, n int) {
 		c.srv.log.Warn("sink refused datagrams", "peer", c.peer, "count", n, "err", err,
 			"sink_errors_total", c.srv.stats.sinkErrors.Load(), "not_logged", suppressed)
 	}
+}
+
+// noteUnparsed counts bytes of a raw stream that its split could not
+// parse, and skipped.
+func (c *peerConn) noteUnparsed(n int) {
+	c.unparsed += uint64(n)
+	c.srv.stats.unparsed.Add(uint64(n))
+	c.g.unparsed.Add(uint64(n))
 }
 
 // deliver hands on one datagram (a raw stream's, whose buffer the next read
@@ -653,15 +670,46 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 		}
 		c.srv.stats.flushes.Add(1)
 		c.g.flushes.Add(1)
-		ctx, cancel := context.WithTimeout(c.srv.life, c.srv.cfg.FlushTimeout)
-		if err := c.srv.cfg.Sink.Flush(ctx); err != nil {
-			c.srv.log.Warn("flush of sink failed; answering the guest anyway", "peer", c.peer, "err", err)
-		}
-		cancel()
-		if err := c.write(flushAnswer); err != nil {
+		if err := c.write(c.flushSink()); err != nil {
 			return fmt.Errorf("answer flush request: %w", err)
 		}
 	}
+}
+
+// flushSink waits, bounded by FlushTimeout, for the sink to hand on
+// everything of this guest's, and returns the answer to the guest's flush:
+// how many of its datagrams the sink's endpoint has not accepted (held
+// for retrying, or lost since the last answer). A v1 guest cannot be told:
+// its answer is bare, and the log says what it was not told.
+func (c *peerConn) flushSink() []byte {
+	ctx, cancel := context.WithTimeout(c.srv.life, c.srv.cfg.FlushTimeout)
+	defer cancel()
+	var held int
+	var lost uint64
+	var err error
+	if h, ok := sink.Inner(c.srv.cfg.Sink).(sink.Holder); ok {
+		held, lost, err = h.FlushGuest(ctx, c.peer)
+	} else {
+		err = c.srv.cfg.Sink.Flush(ctx)
+	}
+	lostNow := lost - min(lost, c.sinkLost)
+	c.sinkLost = max(c.sinkLost, lost)
+	notAccepted := uint64(held) + lostNow
+	if err == nil && notAccepted == 0 {
+		return flushAnswer
+	}
+	c.srv.stats.flushesNotAccepted.Add(1)
+	c.g.flushesNotAccepted.Add(1)
+	told := "the guest is told"
+	if !c.v2 {
+		told = "a v1 guest cannot be told"
+	}
+	c.srv.log.Warn("flush answered before the sink's endpoint accepted everything of this guest's; "+told,
+		"peer", c.peer, "guest", c.g.name, "held", held, "lost_since_last_flush", lostNow, "err", err)
+	if !c.v2 {
+		return flushAnswer
+	}
+	return wire.AppendFlushAnswer(c.ackBuf[:0], notAccepted)
 }
 
 // guestDropped counts datagrams the guest's relay dropped before sending.
@@ -717,13 +765,14 @@ func (c *peerConn) raw(br *bufio.Reader) error {
 			}
 		}
 	}
+	c.rawSplit = true
 	max := c.srv.cfg.RawMaxMessage
 	if max <= 0 {
 		max = 2 * wire.MaxFrameSize
 	}
 	sc := bufio.NewScanner(br)
 	sc.Buffer(make([]byte, 0, min(max, 64<<10)), max)
-	sc.Split(c.srv.cfg.RawSplit(c.peer))
+	sc.Split(c.srv.cfg.RawSplit(c.peer, c.noteUnparsed))
 	for sc.Scan() {
 		c.deliver(sc.Bytes())
 		if c.malformed != nil {
@@ -749,6 +798,9 @@ func (c *peerConn) finish(err error) {
 	}
 	if c.v2 {
 		attrs = append(attrs, "duplicates_dropped", c.duplicates)
+	}
+	if c.rawSplit {
+		attrs = append(attrs, "unparsed_bytes", c.unparsed)
 	}
 	switch {
 	case err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):

@@ -283,6 +283,8 @@ type BatchSplitter struct {
 	log             *slog.Logger
 	every           *lograte.Every
 	Skipped, Resync atomic.Uint64
+	// OnSkip, if set, is told of every run of bytes skipped.
+	OnSkip func(n int)
 }
 
 // NewBatchSplitter returns a splitter for one stream.
@@ -338,6 +340,9 @@ func resync(b []byte) int {
 func (s *BatchSplitter) skip(n int, why string) {
 	s.Skipped.Add(uint64(n))
 	s.Resync.Add(1)
+	if s.OnSkip != nil {
+		s.OnSkip(n)
+	}
 	if ok, suppressed := s.every.Allow(); ok && s.log != nil {
 		s.log.Warn("raw stream: skipped "+why, "bytes", n, "skipped_total", s.Skipped.Load(),
 			"resyncs_total", s.Resync.Load(), "not_logged", suppressed)

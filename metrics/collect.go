@@ -6,6 +6,7 @@ import (
 
 	"github.com/katatrace/katatrace/guestrelay"
 	"github.com/katatrace/katatrace/hostrelay"
+	"github.com/katatrace/katatrace/sink"
 	"github.com/katatrace/katatrace/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -27,7 +28,7 @@ func gauge(d *prometheus.Desc, v float64, labels ...string) prometheus.Metric {
 // trafficDescs are the metrics of a hostrelay.Traffic: the host relay's totals,
 // or one guest's (with its label).
 type trafficDescs struct {
-	accepted, datagrams, bytes, flushes, duplicates, dropped, paused *prometheus.Desc
+	accepted, datagrams, bytes, flushes, duplicates, dropped, paused, notAccepted, unparsed *prometheus.Desc
 }
 
 // newTrafficDescs names them katatrace_<prefix>_…; whose, if not empty,
@@ -49,12 +50,14 @@ func newTrafficDescs(prefix, whose string, labels ...string) trafficDescs {
 		duplicates: d("duplicates_total", "datagrams resent after a reconnect that had been handed on already: not handed on twice."),
 		dropped: d("dropped_datagrams_total", "datagrams not handed on, by reason: sink_refused (the sink refused them), guest_queue_full (the guest's relay dropped them, as its sequence numbers tell), and for the host the sink's own: sink_port_closed (sent over UDP while nothing listened, as the port's refusals of later sends reveal), sink_dropped (a collector or OTLP endpoint: queue full, or unreachable at shutdown), sink_rejected (refused by it for good).",
 			"reason"),
-		paused: d("budget_paused_seconds_total", "time reading waited for budgets (--guest-rate)."),
+		paused:      d("budget_paused_seconds_total", "time reading waited for budgets (--guest-rate)."),
+		notAccepted: d("flushes_not_accepted_total", "flush requests answered while the sink's endpoint (a collector) had not accepted everything of the guest's: the guest was told how much (protocol v2)."),
+		unparsed:    d("unparsed_bytes_total", "bytes of raw (socat) streams that did not parse (--raw-split=thrift): skipped, not handed on."),
 	}
 }
 
 func (d trafficDescs) all() []*prometheus.Desc {
-	return []*prometheus.Desc{d.accepted, d.datagrams, d.bytes, d.flushes, d.duplicates, d.dropped, d.paused}
+	return []*prometheus.Desc{d.accepted, d.datagrams, d.bytes, d.flushes, d.duplicates, d.dropped, d.paused, d.notAccepted, d.unparsed}
 }
 
 func (d trafficDescs) collect(ch chan<- prometheus.Metric, t hostrelay.Traffic, labels ...string) {
@@ -66,6 +69,8 @@ func (d trafficDescs) collect(ch chan<- prometheus.Metric, t hostrelay.Traffic, 
 	ch <- counter(d.dropped, t.SinkErrors, slices.Concat(labels, []string{"sink_refused"})...)
 	ch <- counter(d.dropped, t.GuestDropped, slices.Concat(labels, []string{"guest_queue_full"})...)
 	ch <- prometheus.MustNewConstMetric(d.paused, prometheus.CounterValue, t.Paused.Seconds(), labels...)
+	ch <- counter(d.notAccepted, t.FlushesNotAccepted, labels...)
+	ch <- counter(d.unparsed, t.Unparsed, labels...)
 }
 
 // The host relay's metrics: totals, then per guest.
@@ -75,30 +80,44 @@ var (
 	hostRefused  = desc("host_connections_refused_total", "Connections refused: over --max-connections or --max-connections-per-guest.")
 	hostTimedOut = desc("host_connections_timed_out_total", "Connections closed for --hello-timeout or --frame-timeout.")
 	hostProtocol = desc("host_protocol_errors_total", "Connections closed because the guest broke the wire protocol.")
+	hostListen   = desc("host_listeners", "Sockets listening for guests, per --from: a pattern or a socket whose directory does not exist yet counts those it has now (0: no guest can connect).", "from")
+
+	sinkQueued      = desc("sink_queue_batches", "Batches waiting in the sink's queue for its endpoint (a collector or OTLP endpoint).", "sink")
+	sinkQueuedBytes = desc("sink_queue_bytes", "Bytes of the batches waiting in the sink's queue.", "sink")
+	sinkInFlight    = desc("sink_in_flight_requests", "Requests being posted to the sink's endpoint, or waiting to be retried.", "sink")
+	sinkPosted      = desc("sink_accepted_batches_total", "Batches the sink's endpoint accepted.", "sink")
+	sinkRetries     = desc("sink_retries_total", "Requests to the sink's endpoint that failed and were retried (or, at the end of their time, dropped).", "sink")
+	sinkLastSuccess = desc("sink_last_success_timestamp_seconds", "When the sink's endpoint last accepted a request, in seconds since the epoch (0: never).", "sink")
+	sinkUp          = desc("sink_up", "0 while the sink's endpoint is unreachable (from a failed request to the next accepted one), else 1.", "sink")
 
 	guestTraffic = newTrafficDescs("guest", "A guest's", "guest")
 	guestConns   = desc("guest_connections", "A guest's connections open now.", "guest")
 )
 
-// SinkDrops reports what a sink dropped itself, by reason; nil for sinks
-// that hand on as they are called.
-type SinkDrops func() map[string]uint64
+// Host is what a host relay's metrics read besides its Server.
+type Host struct {
+	// Sink is the server's sink: what it holds, retries and drops.
+	Sink sink.Sink
+	// Listeners counts the sockets listening per --from.
+	Listeners func() map[string]int
+}
 
 type hostCollector struct {
-	srv  *hostrelay.Server
-	sink SinkDrops
+	srv *hostrelay.Server
+	Host
 }
 
 // ForServer exports a host relay's counters, per guest too: a guest is a
 // VM (a vsock CID, or the VMM behind a hybrid-vsock socket), kept for a
 // while after its last connection so that a scrape sees its final counts.
-func ForServer(srv *hostrelay.Server, sink SinkDrops) prometheus.Collector {
-	return &hostCollector{srv: srv, sink: sink}
+func ForServer(srv *hostrelay.Server, h Host) prometheus.Collector {
+	return &hostCollector{srv: srv, Host: h}
 }
 
 func (c *hostCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range slices.Concat(hostTraffic.all(), guestTraffic.all(),
-		[]*prometheus.Desc{hostActive, hostRefused, hostTimedOut, hostProtocol, guestConns}) {
+		[]*prometheus.Desc{hostActive, hostRefused, hostTimedOut, hostProtocol, hostListen, guestConns,
+			sinkQueued, sinkQueuedBytes, sinkInFlight, sinkPosted, sinkRetries, sinkLastSuccess, sinkUp}) {
 		ch <- d
 	}
 }
@@ -110,9 +129,32 @@ func (c *hostCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- counter(hostRefused, s.Refused)
 	ch <- counter(hostTimedOut, s.TimedOut)
 	ch <- counter(hostProtocol, s.ProtocolErrors)
-	if c.sink != nil {
-		for reason, n := range c.sink() {
+	if c.Listeners != nil {
+		for from, n := range c.Listeners() {
+			ch <- gauge(hostListen, float64(n), from)
+		}
+	}
+	if c.Sink != nil {
+		st := SinkStateOf(c.Sink)
+		for reason, n := range st.Dropped {
 			ch <- counter(hostTraffic.dropped, n, reason)
+		}
+		if cs := st.Collector; cs != nil {
+			ch <- gauge(sinkQueued, float64(cs.Queued), st.Name)
+			ch <- gauge(sinkQueuedBytes, float64(cs.QueuedBytes), st.Name)
+			ch <- gauge(sinkInFlight, float64(cs.InFlight), st.Name)
+			ch <- counter(sinkPosted, cs.Posted, st.Name)
+			ch <- counter(sinkRetries, cs.Retries, st.Name)
+			last := 0.0
+			if !cs.LastSuccess.IsZero() {
+				last = float64(cs.LastSuccess.UnixNano()) / 1e9
+			}
+			ch <- gauge(sinkLastSuccess, last, st.Name)
+			up := 0.0
+			if cs.Up {
+				up = 1
+			}
+			ch <- gauge(sinkUp, up, st.Name)
 		}
 	}
 	for _, g := range c.srv.Guests() {
@@ -135,6 +177,7 @@ var (
 	relayDialFails  = desc("relay_dial_failures_total", "Attempts to reach the host that failed.", "kind")
 	relayFlushes    = desc("relay_flushes_answered_total", "Flush requests the host answered.", "kind")
 	relayConnected  = desc("relay_connected", "1 while a connection to the host is up.", "kind")
+	relayUnaccepted = desc("relay_host_unaccepted_datagrams", "Datagrams the host's sink endpoint (a collector) had not accepted, held there or lost, as the host's last flush answer said (protocol v2).", "kind")
 )
 
 // Relay is a guest relay to export (a *guestrelay.Relay), named by the kind of
@@ -151,7 +194,7 @@ func ForRelays(rs ...Relay) prometheus.Collector { return relayCollector(rs) }
 
 func (c relayCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{relayReceived, relaySent, relaySentBytes, relayConfirmed, relayDropped, relayQueued,
-		relayQueueBytes, relayUnacked, relayConnects, relayDialFails, relayFlushes, relayConnected} {
+		relayQueueBytes, relayUnacked, relayConnects, relayDialFails, relayFlushes, relayConnected, relayUnaccepted} {
 		ch <- d
 	}
 }
@@ -179,5 +222,6 @@ func (c relayCollector) Collect(ch chan<- prometheus.Metric) {
 			connected = 1
 		}
 		ch <- gauge(relayConnected, connected, k)
+		ch <- gauge(relayUnaccepted, float64(s.HostUnaccepted), k)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/katatrace/katatrace/endpoint"
@@ -20,11 +21,27 @@ type Server struct {
 	done chan struct{}
 }
 
+// Health is what /healthz, /readyz and katatrace_build_info say.
+type Health struct {
+	// Role and Version label katatrace_build_info.
+	Role, Version string
+	// Ready says why the process is not ready to do its job (no socket
+	// listening, its endpoint unreachable), or nil; nil Ready is always
+	// ready.
+	Ready func() error
+}
+
 // Serve listens on a (tcp://, unix:// or vsock://) and serves the given
-// collectors, with the process's and the Go runtime's, at /metrics.
-func Serve(a endpoint.Addr, log *slog.Logger, cs ...prometheus.Collector) (*Server, error) {
+// collectors, with the process's, the Go runtime's and
+// katatrace_build_info, at /metrics; /healthz answers while the process
+// serves, /readyz while h.Ready has no objection (503 with its reason
+// otherwise), as the OpenTelemetry Collector's and Jaeger's do.
+func Serve(a endpoint.Addr, log *slog.Logger, h Health, cs ...prometheus.Collector) (*Server, error) {
 	reg := prometheus.NewRegistry()
-	cs = append(cs, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
+	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "katatrace_build_info", Help: "Always 1; its labels say which build and role is running.",
+		ConstLabels: prometheus.Labels{"version": h.Version, "goversion": runtime.Version(), "role": h.Role}})
+	build.Set(1)
+	cs = append(cs, build, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
@@ -38,12 +55,24 @@ func Serve(a endpoint.Addr, log *slog.Logger, cs ...prometheus.Collector) (*Serv
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn), MaxRequestsInFlight: 4, Timeout: 10 * time.Second,
 	}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if h.Ready != nil {
+			if err := h.Ready(); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		fmt.Fprintln(w, "ready")
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)
 			return
 		}
-		fmt.Fprintln(w, "katatrace: metrics at /metrics")
+		fmt.Fprintln(w, "katatrace: metrics at /metrics, liveness at /healthz, readiness at /readyz")
 	})
 	s := &Server{
 		http: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)},
@@ -55,7 +84,7 @@ func Serve(a endpoint.Addr, log *slog.Logger, cs ...prometheus.Collector) (*Serv
 			log.Warn("metrics server stopped", "listen", a.String(), "err", err)
 		}
 	}()
-	log.Info("serving metrics", "listen", a.String(), "path", "/metrics")
+	log.Info("serving metrics", "listen", a.String(), "paths", "/metrics /healthz /readyz")
 	return s, nil
 }
 

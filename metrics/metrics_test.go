@@ -2,12 +2,14 @@ package metrics
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/katatrace/katatrace/guestrelay"
 	"github.com/katatrace/katatrace/hostrelay"
 	"github.com/katatrace/katatrace/internal/testutil"
+	"github.com/katatrace/katatrace/sink"
 	"github.com/katatrace/katatrace/wire"
 )
 
@@ -68,7 +71,11 @@ func (fakeRelay) Stats() guestrelay.Stats { return guestrelay.Stats{Connected: t
 func TestCollectorsPassTheLinter(t *testing.T) {
 	srv := hostWithOneGuest(t)
 	relays := ForRelays(fakeRelay{})
-	host := ForServer(srv, func() map[string]uint64 { return map[string]uint64{"sink_port_closed": 3} })
+	col := sink.NewCollectorSink("http://127.0.0.1:9/api/traces", 1<<20, 1, slog.New(slog.DiscardHandler))
+	t.Cleanup(func() { _ = col.Close(context.Background()) })
+	host := ForServer(srv, Host{Sink: col, Listeners: func() map[string]int {
+		return map[string]int{"vsock://any:6831": 1, "unix:///run/vc/firecracker/*/root/kata.hvsock_6831": 0}
+	}})
 	for name, c := range map[string]prometheus.Collector{"host": host, "relay": relays} {
 		problems, err := promtest.CollectAndLint(c)
 		if err != nil {
@@ -80,6 +87,12 @@ func TestCollectorsPassTheLinter(t *testing.T) {
 	}
 	if n := promtest.CollectAndCount(host, "katatrace_guest_datagrams_total"); n != 1 {
 		t.Fatalf("%d guest series, want 1", n)
+	}
+	for name, n := range map[string]int{"katatrace_host_listeners": 2, "katatrace_sink_up": 1, "katatrace_sink_queue_batches": 1,
+		"katatrace_sink_retries_total": 1, "katatrace_sink_last_success_timestamp_seconds": 1, "katatrace_host_unparsed_bytes_total": 1} {
+		if got := promtest.CollectAndCount(host, name); got != n {
+			t.Errorf("%d series of %s, want %d", got, name, n)
+		}
 	}
 	want := `
 # HELP katatrace_host_datagrams_total Datagrams handed to the sink.
@@ -94,7 +107,14 @@ katatrace_host_datagrams_total 2
 func TestServe(t *testing.T) {
 	srv := hostWithOneGuest(t)
 	port := testutil.FreePort(t, "tcp")
-	m, err := Serve(testutil.Must(endpoint.ParseAddr(fmt.Sprintf("tcp://127.0.0.1:%d", port))), slog.New(slog.DiscardHandler), ForServer(srv, nil))
+	var notReady atomic.Pointer[error]
+	health := Health{Role: "vsock-to-udp-server", Version: "v9.9", Ready: func() error {
+		if err := notReady.Load(); err != nil {
+			return *err
+		}
+		return nil
+	}}
+	m, err := Serve(testutil.Must(endpoint.ParseAddr(fmt.Sprintf("tcp://127.0.0.1:%d", port))), slog.New(slog.DiscardHandler), health, ForServer(srv, Host{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,12 +131,40 @@ func TestServe(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{`katatrace_host_bytes_total 3`, `katatrace_guest_flushes_total{guest="tcp:127.0.0.1:`, `process_resident_memory_bytes`, `go_goroutines`} {
+	for _, want := range []string{`katatrace_host_bytes_total 3`, `katatrace_guest_flushes_total{guest="tcp:127.0.0.1:`, `process_resident_memory_bytes`, `go_goroutines`,
+		`katatrace_build_info{goversion="go`, `role="vsock-to-udp-server",version="v9.9"} 1`} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	if _, err := Serve(testutil.Must(endpoint.ParseAddr(fmt.Sprintf("tcp://127.0.0.1:%d", port))), slog.New(slog.DiscardHandler)); err == nil {
+	get := func(path string) (int, string) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b))
+	}
+	for _, c := range []struct {
+		path     string
+		notReady error
+		code     int
+		body     string
+	}{
+		{"/healthz", nil, 200, "ok"},
+		{"/readyz", nil, 200, "ready"},
+		{"/healthz", errors.New("no socket listening"), 200, "ok"},
+		{"/readyz", errors.New("no socket listening"), 503, "not ready: no socket listening"},
+	} {
+		if c.notReady != nil {
+			notReady.Store(&c.notReady)
+		}
+		if code, body := get(c.path); code != c.code || body != c.body {
+			t.Errorf("%s (not ready: %v): %d %q, want %d %q", c.path, c.notReady, code, body, c.code, c.body)
+		}
+	}
+	if _, err := Serve(testutil.Must(endpoint.ParseAddr(fmt.Sprintf("tcp://127.0.0.1:%d", port))), slog.New(slog.DiscardHandler), Health{}); err == nil {
 		t.Fatal("a second server on the same port did not fail")
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/alecthomas/kong"
@@ -49,8 +51,10 @@ type Globals struct {
 type Options struct {
 	Version        string
 	Stdout, Stderr io.Writer
-	// Ctx, when set, replaces the context that SIGTERM and SIGINT cancel.
-	Ctx context.Context
+	// Ctx, when set, replaces the context that SIGTERM and SIGINT cancel;
+	// Reload, when set, replaces SIGHUP.
+	Ctx    context.Context
+	Reload <-chan struct{}
 }
 
 // exitPanic carries kong's exit (after --help, --version, or a parse error)
@@ -221,12 +225,13 @@ func run(name string, kctx *kong.Context, g Globals, o Options) int {
 	ctx := o.Ctx
 	if ctx == nil {
 		var stop context.CancelFunc
-		// SIGHUP too: a relay has nothing to reload, and dying by it would
-		// lose what it holds and leave its socket behind.
-		ctx, stop = signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+		ctx, stop = signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
 	}
-	err := kctx.Run(&RunContext{Ctx: ctx, Log: log, Stdout: o.Stdout, Stderr: o.Stderr, Version: o.Version})
+	rc := &RunContext{Ctx: ctx, Log: log, Stdout: o.Stdout, Stderr: o.Stderr, Version: o.Version, Role: name,
+		reload: new(atomic.Pointer[func() []any])}
+	defer onHangup(rc, o.Reload)()
+	err := kctx.Run(rc)
 	var ee *ExitError
 	switch {
 	case err == nil:
@@ -240,6 +245,35 @@ func run(name string, kctx *kong.Context, g Globals, o Options) int {
 		log.Error(err.Error())
 		return ExitFailure
 	}
+}
+
+// onHangup reloads the role at every SIGHUP (or reload, in tests), as
+// systemd's ExecReload means it: never a stop, which would leave a relay
+// down after a habitual HUP (logrotate, systemctl kill -s HUP). It returns
+// the function that stops listening.
+func onHangup(rc *RunContext, reload <-chan struct{}) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	if reload == nil {
+		signal.Notify(hup, syscall.SIGHUP)
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hup:
+			case <-reload:
+			case <-done:
+				return
+			}
+			fn := rc.reload.Load()
+			if fn == nil {
+				rc.Log.Info("SIGHUP: nothing to reload here; still running")
+				continue
+			}
+			rc.Log.Info("SIGHUP: reloaded; still running", (*fn)()...)
+		}
+	}()
+	return sync.OnceFunc(func() { signal.Stop(hup); close(done) })
 }
 
 func newLogger(g Globals, w io.Writer) *slog.Logger {

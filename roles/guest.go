@@ -2,6 +2,7 @@ package roles
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -94,7 +95,7 @@ func (g *relayOptions) start(log *slog.Logger, kind wire.Kind, from, to endpoint
 // run relays from pc until rc.Ctx ends (or reading fails), then drains.
 func (g *guestRelay) run(rc *RunContext, kind wire.Kind, from, to endpoint.Addr, pc net.PacketConn) error {
 	r := g.start(rc.Log, kind, from, to, pc, g.DrainTimeout)
-	stopMetrics, err := g.serveMetrics(rc, metrics.ForRelays(r))
+	stopMetrics, err := g.serveMetrics(rc, func() error { return guestrelay.NotConnected(r) }, metrics.ForRelays(r))
 	if err != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), g.DrainTimeout)
 		defer cancel()
@@ -121,6 +122,9 @@ func (g *guestRelay) run(rc *RunContext, kind wire.Kind, from, to endpoint.Addr,
 	}
 	st := r.Stats()
 	switch {
+	case errors.As(err, new(*guestrelay.NotAcceptedError)):
+		rc.Log.Error("drain incomplete: not everything reached the host's endpoint", append([]any{"err", err}, st.LogAttrs()...)...)
+		return errors.Join(readErr, fmt.Errorf("drain incomplete: %w", err))
 	case err != nil:
 		rc.Log.Warn("drain incomplete", append([]any{"err", err}, st.LogAttrs()...)...)
 	case st.HostDropped > 0:

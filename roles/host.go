@@ -4,18 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/katatrace/katatrace/endpoint"
 	"github.com/katatrace/katatrace/hostrelay"
 	"github.com/katatrace/katatrace/internal/lowmem"
 	"github.com/katatrace/katatrace/metrics"
+	"github.com/katatrace/katatrace/sink"
 	"github.com/katatrace/katatrace/systemd"
 	"github.com/katatrace/katatrace/wire"
 )
@@ -70,7 +70,7 @@ func checkFrom(froms []endpoint.Addr) error {
 
 // serve listens on every address, serves until rc.Ctx ends, then drains
 // and closes the sink, which it owns from the start.
-func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.ServerConfig, sink string) error {
+func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.ServerConfig, to string) error {
 	// closeSink flushes and closes the sink, once, bounded by ctx: a sink
 	// stuck in a write (a pipe nobody reads) must not keep the process.
 	closeSink := func(ctx context.Context) {
@@ -79,18 +79,19 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 		select {
 		case err := <-done:
 			if err != nil {
-				rc.Log.Warn("sink not closed cleanly", "to", sink, "err", err)
+				rc.Log.Warn("sink not closed cleanly", "to", to, "err", err)
 			}
 		case <-ctx.Done():
-			rc.Log.Error("sink still not closed when the drain timeout ended; what it holds is lost", "to", sink)
+			rc.Log.Error("sink still not closed when the drain timeout ended; what it holds is lost", "to", to)
 		}
 	}
 	cfg.MaxConns, cfg.MaxConnsPerGuest = h.MaxConnections, h.MaxConnectionsPerGuest
 	cfg.HelloTimeout, cfg.FrameTimeout = h.HelloTimeout, h.FrameTimeout
 	cfg.GuestRate, cfg.GuestBurst = float64(h.GuestRate), int(h.GuestBurst)
 	srv := hostrelay.NewServer(cfg)
-	drops := sinkDrops(cfg.Sink)
-	stopMetrics, err := h.serveMetrics(rc, metrics.ForServer(srv, drops))
+	ls := &listenerSet{}
+	stopMetrics, err := h.serveMetrics(rc, func() error { return ls.ready(cfg.Sink) },
+		metrics.ForServer(srv, metrics.Host{Sink: cfg.Sink, Listeners: ls.counts}))
 	if err != nil {
 		closeSink(context.Background())
 		return err
@@ -126,8 +127,9 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 			if err != nil {
 				return fail(fmt.Errorf("--from %s: %w", a, err))
 			}
-			rc.Log.Info("watching for VMs", "from", a.String(), "to", sink, "listening", w.Listening())
+			rc.Log.Info("watching for VMs", "from", a.String(), "to", to, "listening", w.Listening())
 			watches = append(watches, w)
+			ls.add(a.String(), w.Listening, w.Missing)
 			continue
 		}
 		ln, err := endpoint.Listen(a)
@@ -139,13 +141,31 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	}
 	failed := make(chan error, len(lns))
 	for i, ln := range lns {
-		rc.Log.Info("listening", "from", lnFroms[i], "to", sink)
-		go func() { failed <- srv.Serve(ln, lnFroms[i]) }()
+		rc.Log.Info("listening", "from", lnFroms[i], "to", to)
+		var up atomic.Int64
+		up.Store(1)
+		ls.add(lnFroms[i], func() int { return int(up.Load()) }, nil)
+		go func() { failed <- srv.Serve(ln, lnFroms[i]); up.Store(0) }()
 	}
+	stopMonitor := ls.monitor(rc)
+	defer stopMonitor()
+	rc.OnReload(func() []any {
+		for _, w := range watches {
+			w.Rescan()
+		}
+		attrs := []any{"listening", ls.total()}
+		if r, ok := sink.Inner(cfg.Sink).(sink.Reopener); ok {
+			if err := r.Reopen(); err != nil {
+				return append(attrs, "sink", to, "sink_reopen_err", err)
+			}
+			attrs = append(attrs, "sink", to+" reopened")
+		}
+		return attrs
+	})
 	lowmem.Settle() // up: what start-up touched of the binary leaves the RSS
 	notify(rc, systemd.Ready)
-	rc.Log.Info("ready", "to", sink)
-	stopStats := logStatsOnSignal(rc, func() []any { return serverAttrs(srv, drops) })
+	rc.Log.Info("ready", "to", to)
+	stopStats := logStatsOnSignal(rc, func() []any { return serverAttrs(srv, cfg.Sink) })
 	defer stopStats()
 
 	select {
@@ -157,9 +177,9 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	ctx, cancel := context.WithTimeout(context.Background(), h.DrainTimeout)
 	defer cancel()
 	if serr := srv.Shutdown(ctx); serr != nil {
-		rc.Log.Warn("drain incomplete", append([]any{"err", serr}, serverAttrs(srv, drops)...)...)
+		rc.Log.Warn("drain incomplete", append([]any{"err", serr}, serverAttrs(srv, cfg.Sink)...)...)
 	} else {
-		rc.Log.Info("stopped", serverAttrs(srv, drops)...)
+		rc.Log.Info("stopped", serverAttrs(srv, cfg.Sink)...)
 	}
 	stop()
 	closeSink(ctx)
@@ -180,16 +200,9 @@ func watched(a endpoint.Addr) bool {
 	return errors.Is(err, os.ErrNotExist)
 }
 
-func serverAttrs(srv *hostrelay.Server, drops metrics.SinkDrops) []any {
+func serverAttrs(srv *hostrelay.Server, out sink.Sink) []any {
 	s := srv.Stats()
-	var sink []any
-	if drops != nil {
-		m := drops()
-		for _, reason := range slices.Sorted(maps.Keys(m)) {
-			sink = append(sink, reason, m[reason])
-		}
-	}
 	return append([]any{"connections", s.Accepted, "active", s.Active, "datagrams", s.Datagrams,
 		"bytes", s.Bytes, "flushes", s.Flushes, "protocol_errors", s.ProtocolErrors,
-		"sink_errors", s.SinkErrors, "guest_dropped", s.GuestDropped, "paused_for_budget", s.Paused.Round(time.Millisecond).String(), "duplicates_dropped", s.Duplicates, "refused", s.Refused, "timed_out", s.TimedOut}, sink...)
+		"sink_errors", s.SinkErrors, "guest_dropped", s.GuestDropped, "unparsed_bytes", s.Unparsed, "flushes_not_accepted", s.FlushesNotAccepted, "paused_for_budget", s.Paused.Round(time.Millisecond).String(), "duplicates_dropped", s.Duplicates, "refused", s.Refused, "timed_out", s.TimedOut}, metrics.SinkStateOf(out).LogAttrs()...)
 }

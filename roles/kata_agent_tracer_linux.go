@@ -109,6 +109,9 @@ func cmpErr(err error, otherwise string) string {
 }
 
 func (c *agentTracer) Run(rc *RunContext) error {
+	// The supervisor passes SIGHUP on to the agent; the shim itself has
+	// nothing to reload.
+	rc.OnReload(func() []any { return []any{"what", "passed on to the agent, if running"} })
 	code := shim.Run(shim.Config{
 		CmdlineFile: c.CmdlineFile, ServiceName: c.ServiceName, NoRelay: c.NoRelay,
 		From: c.From, To: c.To, Journal: c.Journal, JournalFrom: c.JournalFrom, JournalTo: c.JournalTo,
@@ -118,10 +121,12 @@ func (c *agentTracer) Run(rc *RunContext) error {
 		StartRelay: func(log *slog.Logger, kind wire.Kind, from, to endpoint.Addr, pc net.PacketConn, drain time.Duration) *guestrelay.Relay {
 			return c.start(log, kind, from, to, pc, drain)
 		},
-		ServeMetrics: func(cs ...prometheus.Collector) (func(), error) { return c.serveMetrics(rc, cs...) },
-		Notify:       func(state string) { notify(rc, state) },
-		Settle:       func() { settleGuest(rc) },
-		ListenErr:    listenErr,
+		ServeMetrics: func(ready func() error, cs ...prometheus.Collector) (func(), error) {
+			return c.serveMetrics(rc, ready, cs...)
+		},
+		Notify:    func(state string) { notify(rc, state) },
+		Settle:    func() { settleGuest(rc) },
+		ListenErr: listenErr,
 	})
 	if code != 0 {
 		return &ExitError{Code: code}

@@ -149,7 +149,7 @@ func (c *traceForwarder) Run(rc *RunContext) error {
 	cfg := hostrelay.ServerConfig{
 		Kind:          wire.KindKataSpans,
 		Sink:          kataspan.NewSink(out, c.TraceName),
-		RawSplit:      func(string) bufio.SplitFunc { return kataspan.SplitFrames(max) },
+		RawSplit:      func(string, func(int)) bufio.SplitFunc { return kataspan.SplitFrames(max) },
 		RawMaxMessage: kataspan.HeaderSize + max,
 		CutMalformed:  true,
 		Logger:        rc.Log,

@@ -8,7 +8,6 @@ import (
 
 	"github.com/katatrace/katatrace/endpoint"
 	"github.com/katatrace/katatrace/metrics"
-	"github.com/katatrace/katatrace/sink"
 )
 
 // metricsOption is --metrics-listen, on the host servers and guest relays.
@@ -27,11 +26,12 @@ func (m *metricsOption) validate() error {
 }
 
 // serveMetrics starts the metrics server, if asked for; stop ends it.
-func (m *metricsOption) serveMetrics(rc *RunContext, cs ...prometheus.Collector) (stop func(), err error) {
+// ready says why the role is not ready (/readyz), or nil.
+func (m *metricsOption) serveMetrics(rc *RunContext, ready func() error, cs ...prometheus.Collector) (stop func(), err error) {
 	if m.MetricsListen.Scheme == "" {
 		return func() {}, nil
 	}
-	srv, err := metrics.Serve(m.MetricsListen, rc.Log, cs...)
+	srv, err := metrics.Serve(m.MetricsListen, rc.Log, metrics.Health{Role: rc.Role, Version: rc.Version, Ready: ready}, cs...)
 	if err != nil {
 		return nil, listenErr("metrics-listen", m.MetricsListen, err)
 	}
@@ -40,25 +40,4 @@ func (m *metricsOption) serveMetrics(rc *RunContext, cs ...prometheus.Collector)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	}, nil
-}
-
-// sinkDrops reports what a sink drops itself, for the metrics.
-func sinkDrops(s sink.Sink) metrics.SinkDrops {
-	for {
-		w, ok := s.(interface{ Unwrap() sink.Sink })
-		if !ok {
-			break
-		}
-		s = w.Unwrap()
-	}
-	switch s := s.(type) {
-	case *sink.CollectorSink:
-		return func() map[string]uint64 {
-			st := s.Stats()
-			return map[string]uint64{"sink_dropped": st.Dropped, "sink_rejected": st.Rejected}
-		}
-	case *sink.PacketSink:
-		return func() map[string]uint64 { return map[string]uint64{"sink_port_closed": s.Unseen()} }
-	}
-	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 )
 
 // Command is a role's parsed flags; Run does the role's work.
@@ -20,8 +21,20 @@ type RunContext struct {
 	Log    *slog.Logger
 	Stdout io.Writer
 	Stderr io.Writer
-	// Version is the binary's, for the start line and `version`.
-	Version string
+	// Version is the binary's, for the start line and `version`; Role is
+	// the role's name.
+	Version, Role string
+	reload        *atomic.Pointer[func() []any]
+}
+
+// OnReload sets what SIGHUP does, in systemd's sense (ExecReload): fn
+// re-reads what can be re-read (re-scans watched patterns, reopens sinks)
+// and returns what it did, for the log line. The role serves on either
+// way; one that sets nothing logs the SIGHUP and serves on.
+func (rc *RunContext) OnReload(fn func() []any) {
+	if rc.reload != nil {
+		rc.reload.Store(&fn)
+	}
 }
 
 // Role is one entry of the registry.

@@ -55,8 +55,10 @@ func (c *udpServer) Run(rc *RunContext) error {
 	}
 	cfg := hostrelay.ServerConfig{Kind: wire.KindJaeger, Sink: out, Logger: rc.Log}
 	if c.RawSplit == "thrift" {
-		cfg.RawSplit = func(peer string) bufio.SplitFunc {
-			return jaegerthrift.NewBatchSplitter(rc.Log.With("peer", peer)).Split
+		cfg.RawSplit = func(peer string, unparsed func(int)) bufio.SplitFunc {
+			sp := jaegerthrift.NewBatchSplitter(rc.Log.With("peer", peer))
+			sp.OnSkip = unparsed
+			return sp.Split
 		}
 	}
 	return c.serve(rc, c.From, cfg, c.To.String())

@@ -38,8 +38,9 @@ type Config struct {
 	// StartRelay starts a guest relay from pc to the host at to, as the
 	// role's relay flags say.
 	StartRelay func(log *slog.Logger, kind wire.Kind, from, to endpoint.Addr, pc net.PacketConn, drain time.Duration) *guestrelay.Relay
-	// ServeMetrics serves the collectors if the role asks for metrics.
-	ServeMetrics func(cs ...prometheus.Collector) (stop func(), err error)
+	// ServeMetrics serves the collectors if the role asks for metrics;
+	// ready says why the shim is not ready (/readyz), or nil.
+	ServeMetrics func(ready func() error, cs ...prometheus.Collector) (stop func(), err error)
 	// Notify tells systemd a state; Settle trims the process once it is up.
 	Notify func(state string)
 	Settle func()
@@ -80,7 +81,7 @@ func (c *shim) run() int {
 	if err != nil {
 		log.Error("relay not started; the agent runs without it", "err", err)
 	}
-	if stopMetrics, err := c.ServeMetrics(relays.metrics()); err != nil {
+	if stopMetrics, err := c.ServeMetrics(relays.ready, relays.metrics()); err != nil {
 		log.Error("metrics not served; the agent runs without them", "err", err)
 	} else {
 		defer stopMetrics()

@@ -2,6 +2,7 @@ package shim
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -33,6 +34,9 @@ func (r *relays) metrics() prometheus.Collector {
 	}
 	return metrics.ForRelays(ms...)
 }
+
+// ready is the shim's readiness: every relay connected to its host.
+func (r *relays) ready() error { return guestrelay.NotConnected(r.all...) }
 
 func (c *shim) startRelays(log *slog.Logger) (*relays, error) {
 	r := &relays{}
@@ -80,8 +84,12 @@ func (r *relays) stop(log *slog.Logger, timeout time.Duration) {
 		if readErr := rl.Err(); readErr != nil {
 			log.Error("relay stopped reading early", "err", readErr)
 		}
-		if err != nil {
-			log.Warn("flush to the host incomplete", "err", err)
+		var na *guestrelay.NotAcceptedError
+		switch {
+		case errors.As(err, &na):
+			log.Error("flush to the host incomplete: the host's endpoint has not accepted everything", "kind", rl.Kind().String(), "not_accepted", na.Datagrams, "err", err)
+		case err != nil:
+			log.Warn("flush to the host incomplete", "kind", rl.Kind().String(), "err", err)
 		}
 	}
 }

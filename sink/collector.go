@@ -29,24 +29,51 @@ type CollectorSink struct {
 
 	mu       sync.Mutex
 	cond     *sync.Cond
-	queue    [][]byte
+	queue    []queued
 	queued   int // bytes
 	maxBytes int
 	busy     int // batches being posted
 	closed   bool
 	stats    CollectorStats
-	dropLog  *lograte.Every
-	retry    retryPolicy
-	wg       sync.WaitGroup
+	// held counts, per guest (GuestOf), batches queued or in flight; lost
+	// those dropped or refused, in all: a guest's flush is answered with
+	// both.
+	held, lost map[string]uint64
+	// down is set while the collector is unreachable (from the first
+	// failed attempt to the next accepted one): an outage is logged as it
+	// begins, now and then while it lasts, and as it ends.
+	down      bool
+	downSince time.Time
+	downLog   *lograte.Every
+	dropLog   *lograte.Every
+	retry     retryPolicy
+	wg        sync.WaitGroup
 	// life ends when Close runs out of time: requests in flight and
 	// retry waits are cut, what is left is dropped and counted.
 	life    context.Context
 	endLife context.CancelFunc
+	// retryNow is closed (and replaced) by Reopen: batches waiting to be
+	// retried are tried at once.
+	retryNow chan struct{}
 }
 
-// CollectorStats counts what a CollectorSink did.
+// CollectorStats counts what a CollectorSink did, and says what it holds.
 type CollectorStats struct {
 	Posted, Spans, Dropped, Rejected, Retries uint64
+	// Queued batches and their bytes wait for a worker; InFlight are being
+	// posted (or wait to be retried).
+	Queued, QueuedBytes, InFlight int
+	// Up is false while the collector is unreachable: from a failed
+	// attempt to the next accepted one. LastSuccess is when it last
+	// accepted a request (zero: never).
+	Up          bool
+	LastSuccess time.Time
+}
+
+// queued is one request body waiting, and the guest it came from.
+type queued struct {
+	body  []byte
+	guest string
 }
 
 // backend is where a CollectorSink's batches go.
@@ -57,7 +84,9 @@ type backend interface {
 	// send delivers one body: nil once accepted, a *rejection when refused
 	// for good, any other error when worth retrying.
 	send(ctx context.Context, body []byte) error
-	// close releases connections.
+	// reset drops idle connections, so that the next request connects
+	// anew; close releases them all.
+	reset()
 	close()
 }
 
@@ -90,6 +119,7 @@ func (j jaegerHTTP) send(ctx context.Context, body []byte) error {
 	})
 }
 
+func (j jaegerHTTP) reset() { j.client.CloseIdleConnections() }
 func (j jaegerHTTP) close() { j.client.CloseIdleConnections() }
 
 // postHTTP posts body; a status that is not 2xx is retried if retry says
@@ -133,9 +163,13 @@ func newCollectorSink(url string, b backend, maxBytes, workers int, log *slog.Lo
 	c := &CollectorSink{
 		url: url, b: b, log: log, maxBytes: maxBytes,
 		dropLog: lograte.NewEvery(5 * time.Second),
+		downLog: lograte.NewEvery(30 * time.Second),
 		retry:   defaultRetry,
+		held:    map[string]uint64{},
+		lost:    map[string]uint64{},
 	}
 	c.cond = sync.NewCond(&c.mu)
+	c.retryNow = make(chan struct{})
 	c.life, c.endLife = context.WithCancel(context.Background())
 	for range max(workers, 1) {
 		c.wg.Add(1)
@@ -150,7 +184,7 @@ func (c *CollectorSink) Send(p []byte, peer string) error {
 	if err != nil {
 		return err
 	}
-	return c.enqueue(body, spans)
+	return c.enqueue(body, spans, peer)
 }
 
 // SendTraces queues spans in the OpenTelemetry model: as they are for an
@@ -163,35 +197,88 @@ func (c *CollectorSink) SendTraces(td ptrace.Traces, peer string) error {
 	if err != nil {
 		return err
 	}
-	return c.enqueue(body, spans)
+	return c.enqueue(body, spans, peer)
 }
 
 // enqueue queues one request body, dropping the oldest beyond maxBytes.
-func (c *CollectorSink) enqueue(body []byte, spans int) error {
+func (c *CollectorSink) enqueue(body []byte, spans int, peer string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return errors.New("collector sink closed")
 	}
 	for c.queued+len(body) > c.maxBytes && len(c.queue) > 0 {
-		c.queued -= len(c.queue[0])
+		old := c.queue[0]
+		c.queued -= len(old.body)
 		c.queue = c.queue[1:]
 		c.stats.Dropped++
+		c.settle(old.guest, false)
 		if ok, n := c.dropLog.Allow(); ok {
 			c.log.Warn("collector queue full: dropped the oldest batch", "url", c.url,
 				"dropped_total", c.stats.Dropped, "not_logged", n)
 		}
 	}
-	c.queue = append(c.queue, body)
+	guest := GuestOf(peer)
+	c.queue = append(c.queue, queued{body, guest})
 	c.queued += len(body)
+	c.held[guest]++
 	c.stats.Spans += uint64(spans)
 	c.cond.Broadcast()
 	return nil
 }
 
+// settle ends the holding of one of guest's batches: accepted, or lost
+// (dropped or refused); c.mu is held.
+func (c *CollectorSink) settle(guest string, accepted bool) {
+	if c.held[guest]--; c.held[guest] == 0 {
+		delete(c.held, guest)
+	}
+	if !accepted {
+		c.lost[guest]++
+	}
+}
+
 // Flush waits until every queued batch was accepted by the collector
 // (the queue empty, nothing in flight), or ctx ends.
 func (c *CollectorSink) Flush(ctx context.Context) error {
+	return c.wait(ctx, func() int { return len(c.queue) + c.busy })
+}
+
+// FlushGuest waits until the collector took every batch the guest of
+// peer sent so far (accepted, or dropped and counted), or ctx ends. It
+// returns how many of them it still holds, and how many of the guest's it
+// has lost in all (dropped or refused).
+func (c *CollectorSink) FlushGuest(ctx context.Context, peer string) (held int, lost uint64, err error) {
+	guest := GuestOf(peer)
+	err = c.wait(ctx, func() int { return int(c.held[guest]) })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return int(c.held[guest]), c.lost[guest], err
+}
+
+// Reopen drops the connections kept to the collector (a name that now
+// resolves elsewhere, a certificate renewed) and tries the batches
+// waiting to be retried at once: an operator who brought the collector
+// back need not wait out the backoff.
+func (c *CollectorSink) Reopen() error {
+	c.b.reset()
+	c.mu.Lock()
+	close(c.retryNow)
+	c.retryNow = make(chan struct{})
+	c.mu.Unlock()
+	return nil
+}
+
+// Lost is how many of the guest of peer's batches were dropped or
+// refused, in all.
+func (c *CollectorSink) Lost(peer string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lost[GuestOf(peer)]
+}
+
+// wait waits until pending (called with c.mu held) is zero, or ctx ends.
+func (c *CollectorSink) wait(ctx context.Context, pending func() int) error {
 	stop := context.AfterFunc(ctx, func() {
 		c.mu.Lock()
 		c.cond.Broadcast()
@@ -200,13 +287,16 @@ func (c *CollectorSink) Flush(ctx context.Context) error {
 	defer stop()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for len(c.queue) > 0 || c.busy > 0 {
+	for {
+		n := pending()
+		if n == 0 {
+			return nil
+		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("collector %s: %d batches not yet accepted: %w", c.url, len(c.queue)+c.busy, ctx.Err())
+			return fmt.Errorf("collector %s: %d batches not yet accepted: %w", c.url, n, ctx.Err())
 		}
 		c.cond.Wait()
 	}
-	return nil
 }
 
 // Close flushes (bounded by ctx) and stops the workers. When ctx ends
@@ -234,8 +324,13 @@ func (c *CollectorSink) Close(ctx context.Context) error {
 func (c *CollectorSink) Stats() CollectorStats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.stats
+	s := c.stats
+	s.Queued, s.QueuedBytes, s.InFlight, s.Up = len(c.queue), c.queued, c.busy, !c.down
+	return s
 }
+
+// URL is the collector's address, as logs name it.
+func (c *CollectorSink) URL() string { return c.url }
 
 func (c *CollectorSink) worker() {
 	defer c.wg.Done()
@@ -253,14 +348,17 @@ func (c *CollectorSink) worker() {
 			c.mu.Unlock()
 			return
 		}
-		body, n := c.take()
+		body, guests := c.take()
 		c.busy++
 		c.mu.Unlock()
 
-		c.post(body, n)
+		accepted := c.post(body, len(guests))
 
 		c.mu.Lock()
 		c.busy--
+		for _, g := range guests {
+			c.settle(g, accepted)
+		}
 		c.cond.Broadcast()
 		c.mu.Unlock()
 	}
@@ -274,29 +372,37 @@ const maxRequest = 1 << 20
 // requests queued together go as one: an export request's encoding
 // concatenated with another's is the request holding both's spans, and
 // one request per span (a Kata agent's frames) would cost the collector
-// and the host a round trip each. It returns how many it took.
-func (c *CollectorSink) take() ([]byte, int) {
-	n, size := 1, len(c.queue[0])
+// and the host a round trip each. It returns the guests of the batches it
+// took, one each.
+func (c *CollectorSink) take() ([]byte, []string) {
+	n, size := 1, len(c.queue[0].body)
 	if _, jaeger := c.b.(jaegerHTTP); !jaeger {
-		for n < len(c.queue) && size+len(c.queue[n]) <= maxRequest {
-			size += len(c.queue[n])
+		for n < len(c.queue) && size+len(c.queue[n].body) <= maxRequest {
+			size += len(c.queue[n].body)
 			n++
 		}
 	}
-	body := c.queue[0]
+	body := c.queue[0].body
+	guests := make([]string, n)
 	if n > 1 {
-		body = bytes.Join(c.queue[:n], nil)
+		body = make([]byte, 0, size)
+	}
+	for i, q := range c.queue[:n] {
+		if n > 1 {
+			body = append(body, q.body...)
+		}
+		guests[i] = q.guest
 	}
 	clear(c.queue[:n])
 	c.queue = c.queue[n:]
 	c.queued -= size
-	return body, n
+	return body, guests
 }
 
-// post sends one batch, retrying (see retryPolicy) until the collector
-// takes it, refuses it for good (4xx), the batch has had its time, or the
-// sink is closed.
-func (c *CollectorSink) post(body []byte, n int) {
+// post sends one request of n batches, retrying (see retryPolicy) until
+// the collector takes it, refuses it for good (4xx), it has had its time,
+// or the sink is closed. It reports whether the collector accepted it.
+func (c *CollectorSink) post(body []byte, n int) bool {
 	r := c.retry.begin(time.Now())
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(c.life, 10*time.Second)
@@ -307,14 +413,17 @@ func (c *CollectorSink) post(body []byte, n int) {
 		case err == nil:
 			c.mu.Lock()
 			c.stats.Posted += uint64(n)
+			c.stats.LastSuccess = time.Now()
+			c.reachable()
 			c.mu.Unlock()
-			return
+			return true
 		case errors.As(err, &rej):
 			c.mu.Lock()
 			c.stats.Rejected += uint64(n)
+			c.reachable() // it answered
 			c.mu.Unlock()
 			c.log.Error("collector refused a batch; dropped", "url", c.url, "err", err)
-			return
+			return false
 		}
 		wait, again := r.next(err, time.Now())
 		c.mu.Lock()
@@ -323,29 +432,60 @@ func (c *CollectorSink) post(body []byte, n int) {
 		if closed || !again {
 			c.stats.Dropped += uint64(n)
 		}
+		c.unreachable(err)
 		c.mu.Unlock()
 		switch {
 		case closed:
-			c.log.Error("collector unreachable at shutdown; batch dropped", "url", c.url, "err", err)
-			return
+			c.log.Error("collector unreachable at shutdown; batch dropped", "url", c.url, "err", err, "batches", n)
+			return false
 		case !again:
 			c.log.Error("collector still failing after the retry time; batch dropped", "url", c.url, "err", err,
-				"attempts", attempt, "retry_max_elapsed", c.retry.MaxElapsed.String())
-			return
+				"batches", n, "attempts", attempt, "retry_max_elapsed", c.retry.MaxElapsed.String())
+			return false
 		}
-		lvl := slog.LevelDebug
-		if attempt == 1 {
-			lvl = slog.LevelWarn
-		}
-		c.log.Log(context.Background(), lvl, "collector post failed; retrying", "url", c.url, "err", err,
+		c.log.Debug("collector post failed; retrying", "url", c.url, "err", err,
 			"attempt", attempt, "retry_in", wait.Round(time.Millisecond).String())
+		c.mu.Lock()
+		now := c.retryNow
+		c.mu.Unlock()
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
+		case <-now:
+			t.Stop()
 		case <-c.life.Done():
 			t.Stop()
 		}
 	}
+}
+
+// unreachable notes a failed attempt: an outage begins, or goes on (said
+// every 30 s); c.mu is held.
+func (c *CollectorSink) unreachable(err error) {
+	attrs := func() []any {
+		return []any{"url", c.url, "err", err, "held_batches", len(c.queue) + c.busy, "held_bytes", c.queued, "retries_total", c.stats.Retries}
+	}
+	if !c.down {
+		c.down, c.downSince = true, time.Now()
+		c.downLog.Allow() // the next "still" line is due in a while
+		c.log.Warn("collector unreachable: holding batches and retrying", attrs()...)
+		return
+	}
+	if ok, _ := c.downLog.Allow(); ok {
+		c.log.Warn("collector still unreachable", append(attrs(), "since", c.downSince.Format(time.RFC3339),
+			"for", time.Since(c.downSince).Round(time.Second).String())...)
+	}
+}
+
+// reachable notes that the collector answered: an outage, if any, ends;
+// c.mu is held.
+func (c *CollectorSink) reachable() {
+	if !c.down {
+		return
+	}
+	c.down = false
+	c.log.Info("collector reachable again", "url", c.url, "down_for", time.Since(c.downSince).Round(time.Millisecond).String(),
+		"held_batches", len(c.queue)+c.busy, "dropped_total", c.stats.Dropped, "retries_total", c.stats.Retries)
 }
 
 // dropQueued drops and counts every batch still queued; c.mu is held.
@@ -353,6 +493,9 @@ func (c *CollectorSink) dropQueued() {
 	if n := len(c.queue); n > 0 {
 		c.stats.Dropped += uint64(n)
 		c.log.Error("collector unreachable at shutdown; queued batches dropped", "url", c.url, "batches", n)
+	}
+	for _, q := range c.queue {
+		c.settle(q.guest, false)
 	}
 	clear(c.queue)
 	c.queue, c.queued = c.queue[:0], 0

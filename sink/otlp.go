@@ -169,6 +169,7 @@ func (o otlpHTTP) send(ctx context.Context, body []byte) error {
 	})
 }
 
+func (o otlpHTTP) reset() { o.client.CloseIdleConnections() }
 func (o otlpHTTP) close() { o.client.CloseIdleConnections() }
 
 // otlpGRPC is OTLP/gRPC.
@@ -204,6 +205,8 @@ func (o otlpGRPC) send(ctx context.Context, body []byte) error {
 	return &rejection{reason: err.Error()}
 }
 
+// reset ends the connection's wait before reconnecting, if any.
+func (o otlpGRPC) reset() { o.conn.ResetConnectBackoff() }
 func (o otlpGRPC) close() { _ = o.conn.Close() }
 
 // traces decodes an export request again (the gRPC client takes it whole).

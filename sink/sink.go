@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unicode/utf8"
 
 	"github.com/katatrace/katatrace/endpoint"
@@ -28,6 +29,36 @@ type Sink interface {
 	// Close flushes, bounded by ctx, and releases the sink; nothing is
 	// sent after it.
 	Close(ctx context.Context) error
+}
+
+// Holder is a Sink that holds datagrams until its endpoint accepts them
+// (the collector and OTLP sinks), and can say so for one guest (GuestOf).
+type Holder interface {
+	Sink
+	// FlushGuest waits until the endpoint took every datagram the guest
+	// of peer sent so far (accepted, or lost), or ctx ends. It returns how
+	// many of them it still holds, and how many of the guest's it lost in
+	// all (dropped or refused).
+	FlushGuest(ctx context.Context, peer string) (held int, lost uint64, err error)
+	// Lost is the guest's count of lost datagrams, as FlushGuest gives it.
+	Lost(peer string) uint64
+}
+
+// Reopener is a Sink that can open its output again (at SIGHUP).
+type Reopener interface {
+	Reopen() error
+}
+
+// Inner is the sink at the end of s's chain: wrappers that change what
+// they are given (the Kata span decoder) have an Unwrap method.
+func Inner(s Sink) Sink {
+	for {
+		w, ok := s.(interface{ Unwrap() Sink })
+		if !ok {
+			return s
+		}
+		s = w.Unwrap()
+	}
 }
 
 // BatchSink is a Sink that can take several datagrams in one call (one
@@ -74,10 +105,10 @@ const maxBatch = 64
 // address: the host side of the Jaeger relay. Batches to UDP go out in one
 // sendmmsg.
 type PacketSink struct {
-	conn   net.Conn
+	cur    atomic.Pointer[packetConn] // Reopen replaces it
+	addr   endpoint.Addr
 	target string
-	batch  *ipv4.PacketConn // nil unless UDP
-	msgs   sync.Pool        // of *[]ipv4.Message
+	msgs   sync.Pool // of *[]ipv4.Message
 	// unseen counts datagrams sent while nothing listened: UDP says so
 	// only by the next send's ECONNREFUSED (the port's ICMP answer), so
 	// each such error stands for one earlier datagram lost.
@@ -95,23 +126,54 @@ func (s *PacketSink) note(err error) {
 	}
 }
 
-// DialPacketSink opens a datagram socket towards a.
-func DialPacketSink(a endpoint.Addr) (*PacketSink, error) {
+// packetConn is a PacketSink's socket.
+type packetConn struct {
+	conn  net.Conn
+	batch *ipv4.PacketConn // nil unless UDP
+}
+
+func dialPacketConn(a endpoint.Addr) (*packetConn, error) {
 	c, err := endpoint.DialPacket(a)
 	if err != nil {
 		return nil, err
 	}
-	s := &PacketSink{conn: c, target: a.String()}
+	pc := &packetConn{conn: c}
 	if uc, ok := c.(*net.UDPConn); ok {
-		s.batch = ipv4.NewPacketConn(uc)
+		pc.batch = ipv4.NewPacketConn(uc)
 	}
+	return pc, nil
+}
+
+// DialPacketSink opens a datagram socket towards a.
+func DialPacketSink(a endpoint.Addr) (*PacketSink, error) {
+	pc, err := dialPacketConn(a)
+	if err != nil {
+		return nil, err
+	}
+	s := &PacketSink{addr: a, target: a.String()}
+	s.cur.Store(pc)
 	s.msgs.New = func() any { m := make([]ipv4.Message, maxBatch); return &m }
 	return s, nil
 }
 
+// Reopen opens a new socket towards the address (a syslog socket made
+// again, a name that now resolves elsewhere); the old one is closed once
+// the sends under way are done with it. On error the old one stays.
+func (s *PacketSink) Reopen() error {
+	pc, err := dialPacketConn(s.addr)
+	if err != nil {
+		return fmt.Errorf("reopen %s: %w", s.target, err)
+	}
+	old := s.cur.Swap(pc)
+	// A send that loaded the old socket may still be writing: let it.
+	time.AfterFunc(time.Second, func() { _ = old.conn.Close() })
+	return nil
+}
+
 // SendBatch writes each of ps as one datagram, in order.
 func (s *PacketSink) SendBatch(ps [][]byte, peer string) (failed int, err error) {
-	if s.batch == nil {
+	pc := s.cur.Load()
+	if pc.batch == nil {
 		return sendEach(s, ps, peer)
 	}
 	mp := s.msgs.Get().(*[]ipv4.Message)
@@ -122,7 +184,7 @@ func (s *PacketSink) SendBatch(ps [][]byte, peer string) (failed int, err error)
 		for i := range ms {
 			ms[i].Buffers = ps[i : i+1]
 		}
-		k, werr := s.batch.WriteBatch(ms, 0)
+		k, werr := pc.batch.WriteBatch(ms, 0)
 		for i := range ms {
 			ms[i].Buffers = nil
 		}
@@ -152,7 +214,7 @@ func (s *PacketSink) SendBatch(ps [][]byte, peer string) (failed int, err error)
 
 // Send writes p as one datagram.
 func (s *PacketSink) Send(p []byte, _ string) error {
-	if _, err := s.conn.Write(p); err != nil {
+	if _, err := s.cur.Load().conn.Write(p); err != nil {
 		s.note(err)
 		return fmt.Errorf("send to %s: %w", s.target, err)
 	}
@@ -163,7 +225,7 @@ func (s *PacketSink) Send(p []byte, _ string) error {
 func (s *PacketSink) Flush(context.Context) error { return nil }
 
 // Close closes the socket.
-func (s *PacketSink) Close(context.Context) error { return s.conn.Close() }
+func (s *PacketSink) Close(context.Context) error { return s.cur.Load().conn.Close() }
 
 // LineSink writes each message as one line, prefixed by its peer, with
 // control characters and escape sequences made visible so that a guest can

@@ -64,6 +64,9 @@ func ParseNotifySocket(s string) (NotifyAddr, error) {
 	return NotifyAddr{}, fmt.Errorf("NOTIFY_SOCKET=%q: want an absolute path, @abstract or vsock:CID:PORT", s)
 }
 
+// Status is the state that shows s in systemctl status (one line).
+func Status(s string) string { return "STATUS=" + strings.ReplaceAll(s, "\n", " ") }
+
 // Notify sends state to the service manager named by NOTIFY_SOCKET. It
 // reports false, without error, when there is none.
 func Notify(ctx context.Context, state string) (bool, error) {

@@ -99,6 +99,18 @@ func AppendAck(b []byte, next, dropped uint64) []byte {
 	return binary.BigEndian.AppendUint64(b, dropped)
 }
 
+// AppendFlushAnswer appends the host's answer to a flush request: an
+// empty frame when its endpoint accepted every datagram of the guest's
+// sent before it, else (v2 only) a control frame saying how many it had
+// not: held for retrying, or dropped since the last answer.
+func AppendFlushAnswer(b []byte, notAccepted uint64) []byte {
+	if notAccepted == 0 {
+		return AppendFrame(b, nil)
+	}
+	b = binary.BigEndian.AppendUint32(b, ControlSeq|8)
+	return binary.BigEndian.AppendUint64(b, notAccepted)
+}
+
 // AppendFrame appends one frame carrying p; an empty p is a flush request
 // (or, from the host, its answer).
 func AppendFrame(b []byte, p []byte) []byte {

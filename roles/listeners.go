@@ -1,0 +1,132 @@
+package roles
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/katatrace/katatrace/sink"
+	"github.com/katatrace/katatrace/systemd"
+)
+
+// listenerSet is what a host relay listens on, per --from: one socket, or
+// a watched pattern's (or not yet existing directory's) as many as VMs
+// have. A --from with none is said, never silent: a warning at once and
+// every minute while it lasts, systemd's STATUS=, a gauge at 0, /readyz.
+type listenerSet struct {
+	mu    sync.Mutex
+	froms []listenerFrom
+}
+
+type listenerFrom struct {
+	from string
+	n    func() int
+	// missing names the part of a pattern that matches nothing; nil for
+	// a plain socket.
+	missing func() string
+}
+
+func (l *listenerSet) add(from string, n func() int, missing func() string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.froms = append(l.froms, listenerFrom{from, n, missing})
+}
+
+// counts is the number of sockets listening per --from.
+func (l *listenerSet) counts() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := make(map[string]int, len(l.froms))
+	for _, f := range l.froms {
+		m[f.from] += f.n()
+	}
+	return m
+}
+
+func (l *listenerSet) total() int {
+	n := 0
+	for _, c := range l.counts() {
+		n += c
+	}
+	return n
+}
+
+// ready is a host relay's readiness: a socket to connect to, and a sink
+// whose endpoint is not known to be unreachable.
+func (l *listenerSet) ready(out sink.Sink) error {
+	if l.total() == 0 {
+		return errors.New("no socket listening: every --from matches nothing yet")
+	}
+	if c, ok := sink.Inner(out).(*sink.CollectorSink); ok && !c.Stats().Up {
+		return fmt.Errorf("the sink's endpoint %s is unreachable", c.URL())
+	}
+	return nil
+}
+
+// idleWarnEvery is how often a --from without a socket is warned about.
+const idleWarnEvery = time.Minute
+
+// monitor watches the counts every second until stop: STATUS= as they
+// change, a warning for each --from with nothing listening.
+func (l *listenerSet) monitor(rc *RunContext) (stop func()) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		status := ""
+		warned := map[string]time.Time{}
+		for {
+			l.check(rc, &status, warned)
+			select {
+			case <-t.C:
+			case <-done:
+				return
+			}
+		}
+	}()
+	return sync.OnceFunc(func() { close(done); <-stopped })
+}
+
+func (l *listenerSet) check(rc *RunContext, status *string, warned map[string]time.Time) {
+	l.mu.Lock()
+	froms := slices.Clone(l.froms)
+	l.mu.Unlock()
+	total := 0
+	var idle []string
+	for _, f := range froms {
+		n := f.n()
+		total += n
+		if n > 0 {
+			if _, ok := warned[f.from]; ok {
+				delete(warned, f.from)
+				rc.Log.Info("--from listening now", "from", f.from, "listening", n)
+			}
+			continue
+		}
+		idle = append(idle, f.from)
+		if last, ok := warned[f.from]; ok && time.Since(last) < idleWarnEvery {
+			continue
+		}
+		warned[f.from] = time.Now()
+		attrs := []any{"from", f.from}
+		if f.missing != nil {
+			if m := f.missing(); m != "" {
+				attrs = append(attrs, "no_match_for", m, "hint", "a misspelt path, or no VM started yet")
+			}
+		}
+		rc.Log.Warn("--from has no socket listening: no guest can connect through it", attrs...)
+	}
+	s := fmt.Sprintf("listening on %d sockets", total)
+	if len(idle) > 0 {
+		s += "; nothing yet for " + strings.Join(idle, ", ")
+	}
+	if s != *status {
+		*status = s
+		notify(rc, systemd.Status(s))
+	}
+}
