@@ -95,18 +95,23 @@ func (w *Watch) loop() {
 
 // rescan brings watches and listeners in line with the file system: until
 // nothing changes, as directories may appear while watches are added.
-func (w *Watch) rescan() {
+func (w *Watch) rescan() { w.rescanFor(false) }
+
+// rescanFor is rescan; recheck also makes listeners again whose socket
+// was removed (not on every event: a VM's directory being removed takes
+// its socket first).
+func (w *Watch) rescanFor(recheck bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for range 10 {
-		if w.closed || !w.sync() {
+		if w.closed || !w.sync(recheck) {
 			return
 		}
 	}
 }
 
 // sync makes one pass and reports whether it changed anything.
-func (w *Watch) sync() (changed bool) {
+func (w *Watch) sync(recheck bool) (changed bool) {
 	dir, name := filepath.Split(w.pattern)
 	dir = filepath.Clean(dir)
 	parts := strings.Split(strings.TrimPrefix(dir, "/"), "/")
@@ -155,6 +160,9 @@ func (w *Watch) sync() (changed bool) {
 		path := filepath.Join(d, name)
 		live[path] = true
 		if ln := w.lns[path]; ln != nil {
+			if !recheck {
+				continue
+			}
 			if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() == os.ModeSocket {
 				continue
 			}
@@ -186,7 +194,7 @@ func (w *Watch) sync() (changed bool) {
 // Rescan looks at the file system again, as if told of a change:
 // listeners for directories that appeared, closed for those gone, made
 // again where their socket was removed.
-func (w *Watch) Rescan() { w.rescan() }
+func (w *Watch) Rescan() { w.rescanFor(true) }
 
 // Missing is, while no listener is kept, the first part of the pattern
 // that matches no directory ("/run/vc/firecraker" of a misspelt

@@ -1,16 +1,25 @@
 package hostrelay
 
 import (
+	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"maps"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/guestrelay"
+	"github.com/katatrace/katatrace/internal/jaegertest"
 	"github.com/katatrace/katatrace/internal/testutil"
+	"github.com/katatrace/katatrace/sink"
 	"github.com/katatrace/katatrace/wire"
 )
 
@@ -114,5 +123,67 @@ func TestHostConfirmsAQuietGuest(t *testing.T) {
 	defer sink.mu.Unlock()
 	if n := len(slices.Concat(slices.Collect(maps.Values(sink.got))...)); n != 50 {
 		t.Errorf("sink got %d datagrams, want 50", n)
+	}
+}
+
+// TestGuestToldWhatTheCollectorDidNotAccept: with the collector down, a
+// v2 guest's flush is answered with how many of its datagrams the
+// collector has not accepted, the guest says so (NotAcceptedError), and
+// the host counts it; once the collector is back, the held batches are
+// delivered and a flush is answered clean.
+func TestGuestToldWhatTheCollectorDidNotAccept(t *testing.T) {
+	var up atomic.Bool
+	var accepted atomic.Int64
+	col := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if !up.Load() {
+			http.Error(w, "collector down", http.StatusServiceUnavailable)
+			return
+		}
+		accepted.Add(1)
+	}))
+	defer col.Close()
+	cs := sink.NewCollectorSink(col.URL+"/api/traces", 1<<20, 1, testLogger(t))
+	defer cs.Close(context.Background())
+	path := filepath.Join(testutil.SockDir(t), "h_6831")
+	ln, err := endpoint.Listen(testutil.Must(endpoint.ParseAddr("unix://" + path)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(ServerConfig{Kind: wire.KindJaeger, Sink: cs, Logger: testLogger(t), FlushTimeout: 300 * time.Millisecond})
+	go func() { _ = srv.Serve(ln, "unix://"+path) }()
+	defer srv.Shutdown(context.Background())
+
+	g := startGuest(t, path, 1<<20)
+	dgs := jaegertest.Capture(t, "agent", jaegertest.SmallTrace)
+	for _, p := range dgs {
+		g.Send(p)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	err = g.Flush(ctx)
+	cancel()
+	var na *guestrelay.NotAcceptedError
+	if !errors.As(err, &na) || na.Datagrams != uint64(len(dgs)) {
+		t.Fatalf("flush with the collector down: %v; want %d datagrams not accepted", err, len(dgs))
+	}
+	if st := g.Stats(); st.HostUnaccepted != uint64(len(dgs)) {
+		t.Fatalf("guest stats say %d not accepted, want %d", st.HostUnaccepted, len(dgs))
+	}
+	if n := srv.Stats().FlushesNotAccepted; n == 0 {
+		t.Fatal("the host counted no flush answered before its collector accepted")
+	}
+	if st := cs.Stats(); st.Up || st.Queued+st.InFlight == 0 || st.Retries == 0 {
+		t.Fatalf("collector sink stats during the outage: %+v", st)
+	}
+
+	up.Store(true)
+	_ = cs.Reopen() // retry now, not after the backoff
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.Flush(ctx); err != nil {
+		t.Fatalf("flush with the collector back: %v", err)
+	}
+	if accepted.Load() != int64(len(dgs)) || g.Stats().HostUnaccepted != 0 || !cs.Stats().Up || cs.Stats().LastSuccess.IsZero() {
+		t.Fatalf("collector accepted %d of %d; guest stats %+v; sink %+v", accepted.Load(), len(dgs), g.Stats(), cs.Stats())
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/alecthomas/kong"
+	"github.com/katatrace/katatrace/systemd"
 )
 
 // Exit codes of Main.
@@ -280,6 +281,10 @@ func newLogger(g Globals, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(g.LogLevel)) // one of the enum's
 	opts := &slog.HandlerOptions{Level: level}
+	if f, ok := w.(*os.File); ok && systemd.JournalStream(f) {
+		// Under systemd: the journal's priorities, and its time stamp.
+		return slog.New(systemd.NewJournalHandler(w, g.LogFormat == "json", opts))
+	}
 	if g.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}

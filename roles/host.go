@@ -147,8 +147,6 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 		ls.add(lnFroms[i], func() int { return int(up.Load()) }, nil)
 		go func() { failed <- srv.Serve(ln, lnFroms[i]); up.Store(0) }()
 	}
-	stopMonitor := ls.monitor(rc)
-	defer stopMonitor()
 	rc.OnReload(func() []any {
 		for _, w := range watches {
 			w.Rescan()
@@ -165,6 +163,8 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	lowmem.Settle() // up: what start-up touched of the binary leaves the RSS
 	notify(rc, systemd.Ready)
 	rc.Log.Info("ready", "to", to)
+	stopMonitor := ls.monitor(rc)
+	defer stopMonitor()
 	stopStats := logStatsOnSignal(rc, func() []any { return serverAttrs(srv, cfg.Sink) })
 	defer stopStats()
 

@@ -211,13 +211,23 @@ func notifySocket(t *testing.T) (*net.UnixConn, string) {
 	return c, path
 }
 
-func readNotify(t *testing.T, c *net.UnixConn, want string) {
+// readNotify reads the next state sent to the notify socket, passing
+// over STATUS= lines (which it returns), and wants it to be want.
+func readNotify(t *testing.T, c *net.UnixConn, want string) (statuses []string) {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	buf := make([]byte, 4096)
-	n, err := c.Read(buf)
-	if err != nil || string(buf[:n]) != want {
-		t.Fatalf("notify socket got %q, %v; want %q", buf[:n], err, want)
+	for {
+		n, err := c.Read(buf)
+		got := string(buf[:n])
+		if err == nil && strings.HasPrefix(got, "STATUS=") && !strings.HasPrefix(want, "STATUS=") {
+			statuses = append(statuses, got)
+			continue
+		}
+		if err != nil || got != want {
+			t.Fatalf("notify socket got %q, %v; want %q", got, err, want)
+		}
+		return statuses
 	}
 }
 

@@ -252,21 +252,51 @@ func TestJournalRedirectTakesFD3(t *testing.T) {
 	}
 }
 
-// TestSIGHUPDrainsLikeSIGTERM: a relay has nothing to reload; SIGHUP must
-// not kill it with what it holds (and leave its socket behind).
-func TestSIGHUPDrainsLikeSIGTERM(t *testing.T) {
-	dir := testutil.SockDir(t)
-	host := filepath.Join(dir, "h_6831")
-	hp := start(t, nil, "vsock-to-udp-server", "--from", "unix://"+host, "--to", testutil.NewUDPSink(t).Addr())
-	hp.WaitLog("listening")
+// TestSIGHUPReloadsAndKeepsServing: SIGHUP means reload, as systemd's
+// ExecReload does: a host relay re-scans its pattern (making again a
+// VM's socket someone removed) and reopens its sink, a guest relay goes
+// on, and both keep relaying; SIGTERM still stops them cleanly.
+func TestSIGHUPReloadsAndKeepsServing(t *testing.T) {
+	base := filepath.Join(testutil.SockDir(t), "fc")
+	sock := filepath.Join(base, "vm1", "root", "kata.hvsock_6831")
+	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sink := testutil.NewUDPSink(t)
+	hp := start(t, nil, "vsock-to-udp-server", "--from", "unix://"+base+"/*/root/kata.hvsock_6831", "--to", sink.Addr())
+	hp.WaitLog("msg=ready")
 	if !strings.Contains(hp.Stderr.String(), "msg=starting role=vsock-to-udp-server version=test") {
 		t.Errorf("no start line with the version:\n%s", hp.Stderr.String())
 	}
-	hp.Signal(syscall.SIGHUP)
-	if code := hp.Wait(10 * time.Second); code != 0 || !strings.Contains(hp.Stderr.String(), "msg=stopped") {
-		t.Fatalf("after SIGHUP: exit %d\n%s", code, hp.Stderr.String())
+	// Someone removes the VM's socket: nobody can connect until a reload.
+	if err := os.Remove(sock); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := os.Stat(host); err == nil {
+	hp.Signal(syscall.SIGHUP)
+	hp.WaitLog("a VM's socket was removed; creating it again")
+	hp.WaitLog("SIGHUP: reloaded; still running")
+	port := testutil.FreePort(t, "udp")
+	gp := start(t, nil, "jaeger-client-socat-redirector", "--from", fmt.Sprintf("udp://127.0.0.1:%d", port), "--to", "unix://"+sock)
+	gp.WaitLog("connected to host")
+	gp.Signal(syscall.SIGHUP)
+	gp.WaitLog("SIGHUP: nothing to reload here; still running")
+	hp.Signal(syscall.SIGHUP)
+	c := udpSender(t, port)
+	for i := range 20 {
+		c.Write([]byte{byte(i)})
+	}
+	if got := sink.WaitFor(20, 10*time.Second); len(got) != 20 {
+		t.Fatalf("after SIGHUPs the sink got %d of 20\nhost:\n%s\nguest:\n%s", len(got), hp.Stderr.String(), gp.Stderr.String())
+	}
+	gp.Signal(syscall.SIGTERM)
+	if code := gp.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("guest relay exit %d\n%s", code, gp.Stderr.String())
+	}
+	hp.Signal(syscall.SIGTERM)
+	if code := hp.Wait(10 * time.Second); code != 0 || !strings.Contains(hp.Stderr.String(), "msg=stopped") {
+		t.Fatalf("host relay exit %d\n%s", code, hp.Stderr.String())
+	}
+	if _, err := os.Stat(sock); err == nil {
 		t.Error("the socket was left behind")
 	}
 }

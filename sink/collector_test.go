@@ -6,11 +6,14 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/katatrace/katatrace/internal/jaegertest"
+	"github.com/katatrace/katatrace/internal/testutil"
 	"github.com/opentracing/opentracing-go"
 )
 
@@ -127,4 +130,62 @@ func queuedCollector(t *testing.T, url string, dgs [][]byte) *CollectorSink {
 		}
 	}
 	return c
+}
+
+// TestCollectorOutageIsSaidAndHeldPerGuest: an outage is logged as it
+// begins and as it ends, with what was held; Stats show it meanwhile; and
+// a guest's flush waits for its own batches only, told what the sink
+// still holds and lost of them.
+func TestCollectorOutageIsSaidAndHeldPerGuest(t *testing.T) {
+	dgs := jaegertest.Capture(t, "svc", jaegertest.SmallTrace)
+	var up atomic.Bool
+	var accepted atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if !up.Load() {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		accepted.Add(1)
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer srv.Close()
+	var logs testutil.SyncBuffer
+	c := NewCollectorSink(srv.URL+"/api/traces", 1<<20, 2, slog.New(slog.NewTextHandler(&logs, nil)))
+	defer c.Close(context.Background())
+	for _, p := range dgs {
+		if err := c.Send(p, "vsock:vm(3):1025"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	held, lost, err := c.FlushGuest(ctx, "vsock:vm(3):1026") // the same VM, another connection
+	cancel()
+	if err == nil || held != len(dgs) || lost != 0 {
+		t.Fatalf("flush of the guest during the outage: held %d, lost %d, err %v; want %d held and an error", held, lost, err, len(dgs))
+	}
+	if held, _, err := c.FlushGuest(context.Background(), "vsock:vm(4):1025"); err != nil || held != 0 {
+		t.Fatalf("another guest, which sent nothing, waited: held %d, err %v", held, err)
+	}
+	if st := c.Stats(); st.Up || st.Queued+st.InFlight != len(dgs) || st.Retries == 0 || !st.LastSuccess.IsZero() {
+		t.Fatalf("stats during the outage: %+v", st)
+	}
+	up.Store(true)
+	if err := c.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if held, lost, err := c.FlushGuest(ctx, "vsock:vm(3):1027"); err != nil || held != 0 || lost != 0 {
+		t.Fatalf("flush once the collector is back: held %d, lost %d, err %v", held, lost, err)
+	}
+	if accepted.Load() != int64(len(dgs)) || !c.Stats().Up || c.Stats().LastSuccess.IsZero() {
+		t.Fatalf("accepted %d of %d; stats %+v", accepted.Load(), len(dgs), c.Stats())
+	}
+	out := logs.String()
+	for _, want := range []string{"collector unreachable: holding batches and retrying", "collector reachable again"} {
+		if n := strings.Count(out, want); n != 1 {
+			t.Errorf("%q logged %d times, want once:\n%s", want, n, out)
+		}
+	}
 }

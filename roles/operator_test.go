@@ -1,0 +1,164 @@
+package roles_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/katatrace/katatrace/internal/jaegertest"
+	"github.com/katatrace/katatrace/internal/testutil"
+)
+
+// sample reads one series of /metrics at port, or -1 when absent.
+func sample(t *testing.T, port int, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindSubmatch(b)
+	if m == nil {
+		return -1
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+func readyz(t *testing.T, port int) (int, string) {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b))
+}
+
+// TestFromMatchingNothingIsSaid: a host relay whose --from pattern is
+// misspelt (nothing matches) says so: a warning naming what matches
+// nothing, systemd's STATUS=, a listener gauge at 0 and /readyz at 503.
+// Once a directory matches, it listens, and all of them say that too.
+func TestFromMatchingNothingIsSaid(t *testing.T) {
+	ns, nsPath := notifySocket(t)
+	vc := filepath.Join(testutil.SockDir(t), "vc")
+	from := "unix://" + vc + "/firecraker/*/root/kata.hvsock_6831"
+	port := testutil.FreePort(t, "tcp")
+	p := start(t, []string{"NOTIFY_SOCKET=" + nsPath}, "vsock-to-udp-server", "--from", from,
+		"--to", testutil.NewUDPSink(t).Addr(), "--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", port))
+	readNotify(t, ns, "READY=1")
+	status := fmt.Sprintf("STATUS=listening on 0 sockets; nothing yet for %s", from)
+	readNotify(t, ns, status)
+	p.WaitLog(`msg="--from has no socket listening: no guest can connect through it"`)
+	p.WaitLog("no_match_for=" + vc)
+	gauge := fmt.Sprintf(`katatrace_host_listeners{from=%q}`, from)
+	if v := sample(t, port, gauge); v != 0 {
+		t.Fatalf("%s = %v, want 0", gauge, v)
+	}
+	if code, body := readyz(t, port); code != http.StatusServiceUnavailable || !strings.Contains(body, "no socket listening") {
+		t.Fatalf("/readyz with nothing listening: %d %q", code, body)
+	}
+
+	if err := os.MkdirAll(filepath.Join(vc, "firecraker", "vm1", "root"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	readNotify(t, ns, "STATUS=listening on 1 sockets")
+	p.WaitLog(`msg="--from listening now"`)
+	if v := sample(t, port, gauge); v != 1 {
+		t.Fatalf("%s = %v once a VM's directory is there, want 1", gauge, v)
+	}
+	if code, body := readyz(t, port); code != http.StatusOK {
+		t.Fatalf("/readyz listening: %d %q", code, body)
+	}
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d\n%s", code, p.Stderr.String())
+	}
+}
+
+// TestGuestToldCollectorDidNotAccept: with the Jaeger collector down while
+// a guest relay drains, the guest says what did not reach it and exits
+// non-zero, the host's metrics show the held batches and the outage; once
+// the collector is back (and the host reloaded: retry now), every batch
+// arrives.
+func TestGuestToldCollectorDidNotAccept(t *testing.T) {
+	var up atomic.Bool
+	var accepted atomic.Int64
+	col := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if !up.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		accepted.Add(1)
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer col.Close()
+	host := filepath.Join(testutil.SockDir(t), "h_6831")
+	mport := testutil.FreePort(t, "tcp")
+	hp := start(t, nil, "vsock-to-udp-server", "--from", "unix://"+host, "--to", col.URL+"/api/traces",
+		"--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", mport))
+	hp.WaitLog("msg=ready")
+	uport := testutil.FreePort(t, "udp")
+	gp := start(t, nil, "jaeger-client-socat-redirector", "--from", fmt.Sprintf("udp://127.0.0.1:%d", uport),
+		"--to", "unix://"+host, "--drain-timeout", "3s")
+	gp.WaitLog("connected to host")
+	dgs := jaegertest.Capture(t, "agent", jaegertest.SmallTrace)
+	c := udpSender(t, uport)
+	for _, d := range dgs {
+		if _, err := c.Write(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "the host to hand the batches to its sink", func() bool {
+		return sample(t, mport, "katatrace_host_datagrams_total") == float64(len(dgs))
+	})
+	gp.Signal(syscall.SIGTERM)
+	if code := gp.Wait(15 * time.Second); code == 0 {
+		t.Fatalf("the guest relay exited 0 though the collector accepted nothing\n%s", gp.Stderr.String())
+	}
+	want := fmt.Sprintf("its endpoint has not accepted %d of this guest's datagrams", len(dgs))
+	if out := gp.Stderr.String(); !strings.Contains(out, "drain incomplete: not everything reached the host's endpoint") || !strings.Contains(out, want) {
+		t.Fatalf("the guest does not say what was not delivered (want %q):\n%s", want, out)
+	}
+	sink := fmt.Sprintf("{sink=%q}", col.URL+"/api/traces")
+	if n := sample(t, mport, "katatrace_host_flushes_not_accepted_total"); n < 1 {
+		t.Errorf("katatrace_host_flushes_not_accepted_total = %v", n)
+	}
+	if held := sample(t, mport, "katatrace_sink_queue_batches"+sink) + sample(t, mport, "katatrace_sink_in_flight_requests"+sink); held < 1 {
+		t.Errorf("the host's metrics show %v batches held during the outage", held)
+	}
+	if v := sample(t, mport, "katatrace_sink_up"+sink); v != 0 {
+		t.Errorf("katatrace_sink_up = %v during the outage", v)
+	}
+	if code, _ := readyz(t, mport); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz %d during the outage", code)
+	}
+	if !strings.Contains(hp.Stderr.String(), "collector unreachable: holding batches and retrying") {
+		t.Errorf("the host did not log the outage:\n%s", hp.Stderr.String())
+	}
+
+	up.Store(true)
+	hp.Signal(syscall.SIGHUP)
+	testutil.Eventually(t, 10*time.Second, "the held batches to reach the collector", func() bool { return accepted.Load() == int64(len(dgs)) })
+	hp.WaitLog("collector reachable again")
+	if v := sample(t, mport, "katatrace_sink_up"+sink); v != 1 {
+		t.Errorf("katatrace_sink_up = %v after the outage", v)
+	}
+	hp.Signal(syscall.SIGTERM)
+	if code := hp.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("host exit %d\n%s", code, hp.Stderr.String())
+	}
+}
