@@ -36,6 +36,15 @@ var examples = map[string]string{
 // Example returns a valid address of the given scheme.
 func Example(scheme string) string { return examples[scheme] }
 
+// ListenExample returns a valid address of the given scheme to listen on:
+// a vsock listener takes any CID, a guest's host is CID 2.
+func ListenExample(scheme string) string {
+	if scheme == SchemeVsock {
+		return "vsock://any:6831"
+	}
+	return examples[scheme]
+}
+
 // maxUnixPath is the room in sockaddr_un.sun_path, less the terminating NUL.
 const maxUnixPath = 107
 
@@ -61,6 +70,9 @@ type AddrError struct {
 	Value   string // the address as given
 	Reason  string // what is wrong with it
 	Example string // a valid address for the same purpose
+	// Scheme is the scheme the address has, if it is a known one: empty
+	// for a missing or unknown scheme.
+	Scheme string
 }
 
 func (e *AddrError) Error() string {
@@ -72,7 +84,7 @@ func addrErr(value, scheme, format string, args ...any) *AddrError {
 	if ex == "" {
 		ex = strings.Join([]string{examples[SchemeVsock], examples[SchemeUnix], examples[SchemeUDP]}, ", ")
 	}
-	return &AddrError{Value: value, Reason: fmt.Sprintf(format, args...), Example: ex}
+	return &AddrError{Value: value, Reason: fmt.Sprintf(format, args...), Example: ex, Scheme: scheme}
 }
 
 // ParseAddr parses an address such as vsock://2:6831, unix:///path,
@@ -204,12 +216,9 @@ func (a Addr) Port0() bool {
 // MarshalText is the inverse of UnmarshalText.
 func (a Addr) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
 
-// Require reports an error when the address's scheme is not one of schemes;
-// use describes what the address is for, e.g. "the guest relay reads from".
-func (a Addr) Require(use string, schemes ...string) error {
-	if slices.Contains(schemes, a.Scheme) {
-		return nil
-	}
+// SchemeList names schemes as addresses start: "vsock://, unix:// or
+// stdout".
+func SchemeList(schemes ...string) string {
 	want := make([]string, len(schemes))
 	for i, s := range schemes {
 		want[i] = s
@@ -217,17 +226,22 @@ func (a Addr) Require(use string, schemes ...string) error {
 			want[i] += "://"
 		}
 	}
-	list := want[0]
 	if n := len(want); n > 1 {
-		list = strings.Join(want[:n-1], ", ") + " or " + want[n-1]
+		return strings.Join(want[:n-1], ", ") + " or " + want[n-1]
 	}
-	got := a.Scheme
-	if got != SchemeStdout {
-		got += "://"
+	return want[0]
+}
+
+// Require reports an error when the address's scheme is not one of schemes;
+// use describes what the address is for, e.g. "the guest relay reads from".
+func (a Addr) Require(use string, schemes ...string) error {
+	if slices.Contains(schemes, a.Scheme) {
+		return nil
 	}
 	return &AddrError{
 		Value:   a.String(),
-		Reason:  fmt.Sprintf("%s %s, not %s", use, list, got),
+		Reason:  fmt.Sprintf("%s %s, not %s", use, SchemeList(schemes...), SchemeList(a.Scheme)),
 		Example: examples[schemes[0]],
+		Scheme:  a.Scheme,
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/alecthomas/kong"
+	"github.com/katatrace/katatrace/endpoint"
 	"github.com/katatrace/katatrace/systemd"
 )
 
@@ -207,7 +208,7 @@ func usageError(parser *kong.Kong, err error, args []string) int {
 			fe.env = env
 		}
 	}
-	msg := err.Error()
+	msg := fixAddrExample(err, fe)
 	if m := shortFlagRE.FindStringSubmatch(msg); m != nil {
 		// kong reads a value starting with "-" as a flag.
 		msg = fmt.Sprintf("%s needs a value: %q is not one (sizes and durations are positive)", m[1], m[2])
@@ -215,6 +216,58 @@ func usageError(parser *kong.Kong, err error, args []string) int {
 	parser.Errorf("%s", msg)
 	fmt.Fprintf(parser.Stderr, "Run '%s --help' for usage.\n", parser.Model.Name)
 	return ExitUsage
+}
+
+var flagNameRE = regexp.MustCompile(`^--([\w-]+)`)
+
+// fixAddrExample makes an address error's example and scheme list those
+// of its flag (the flag's addr tag: "listen" or "dial", then its schemes;
+// addrexample, an example of its first scheme):
+// a host relay's --from listens, so its vsock example is vsock://any:PORT,
+// never a guest's vsock://2:PORT, and --metrics-listen lists only the
+// schemes it takes. It returns err's message, so fixed.
+func fixAddrExample(err error, fe *flagError) string {
+	msg := err.Error()
+	var ae *endpoint.AddrError
+	var pe *kong.ParseError
+	if !errors.As(err, &ae) || !errors.As(err, &pe) || pe.Context == nil {
+		return msg
+	}
+	name := ""
+	if fe != nil {
+		name = fe.flag
+	} else if m := flagNameRE.FindStringSubmatch(err.Error()); m != nil {
+		name = m[1]
+	}
+	var tag []string
+	var example string
+	for _, f := range pe.Context.Flags() {
+		if f.Name == name {
+			tag, example = strings.Fields(f.Tag.Get("addr")), f.Tag.Get("addrexample")
+		}
+	}
+	if len(tag) < 2 {
+		return msg
+	}
+	was := ae.Error() // the wrapping errors' messages hold it as it was
+	listen, schemes := tag[0] == "listen", tag[1:]
+	scheme := ae.Scheme
+	if !slices.Contains(schemes, scheme) {
+		scheme = schemes[0]
+	}
+	switch {
+	case example != "" && scheme == schemes[0]:
+		ae.Example = example // the flag's own (addrexample)
+	case listen:
+		ae.Example = endpoint.ListenExample(scheme)
+	default:
+		ae.Example = endpoint.Example(scheme)
+	}
+	if ae.Scheme == "" { // missing or unknown: say which this flag takes
+		what, _, _ := strings.Cut(ae.Reason, ": want")
+		ae.Reason = what + ": want " + endpoint.SchemeList(schemes...)
+	}
+	return strings.Replace(msg, was, ae.Error(), 1)
 }
 
 func run(name string, kctx *kong.Context, g Globals, o Options) int {

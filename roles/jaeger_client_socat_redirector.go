@@ -15,8 +15,8 @@ func init() {
 
 // jaegerRedirector replaces the guest's "socat UDP-RECV → VSOCK-CONNECT".
 type jaegerRedirector struct {
-	From endpoint.Addr `help:"Where the Jaeger clients send: udp://HOST:PORT, unixgram:///path or fd://N." default:"udp://127.0.0.1:6831"`
-	To   endpoint.Addr `help:"${to_host_help}" default:"vsock://2:6831"`
+	From endpoint.Addr `help:"Where the Jaeger clients send: udp://HOST:PORT, unixgram:///path or fd://N." default:"udp://127.0.0.1:6831" addr:"listen udp unixgram fd"`
+	To   endpoint.Addr `help:"${to_host_help}" default:"vsock://2:6831" addr:"dial vsock unix tcp serial"`
 	guestRelay
 }
 

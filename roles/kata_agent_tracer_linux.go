@@ -28,18 +28,18 @@ type agentTracer struct {
 	CmdlineFile  string        `help:"Kernel command line to read agent.trace and agent.trace_parent from." default:"/proc/cmdline"`
 	ServiceName  string        `help:"Service name of the shim's spans." default:"kata-agent"`
 	NoRelay      bool          `help:"Run no relay in this process (another one listens on --from); the shim's spans go to --from over UDP."`
-	From         endpoint.Addr `help:"Where the agent's tracer sends (its JAEGER_AGENT_HOST and _PORT): udp://HOST:PORT." default:"udp://127.0.0.1:6831"`
-	To           endpoint.Addr `help:"${to_host_help}" default:"vsock://2:6831"`
+	From         endpoint.Addr `help:"Where the agent's tracer sends (its JAEGER_AGENT_HOST and _PORT): udp://HOST:PORT." default:"udp://127.0.0.1:6831" addr:"listen udp"`
+	To           endpoint.Addr `help:"${to_host_help}" default:"vsock://2:6831" addr:"dial vsock unix tcp serial"`
 	Journal      bool          `help:"Also relay the guest's syslog messages (--journal-from) to the host (--journal-to)."`
-	JournalFrom  endpoint.Addr `help:"Where syslog messages arrive, with --journal." default:"unixgram:///dev/log"`
-	JournalTo    endpoint.Addr `help:"Where the host's text server listens, with --journal." default:"vsock://2:5140"`
+	JournalFrom  endpoint.Addr `help:"Where syslog messages arrive, with --journal." default:"unixgram:///dev/log" addr:"listen unixgram udp fd"`
+	JournalTo    endpoint.Addr `help:"Where the host's text server listens, with --journal." default:"vsock://2:5140" addr:"dial vsock unix tcp serial"`
 	FlushTimeout time.Duration `help:"At shutdown, how long to wait for the host to confirm every span." default:"5s"`
 	StopTimeout  time.Duration `help:"After SIGTERM or SIGINT is passed to the agent, how long it has to exit before SIGKILL." default:"10s"`
 	Shutdown     string        `help:"What ends the VM once the agent is gone and its trace delivered: poweroff, reboot (Firecracker), halt or exit. As PID 1 by reboot(2), as a systemd service by asking systemd. auto: poweroff as PID 1, and as a systemd service in static tracing (as Kata's ExecStop did); exit otherwise (the runtime ends the VM)." enum:"auto,poweroff,reboot,halt,exit" default:"auto"`
 	ExecStop     []string      `help:"Command to run at shutdown, after the flush, instead of the shutdown action; repeatable, run in order, split into words without a shell (as systemd's ExecStop)." sep:"none" placeholder:"CMD"`
 	Agent        string        `help:"The agent command as one string, when it cannot be given as arguments (e.g. KATATRACE_AGENT on the kernel command line)." placeholder:"CMD"`
-	GrpcListen   endpoint.Addr `help:"Serve the agent API here (e.g. vsock://any:1024), tracing every call, and forward it to the agent (see --grpc-upstream). StartTracing and StopTracing turn dynamic tracing on and off." placeholder:"ADDR"`
-	GrpcUpstream endpoint.Addr `help:"The agent's own API endpoint, with --grpc-listen (e.g. unix:///run/kata-agent.sock)." placeholder:"ADDR"`
+	GrpcListen   endpoint.Addr `help:"Serve the agent API here (e.g. vsock://any:1024), tracing every call, and forward it to the agent (see --grpc-upstream). StartTracing and StopTracing turn dynamic tracing on and off." placeholder:"ADDR" addr:"listen vsock unix tcp fd" addrexample:"vsock://any:1024"`
+	GrpcUpstream endpoint.Addr `help:"The agent's own API endpoint, with --grpc-listen (e.g. unix:///run/kata-agent.sock)." placeholder:"ADDR" addr:"dial unix vsock tcp" addrexample:"unix:///run/kata-agent.sock"`
 	relayOptions
 	metricsOption
 	Command []string `arg:"" name:"agent" optional:"" passthrough:"" help:"The agent and its arguments, after the shim's flags (and --); the first argument and everything after it is the agent's, never the shim's."`

@@ -20,8 +20,8 @@ func init() {
 // journald's forwarded messages as fd 3; without, it binds a unixgram or
 // udp socket itself.
 type journalRedirector struct {
-	From endpoint.Addr `help:"Where the messages arrive: fd://N (systemd socket activation), unixgram:///path or udp://HOST:PORT." default:"fd://3"`
-	To   endpoint.Addr `help:"${to_host_help}" default:"vsock://2:5140"`
+	From endpoint.Addr `help:"Where the messages arrive: fd://N (systemd socket activation), unixgram:///path or udp://HOST:PORT." default:"fd://3" addr:"listen fd unixgram udp"`
+	To   endpoint.Addr `help:"${to_host_help}" default:"vsock://2:5140" addr:"dial vsock unix tcp serial"`
 	guestRelay
 }
 

@@ -16,7 +16,7 @@ func init() {
 }
 
 type textServer struct {
-	From []endpoint.Addr `help:"${from_guest_help}" default:"vsock://any:5140"`
+	From []endpoint.Addr `help:"${from_guest_help}" default:"vsock://any:5140" addr:"listen vsock unix tcp fd"`
 	To   textSink        `help:"stdout: one line per message, control characters escaped; udp://HOST:PORT or unixgram:///path: each message as one datagram (a host syslog)." default:"stdout"`
 	hostRelay
 }

@@ -20,7 +20,7 @@ func init() {
 }
 
 type udpServer struct {
-	From []endpoint.Addr `help:"${from_guest_help}" default:"vsock://any:6831"`
+	From []endpoint.Addr `help:"${from_guest_help}" default:"vsock://any:6831" addr:"listen vsock unix tcp fd"`
 	To   sink.Target     `help:"udp://HOST:PORT or unixgram:///path: Jaeger's compact Thrift port, each datagram as it came; http://HOST:14268/api/traces: a Jaeger collector, over HTTP; otlp://HOST:4317 (otlps:// with TLS): OTLP over gRPC; otlphttp://HOST:4318[/v1/traces] (otlphttps://): OTLP over HTTP, to an OpenTelemetry Collector, Jaeger v2, Tempo or a vendor; print: each trace as a tree on stdout; jsonl: one JSON object per span on stdout." default:"udp://127.0.0.1:6831"`
 	traceSinkFlags
 	RawSplit string `help:"How to find datagram boundaries in a raw (socat) guest stream: thrift walks the emitBatch messages and drops what does not parse; read takes each read as one datagram, as socat does." enum:"thrift,read" default:"thrift"`
