@@ -178,9 +178,16 @@ func (s *Supervisor) reap() {
 // start starts a process, registered before the loop can see it end.
 func (s *Supervisor) start(argv, env []string, files []*os.File, main bool) (int, <-chan ProcessExit, error) {
 	ch := make(chan ProcessExit, 1)
+	path, err := LookPath(argv[0], env)
+	if err != nil {
+		return 0, nil, err
+	}
+	if path != argv[0] {
+		s.log.Debug("command found in PATH", "name", argv[0], "path", path)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p, err := os.StartProcess(argv[0], argv, &os.ProcAttr{Env: env, Files: files})
+	p, err := os.StartProcess(path, argv, &os.ProcAttr{Env: env, Files: files})
 	if err != nil {
 		return 0, nil, err
 	}

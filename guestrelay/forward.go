@@ -68,6 +68,8 @@ type forwarder struct {
 	// hostHeld is what the host's last flush answer said its endpoint had
 	// not accepted of this guest's datagrams.
 	hostHeld atomic.Uint64
+	// inspect, if set, sees every datagram read from the socket first.
+	inspect atomic.Pointer[func([][]byte)]
 	// socketDropped reads the kernel's count of datagrams its socket
 	// dropped (set by ReadFrom for UDP); holdLog notes reading held.
 	socketDropped                   atomic.Pointer[func() uint64]
@@ -319,7 +321,12 @@ func (f *forwarder) socketDrops() uint64 {
 // the oldest, as while no host is connected.
 func (f *forwarder) readFrom(ctx context.Context, pc net.PacketConn, drain time.Duration) error {
 	read, dropped := readerFor(pc)
-	send := f.SendBatch // one method value, not one per read
+	send := func(ps [][]byte) {
+		if in := f.inspect.Load(); in != nil {
+			(*in)(ps)
+		}
+		f.SendBatch(ps)
+	}
 	if dropped != nil {
 		f.socketDropped.Store(&dropped)
 		defer dropped() // the last count, read before the caller closes the socket

@@ -76,6 +76,17 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 	return r.flushErr
 }
 
+// Inspect has fn see the datagrams read from the socket, on the reading
+// goroutine, before they are queued (which it must not delay); nil stops
+// it.
+func (r *Relay) Inspect(fn func(ps [][]byte)) {
+	if fn == nil {
+		r.f.inspect.Store(nil)
+		return
+	}
+	r.f.inspect.Store(&fn)
+}
+
 // Send queues one datagram for the host (the relay's own spans, say).
 func (r *Relay) Send(p []byte) { r.f.Send(p) }
 

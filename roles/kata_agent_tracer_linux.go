@@ -26,7 +26,8 @@ func init() {
 // agentTracer wraps the agent: kata-agent-tracer [flags] [--] AGENT [ARGS].
 type agentTracer struct {
 	CmdlineFile  string        `help:"Kernel command line to read agent.trace and agent.trace_parent from." default:"/proc/cmdline"`
-	ServiceName  string        `help:"Service name of the shim's spans." default:"kata-agent"`
+	ServiceName  string        `help:"Service name of the shim's spans while they are the agent's only trace (an agent that does not trace itself)." default:"kata-agent"`
+	OwnService   string        `name:"own-service-name" help:"Service name (and source tag) of the shim's spans when the agent traces itself (the Kata 1.x agent), so that its trace and the shim's are told apart." default:"kata-agent-tracer"`
 	NoRelay      bool          `help:"Run no relay in this process (another one listens on --from); the shim's spans go to --from over UDP."`
 	From         endpoint.Addr `help:"Where the agent's tracer sends (its JAEGER_AGENT_HOST and _PORT): udp://HOST:PORT." default:"udp://127.0.0.1:6831" addr:"listen udp"`
 	To           endpoint.Addr `help:"${to_host_help}" default:"vsock://2:6831" addr:"dial vsock unix tcp serial"`
@@ -113,7 +114,7 @@ func (c *agentTracer) Run(rc *RunContext) error {
 	// nothing to reload.
 	rc.OnReload(func() []any { return []any{"what", "passed on to the agent, if running"} })
 	code := shim.Run(shim.Config{
-		CmdlineFile: c.CmdlineFile, ServiceName: c.ServiceName, NoRelay: c.NoRelay,
+		CmdlineFile: c.CmdlineFile, ServiceName: c.ServiceName, OwnServiceName: c.OwnService, NoRelay: c.NoRelay,
 		From: c.From, To: c.To, Journal: c.Journal, JournalFrom: c.JournalFrom, JournalTo: c.JournalTo,
 		FlushTimeout: c.FlushTimeout, StopTimeout: c.StopTimeout, Shutdown: c.Shutdown, ExecStop: c.argv,
 		Agent: c.agent, GrpcListen: c.GrpcListen, GrpcUpstream: c.GrpcUpstream,

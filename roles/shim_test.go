@@ -89,6 +89,38 @@ func TestShimExitCodes(t *testing.T) {
 	}
 }
 
+// TestShimSpansApartFromAnAgentThatTracesItself: with an agent that
+// traces itself as the Kata 1.x agent does (its own trace, root
+// kata-agent, source=agent), the shim's five spans are a trace of their
+// own under --own-service-name, tagged source so too: two traces told
+// apart. The agent's trace arrives whole beside them.
+func TestShimSpansApartFromAnAgentThatTracesItself(t *testing.T) {
+	h := startShimHost(t)
+	code, _, errOut := run(t, nil, "kata-agent-tracer", shimArgs(t, h, "agent.trace=isolated", "own-trace=1", "spans=7", "hold=200")...)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	if !strings.Contains(errOut, "the agent traces itself") {
+		t.Errorf("the shim does not say it told its spans apart:\n%s", errOut)
+	}
+	recs := h.Spans(t)
+	shim := byService(recs, "kata-agent-tracer")
+	for _, op := range []string{"kata-agent", "boot", "agent-start", "agent-run", "shutdown"} {
+		if len(shim[op]) != 1 {
+			t.Fatalf("the shim's span %s under kata-agent-tracer: %d, want 1 (all: %v)", op, len(shim[op]), shim)
+		}
+	}
+	root := shim["kata-agent"][0]
+	if root.Tags["source"] != "kata-agent-tracer" || root.ParentID != "" {
+		t.Fatalf("the shim's root: %+v", root)
+	}
+	agent := byService(recs, "kata-agent")
+	if len(agent["kata-agent"]) != 1 || len(agent["agent-op"]) != 6 || agent["kata-agent"][0].Tags["source"] != "agent" ||
+		agent["kata-agent"][0].TraceID == root.TraceID {
+		t.Fatalf("the agent's own trace: %v", agent)
+	}
+}
+
 func TestShimBadTraceValueStillRunsAgent(t *testing.T) {
 	h := startShimHost(t)
 	code, _, errOut := run(t, nil, "kata-agent-tracer", shimArgs(t, h, "quiet agent.trace=yes", "exit=3")...)
@@ -134,6 +166,20 @@ func TestShimAgentCommandIsNeverParsed(t *testing.T) {
 	env := []string{"KATATRACE_AGENT=" + bin(t, "katatrace-test-agent") + " exit=6"}
 	if code, _, errOut := run(t, env, "kata-agent-tracer", args...); code != 6 {
 		t.Fatalf("exit %d, want 6\n%s", code, errOut)
+	}
+	// A name without a slash is looked up in PATH, as a shell would, and
+	// the log says which file runs.
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh in PATH")
+	}
+	code, _, errOut := run(t, nil, "kata-agent-tracer", append(args, "sh", "-c", "exit 7")...)
+	if code != 7 || !strings.Contains(errOut, "path="+sh) {
+		t.Fatalf("sh -c 'exit 7': exit %d, want 7, and the log naming %s\n%s", code, sh, errOut)
+	}
+	code, _, errOut = run(t, nil, "kata-agent-tracer", append(args, "no-such-agent-anywhere")...)
+	if code != 127 || !strings.Contains(errOut, "no-such-agent-anywhere: not found in PATH=") {
+		t.Fatalf("an agent not in PATH: exit %d, want 127\n%s", code, errOut)
 	}
 }
 

@@ -19,6 +19,8 @@ import (
 // role gives it (relays, metrics, systemd).
 type Config struct {
 	CmdlineFile, ServiceName string
+	// OwnServiceName names the shim's spans when the agent traces itself.
+	OwnServiceName string
 	NoRelay                  bool
 	From, To                 endpoint.Addr
 	Journal                  bool
@@ -101,7 +103,9 @@ func (c *shim) run() int {
 	}
 
 	startSpan := tr.Child("agent-start")
-	pid, exited, err := sup.Start(c.Agent, c.agentEnv(tr), []*os.File{os.Stdin, os.Stdout, os.Stderr})
+	env := c.agentEnv(tr)
+	path, _ := guestinit.LookPath(c.Agent[0], env) // for the log: Start looks it up again
+	pid, exited, err := sup.Start(c.Agent, env, []*os.File{os.Stdin, os.Stdout, os.Stderr})
 	exit, reason := guestinit.ProcessExit{Status: 127 << 8}, "agent did not start"
 	if err != nil {
 		log.Error("cannot start the agent", "cmd", c.Agent, "err", err)
@@ -112,7 +116,7 @@ func (c *shim) run() int {
 		startSpan.SetTag("pid", pid)
 		startSpan.Finish()
 		c.Settle()
-		log.Info("agent started", "pid", pid, "cmd", c.Agent, "trace", settings.Mode, "pid1", pid1)
+		log.Info("agent started", "pid", pid, "cmd", c.Agent, "path", path, "trace", settings.Mode, "pid1", pid1)
 		runSpan := tr.Child("agent-run")
 		runSpan.SetTag("pid", pid)
 		c.Notify(systemd.Ready)

@@ -8,10 +8,12 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/katatrace/katatrace/endpoint"
 	"github.com/katatrace/katatrace/guestrelay"
+	"github.com/katatrace/katatrace/jaegerthrift"
 	"github.com/katatrace/katatrace/metrics"
 	"github.com/katatrace/katatrace/systemd"
 	"github.com/katatrace/katatrace/tracing"
@@ -94,21 +96,64 @@ func (r *relays) stop(log *slog.Logger, timeout time.Duration) {
 	}
 }
 
+// nameApart holds a static session's spans until it is known whether
+// they are the agent's only trace. An agent that traces itself (the Kata
+// 1.x agent: its own root kata-agent, source=agent) sends spans of
+// another trace through the relay: the shim's are then sent as service
+// --own-service-name, tagged source the same, so that Jaeger shows two
+// traces told apart, not two look-alikes. Otherwise, at the session's
+// end, they go as they are.
+func (c *shim) nameApart(log *slog.Logger, rl *guestrelay.Relay, t *tracing.Transport, s *tracing.Session) {
+	own := s.TraceID()
+	var seen atomic.Bool
+	rl.Inspect(func(ps [][]byte) {
+		if seen.Load() {
+			return
+		}
+		for _, p := range ps {
+			b, err := jaegerthrift.DecodeEmitBatch(p)
+			if err != nil {
+				continue
+			}
+			for _, sp := range b.Spans {
+				if uint64(sp.TraceIdLow) == own.Low && uint64(sp.TraceIdHigh) == own.High {
+					continue
+				}
+				seen.Store(true)
+				if t.Release(tracing.Labels{Service: c.OwnServiceName, Source: c.OwnServiceName}) {
+					log.Info("the agent traces itself: the shim's spans are a trace of their own, apart from the agent's",
+						"service", c.OwnServiceName, "agent_service", b.Process.ServiceName)
+				}
+				rl.Inspect(nil)
+				return
+			}
+		}
+	})
+	s.OnFinish(func() {
+		rl.Inspect(nil)
+		t.Release(tracing.Labels{})
+	})
+}
+
 // newSession starts a trace whose spans go onto the relay's queue (or,
 // with --no-relay, over UDP to --from).
 func (c *shim) newSession(log *slog.Logger, r *relays, mode, typ string, parent jaeger.SpanContext) *tracing.Session {
-	var transport jaeger.Transport
-	if r.jaeger != nil {
-		transport = tracing.NewTransport(r.jaeger.Send, 0)
-	} else {
+	if r.jaeger == nil {
 		t, err := jaeger.NewUDPTransport(c.From.HostPort, 0)
 		if err != nil {
 			log.Error("no tracer: cannot send to --from", "err", err)
 			return tracing.NoSession()
 		}
-		transport = t
+		return tracing.NewSession(c.ServiceName, t, mode, typ, parent, log)
 	}
-	return tracing.NewSession(c.ServiceName, transport, mode, typ, parent, log)
+	t := tracing.NewTransport(r.jaeger.Send, 0)
+	if mode != "static" {
+		return tracing.NewSession(c.ServiceName, t, mode, typ, parent, log)
+	}
+	t.Hold()
+	s := tracing.NewSession(c.ServiceName, t, mode, typ, parent, log)
+	c.nameApart(log, r.jaeger, t, s)
+	return s
 }
 
 // settings reads the kernel command line; bad values are logged, and the

@@ -18,10 +18,23 @@ import (
 // and the agent's spans descend from. NoSession's spans are no-ops, for an
 // untraced agent.
 type Session struct {
-	tracer opentracing.Tracer
-	closer io.Closer
-	root   opentracing.Span
-	log    *slog.Logger
+	tracer   opentracing.Tracer
+	closer   io.Closer
+	root     opentracing.Span
+	log      *slog.Logger
+	onFinish func()
+}
+
+// OnFinish sets what Finish does before it flushes the tracer (release a
+// held Transport).
+func (t *Session) OnFinish(fn func()) { t.onFinish = fn }
+
+// TraceID is the session's trace, zero for NoSession.
+func (t *Session) TraceID() jaeger.TraceID {
+	if sc, ok := t.root.Context().(jaeger.SpanContext); ok {
+		return sc.TraceID()
+	}
+	return jaeger.TraceID{}
 }
 
 // NoSession makes no-op spans: nothing is traced.
@@ -103,6 +116,9 @@ func (t *Session) Finish(tags map[string]any) {
 		t.root.SetTag(k, v)
 	}
 	t.root.Finish()
+	if t.onFinish != nil {
+		t.onFinish()
+	}
 	if t.closer != nil {
 		if err := t.closer.Close(); err != nil {
 			t.log.Warn("tracer flush", "err", err)

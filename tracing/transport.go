@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/katatrace/katatrace/endpoint"
@@ -37,7 +38,21 @@ type Transport struct {
 	spans     []*j.Span
 	size      int
 	closeHook func() error
+	// holding keeps flushed spans in held until release is set (see
+	// Hold); the reporter's goroutine alone reads and writes them.
+	holding bool
+	held    []*j.Span
+	release atomic.Pointer[Labels]
+	labels  Labels // once released, for the spans that come after
 }
+
+// Labels rename a held session's spans once released: the service name,
+// and the value of their "source" tag. Empty ones leave them as they are.
+type Labels struct{ Service, Source string }
+
+// maxHeld bounds the spans a held Transport keeps: past it they are
+// released as they are.
+const maxHeld = 10000
 
 var errSpanTooLarge = errors.New("span too large to send in one datagram")
 
@@ -70,6 +85,7 @@ func (t *Transport) Append(span *jaeger.Span) (int, error) {
 		t.size = t.procSize
 	}
 	js := jaeger.BuildJaegerThrift(span)
+	relabel(js, t.labels)
 	n := t.sizeOf(js)
 	if n > t.maxSpans-t.procSize {
 		return 1, errSpanTooLarge // the reporter counts it as failed
@@ -84,8 +100,77 @@ func (t *Transport) Append(span *jaeger.Span) (int, error) {
 	return flushed, err
 }
 
-// Flush encodes the buffered spans as one emitBatch and sends it.
+// Hold keeps every batch, unsent, until Release: the shim's spans wait
+// until it knows whether they are the agent's only trace. Call it before
+// the first span.
+func (t *Transport) Hold() { t.holding = true }
+
+// Release sends what was held, and from then on what comes, renamed by l;
+// the first call decides, later ones do nothing. Safe from any goroutine:
+// the reporter's next flush sends.
+func (t *Transport) Release(l Labels) bool { return t.release.CompareAndSwap(nil, &l) }
+
+// Flush encodes the buffered spans as one emitBatch and sends it (or,
+// held, keeps them).
 func (t *Transport) Flush() (int, error) {
+	if t.holding {
+		return t.flushHeld()
+	}
+	return t.emit()
+}
+
+// flushHeld keeps the buffered spans until a release, then sends them all
+// relabelled, in batches as they fit.
+func (t *Transport) flushHeld() (int, error) {
+	n := len(t.spans)
+	t.held = append(t.held, t.spans...)
+	t.spans, t.size = t.spans[:0], t.procSize
+	if len(t.held) > maxHeld {
+		t.Release(Labels{})
+	}
+	l := t.release.Load()
+	if l == nil {
+		return n, nil
+	}
+	t.holding = false
+	if l.Service != "" && t.process != nil {
+		t.process.ServiceName = l.Service
+		t.procSize = t.sizeOf(t.process)
+	}
+	held := t.held
+	t.held = nil
+	t.size = t.procSize
+	t.labels = *l
+	var err error
+	for _, js := range held {
+		relabel(js, *l)
+		m := t.sizeOf(js)
+		if t.size+m > t.maxSpans && len(t.spans) > 0 {
+			_, e := t.emit()
+			err = errors.Join(err, e)
+		}
+		t.spans = append(t.spans, js)
+		t.size += m
+	}
+	_, e := t.emit()
+	return n, errors.Join(err, e)
+}
+
+// relabel sets a span's source tag to l's.
+func relabel(js *j.Span, l Labels) {
+	if l.Source == "" {
+		return
+	}
+	for _, tag := range js.Tags {
+		if tag.Key == "source" && tag.VStr != nil {
+			src := l.Source
+			tag.VStr = &src
+		}
+	}
+}
+
+// emit encodes the buffered spans as one emitBatch and sends it.
+func (t *Transport) emit() (int, error) {
 	n := len(t.spans)
 	if n == 0 {
 		return 0, nil

@@ -1,6 +1,8 @@
 package tracing
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"path/filepath"
 	"testing"
@@ -83,4 +85,74 @@ func countLines(s string) int {
 		}
 	}
 	return n
+}
+
+// TestTransportHoldsUntilReleased: a held Transport sends nothing until
+// released, then every span, renamed as the release says (service and
+// source tag), and the spans after it too.
+func TestTransportHoldsUntilReleased(t *testing.T) {
+	for _, l := range []Labels{{}, {Service: "kata-agent-tracer", Source: "kata-agent-tracer"}} {
+		t.Run(l.Service, func(t *testing.T) {
+			var got [][]byte
+			tr := NewTransport(func(p []byte) { got = append(got, bytes.Clone(p)) }, 0)
+			tr.Hold()
+			// The spans are handed over here, as the reporter's one
+			// goroutine would.
+			mem := jaeger.NewInMemoryReporter()
+			tracer, closer := jaeger.NewTracer("kata-agent", jaeger.NewConstSampler(true), mem,
+				jaeger.TracerOptions.MaxTagValueLength(65000))
+			defer closer.Close()
+			root := tracer.StartSpan("kata-agent", opentracing.Tag{Key: "source", Value: "agent"})
+			jaegertest.BigTrace(tracer)
+			for _, s := range mem.GetSpans() {
+				if _, err := tr.Append(s.(*jaeger.Span)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for range 3 {
+				if _, err := tr.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(got) != 0 {
+				t.Fatalf("%d batches sent while held", len(got))
+			}
+			if !tr.Release(l) || tr.Release(Labels{Service: "other"}) {
+				t.Fatal("the first release did not decide alone")
+			}
+			mem.Reset()
+			root.Finish() // after the release
+			if _, err := tr.Append(mem.GetSpans()[0].(*jaeger.Span)); err != nil {
+				t.Fatal(err)
+			}
+			if err := tr.Close(); err != nil {
+				t.Fatal(err)
+			}
+			want := cmp.Or(l.Service, "kata-agent")
+			spans := 0
+			for _, p := range got {
+				if len(p) > wire.MaxDatagram {
+					t.Fatalf("batch of %d bytes", len(p))
+				}
+				b, err := jaegerthrift.DecodeEmitBatch(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b.Process.ServiceName != want {
+					t.Fatalf("service %q, want %q", b.Process.ServiceName, want)
+				}
+				for _, s := range b.Spans {
+					spans++
+					for _, tag := range s.Tags {
+						if tag.Key == "source" && *tag.VStr != cmp.Or(l.Source, "agent") {
+							t.Fatalf("source %q", *tag.VStr)
+						}
+					}
+				}
+			}
+			if spans != 42 || len(got) < 2 {
+				t.Fatalf("%d spans in %d batches, want 42 in several", spans, len(got))
+			}
+		})
+	}
 }

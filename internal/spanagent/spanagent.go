@@ -20,6 +20,9 @@ import (
 //
 //	orphans=N      leave N short-lived orphans, and exit only once they are reaped
 //	spans=N        emit N spans (agent-main and N-1 agent-op children)
+//	own-trace=1    trace as the Kata 1.x agent does: a trace of its own (not
+//	               the shim's UBER_TRACE_ID), root kata-agent, service
+//	               kata-agent, tag source=agent
 //	wait-signal=1  wait for SIGTERM first (the root span records it; exit 143)
 //	hold=MS        keep running MS milliseconds after the spans
 //	kill-self=1    end by SIGKILL
@@ -67,7 +70,7 @@ func Main(args []string) int {
 		}
 	}
 	if k := n("spans"); k > 0 {
-		if err := emit(k, got); err != nil {
+		if err := emit(k, got, opts["own-trace"] == "1"); err != nil {
 			fmt.Fprintln(os.Stderr, "testagent:", err)
 			return 97
 		}
@@ -103,23 +106,27 @@ func probeRelay() {
 	fmt.Printf("testagent: nothing bound %s at start\n", hostPort)
 }
 
-func emit(n int, got os.Signal) error {
+func emit(n int, got os.Signal, own bool) error {
 	cfg, err := config.FromEnv()
 	if err != nil {
 		return err
 	}
 	cfg.ServiceName = "test-agent"
+	rootOp := "agent-main"
+	var so []opentracing.StartSpanOption
+	if own {
+		cfg.ServiceName, rootOp = "kata-agent", "kata-agent"
+		so = append(so, opentracing.Tag{Key: "source", Value: "agent"})
+	} else if parent, err := jaeger.ContextFromString(os.Getenv("UBER_TRACE_ID")); err == nil {
+		so = append(so, opentracing.ChildOf(parent))
+	}
 	cfg.Sampler = &config.SamplerConfig{Type: "const", Param: 1}
 	cfg.Reporter.QueueSize = 100000
 	tr, closer, err := cfg.NewTracer()
 	if err != nil {
 		return err
 	}
-	var so []opentracing.StartSpanOption
-	if parent, err := jaeger.ContextFromString(os.Getenv("UBER_TRACE_ID")); err == nil {
-		so = append(so, opentracing.ChildOf(parent))
-	}
-	root := tr.StartSpan("agent-main", so...)
+	root := tr.StartSpan(rootOp, so...)
 	if got != nil {
 		root.SetTag("got-signal", got.String())
 	}
