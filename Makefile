@@ -5,6 +5,9 @@ DESTDIR     ?=
 BINDIR      := $(PREFIX)/bin
 SYSTEMDDIR  := $(PREFIX)/lib/systemd
 UNITDIR     := $(SYSTEMDDIR)/system
+TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
+EXAMPLEDIR  := $(PREFIX)/share/katatrace
+SYSCONFUNITDIR := /etc/systemd/system
 GUEST_UNITS := kata-agent.service.d/katatrace.conf jaeger-client-socat-redirector.service kata-journald-host-redirect.service
 HOST_UNITS  := vsock-to-udp-server.service vsock-to-text-server.service kata-trace-forwarder.service
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -25,7 +28,10 @@ build:
 ## install-guest: binary, links, the kata-agent drop-in, the guest units
 ##   (the journal relay enabled for kata-containers.target), journald's
 ##   forwarding drop-in
-## install-host: binary, links, the host units (enable them yourself)
+##   (a syslog daemon enabled as syslog.service, rsyslog's way, keeps the
+##   image's syslog: then neither the relay nor the drop-in goes in)
+## install-host: binary, links, the host units (enable them yourself),
+##   tmpfiles.d's /run/vc, the hybrid-vsock drop-in as an example
 install: install-guest install-host
 
 install-bin: build
@@ -43,19 +49,32 @@ define install-units
 	done
 endef
 
+# syslogd is the syslog daemon the image already has as syslog.service:
+# rsyslog's "systemctl enable" makes /etc/systemd/system/syslog.service
+# its alias (a symlink); a daemon may also ship a file of that name.
+syslogd = $(strip $(foreach f,$(DESTDIR)$(SYSCONFUNITDIR)/syslog.service $(DESTDIR)$(UNITDIR)/syslog.service,\
+  $(if $(wildcard $(f)),$(if $(findstring kata-journald-host-redirect,$(shell readlink $(f))),,$(f)))))
+
 install-guest: install-bin
 	$(call install-units,$(GUEST_UNITS))
+ifeq ($(syslogd),)
 	install -d $(DESTDIR)$(SYSTEMDDIR)/journald.conf.d $(DESTDIR)$(UNITDIR)/kata-containers.target.wants
 	install -m 0644 scripts/systemd/journald.conf.d/katatrace.conf $(DESTDIR)$(SYSTEMDDIR)/journald.conf.d/katatrace.conf
 	@# Enabled in place, as systemctl enable would: syslog.service is the
-	@# journal relay (a syslog daemon's file of that name is left alone).
+	@# journal relay.
 	ln -sfn ../kata-journald-host-redirect.service $(DESTDIR)$(UNITDIR)/kata-containers.target.wants/kata-journald-host-redirect.service
-	@if [ -e $(DESTDIR)$(UNITDIR)/syslog.service ] && [ ! -L $(DESTDIR)$(UNITDIR)/syslog.service ]; then \
-	  echo "install-guest: $(UNITDIR)/syslog.service is a syslog daemon's; the journal relay is not syslog.service"; \
-	else ln -sfn kata-journald-host-redirect.service $(DESTDIR)$(UNITDIR)/syslog.service; fi
+	ln -sfn kata-journald-host-redirect.service $(DESTDIR)$(UNITDIR)/syslog.service
+else
+	@echo "install-guest: $(patsubst $(DESTDIR)%,%,$(firstword $(syslogd))) is a syslog daemon's ($(notdir $(shell readlink $(firstword $(syslogd))))):" \
+	  "the image's syslog is left alone; the journal relay is installed but not enabled, and journald's forwarding drop-in is not installed." \
+	  "To send the journal to the host instead, disable that daemon and run make install-guest again."
+endif
 
 install-host: install-bin
 	$(call install-units,$(HOST_UNITS))
+	install -d $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(EXAMPLEDIR)
+	install -m 0644 scripts/tmpfiles.d/katatrace.conf $(DESTDIR)$(TMPFILESDIR)/katatrace.conf
+	$(SUBST) scripts/systemd/examples/hybrid-vsock.conf > $(DESTDIR)$(EXAMPLEDIR)/hybrid-vsock.conf
 
 ## tools: Jaeger v2 and staticcheck, built from tools/go.mod
 tools: $(TOOLS)/jaeger $(TOOLS)/staticcheck

@@ -102,8 +102,14 @@ func setupSystemdWith(t *testing.T, katatrace bool) *systemdGuest {
 	for _, u := range []string{"vsock-to-udp-server.service", "vsock-to-text-server.service"} {
 		must(t, os.Symlink("/usr/lib/systemd/system/"+u, filepath.Join(wants, u)))
 	}
+	// The shipped hybrid-vsock drop-in, as the guide has an operator copy
+	// it, on a machine that has run no VM (no /run/vc but tmpfiles.d's):
+	// the relay starts at boot, and listens in a VM directory made later.
+	copyFile(t, filepath.Join(root, "usr/share/katatrace/hybrid-vsock.conf"),
+		filepath.Join(etc, "vsock-to-udp-server.service.d/hybrid-vsock.conf"), 0o644)
 	dropIn(t, etc, "vsock-to-udp-server.service", "[Unit]\nAfter=katatrace-test-vsock.service\nBefore=kata-agent.service\n"+
-		"[Service]\nExecStart=\nExecStart=/usr/bin/vsock-to-udp-server --from vsock://any:6831 --to udp://127.0.0.1:16831\n")
+		"[Service]\nExecStart=\nExecStart=/usr/bin/vsock-to-udp-server --from vsock://any:6831 --to udp://127.0.0.1:16831 "+
+		"--from unix:///run/vc/firecracker/*/root/kata.hvsock_6831\n")
 	dropIn(t, etc, "vsock-to-text-server.service", "[Unit]\nAfter=katatrace-test-vsock.service\nBefore=kata-journald-host-redirect.service kata-agent.service\n"+
 		// Its lines go to a tty here (on a host, to the journal, which in
 		// this guest would loop back through the journal relay): a tty is
@@ -284,6 +290,12 @@ func TestVMSystemdStaticTracing(t *testing.T) {
 			t.Errorf("journal line without its guest's name: %q", line)
 			break
 		}
+	}
+
+	// The hybrid-vsock drop-in: started at boot, listening once a VM's
+	// directory appeared, never restarted.
+	if want := "katatrace-test: hybrid socket present; relay active restarts 0"; !strings.Contains(r.console, want) {
+		t.Errorf("the console lacks %q", want)
 	}
 
 	reached, done, off := seconds(t, reachedRE, r.console), seconds(t, doneRE, r.console), seconds(t, powerRE, r.console)
