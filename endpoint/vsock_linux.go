@@ -34,3 +34,13 @@ func widenVsock(c net.Conn, n int) {
 		_ = unix.SetsockoptUint64(fd, unix.AF_VSOCK, unix.SO_VM_SOCKETS_BUFFER_SIZE, uint64(n))
 	})
 }
+
+// VsockCID is the context ID of a vsock address (a guest's, on a host
+// listener).
+func VsockCID(a net.Addr) (uint32, bool) {
+	va, ok := a.(*vsock.Addr)
+	if !ok {
+		return 0, false
+	}
+	return va.ContextID, true
+}

@@ -18,3 +18,6 @@ func dialVsock(context.Context, Addr) (net.Conn, error) { return nil, errNoVsock
 const soRcvbufForce, soSndbufForce = 0, 0
 
 func widenVsock(net.Conn, int) {}
+
+// VsockCID is the context ID of a vsock address: there are none here.
+func VsockCID(net.Addr) (uint32, bool) { return 0, false }

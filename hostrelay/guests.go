@@ -19,6 +19,14 @@ type guest struct {
 
 	budget       budget
 	log, dropLog *lograte.Every // pacing and drop warnings, per guest
+	// sandbox is the Kata sandbox ID, where the host can know it (see
+	// package sandboxid), found again as the guest connects after a quiet
+	// spell (a CID may be another VM's by then).
+	sandbox atomic.Pointer[string]
+	// greeted is set once a connection of the guest sent a hello or bytes:
+	// a probe that connects and closes (another relay checking the socket)
+	// is no VM, and is not listed.
+	greeted atomic.Bool
 	// lastSend is when the guest last had a datagram admitted (Unix ns).
 	lastSend atomic.Int64
 	traffic
@@ -60,8 +68,17 @@ func (t *traffic) snapshot() Traffic {
 // GuestStats is what one guest has done; see Server.Guests.
 type GuestStats struct {
 	Guest       string
-	Connections int // open now
+	Sandbox     string // the Kata sandbox ID, if known
+	Connections int    // open now
 	Traffic
+}
+
+// sandboxID is the guest's sandbox ID, or "".
+func (g *guest) sandboxID() string {
+	if p := g.sandbox.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // guestKeep is how long a guest's counters outlive its last connection,
@@ -108,13 +125,16 @@ func (s *Server) forgetGuests(now time.Time) {
 }
 
 // Guests returns what each guest connected now, or lately, has done,
-// sorted by name.
+// sorted by name: guests that sent something (not probes).
 func (s *Server) Guests() []GuestStats {
 	s.mu.Lock()
 	s.forgetGuests(time.Now())
 	out := make([]GuestStats, 0, len(s.guests))
 	for _, g := range s.guests {
-		out = append(out, GuestStats{Guest: g.name, Connections: g.conns, Traffic: g.snapshot()})
+		if !g.greeted.Load() {
+			continue
+		}
+		out = append(out, GuestStats{Guest: g.name, Sandbox: g.sandboxID(), Connections: g.conns, Traffic: g.snapshot()})
 	}
 	s.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Guest < out[j].Guest })

@@ -13,12 +13,14 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/katatrace/katatrace/endpoint"
 	"github.com/katatrace/katatrace/internal/lograte"
+	"github.com/katatrace/katatrace/sandboxid"
 	"github.com/katatrace/katatrace/sink"
 	"github.com/katatrace/katatrace/wire"
 )
@@ -236,7 +238,7 @@ func (s *Server) Serve(ln net.Listener, name string) error {
 		}
 		s.open[name]++
 		g.conns++
-		c := &peerConn{srv: s, conn: conn, peer: peer, g: g}
+		c := &peerConn{srv: s, conn: conn, peer: peer, g: g, first: g.conns == 1}
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
@@ -348,12 +350,19 @@ func (s *Server) handle(c *peerConn, listener string) {
 		s.stats.active.Add(-1)
 		s.wg.Done()
 	}()
+	if c.first || g.sandbox.Load() == nil {
+		id := s.sandboxOf(conn, listener)
+		g.sandbox.Store(&id)
+	}
 	// A connection that has not said hello holds no frame buffer: idle
 	// ones cost a goroutine and this much.
 	br := bufio.NewReaderSize(conn, 64)
 	c.setDeadline(time.Now().Add(s.cfg.HelloTimeout))
 	h, framed, err := wire.ReadHello(br)
 	c.greeted = err == nil
+	if c.greeted {
+		g.greeted.Store(true)
+	}
 	if errors.Is(err, os.ErrDeadlineExceeded) && !s.draining() {
 		err = &limitError{what: "no hello", limit: "hello timeout", after: s.cfg.HelloTimeout}
 	}
@@ -363,7 +372,7 @@ func (s *Server) handle(c *peerConn, listener string) {
 		case framed && h.Kind != s.cfg.Kind:
 			err = wire.ProtocolErrorf("peer sends %s streams but this server takes %s", h.Kind, s.cfg.Kind)
 		case framed:
-			s.log.Info("guest connected", "peer", peer, "framing", "framed", "version", int(h.Version), "kind", h.Kind.String())
+			s.log.Info("guest connected", c.named("peer", peer, "framing", "framed", "version", int(h.Version), "kind", h.Kind.String())...)
 			if h.Version == wire.Version2 {
 				c.v2, c.session, c.seq = true, h.Session, h.First
 				m := s.sessions.get(h.Session)
@@ -378,11 +387,32 @@ func (s *Server) handle(c *peerConn, listener string) {
 			endpoint.WidenAccepted(conn) // its credit to the guest: several large frames in flight
 			err = c.framed(streamAfter(br, conn))
 		default:
-			s.log.Info("guest connected", "peer", peer, "framing", "raw")
+			s.log.Info("guest connected", c.named("peer", peer, "framing", "raw")...)
 			err = c.raw(br)
 		}
 	}
 	c.finish(err)
+}
+
+// sandboxOf finds the Kata sandbox behind a new guest connection: from
+// the hybrid-vsock socket's path, or from the VMM that has the vsock
+// CID; "" where the host cannot know it.
+func (s *Server) sandboxOf(conn net.Conn, listener string) string {
+	if path, ok := strings.CutPrefix(listener, "unix://"); ok {
+		return sandboxid.FromPath(path)
+	}
+	if cid, ok := endpoint.VsockCID(conn.RemoteAddr()); ok {
+		return sandboxid.FromCID("/proc", cid)
+	}
+	return ""
+}
+
+// named is attrs with the guest's sandbox ID first, when known.
+func (c *peerConn) named(attrs ...any) []any {
+	if id := c.g.sandboxID(); id != "" {
+		return append([]any{"sandbox", id}, attrs...)
+	}
+	return attrs
 }
 
 // streamAfter is a frame-sized reader of conn that first returns what br
@@ -434,6 +464,7 @@ type peerConn struct {
 	dl               sync.Mutex
 	peer             string
 	g                *guest
+	first            bool // the guest's only connection when accepted: find its sandbox
 	datagrams, bytes uint64
 	unparsed         uint64 // raw bytes the split skipped
 	rawSplit         bool   // raw, cut by RawSplit
@@ -792,7 +823,7 @@ func (c *peerConn) finish(err error) {
 		c.srv.log.Debug("connection closed before sending anything", "peer", c.peer)
 		return
 	}
-	attrs := []any{"peer", c.peer, "guest", c.g.name, "datagrams", c.datagrams, "bytes", c.bytes}
+	attrs := c.named("peer", c.peer, "guest", c.g.name, "datagrams", c.datagrams, "bytes", c.bytes)
 	if c.paused > 0 {
 		attrs = append(attrs, "paused_for_budget", c.paused.Round(time.Millisecond).String())
 	}

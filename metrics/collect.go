@@ -90,8 +90,11 @@ var (
 	sinkLastSuccess = desc("sink_last_success_timestamp_seconds", "When the sink's endpoint last accepted a request, in seconds since the epoch (0: never).", "sink")
 	sinkUp          = desc("sink_up", "0 while the sink's endpoint is unreachable (from a failed request to the next accepted one), else 1.", "sink")
 
-	guestTraffic = newTrafficDescs("guest", "A guest's", "guest")
-	guestConns   = desc("guest_connections", "A guest's connections open now.", "guest")
+	// A guest is named by how it connects (vsock:CID, or the
+	// hybrid-vsock socket) and by its Kata sandbox ID where the host can
+	// know it ("" where not).
+	guestTraffic = newTrafficDescs("guest", "A guest's", "guest", "sandbox")
+	guestConns   = desc("guest_connections", "A guest's connections open now.", "guest", "sandbox")
 )
 
 // Host is what a host relay's metrics read besides its Server.
@@ -158,8 +161,8 @@ func (c *hostCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for _, g := range c.srv.Guests() {
-		guestTraffic.collect(ch, g.Traffic, g.Guest)
-		ch <- gauge(guestConns, float64(g.Connections), g.Guest)
+		guestTraffic.collect(ch, g.Traffic, g.Guest, g.Sandbox)
+		ch <- gauge(guestConns, float64(g.Connections), g.Guest, g.Sandbox)
 	}
 }
 
