@@ -138,6 +138,7 @@ func runRole(role Role, args []string, o Options) int {
 type multi struct {
 	Globals
 	Links       linksCmd   `cmd:"" help:"Create a symlink for every role in DIR (idempotent)."`
+	Reload      reloadCmd  `cmd:"" help:"Ask a running role to reload (SIGHUP), as the units' ExecReload= does: katatrace reload $MAINPID."`
 	VersionInfo versionCmd `cmd:"" name:"version" help:"Print the version."`
 }
 
@@ -273,7 +274,7 @@ func fixAddrExample(err error, fe *flagError) string {
 func run(name string, kctx *kong.Context, g Globals, o Options) int {
 	log := newLogger(g, o.Stderr).With("role", name)
 	slog.SetDefault(log)
-	if name != "version" && name != "links" {
+	if name != "version" && name != "links" && name != "reload" {
 		log.Info("starting", "version", o.Version, "pid", os.Getpid())
 	}
 	ctx := o.Ctx

@@ -7,12 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/katatrace/katatrace/internal/testutil"
+	"github.com/katatrace/katatrace/roles"
 	"github.com/katatrace/katatrace/wire"
 )
 
@@ -278,8 +280,22 @@ func TestSIGHUPReloadsAndKeepsServing(t *testing.T) {
 	port := testutil.FreePort(t, "udp")
 	gp := start(t, nil, "jaeger-client-socat-redirector", "--from", fmt.Sprintf("udp://127.0.0.1:%d", port), "--to", "unix://"+sock)
 	gp.WaitLog("connected to host")
-	gp.Signal(syscall.SIGHUP)
+	// The units' ExecReload=: katatrace reload $MAINPID.
+	if code, _, errOut := run(t, nil, roles.BinaryName, "reload", strconv.Itoa(gp.Cmd.Process.Pid)); code != 0 {
+		t.Fatalf("katatrace reload: exit %d\n%s", code, errOut)
+	}
 	gp.WaitLog("SIGHUP: nothing to reload here; still running")
+	if code, _, errOut := run(t, nil, roles.BinaryName, "reload", "1"); code != 2 || !strings.Contains(errOut, "never signalled") {
+		t.Errorf("katatrace reload 1: exit %d\n%s", code, errOut)
+	}
+	sleeper := exec.Command("sleep", "30")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() }()
+	if code, _, errOut := run(t, nil, roles.BinaryName, "reload", strconv.Itoa(sleeper.Process.Pid)); code != 1 || !strings.Contains(errOut, "not katatrace") {
+		t.Errorf("katatrace reload of sleep(1): exit %d\n%s", code, errOut)
+	}
 	hp.Signal(syscall.SIGHUP)
 	c := udpSender(t, port)
 	for i := range 20 {

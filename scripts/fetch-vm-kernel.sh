@@ -2,13 +2,14 @@
 # Fetch Debian's stock kernel for the VM tests: the linux-image-amd64
 # metapackage names the image package; apt-get download fetches it (no
 # install), dpkg-deb extracts it. vmlinuz is copied to the given path, and
-# the vsock modules the systemd guest test loads (vsock,
+# the modules the systemd guest test loads (vsock,
 # vmw_vsock_virtio_transport_common, vsock_loopback: real AF_VSOCK through
-# CID 1 without a host) to modules/ beside it.
+# CID 1 without a host; virtio, virtio_ring, the virtio PCI modules and
+# virtio_console: its virtio-serial uplink) to modules/ beside it.
 set -euo pipefail
 out=${1:-e2e/vm/.cache/vmlinuz}
 mods=$(dirname "$out")/modules
-want=(vsock vmw_vsock_virtio_transport_common vsock_loopback)
+want=(vsock vmw_vsock_virtio_transport_common vsock_loopback virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console)
 have=1
 for m in "${want[@]}"; do [[ -s $mods/$m.ko ]] || have=0; done
 if [[ -s $out && $have == 1 ]]; then
@@ -27,6 +28,6 @@ fi
 dpkg-deb -x "$work"/*.deb "$work/root"
 cp "$work"/root/boot/vmlinuz-* "$out"
 for m in "${want[@]}"; do
-	cp "$work"/root/lib/modules/*/kernel/net/vmw_vsock/"$m".ko "$mods/"
+	cp "$(find "$work"/root/lib/modules -name "$m.ko" | head -n1)" "$mods/"
 done
-echo "kernel $image at $out, vsock modules in $mods"
+echo "kernel $image at $out, modules in $mods"

@@ -19,6 +19,10 @@ import (
 // guest is what a VM test needs: QEMU, a kernel, the initramfs.
 type guest struct {
 	qemu, kernel, initrd, katatrace string
+	// virtioPort, when set, carries the host relay's socket on a
+	// virtio-serial port of that name (/dev/virtio-ports/NAME), not on
+	// ttyS1 (which is then left unconnected, so that ttyS2 stays ttyS2).
+	virtioPort string
 }
 
 func setup(t *testing.T) *guest {
@@ -72,7 +76,8 @@ type bootResult struct {
 }
 
 // boot runs the VM until it ends itself (or the bound runs out): ttyS0 is
-// the console, ttyS1 the host relay's socket, further serial ports files.
+// the console, ttyS1 the host relay's socket (or see virtioPort), further
+// serial ports files.
 func (g *guest) boot(t *testing.T, h *testhost.Host, memMB int, cmdline string, files ...string) bootResult {
 	t.Helper()
 	console := filepath.Join(t.TempDir(), "console.log")
@@ -81,7 +86,13 @@ func (g *guest) boot(t *testing.T, h *testhost.Host, memMB int, cmdline string, 
 		"-no-reboot", "-display", "none",
 		"-kernel", g.kernel, "-initrd", g.initrd, "-append", cmdline,
 		"-chardev", "file,id=con,path=" + console, "-serial", "chardev:con",
-		"-chardev", "socket,id=trace,path=" + h.Sock, "-serial", "chardev:trace",
+		"-chardev", "socket,id=trace,path=" + h.Sock,
+	}
+	if g.virtioPort != "" {
+		args = append(args, "-serial", "null", "-device", "virtio-serial-pci",
+			"-device", "virtserialport,chardev=trace,name="+g.virtioPort)
+	} else {
+		args = append(args, "-serial", "chardev:trace")
 	}
 	for i, f := range files {
 		args = append(args, "-chardev", fmt.Sprintf("file,id=f%d,path=%s", i, f), "-serial", fmt.Sprintf("chardev:f%d", i))
