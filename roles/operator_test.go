@@ -1,13 +1,17 @@
 package roles_test
 
 import (
+	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -161,4 +165,94 @@ func TestGuestToldCollectorDidNotAccept(t *testing.T) {
 	if code := hp.Wait(10 * time.Second); code != 0 {
 		t.Fatalf("host exit %d\n%s", code, hp.Stderr.String())
 	}
+}
+
+// TestJournalPrioritiesUnderSystemd: with stderr the journal's stream
+// (JOURNAL_STREAM names it), every log line starts with its priority and
+// has no time of its own; with JOURNAL_STREAM naming another file, lines
+// are as ever.
+func TestJournalPrioritiesUnderSystemd(t *testing.T) {
+	for _, ours := range []bool{true, false} {
+		f, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st syscall.Stat_t
+		if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+			t.Fatal(err)
+		}
+		ino := st.Ino
+		if !ours {
+			ino++
+		}
+		cmd := exec.Command(bin(t, "vsock-to-udp-server"), "--from", "unix://"+filepath.Join(testutil.SockDir(t), "nodir", "h_6831"),
+			"--to", testutil.NewUDPSink(t).Addr())
+		cmd.Env = append(os.Environ(), "KATATRACE_TEST_AS_MAIN=1", fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, ino))
+		cmd.Stderr = f
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		testutil.Eventually(t, 10*time.Second, "the warning about nothing listening", func() bool {
+			b, _ := os.ReadFile(f.Name())
+			return strings.Contains(string(b), "no socket listening")
+		})
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		f.Close()
+		b, _ := os.ReadFile(f.Name())
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			warn := strings.Contains(line, "level=WARN")
+			switch {
+			case ours && warn && !strings.HasPrefix(line, "<4>"), ours && !warn && !strings.HasPrefix(line, "<6>"):
+				t.Errorf("under the journal, a line without its priority: %q", line)
+			case ours && strings.Contains(line, "time="):
+				t.Errorf("under the journal, a line with a time of its own: %q", line)
+			case !ours && (strings.HasPrefix(line, "<") || !strings.HasPrefix(line, "time=")):
+				t.Errorf("JOURNAL_STREAM of another file, yet: %q", line)
+			}
+		}
+	}
+}
+
+// TestRawUnparsedBytesAreSaid: bytes of a raw (socat) stream that are no
+// emitBatch are skipped and said: in the disconnect line, SIGUSR1's stats
+// and /metrics; the batches around them arrive.
+func TestRawUnparsedBytesAreSaid(t *testing.T) {
+	sink := testutil.NewUDPSink(t)
+	host := filepath.Join(testutil.SockDir(t), "h_6831")
+	mport := testutil.FreePort(t, "tcp")
+	hp := start(t, nil, "vsock-to-udp-server", "--from", "unix://"+host, "--to", sink.Addr(),
+		"--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", mport))
+	hp.WaitLog("msg=ready")
+	dgs := jaegertest.Capture(t, "agent", jaegertest.SmallTrace)
+	c, err := net.Dial("unix", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := bytes.Repeat([]byte("x"), 100)
+	stream := slices.Concat(dgs[0], junk, dgs[0])
+	if _, err := c.Write(stream); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if got := sink.WaitFor(2, 10*time.Second); len(got) != 2 || !bytes.Equal(got[0], dgs[0]) || !bytes.Equal(got[1], dgs[0]) {
+		t.Fatalf("sink got %d datagrams, want the 2 batches around the junk", len(got))
+	}
+	hp.WaitLog("unparsed_bytes=100")
+	if !strings.Contains(hp.Stderr.String(), `msg="guest disconnected"`) {
+		t.Fatalf("no disconnect line:\n%s", hp.Stderr.String())
+	}
+	if v := sample(t, mport, "katatrace_host_unparsed_bytes_total"); v != 100 {
+		t.Errorf("katatrace_host_unparsed_bytes_total = %v, want 100", v)
+	}
+	hp.Signal(syscall.SIGUSR1)
+	hp.WaitLog(`msg=stats`)
+	testutil.Eventually(t, 5*time.Second, "SIGUSR1's stats to count the unparsed bytes", func() bool {
+		for _, l := range strings.Split(hp.Stderr.String(), "\n") {
+			if strings.Contains(l, "msg=stats") && strings.Contains(l, "unparsed_bytes=100") {
+				return true
+			}
+		}
+		return false
+	})
 }

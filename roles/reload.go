@@ -3,7 +3,7 @@ package roles
 import (
 	"fmt"
 	"os"
-	"path/filepath"
+	"strings"
 	"syscall"
 )
 
@@ -20,34 +20,35 @@ func (r *reloadCmd) Validate() error {
 	return nil
 }
 
-// Run signals the process, once it is known to be this binary (a pid
-// reused by another program is left alone).
+// Run signals the process once its name says it is a role (a pid reused
+// by another program is left alone). The name is the kernel's (comm, 15
+// bytes of the program's name): readable in a sandboxed unit, where the
+// process's executable is not.
 func (r *reloadCmd) Run(rc *RunContext) error {
-	self, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("reload: find this binary: %w", err)
-	}
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", r.PID))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", r.PID))
 	if err != nil {
 		return fmt.Errorf("reload: process %d: %w", r.PID, err)
 	}
-	if same(self, exe) {
-		if err := syscall.Kill(r.PID, syscall.SIGHUP); err != nil {
-			return fmt.Errorf("reload: signal process %d: %w", r.PID, err)
-		}
-		return nil
+	comm := strings.TrimSpace(string(b))
+	if !isRoleName(comm) {
+		return fmt.Errorf("reload: process %d is %s, not katatrace: not signalled", r.PID, comm)
 	}
-	return fmt.Errorf("reload: process %d runs %s, not katatrace (%s): not signalled", r.PID, exe, self)
+	if err := syscall.Kill(r.PID, syscall.SIGHUP); err != nil {
+		return fmt.Errorf("reload: signal process %d: %w", r.PID, err)
+	}
+	return nil
 }
 
-// same reports whether two paths name the same file.
-func same(a, b string) bool {
-	ra, err1 := filepath.EvalSymlinks(a)
-	rb, err2 := filepath.EvalSymlinks(b)
-	if err1 != nil || err2 != nil {
-		return a == b
+// isRoleName reports whether comm, a program name as the kernel keeps it
+// (at most 15 bytes), is katatrace's or one of its roles'.
+func isRoleName(comm string) bool {
+	if comm == BinaryName {
+		return true
 	}
-	fa, err1 := os.Stat(ra)
-	fb, err2 := os.Stat(rb)
-	return err1 == nil && err2 == nil && os.SameFile(fa, fb)
+	for _, r := range All() {
+		if strings.HasPrefix(r.Name, comm) && (len(comm) == len(r.Name) || len(comm) == 15) {
+			return true
+		}
+	}
+	return false
 }
