@@ -20,13 +20,13 @@ import (
 type Config struct {
 	CmdlineFile, ServiceName string
 	// OwnServiceName names the shim's spans when the agent traces itself.
-	OwnServiceName string
-	NoRelay                  bool
-	From, To                 endpoint.Addr
-	Journal                  bool
-	JournalFrom, JournalTo   endpoint.Addr
-	FlushTimeout             time.Duration
-	StopTimeout              time.Duration
+	OwnServiceName         string
+	NoRelay                bool
+	From, To               endpoint.Addr
+	Journal                bool
+	JournalFrom, JournalTo endpoint.Addr
+	FlushTimeout           time.Duration
+	StopTimeout            time.Duration
 	// Shutdown is auto, poweroff, reboot, halt or exit (see ending).
 	Shutdown string
 	// ExecStop are commands run in order after the flush, instead of the
