@@ -493,20 +493,20 @@ func (f *forwarder) run(ctx context.Context) error {
 			}
 			f.log.Log(ctx, lvl, "host not reachable; queueing datagrams and retrying",
 				"target", f.cfg.Target, "err", err, "attempt", failures, "retry_in", backoff.String())
-			t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !f.sleep(ctx, backoff) {
 				return nil
-			case <-t.C:
 			}
 			backoff = min(2*backoff, f.cfg.BackoffMax)
 			continue
 		}
 		f.connects.Add(1)
-		f.log.Info("connected to host", "target", f.cfg.Target, "framing", f.cfg.Framing.String(),
+		lvl := slog.LevelInfo
+		if failures > 1 {
+			lvl = slog.LevelDebug // a host that keeps hanging up was said already
+		}
+		f.log.Log(ctx, lvl, "connected to host", "target", f.cfg.Target, "framing", f.cfg.Framing.String(),
 			"failed_attempts", failures, "queued", f.q.Stats().Queued)
-		backoff, failures = f.cfg.BackoffMin, 0
+		started := time.Now()
 		err = f.session(ctx, conn)
 		_ = conn.Close()
 		if ctx.Err() != nil {
@@ -519,7 +519,41 @@ func (f *forwarder) run(ctx context.Context) error {
 			// hangs up: nothing is ever confirmed.
 			attrs = append(attrs, "hint", "if the host runs a katatrace older than wire protocol v2, start this relay with --framing=v1")
 		}
-		f.log.Warn("connection to host lost; reconnecting", attrs...)
+		if f.heard.Load() || time.Since(started) >= shortSession {
+			backoff, failures = f.cfg.BackoffMin, 0
+			f.log.Warn("connection to host lost; reconnecting", attrs...)
+			continue
+		}
+		// The host hung up at once without a word (a port of another
+		// kind, an old host): wait as after a failed dial, or a relay
+		// pointed at the wrong host spins, reconnecting.
+		failures++
+		lvl = slog.LevelDebug
+		if failures == 1 {
+			lvl = slog.LevelWarn
+		}
+		f.log.Log(ctx, lvl, "the host closed the connection at once; retrying", append(attrs, "attempt", failures, "retry_in", backoff.String())...)
+		if !f.sleep(ctx, backoff) {
+			return nil
+		}
+		backoff = min(2*backoff, f.cfg.BackoffMax)
+	}
+}
+
+// shortSession is how long a connection on which the host said nothing
+// must last to count as made: shorter, it is a failed attempt.
+const shortSession = time.Second
+
+// sleep waits about d (jittered, so that many guests do not retry in
+// step), or until ctx is done (then false).
+func (f *forwarder) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d/2 + rand.N(d/2+1))
+	select {
+	case <-ctx.Done():
+		t.Stop()
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

@@ -123,6 +123,7 @@ func (c *shim) nameApart(log *slog.Logger, rl *guestrelay.Relay, t *tracing.Tran
 				if t.Release(tracing.Labels{Service: c.OwnServiceName, Source: c.OwnServiceName}) {
 					log.Info("the agent traces itself: the shim's spans are a trace of their own, apart from the agent's",
 						"service", c.OwnServiceName, "agent_service", b.Process.ServiceName)
+					s.Flush()
 				}
 				rl.Inspect(nil)
 				return

@@ -26,7 +26,8 @@ const emitBatchOverhead = 70
 // exactly as the UDP transport would send it, to a function instead of a
 // UDP socket: onto a relay's queue in the agent shim, or onto a stream to
 // the host in any Go agent (see DialTransport). Like every Transport, it is
-// used from one goroutine (the reporter's).
+// used by one goroutine at a time (the reporter's, or under the shim's
+// reporter's lock).
 type Transport struct {
 	send      func([]byte)
 	maxSpans  int // bytes of spans a batch may carry
@@ -39,7 +40,7 @@ type Transport struct {
 	size      int
 	closeHook func() error
 	// holding keeps flushed spans in held until release is set (see
-	// Hold); the reporter's goroutine alone reads and writes them.
+	// Hold); only the transport's user reads and writes them.
 	holding bool
 	held    []*j.Span
 	release atomic.Pointer[Labels]
@@ -107,7 +108,7 @@ func (t *Transport) Hold() { t.holding = true }
 
 // Release sends what was held, and from then on what comes, renamed by l;
 // the first call decides, later ones do nothing. Safe from any goroutine:
-// the reporter's next flush sends.
+// the next flush (the next span, or the close) sends.
 func (t *Transport) Release(l Labels) bool { return t.release.CompareAndSwap(nil, &l) }
 
 // Flush encodes the buffered spans as one emitBatch and sends it (or,

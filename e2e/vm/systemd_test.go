@@ -85,10 +85,10 @@ func setupSystemdWith(t *testing.T, katatrace bool) *systemdGuest {
 	etc := filepath.Join(root, "etc/systemd/system")
 	wants := filepath.Join(etc, "kata-containers.target.wants")
 	must(t, os.MkdirAll(wants, 0o755))
-	for _, u := range []string{"vsock", "uplink", "report", "final", "stop"} {
+	for _, u := range []string{"vsock", "uplink", "report", "final", "stop", "memory"} {
 		name := "katatrace-test-" + u + ".service"
 		copyFile(t, filepath.Join("testdata/guest", name), filepath.Join(etc, name), 0o644)
-		if u != "stop" {
+		if u != "stop" && u != "memory" {
 			must(t, os.Symlink("../"+name, filepath.Join(wants, name)))
 		}
 	}
@@ -316,17 +316,57 @@ func TestVMSystemdStaticTracing(t *testing.T) {
 // TestVMSystemdStopIsNoFailure stops the agent's unit while the agent runs,
 // as the runtime or an operator would: the agent gets SIGTERM through the
 // shim, the trace is flushed, the VM powers off, and no unit failed.
+// Before the stop, 12 s after the agent (300 spans, then waiting) started,
+// it reads every guest process's memory, katatrace's and the seed's socat
+// pair's beside it: figures for the record, not a check.
 func TestVMSystemdStopIsNoFailure(t *testing.T) {
 	g := setupSystemd(t)
 	h := startHost(t, g.katatrace)
-	r := g.boot(t, h, systemdBase+"agent.trace=1 systemd.setenv=TESTAGENT_SPANS=200 systemd.setenv=TESTAGENT_HOLD=600000 systemd.wants=katatrace-test-stop.service")
-	byOp := checkSystemdRun(t, h, r, 200)
+	r := g.boot(t, h, systemdBase+"agent.trace=1 systemd.setenv=TESTAGENT_SPANS=300 systemd.setenv=TESTAGENT_HOLD=600000 "+
+		"systemd.wants=katatrace-test-memory.service systemd.wants=katatrace-test-stop.service")
+	byOp := checkSystemdRun(t, h, r, 300)
+	logGuestMemory(t, r.console)
 	if sd := byOp["kata-agent/shutdown"][0]; sd.Tags["reason"] != "stopped by terminated" {
 		t.Errorf("shutdown span reason %v, want the stop", sd.Tags["reason"])
 	}
 	if strings.Contains(r.console, "testagent: done") {
 		t.Error("the agent ran to its end: the stop did not reach it")
 	}
+}
+
+var (
+	processRE = regexp.MustCompile(`katatrace-test: process (\S+) pid \d+ rss (\d+) kB pss (\d+) kB anon (\d+) kB`)
+	mapRE     = regexp.MustCompile(`katatrace-test: map .*`)
+)
+
+// logGuestMemory logs the memory lines of the report: each guest
+// process's Rss, Pss and anonymous memory (smaps_rollup), katatrace's and
+// socat's together, and the largest mappings of katatrace's.
+func logGuestMemory(t *testing.T, console string) {
+	t.Helper()
+	var kt, so [3]int
+	var b strings.Builder
+	for _, m := range processRE.FindAllStringSubmatch(console, -1) {
+		sum := &kt
+		if strings.HasPrefix(m[1], "socat") {
+			sum = &so
+		}
+		for i := range sum {
+			n, _ := strconv.Atoi(m[2+i])
+			sum[i] += n
+		}
+		fmt.Fprintf(&b, "  %-22s rss %6s kB  pss %6s kB  anon %6s kB\n", m[1], m[2], m[3], m[4])
+	}
+	if b.Len() == 0 {
+		t.Error("the console has no memory lines (katatrace-test-memory.service)")
+		return
+	}
+	fmt.Fprintf(&b, "  %-22s rss %6d kB  pss %6d kB  anon %6d kB\n", "katatrace, together", kt[0], kt[1], kt[2])
+	fmt.Fprintf(&b, "  %-22s rss %6d kB  pss %6d kB  anon %6d kB\n", "socat, together", so[0], so[1], so[2])
+	for _, m := range mapRE.FindAllString(console, -1) {
+		fmt.Fprintf(&b, "  %s\n", strings.TrimPrefix(m, "katatrace-test: "))
+	}
+	t.Logf("guest memory, 12 s after the agent started:\n%s", b.String())
 }
 
 // TestVMSystemdMemoryBaseline measures the guest's memory with and without
