@@ -36,8 +36,10 @@ func TestHostThatHangsUpIsRetriedWithBackoff(t *testing.T) {
 	}()
 	var logs testutil.SyncBuffer
 	r := StartRelay(Config{
-		Kind:       wire.KindText,
-		Dial:       func(ctx context.Context) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "tcp", ln.Addr().String()) },
+		Kind: wire.KindText,
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", ln.Addr().String())
+		},
 		Target:     "tcp://" + ln.Addr().String(),
 		QueueBytes: 1 << 20,
 		BackoffMin: 20 * time.Millisecond,
