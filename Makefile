@@ -11,7 +11,13 @@ SYSCONFUNITDIR := /etc/systemd/system
 GUEST_UNITS := kata-agent.service.d/katatrace.conf jaeger-client-socat-redirector.service kata-journald-host-redirect.service
 HOST_UNITS  := vsock-to-udp-server.service vsock-to-text-server.service kata-trace-forwarder.service
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS     := -s -w -X main.version=$(VERSION)
+# disablethp=1: the Go heap without transparent huge pages, where a
+# kernel gives them to every process (THP "always", Debian's guests among
+# them): a relay's small heap would be resident in 2 MiB pages. The setting
+# is the runtime's (GODEBUG=disablethp=1 does the same), made the binary's
+# default here as the go command makes its defaults: //go:debug lines only
+# take the settings the go command lists, and it does not list this one.
+LDFLAGS     := -s -w -X main.version=$(VERSION) -X runtime.godebugDefault=disablethp=1
 TOOLS       := $(CURDIR)/bin
 export CGO_ENABLED := 0
 

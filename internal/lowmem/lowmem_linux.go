@@ -41,6 +41,29 @@ func Settle() {
 	TrimExecutable()
 }
 
+// TrimEvery keeps trimming the executable's read-only pages every ns
+// nanoseconds for the rest of the process (the first call starts it; later
+// ones do nothing). Where the binary cannot leave memory (an initramfs
+// root) every page a burst touched stays cached, and each one touched
+// again comes back with its cached neighbours: without this, the RSS of a
+// long-running process grows toward whatever it ever ran, not what it
+// runs. The page cache is left alone: on a disk a page unmapped here comes
+// back without a read.
+func TrimEvery(ns int64) {
+	if !trimming.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		ts := syscall.NsecToTimespec(ns)
+		for {
+			_ = syscall.Nanosleep(&ts, nil)
+			unmapExecutable()
+		}
+	}()
+}
+
+var trimming atomic.Bool
+
 // TrimExecutable unmaps the executable's read-only pages (code and
 // constants); the ones in use come back at their next touch.
 func TrimExecutable() {

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func rssFileKiB(t *testing.T) int {
@@ -37,4 +38,49 @@ func TestTrimExecutable(t *testing.T) {
 	if s := strconv.Itoa(42); s != "42" { // code still runs
 		t.Fatal(s)
 	}
+}
+
+// touch runs code the test has not run yet, faulting pages of the binary
+// in.
+func touch(t *testing.T) {
+	var b strings.Builder
+	for i := range 2000 {
+		b.WriteString(strconv.FormatFloat(float64(i)/7, 'g', -1, 64))
+		b.WriteString(strconv.Quote(string(rune(i))))
+	}
+	if b.Len() == 0 {
+		t.Fatal("nothing built")
+	}
+}
+
+// TestTrimEvery: pages touched after start-up leave the RSS within a
+// period, where without it they stay.
+func TestTrimEvery(t *testing.T) {
+	if trimming.Load() {
+		t.Skip("TrimEvery already runs in this process (-count > 1): nothing to compare with")
+	}
+	// The start-up trimming ends after startTrimFor; wait it out, so
+	// that only TrimEvery trims here.
+	Settle()
+	time.Sleep(100 * time.Millisecond)
+	touch(t)
+	held := rssFileKiB(t)
+	time.Sleep(300 * time.Millisecond)
+	if still := rssFileKiB(t); still < held-64 {
+		t.Fatalf("RssFile fell %d → %d KiB with nothing trimming: the test cannot tell", held, still)
+	}
+	TrimEvery(int64(50 * time.Millisecond))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		now := rssFileKiB(t)
+		if now < held-64 {
+			t.Logf("RssFile %d → %d KiB", held, now)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("RssFile still %d KiB (was %d) after TrimEvery", now, held)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	touch(t) // the code still runs
 }

@@ -7,3 +7,6 @@ func TrimExecutable() {}
 
 // Settle does nothing outside Linux.
 func Settle() {}
+
+// TrimEvery does nothing outside Linux.
+func TrimEvery(ns int64) {}
