@@ -3,6 +3,7 @@ package metrics
 import (
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/katatrace/katatrace/guestrelay"
 	"github.com/katatrace/katatrace/hostrelay"
@@ -73,29 +74,39 @@ func (d trafficDescs) collect(ch chan<- prometheus.Metric, t hostrelay.Traffic, 
 	ch <- counter(d.unparsed, t.Unparsed, labels...)
 }
 
-// The host relay's metrics: totals, then per guest.
-var (
-	hostTraffic  = newTrafficDescs("host", "")
-	hostActive   = desc("host_connections", "Guest connections open now.")
-	hostRefused  = desc("host_connections_refused_total", "Connections refused: over --max-connections or --max-connections-per-guest.")
-	hostTimedOut = desc("host_connections_timed_out_total", "Connections closed for --hello-timeout or --frame-timeout.")
-	hostProtocol = desc("host_protocol_errors_total", "Connections closed because the guest broke the wire protocol.")
-	hostListen   = desc("host_listeners", "Sockets listening for guests, per --from: a pattern or a socket whose directory does not exist yet counts those it has now (0: no guest can connect).", "from")
+// hostDescs are the host relay's metrics: totals, then per guest. They
+// are made by the first host relay's collector, never by a guest role.
+var hostDescs = sync.OnceValue(func() *hostDescSet {
+	return &hostDescSet{
+		traffic:  newTrafficDescs("host", ""),
+		active:   desc("host_connections", "Guest connections open now."),
+		refused:  desc("host_connections_refused_total", "Connections refused: over --max-connections or --max-connections-per-guest."),
+		timedOut: desc("host_connections_timed_out_total", "Connections closed for --hello-timeout or --frame-timeout."),
+		protocol: desc("host_protocol_errors_total", "Connections closed because the guest broke the wire protocol."),
+		listen:   desc("host_listeners", "Sockets listening for guests, per --from: a pattern or a socket whose directory does not exist yet counts those it has now (0: no guest can connect).", "from"),
 
-	sinkQueued      = desc("sink_queue_batches", "Batches waiting in the sink's queue for its endpoint (a collector or OTLP endpoint).", "sink")
-	sinkQueuedBytes = desc("sink_queue_bytes", "Bytes of the batches waiting in the sink's queue.", "sink")
-	sinkInFlight    = desc("sink_in_flight_requests", "Requests being posted to the sink's endpoint, or waiting to be retried.", "sink")
-	sinkPosted      = desc("sink_accepted_batches_total", "Batches the sink's endpoint accepted.", "sink")
-	sinkRetries     = desc("sink_retries_total", "Requests to the sink's endpoint that failed and were retried (or, at the end of their time, dropped).", "sink")
-	sinkLastSuccess = desc("sink_last_success_timestamp_seconds", "When the sink's endpoint last accepted a request, in seconds since the epoch (0: never).", "sink")
-	sinkUp          = desc("sink_up", "0 while the sink's endpoint is unreachable (from a failed request to the next accepted one), else 1.", "sink")
+		sinkQueued:      desc("sink_queue_batches", "Batches waiting in the sink's queue for its endpoint (a collector or OTLP endpoint).", "sink"),
+		sinkQueuedBytes: desc("sink_queue_bytes", "Bytes of the batches waiting in the sink's queue.", "sink"),
+		sinkInFlight:    desc("sink_in_flight_requests", "Requests being posted to the sink's endpoint, or waiting to be retried.", "sink"),
+		sinkPosted:      desc("sink_accepted_batches_total", "Batches the sink's endpoint accepted.", "sink"),
+		sinkRetries:     desc("sink_retries_total", "Requests to the sink's endpoint that failed and were retried (or, at the end of their time, dropped).", "sink"),
+		sinkLastSuccess: desc("sink_last_success_timestamp_seconds", "When the sink's endpoint last accepted a request, in seconds since the epoch (0: never).", "sink"),
+		sinkUp:          desc("sink_up", "0 while the sink's endpoint is unreachable (from a failed request to the next accepted one), else 1.", "sink"),
 
-	// A guest is named by how it connects (vsock:CID, or the
-	// hybrid-vsock socket) and by its Kata sandbox ID where the host can
-	// know it ("" where not).
-	guestTraffic = newTrafficDescs("guest", "A guest's", "guest", "sandbox")
-	guestConns   = desc("guest_connections", "A guest's connections open now.", "guest", "sandbox")
-)
+		// A guest is named by how it connects (vsock:CID, or the
+		// hybrid-vsock socket) and by its Kata sandbox ID where the host
+		// can know it ("" where not).
+		guestTraffic: newTrafficDescs("guest", "A guest's", "guest", "sandbox"),
+		guestConns:   desc("guest_connections", "A guest's connections open now.", "guest", "sandbox"),
+	}
+})
+
+type hostDescSet struct {
+	traffic, guestTraffic                                   trafficDescs
+	active, refused, timedOut, protocol, listen, guestConns *prometheus.Desc
+	sinkQueued, sinkQueuedBytes, sinkInFlight, sinkPosted   *prometheus.Desc
+	sinkRetries, sinkLastSuccess, sinkUp                    *prometheus.Desc
+}
 
 // Host is what a host relay's metrics read besides its Server.
 type Host struct {
@@ -107,6 +118,7 @@ type Host struct {
 
 type hostCollector struct {
 	srv *hostrelay.Server
+	d   *hostDescSet
 	Host
 }
 
@@ -114,74 +126,83 @@ type hostCollector struct {
 // VM (a vsock CID, or the VMM behind a hybrid-vsock socket), kept for a
 // while after its last connection so that a scrape sees its final counts.
 func ForServer(srv *hostrelay.Server, h Host) prometheus.Collector {
-	return &hostCollector{srv: srv, Host: h}
+	return &hostCollector{srv: srv, d: hostDescs(), Host: h}
 }
 
 func (c *hostCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range slices.Concat(hostTraffic.all(), guestTraffic.all(),
-		[]*prometheus.Desc{hostActive, hostRefused, hostTimedOut, hostProtocol, hostListen, guestConns,
-			sinkQueued, sinkQueuedBytes, sinkInFlight, sinkPosted, sinkRetries, sinkLastSuccess, sinkUp}) {
-		ch <- d
+	d := c.d
+	for _, x := range slices.Concat(d.traffic.all(), d.guestTraffic.all(),
+		[]*prometheus.Desc{d.active, d.refused, d.timedOut, d.protocol, d.listen, d.guestConns,
+			d.sinkQueued, d.sinkQueuedBytes, d.sinkInFlight, d.sinkPosted, d.sinkRetries, d.sinkLastSuccess, d.sinkUp}) {
+		ch <- x
 	}
 }
 
 func (c *hostCollector) Collect(ch chan<- prometheus.Metric) {
-	s := c.srv.Stats()
-	hostTraffic.collect(ch, s.Traffic)
-	ch <- gauge(hostActive, float64(s.Active))
-	ch <- counter(hostRefused, s.Refused)
-	ch <- counter(hostTimedOut, s.TimedOut)
-	ch <- counter(hostProtocol, s.ProtocolErrors)
+	s, d := c.srv.Stats(), c.d
+	d.traffic.collect(ch, s.Traffic)
+	ch <- gauge(d.active, float64(s.Active))
+	ch <- counter(d.refused, s.Refused)
+	ch <- counter(d.timedOut, s.TimedOut)
+	ch <- counter(d.protocol, s.ProtocolErrors)
 	if c.Listeners != nil {
 		for from, n := range c.Listeners() {
-			ch <- gauge(hostListen, float64(n), from)
+			ch <- gauge(d.listen, float64(n), from)
 		}
 	}
 	if c.Sink != nil {
 		st := SinkStateOf(c.Sink)
 		for reason, n := range st.Dropped {
-			ch <- counter(hostTraffic.dropped, n, reason)
+			ch <- counter(d.traffic.dropped, n, reason)
 		}
 		if cs := st.Collector; cs != nil {
-			ch <- gauge(sinkQueued, float64(cs.Queued), st.Name)
-			ch <- gauge(sinkQueuedBytes, float64(cs.QueuedBytes), st.Name)
-			ch <- gauge(sinkInFlight, float64(cs.InFlight), st.Name)
-			ch <- counter(sinkPosted, cs.Posted, st.Name)
-			ch <- counter(sinkRetries, cs.Retries, st.Name)
+			ch <- gauge(d.sinkQueued, float64(cs.Queued), st.Name)
+			ch <- gauge(d.sinkQueuedBytes, float64(cs.QueuedBytes), st.Name)
+			ch <- gauge(d.sinkInFlight, float64(cs.InFlight), st.Name)
+			ch <- counter(d.sinkPosted, cs.Posted, st.Name)
+			ch <- counter(d.sinkRetries, cs.Retries, st.Name)
 			last := 0.0
 			if !cs.LastSuccess.IsZero() {
 				last = float64(cs.LastSuccess.UnixNano()) / 1e9
 			}
-			ch <- gauge(sinkLastSuccess, last, st.Name)
+			ch <- gauge(d.sinkLastSuccess, last, st.Name)
 			up := 0.0
 			if cs.Up {
 				up = 1
 			}
-			ch <- gauge(sinkUp, up, st.Name)
+			ch <- gauge(d.sinkUp, up, st.Name)
 		}
 	}
 	for _, g := range c.srv.Guests() {
-		guestTraffic.collect(ch, g.Traffic, g.Guest, g.Sandbox)
-		ch <- gauge(guestConns, float64(g.Connections), g.Guest, g.Sandbox)
+		d.guestTraffic.collect(ch, g.Traffic, g.Guest, g.Sandbox)
+		ch <- gauge(d.guestConns, float64(g.Connections), g.Guest, g.Sandbox)
 	}
 }
 
-// A guest relay's metrics, per stream (kind: jaeger or text).
-var (
-	relayReceived   = desc("relay_received_datagrams_total", "Datagrams read from the local socket.", "kind")
-	relaySent       = desc("relay_sent_datagrams_total", "Datagrams written to the host stream (again after a reconnect, if unconfirmed).", "kind")
-	relaySentBytes  = desc("relay_sent_bytes_total", "Payload bytes written to the host stream.", "kind")
-	relayConfirmed  = desc("relay_confirmed_datagrams_total", "Datagrams the host confirmed (protocol v2).", "kind")
-	relayDropped    = desc("relay_dropped_datagrams_total", "Datagrams lost, by reason: queue_full (the oldest, dropped for room), refused (empty or too large), host_dropped (confirmed by the host but not handed on: its sink refused them), socket_full (dropped by the kernel at the socket read from, its buffer full while reading waited for a slow host).", "kind", "reason")
-	relayQueued     = desc("relay_queue_datagrams", "Datagrams waiting to be sent.", "kind")
-	relayQueueBytes = desc("relay_queue_bytes", "Bytes held in the queue, sent or not, 4 bytes of framing each included.", "kind")
-	relayUnacked    = desc("relay_unconfirmed_datagrams", "Datagrams sent and not yet confirmed (protocol v2).", "kind")
-	relayConnects   = desc("relay_connects_total", "Connections made to the host.", "kind")
-	relayDialFails  = desc("relay_dial_failures_total", "Attempts to reach the host that failed.", "kind")
-	relayFlushes    = desc("relay_flushes_answered_total", "Flush requests the host answered.", "kind")
-	relayConnected  = desc("relay_connected", "1 while a connection to the host is up.", "kind")
-	relayUnaccepted = desc("relay_host_unaccepted_datagrams", "Datagrams the host's sink endpoint (a collector) had not accepted, held there or lost, as the host's last flush answer said (protocol v2).", "kind")
-)
+// relayDescs are a guest relay's metrics, per stream (kind: jaeger or
+// text), made by the first guest relay's collector.
+var relayDescs = sync.OnceValue(func() *relayDescSet {
+	return &relayDescSet{
+		received:   desc("relay_received_datagrams_total", "Datagrams read from the local socket.", "kind"),
+		sent:       desc("relay_sent_datagrams_total", "Datagrams written to the host stream (again after a reconnect, if unconfirmed).", "kind"),
+		sentBytes:  desc("relay_sent_bytes_total", "Payload bytes written to the host stream.", "kind"),
+		confirmed:  desc("relay_confirmed_datagrams_total", "Datagrams the host confirmed (protocol v2).", "kind"),
+		dropped:    desc("relay_dropped_datagrams_total", "Datagrams lost, by reason: queue_full (the oldest, dropped for room), refused (empty or too large), host_dropped (confirmed by the host but not handed on: its sink refused them), socket_full (dropped by the kernel at the socket read from, its buffer full while reading waited for a slow host).", "kind", "reason"),
+		queued:     desc("relay_queue_datagrams", "Datagrams waiting to be sent.", "kind"),
+		queueBytes: desc("relay_queue_bytes", "Bytes held in the queue, sent or not, 4 bytes of framing each included.", "kind"),
+		unacked:    desc("relay_unconfirmed_datagrams", "Datagrams sent and not yet confirmed (protocol v2).", "kind"),
+		connects:   desc("relay_connects_total", "Connections made to the host.", "kind"),
+		dialFails:  desc("relay_dial_failures_total", "Attempts to reach the host that failed.", "kind"),
+		flushes:    desc("relay_flushes_answered_total", "Flush requests the host answered.", "kind"),
+		connected:  desc("relay_connected", "1 while a connection to the host is up.", "kind"),
+		unaccepted: desc("relay_host_unaccepted_datagrams", "Datagrams the host's sink endpoint (a collector) had not accepted, held there or lost, as the host's last flush answer said (protocol v2).", "kind"),
+	}
+})
+
+type relayDescSet struct {
+	received, sent, sentBytes, confirmed, dropped, queued, queueBytes *prometheus.Desc
+	unacked, connects, dialFails, flushes, connected, unaccepted      *prometheus.Desc
+}
 
 // Relay is a guest relay to export (a *guestrelay.Relay), named by the kind of
 // its stream.
@@ -190,41 +211,46 @@ type Relay interface {
 	Stats() guestrelay.Stats
 }
 
-type relayCollector []Relay
+type relayCollector struct {
+	rs []Relay
+	d  *relayDescSet
+}
 
 // ForRelays exports guest relays' counters.
-func ForRelays(rs ...Relay) prometheus.Collector { return relayCollector(rs) }
+func ForRelays(rs ...Relay) prometheus.Collector { return relayCollector{rs: rs, d: relayDescs()} }
 
 func (c relayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{relayReceived, relaySent, relaySentBytes, relayConfirmed, relayDropped, relayQueued,
-		relayQueueBytes, relayUnacked, relayConnects, relayDialFails, relayFlushes, relayConnected, relayUnaccepted} {
-		ch <- d
+	d := c.d
+	for _, x := range []*prometheus.Desc{d.received, d.sent, d.sentBytes, d.confirmed, d.dropped, d.queued,
+		d.queueBytes, d.unacked, d.connects, d.dialFails, d.flushes, d.connected, d.unaccepted} {
+		ch <- x
 	}
 }
 
 func (c relayCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, r := range c {
+	d := c.d
+	for _, r := range c.rs {
 		s, k := r.Stats(), r.Kind().String()
 		q := s.Queue
-		ch <- counter(relayReceived, q.Enqueued+q.Rejected, k)
-		ch <- counter(relaySent, s.Sent, k)
-		ch <- counter(relaySentBytes, s.SentBytes, k)
-		ch <- counter(relayConfirmed, q.Acked, k)
-		ch <- counter(relayDropped, q.Dropped, k, "queue_full")
-		ch <- counter(relayDropped, q.Rejected, k, "refused")
-		ch <- counter(relayDropped, s.HostDropped, k, "host_dropped")
-		ch <- counter(relayDropped, s.SocketDropped, k, "socket_full")
-		ch <- gauge(relayQueued, float64(q.Queued), k)
-		ch <- gauge(relayQueueBytes, float64(q.QueuedBytes), k)
-		ch <- gauge(relayUnacked, float64(q.Unacked), k)
-		ch <- counter(relayConnects, s.Connects, k)
-		ch <- counter(relayDialFails, s.DialFailures, k)
-		ch <- counter(relayFlushes, s.FlushesAnswered, k)
+		ch <- counter(d.received, q.Enqueued+q.Rejected, k)
+		ch <- counter(d.sent, s.Sent, k)
+		ch <- counter(d.sentBytes, s.SentBytes, k)
+		ch <- counter(d.confirmed, q.Acked, k)
+		ch <- counter(d.dropped, q.Dropped, k, "queue_full")
+		ch <- counter(d.dropped, q.Rejected, k, "refused")
+		ch <- counter(d.dropped, s.HostDropped, k, "host_dropped")
+		ch <- counter(d.dropped, s.SocketDropped, k, "socket_full")
+		ch <- gauge(d.queued, float64(q.Queued), k)
+		ch <- gauge(d.queueBytes, float64(q.QueuedBytes), k)
+		ch <- gauge(d.unacked, float64(q.Unacked), k)
+		ch <- counter(d.connects, s.Connects, k)
+		ch <- counter(d.dialFails, s.DialFailures, k)
+		ch <- counter(d.flushes, s.FlushesAnswered, k)
 		connected := 0.0
 		if s.Connected {
 			connected = 1
 		}
-		ch <- gauge(relayConnected, connected, k)
-		ch <- gauge(relayUnaccepted, float64(s.HostUnaccepted), k)
+		ch <- gauge(d.connected, connected, k)
+		ch <- gauge(d.unaccepted, float64(s.HostUnaccepted), k)
 	}
 }

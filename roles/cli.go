@@ -183,7 +183,9 @@ func flagErr(flag string, err error) error { return &flagError{flag: flag, err: 
 
 // usageArgsRE is kong's usage line for a role that takes a command: it
 // puts the arguments before "[flags]", the reverse of how they are given.
-var usageArgsRE = regexp.MustCompile(`(?m)^(Usage: .*?)(\[<\w+> \.\.\.\]) \[flags\]$`)
+// It and the other expressions here are compiled at their first use (help
+// and errors), not at every role's start.
+var usageArgsRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?m)^(Usage: .*?)(\[<\w+> \.\.\.\]) \[flags\]$`) })
 
 // flagsFirstHelp is kong's help with the usage line in the real order:
 // kata-agent-tracer [flags] [--] AGENT ARGS.
@@ -193,11 +195,13 @@ func flagsFirstHelp(options kong.HelpOptions, ctx *kong.Context) error {
 	ctx.Stdout = &b
 	err := kong.DefaultHelpPrinter(options, ctx)
 	ctx.Stdout = out
-	_, werr := io.WriteString(out, usageArgsRE.ReplaceAllString(b.String(), "${1}[flags] [--] ${2}"))
+	_, werr := io.WriteString(out, usageArgsRE().ReplaceAllString(b.String(), "${1}[flags] [--] ${2}"))
 	return errors.Join(err, werr)
 }
 
-var shortFlagRE = regexp.MustCompile(`^(--[\w-]+): expected .* but got "(-[^"]*)" \(short flag\)`)
+var shortFlagRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^(--[\w-]+): expected .* but got "(-[^"]*)" \(short flag\)`)
+})
 
 func usageError(parser *kong.Kong, err error, args []string) int {
 	var fe *flagError
@@ -210,7 +214,7 @@ func usageError(parser *kong.Kong, err error, args []string) int {
 		}
 	}
 	msg := fixAddrExample(err, fe)
-	if m := shortFlagRE.FindStringSubmatch(msg); m != nil {
+	if m := shortFlagRE().FindStringSubmatch(msg); m != nil {
 		// kong reads a value starting with "-" as a flag.
 		msg = fmt.Sprintf("%s needs a value: %q is not one (sizes and durations are positive)", m[1], m[2])
 	}
@@ -219,7 +223,7 @@ func usageError(parser *kong.Kong, err error, args []string) int {
 	return ExitUsage
 }
 
-var flagNameRE = regexp.MustCompile(`^--([\w-]+)`)
+var flagNameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^--([\w-]+)`) })
 
 // fixAddrExample makes an address error's example and scheme list those
 // of its flag (the flag's addr tag: "listen" or "dial", then its schemes;
@@ -237,7 +241,7 @@ func fixAddrExample(err error, fe *flagError) string {
 	name := ""
 	if fe != nil {
 		name = fe.flag
-	} else if m := flagNameRE.FindStringSubmatch(err.Error()); m != nil {
+	} else if m := flagNameRE().FindStringSubmatch(err.Error()); m != nil {
 		name = m[1]
 	}
 	var tag []string
