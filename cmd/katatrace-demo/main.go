@@ -49,29 +49,23 @@ func run(bin, to, ui string) error {
 	if sink == "" {
 		sink = "print"
 	}
-	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
-	if err != nil {
-		return err
-	}
-	defer notify.Close()
-
 	sock := filepath.Join(dir, "kata.hvsock_6831") // what Firecracker names a guest's port 6831
 	fmt.Printf("host relay:  %s vsock-to-udp-server --from unix://%s --to %s\n", bin, sock, sink)
-	host, err := startRelay(bin, notify, "vsock-to-udp-server", "--from", "unix://"+sock, "--to", sink)
+	host, err := startRelay(bin, dir, "vsock-to-udp-server", "--from", "unix://"+sock, "--to", sink)
 	if err != nil {
 		return err
 	}
-	defer stop(host)
+	defer host.stop()
 	udp, err := freeUDP()
 	if err != nil {
 		return err
 	}
 	fmt.Printf("guest relay: %s jaeger-client-socat-redirector --from udp://%s --to unix://%s\n\n", bin, udp, sock)
-	guest, err := startRelay(bin, notify, "jaeger-client-socat-redirector", "--from", "udp://"+udp, "--to", "unix://"+sock)
+	guest, err := startRelay(bin, dir, "jaeger-client-socat-redirector", "--from", "udp://"+udp, "--to", "unix://"+sock)
 	if err != nil {
 		return err
 	}
-	defer stop(guest)
+	defer guest.stop()
 
 	id, err := emit(udp)
 	if err != nil {
@@ -79,10 +73,10 @@ func run(bin, to, ui string) error {
 	}
 	// SIGTERM makes the guest relay send all it holds and wait for the host
 	// to confirm; the host prints traces at that flush.
-	if err := stop(guest); err != nil {
+	if err := guest.stop(); err != nil {
 		return fmt.Errorf("guest relay: %w", err)
 	}
-	if err := stop(host); err != nil {
+	if err := host.stop(); err != nil {
 		return fmt.Errorf("host relay: %w", err)
 	}
 	if to != "" {
@@ -91,38 +85,63 @@ func run(bin, to, ui string) error {
 	return nil
 }
 
-// startRelay starts a relay and waits for its READY=1.
-func startRelay(bin string, notify *net.UnixConn, args ...string) (*exec.Cmd, error) {
-	cmd := exec.Command(bin, append(args, "--log-level=warn")...)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.LocalAddr().String())
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Start(); err != nil {
+// relay is a running relay and the notify socket it tells its state on.
+type relay struct {
+	cmd    *exec.Cmd
+	notify *net.UnixConn
+}
+
+// startRelay starts a relay and waits for its READY=1, on a notify
+// socket of its own in dir: a relay also tells its STATUS= (before or
+// after it is ready) and STOPPING=1, and two relays' messages must not
+// mix.
+func startRelay(bin, dir string, args ...string) (*relay, error) {
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify-"+args[0]), Net: "unixgram"})
+	if err != nil {
+		return nil, err
+	}
+	r := &relay{cmd: exec.Command(bin, append(args, "--log-level=warn")...), notify: notify}
+	r.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.LocalAddr().String())
+	r.cmd.Stdout, r.cmd.Stderr = os.Stdout, os.Stderr
+	if err := r.cmd.Start(); err != nil {
+		notify.Close()
 		return nil, err
 	}
 	_ = notify.SetReadDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, 256)
-	n, err := notify.Read(buf)
-	if err != nil || string(buf[:n]) != "READY=1" {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		return nil, fmt.Errorf("%s did not become ready: %q, %v", args[0], buf[:n], err)
+	buf := make([]byte, 4096)
+	var said []string
+	for {
+		n, err := notify.Read(buf)
+		if err != nil {
+			_ = r.cmd.Process.Kill()
+			_ = r.stop()
+			return nil, fmt.Errorf("%s did not become ready (it said %q): %w", args[0], said, err)
+		}
+		msg := string(buf[:n])
+		said = append(said, msg)
+		for _, l := range strings.Split(msg, "\n") {
+			if l == "READY=1" {
+				return r, nil
+			}
+		}
 	}
-	return cmd, nil
 }
 
-// stop sends SIGTERM once and waits for a clean exit.
-func stop(cmd *exec.Cmd) error {
-	if cmd.ProcessState != nil {
+// stop sends SIGTERM once and waits for a clean exit; the notify socket
+// is closed after it.
+func (r *relay) stop() error {
+	if r.cmd.ProcessState != nil {
 		return nil
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
+	defer r.notify.Close()
+	_ = r.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	go func() { done <- r.cmd.Wait() }()
 	select {
 	case err := <-done:
 		return err
 	case <-time.After(15 * time.Second):
-		_ = cmd.Process.Kill()
+		_ = r.cmd.Process.Kill()
 		return errors.New("did not stop within 15s")
 	}
 }
