@@ -183,9 +183,13 @@ func flagErr(flag string, err error) error { return &flagError{flag: flag, err: 
 
 // usageArgsRE is kong's usage line for a role that takes a command: it
 // puts the arguments before "[flags]", the reverse of how they are given.
-// It and the other expressions here are compiled at their first use (help
-// and errors), not at every role's start.
-var usageArgsRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?m)^(Usage: .*?)(\[<\w+> \.\.\.\]) \[flags\]$`) })
+var usageArgsRE = lazyRegexp(`(?m)^(Usage: .*?)(\[<\w+> \.\.\.\]) \[flags\]$`)
+
+// lazyRegexp compiles expr at its first use: the expressions here serve
+// help and errors, not every role's start.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
 
 // flagsFirstHelp is kong's help with the usage line in the real order:
 // kata-agent-tracer [flags] [--] AGENT ARGS.
@@ -199,9 +203,7 @@ func flagsFirstHelp(options kong.HelpOptions, ctx *kong.Context) error {
 	return errors.Join(err, werr)
 }
 
-var shortFlagRE = sync.OnceValue(func() *regexp.Regexp {
-	return regexp.MustCompile(`^(--[\w-]+): expected .* but got "(-[^"]*)" \(short flag\)`)
-})
+var shortFlagRE = lazyRegexp(`^(--[\w-]+): expected .* but got "(-[^"]*)" \(short flag\)`)
 
 func usageError(parser *kong.Kong, err error, args []string) int {
 	var fe *flagError
@@ -223,7 +225,7 @@ func usageError(parser *kong.Kong, err error, args []string) int {
 	return ExitUsage
 }
 
-var flagNameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^--([\w-]+)`) })
+var flagNameRE = lazyRegexp(`^--([\w-]+)`)
 
 // fixAddrExample makes an address error's example and scheme list those
 // of its flag (the flag's addr tag: "listen" or "dial", then its schemes;
