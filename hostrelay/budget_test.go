@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/internal/testutil"
 	"github.com/katatrace/katatrace/wire"
 )
@@ -181,11 +182,11 @@ type refusingSink struct {
 	n atomic.Int64
 }
 
-func (s *refusingSink) Send(p []byte, peer string) error {
+func (s *refusingSink) Send(p []byte, from guestid.ID) error {
 	if s.n.Add(1)%2 == 0 {
 		return errors.New("refused")
 	}
-	return s.memSink.Send(p, peer)
+	return s.memSink.Send(p, from)
 }
 
 // TestGuestLearnsWhatTheSinkRefused: a v2 guest relay whose host's sink

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/guestrelay"
 	"github.com/katatrace/katatrace/internal/testutil"
 	"github.com/katatrace/katatrace/sink"
@@ -349,23 +349,12 @@ func TestFlushWithNothingToSendReturnsAtOnce(t *testing.T) {
 
 func bytesContains(s, sub string) bool { return bytes.Contains([]byte(s), []byte(sub)) }
 
-func TestPeerNames(t *testing.T) {
-	path := filepath.Join(testutil.SockDir(t), "vm1_6831")
-	if got := peerName(fakeConn{}, "unix://"+path, 3); got != fmt.Sprintf("unix://%s#3", path) {
-		t.Fatalf("peer name = %q", got)
-	}
-}
-
-type fakeConn struct{ net.Conn }
-
-func (fakeConn) RemoteAddr() net.Addr { return &net.UnixAddr{Net: "unix"} }
-
 // slowSink takes a millisecond per datagram: a host that confirms slowly.
 type slowSink struct{ memSink }
 
-func (s *slowSink) Send(p []byte, peer string) error {
+func (s *slowSink) Send(p []byte, from guestid.ID) error {
 	time.Sleep(time.Millisecond)
-	return s.memSink.Send(p, peer)
+	return s.memSink.Send(p, from)
 }
 
 // TestSlowHostLeavesTheRestToTheKernel: a guest relay whose host is

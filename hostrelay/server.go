@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/internal/lograte"
 	"github.com/katatrace/katatrace/sandboxid"
 	"github.com/katatrace/katatrace/sink"
@@ -35,7 +36,7 @@ type ServerConfig struct {
 	// recovers datagram boundaries from the byte stream, and tells
 	// unparsed of the bytes it skips (counted, per guest too). Nil means
 	// each read is one datagram, as socat itself does.
-	RawSplit func(peer string, unparsed func(n int)) bufio.SplitFunc
+	RawSplit func(from guestid.ID, unparsed func(n int)) bufio.SplitFunc
 	// RawMaxMessage bounds one message RawSplit may cut (default twice
 	// the largest frame).
 	RawMaxMessage int
@@ -218,14 +219,14 @@ func (s *Server) Serve(ln net.Listener, name string) error {
 			return fmt.Errorf("accept on %s: %w", name, err)
 		}
 		delay = 0
-		peer := peerName(conn, name, s.seq.Add(1))
+		id := guestid.Of(conn, name, s.seq.Add(1))
 		s.mu.Lock()
 		if s.draining() {
 			s.mu.Unlock()
 			_ = conn.Close()
 			return nil
 		}
-		g := s.guestFor(guestOf(conn, name))
+		g := s.guestFor(id.Guest)
 		if over := s.overLimit(name, g); over != "" {
 			s.mu.Unlock()
 			s.stats.refused.Add(1) // before the close a peer (or a test) may see
@@ -238,7 +239,7 @@ func (s *Server) Serve(ln net.Listener, name string) error {
 		}
 		s.open[name]++
 		g.conns++
-		c := &peerConn{srv: s, conn: conn, peer: peer, g: g, first: g.conns == 1}
+		c := &peerConn{srv: s, conn: conn, id: id, peer: id.Conn, g: g, first: g.conns == 1}
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
@@ -256,35 +257,6 @@ func (s *Server) overLimit(listener string, g *guest) string {
 		return fmt.Sprintf("the guest holds %d connections already", s.cfg.MaxConnsPerGuest)
 	}
 	return ""
-}
-
-// guestOf names the guest behind a connection, for the limits, the budget
-// and the metrics: a vsock CID or a TCP peer's address without the port;
-// for unix peers the connecting process on that listener (a VMM: one VM
-// per hybrid-vsock socket). On loopback every local process shares the
-// address, so there each TCP connection is a guest of its own.
-func guestOf(conn net.Conn, listener string) string {
-	if ra := conn.RemoteAddr(); ra != nil {
-		if host, _, err := net.SplitHostPort(ra.String()); err == nil && host != "" {
-			if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-				return ra.Network() + ":" + ra.String()
-			}
-			return ra.Network() + ":" + host
-		}
-	}
-	if p := endpoint.UnixPeer(conn); p != "" {
-		return listener + " " + p
-	}
-	return listener
-}
-
-func peerName(conn net.Conn, listener string, seq uint64) string {
-	ra := conn.RemoteAddr()
-	if ra == nil || ra.String() == "" || ra.String() == "@" {
-		// Unix peers are unnamed: the listener path says which VM it is.
-		return fmt.Sprintf("%s#%d", listener, seq)
-	}
-	return ra.Network() + ":" + ra.String()
 }
 
 // Shutdown stops accepting and lets every connection hand on what it has
@@ -382,7 +354,7 @@ func (s *Server) handle(c *peerConn, listener string) {
 				}
 			}
 			if h, ok := sink.Inner(s.cfg.Sink).(sink.Holder); ok {
-				c.sinkLost = h.Lost(peer) // a CID used again is a new VM: not told of the old one's
+				c.sinkLost = h.Lost(c.id.Guest) // a CID used again is a new VM: not told of the old one's
 			}
 			endpoint.WidenAccepted(conn) // its credit to the guest: several large frames in flight
 			err = c.framed(streamAfter(br, conn))
@@ -462,7 +434,8 @@ type peerConn struct {
 	// dl orders this connection's read deadlines with the drain's: a
 	// deadline set after Shutdown began is the drain's, never a later one.
 	dl               sync.Mutex
-	peer             string
+	id               guestid.ID
+	peer             string // id.Conn, as logs name it
 	g                *guest
 	first            bool // the guest's only connection when accepted: find its sandbox
 	datagrams, bytes uint64
@@ -590,7 +563,7 @@ func (c *peerConn) flushBatch() int {
 	c.datagrams += uint64(len(c.batch))
 	c.srv.stats.datagrams.Add(uint64(len(c.batch)))
 	c.g.datagrams.Add(uint64(len(c.batch)))
-	if failed, err := c.srv.sink.SendBatch(c.batch, c.peer); failed > 0 {
+	if failed, err := c.srv.sink.SendBatch(c.batch, c.id); failed > 0 {
 		if c.srv.cfg.CutMalformed && errors.Is(err, sink.ErrMalformed) {
 			c.malformed = wire.ProtocolErrorf("%v", err)
 		} else {
@@ -719,7 +692,7 @@ func (c *peerConn) flushSink() []byte {
 	var lost uint64
 	var err error
 	if h, ok := sink.Inner(c.srv.cfg.Sink).(sink.Holder); ok {
-		held, lost, err = h.FlushGuest(ctx, c.peer)
+		held, lost, err = h.FlushGuest(ctx, c.id.Guest)
 	} else {
 		err = c.srv.cfg.Sink.Flush(ctx)
 	}
@@ -803,7 +776,7 @@ func (c *peerConn) raw(br *bufio.Reader) error {
 	}
 	sc := bufio.NewScanner(br)
 	sc.Buffer(make([]byte, 0, min(max, 64<<10)), max)
-	sc.Split(c.srv.cfg.RawSplit(c.peer, c.noteUnparsed))
+	sc.Split(c.srv.cfg.RawSplit(c.id, c.noteUnparsed))
 	for sc.Scan() {
 		c.deliver(sc.Bytes())
 		if c.malformed != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/internal/testutil"
 	"github.com/katatrace/katatrace/wire"
 )
@@ -22,13 +23,13 @@ type memSink struct {
 	got map[string][][]byte
 }
 
-func (s *memSink) Send(p []byte, peer string) error {
+func (s *memSink) Send(p []byte, from guestid.ID) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.got == nil {
 		s.got = map[string][][]byte{}
 	}
-	s.got[peer] = append(s.got[peer], bytes.Clone(p))
+	s.got[from.Conn] = append(s.got[from.Conn], bytes.Clone(p))
 	return nil
 }
 
@@ -51,7 +52,7 @@ func (s *blockingSink) wait() {
 	<-s.release
 }
 
-func (s *blockingSink) Send([]byte, string) error { s.wait(); return nil }
+func (s *blockingSink) Send([]byte, guestid.ID) error { s.wait(); return nil }
 
 func (s *blockingSink) Flush(ctx context.Context) error {
 	s.entered <- struct{}{}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 
+	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/sink"
 	"github.com/katatrace/katatrace/wire"
 )
@@ -63,7 +64,7 @@ type Sink struct {
 func NewSink(out sink.Sink, service string) *Sink { return &Sink{out: out, service: service} }
 
 // Send decodes p, one span, and sends it on.
-func (s *Sink) Send(p []byte, peer string) error {
+func (s *Sink) Send(p []byte, from guestid.ID) error {
 	span, err := Decode(p)
 	if err != nil {
 		return sink.Malformed(err)
@@ -72,7 +73,7 @@ func (s *Sink) Send(p []byte, peer string) error {
 	if err != nil {
 		return sink.Malformed(err)
 	}
-	return sink.SendTraces(s.out, td, peer)
+	return sink.SendTraces(s.out, td, from)
 }
 
 // Flush flushes out.

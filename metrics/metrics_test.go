@@ -17,6 +17,7 @@ import (
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/guestrelay"
 	"github.com/katatrace/katatrace/hostrelay"
 	"github.com/katatrace/katatrace/internal/testutil"
@@ -26,7 +27,7 @@ import (
 
 type discard struct{}
 
-func (discard) Send([]byte, string) error       { return nil }
+func (discard) Send([]byte, guestid.ID) error   { return nil }
 func (discard) Flush(context.Context) error     { return nil }
 func (discard) Close(ctx context.Context) error { return nil }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/hostrelay"
 	"github.com/katatrace/katatrace/kataspan"
 	"github.com/katatrace/katatrace/sink"
@@ -149,7 +150,7 @@ func (c *traceForwarder) Run(rc *RunContext) error {
 	cfg := hostrelay.ServerConfig{
 		Kind:          wire.KindKataSpans,
 		Sink:          kataspan.NewSink(out, c.TraceName),
-		RawSplit:      func(string, func(int)) bufio.SplitFunc { return kataspan.SplitFrames(max) },
+		RawSplit:      func(guestid.ID, func(int)) bufio.SplitFunc { return kataspan.SplitFrames(max) },
 		RawMaxMessage: kataspan.HeaderSize + max,
 		CutMalformed:  true,
 		Logger:        rc.Log,

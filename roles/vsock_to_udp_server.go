@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/hostrelay"
 	"github.com/katatrace/katatrace/jaegerthrift"
 	"github.com/katatrace/katatrace/sink"
@@ -55,8 +56,8 @@ func (c *udpServer) Run(rc *RunContext) error {
 	}
 	cfg := hostrelay.ServerConfig{Kind: wire.KindJaeger, Sink: out, Logger: rc.Log}
 	if c.RawSplit == "thrift" {
-		cfg.RawSplit = func(peer string, unparsed func(int)) bufio.SplitFunc {
-			sp := jaegerthrift.NewBatchSplitter(rc.Log.With("peer", peer))
+		cfg.RawSplit = func(from guestid.ID, unparsed func(int)) bufio.SplitFunc {
+			sp := jaegerthrift.NewBatchSplitter(rc.Log.With("peer", from.Conn))
 			sp.OnSkip = unparsed
 			return sp.Split
 		}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/internal/lograte"
 	"github.com/katatrace/katatrace/jaegerthrift"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -35,7 +36,7 @@ type CollectorSink struct {
 	busy     int // batches being posted
 	closed   bool
 	stats    CollectorStats
-	// held counts, per guest (GuestOf), batches queued or in flight; lost
+	// held counts, per guest (guestid.ID.Guest), batches queued or in flight; lost
 	// those dropped or refused, in all: a guest's flush is answered with
 	// both.
 	held, lost map[string]uint64
@@ -78,9 +79,9 @@ type queued struct {
 
 // backend is where a CollectorSink's batches go.
 type backend interface {
-	// encode turns one datagram from peer into a request body, and counts
-	// its spans.
-	encode(p []byte, peer string) (body []byte, spans int, err error)
+	// encode turns one datagram from a guest into a request body, and
+	// counts its spans.
+	encode(p []byte, from guestid.ID) (body []byte, spans int, err error)
 	// send delivers one body: nil once accepted, a *rejection when refused
 	// for good, any other error when worth retrying.
 	send(ctx context.Context, body []byte) error
@@ -101,7 +102,7 @@ type jaegerHTTP struct {
 	client *http.Client
 }
 
-func (j jaegerHTTP) encode(p []byte, _ string) ([]byte, int, error) {
+func (j jaegerHTTP) encode(p []byte, _ guestid.ID) ([]byte, int, error) {
 	b, err := jaegerthrift.DecodeEmitBatch(p)
 	if err != nil {
 		return nil, 0, err
@@ -179,29 +180,29 @@ func newCollectorSink(url string, b backend, maxBytes, workers int, log *slog.Lo
 }
 
 // Send decodes one emitBatch datagram and queues it for the collector.
-func (c *CollectorSink) Send(p []byte, peer string) error {
-	body, spans, err := c.b.encode(p, peer)
+func (c *CollectorSink) Send(p []byte, from guestid.ID) error {
+	body, spans, err := c.b.encode(p, from)
 	if err != nil {
 		return err
 	}
-	return c.enqueue(body, spans, peer)
+	return c.enqueue(body, spans, from.Guest)
 }
 
 // SendTraces queues spans in the OpenTelemetry model: as they are for an
 // OTLP endpoint, as Jaeger batches for a Jaeger collector.
-func (c *CollectorSink) SendTraces(td ptrace.Traces, peer string) error {
+func (c *CollectorSink) SendTraces(td ptrace.Traces, from guestid.ID) error {
 	if _, ok := c.b.(jaegerHTTP); ok {
-		return sendJaeger(c, td, peer)
+		return sendJaeger(c, td, from)
 	}
-	body, spans, err := otlpRequest(td, peer)
+	body, spans, err := otlpRequest(td, from)
 	if err != nil {
 		return err
 	}
-	return c.enqueue(body, spans, peer)
+	return c.enqueue(body, spans, from.Guest)
 }
 
 // enqueue queues one request body, dropping the oldest beyond maxBytes.
-func (c *CollectorSink) enqueue(body []byte, spans int, peer string) error {
+func (c *CollectorSink) enqueue(body []byte, spans int, guest string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -218,7 +219,6 @@ func (c *CollectorSink) enqueue(body []byte, spans int, peer string) error {
 				"dropped_total", c.stats.Dropped, "not_logged", n)
 		}
 	}
-	guest := GuestOf(peer)
 	c.queue = append(c.queue, queued{body, guest})
 	c.queued += len(body)
 	c.held[guest]++
@@ -244,12 +244,11 @@ func (c *CollectorSink) Flush(ctx context.Context) error {
 	return c.wait(ctx, func() int { return len(c.queue) + c.busy })
 }
 
-// FlushGuest waits until the collector took every batch the guest of
-// peer sent so far (accepted, or dropped and counted), or ctx ends. It
-// returns how many of them it still holds, and how many of the guest's it
-// has lost in all (dropped or refused).
-func (c *CollectorSink) FlushGuest(ctx context.Context, peer string) (held int, lost uint64, err error) {
-	guest := GuestOf(peer)
+// FlushGuest waits until the collector took every batch the guest sent
+// so far (accepted, or dropped and counted), or ctx ends. It returns how
+// many of them it still holds, and how many of the guest's it has lost in
+// all (dropped or refused).
+func (c *CollectorSink) FlushGuest(ctx context.Context, guest string) (held int, lost uint64, err error) {
 	err = c.wait(ctx, func() int { return int(c.held[guest]) })
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -269,12 +268,12 @@ func (c *CollectorSink) Reopen() error {
 	return nil
 }
 
-// Lost is how many of the guest of peer's batches were dropped or
-// refused, in all.
-func (c *CollectorSink) Lost(peer string) uint64 {
+// Lost is how many of the guest's batches were dropped or refused, in
+// all.
+func (c *CollectorSink) Lost(guest string) uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.lost[GuestOf(peer)]
+	return c.lost[guest]
 }
 
 // wait waits until pending (called with c.mu held) is zero, or ctx ends.

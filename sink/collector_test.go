@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/internal/jaegertest"
 	"github.com/katatrace/katatrace/internal/testutil"
 	"github.com/opentracing/opentracing-go"
@@ -50,7 +51,7 @@ func TestCollectorRetriesAndDrops(t *testing.T) {
 	if got != len(dgs) || s.Posted != uint64(len(dgs)) || s.Retries < 3 || s.Dropped != 0 {
 		t.Fatalf("collector got %d of %d batches; stats %+v", got, len(dgs), s)
 	}
-	if err := c.Send([]byte("not thrift"), "peer"); err == nil {
+	if err := c.Send([]byte("not thrift"), guestid.Named("peer")); err == nil {
 		t.Fatal("garbage accepted")
 	}
 }
@@ -72,7 +73,7 @@ func TestCollectorQueueDropsOldest(t *testing.T) {
 	}()
 	for range 5 {
 		for _, p := range dgs {
-			c.Send(p, "peer")
+			c.Send(p, guestid.Named("peer"))
 		}
 	}
 	if s := c.Stats(); s.Dropped == 0 {
@@ -125,7 +126,7 @@ func queuedCollector(t *testing.T, url string, dgs [][]byte) *CollectorSink {
 	t.Helper()
 	c := NewCollectorSink(url+"/api/traces", 1<<20, 1, slog.New(slog.DiscardHandler))
 	for _, p := range dgs {
-		if err := c.Send(p, "peer"); err != nil {
+		if err := c.Send(p, guestid.Named("peer")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -154,17 +155,17 @@ func TestCollectorOutageIsSaidAndHeldPerGuest(t *testing.T) {
 	c := NewCollectorSink(srv.URL+"/api/traces", 1<<20, 2, slog.New(slog.NewTextHandler(&logs, nil)))
 	defer c.Close(context.Background())
 	for _, p := range dgs {
-		if err := c.Send(p, "vsock:vm(3):1025"); err != nil {
+		if err := c.Send(p, guestid.ID{Guest: "vsock:vm(3)", Conn: "vsock:vm(3):1025"}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	held, lost, err := c.FlushGuest(ctx, "vsock:vm(3):1026") // the same VM, another connection
+	held, lost, err := c.FlushGuest(ctx, "vsock:vm(3)")
 	cancel()
 	if err == nil || held != len(dgs) || lost != 0 {
 		t.Fatalf("flush of the guest during the outage: held %d, lost %d, err %v; want %d held and an error", held, lost, err, len(dgs))
 	}
-	if held, _, err := c.FlushGuest(context.Background(), "vsock:vm(4):1025"); err != nil || held != 0 {
+	if held, _, err := c.FlushGuest(context.Background(), "vsock:vm(4)"); err != nil || held != 0 {
 		t.Fatalf("another guest, which sent nothing, waited: held %d, err %v", held, err)
 	}
 	if st := c.Stats(); st.Up || st.Queued+st.InFlight != len(dgs) || st.Retries == 0 || !st.LastSuccess.IsZero() {
@@ -176,7 +177,7 @@ func TestCollectorOutageIsSaidAndHeldPerGuest(t *testing.T) {
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if held, lost, err := c.FlushGuest(ctx, "vsock:vm(3):1027"); err != nil || held != 0 || lost != 0 {
+	if held, lost, err := c.FlushGuest(ctx, "vsock:vm(3)"); err != nil || held != 0 || lost != 0 {
 		t.Fatalf("flush once the collector is back: held %d, lost %d, err %v", held, lost, err)
 	}
 	if accepted.Load() != int64(len(dgs)) || !c.Stats().Up || c.Stats().LastSuccess.IsZero() {

@@ -9,9 +9,9 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
+	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/jaegerthrift"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
@@ -105,31 +105,15 @@ const (
 	AttrGuestPeer = "katatrace.guest.peer"
 )
 
-// GuestOf is the VM in a host relay's peer name: the vsock CID
-// ("vsock:vm(3)") or the hybrid-vsock socket ("unix:///run/…_6831"),
-// without the connection's port or number.
-func GuestOf(peer string) string {
-	if i := strings.LastIndexByte(peer, '#'); i > 0 && strings.HasPrefix(peer, "unix:") {
-		return peer[:i]
-	}
-	if strings.HasPrefix(peer, "vsock:") {
-		if i := strings.LastIndexByte(peer, ':'); i > len("vsock:") {
-			return peer[:i]
-		}
-	}
-	return peer
-}
-
 // otlpRequest is the OTLP export request of td, its resources naming the
 // guest and the connection it came over (AttrGuest, AttrGuestPeer), and
 // its number of spans.
-func otlpRequest(td ptrace.Traces, peer string) ([]byte, int, error) {
-	guest := GuestOf(peer)
+func otlpRequest(td ptrace.Traces, from guestid.ID) ([]byte, int, error) {
 	rss := td.ResourceSpans()
 	for i := range rss.Len() {
 		attrs := rss.At(i).Resource().Attributes()
-		attrs.PutStr(AttrGuest, guest)
-		attrs.PutStr(AttrGuestPeer, peer)
+		attrs.PutStr(AttrGuest, from.Guest)
+		attrs.PutStr(AttrGuestPeer, from.Conn)
 	}
 	body, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
 	if err != nil {
@@ -139,12 +123,12 @@ func otlpRequest(td ptrace.Traces, peer string) ([]byte, int, error) {
 }
 
 // jaegerToOTLP is the OTLP export request of one Jaeger datagram.
-func jaegerToOTLP(p []byte, peer string) ([]byte, int, error) {
+func jaegerToOTLP(p []byte, from guestid.ID) ([]byte, int, error) {
 	td, err := jaegerthrift.ToTraces(p)
 	if err != nil {
 		return nil, 0, err
 	}
-	return otlpRequest(td, peer)
+	return otlpRequest(td, from)
 }
 
 // otlpHTTP is OTLP/HTTP with protobuf bodies.
@@ -154,8 +138,8 @@ type otlpHTTP struct {
 	client  *http.Client
 }
 
-func (o otlpHTTP) encode(p []byte, peer string) ([]byte, int, error) {
-	return jaegerToOTLP(p, peer)
+func (o otlpHTTP) encode(p []byte, from guestid.ID) ([]byte, int, error) {
+	return jaegerToOTLP(p, from)
 }
 
 func (o otlpHTTP) send(ctx context.Context, body []byte) error {
@@ -179,8 +163,8 @@ type otlpGRPC struct {
 	md     metadata.MD
 }
 
-func (o otlpGRPC) encode(p []byte, peer string) ([]byte, int, error) {
-	return jaegerToOTLP(p, peer)
+func (o otlpGRPC) encode(p []byte, from guestid.ID) ([]byte, int, error) {
+	return jaegerToOTLP(p, from)
 }
 
 func (o otlpGRPC) send(ctx context.Context, body []byte) error {

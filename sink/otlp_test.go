@@ -25,11 +25,12 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/internal/jaegertest"
 	"github.com/opentracing/opentracing-go"
 )
 
-const testPeer = "unix:///run/vc/firecracker/abc/root/kata.hvsock_6831#7"
+var testPeer = guestid.ID{Guest: "unix:///run/vc/firecracker/abc/root/kata.hvsock_6831", Conn: "unix:///run/vc/firecracker/abc/root/kata.hvsock_6831#7"}
 
 // otlpSpans flattens an export request: span name → span, with the
 // resource attributes of each.
@@ -85,24 +86,11 @@ func TestJaegerToOTLP(t *testing.T) {
 		t.Fatalf("boot's logs: %d events", boot.span.Events().Len())
 	}
 	res := root.resource.AsRaw()
-	if res["service.name"] != "svc" || res[AttrGuest] != "unix:///run/vc/firecracker/abc/root/kata.hvsock_6831" || res[AttrGuestPeer] != testPeer {
+	if res["service.name"] != "svc" || res[AttrGuest] != "unix:///run/vc/firecracker/abc/root/kata.hvsock_6831" || res[AttrGuestPeer] != testPeer.Conn {
 		t.Fatalf("resource %v", res)
 	}
 	if _, _, err := jaegerToOTLP([]byte("not thrift"), testPeer); err == nil {
 		t.Fatal("garbage was translated")
-	}
-}
-
-func TestGuestOf(t *testing.T) {
-	for in, want := range map[string]string{
-		testPeer:                "unix:///run/vc/firecracker/abc/root/kata.hvsock_6831",
-		"vsock:vm(3):1034":      "vsock:vm(3)",
-		"tcp:127.0.0.1:40000":   "tcp:127.0.0.1:40000",
-		"unix:///tmp/no-number": "unix:///tmp/no-number",
-	} {
-		if got := GuestOf(in); got != want {
-			t.Errorf("GuestOf(%q) = %q, want %q", in, got, want)
-		}
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/jaegerthrift"
 	"github.com/uber/jaeger-client-go/thrift-gen/jaeger"
 )
@@ -42,7 +43,7 @@ type SpanRecord struct {
 	Tags       map[string]any `json:"tags,omitempty"`
 	Logs       []LogRecord    `json:"logs,omitempty"`
 	Process    map[string]any `json:"process_tags,omitempty"`
-	Peer       string         `json:"peer"`
+	Peer       string         `json:"peer"` // the connection
 }
 
 // LogRecord is one span log.
@@ -65,11 +66,11 @@ func tagMap(tags []*jaeger.Tag) map[string]any {
 }
 
 // Record converts a span of a batch for JSON.
-func Record(b *jaeger.Batch, s *jaeger.Span, peer string) SpanRecord {
+func Record(b *jaeger.Batch, s *jaeger.Span, from guestid.ID) SpanRecord {
 	r := SpanRecord{
 		Service: b.Process.ServiceName, TraceID: jaegerthrift.TraceID(s), SpanID: jaegerthrift.SpanID(s.SpanId),
 		Operation: s.OperationName, Start: time.UnixMicro(s.StartTime).UTC(), DurationUS: s.Duration,
-		Tags: tagMap(s.Tags), Process: tagMap(b.Process.Tags), Peer: peer,
+		Tags: tagMap(s.Tags), Process: tagMap(b.Process.Tags), Peer: from.Conn,
 	}
 	if p := jaegerthrift.ParentID(s); p != 0 {
 		r.ParentID = jaegerthrift.SpanID(p)
@@ -108,7 +109,7 @@ func ReadJSONLFile(path string) ([]SpanRecord, error) {
 }
 
 // Send decodes one emitBatch datagram and writes its spans.
-func (s *JSONLSink) Send(p []byte, peer string) error {
+func (s *JSONLSink) Send(p []byte, from guestid.ID) error {
 	b, err := jaegerthrift.DecodeEmitBatch(p)
 	if err != nil {
 		return err
@@ -117,7 +118,7 @@ func (s *JSONLSink) Send(p []byte, peer string) error {
 	defer s.mu.Unlock()
 	for _, sp := range b.Spans {
 		if sp != nil {
-			if err := s.enc.Encode(Record(b, sp, peer)); err != nil {
+			if err := s.enc.Encode(Record(b, sp, from)); err != nil {
 				return err
 			}
 		}
@@ -185,7 +186,7 @@ func (t *TreeSink) tick() {
 }
 
 // Send decodes one emitBatch datagram and holds its spans for printing.
-func (t *TreeSink) Send(p []byte, peer string) error {
+func (t *TreeSink) Send(p []byte, from guestid.ID) error {
 	b, err := jaegerthrift.DecodeEmitBatch(p)
 	if err != nil {
 		return err
@@ -204,7 +205,7 @@ func (t *TreeSink) Send(p []byte, peer string) error {
 			t.traces[id] = pt
 			t.order = append(t.order, id)
 		}
-		pt.spans = append(pt.spans, printSpan{Span: s, service: b.Process.ServiceName, peer: peer})
+		pt.spans = append(pt.spans, printSpan{Span: s, service: b.Process.ServiceName, peer: from.Conn})
 		pt.last = now
 	}
 	return nil

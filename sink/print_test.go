@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/internal/jaegertest"
 	"github.com/katatrace/katatrace/internal/testutil"
 	"github.com/katatrace/katatrace/jaegerthrift"
@@ -17,7 +18,7 @@ func TestTreeSink(t *testing.T) {
 	var out bytes.Buffer
 	ts := NewTreeSink(&out, time.Hour)
 	for _, p := range jaegertest.Capture(t, "kata-agent", jaegertest.SmallTrace) {
-		if err := ts.Send(p, "vsock:vm(3):1024"); err != nil {
+		if err := ts.Send(p, guestid.Named("vsock:vm(3):1024")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -51,7 +52,7 @@ func TestTreeSinkPrintsWhenQuiet(t *testing.T) {
 	ts := NewTreeSink(&out, 50*time.Millisecond)
 	defer ts.Close(context.Background())
 	for _, p := range jaegertest.Capture(t, "svc", jaegertest.SmallTrace) {
-		ts.Send(p, "peer")
+		ts.Send(p, guestid.Named("peer"))
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(out.String(), "4 spans") {
@@ -66,7 +67,7 @@ func TestJSONLSink(t *testing.T) {
 	var out bytes.Buffer
 	js := NewJSONLSink(&out)
 	for _, p := range jaegertest.Capture(t, "kata-agent", jaegertest.SmallTrace) {
-		if err := js.Send(p, "unix:///run/vm1.sock_6831#1"); err != nil {
+		if err := js.Send(p, guestid.Named("unix:///run/vm1.sock_6831#1")); err != nil {
 			t.Fatal(err)
 		}
 	}

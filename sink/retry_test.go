@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/internal/jaegertest"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -104,7 +105,7 @@ func TestCollectorGivesUpAfterMaxElapsed(t *testing.T) {
 	dgs := jaegertest.Capture(t, "svc", jaegertest.SmallTrace)
 	s := NewCollectorSink(srv.URL, 1<<20, 1, slog.New(slog.DiscardHandler))
 	s.retry = retryPolicy{Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond, Multiplier: 2, Jitter: 0.5, MaxElapsed: 300 * time.Millisecond}
-	if err := s.Send(dgs[0], "peer"); err != nil {
+	if err := s.Send(dgs[0], guestid.Named("peer")); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -116,7 +117,7 @@ func TestCollectorGivesUpAfterMaxElapsed(t *testing.T) {
 		t.Fatalf("after the retry time: %+v, %d calls", st, calls.Load())
 	}
 	down.Store(false)
-	if err := s.Send(dgs[0], "peer"); err != nil {
+	if err := s.Send(dgs[0], guestid.Named("peer")); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(ctx); err != nil {
@@ -156,7 +157,7 @@ func TestOTLPRequestsCoalesce(t *testing.T) {
 	const rounds = 50
 	for range rounds {
 		for _, p := range dgs {
-			if err := s.Send(p, "peer"); err != nil {
+			if err := s.Send(p, guestid.Named("peer")); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -15,14 +15,16 @@ import (
 	"unicode/utf8"
 
 	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/guestid"
 	"golang.org/x/net/ipv4"
 )
 
 // Sink takes whole datagrams from the host relay.
 type Sink interface {
 	// Send hands one whole datagram on. p is valid only during the call;
-	// peer names the guest it came from. Send may be called concurrently.
-	Send(p []byte, peer string) error
+	// from names the guest and connection it came over. Send may be
+	// called concurrently.
+	Send(p []byte, from guestid.ID) error
 	// Flush returns once everything sent so far has been handed on, or
 	// ctx ends.
 	Flush(ctx context.Context) error
@@ -32,16 +34,16 @@ type Sink interface {
 }
 
 // Holder is a Sink that holds datagrams until its endpoint accepts them
-// (the collector and OTLP sinks), and can say so for one guest (GuestOf).
+// (the collector and OTLP sinks), and can say so for one guest.
 type Holder interface {
 	Sink
 	// FlushGuest waits until the endpoint took every datagram the guest
-	// of peer sent so far (accepted, or lost), or ctx ends. It returns how
-	// many of them it still holds, and how many of the guest's it lost in
-	// all (dropped or refused).
-	FlushGuest(ctx context.Context, peer string) (held int, lost uint64, err error)
+	// sent so far (accepted, or lost), or ctx ends. It returns how many of
+	// them it still holds, and how many of the guest's it lost in all
+	// (dropped or refused).
+	FlushGuest(ctx context.Context, guest string) (held int, lost uint64, err error)
 	// Lost is the guest's count of lost datagrams, as FlushGuest gives it.
-	Lost(peer string) uint64
+	Lost(guest string) uint64
 }
 
 // Reopener is a Sink that can open its output again (at SIGHUP).
@@ -67,19 +69,21 @@ func Inner(s Sink) Sink {
 // it could not.
 type BatchSink interface {
 	Sink
-	SendBatch(ps [][]byte, peer string) (failed int, err error)
+	SendBatch(ps [][]byte, from guestid.ID) (failed int, err error)
 }
 
 // eachSink makes any Sink a BatchSink, one Send per datagram.
 type eachSink struct{ Sink }
 
-func (s eachSink) SendBatch(ps [][]byte, peer string) (int, error) { return sendEach(s.Sink, ps, peer) }
+func (s eachSink) SendBatch(ps [][]byte, from guestid.ID) (int, error) {
+	return sendEach(s.Sink, ps, from)
+}
 
 // sendEach sends ps one by one; the error is the first failure's (a
 // batch's failures are usually one cause, and a log line must stay short).
-func sendEach(s Sink, ps [][]byte, peer string) (failed int, err error) {
+func sendEach(s Sink, ps [][]byte, from guestid.ID) (failed int, err error) {
 	for _, p := range ps {
-		if e := s.Send(p, peer); e != nil {
+		if e := s.Send(p, from); e != nil {
 			failed++
 			err = cmp.Or(err, e)
 		}
@@ -171,10 +175,10 @@ func (s *PacketSink) Reopen() error {
 }
 
 // SendBatch writes each of ps as one datagram, in order.
-func (s *PacketSink) SendBatch(ps [][]byte, peer string) (failed int, err error) {
+func (s *PacketSink) SendBatch(ps [][]byte, from guestid.ID) (failed int, err error) {
 	pc := s.cur.Load()
 	if pc.batch == nil {
-		return sendEach(s, ps, peer)
+		return sendEach(s, ps, from)
 	}
 	mp := s.msgs.Get().(*[]ipv4.Message)
 	defer s.msgs.Put(mp)
@@ -199,7 +203,7 @@ func (s *PacketSink) SendBatch(ps [][]byte, peer string) (failed int, err error)
 			// sendmmsg stopped at a datagram that failed but, having sent
 			// some, dropped its error (and a pending ICMP error with it):
 			// send that one alone to learn what happened.
-			if e := s.Send(ps[k], peer); e != nil {
+			if e := s.Send(ps[k], from); e != nil {
 				err = cmp.Or(err, e)
 				failed++
 			} else {
@@ -213,7 +217,7 @@ func (s *PacketSink) SendBatch(ps [][]byte, peer string) (failed int, err error)
 }
 
 // Send writes p as one datagram.
-func (s *PacketSink) Send(p []byte, _ string) error {
+func (s *PacketSink) Send(p []byte, _ guestid.ID) error {
 	if _, err := s.cur.Load().conn.Write(p); err != nil {
 		s.note(err)
 		return fmt.Errorf("send to %s: %w", s.target, err)
@@ -241,11 +245,11 @@ func NewLineSink(w io.Writer) *LineSink {
 	return &LineSink{w: bufio.NewWriterSize(w, 64<<10)}
 }
 
-// Send writes "peer: message\n".
-func (s *LineSink) Send(p []byte, peer string) error {
+// Send writes "connection: message\n".
+func (s *LineSink) Send(p []byte, from guestid.ID) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.buf = append(append(s.buf[:0], peer...), ": "...)
+	s.buf = append(append(s.buf[:0], from.Conn...), ": "...)
 	s.buf = append(AppendEscaped(s.buf, p), '\n')
 	if _, err := s.w.Write(s.buf); err != nil {
 		return err

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/katatrace/katatrace/guestid"
 )
 
 var escapeTests = []struct{ in, want string }{
@@ -56,7 +58,7 @@ func TestLineSink(t *testing.T) {
 	var b bytes.Buffer
 	s := NewLineSink(&b)
 	for _, m := range []string{"one\n", "two", "\x1b]0;pwned\x07three\n"} {
-		if err := s.Send([]byte(m), "vsock:vm(3):1024"); err != nil {
+		if err := s.Send([]byte(m), guestid.Named("vsock:vm(3):1024")); err != nil {
 			t.Fatal(err)
 		}
 	}

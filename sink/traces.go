@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/jaegerthrift"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
@@ -12,7 +13,7 @@ import (
 // (pdata): the collector and OTLP sinks.
 type TraceSink interface {
 	Sink
-	SendTraces(td ptrace.Traces, peer string) error
+	SendTraces(td ptrace.Traces, from guestid.ID) error
 }
 
 // SendTraces hands spans in the OpenTelemetry model to s: to a TraceSink
@@ -20,24 +21,23 @@ type TraceSink interface {
 // datagrams made by the OpenTelemetry Collector's translator, each within
 // a Jaeger agent's UDP limit. The spans' resources name the guest
 // (AttrGuest) whatever the sink.
-func SendTraces(s Sink, td ptrace.Traces, peer string) error {
+func SendTraces(s Sink, td ptrace.Traces, from guestid.ID) error {
 	if ts, ok := s.(TraceSink); ok {
-		return ts.SendTraces(td, peer)
+		return ts.SendTraces(td, from)
 	}
-	return sendJaeger(s, td, peer)
+	return sendJaeger(s, td, from)
 }
 
 // sendJaeger sends td as Jaeger datagrams, the guest named on each
 // resource (OTLP requests name it as they are made: otlpRequest).
-func sendJaeger(s Sink, td ptrace.Traces, peer string) error {
-	guest := GuestOf(peer)
+func sendJaeger(s Sink, td ptrace.Traces, from guestid.ID) error {
 	rss := td.ResourceSpans()
 	for i := range rss.Len() {
-		rss.At(i).Resource().Attributes().PutStr(AttrGuest, guest)
+		rss.At(i).Resource().Attributes().PutStr(AttrGuest, from.Guest)
 	}
 	dgs, err := jaegerthrift.FromTraces(td, jaegerthrift.MaxUDPBatch)
 	for _, p := range dgs {
-		if e := s.Send(p, peer); e != nil {
+		if e := s.Send(p, from); e != nil {
 			err = errors.Join(err, e)
 		}
 	}
