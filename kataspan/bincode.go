@@ -20,25 +20,47 @@ import (
 // (Option<Resource>). Integers are little-endian and fixed-width; strings
 // and sequences carry a u64 length; Option is a u8 tag.
 func DecodeBincode(p []byte) (*Span, error) {
-	d := &bincode{b: p}
+	d := &bincode{b: p, rem: len(p)}
 	s := d.span()
-	if d.err == nil && len(d.b) > 0 {
-		d.fail("%d bytes after the span", len(d.b))
+	if d.err == nil && d.rem > 0 {
+		d.fail("%d bytes after the span", d.rem)
 	}
 	if d.err != nil {
-		return nil, fmt.Errorf("bincode span: %w (at byte %d of %d)", d.err, len(p)-len(d.b), len(p))
+		return nil, fmt.Errorf("bincode span: %w (at byte %d of %d)", d.err, d.at, len(p))
 	}
 	return s, nil
 }
 
+// bincodePrefix checks the first bytes of what may be a bincode span of n
+// bytes, field by field, as far as they go: errMore when they hold a
+// span's beginning but not all of it, nil when they hold all of it
+// (exactly n bytes), any other error where no span of n bytes could
+// begin so.
+func bincodePrefix(p []byte, n int) error {
+	d := &bincode{b: p[:min(len(p), n)], rem: n}
+	d.span()
+	if d.err == nil && d.rem > 0 {
+		d.fail("%d bytes after the span", d.rem)
+	}
+	return d.err
+}
+
 // bincode is a reader that remembers its first error; after one, every
-// read returns zero values.
+// read returns zero values. b holds what there is of the payload, rem
+// what the payload has left, b's bytes and those not yet there: a field
+// beyond rem is an error (errShort), one beyond b only wants more
+// (errMore).
 type bincode struct {
 	b   []byte
+	rem int
+	at  int // bytes read
 	err error
 }
 
-var errShort = errors.New("payload ends early")
+var (
+	errShort = errors.New("payload ends early")
+	errMore  = errors.New("more of the payload needed")
+)
 
 func (d *bincode) fail(format string, args ...any) {
 	if d.err == nil {
@@ -48,15 +70,18 @@ func (d *bincode) fail(format string, args ...any) {
 }
 
 func (d *bincode) take(n int) []byte {
-	if d.err != nil {
+	switch {
+	case d.err != nil:
 		return nil
-	}
-	if n > len(d.b) {
+	case n > d.rem:
 		d.err, d.b = errShort, nil
+		return nil
+	case n > len(d.b):
+		d.err, d.b = errMore, nil
 		return nil
 	}
 	v := d.b[:n]
-	d.b = d.b[n:]
+	d.b, d.rem, d.at = d.b[n:], d.rem-n, d.at+n
 	return v
 }
 
@@ -101,7 +126,7 @@ func (d *bincode) option(what string) bool { return d.bool(what + " (Option tag)
 // anything is allocated for it.
 func (d *bincode) length(what string, min int) int {
 	n := d.u64()
-	if d.err == nil && n > uint64(len(d.b)/min) {
+	if d.err == nil && n > uint64(d.rem/min) {
 		d.fail("%s: length %d exceeds the payload", what, n)
 		return 0
 	}
@@ -109,11 +134,29 @@ func (d *bincode) length(what string, min int) int {
 }
 
 func (d *bincode) str(what string) string {
-	v := d.take(d.length(what, 1))
+	n := d.length(what, 1)
+	if d.err == nil && n > len(d.b) && n <= d.rem && !validPrefix(d.b) {
+		d.fail("%s: not UTF-8", what) // a false length's string would run over binary fields
+	}
+	v := d.take(n)
 	if d.err == nil && !utf8.Valid(v) {
 		d.fail("%s: not UTF-8", what)
 	}
 	return string(v)
+}
+
+// validPrefix reports whether p can begin a UTF-8 string: valid, but for
+// a rune cut short at its end.
+func validPrefix(p []byte) bool {
+	for i := len(p) - 1; i >= max(0, len(p)-3); i-- {
+		if utf8.RuneStart(p[i]) {
+			if !utf8.FullRune(p[i:]) {
+				p = p[:i]
+			}
+			break
+		}
+	}
+	return utf8.Valid(p)
 }
 
 // u128 reads a little-endian u128 as big-endian bytes.

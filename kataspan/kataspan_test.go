@@ -251,10 +251,63 @@ func TestBadPayloads(t *testing.T) {
 	}
 }
 
+// TestBincodeAnyFirstByte: a bincode span begins with its trace id's
+// lowest byte, which may be anything, '{' among them: every frame of the
+// bincode captures, its trace id's first byte set to each value, decodes
+// as bincode to the reference's span with that trace id, and the stream
+// reads whole.
+func TestBincodeAnyFirstByte(t *testing.T) {
+	for _, name := range captures {
+		if !strings.HasPrefix(name, "bincode") {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			ps, want := capture(t, name), references(t, name)
+			for v := range 256 {
+				var stream []byte
+				for i, p := range withFirstByte(ps, byte(v)) {
+					s, err := Decode(p)
+					if err != nil {
+						t.Fatalf("first byte %#02x, frame %d: %v", v, i, err)
+					}
+					ref, err := DecodeJSON(want[i])
+					if err != nil {
+						t.Fatal(err)
+					}
+					ref.HasResource, ref.TraceID[15] = false, byte(v)
+					if !reflect.DeepEqual(s, ref) {
+						t.Fatalf("first byte %#02x, frame %d:\n got %+v\nwant %+v", v, i, s, ref)
+					}
+					stream = append(binary.BigEndian.AppendUint64(stream, uint64(len(p))), p...)
+				}
+				r := NewReader(bytes.NewReader(stream), 1<<20)
+				if got, err := readAll(t, r); len(got) != len(ps) || err != io.EOF {
+					t.Fatalf("first byte %#02x: the stream read %d frames, %v", v, len(got), err)
+				}
+			}
+		})
+	}
+}
+
+// withFirstByte is a trace's frames with the trace id's lowest byte (a
+// bincode payload's first) set to v in each: the same trace, another id.
+func withFirstByte(ps [][]byte, v byte) [][]byte {
+	out := make([][]byte, len(ps))
+	for i, p := range ps {
+		out[i] = append([]byte{v}, p[1:]...)
+	}
+	return out
+}
+
 func fuzzSeeds(f *testing.F) {
 	for _, name := range captures {
 		for _, p := range capture(f, name) {
 			f.Add(p)
+		}
+		if strings.HasPrefix(name, "bincode") {
+			for _, p := range withFirstByte(capture(f, name), '{') {
+				f.Add(p)
+			}
 		}
 	}
 	for _, tt := range badPayloads {
@@ -275,8 +328,8 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// FuzzDecodeBincode drives the bincode decoder alone (Decode sends a
-// payload starting with '{' to the JSON one).
+// FuzzDecodeBincode drives the bincode decoder alone (Decode tries a
+// payload beginning {"span_context": as JSON first).
 func FuzzDecodeBincode(f *testing.F) {
 	fuzzSeeds(f)
 	f.Fuzz(func(t *testing.T, p []byte) {

@@ -9,13 +9,39 @@ import (
 )
 
 // Decode reads one frame's payload, JSON (Kata 3.29 and later) or bincode
-// (2.2 to 3.28), told apart by its first byte: a JSON span is an object,
-// and a bincode span starts with the low byte of its trace id.
+// (2.2 to 3.28). serde_json writes SpanData's fields in order, so a JSON
+// span always begins {"span_context":; a bincode span begins with its
+// trace id, whose lowest byte is anything ('{' in one trace of 256). The
+// form the beginning names is tried first, then the other: a payload
+// fails only when it is neither, with the error of JSON's when it begins
+// as an object, of bincode's when not.
 func Decode(p []byte) (*Span, error) {
-	if len(p) > 0 && p[0] == '{' {
-		return DecodeJSON(p)
+	first, second := DecodeBincode, DecodeJSON
+	if looksJSON(p) {
+		first, second = DecodeJSON, DecodeBincode
 	}
-	return DecodeBincode(p)
+	s, err := first(p)
+	if err == nil {
+		return s, nil
+	}
+	s, err2 := second(p)
+	if err2 == nil {
+		return s, nil
+	}
+	if (len(p) > 0 && p[0] == '{') != looksJSON(p) {
+		err = err2
+	}
+	return nil, err
+}
+
+// jsonStart is how serde_json's SpanData begins.
+const jsonStart = `{"span_context":`
+
+// looksJSON reports whether p begins as a JSON span does (all of p, when
+// it is shorter).
+func looksJSON(p []byte) bool {
+	n := min(len(p), len(jsonStart))
+	return n > 0 && string(p[:n]) == jsonStart[:n]
 }
 
 // Traces is the span in the OpenTelemetry model, as OTLP carries it. A

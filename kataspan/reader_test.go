@@ -1,0 +1,261 @@
+package kataspan
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"testing/iotest"
+)
+
+// stream reads a capture's bytes.
+func stream(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name+".bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// frame is one frame of payload p.
+func frame(p []byte) []byte { return append(binary.BigEndian.AppendUint64(nil, uint64(len(p))), p...) }
+
+// readAll reads every frame of r to its end, copied.
+func readAll(t testing.TB, r *Reader) ([][]byte, error) {
+	t.Helper()
+	var out [][]byte
+	for {
+		p, err := r.Next()
+		if err != nil {
+			return out, err
+		}
+		out = append(out, bytes.Clone(p))
+	}
+}
+
+// TestReaderFramesInEveryCut: whole frames whatever the reads' sizes.
+func TestReaderFramesInEveryCut(t *testing.T) {
+	for _, name := range captures {
+		b := stream(t, name)
+		want := frames(t, b)
+		for _, chunk := range []int{1, 7, 8, 9, 100, len(b)} {
+			var src io.Reader = &chunkReader{b: b, n: chunk}
+			if chunk == 1 {
+				src = iotest.OneByteReader(bytes.NewReader(b))
+			}
+			got, err := readAll(t, NewReader(src, 1<<20))
+			if err != io.EOF || !reflect.DeepEqual(got, want) {
+				t.Fatalf("%s in reads of %d: %d frames, %v", name, chunk, len(got), err)
+			}
+		}
+	}
+}
+
+// TestReaderSkips: what cannot be returned is skipped and counted, and the
+// frames after it come through.
+func TestReaderSkips(t *testing.T) {
+	json := frames(t, stream(t, "json-otel017-api"))
+	bin := frames(t, stream(t, "bincode-otel014-api"))
+	const max = 4096
+	big := append([]byte(jsonStart), bytes.Repeat([]byte("x"), 3*max)...) // a span's beginning, too large
+	bigBincode := longName(t, bin[0], 3*max)
+	junk := bytes.Repeat([]byte{0xff}, 3*max)
+	for _, tc := range []struct {
+		name   string
+		in     []byte
+		want   [][]byte
+		skip   Skipped
+		eofErr error
+	}{
+		{"junk frame within the limit is returned", cat(frame([]byte("no span")), frame(json[0])),
+			[][]byte{[]byte("no span"), json[0]}, Skipped{}, io.EOF},
+		{"oversize JSON span read through", cat(frame(json[0]), frame(big), frame(json[1])),
+			[][]byte{json[0], json[1]}, Skipped{Oversize: 1, Bytes: uint64(8 + len(big))}, io.EOF},
+		{"oversize bincode span read through", cat(frame(bin[0]), frame(bigBincode), frame(bin[1])),
+			[][]byte{bin[0], bin[1]}, Skipped{Oversize: 1, Bytes: uint64(8 + len(bigBincode))}, io.EOF},
+		{"oversize junk: framing lost, next frame found", cat(frame(json[0]), frame(junk), frame(json[1])),
+			[][]byte{json[0], json[1]}, Skipped{Resyncs: 1, Bytes: uint64(8 + len(junk))}, io.EOF},
+		{"implausible length: framing lost, next frame found", cat(frame(bin[0]), binary.BigEndian.AppendUint64(nil, 1<<50), []byte("garbage"), frame(bin[1])),
+			[][]byte{bin[0], bin[1]}, Skipped{Resyncs: 1, Bytes: 8 + 7}, io.EOF},
+		{"end inside a frame", cat(frame(json[0]), frame(json[1])[:100]),
+			[][]byte{json[0]}, Skipped{Bytes: 100}, io.ErrUnexpectedEOF},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, chunk := range []int{1, 5, 4096, len(tc.in)} {
+				r := NewReader(&chunkReader{b: tc.in, n: chunk}, max)
+				got, err := readAll(t, r)
+				if err != tc.eofErr || !reflect.DeepEqual(got, tc.want) || r.Skipped() != tc.skip {
+					t.Fatalf("reads of %d: %d frames (want %d), %v, skipped %+v (want %+v)", chunk, len(got), len(tc.want), err, r.Skipped(), tc.skip)
+				}
+			}
+		})
+	}
+}
+
+func cat(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+
+// longName is bincode span p with a name of n bytes.
+func longName(t *testing.T, p []byte, n int) []byte {
+	const at = 16 + 8 + 1 + 1 + 1 + 8 + 4 // the name's length, after a context without trace state
+	if p[16+8+1+1] != 0 {
+		t.Fatal("the span has a trace state")
+	}
+	old := int(binary.LittleEndian.Uint64(p[at:]))
+	return cat(p[:at], binary.LittleEndian.AppendUint64(nil, uint64(n)), bytes.Repeat([]byte("x"), n), p[at+8+old:])
+}
+
+// TestReaderFindsFramesFromAnyByte: a stream taken up at any byte (after a
+// crash) yields exactly the frames that begin at or after that byte, never
+// a false one, and counts what it passed.
+func TestReaderFindsFramesFromAnyByte(t *testing.T) {
+	for _, name := range captures {
+		t.Run(name, func(t *testing.T) {
+			b := stream(t, name)
+			all := frames(t, b)
+			var starts []int
+			for i, at := 0, 0; i < len(all); i++ {
+				starts = append(starts, at)
+				at += 8 + len(all[i])
+			}
+			for k := range len(b) {
+				first := len(all)
+				for i, s := range starts {
+					if s >= k {
+						first = i
+						break
+					}
+				}
+				r := NewReader(&chunkReader{b: b[k:], n: 1000}, 1<<20)
+				r.Lose()
+				got, err := readAll(t, r)
+				if len(got) != len(all)-first || len(got) > 0 && !reflect.DeepEqual(got, all[first:]) {
+					t.Fatalf("from byte %d: %d frames, want the %d from frame %d on (%v)", k, len(got), len(all)-first, first, err)
+				}
+				skipped := len(b) - k
+				if first < len(all) {
+					skipped = starts[first] - k
+				}
+				if s := r.Skipped(); s.Bytes != uint64(skipped) || s.Resyncs != 1 {
+					t.Fatalf("from byte %d: skipped %+v, want %d bytes", k, s, skipped)
+				}
+			}
+		})
+	}
+}
+
+// TestReaderDrop: a frame given up half-way is skipped as the rest comes,
+// and its memory let go.
+func TestReaderDrop(t *testing.T) {
+	json := frames(t, stream(t, "json-otel017-api"))
+	in := cat(frame(json[0]), frame(json[1]), frame(json[2]))
+	cut := 8 + len(json[0]) + 8 + 50
+	src := &gate{b: in, open: cut}
+	r := NewReader(src, 1<<20)
+	if p, err := r.Next(); err != nil || !bytes.Equal(p, json[0]) {
+		t.Fatalf("first frame: %v", err)
+	}
+	if _, err := r.Next(); !errors.Is(err, errStalled) || !r.InFrame() {
+		t.Fatalf("the stalled frame: %v, in frame %v", err, r.InFrame())
+	}
+	if !r.Drop() || r.InFrame() || r.buf != nil {
+		t.Fatal("Drop kept the frame")
+	}
+	src.open = len(in)
+	p, err := r.Next()
+	if err != nil || !bytes.Equal(p, json[2]) {
+		t.Fatalf("after the drop: %q, %v; want the third frame", p, err)
+	}
+	if s := r.Skipped(); s.Stalled != 1 || s.Bytes != uint64(8+len(json[1])) {
+		t.Fatalf("skipped %+v", s)
+	}
+}
+
+var errStalled = errors.New("stalled")
+
+// gate reads b up to open, then fails with errStalled (a deadline).
+type gate struct {
+	b    []byte
+	at   int
+	open int
+}
+
+func (g *gate) Read(p []byte) (int, error) {
+	if g.at >= len(g.b) {
+		return 0, io.EOF
+	}
+	if g.at >= g.open {
+		return 0, errStalled
+	}
+	n := copy(p, g.b[g.at:g.open])
+	g.at += n
+	return n, nil
+}
+
+// TestReaderState: a reader stopped anywhere hands a successor what it
+// needs to go on: every frame comes out once, in order.
+func TestReaderState(t *testing.T) {
+	json := frames(t, stream(t, "json-otel017-api"))
+	big := append([]byte(jsonStart), bytes.Repeat([]byte("x"), 5000)...)
+	in := cat(frame(json[0]), frame(big), frame(json[1]), frame(json[2]))
+	want := [][]byte{json[0], json[1], json[2]}
+	for cut := range len(in) {
+		src := &gate{b: in, open: cut}
+		r := NewReader(src, 4096)
+		got, err := readAll(t, r)
+		if cut < len(in) && !errors.Is(err, errStalled) {
+			t.Fatalf("cut at %d: %v", cut, err)
+		}
+		next := NewReader(bytes.NewReader(in[src.at:]), 4096)
+		if err := next.Restore(r.State()); err != nil {
+			t.Fatal(err)
+		}
+		rest, err := readAll(t, next)
+		if err != io.EOF || !reflect.DeepEqual(append(got, rest...), want) {
+			t.Fatalf("cut at %d: %d frames before, %d after (%v)", cut, len(got), len(rest), err)
+		}
+	}
+	for _, bad := range [][]byte{nil, {9, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {stateVersion, 2, 0, 0, 0, 0, 0, 0, 0, 0}, append([]byte{stateVersion, 0}, bytes.Repeat([]byte{0xff}, 8)...)} {
+		if err := NewReader(nil, 4096).Restore(bad); err == nil {
+			t.Errorf("Restore(% x) took it", bad)
+		}
+	}
+}
+
+// FuzzReader: any stream, framed or taken up anywhere, yields payloads
+// within the limit, each what a header announced; never a panic.
+func FuzzReader(f *testing.F) {
+	for _, name := range captures {
+		b := stream(f, name)
+		f.Add(b[:min(len(b), 3000)], false)
+		f.Add(b[17:min(len(b), 3000)], true)
+	}
+	f.Add(cat(frame([]byte("x")), binary.BigEndian.AppendUint64(nil, 1<<40)), false)
+	f.Add(cat(binary.BigEndian.AppendUint64(nil, 5000), []byte(jsonStart)), false)
+	f.Fuzz(func(t *testing.T, in []byte, lost bool) {
+		const limit = 4096
+		r := NewReader(&chunkReader{b: in, n: 33}, limit)
+		if lost {
+			r.Lose()
+		}
+		for {
+			p, err := r.Next()
+			if err != nil {
+				if err != io.EOF && err != io.ErrUnexpectedEOF {
+					t.Fatalf("error %v", err)
+				}
+				break
+			}
+			if len(p) > limit || !bytes.Contains(in, frame(p)) {
+				t.Fatalf("a payload of %d bytes that no header announced", len(p))
+			}
+		}
+		if s := r.Skipped(); s.Bytes > uint64(len(in)) && s.Oversize+s.Stalled == 0 {
+			t.Fatalf("skipped %d bytes of %d", s.Bytes, len(in))
+		}
+	})
+}
