@@ -6,17 +6,21 @@ import (
 	"os"
 	"sync"
 
-	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/katatrace/katatrace/systemd"
 	"github.com/mdlayher/vsock"
 	"golang.org/x/sys/unix"
 )
 
-// activated holds the sockets systemd passed (LISTEN_FDS), taken once: the
-// environment is cleared so that children do not take them too.
+// activated holds the sockets systemd passed (LISTEN_FDS), by number.
+// Their numbers are read without Fd, which would make a non-blocking
+// socket blocking: a stored connection shares its file status with the
+// one adopted from it.
 var activated = sync.OnceValue(func() map[int]*os.File {
 	m := map[int]*os.File{}
-	for _, f := range activation.Files(true) {
-		m[int(f.Fd())] = f
+	for _, f := range systemd.ListenFDs() {
+		if rc, err := f.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) { m[int(fd)] = f })
+		}
 	}
 	return m
 })

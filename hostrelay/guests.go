@@ -17,8 +17,9 @@ type guest struct {
 	conns int       // open connections; Server.mu
 	gone  time.Time // when the last connection closed; Server.mu
 
-	budget       budget
-	log, dropLog *lograte.Every // pacing and drop warnings, per guest
+	budget budget
+	// Pacing, drop, skip and undecodable-frame warnings, per guest.
+	log, dropLog, skipLog, undecodableLog *lograte.Every
 	// sandbox is the Kata sandbox ID, where the host can know it (see
 	// package sandboxid), found again as the guest connects after a quiet
 	// spell (a CID may be another VM's by then).
@@ -50,19 +51,32 @@ type Traffic struct {
 	// had not accepted everything of the guest's (the guest is told how
 	// much); Unparsed are bytes of raw streams that did not parse, skipped.
 	FlushesNotAccepted, Unparsed uint64
+	// Message streams (ServerConfig.Messages): Undecodable messages were
+	// framed but the sink could not read them; Skipped what the readers
+	// skipped. Both are skipped, never a reason to close.
+	Undecodable uint64
+	Skipped     Skipped
 }
 
 // traffic holds the live counters behind Traffic.
 type traffic struct {
 	accepted, datagrams, bytes, flushes, duplicates, sinkErrors, guestDropped, paused atomic.Uint64
 	flushesNotAccepted, unparsed                                                      atomic.Uint64
+	undecodable, oversize, stalled, resyncs, skippedBytes                             atomic.Uint64
 }
 
 func (t *traffic) snapshot() Traffic {
 	return Traffic{Accepted: t.accepted.Load(), Datagrams: t.datagrams.Load(), Bytes: t.bytes.Load(),
 		Flushes: t.flushes.Load(), Duplicates: t.duplicates.Load(), SinkErrors: t.sinkErrors.Load(),
 		GuestDropped: t.guestDropped.Load(), Paused: time.Duration(t.paused.Load()),
-		FlushesNotAccepted: t.flushesNotAccepted.Load(), Unparsed: t.unparsed.Load()}
+		FlushesNotAccepted: t.flushesNotAccepted.Load(), Unparsed: t.unparsed.Load(),
+		Undecodable: t.undecodable.Load(),
+		Skipped:     Skipped{Oversize: t.oversize.Load(), Stalled: t.stalled.Load(), Resyncs: t.resyncs.Load(), Bytes: t.skippedBytes.Load()}}
+}
+
+// skippedFrames counts the frames skipped, for whatever reason.
+func (t *traffic) skippedFrames() uint64 {
+	return t.undecodable.Load() + t.oversize.Load() + t.stalled.Load()
 }
 
 // GuestStats is what one guest has done; see Server.Guests.
@@ -97,7 +111,8 @@ func (s *Server) guestFor(name string) *guest {
 	if len(s.guests) >= maxGuests {
 		s.forgetGuests(time.Now())
 	}
-	g := &guest{name: name, log: lograte.NewEvery(10 * time.Second), dropLog: lograte.NewEvery(10 * time.Second)}
+	g := &guest{name: name, log: lograte.NewEvery(10 * time.Second), dropLog: lograte.NewEvery(10 * time.Second),
+		skipLog: lograte.NewEvery(time.Minute), undecodableLog: lograte.NewEvery(time.Minute)}
 	g.budget.init(s.cfg.GuestRate, s.cfg.GuestBurst)
 	s.guests[name] = g
 	return g

@@ -37,14 +37,17 @@ type ServerConfig struct {
 	// unparsed of the bytes it skips (counted, per guest too). Nil means
 	// each read is one datagram, as socat itself does.
 	RawSplit func(from guestid.ID, unparsed func(n int)) bufio.SplitFunc
-	// RawMaxMessage bounds one message RawSplit may cut (default twice
-	// the largest frame).
-	RawMaxMessage int
-	// CutMalformed closes a connection whose input the sink could not
-	// read at all (sink.ErrMalformed), as a protocol error, instead of
-	// counting it as refused: for streams, like Kata agents' spans, where
-	// one bad message means the stream cannot be trusted.
-	CutMalformed bool
+	// Messages, when set, reads every connection as a stream of messages
+	// framed their own way (a Kata agent's spans), not the relay
+	// protocol: no hello, nothing sent back, and nothing the peer sends is
+	// a reason to close its connection (see peerConn.messages). A message
+	// the sink cannot read at all (sink.ErrMalformed) is skipped and
+	// counted.
+	Messages func(r io.Reader) MessageReader
+	// Store keeps connections across restarts of the process (nil:
+	// none): each goes in once its kind of stream is known, and leaves
+	// when it ends; Handover hands its state on, and Adopt takes it up.
+	Store Store
 	// FlushTimeout bounds how long a guest's flush request waits for the
 	// sink (default 2 s); the guest is answered either way, told (v2) how
 	// many of its datagrams the sink's endpoint has not accepted, and may
@@ -89,21 +92,26 @@ type Server struct {
 	// until Shutdown. It is the draining flag too, so that a connection
 	// that sees the drain also sees its deadline.
 	drainEnd atomic.Int64
-	// drain is closed when Shutdown begins, so that a paced connection
-	// stops waiting at once; life ends when Shutdown's context does,
-	// cutting a guest's flush that still waits for the sink.
+	// drain is closed when Shutdown (or Handover) begins, so that a paced
+	// connection stops waiting at once; life ends when Shutdown's context
+	// does, cutting a guest's flush that still waits for the sink.
 	drain     chan struct{}
 	drainOnce sync.Once
-	life      context.Context
-	endLife   context.CancelFunc
-	wg        sync.WaitGroup
-	seq       atomic.Uint64
+	// handover is set by Handover: connections stop reading at once and
+	// keep their state (handed) for a successor.
+	handover atomic.Bool
+	handed   []ConnState
+	life     context.Context
+	endLife  context.CancelFunc
+	wg       sync.WaitGroup
+	seq      atomic.Uint64
 
 	stats      serverCounters
 	sessions   sessions
 	contention contention
 	sinkLog    *lograte.Every
 	protoLog   *lograte.Every
+	storeLog   *lograte.Every
 }
 
 // ServerStats is a snapshot of what a Server has done: every guest's
@@ -115,13 +123,18 @@ type ServerStats struct {
 	// Refused connections (over a connection limit) and TimedOut ones (no
 	// hello, or a frame left unfinished, in time).
 	Refused, TimedOut uint64
+	// Stored connections are in the file descriptor store now (a restart
+	// keeps them); NotStored ones could not be put there; Adopted ones
+	// were taken up from a predecessor.
+	Stored             int64
+	NotStored, Adopted uint64
 }
 
 // serverCounters are the live counters behind ServerStats.
 type serverCounters struct {
 	traffic
-	protocolErrors, refused, timeouts atomic.Uint64
-	active                            atomic.Int64
+	protocolErrors, refused, timeouts, notStored, adopted atomic.Uint64
+	active, stored                                        atomic.Int64
 }
 
 // NewServer returns a Server; give it listeners with Serve.
@@ -159,6 +172,7 @@ func NewServer(cfg ServerConfig) *Server {
 		limitLog:  lograte.NewEvery(5 * time.Second),
 		sinkLog:   lograte.NewEvery(5 * time.Second),
 		protoLog:  lograte.NewEvery(time.Second),
+		storeLog:  lograte.NewEvery(5 * time.Second),
 	}
 }
 
@@ -166,8 +180,12 @@ func NewServer(cfg ServerConfig) *Server {
 func (s *Server) draining() bool { return s.drainEnd.Load() != 0 }
 
 // drainDeadline is the read deadline of a connection during the drain: a
-// moment of quiet, or the drain's end, whichever comes first.
+// moment of quiet, or the drain's end, whichever comes first; at a
+// handover, now.
 func (s *Server) drainDeadline() time.Time {
+	if s.handingOver() {
+		return time.Now()
+	}
 	end, quiet := time.Unix(0, s.drainEnd.Load()), time.Now().Add(drainIdle)
 	if quiet.Before(end) {
 		return quiet
@@ -183,7 +201,8 @@ const drainIdle = 50 * time.Millisecond
 func (s *Server) Stats() ServerStats {
 	c := &s.stats
 	return ServerStats{Traffic: c.snapshot(), Active: c.active.Load(), ProtocolErrors: c.protocolErrors.Load(),
-		Refused: c.refused.Load(), TimedOut: c.timeouts.Load()}
+		Refused: c.refused.Load(), TimedOut: c.timeouts.Load(),
+		Stored: c.stored.Load(), NotStored: c.notStored.Load(), Adopted: c.adopted.Load()}
 }
 
 // Serve accepts connections on ln until Shutdown or a fatal accept error.
@@ -232,7 +251,7 @@ func (s *Server) Serve(ln net.Listener, name string) error {
 			s.stats.refused.Add(1) // before the close a peer (or a test) may see
 			_ = conn.Close()
 			if ok, n := s.limitLog.Allow(); ok {
-				s.log.Warn("connection refused: "+over, "guest", g.name, "listener", name,
+				s.log.Warn(s.peerWord()+" connection refused: "+over, "guest", g.name, "listener", name,
 					"refused_total", s.stats.refused.Load(), "not_logged", n)
 			}
 			continue
@@ -271,21 +290,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if !ok {
 		end = time.Now().Add(time.Minute)
 	}
-	s.drainOnce.Do(func() {
-		s.mu.Lock()
-		s.drainEnd.Store(end.UnixNano())
-		close(s.drain)
-		for ln := range s.listeners {
-			_ = ln.Close()
-		}
-		conns := slices.Collect(maps.Keys(s.conns))
-		s.mu.Unlock()
-		for _, c := range conns {
-			c.dl.Lock()
-			_ = c.conn.SetReadDeadline(s.drainDeadline())
-			c.dl.Unlock()
-		}
-	})
+	s.stop(end)
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -303,14 +308,52 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return fmt.Errorf("drain cut short with %d connections still open: %w", n, context.Cause(ctx))
 }
 
-func (s *Server) handle(c *peerConn, listener string) {
-	conn, peer, g := c.conn, c.peer, c.g
-	s.stats.accepted.Add(1)
-	s.stats.active.Add(1)
-	g.accepted.Add(1)
-	defer func() {
-		_ = conn.Close()
+// stop begins a drain ending at end (a handover's: at once): no more
+// accepting, paced connections woken, every read given the drain's
+// deadline. Later calls do nothing.
+func (s *Server) stop(end time.Time) {
+	s.drainOnce.Do(func() {
 		s.mu.Lock()
+		s.drainEnd.Store(end.UnixNano())
+		close(s.drain)
+		for ln := range s.listeners {
+			_ = ln.Close()
+		}
+		conns := slices.Collect(maps.Keys(s.conns))
+		s.mu.Unlock()
+		for _, c := range conns {
+			c.dl.Lock()
+			_ = c.conn.SetReadDeadline(s.drainDeadline())
+			c.dl.Unlock()
+		}
+	})
+}
+
+// peerWord is what the log calls a peer: an agent (a Kata agent's span
+// stream), else a guest.
+func (s *Server) peerWord() string {
+	if s.cfg.Messages != nil {
+		return "agent"
+	}
+	return "guest"
+}
+
+func (s *Server) handle(c *peerConn, listener string) {
+	conn, g := c.conn, c.g
+	if !c.adopted {
+		s.stats.accepted.Add(1)
+		g.accepted.Add(1)
+	}
+	s.stats.active.Add(1)
+	defer func() {
+		_ = conn.Close() // kept, it stays open in the store for the successor
+		s.mu.Lock()
+		if c.kept != nil {
+			s.handed = append(s.handed, *c.kept)
+		} else if c.stored != "" {
+			_ = s.cfg.Store.Forget(c.stored)
+			s.stats.stored.Add(-1)
+		}
 		delete(s.conns, c)
 		if s.open[listener]--; s.open[listener] <= 0 {
 			delete(s.open, listener)
@@ -326,6 +369,23 @@ func (s *Server) handle(c *peerConn, listener string) {
 		id := s.sandboxOf(conn, listener)
 		g.sandbox.Store(&id)
 	}
+	switch {
+	case c.adopted:
+		c.finish(c.resumeStream())
+	case s.cfg.Messages != nil:
+		// No hello: the stream's first bytes are its first frame's, and
+		// the peer may be quiet as long as it likes before them.
+		c.storeConn(storeMessages)
+		c.finish(c.messages(s.cfg.Messages(conn)))
+	default:
+		c.finish(c.relay())
+	}
+}
+
+// relay serves a guest relay's stream, framed or raw as its first bytes
+// say.
+func (c *peerConn) relay() error {
+	s, conn := c.srv, c.conn
 	// A connection that has not said hello holds no frame buffer: idle
 	// ones cost a goroutine and this much.
 	br := bufio.NewReaderSize(conn, 64)
@@ -333,38 +393,45 @@ func (s *Server) handle(c *peerConn, listener string) {
 	h, framed, err := wire.ReadHello(br)
 	c.greeted = err == nil
 	if c.greeted {
-		g.greeted.Store(true)
+		c.g.greeted.Store(true)
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) && !s.draining() {
 		err = &limitError{what: "no hello", limit: "hello timeout", after: s.cfg.HelloTimeout}
 	}
 	c.setDeadline(time.Time{})
-	if err == nil {
-		switch {
-		case framed && h.Kind != s.cfg.Kind:
-			err = wire.ProtocolErrorf("peer sends %s streams but this server takes %s", h.Kind, s.cfg.Kind)
-		case framed:
-			s.log.Info("guest connected", c.named("peer", peer, "framing", "framed", "version", int(h.Version), "kind", h.Kind.String())...)
-			if h.Version == wire.Version2 {
-				c.v2, c.session, c.seq = true, h.Session, h.First
-				m := s.sessions.get(h.Session)
-				c.delivered, c.lost, c.ackedLost = m.delivered, m.lost, m.lost
-				if m.delivered > 0 && h.First > m.delivered {
-					c.guestDropped(h.First - m.delivered) // while it was away
-				}
-			}
-			if h, ok := sink.Inner(s.cfg.Sink).(sink.Holder); ok {
-				c.sinkLost = h.Lost(c.id.Guest) // a CID used again is a new VM: not told of the old one's
-			}
-			endpoint.WidenAccepted(conn) // its credit to the guest: several large frames in flight
-			err = c.framed(streamAfter(br, conn))
-		default:
-			s.log.Info("guest connected", c.named("peer", peer, "framing", "raw")...)
-			err = c.raw(br)
-		}
+	if err != nil {
+		return err
 	}
-	c.finish(err)
+	rest, _ := br.Peek(br.Buffered())
+	rest = bytes.Clone(rest)
+	switch {
+	case framed && h.Kind != s.cfg.Kind:
+		return wire.ProtocolErrorf("peer sends %s streams but this server takes %s", h.Kind, s.cfg.Kind)
+	case framed:
+		s.log.Info("guest connected", c.named("peer", c.peer, "framing", "framed", "version", int(h.Version), "kind", h.Kind.String())...)
+		c.storeConn(storeFramed)
+		if h.Version == wire.Version2 {
+			c.v2, c.session, c.seq = true, h.Session, h.First
+			m := s.sessions.get(h.Session)
+			c.delivered, c.lost, c.ackedLost = m.delivered, m.lost, m.lost
+			if m.delivered > 0 && h.First > m.delivered {
+				c.guestDropped(h.First - m.delivered) // while it was away
+			}
+		}
+		if h, ok := sink.Inner(s.cfg.Sink).(sink.Holder); ok {
+			c.sinkLost = h.Lost(c.id.Guest) // a CID used again is a new VM: not told of the old one's
+		}
+		endpointWiden(conn)
+		return c.framed(streamWith(rest, conn))
+	}
+	s.log.Info("guest connected", c.named("peer", c.peer, "framing", "raw")...)
+	c.storeConn(storeRaw)
+	return c.raw(rest)
 }
+
+// endpointWiden gives a framed guest its credit: several large frames in
+// flight.
+func endpointWiden(conn net.Conn) { endpoint.WidenAccepted(conn) }
 
 // sandboxOf finds the Kata sandbox behind a new guest connection: from
 // the hybrid-vsock socket's path, or from the VMM that has the vsock
@@ -387,14 +454,13 @@ func (c *peerConn) named(attrs ...any) []any {
 	return attrs
 }
 
-// streamAfter is a frame-sized reader of conn that first returns what br
-// has buffered.
-func streamAfter(br *bufio.Reader, conn net.Conn) *bufio.Reader {
-	rest, _ := br.Peek(br.Buffered())
+// streamWith is a frame-sized reader of conn that first returns rest
+// (what was read of it already).
+func streamWith(rest []byte, conn net.Conn) *bufio.Reader {
 	if len(rest) == 0 {
 		return wire.NewStreamReader(conn)
 	}
-	big := wire.NewStreamReader(io.MultiReader(bytes.NewReader(bytes.Clone(rest)), conn))
+	big := wire.NewStreamReader(io.MultiReader(bytes.NewReader(rest), conn))
 	_, _ = big.Peek(len(rest)) // buffered again, so that a frame begun shows as begun
 	return big
 }
@@ -433,10 +499,21 @@ type peerConn struct {
 	conn net.Conn
 	// dl orders this connection's read deadlines with the drain's: a
 	// deadline set after Shutdown began is the drain's, never a later one.
-	dl               sync.Mutex
-	id               guestid.ID
-	peer             string // id.Conn, as logs name it
-	g                *guest
+	dl   sync.Mutex
+	id   guestid.ID
+	peer string // id.Conn, as logs name it
+	g    *guest
+	// mode is the kind of stream (a store prefix), once known; stored its
+	// name in the store, if it is there. adopted connections were taken
+	// from a predecessor, resume with its state (nil after a crash); kept
+	// is the state a handover leaves for the successor.
+	mode, stored string
+	adopted      bool
+	resume, kept *ConnState
+	skipped      struct {
+		Skipped
+		undecodable uint64
+	}
 	first            bool // the guest's only connection when accepted: find its sandbox
 	datagrams, bytes uint64
 	unparsed         uint64 // raw bytes the split skipped
@@ -462,7 +539,6 @@ type peerConn struct {
 	ackBuf                [wire.FrameHeaderSize + 16]byte
 	sinkLost              uint64 // the sink's count of this guest's lost datagrams at the last answer
 	greeted               bool   // sent a hello, or raw bytes
-	malformed             error  // what the sink could not read (CutMalformed)
 	frameDeadline         bool   // a --frame-timeout deadline is set
 }
 
@@ -564,8 +640,8 @@ func (c *peerConn) flushBatch() int {
 	c.srv.stats.datagrams.Add(uint64(len(c.batch)))
 	c.g.datagrams.Add(uint64(len(c.batch)))
 	if failed, err := c.srv.sink.SendBatch(c.batch, c.id); failed > 0 {
-		if c.srv.cfg.CutMalformed && errors.Is(err, sink.ErrMalformed) {
-			c.malformed = wire.ProtocolErrorf("%v", err)
+		if c.mode == storeMessages && errors.Is(err, sink.ErrMalformed) {
+			c.undecodable(failed, err, c.batch[0])
 		} else {
 			c.sinkError(err, failed)
 		}
@@ -643,7 +719,11 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 		}
 		if err != nil {
 			c.flushBatch() // what arrived whole before the end
-			_ = c.ack()
+			if aerr := c.ack(); aerr == nil && errors.Is(err, os.ErrDeadlineExceeded) && c.srv.handingOver() {
+				rest, _ := br.Peek(br.Buffered())
+				c.keep(bytes.Clone(rest), nil)
+				return errHandedOver
+			}
 			return err
 		}
 		switch {
@@ -756,13 +836,21 @@ func (c *peerConn) write(b []byte) error {
 	return err
 }
 
-func (c *peerConn) raw(br *bufio.Reader) error {
+// raw serves a raw (socat) stream, rest what was read of it already.
+func (c *peerConn) raw(rest []byte) error {
 	if c.srv.cfg.RawSplit == nil {
+		if len(rest) > 0 {
+			c.deliver(rest)
+		}
 		buf := make([]byte, wire.MaxDatagram)
 		for {
-			n, err := br.Read(buf)
+			n, err := c.conn.Read(buf)
 			if n > 0 {
 				c.deliver(buf[:n])
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) && c.srv.handingOver() {
+				c.keep(nil, nil)
+				return errHandedOver
 			}
 			if err != nil {
 				return err
@@ -770,33 +858,41 @@ func (c *peerConn) raw(br *bufio.Reader) error {
 		}
 	}
 	c.rawSplit = true
-	max := c.srv.cfg.RawMaxMessage
-	if max <= 0 {
-		max = 2 * wire.MaxFrameSize
-	}
-	sc := bufio.NewScanner(br)
-	sc.Buffer(make([]byte, 0, min(max, 64<<10)), max)
-	sc.Split(c.srv.cfg.RawSplit(c.id, c.noteUnparsed))
-	for sc.Scan() {
-		c.deliver(sc.Bytes())
-		if c.malformed != nil {
-			return c.malformed
+	// A message RawSplit cuts is at most twice the largest frame.
+	sc := newScanner(c.conn, c.srv.cfg.RawSplit(c.id, c.noteUnparsed), 2*wire.MaxFrameSize, rest)
+	for {
+		err := sc.Scan()
+		switch {
+		case err == nil:
+			c.deliver(sc.Bytes())
+			continue
+		case errors.Is(err, os.ErrDeadlineExceeded) && c.srv.handingOver():
+			c.keep(bytes.Clone(sc.Rest()), nil)
+			return errHandedOver
 		}
-	}
-	if err := sc.Err(); err != nil {
 		return err
 	}
-	return io.EOF
 }
 
 func (c *peerConn) finish(err error) {
+	if errors.Is(err, errHandedOver) {
+		c.srv.log.Debug("connection kept for the next process", "peer", c.peer, "name", c.stored)
+		return
+	}
 	if c.datagrams == 0 && errors.Is(err, io.EOF) && !c.greeted {
 		// Not a guest: a probe (another relay checking whether this socket
 		// is alive, a health check) that closed without a byte.
 		c.srv.log.Debug("connection closed before sending anything", "peer", c.peer)
 		return
 	}
-	attrs := c.named("peer", c.peer, "guest", c.g.name, "datagrams", c.datagrams, "bytes", c.bytes)
+	peer := c.srv.peerWord()
+	attrs := c.named("peer", c.peer, "guest", c.g.name)
+	if c.mode == storeMessages {
+		attrs = append(attrs, "frames", c.datagrams, "spans", c.datagrams-c.skipped.undecodable, "bytes", c.bytes,
+			"skipped_frames", c.skipped.undecodable+c.skipped.Oversize+c.skipped.Stalled, "skipped_bytes", c.skipped.Bytes, "resyncs", c.skipped.Resyncs)
+	} else {
+		attrs = append(attrs, "datagrams", c.datagrams, "bytes", c.bytes)
+	}
 	if c.paused > 0 {
 		attrs = append(attrs, "paused_for_budget", c.paused.Round(time.Millisecond).String())
 	}
@@ -808,23 +904,27 @@ func (c *peerConn) finish(err error) {
 	}
 	switch {
 	case err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
-		c.srv.log.Info("guest disconnected", attrs...)
+		c.srv.log.Info(peer+" disconnected", attrs...)
+	case errors.Is(err, os.ErrDeadlineExceeded) && c.srv.draining() && c.mode == storeMessages:
+		// Its exporter never connects again: the VM's tracing ends here.
+		c.srv.log.Error("agent's connection closed as this process stops, with no file descriptor store to keep it: "+
+			"this VM sends no span again until its agent restarts", attrs...)
 	case errors.Is(err, os.ErrDeadlineExceeded) && c.srv.draining():
-		c.srv.log.Info("guest connection closed for shutdown", attrs...)
+		c.srv.log.Info(peer+" connection closed for shutdown", attrs...)
 	case errors.As(err, new(*limitError)):
 		c.srv.stats.timeouts.Add(1)
 		if ok, n := c.srv.limitLog.Allow(); ok {
-			c.srv.log.Warn("guest connection closed: "+err.Error(), append(attrs, "timeouts_total", c.srv.stats.timeouts.Load(), "not_logged", n)...)
+			c.srv.log.Warn(peer+" connection closed: "+err.Error(), append(attrs, "timeouts_total", c.srv.stats.timeouts.Load(), "not_logged", n)...)
 		}
 	case wire.IsProtocolError(err):
 		c.srv.stats.protocolErrors.Add(1)
 		if ok, n := c.srv.protoLog.Allow(); ok {
-			c.srv.log.Warn("guest broke the protocol; connection closed", append(attrs, "err", err, "not_logged", n)...)
+			c.srv.log.Warn(peer+" broke the protocol; connection closed", append(attrs, "err", err, "not_logged", n)...)
 		}
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		c.srv.log.Warn("guest went away inside a frame; the partial frame was discarded", attrs...)
+		c.srv.log.Warn(peer+" went away inside a frame; the partial frame was discarded", attrs...)
 	default:
-		c.srv.log.Warn("guest connection failed", append(attrs, "err", err)...)
+		c.srv.log.Warn(peer+" connection failed", append(attrs, "err", err)...)
 	}
 }
 
@@ -846,6 +946,12 @@ func (s *sessions) get(id uint64) mark {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.m[id]
+}
+
+func (s *sessions) snapshot() map[uint64]mark {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.m)
 }
 
 func (s *sessions) set(id uint64, m mark) {

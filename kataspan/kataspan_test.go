@@ -1,7 +1,6 @@
 package kataspan
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
@@ -13,9 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"testing/iotest"
 
-	"github.com/katatrace/katatrace/wire"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 )
@@ -339,47 +336,6 @@ func FuzzDecodeBincode(f *testing.F) {
 	})
 }
 
-// TestSplitFrames: whole frames in any cut of the stream, a length over
-// the limit refused, a stream ending inside a frame reported.
-func TestSplitFrames(t *testing.T) {
-	stream, err := os.ReadFile(filepath.Join("testdata", "bincode-otel014-api.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := frames(t, stream)
-	for _, chunk := range []int{1, 7, 8, 9, 100, len(stream)} {
-		sc := bufio.NewScanner(iotest.OneByteReader(bytes.NewReader(stream)))
-		if chunk > 1 {
-			sc = bufio.NewScanner(&chunkReader{b: stream, n: chunk})
-		}
-		sc.Buffer(nil, 1<<20)
-		sc.Split(SplitFrames(1 << 20))
-		var got [][]byte
-		for sc.Scan() {
-			got = append(got, bytes.Clone(sc.Bytes()))
-		}
-		if sc.Err() != nil || !reflect.DeepEqual(got, want) {
-			t.Fatalf("reads of %d: %d frames, %v", chunk, len(got), sc.Err())
-		}
-	}
-	for name, tt := range map[string]struct {
-		in   []byte
-		want string
-	}{
-		"over the limit":   {binary.BigEndian.AppendUint64(nil, 1<<21), "limit is"},
-		"cut in a header":  {[]byte{0, 0, 0}, "inside a frame"},
-		"cut in a payload": {append(binary.BigEndian.AppendUint64(nil, 10), "abc"...), "inside a frame"},
-	} {
-		sc := bufio.NewScanner(bytes.NewReader(tt.in))
-		sc.Split(SplitFrames(1 << 20))
-		for sc.Scan() {
-		}
-		if err := sc.Err(); err == nil || !strings.Contains(err.Error(), tt.want) || !wire.IsProtocolError(err) {
-			t.Errorf("%s: %v", name, err)
-		}
-	}
-}
-
 type chunkReader struct {
 	b []byte
 	n int
@@ -392,36 +348,6 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	n := copy(p[:min(len(p), r.n)], r.b)
 	r.b = r.b[n:]
 	return n, nil
-}
-
-// FuzzSplitFrames: any stream yields frames no longer than the limit,
-// each exactly what its header announced, or a protocol error.
-func FuzzSplitFrames(f *testing.F) {
-	for _, name := range captures {
-		b, err := os.ReadFile(filepath.Join("testdata", name+".bin"))
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b[:min(len(b), 2000)])
-	}
-	f.Add(binary.BigEndian.AppendUint64(nil, 1<<40))
-	f.Fuzz(func(t *testing.T, in []byte) {
-		const limit = 4096
-		sc := bufio.NewScanner(bytes.NewReader(in))
-		sc.Buffer(nil, HeaderSize+limit)
-		sc.Split(SplitFrames(limit))
-		rest := in
-		for sc.Scan() {
-			n := binary.BigEndian.Uint64(rest)
-			if n > limit || !bytes.Equal(sc.Bytes(), rest[HeaderSize:HeaderSize+n]) {
-				t.Fatalf("frame of %d bytes differs from its header's %d", len(sc.Bytes()), n)
-			}
-			rest = rest[HeaderSize+n:]
-		}
-		if err := sc.Err(); err != nil && !wire.IsProtocolError(err) {
-			t.Fatalf("not a protocol error: %v", err)
-		}
-	})
 }
 
 // BenchmarkDecode: one span from its payload to an OTLP request's bytes,

@@ -33,6 +33,7 @@ type hostRelay struct {
 	FrameTimeout           time.Duration `help:"How long a frame may stay unfinished; a guest quiet between frames is never cut." default:"60s"`
 	GuestRate              ByteRate      `help:"Each guest's budget, bytes of datagrams per second, all its connections together (a Kata agent sends far less); beyond it, while other guests send too, the host reads from that guest only as fast as the budget allows (the excess waits in, and is dropped and counted by, the guest's own queue), so that one VM cannot crowd out the others. 0: no budget." default:"1MiB/s"`
 	GuestBurst             ByteSize      `help:"How far a guest may run ahead of --guest-rate at once (a trace sent at shutdown, say)." default:"1MiB"`
+	FDStoreMax             int           `name:"fd-store-max" help:"Under systemd, connections are kept in the unit's file descriptor store, so that a restart or a crash of this process never ends them: its size (the unit's FileDescriptorStoreMax=; systemd 254 and later say it in $FDSTORE, which wins). 0: keep none." default:"8192"`
 	metricsOption
 }
 
@@ -47,6 +48,8 @@ func (h *hostRelay) limits() error {
 		return fmt.Errorf("--hello-timeout and --frame-timeout must be positive")
 	case h.GuestRate > 0 && h.GuestBurst < wire.MaxDatagram:
 		return fmt.Errorf("--guest-burst: %s is too small: the largest datagram is %d bytes", h.GuestBurst, wire.MaxDatagram)
+	case h.FDStoreMax < 0:
+		return fmt.Errorf("--fd-store-max must be 0 (keep none) or more, not %d", h.FDStoreMax)
 	}
 	return h.metricsOption.validate()
 }
@@ -88,7 +91,18 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	cfg.MaxConns, cfg.MaxConnsPerGuest = h.MaxConnections, h.MaxConnectionsPerGuest
 	cfg.HelloTimeout, cfg.FrameTimeout = h.HelloTimeout, h.FrameTimeout
 	cfg.GuestRate, cfg.GuestBurst = float64(h.GuestRate), int(h.GuestBurst)
+	store, prev, err := openStore(rc, h.FDStoreMax)
+	if err != nil {
+		closeSink(context.Background())
+		return err
+	}
+	if store != nil {
+		cfg.Store = store
+	} else if cfg.Messages != nil {
+		rc.Log.Warn("no file descriptor store (run as a systemd service with FileDescriptorStoreMax=): when this process stops, every agent's tracing ends")
+	}
 	srv := hostrelay.NewServer(cfg)
+	prev.adopt(rc.Log, srv, cfg.Sink, to)
 	ls := &listenerSet{}
 	stopMetrics, err := h.serveMetrics(rc, func() error { return ls.ready(cfg.Sink) },
 		metrics.ForServer(srv, metrics.Host{Sink: cfg.Sink, Listeners: ls.counts}))
@@ -165,7 +179,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	rc.Log.Info("ready", "to", to)
 	stopMonitor := ls.monitor(rc)
 	defer stopMonitor()
-	stopStats := logStatsOnSignal(rc, func() []any { return serverAttrs(srv, cfg.Sink) })
+	stopStats := logStatsOnSignal(rc, func() []any { return serverAttrs(srv, cfg.Sink, cfg.Messages != nil) })
 	defer stopStats()
 
 	select {
@@ -176,10 +190,18 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	notify(rc, systemd.Stopping)
 	ctx, cancel := context.WithTimeout(context.Background(), h.DrainTimeout)
 	defer cancel()
-	if serr := srv.Shutdown(ctx); serr != nil {
-		rc.Log.Warn("drain incomplete", append([]any{"err", serr}, serverAttrs(srv, cfg.Sink)...)...)
+	if store != nil {
+		// The next process of the unit takes every connection up: a
+		// restart loses nothing.
+		if herr := handOver(ctx, rc, store, srv, cfg.Sink, to); herr != nil {
+			rc.Log.Warn("handover incomplete", append([]any{"err", herr}, serverAttrs(srv, cfg.Sink, cfg.Messages != nil)...)...)
+		} else {
+			rc.Log.Info("stopped", serverAttrs(srv, cfg.Sink, cfg.Messages != nil)...)
+		}
+	} else if serr := srv.Shutdown(ctx); serr != nil {
+		rc.Log.Warn("drain incomplete", append([]any{"err", serr}, serverAttrs(srv, cfg.Sink, cfg.Messages != nil)...)...)
 	} else {
-		rc.Log.Info("stopped", serverAttrs(srv, cfg.Sink)...)
+		rc.Log.Info("stopped", serverAttrs(srv, cfg.Sink, cfg.Messages != nil)...)
 	}
 	stop()
 	closeSink(ctx)
@@ -200,9 +222,23 @@ func watched(a endpoint.Addr) bool {
 	return errors.Is(err, os.ErrNotExist)
 }
 
-func serverAttrs(srv *hostrelay.Server, out sink.Sink) []any {
+// serverAttrs are a host relay's counters for the log (SIGUSR1, the
+// stop), in its words: a Kata agents' forwarder counts frames and spans.
+func serverAttrs(srv *hostrelay.Server, out sink.Sink, spans bool) []any {
 	s := srv.Stats()
-	return append([]any{"connections", s.Accepted, "active", s.Active, "datagrams", s.Datagrams,
-		"bytes", s.Bytes, "flushes", s.Flushes, "protocol_errors", s.ProtocolErrors,
-		"sink_errors", s.SinkErrors, "guest_dropped", s.GuestDropped, "unparsed_bytes", s.Unparsed, "flushes_not_accepted", s.FlushesNotAccepted, "paused_for_budget", s.Paused.Round(time.Millisecond).String(), "duplicates_dropped", s.Duplicates, "refused", s.Refused, "timed_out", s.TimedOut}, metrics.SinkStateOf(out).LogAttrs()...)
+	var attrs []any
+	if spans {
+		k := s.Skipped
+		attrs = []any{"connections", s.Accepted, "active", s.Active, "frames", s.Datagrams, "spans", s.Datagrams - s.Undecodable,
+			"bytes", s.Bytes, "skipped_frames", s.Undecodable + k.Oversize + k.Stalled, "undecodable", s.Undecodable,
+			"oversize", k.Oversize, "stalled", k.Stalled, "skipped_bytes", k.Bytes, "resyncs", k.Resyncs, "sink_errors", s.SinkErrors}
+	} else {
+		attrs = []any{"connections", s.Accepted, "active", s.Active, "datagrams", s.Datagrams,
+			"bytes", s.Bytes, "flushes", s.Flushes, "protocol_errors", s.ProtocolErrors,
+			"sink_errors", s.SinkErrors, "guest_dropped", s.GuestDropped, "unparsed_bytes", s.Unparsed, "flushes_not_accepted", s.FlushesNotAccepted,
+			"duplicates_dropped", s.Duplicates}
+	}
+	attrs = append(attrs, "paused_for_budget", s.Paused.Round(time.Millisecond).String(), "refused", s.Refused, "timed_out", s.TimedOut,
+		"stored", s.Stored, "not_stored", s.NotStored, "adopted", s.Adopted)
+	return append(attrs, metrics.SinkStateOf(out).LogAttrs()...)
 }

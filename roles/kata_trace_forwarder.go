@@ -1,15 +1,14 @@
 package roles
 
 import (
-	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
 
 	"github.com/katatrace/katatrace/endpoint"
-	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/hostrelay"
 	"github.com/katatrace/katatrace/kataspan"
 	"github.com/katatrace/katatrace/sink"
@@ -148,12 +147,19 @@ func (c *traceForwarder) Run(rc *RunContext) error {
 	}
 	max := int(c.MaxSpanBytes)
 	cfg := hostrelay.ServerConfig{
-		Kind:          wire.KindKataSpans,
-		Sink:          kataspan.NewSink(out, c.TraceName),
-		RawSplit:      func(guestid.ID, func(int)) bufio.SplitFunc { return kataspan.SplitFrames(max) },
-		RawMaxMessage: kataspan.HeaderSize + max,
-		CutMalformed:  true,
-		Logger:        rc.Log,
+		Kind:     wire.KindKataSpans,
+		Sink:     kataspan.NewSink(out, c.TraceName),
+		Messages: func(r io.Reader) hostrelay.MessageReader { return spanReader{kataspan.NewReader(r, max)} },
+		Logger:   rc.Log,
 	}
 	return c.serve(rc, from, cfg, to.String())
+}
+
+// spanReader is a Kata agent's span stream as the host relay reads
+// messages.
+type spanReader struct{ *kataspan.Reader }
+
+func (r spanReader) Skipped() hostrelay.Skipped {
+	s := r.Reader.Skipped()
+	return hostrelay.Skipped{Oversize: s.Oversize, Stalled: s.Stalled, Resyncs: s.Resyncs, Bytes: s.Bytes}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,7 +36,10 @@ type CollectorSink struct {
 	maxBytes int
 	busy     int // batches being posted
 	closed   bool
-	stats    CollectorStats
+	// handingOver is set by Handover: batches cut short go back to the
+	// queue, for a successor, instead of being dropped.
+	handingOver bool
+	stats       CollectorStats
 	// held counts, per guest (guestid.ID.Guest), batches queued or in flight; lost
 	// those dropped or refused, in all: a guest's flush is answered with
 	// both.
@@ -319,6 +323,53 @@ func (c *CollectorSink) Close(ctx context.Context) error {
 	return err
 }
 
+// HeldBatch is a request a collector sink had not delivered when it
+// stopped, handed to its successor (Handover, Adopt): an encoded body, as
+// the collector takes it, and the guest it is from.
+type HeldBatch struct {
+	Guest string `json:"guest"`
+	Body  []byte `json:"body"`
+}
+
+// Handover stops the sink and returns what it holds, for a successor to
+// send: what the collector takes while it is up it first lets it take
+// (bounded by ctx); requests cut short go back in, and nothing is
+// dropped.
+func (c *CollectorSink) Handover(ctx context.Context) []HeldBatch {
+	_ = c.wait(ctx, func() int {
+		if c.down {
+			return 0
+		}
+		return len(c.queue) + c.busy
+	})
+	c.mu.Lock()
+	c.closed, c.handingOver = true, true
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	c.endLife()
+	c.wg.Wait()
+	c.b.close()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]HeldBatch, 0, len(c.queue))
+	for _, q := range c.queue {
+		out = append(out, HeldBatch{Guest: q.guest, Body: q.body})
+	}
+	clear(c.queue)
+	c.queue, c.queued = nil, 0
+	c.log.Info("collector sink stopped for a handover", "url", c.url, "handed_batches", len(out),
+		"batches_posted", c.stats.Posted, "dropped", c.stats.Dropped, "refused", c.stats.Rejected)
+	return out
+}
+
+// Adopt queues what a predecessor handed over, for the same collector
+// (beyond the queue's size, the oldest are dropped and counted, as ever).
+func (c *CollectorSink) Adopt(bs []HeldBatch) {
+	for _, b := range bs {
+		_ = c.enqueue(b.Body, 0, b.Guest) // its spans were counted by the predecessor
+	}
+}
+
 // Stats returns a snapshot of the counters.
 func (c *CollectorSink) Stats() CollectorStats {
 	c.mu.Lock()
@@ -338,7 +389,7 @@ func (c *CollectorSink) worker() {
 		for len(c.queue) == 0 && !c.closed {
 			c.cond.Wait()
 		}
-		if len(c.queue) == 0 {
+		if len(c.queue) == 0 || c.life.Err() != nil && c.handingOver {
 			c.mu.Unlock()
 			return
 		}
@@ -347,33 +398,50 @@ func (c *CollectorSink) worker() {
 			c.mu.Unlock()
 			return
 		}
-		body, guests := c.take()
+		body, taken := c.take()
 		c.busy++
 		c.mu.Unlock()
 
-		accepted := c.post(body, len(guests))
+		result := c.post(body, len(taken))
 
 		c.mu.Lock()
 		c.busy--
-		for _, g := range guests {
-			c.settle(g, accepted)
+		if result == handedBack {
+			// Cut short by a handover: first again, for the successor.
+			c.queue = append(taken, c.queue...)
+			for _, q := range taken {
+				c.queued += len(q.body)
+			}
+		} else {
+			for _, q := range taken {
+				c.settle(q.guest, result == accepted)
+			}
 		}
 		c.cond.Broadcast()
 		c.mu.Unlock()
 	}
 }
 
+// postResult is how a request ended.
+type postResult int
+
+const (
+	accepted   postResult = iota
+	lost                  // refused, or out of time: dropped and counted
+	handedBack            // cut by a handover: queued again
+)
+
 // maxRequest bounds a request made of several queued ones: well below
 // gRPC's default 4 MiB message limit.
 const maxRequest = 1 << 20
 
-// take removes the next request from the queue; c.mu is held. OTLP
+// take removes the next request from the queue, and returns it with the
+// batches it is made of; c.mu is held. OTLP
 // requests queued together go as one: an export request's encoding
 // concatenated with another's is the request holding both's spans, and
 // one request per span (a Kata agent's frames) would cost the collector
-// and the host a round trip each. It returns the guests of the batches it
-// took, one each.
-func (c *CollectorSink) take() ([]byte, []string) {
+// and the host a round trip each.
+func (c *CollectorSink) take() ([]byte, []queued) {
 	n, size := 1, len(c.queue[0].body)
 	if _, jaeger := c.b.(jaegerHTTP); !jaeger {
 		for n < len(c.queue) && size+len(c.queue[n].body) <= maxRequest {
@@ -382,26 +450,23 @@ func (c *CollectorSink) take() ([]byte, []string) {
 		}
 	}
 	body := c.queue[0].body
-	guests := make([]string, n)
 	if n > 1 {
 		body = make([]byte, 0, size)
-	}
-	for i, q := range c.queue[:n] {
-		if n > 1 {
+		for _, q := range c.queue[:n] {
 			body = append(body, q.body...)
 		}
-		guests[i] = q.guest
 	}
+	taken := slices.Clone(c.queue[:n])
 	clear(c.queue[:n])
 	c.queue = c.queue[n:]
 	c.queued -= size
-	return body, guests
+	return body, taken
 }
 
 // post sends one request of n batches, retrying (see retryPolicy) until
 // the collector takes it, refuses it for good (4xx), it has had its time,
-// or the sink is closed. It reports whether the collector accepted it.
-func (c *CollectorSink) post(body []byte, n int) bool {
+// the sink is closed, or a handover cuts it.
+func (c *CollectorSink) post(body []byte, n int) postResult {
 	r := c.retry.begin(time.Now())
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(c.life, 10*time.Second)
@@ -415,17 +480,21 @@ func (c *CollectorSink) post(body []byte, n int) bool {
 			c.stats.LastSuccess = time.Now()
 			c.reachable()
 			c.mu.Unlock()
-			return true
+			return accepted
 		case errors.As(err, &rej):
 			c.mu.Lock()
 			c.stats.Rejected += uint64(n)
 			c.reachable() // it answered
 			c.mu.Unlock()
 			c.log.Error("collector refused a batch; dropped", "url", c.url, "err", err)
-			return false
+			return lost
 		}
 		wait, again := r.next(err, time.Now())
 		c.mu.Lock()
+		if c.handingOver && c.life.Err() != nil {
+			c.mu.Unlock()
+			return handedBack
+		}
 		closed := c.closed
 		c.stats.Retries++
 		if closed || !again {
@@ -436,11 +505,11 @@ func (c *CollectorSink) post(body []byte, n int) bool {
 		switch {
 		case closed:
 			c.log.Error("collector unreachable at shutdown; batch dropped", "url", c.url, "err", err, "batches", n)
-			return false
+			return lost
 		case !again:
 			c.log.Error("collector still failing after the retry time; batch dropped", "url", c.url, "err", err,
 				"batches", n, "attempts", attempt, "retry_max_elapsed", c.retry.MaxElapsed.String())
-			return false
+			return lost
 		}
 		c.log.Debug("collector post failed; retrying", "url", c.url, "err", err,
 			"attempt", attempt, "retry_in", wait.Round(time.Millisecond).String())
@@ -466,7 +535,8 @@ func (c *CollectorSink) unreachable(err error) {
 	}
 	if !c.down {
 		c.down, c.downSince = true, time.Now()
-		c.downLog.Allow() // the next "still" line is due in a while
+		c.cond.Broadcast() // a handover waiting for the collector need not
+		c.downLog.Allow()  // the next "still" line is due in a while
 		c.log.Warn("collector unreachable: holding batches and retrying", attrs()...)
 		return
 	}

@@ -46,6 +46,16 @@ type Holder interface {
 	Lost(guest string) uint64
 }
 
+// Handing is a Sink that can hand what it has not delivered to the next
+// process of its unit, and take what a predecessor handed it.
+type Handing interface {
+	// Handover stops the sink, after letting its endpoint take what it
+	// will within ctx, and returns what it still holds.
+	Handover(ctx context.Context) []HeldBatch
+	// Adopt takes a predecessor's held batches, for the same endpoint.
+	Adopt([]HeldBatch)
+}
+
 // Reopener is a Sink that can open its output again (at SIGHUP).
 type Reopener interface {
 	Reopen() error

@@ -50,11 +50,23 @@ func Start(t testing.TB, env []string, path string, args ...string) *Proc {
 // instead of p.Stdout.
 func StartTo(t testing.TB, w io.Writer, env []string, path string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{t: t, Cmd: exec.Command(path, args...), done: make(chan struct{})}
-	p.Cmd.Env = append(os.Environ(), env...)
-	p.Cmd.Stdout, p.Cmd.Stderr = &p.Stdout, &p.Stderr
-	if w != nil {
-		p.Cmd.Stdout = w
+	cmd := exec.Command(path, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout = w
+	return StartCmd(t, cmd)
+}
+
+// StartCmd starts cmd as Start does; its stdout and stderr go to p.Stdout
+// and p.Stderr unless cmd says where.
+func StartCmd(t testing.TB, cmd *exec.Cmd) *Proc {
+	t.Helper()
+	p := &Proc{t: t, Cmd: cmd, done: make(chan struct{})}
+	path, args := cmd.Path, cmd.Args[1:]
+	if p.Cmd.Stdout == nil {
+		p.Cmd.Stdout = &p.Stdout
+	}
+	if p.Cmd.Stderr == nil {
+		p.Cmd.Stderr = &p.Stderr
 	}
 	if err := p.Cmd.Start(); err != nil {
 		t.Fatal(err)

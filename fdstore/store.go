@@ -1,0 +1,150 @@
+package fdstore
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+
+	"github.com/katatrace/katatrace/systemd"
+)
+
+// StateName is the FDNAME of the state a process hands its successor.
+const StateName = "kt-state"
+
+// DefaultMax is the store's size where systemd does not say it ($FDSTORE
+// is systemd 254's): the shipped units' FileDescriptorStoreMax=.
+const DefaultMax = 8192
+
+// ErrFull is a Keep beyond the store's size: systemd would close the
+// descriptor without a word.
+var ErrFull = errors.New("the file descriptor store is full (FileDescriptorStoreMax=)")
+
+// Store is systemd's file descriptor store for this process's unit.
+type Store struct {
+	notify string // NOTIFY_SOCKET's path
+	max    int
+
+	mu sync.Mutex
+	n  int // descriptors in the store
+}
+
+// Open returns the store of the unit this process runs as, or nil when it
+// runs under no service manager (NOTIFY_SOCKET unset) or one reached over
+// vsock, which cannot pass descriptors. max is its size unless systemd
+// says it in $FDSTORE; held is how many of this process's descriptors the
+// store holds already (adopted from it).
+func Open(max, held int) (*Store, error) {
+	a, err := systemd.ParseNotifySocket(os.Getenv("NOTIFY_SOCKET"))
+	if err != nil || a.Network != "unixgram" {
+		return nil, err
+	}
+	if v := os.Getenv("FDSTORE"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("FDSTORE=%q: not a size", v)
+		}
+		max = n
+	}
+	if max <= 0 {
+		return nil, nil
+	}
+	return &Store{notify: a.Path, max: max, n: held}, nil
+}
+
+// Max is the store's size.
+func (s *Store) Max() int { return s.max }
+
+// Len is how many descriptors the store holds.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n
+}
+
+// Keep puts conn's socket in the store under name (unique, at most 255
+// printable ASCII bytes, no ':'); systemd keeps its own copy.
+func (s *Store) Keep(name string, conn net.Conn) error {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return fmt.Errorf("%T has no descriptor to store", conn)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return s.keep(name, rc)
+}
+
+// KeepFile puts f in the store under name.
+func (s *Store) KeepFile(name string, f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return s.keep(name, rc)
+}
+
+func (s *Store) keep(name string, rc syscall.RawConn) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n >= s.max {
+		return fmt.Errorf("%w: it holds %d", ErrFull, s.n)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = send(s.notify, "FDSTORE=1\nFDPOLL=0\nFDNAME="+name, int(fd))
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("store %s: %w", name, serr)
+	}
+	s.n++
+	return nil
+}
+
+// Forget takes name's descriptor out of the store.
+func (s *Store) Forget(name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := send(s.notify, "FDSTOREREMOVE=1\nFDNAME="+name, -1); err != nil {
+		return fmt.Errorf("remove %s from the store: %w", name, err)
+	}
+	s.n = max(s.n-1, 0)
+	return nil
+}
+
+// checkName refuses what systemd would refuse as an FDNAME.
+func checkName(name string) error {
+	if name == "" || len(name) > 255 {
+		return fmt.Errorf("FDNAME %q: want 1 to 255 bytes", name)
+	}
+	for i := range len(name) {
+		if c := name[i]; c < ' ' || c > '~' || c == ':' {
+			return fmt.Errorf("FDNAME %q: byte %#02x at %d is not printable ASCII, or is ':'", name, c, i)
+		}
+	}
+	return nil
+}
+
+// Stored is what systemd handed this process back from its store, by
+// name: every descriptor of LISTEN_FDS whose name keep says it wants.
+func Stored(keep func(name string) bool) map[string]*os.File {
+	out := map[string]*os.File{}
+	for _, f := range systemd.ListenFDs() {
+		if keep(f.Name()) {
+			out[f.Name()] = f
+		}
+	}
+	return out
+}

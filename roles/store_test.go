@@ -1,0 +1,128 @@
+package roles_test
+
+import (
+	"encoding/binary"
+	"net"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/katatrace/katatrace/internal/katatest"
+	"github.com/katatrace/katatrace/internal/storetest"
+	"github.com/katatrace/katatrace/internal/testutil"
+)
+
+// agent writes a Kata span stream as Kata's vsock-exporter does: each
+// frame's header, then its payload, on its one connection; a failed write
+// fails the test, since the real exporter would never connect again.
+type agent struct {
+	t    *testing.T
+	conn net.Conn
+}
+
+func dialAgent(t *testing.T, path string) *agent {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &agent{t: t, conn: c}
+}
+
+func (a *agent) write(b []byte) {
+	a.t.Helper()
+	if _, err := a.conn.Write(b); err != nil {
+		a.t.Fatalf("the agent's write failed: %v (its exporter would never send again)", err)
+	}
+}
+
+// send writes frames, header and payload apart.
+func (a *agent) send(frames ...[]byte) {
+	a.t.Helper()
+	for _, p := range frames {
+		a.write(binary.BigEndian.AppendUint64(nil, uint64(len(p))))
+		a.write(p)
+	}
+}
+
+// kataFrames cuts a capture into its payloads.
+func kataFrames(t *testing.T, name string) [][]byte {
+	b := katatest.Capture(t, name)
+	var out [][]byte
+	for len(b) > 0 {
+		n := binary.BigEndian.Uint64(b)
+		out = append(out, b[8:8+n])
+		b = b[8+n:]
+	}
+	return out
+}
+
+// spanCount counts the JSON lines a forwarder wrote for trace.
+func spanCount(out, trace string) int { return strings.Count(out, `"trace_id":"`+trace+`"`) }
+
+// TestForwarderKeepsAgentsAcrossRestartsAndCrashes: under a file
+// descriptor store, a Kata agent's one connection outlives the
+// forwarder's restart (SIGTERM: nothing lost), its SIGKILL between frames
+// (nothing lost), and its SIGKILL in the middle of a frame (that span
+// lost, the next frames found); the agent never sees a failed write.
+func TestForwarderKeepsAgentsAcrossRestartsAndCrashes(t *testing.T) {
+	m := storetest.New(t)
+	sock := filepath.Join(testutil.SockDir(t), "clh.sock_10240")
+	args := []string{"--from", "unix://" + sock, "--to", "jsonl", "--drain-timeout", "5s"}
+	run := func() *testutil.Proc {
+		p := m.Start([]string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "kata-trace-forwarder"), args...)
+		m.WaitReady(p)
+		return p
+	}
+	const api, tracing = "d5549796b885246c67389f3b2fa247d1", "a650f4bb0f1338066ba882140dded800"
+	json, bin := kataFrames(t, "json-otel017-api"), kataFrames(t, "bincode-otel014-api")
+
+	p := run()
+	a := dialAgent(t, sock)
+	a.send(json[:3]...)
+	testutil.Eventually(t, 10*time.Second, "3 spans", func() bool { return spanCount(p.Stdout.String(), api) == 3 })
+
+	// A restart: the connection and everything read go to the next process.
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, p.Stderr.String())
+	}
+	if !strings.Contains(p.Stderr.String(), `msg="handed over to the next process" role=kata-trace-forwarder connections=1`) {
+		t.Fatalf("no handover:\n%s\nstore:\n%s", p.Stderr.String(), m)
+	}
+	p = run()
+	a.send(json[3:]...)
+	testutil.Eventually(t, 10*time.Second, "the trace's last 3 spans", func() bool { return spanCount(p.Stdout.String(), api) == 3 })
+	p.WaitLog("connection taken up after a restart")
+
+	// A crash between frames: nothing was held.
+	p.Signal(syscall.SIGKILL)
+	p.Wait(10 * time.Second)
+	p = run()
+	a.send(bin[:2]...)
+	testutil.Eventually(t, 10*time.Second, "2 spans after the crash", func() bool { return spanCount(p.Stdout.String(), tracing) == 2 })
+	p.WaitLog("taken up after a crash")
+
+	// A crash inside a frame: what the process had read of it is lost, and
+	// the next process finds the frame after it.
+	a.write(binary.BigEndian.AppendUint64(nil, uint64(len(bin[2]))))
+	a.write(bin[2][:40])
+	time.Sleep(300 * time.Millisecond) // read by the process, held in its buffer
+	p.Signal(syscall.SIGKILL)
+	p.Wait(10 * time.Second)
+	p = run()
+	a.write(bin[2][40:])
+	a.send(bin[3:]...)
+	testutil.Eventually(t, 10*time.Second, "the frames after the cut one", func() bool { return spanCount(p.Stdout.String(), tracing) == 3 })
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, p.Stderr.String())
+	}
+	if errs := p.Stderr.String(); !strings.Contains(errs, "resyncs=1") || !strings.Contains(errs, "frames=3 spans=3") {
+		t.Fatalf("the cut frame was not skipped and counted:\n%s", errs)
+	}
+	a.send(bin[5]) // still open: kept by the last handover
+}
