@@ -64,4 +64,5 @@ type vsockConn struct {
 
 func (c *vsockConn) LocalAddr() net.Addr  { return c.local }
 func (c *vsockConn) RemoteAddr() net.Addr { return c.remote }
+
 var _ net.Conn = (*vsockConn)(nil)
