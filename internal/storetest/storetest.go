@@ -115,6 +115,33 @@ func (m *Manager) take(state string, files []*os.File) {
 	}
 }
 
+// Path is the notify socket's path (NOTIFY_SOCKET).
+func (m *Manager) Path() string { return m.path }
+
+// Files are copies of what the store holds, by name, as a process of the
+// unit would get them (the caller closes them).
+func (m *Manager) Files() map[string]*os.File {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]*os.File{}
+	for _, e := range m.store {
+		// Not Fd: it would make the socket blocking for every copy.
+		rc, err := e.f.SyscallConn()
+		if err != nil {
+			m.t.Fatal(err)
+		}
+		var fd int
+		if err := rc.Control(func(p uintptr) { fd, err = unix.FcntlInt(p, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+			m.t.Fatal(err)
+		}
+		if err != nil {
+			m.t.Fatal(err)
+		}
+		out[e.name] = os.NewFile(uintptr(fd), e.name)
+	}
+	return out
+}
+
 // Names lists what the store holds, in the order it was stored.
 func (m *Manager) Names() []string {
 	m.mu.Lock()
