@@ -74,16 +74,85 @@ func (d trafficDescs) collect(ch chan<- prometheus.Metric, t hostrelay.Traffic, 
 	ch <- counter(d.unparsed, t.Unparsed, labels...)
 }
 
-// hostDescs are the host relay's metrics: totals, then per guest. They
-// are made by the first host relay's collector, never by a guest role.
+// spanDescs are the metrics of a Kata agents' forwarder's traffic, in its
+// words (frames, spans, agents): its totals, or one agent's.
+type spanDescs struct {
+	accepted, frames, spans, bytes, skippedFrames, skippedBytes, resyncs, dropped, paused *prometheus.Desc
+}
+
+func newSpanDescs(prefix, whose string, labels ...string) spanDescs {
+	d := func(name, help string, more ...string) *prometheus.Desc {
+		if whose == "" {
+			help = strings.ToUpper(help[:1]) + help[1:]
+		} else {
+			help = whose + " " + help
+		}
+		return desc(prefix+"_"+name, help, append(slices.Clone(labels), more...)...)
+	}
+	return spanDescs{
+		accepted: d("connections_accepted_total", "connections accepted (a Kata agent makes one, and keeps it)."),
+		frames:   d("frames_total", "frames read whole: each a span, or skipped as undecodable."),
+		spans:    d("spans_total", "spans decoded and handed to the sink."),
+		bytes:    d("bytes_total", "payload bytes of the frames read whole."),
+		skippedFrames: d("skipped_frames_total", "frames not handed on, by reason: undecodable (framed, but no span), oversize (above --max-span-bytes: read through), stalled (not finished within --frame-timeout: dropped, the rest skipped). The connection is kept.",
+			"reason"),
+		skippedBytes: d("skipped_bytes_total", "bytes of the stream skipped: skipped frames, and what a resync passed over."),
+		resyncs:      d("resyncs_total", "times a stream's framing was lost (a length no span could have, or a stream taken up after a crash) and the next frame looked for."),
+		dropped: d("dropped_spans_total", "spans decoded but not delivered, by reason: sink_refused (the sink refused them), and the sink's own: sink_port_closed, sink_dropped, sink_rejected (see katatrace_host_dropped_datagrams_total).",
+			"reason"),
+		paused: d("budget_paused_seconds_total", "time reading waited for budgets (--guest-rate)."),
+	}
+}
+
+func (d spanDescs) all() []*prometheus.Desc {
+	return []*prometheus.Desc{d.accepted, d.frames, d.spans, d.bytes, d.skippedFrames, d.skippedBytes, d.resyncs, d.dropped, d.paused}
+}
+
+func (d spanDescs) collect(ch chan<- prometheus.Metric, t hostrelay.Traffic, labels ...string) {
+	with := func(more string) []string { return slices.Concat(labels, []string{more}) }
+	ch <- counter(d.accepted, t.Accepted, labels...)
+	ch <- counter(d.frames, t.Datagrams, labels...)
+	ch <- counter(d.spans, t.Datagrams-t.Undecodable, labels...)
+	ch <- counter(d.bytes, t.Bytes, labels...)
+	ch <- counter(d.skippedFrames, t.Undecodable, with("undecodable")...)
+	ch <- counter(d.skippedFrames, t.Skipped.Oversize, with("oversize")...)
+	ch <- counter(d.skippedFrames, t.Skipped.Stalled, with("stalled")...)
+	ch <- counter(d.skippedBytes, t.Skipped.Bytes, labels...)
+	ch <- counter(d.resyncs, t.Skipped.Resyncs, labels...)
+	ch <- counter(d.dropped, t.SinkErrors, with("sink_refused")...)
+	ch <- prometheus.MustNewConstMetric(d.paused, prometheus.CounterValue, t.Paused.Seconds(), labels...)
+}
+
+// serverDescs are what a host relay's server counts beyond its traffic,
+// named katatrace_<prefix>_….
+type serverDescs struct {
+	active, refused, timedOut, protocol, listen, stored, notStored, adopted *prometheus.Desc
+}
+
+func newServerDescs(prefix, peers string) serverDescs {
+	return serverDescs{
+		active:    desc(prefix+"_connections", strings.ToUpper(peers[:1])+peers[1:]+" connections open now."),
+		refused:   desc(prefix+"_connections_refused_total", "Connections refused: over --max-connections or --max-connections-per-guest."),
+		timedOut:  desc(prefix+"_connections_timed_out_total", "Connections closed for --hello-timeout or --frame-timeout."),
+		protocol:  desc(prefix+"_protocol_errors_total", "Connections closed because the guest broke the wire protocol."),
+		listen:    desc(prefix+"_listeners", "Sockets listening for "+peers+"s, per --from: a pattern or a socket whose directory does not exist yet counts those it has now (0: none can connect).", "from"),
+		stored:    desc(prefix+"_connections_stored", "Connections in systemd's file descriptor store now: a restart or crash of this process keeps them."),
+		notStored: desc(prefix+"_connections_not_stored_total", "Connections the file descriptor store could not take (full: FileDescriptorStoreMax=): a restart ends them."),
+		adopted:   desc(prefix+"_connections_adopted_total", "Connections taken up from the unit's previous process (after its restart or crash)."),
+	}
+}
+
+// hostDescs are the host relays' metrics (totals, then per guest) and the
+// forwarder's (totals, then per agent). They are made by the first host
+// role's collector, never by a guest role.
 var hostDescs = sync.OnceValue(func() *hostDescSet {
 	return &hostDescSet{
-		traffic:  newTrafficDescs("host", ""),
-		active:   desc("host_connections", "Guest connections open now."),
-		refused:  desc("host_connections_refused_total", "Connections refused: over --max-connections or --max-connections-per-guest."),
-		timedOut: desc("host_connections_timed_out_total", "Connections closed for --hello-timeout or --frame-timeout."),
-		protocol: desc("host_protocol_errors_total", "Connections closed because the guest broke the wire protocol."),
-		listen:   desc("host_listeners", "Sockets listening for guests, per --from: a pattern or a socket whose directory does not exist yet counts those it has now (0: no guest can connect).", "from"),
+		traffic:      newTrafficDescs("host", ""),
+		host:         newServerDescs("host", "guest"),
+		spans:        newSpanDescs("forwarder", ""),
+		forwarder:    newServerDescs("forwarder", "agent"),
+		agentTraffic: newSpanDescs("agent", "An agent's", "guest", "sandbox"),
+		agentConns:   desc("agent_connections", "An agent's connections open now.", "guest", "sandbox"),
 
 		sinkQueued:      desc("sink_queue_batches", "Batches waiting in the sink's queue for its endpoint (a collector or OTLP endpoint).", "sink"),
 		sinkQueuedBytes: desc("sink_queue_bytes", "Bytes of the batches waiting in the sink's queue.", "sink"),
@@ -102,10 +171,12 @@ var hostDescs = sync.OnceValue(func() *hostDescSet {
 })
 
 type hostDescSet struct {
-	traffic, guestTraffic                                   trafficDescs
-	active, refused, timedOut, protocol, listen, guestConns *prometheus.Desc
-	sinkQueued, sinkQueuedBytes, sinkInFlight, sinkPosted   *prometheus.Desc
-	sinkRetries, sinkLastSuccess, sinkUp                    *prometheus.Desc
+	traffic, guestTraffic                                 trafficDescs
+	spans, agentTraffic                                   spanDescs
+	host, forwarder                                       serverDescs
+	guestConns, agentConns                                *prometheus.Desc
+	sinkQueued, sinkQueuedBytes, sinkInFlight, sinkPosted *prometheus.Desc
+	sinkRetries, sinkLastSuccess, sinkUp                  *prometheus.Desc
 }
 
 // Host is what a host relay's metrics read besides its Server.
@@ -114,6 +185,10 @@ type Host struct {
 	Sink sink.Sink
 	// Listeners counts the sockets listening per --from.
 	Listeners func() map[string]int
+	// Spans says the server is a Kata agents' forwarder: its metrics
+	// count frames and spans, per agent (katatrace_forwarder_…,
+	// katatrace_agent_…), not datagrams per guest.
+	Spans bool
 }
 
 type hostCollector struct {
@@ -131,29 +206,46 @@ func ForServer(srv *hostrelay.Server, h Host) prometheus.Collector {
 
 func (c *hostCollector) Describe(ch chan<- *prometheus.Desc) {
 	d := c.d
-	for _, x := range slices.Concat(d.traffic.all(), d.guestTraffic.all(),
-		[]*prometheus.Desc{d.active, d.refused, d.timedOut, d.protocol, d.listen, d.guestConns,
-			d.sinkQueued, d.sinkQueuedBytes, d.sinkInFlight, d.sinkPosted, d.sinkRetries, d.sinkLastSuccess, d.sinkUp}) {
+	var own []*prometheus.Desc
+	if c.Spans {
+		f := d.forwarder
+		own = slices.Concat(d.spans.all(), d.agentTraffic.all(),
+			[]*prometheus.Desc{f.active, f.refused, f.listen, f.stored, f.notStored, f.adopted, d.agentConns})
+	} else {
+		h := d.host
+		own = slices.Concat(d.traffic.all(), d.guestTraffic.all(),
+			[]*prometheus.Desc{h.active, h.refused, h.timedOut, h.protocol, h.listen, h.stored, h.notStored, h.adopted, d.guestConns})
+	}
+	for _, x := range slices.Concat(own, []*prometheus.Desc{d.sinkQueued, d.sinkQueuedBytes, d.sinkInFlight, d.sinkPosted, d.sinkRetries, d.sinkLastSuccess, d.sinkUp}) {
 		ch <- x
 	}
 }
 
 func (c *hostCollector) Collect(ch chan<- prometheus.Metric) {
 	s, d := c.srv.Stats(), c.d
-	d.traffic.collect(ch, s.Traffic)
-	ch <- gauge(d.active, float64(s.Active))
-	ch <- counter(d.refused, s.Refused)
-	ch <- counter(d.timedOut, s.TimedOut)
-	ch <- counter(d.protocol, s.ProtocolErrors)
+	sd, dropped := d.host, d.traffic.dropped
+	if c.Spans {
+		sd, dropped = d.forwarder, d.spans.dropped
+		d.spans.collect(ch, s.Traffic)
+	} else {
+		d.traffic.collect(ch, s.Traffic)
+		ch <- counter(sd.timedOut, s.TimedOut)
+		ch <- counter(sd.protocol, s.ProtocolErrors)
+	}
+	ch <- gauge(sd.active, float64(s.Active))
+	ch <- counter(sd.refused, s.Refused)
+	ch <- gauge(sd.stored, float64(s.Stored))
+	ch <- counter(sd.notStored, s.NotStored)
+	ch <- counter(sd.adopted, s.Adopted)
 	if c.Listeners != nil {
 		for from, n := range c.Listeners() {
-			ch <- gauge(d.listen, float64(n), from)
+			ch <- gauge(sd.listen, float64(n), from)
 		}
 	}
 	if c.Sink != nil {
 		st := SinkStateOf(c.Sink)
 		for reason, n := range st.Dropped {
-			ch <- counter(d.traffic.dropped, n, reason)
+			ch <- counter(dropped, n, reason)
 		}
 		if cs := st.Collector; cs != nil {
 			ch <- gauge(d.sinkQueued, float64(cs.Queued), st.Name)
@@ -174,6 +266,11 @@ func (c *hostCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for _, g := range c.srv.Guests() {
+		if c.Spans {
+			d.agentTraffic.collect(ch, g.Traffic, g.Guest, g.Sandbox)
+			ch <- gauge(d.agentConns, float64(g.Connections), g.Guest, g.Sandbox)
+			continue
+		}
 		d.guestTraffic.collect(ch, g.Traffic, g.Guest, g.Sandbox)
 		ch <- gauge(d.guestConns, float64(g.Connections), g.Guest, g.Sandbox)
 	}

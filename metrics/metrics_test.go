@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -102,6 +103,86 @@ katatrace_host_datagrams_total 2
 `
 	if err := promtest.CollectAndCompare(host, strings.NewReader(want), "katatrace_host_datagrams_total"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// lineReader reads newline-ended messages: the least a message stream is.
+type lineReader struct{ br *bufio.Reader }
+
+func (r lineReader) Next() ([]byte, error) {
+	b, err := r.br.ReadBytes('\n')
+	if err != nil {
+		return nil, err
+	}
+	return b[:len(b)-1], nil
+}
+func (lineReader) InFrame() bool              { return false }
+func (lineReader) Drop() bool                 { return false }
+func (lineReader) Lose()                      {}
+func (lineReader) Skipped() hostrelay.Skipped { return hostrelay.Skipped{Oversize: 1, Bytes: 100} }
+func (lineReader) State() []byte              { return nil }
+func (lineReader) Restore([]byte) error       { return nil }
+
+// spanSink refuses "junk" as no span at all, as the Kata span decoder does.
+type spanSink struct{ discard }
+
+func (spanSink) Send(p []byte, _ guestid.ID) error {
+	if string(p) == "junk" {
+		return sink.Malformed(errors.New("not a span"))
+	}
+	return nil
+}
+
+// TestForwarderMetrics: a Kata agents' forwarder counts in its words:
+// frames, spans and what it skipped, per agent.
+func TestForwarderMetrics(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := hostrelay.NewServer(hostrelay.ServerConfig{Kind: wire.KindKataSpans, Sink: spanSink{}, Logger: slog.New(slog.DiscardHandler),
+		Messages: func(r io.Reader) hostrelay.MessageReader { return lineReader{bufio.NewReader(r)} }})
+	go func() { _ = srv.Serve(ln, "tcp://"+ln.Addr().String()) }()
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("span\njunk\nspan\n")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, "3 frames", func() bool { return srv.Stats().Datagrams == 3 })
+	col := ForServer(srv, Host{Spans: true})
+	problems, err := promtest.CollectAndLint(col)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+	if n := promtest.CollectAndCount(col, "katatrace_host_datagrams_total", "katatrace_guest_datagrams_total"); n != 0 {
+		t.Errorf("%d series in a guest relay's words", n)
+	}
+	want := `
+# HELP katatrace_forwarder_frames_total Frames read whole: each a span, or skipped as undecodable.
+# TYPE katatrace_forwarder_frames_total counter
+katatrace_forwarder_frames_total 3
+# HELP katatrace_forwarder_spans_total Spans decoded and handed to the sink.
+# TYPE katatrace_forwarder_spans_total counter
+katatrace_forwarder_spans_total 2
+# HELP katatrace_forwarder_skipped_frames_total Frames not handed on, by reason: undecodable (framed, but no span), oversize (above --max-span-bytes: read through), stalled (not finished within --frame-timeout: dropped, the rest skipped). The connection is kept.
+# TYPE katatrace_forwarder_skipped_frames_total counter
+katatrace_forwarder_skipped_frames_total{reason="oversize"} 1
+katatrace_forwarder_skipped_frames_total{reason="stalled"} 0
+katatrace_forwarder_skipped_frames_total{reason="undecodable"} 1
+`
+	if err := promtest.CollectAndCompare(col, strings.NewReader(want), "katatrace_forwarder_frames_total",
+		"katatrace_forwarder_spans_total", "katatrace_forwarder_skipped_frames_total"); err != nil {
+		t.Fatal(err)
+	}
+	if n := promtest.CollectAndCount(col, "katatrace_agent_spans_total"); n != 1 {
+		t.Fatalf("%d agent series, want 1", n)
 	}
 }
 

@@ -105,7 +105,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	prev.adopt(rc.Log, srv, cfg.Sink, to)
 	ls := &listenerSet{}
 	stopMetrics, err := h.serveMetrics(rc, func() error { return ls.ready(cfg.Sink) },
-		metrics.ForServer(srv, metrics.Host{Sink: cfg.Sink, Listeners: ls.counts}))
+		metrics.ForServer(srv, metrics.Host{Sink: cfg.Sink, Listeners: ls.counts, Spans: cfg.Messages != nil}))
 	if err != nil {
 		closeSink(context.Background())
 		return err
