@@ -24,6 +24,7 @@ import (
 	"github.com/opentracing/opentracing-go"
 	"github.com/uber/jaeger-client-go"
 
+	"github.com/katatrace/katatrace/internal/storetest"
 	"github.com/katatrace/katatrace/internal/testutil"
 	"github.com/katatrace/katatrace/tracing"
 	"github.com/katatrace/katatrace/wire"
@@ -71,6 +72,8 @@ func account(t *testing.T, r faultRow) {
 
 func TestFaultSuite(t *testing.T) {
 	t.Run("host-killed", faultHostKilled)
+	t.Run("host-restarted-store", faultHostRestartedInStore)
+	t.Run("socat-kept-in-store", faultSocatKeptInStore)
 	t.Run("guest-killed", faultGuestKilled)
 	t.Run("jaeger-udp-down", faultUDPDown)
 	t.Run("collector-down", faultCollectorDown)
@@ -222,6 +225,121 @@ func faultHostKilled(t *testing.T) {
 	got, dups := tally(sink.Quiet(300*time.Millisecond), total)
 	account(t, faultRow{name: "host relay SIGKILLed 3x, 0.2 s away each, at 4,000/s", sent: total, delivered: got, lossless: true,
 		note: fmt.Sprintf("%d duplicates (handed on by a host that died before confirming)", dups)})
+}
+
+// storedHostRelay starts vsock-to-udp-server on path as the next process
+// of a unit whose file descriptor store m stands in for.
+func storedHostRelay(t *testing.T, m *storetest.Manager, path, to string) *testutil.Proc {
+	t.Helper()
+	p := m.Start([]string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "vsock-to-udp-server"), "--from", "unix://"+path, "--to", to)
+	m.WaitReady(p)
+	return p
+}
+
+// restartHost stops a host relay as systemctl restart does (SIGTERM: it
+// hands over) and starts the next.
+func restartHost(t *testing.T, m *storetest.Manager, hp *testutil.Proc, path, to string) *testutil.Proc {
+	t.Helper()
+	hp.Signal(syscall.SIGTERM)
+	if code := hp.Wait(10 * time.Second); code != 0 || !strings.Contains(hp.Stderr.String(), "handed over to the next process") {
+		t.Fatalf("host relay exit %d without a handover:\n%s", code, hp.Stderr.String())
+	}
+	return storedHostRelay(t, m, path, to)
+}
+
+// faultHostRestartedInStore: while a v2 guest relay carries 4,000
+// datagrams/s, its host relay, a unit with a file descriptor store, is
+// restarted three times: the guest's one connection is handed from each
+// process to the next, nothing is lost or handed on twice, and the guest
+// never reconnects. Then a SIGKILL: the session's state dies with the
+// process, so the v2 connection is closed; the guest reconnects and sends
+// again what was not confirmed.
+func faultHostRestartedInStore(t *testing.T) {
+	m := storetest.New(t)
+	path := filepath.Join(testutil.SockDir(t), "h_6831")
+	sink := testutil.NewUDPSink(t)
+	hp := storedHostRelay(t, m, path, sink.Addr())
+	gp, c := guestRelay(t, path, 0)
+	const rate, total = 4000, 16000
+	restarts := map[int]bool{total / 5: true, 2 * total / 5: true, 3 * total / 5: true}
+	paced(t, c, total, rate, 200, func(i int) {
+		switch {
+		case restarts[i]:
+			hp = restartHost(t, m, hp, path, sink.Addr())
+		case i == 4*total/5:
+			if n := strings.Count(gp.Stderr.String(), "connected to host"); n != 1 {
+				t.Errorf("the guest relay connected %d times through three restarts, want once", n)
+			}
+			hp.Signal(syscall.SIGKILL)
+			hp.Wait(10 * time.Second)
+			hp = storedHostRelay(t, m, path, sink.Addr())
+		}
+	})
+	stopGuest(t, gp)
+	got, dups := tally(sink.Quiet(300*time.Millisecond), total)
+	if !strings.Contains(hp.Stderr.String(), "guest connection closed after a crash") {
+		t.Errorf("after the SIGKILL, the v2 connection was not closed:\n%s", hp.Stderr.String())
+	}
+	account(t, faultRow{name: "host relay restarted 3x (fd store), then SIGKILLed, at 4,000/s", sent: total, delivered: got, lossless: true,
+		note: fmt.Sprintf("the guest's connection kept through the restarts; %d duplicates (after the SIGKILL: handed on, not confirmed)", dups)})
+}
+
+// faultSocatKeptInStore: a socat guest (a raw stream: socat ends when a
+// write fails) sends emitBatch datagrams while its host relay, a unit with
+// a file descriptor store, is restarted twice and SIGKILLed once
+// mid-stream: socat's connection is never closed, every batch around the
+// restarts arrives, and the crash loses at most what the dead process had
+// read and not handed on (the row says how much).
+func faultSocatKeptInStore(t *testing.T) {
+	needSocat(t)
+	m := storetest.New(t)
+	path := filepath.Join(testutil.SockDir(t), "h_6831")
+	sink := testutil.NewUDPSink(t)
+	hp := storedHostRelay(t, m, path, sink.Addr())
+	port := testutil.FreePort(t, "udp")
+	socat := startSocat(t, "-u", fmt.Sprintf("UDP-RECV:%d,bind=127.0.0.1", port), "UNIX-CONNECT:"+path)
+	c := udpSender(t, port)
+	const rate, total = 500, 2000
+	dgs := emitBatches(t, total)
+	testutil.Eventually(t, 10*time.Second, "socat connected", func() bool { return strings.Contains(hp.Stderr.String(), "framing=raw") || sendProbe(c, dgs[0], sink) })
+	base := len(sink.Quiet(200 * time.Millisecond))
+	var beforeKill int
+	for i, p := range dgs {
+		switch i {
+		case total / 4, total / 2:
+			hp = restartHost(t, m, hp, path, sink.Addr())
+		case 3 * total / 4:
+			beforeKill = len(sink.Quiet(300 * time.Millisecond))
+		case 3*total/4 + 100: // mid-stream
+			hp.Signal(syscall.SIGKILL)
+			hp.Wait(10 * time.Second)
+			hp = storedHostRelay(t, m, path, sink.Addr())
+		}
+		if _, err := c.Write(p); err != nil {
+			t.Fatal(err)
+		}
+		// Paced, never catching up in a burst: socat's UDP socket would
+		// overflow, which is not what this case is about.
+		time.Sleep(time.Second / rate)
+	}
+	got := len(sink.Quiet(500*time.Millisecond)) - base
+	if socat.ProcessState != nil {
+		t.Fatal("socat exited: its connection was closed")
+	}
+	if beforeKill-base < 3*total/4 {
+		t.Errorf("%d of the %d batches sent before the SIGKILL arrived: the restarts lost some", beforeKill-base, 3*total/4)
+	}
+	if !strings.Contains(hp.Stderr.String(), "connection taken up after a crash") {
+		t.Errorf("socat's connection was not taken up after the crash:\n%s", hp.Stderr.String())
+	}
+	account(t, faultRow{name: "socat guest: host restarted 2x (fd store), SIGKILLed once, at 500/s", sent: total, delivered: got,
+		note: "socat's connection kept throughout; lost: what the killed host had read and not handed on"})
+}
+
+// sendProbe sends p and reports whether it arrived.
+func sendProbe(c net.Conn, p []byte, sink *testutil.UDPSink) bool {
+	_, _ = c.Write(p)
+	return len(sink.WaitFor(1, 50*time.Millisecond)) > 0
 }
 
 // faultGuestKilled: a guest relay is SIGKILLed mid-stream at 2,000/s and

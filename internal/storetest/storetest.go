@@ -76,6 +76,7 @@ func (m *Manager) serve(done chan struct{}) {
 			for _, c := range cmsgs {
 				fds, _ := unix.ParseUnixRights(&c)
 				for _, fd := range fds {
+					unix.CloseOnExec(fd) // as systemd keeps them: passed on only as LISTEN_FDS
 					files = append(files, os.NewFile(uintptr(fd), "stored"))
 				}
 			}
@@ -175,7 +176,9 @@ func (m *Manager) Start(env []string, path string, args ...string) *testutil.Pro
 	// systemd sets LISTEN_PID between fork and exec; a shell that execs
 	// keeps its pid.
 	cmd := exec.Command("/bin/sh", append([]string{"-c", `LISTEN_PID=$$ exec "$0" "$@"`, path}, args...)...)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+m.path)
+	// A race-detector build sleeps a second at exit (atexit_sleep_ms): a
+	// restart would keep peers waiting that long.
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+m.path, "GORACE=atexit_sleep_ms=0")
 	if len(files) > 0 {
 		cmd.Env = append(cmd.Env, "LISTEN_FDS="+strconv.Itoa(len(files)), "LISTEN_FDNAMES="+strings.Join(names, ":"))
 	}
