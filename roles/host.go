@@ -29,8 +29,8 @@ type hostRelay struct {
 	DrainTimeout           time.Duration `help:"On SIGTERM, how long to keep handing on what guests already sent." default:"5s"`
 	MaxConnections         int           `help:"Connections one listener holds at most; more are refused, logged and counted." default:"4096"`
 	MaxConnectionsPerGuest int           `help:"Connections one guest (a vsock CID, or the process connecting to a hybrid-vsock socket) holds at most." default:"64"`
-	HelloTimeout           time.Duration `help:"How long a new connection has to send its hello (a socat guest: its first bytes)." default:"60s"`
-	FrameTimeout           time.Duration `help:"How long a frame may stay unfinished; a guest quiet between frames is never cut." default:"60s"`
+	HelloTimeout           time.Duration `help:"How long a new connection has to send its hello (a socat guest: its first bytes; a Kata agent sends none, and is never timed out)." default:"60s"`
+	FrameTimeout           time.Duration `help:"How long a frame may stay unfinished: a guest relay's connection is then closed, a Kata agent's frame dropped (its rest skipped as it comes) and its connection kept. A peer quiet between frames is never cut." default:"60s"`
 	GuestRate              ByteRate      `help:"Each guest's budget, bytes of datagrams per second, all its connections together (a Kata agent sends far less); beyond it, while other guests send too, the host reads from that guest only as fast as the budget allows (the excess waits in, and is dropped and counted by, the guest's own queue), so that one VM cannot crowd out the others. 0: no budget." default:"1MiB/s"`
 	GuestBurst             ByteSize      `help:"How far a guest may run ahead of --guest-rate at once (a trace sent at shutdown, say)." default:"1MiB"`
 	FDStoreMax             int           `name:"fd-store-max" help:"Under systemd, connections are kept in the unit's file descriptor store, so that a restart or a crash of this process never ends them: its size (the unit's FileDescriptorStoreMax=; systemd 254 and later say it in $FDSTORE, which wins). 0: keep none." default:"8192"`

@@ -39,7 +39,7 @@ type traceForwarder struct {
 	// katatrace's own.
 	From         []endpoint.Addr `help:"Where agents connect, replacing what the vsock and socket-path flags say; repeatable or comma-separated: vsock://any:10240, unix:///path (a glob in the directories finds VMs as they start), tcp://HOST:PORT or fd://N." placeholder:"ADDR" addr:"listen vsock unix tcp fd"`
 	To           sink.Target     `help:"Where spans go, instead of --otlp-endpoint: otlp://HOST:4317 (otlps://), otlphttp://HOST:4318 (otlphttps://), udp://HOST:6831 (a Jaeger agent), http://HOST:14268/api/traces (a Jaeger collector), print (trees) or jsonl (a JSON object per span) on stdout." placeholder:"SINK"`
-	MaxSpanBytes ByteSize        `help:"Largest span payload taken; a frame announcing more closes that agent's connection (an agent's span is a few KiB)." default:"4MiB"`
+	MaxSpanBytes ByteSize        `help:"Largest span payload taken (an agent's span is a few KiB); a frame announcing more is read through and thrown away, counted, and the agent's connection kept." default:"4MiB"`
 	traceSinkFlags
 	hostRelay
 }
