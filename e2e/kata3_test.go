@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/katatrace/katatrace/internal/katatest"
+	"github.com/katatrace/katatrace/internal/storetest"
 	"github.com/katatrace/katatrace/internal/testutil"
 )
 
@@ -30,7 +31,7 @@ func startForwarder(t *testing.T, args ...string) *testutil.Proc {
 // and closed with the listener).
 func stopForwarder(t *testing.T, p *testutil.Proc, guests int) {
 	testutil.Eventually(t, 20*time.Second, fmt.Sprintf("%d guests read to their end", guests), func() bool {
-		return strings.Count(p.Stderr.String(), "guest disconnected") >= guests
+		return strings.Count(p.Stderr.String(), "agent disconnected") >= guests
 	})
 	p.Signal(syscall.SIGTERM)
 	if code := p.Wait(30 * time.Second); code != 0 {
@@ -201,4 +202,107 @@ func generatedTrace(t *testing.T, n int) (traceID string, stream []byte) {
 		stream = append(binary.BigEndian.AppendUint64(stream, uint64(len(p))), p...)
 	}
 	return fmt.Sprintf("%032x", id), stream
+}
+
+// TestKata3AgentsKeepTheirConnection: the four ways a Kata 2.x+ agent's
+// tracing used to end, each an agent on its one connection replaying the
+// frames Kata's exporter wrote, into a real Jaeger over OTLP with Kata's
+// flags: a bincode trace whose trace id begins with '{', a frame that is
+// no span before a JSON trace, the forwarder restarted between frames, and
+// the forwarder SIGKILLed between frames (its unit's file descriptor store
+// played by storetest; systemd's own in the VM suite). Every trace
+// arrives whole, and no agent's write fails. The table it logs is the
+// issue's; KATATRACE_BIN of an older build fills it in for that build.
+func TestKata3AgentsKeepTheirConnection(t *testing.T) {
+	j := startJaeger(t)
+	bin, _ := binaries(t)
+	restartedID := jsonTracingTraceID(t)
+	cases := []struct {
+		name, trace string
+		api         bool
+		run         func(f *unitForwarder) *katatest.Agent
+	}{
+		{"a bincode trace whose trace id's first byte is '{'", "a650f4bb0f1338066ba882140dded87b", true, func(f *unitForwarder) *katatest.Agent {
+			a := f.agent()
+			a.Send(katatest.WithFirstByte(katatest.Frames(t, "bincode-otel014-api"), '{')...)
+			return a
+		}},
+		{"a frame that is no span, then a JSON trace", "d5549796b885246c67389f3b2fa247d1", true, func(f *unitForwarder) *katatest.Agent {
+			a := f.agent()
+			a.Send([]byte("this frame is no span"))
+			a.Send(katatest.Frames(t, "json-otel017-api")...)
+			return a
+		}},
+		{"3 frames, the forwarder restarted, 3 more", restartedID, false, func(f *unitForwarder) *katatest.Agent {
+			a, frames := f.agent(), katatest.Frames(t, "json-otel017-tracing")
+			a.Send(frames[:3]...)
+			f.delivered(restartedID, 3)
+			f.p.Signal(syscall.SIGTERM)
+			f.p.Wait(20 * time.Second)
+			f.start()
+			a.Send(frames[3:]...)
+			return a
+		}},
+		{"3 frames, the forwarder SIGKILLed and started again, 3 more", "fe1d14f40b91e3a22a78699aab605a60", false, func(f *unitForwarder) *katatest.Agent {
+			a, frames := f.agent(), katatest.Frames(t, "bincode-otel014-tracing")
+			a.Send(frames[:3]...)
+			f.delivered("fe1d14f40b91e3a22a78699aab605a60", 3) // a crash may lose what the sink held
+			f.p.Signal(syscall.SIGKILL)
+			f.p.Wait(20 * time.Second)
+			f.start()
+			a.Send(frames[3:]...)
+			return a
+		}},
+	}
+	var table strings.Builder
+	fmt.Fprintf(&table, "%-62s %-16s %s\n", "case", "spans in Jaeger", "the agent's connection")
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := &unitForwarder{t: t, j: j, bin: bin, m: storetest.New(t), hv: filepath.Join(testutil.SockDir(t), "clh.sock")}
+			f.start()
+			a := c.run(f)
+			spans := j.WaitTrace(t, c.trace, 6, 20*time.Second)
+			werr, closed := a.Failed()
+			conn := "open, every write taken"
+			switch {
+			case werr != nil:
+				conn = "a write failed: " + werr.Error()
+			case closed:
+				conn = "closed by the host"
+			}
+			fmt.Fprintf(&table, "%-62s %d of 6           %s\n", c.name, len(spans), conn)
+			checkKataTree(t, spans, "kata-agent", c.api)
+			a.Check()
+			f.p.Signal(syscall.SIGTERM)
+			if code := f.p.Wait(20 * time.Second); code != 0 {
+				t.Fatalf("forwarder exit %d:\n%s", code, f.p.Stderr.String())
+			}
+		})
+	}
+	t.Logf("Kata agents' connections, %s:\n%s", bin, table.String())
+}
+
+// unitForwarder is kata-trace-forwarder run as a unit with a file
+// descriptor store would run it, with Kata's flags, into Jaeger.
+type unitForwarder struct {
+	t   *testing.T
+	j   *Jaeger
+	bin string
+	m   *storetest.Manager
+	hv  string
+	p   *testutil.Proc
+}
+
+func (f *unitForwarder) start() {
+	f.p = f.m.Start(nil, f.bin, "kata-trace-forwarder", "--socket-path", f.hv, "--otlp-endpoint", fmt.Sprintf("http://127.0.0.1:%d", f.j.OTLPGRPC))
+	f.m.WaitReady(f.p)
+}
+
+func (f *unitForwarder) agent() *katatest.Agent { return katatest.DialAgent(f.t, f.hv+"_10240") }
+
+// delivered waits for n spans of trace in Jaeger.
+func (f *unitForwarder) delivered(trace string, n int) {
+	if spans := f.j.WaitTrace(f.t, trace, n, 20*time.Second); len(spans) < n {
+		f.t.Fatalf("trace %s: %d spans before the stop, want %d", trace, len(spans), n)
+	}
 }

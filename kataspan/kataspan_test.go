@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/katatrace/katatrace/internal/katatest"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 )
@@ -262,7 +263,7 @@ func TestBincodeAnyFirstByte(t *testing.T) {
 			ps, want := capture(t, name), references(t, name)
 			for v := range 256 {
 				var stream []byte
-				for i, p := range withFirstByte(ps, byte(v)) {
+				for i, p := range katatest.WithFirstByte(ps, byte(v)) {
 					s, err := Decode(p)
 					if err != nil {
 						t.Fatalf("first byte %#02x, frame %d: %v", v, i, err)
@@ -286,23 +287,13 @@ func TestBincodeAnyFirstByte(t *testing.T) {
 	}
 }
 
-// withFirstByte is a trace's frames with the trace id's lowest byte (a
-// bincode payload's first) set to v in each: the same trace, another id.
-func withFirstByte(ps [][]byte, v byte) [][]byte {
-	out := make([][]byte, len(ps))
-	for i, p := range ps {
-		out[i] = append([]byte{v}, p[1:]...)
-	}
-	return out
-}
-
 func fuzzSeeds(f *testing.F) {
 	for _, name := range captures {
 		for _, p := range capture(f, name) {
 			f.Add(p)
 		}
 		if strings.HasPrefix(name, "bincode") {
-			for _, p := range withFirstByte(capture(f, name), '{') {
+			for _, p := range katatest.WithFirstByte(capture(f, name), '{') {
 				f.Add(p)
 			}
 		}

@@ -2,7 +2,6 @@ package roles_test
 
 import (
 	"encoding/binary"
-	"net"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -13,52 +12,6 @@ import (
 	"github.com/katatrace/katatrace/internal/storetest"
 	"github.com/katatrace/katatrace/internal/testutil"
 )
-
-// agent writes a Kata span stream as Kata's vsock-exporter does: each
-// frame's header, then its payload, on its one connection; a failed write
-// fails the test, since the real exporter would never connect again.
-type agent struct {
-	t    *testing.T
-	conn net.Conn
-}
-
-func dialAgent(t *testing.T, path string) *agent {
-	t.Helper()
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &agent{t: t, conn: c}
-}
-
-func (a *agent) write(b []byte) {
-	a.t.Helper()
-	if _, err := a.conn.Write(b); err != nil {
-		a.t.Fatalf("the agent's write failed: %v (its exporter would never send again)", err)
-	}
-}
-
-// send writes frames, header and payload apart.
-func (a *agent) send(frames ...[]byte) {
-	a.t.Helper()
-	for _, p := range frames {
-		a.write(binary.BigEndian.AppendUint64(nil, uint64(len(p))))
-		a.write(p)
-	}
-}
-
-// kataFrames cuts a capture into its payloads.
-func kataFrames(t *testing.T, name string) [][]byte {
-	b := katatest.Capture(t, name)
-	var out [][]byte
-	for len(b) > 0 {
-		n := binary.BigEndian.Uint64(b)
-		out = append(out, b[8:8+n])
-		b = b[8+n:]
-	}
-	return out
-}
 
 // spanCount counts the JSON lines a forwarder wrote for trace.
 func spanCount(out, trace string) int { return strings.Count(out, `"trace_id":"`+trace+`"`) }
@@ -78,11 +31,11 @@ func TestForwarderKeepsAgentsAcrossRestartsAndCrashes(t *testing.T) {
 		return p
 	}
 	const api, tracing = "d5549796b885246c67389f3b2fa247d1", "a650f4bb0f1338066ba882140dded800"
-	json, bin := kataFrames(t, "json-otel017-api"), kataFrames(t, "bincode-otel014-api")
+	json, bin := katatest.Frames(t, "json-otel017-api"), katatest.Frames(t, "bincode-otel014-api")
 
 	p := run()
-	a := dialAgent(t, sock)
-	a.send(json[:3]...)
+	a := katatest.DialAgent(t, sock)
+	a.Send(json[:3]...)
 	testutil.Eventually(t, 10*time.Second, "3 spans", func() bool { return spanCount(p.Stdout.String(), api) == 3 })
 
 	// A restart: the connection and everything read go to the next process.
@@ -94,28 +47,30 @@ func TestForwarderKeepsAgentsAcrossRestartsAndCrashes(t *testing.T) {
 		t.Fatalf("no handover:\n%s\nstore:\n%s", p.Stderr.String(), m)
 	}
 	p = run()
-	a.send(json[3:]...)
+	a.Send(json[3:]...)
 	testutil.Eventually(t, 10*time.Second, "the trace's last 3 spans", func() bool { return spanCount(p.Stdout.String(), api) == 3 })
+	a.Check()
 	p.WaitLog("connection taken up after a restart")
 
 	// A crash between frames: nothing was held.
 	p.Signal(syscall.SIGKILL)
 	p.Wait(10 * time.Second)
 	p = run()
-	a.send(bin[:2]...)
+	a.Send(bin[:2]...)
 	testutil.Eventually(t, 10*time.Second, "2 spans after the crash", func() bool { return spanCount(p.Stdout.String(), tracing) == 2 })
+	a.Check()
 	p.WaitLog("taken up after a crash")
 
 	// A crash inside a frame: what the process had read of it is lost, and
 	// the next process finds the frame after it.
-	a.write(binary.BigEndian.AppendUint64(nil, uint64(len(bin[2]))))
-	a.write(bin[2][:40])
+	a.Write(binary.BigEndian.AppendUint64(nil, uint64(len(bin[2]))))
+	a.Write(bin[2][:40])
 	time.Sleep(300 * time.Millisecond) // read by the process, held in its buffer
 	p.Signal(syscall.SIGKILL)
 	p.Wait(10 * time.Second)
 	p = run()
-	a.write(bin[2][40:])
-	a.send(bin[3:]...)
+	a.Write(bin[2][40:])
+	a.Send(bin[3:]...)
 	testutil.Eventually(t, 10*time.Second, "the frames after the cut one", func() bool { return spanCount(p.Stdout.String(), tracing) == 3 })
 	p.Signal(syscall.SIGTERM)
 	if code := p.Wait(10 * time.Second); code != 0 {
@@ -124,5 +79,6 @@ func TestForwarderKeepsAgentsAcrossRestartsAndCrashes(t *testing.T) {
 	if errs := p.Stderr.String(); !strings.Contains(errs, "resyncs=1") || !strings.Contains(errs, "frames=3 spans=3") {
 		t.Fatalf("the cut frame was not skipped and counted:\n%s", errs)
 	}
-	a.send(bin[5]) // still open: kept by the last handover
+	a.Send(bin[5])
+	a.Check() // kept by the last handover
 }

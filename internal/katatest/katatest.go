@@ -3,6 +3,8 @@
 package katatest
 
 import (
+	"encoding/binary"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -38,5 +40,83 @@ func Send(t testing.TB, path string, b []byte) {
 	defer c.Close()
 	if _, err := c.Write(b); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Frames is a capture's payloads, in order.
+func Frames(t testing.TB, name string) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for b := Capture(t, name); len(b) > 0; {
+		n := binary.BigEndian.Uint64(b)
+		out, b = append(out, b[8:8+n]), b[8+n:]
+	}
+	return out
+}
+
+// WithFirstByte is a trace's bincode frames with their trace id's lowest
+// byte (a bincode payload's first) set to v: the same trace, another id.
+func WithFirstByte(frames [][]byte, v byte) [][]byte {
+	out := make([][]byte, len(frames))
+	for i, p := range frames {
+		out[i] = append([]byte{v}, p[1:]...)
+	}
+	return out
+}
+
+// Agent writes a span stream as Kata's vsock-exporter does: on one
+// connection, each frame's header, then its payload. Its first failed
+// write is kept: the real exporter would never send again (Check).
+type Agent struct {
+	t    testing.TB
+	conn net.Conn
+	err  error
+}
+
+// DialAgent connects to the forwarder's unix socket at path (hybrid
+// vsock), once it is there.
+func DialAgent(t testing.TB, path string) *Agent {
+	t.Helper()
+	testutil.Eventually(t, 10*time.Second, "the forwarder's socket "+path, func() bool { _, err := os.Stat(path); return err == nil })
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &Agent{t: t, conn: c}
+}
+
+// Write writes b as it is; after a failed write, nothing.
+func (a *Agent) Write(b []byte) {
+	if a.err == nil {
+		_, a.err = a.conn.Write(b)
+	}
+}
+
+// Send writes frames, header and payload apart.
+func (a *Agent) Send(frames ...[]byte) {
+	for _, p := range frames {
+		a.Write(binary.BigEndian.AppendUint64(nil, uint64(len(p))))
+		a.Write(p)
+	}
+}
+
+// Failed is the agent's first failed write, and whether the host has
+// closed its connection: nothing ever comes back on it, so a read times
+// out while it is open.
+func (a *Agent) Failed() (write error, closed bool) {
+	_ = a.conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	defer a.conn.SetReadDeadline(time.Time{})
+	var b [1]byte
+	_, err := a.conn.Read(b[:])
+	return a.err, !errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// Check fails the test if a write failed or the host closed the
+// connection.
+func (a *Agent) Check() {
+	a.t.Helper()
+	if werr, closed := a.Failed(); werr != nil || closed {
+		a.t.Fatalf("the agent's connection failed (write: %v; closed by the host: %v): its exporter would never send again", werr, closed)
 	}
 }
