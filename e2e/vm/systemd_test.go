@@ -2,17 +2,21 @@ package vm
 
 import (
 	"bytes"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/katatrace/katatrace/internal/katatest"
 	"github.com/katatrace/katatrace/internal/testhost"
+	"github.com/katatrace/katatrace/kataspan"
 	"github.com/katatrace/katatrace/sink"
 )
 
@@ -73,6 +77,17 @@ func setupSystemdWith(t *testing.T, katatrace bool) *systemdGuest {
 	must(t, os.MkdirAll(lib, 0o755))
 	agent := filepath.Join(filepath.Dir(g.initrd), "agent")
 	copyFile(t, agent, filepath.Join(lib, "testagent"), 0o755)
+	// A Kata 2.x+ agent's exporter, and the streams Kata's wrote, for the
+	// shipped kata-trace-forwarder.service (katatrace-test-forwarder).
+	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(lib, "kataagent"), "./kataagent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build kataagent: %v\n%s", err, out)
+	}
+	for _, name := range kataStreams {
+		copyFile(t, filepath.Join("..", "..", "kataspan", "testdata", name+".bin"), filepath.Join(lib, name+".bin"), 0o644)
+	}
+	copyFile(t, "testdata/guest/forwarder", filepath.Join(lib, "forwarder"), 0o755)
 	copyFile(t, "testdata/guest/kata-agent", filepath.Join(root, "usr/bin/kata-agent"), 0o755)
 	copyFile(t, "testdata/guest/report", filepath.Join(lib, "report"), 0o755)
 	for _, m := range guestModules {
@@ -85,10 +100,10 @@ func setupSystemdWith(t *testing.T, katatrace bool) *systemdGuest {
 	etc := filepath.Join(root, "etc/systemd/system")
 	wants := filepath.Join(etc, "kata-containers.target.wants")
 	must(t, os.MkdirAll(wants, 0o755))
-	for _, u := range []string{"vsock", "uplink", "report", "final", "stop", "memory"} {
+	for _, u := range []string{"vsock", "uplink", "report", "final", "stop", "memory", "forwarder"} {
 		name := "katatrace-test-" + u + ".service"
 		copyFile(t, filepath.Join("testdata/guest", name), filepath.Join(etc, name), 0o644)
-		if u != "stop" && u != "memory" {
+		if u != "stop" && u != "memory" && u != "forwarder" {
 			must(t, os.Symlink("../"+name, filepath.Join(wants, name)))
 		}
 	}
@@ -99,9 +114,13 @@ func setupSystemdWith(t *testing.T, katatrace bool) *systemdGuest {
 	// The host relays run inside the guest, as the shipped, sandboxed host
 	// units, on real vsock: what they hand on goes up the serial uplink
 	// (traces) or out on ttyS2 (journal lines).
-	for _, u := range []string{"vsock-to-udp-server.service", "vsock-to-text-server.service"} {
+	for _, u := range []string{"vsock-to-udp-server.service", "vsock-to-text-server.service", "kata-trace-forwarder.service"} {
 		must(t, os.Symlink("/usr/lib/systemd/system/"+u, filepath.Join(wants, u)))
 	}
+	// Kata agents' spans go up the uplink as Jaeger datagrams, named apart
+	// from the 1.x agent's.
+	dropIn(t, etc, "kata-trace-forwarder.service", "[Unit]\nAfter=katatrace-test-vsock.service\n"+
+		"[Service]\nExecStart=\nExecStart=/usr/bin/kata-trace-forwarder --vsock-port 10240 --to udp://127.0.0.1:16831 --trace-name kata3-agent\n")
 	// The shipped hybrid-vsock drop-in, as the guide has an operator copy
 	// it, on a machine that has run no VM (no /run/vc but tmpfiles.d's):
 	// the relay starts at boot, and listens in a VM directory made later.
@@ -316,6 +335,9 @@ func TestVMSystemdStaticTracing(t *testing.T) {
 // TestVMSystemdStopIsNoFailure stops the agent's unit while the agent runs,
 // as the runtime or an operator would: the agent gets SIGTERM through the
 // shim, the trace is flushed, the VM powers off, and no unit failed.
+// Before the stop, in the same boot, a Kata 2.x+ agent keeps its one
+// connection to the shipped kata-trace-forwarder.service through its
+// restarts and crashes (checkForwarderKeepsAgents).
 // Before the stop, 12 s after the agent (300 spans, then waiting) started,
 // it reads every guest process's memory, katatrace's and the seed's socat
 // pair's beside it: figures for the record, not a check.
@@ -323,8 +345,9 @@ func TestVMSystemdStopIsNoFailure(t *testing.T) {
 	g := setupSystemd(t)
 	h := startHost(t, g.katatrace)
 	r := g.boot(t, h, systemdBase+"agent.trace=1 systemd.setenv=TESTAGENT_SPANS=300 systemd.setenv=TESTAGENT_HOLD=600000 "+
-		"systemd.wants=katatrace-test-memory.service systemd.wants=katatrace-test-stop.service")
+		"systemd.wants=katatrace-test-memory.service systemd.wants=katatrace-test-stop.service systemd.wants=katatrace-test-forwarder.service")
 	byOp := checkSystemdRun(t, h, r, 300)
+	checkForwarderKeepsAgents(t, h, r, g.journal)
 	logGuestMemory(t, r.console)
 	if sd := byOp["kata-agent/shutdown"][0]; sd.Tags["reason"] != "stopped by terminated" {
 		t.Errorf("shutdown span reason %v, want the stop", sd.Tags["reason"])
@@ -392,4 +415,59 @@ func TestVMSystemdMemoryBaseline(t *testing.T) {
 		t.Logf("katatrace=%v: guest memory used %s kB; agent unit's main process rss %s kB pss %s kB; journal relay %s",
 			with, m[1], m[2], m[3], journalRelayRE.FindString(r.console))
 	}
+}
+
+// kataStreams are the streams Kata's exporter wrote, replayed in the guest
+// (kataspan/testdata).
+var kataStreams = []string{"json-otel017-tracing", "bincode-otel014-tracing", "json-otel017-api", "bincode-otel014-api"}
+
+var kataAgentRE = regexp.MustCompile(`kataagent: (connection open, \d+ writes taken, none failed|write failed.*|the host closed.*)`)
+
+// checkForwarderKeepsAgents checks what katatrace-test-forwarder did in
+// the guest (testdata/guest/forwarder): an agent's one connection to the
+// shipped kata-trace-forwarder.service, under real systemd and over real
+// AF_VSOCK, kept through a systemctl restart and a systemctl kill -s KILL
+// between frames (every span arrives), a restart inside a frame (every
+// span arrives) and a kill inside a frame (only that frame is lost: what
+// the dead process had read of it); the agent never sees a failed write.
+func checkForwarderKeepsAgents(t *testing.T, h *testhost.Host, r bootResult, journal string) {
+	t.Helper()
+	m := kataAgentRE.FindAllStringSubmatch(r.console, -1)
+	if len(m) != 1 || !strings.HasPrefix(m[0][1], "connection open") {
+		t.Errorf("the Kata agent's connection: %q", m)
+	}
+	byTrace := map[string][]string{}
+	for _, s := range h.Spans(t) {
+		if s.Service == "kata3-agent" {
+			byTrace[s.TraceID] = append(byTrace[s.TraceID], s.Operation)
+		}
+	}
+	for i, name := range kataStreams {
+		frames := katatest.Frames(t, name)
+		first, err := kataspan.Decode(frames[0])
+		must(t, err)
+		id := hex.EncodeToString(first.TraceID[:])
+		want := len(frames)
+		if i == 3 { // SIGKILLed inside its first frame
+			want--
+			if slices.Contains(byTrace[id], first.Name) {
+				t.Errorf("%s: the frame cut by the crash arrived", name)
+			}
+		}
+		if got := len(byTrace[id]); got != want {
+			t.Errorf("%s (trace %s): %d spans, want %d: %v", name, id, got, want, byTrace[id])
+		}
+	}
+	jb, err := os.ReadFile(journal)
+	must(t, err)
+	for msg, n := range map[string]int{"handed over to the next process": 2, "connection taken up after a restart": 2,
+		"connection taken up after a crash": 2, "stream lost its framing": 1} {
+		if got := strings.Count(string(jb), msg); got < n {
+			t.Errorf("the forwarder's journal has %q %d times, want %d or more", msg, got, n)
+		}
+	}
+	if strings.Contains(string(jb), "agent's connection closed") {
+		t.Error("the forwarder closed an agent's connection")
+	}
+	t.Logf("forwarder in the guest: %s", regexp.MustCompile(`katatrace-test: forwarder .*`).FindString(r.console))
 }
