@@ -273,7 +273,7 @@ func (c *peerConn) resumeStream() error {
 	}
 	c.greeted = true
 	c.g.greeted.Store(true)
-	c.srv.log.Info(c.srv.peerWord()+"'s connection taken up "+how, c.named("peer", c.peer, "guest", c.g.name, "name", c.stored)...)
+	c.srv.log.Info(c.srv.PeerWord()+"'s connection taken up "+how, c.named("peer", c.peer, "guest", c.g.name, "name", c.stored)...)
 	switch c.mode {
 	case storeMessages:
 		mr := c.srv.cfg.Messages(c.conn)

@@ -107,7 +107,7 @@ func (c *peerConn) noteSkipped(now, seen Skipped) Skipped {
 	}
 	if what != "" {
 		if ok, n := c.g.skipLog.Allow(); ok {
-			c.srv.log.Warn(c.srv.peerWord()+"'s "+what, c.named("guest", c.g.name, "peer", c.peer,
+			c.srv.log.Warn(c.srv.PeerWord()+"'s "+what, c.named("guest", c.g.name, "peer", c.peer,
 				"skipped_frames_total", c.g.skippedFrames(), "skipped_bytes_total", c.g.skippedBytes.Load(), "not_logged", n)...)
 		}
 	}
@@ -122,7 +122,7 @@ func (c *peerConn) undecodable(n int, err error, p []byte) {
 	c.g.undecodable.Add(uint64(n))
 	c.skipped.undecodable += uint64(n)
 	if ok, suppressed := c.g.undecodableLog.Allow(); ok {
-		c.srv.log.Warn("frame that is no span skipped; the "+c.srv.peerWord()+"'s next frames are read on", c.named("guest", c.g.name, "peer", c.peer,
+		c.srv.log.Warn("frame that is no span skipped; the "+c.srv.PeerWord()+"'s next frames are read on", c.named("guest", c.g.name, "peer", c.peer,
 			"err", err, "bytes", len(p), "first_bytes", hex.EncodeToString(p[:min(len(p), 32)]),
 			"undecodable_total", c.g.undecodable.Load(), "not_logged", suppressed)...)
 	}

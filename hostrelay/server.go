@@ -251,7 +251,7 @@ func (s *Server) Serve(ln net.Listener, name string) error {
 			s.stats.refused.Add(1) // before the close a peer (or a test) may see
 			_ = conn.Close()
 			if ok, n := s.limitLog.Allow(); ok {
-				s.log.Warn(s.peerWord()+" connection refused: "+over, "guest", g.name, "listener", name,
+				s.log.Warn(s.PeerWord()+" connection refused: "+over, "guest", g.name, "listener", name,
 					"refused_total", s.stats.refused.Load(), "not_logged", n)
 			}
 			continue
@@ -329,9 +329,9 @@ func (s *Server) stop(end time.Time) {
 	})
 }
 
-// peerWord is what the log calls a peer: an agent (a Kata agent's span
+// PeerWord is what the log calls a peer: an agent (a Kata agent's span
 // stream), else a guest.
-func (s *Server) peerWord() string {
+func (s *Server) PeerWord() string {
 	if s.cfg.Messages != nil {
 		return "agent"
 	}
@@ -885,7 +885,7 @@ func (c *peerConn) finish(err error) {
 		c.srv.log.Debug("connection closed before sending anything", "peer", c.peer)
 		return
 	}
-	peer := c.srv.peerWord()
+	peer := c.srv.PeerWord()
 	attrs := c.named("peer", c.peer, "guest", c.g.name)
 	if c.mode == storeMessages {
 		attrs = append(attrs, "frames", c.datagrams, "spans", c.datagrams-c.skipped.undecodable, "bytes", c.bytes,

@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -95,5 +97,46 @@ func TestForwarderFindsVMsByPattern(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "6 spans out", func() bool { return strings.Count(p.Stdout.String(), "\n") >= 6 })
 	if traces, n := spansOf(t, p.Stdout.String()); n != 6 || len(traces) != 1 {
 		t.Fatalf("%d spans in %d traces: %v", n, len(traces), traces)
+	}
+}
+
+// TestForwarderNeverClosesAnAgent: on one connection an agent is quiet
+// past --hello-timeout, sends a frame that is no span, a frame that stalls
+// past --frame-timeout, an oversize span, and a length no span has, then a
+// trace: every span of the trace arrives, each skip is counted (SIGUSR1
+// says so per agent), and the connection is never closed; without a file
+// descriptor store, the stop says at ERROR whose tracing it ends.
+func TestForwarderNeverClosesAnAgent(t *testing.T) {
+	sock := filepath.Join(testutil.SockDir(t), "clh.sock_10240")
+	p := start(t, nil, "kata-trace-forwarder", "--from", "unix://"+sock, "--to", "jsonl",
+		"--hello-timeout", "200ms", "--frame-timeout", "300ms", "--max-span-bytes", "64KiB")
+	p.WaitLog("no file descriptor store")
+	a := katatest.DialAgent(t, sock)
+	time.Sleep(500 * time.Millisecond) // past --hello-timeout: an agent sends no hello
+	json := katatest.Frames(t, "json-otel017-api")
+	a.Send([]byte("this frame is no span"))
+	stalled := binary.BigEndian.AppendUint64(nil, uint64(len(json[0])))
+	a.Write(append(stalled, json[0][:20]...))
+	time.Sleep(700 * time.Millisecond) // past --frame-timeout
+	a.Write(json[0][20:])
+	a.Send(append([]byte(`{"span_context":`), make([]byte, 100<<10)...))
+	a.Write(append(binary.BigEndian.AppendUint64(nil, 1<<50), "and then some"...))
+	a.Send(json...)
+	testutil.Eventually(t, 10*time.Second, "the trace's 6 spans", func() bool { return spanCount(p.Stdout.String(), "d5549796b885246c67389f3b2fa247d1") == 6 })
+	a.Check()
+	p.Signal(syscall.SIGUSR1)
+	p.WaitLog(`msg="stats of one agent"`)
+	errs := p.Stderr.String()
+	for _, want := range []string{"undecodable=1", "stalled=1", "oversize=1", "resyncs=1", "spans=6"} {
+		if !strings.Contains(errs[strings.Index(errs, `msg="stats of one agent"`):], want) {
+			t.Errorf("the agent's stats lack %s:\n%s", want, errs)
+		}
+	}
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if !regexp.MustCompile(`level=ERROR msg="agent's connection closed as this process stops, with no file descriptor store to keep it: this VM sends no span again until its agent restarts" role=kata-trace-forwarder peer=\S+ guest="unix://` + regexp.QuoteMeta(sock)).MatchString(p.Stderr.String()) {
+		t.Fatalf("the stop did not name the agent whose tracing it ends:\n%s", p.Stderr.String())
 	}
 }

@@ -174,8 +174,9 @@ func notify(rc *RunContext, state string) {
 	}
 }
 
-// logStatsOnSignal logs the counters whenever SIGUSR1 arrives.
-func logStatsOnSignal(rc *RunContext, attrs func() []any) (stop func()) {
+// logStatsOnSignal logs the counters whenever SIGUSR1 arrives, and then
+// what more logs (a host's guests, a line each).
+func logStatsOnSignal(rc *RunContext, attrs func() []any, more ...func()) (stop func()) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGUSR1)
 	done := make(chan struct{})
@@ -184,6 +185,9 @@ func logStatsOnSignal(rc *RunContext, attrs func() []any) (stop func()) {
 			select {
 			case <-ch:
 				rc.Log.Info("stats", attrs()...)
+				for _, f := range more {
+					f()
+				}
 			case <-done:
 				return
 			}

@@ -179,7 +179,12 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	rc.Log.Info("ready", "to", to)
 	stopMonitor := ls.monitor(rc)
 	defer stopMonitor()
-	stopStats := logStatsOnSignal(rc, func() []any { return serverAttrs(srv, cfg.Sink, cfg.Messages != nil) })
+	spans := cfg.Messages != nil
+	stopStats := logStatsOnSignal(rc, func() []any { return serverAttrs(srv, cfg.Sink, spans) }, func() {
+		for _, g := range srv.Guests() {
+			rc.Log.Info("stats of one "+srv.PeerWord(), guestAttrs(g, spans)...)
+		}
+	})
 	defer stopStats()
 
 	select {
@@ -226,19 +231,32 @@ func watched(a endpoint.Addr) bool {
 // stop), in its words: a Kata agents' forwarder counts frames and spans.
 func serverAttrs(srv *hostrelay.Server, out sink.Sink, spans bool) []any {
 	s := srv.Stats()
-	var attrs []any
-	if spans {
-		k := s.Skipped
-		attrs = []any{"connections", s.Accepted, "active", s.Active, "frames", s.Datagrams, "spans", s.Datagrams - s.Undecodable,
-			"bytes", s.Bytes, "skipped_frames", s.Undecodable + k.Oversize + k.Stalled, "undecodable", s.Undecodable,
-			"oversize", k.Oversize, "stalled", k.Stalled, "skipped_bytes", k.Bytes, "resyncs", k.Resyncs, "sink_errors", s.SinkErrors}
-	} else {
-		attrs = []any{"connections", s.Accepted, "active", s.Active, "datagrams", s.Datagrams,
-			"bytes", s.Bytes, "flushes", s.Flushes, "protocol_errors", s.ProtocolErrors,
-			"sink_errors", s.SinkErrors, "guest_dropped", s.GuestDropped, "unparsed_bytes", s.Unparsed, "flushes_not_accepted", s.FlushesNotAccepted,
-			"duplicates_dropped", s.Duplicates}
+	attrs := append([]any{"connections", s.Accepted, "active", s.Active}, trafficAttrs(s.Traffic, spans)...)
+	if !spans {
+		attrs = append(attrs, "protocol_errors", s.ProtocolErrors)
 	}
-	attrs = append(attrs, "paused_for_budget", s.Paused.Round(time.Millisecond).String(), "refused", s.Refused, "timed_out", s.TimedOut,
+	attrs = append(attrs, "refused", s.Refused, "timed_out", s.TimedOut,
 		"stored", s.Stored, "not_stored", s.NotStored, "adopted", s.Adopted)
 	return append(attrs, metrics.SinkStateOf(out).LogAttrs()...)
+}
+
+// guestAttrs are one guest's counters for the log (SIGUSR1).
+func guestAttrs(g hostrelay.GuestStats, spans bool) []any {
+	return append([]any{"guest", g.Guest, "sandbox", g.Sandbox, "open_connections", g.Connections, "connections", g.Accepted},
+		trafficAttrs(g.Traffic, spans)...)
+}
+
+// trafficAttrs are what guests did, in the server's words.
+func trafficAttrs(t hostrelay.Traffic, spans bool) []any {
+	paused := t.Paused.Round(time.Millisecond).String()
+	if spans {
+		k := t.Skipped
+		return []any{"frames", t.Datagrams, "spans", t.Datagrams - t.Undecodable, "bytes", t.Bytes,
+			"skipped_frames", t.Undecodable + k.Oversize + k.Stalled, "undecodable", t.Undecodable,
+			"oversize", k.Oversize, "stalled", k.Stalled, "skipped_bytes", k.Bytes, "resyncs", k.Resyncs,
+			"sink_errors", t.SinkErrors, "paused_for_budget", paused}
+	}
+	return []any{"datagrams", t.Datagrams, "bytes", t.Bytes, "flushes", t.Flushes,
+		"sink_errors", t.SinkErrors, "guest_dropped", t.GuestDropped, "unparsed_bytes", t.Unparsed,
+		"flushes_not_accepted", t.FlushesNotAccepted, "duplicates_dropped", t.Duplicates, "paused_for_budget", paused}
 }
