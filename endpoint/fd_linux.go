@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"github.com/katatrace/katatrace/systemd"
-	"github.com/mdlayher/vsock"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,7 +54,7 @@ func fdListener(n int) (net.Listener, error) {
 		return nil, fmt.Errorf("fd %d is a datagram socket; a listener needs a stream socket", n)
 	}
 	if dom, _ := unix.GetsockoptInt(n, unix.SOL_SOCKET, unix.SO_DOMAIN); dom == unix.AF_VSOCK {
-		return vsock.FileListener(f)
+		return vsockFileListener(f)
 	}
 	return net.FileListener(f)
 }

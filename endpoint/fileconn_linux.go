@@ -16,27 +16,16 @@ import (
 // connections are (net.FileConn does not know the family). f stays the
 // caller's to close.
 func FileConn(f *os.File) (net.Conn, error) {
-	rc, err := f.SyscallConn()
+	domain, err := socketDomain(f)
 	if err != nil {
 		return nil, err
 	}
-	var fd, domain int
-	var derr error
-	// Fd would make the socket blocking: its file status is shared with
-	// every copy of it, in the store too.
-	if err := rc.Control(func(p uintptr) {
-		domain, derr = unix.GetsockoptInt(int(p), unix.SOL_SOCKET, unix.SO_DOMAIN)
-		if derr == nil && domain == unix.AF_VSOCK {
-			fd, derr = unix.FcntlInt(p, unix.F_DUPFD_CLOEXEC, 0)
-		}
-	}); err != nil {
-		return nil, err
-	}
-	if derr != nil {
-		return nil, fmt.Errorf("%s: %w", f.Name(), derr)
-	}
 	if domain != unix.AF_VSOCK {
 		return net.FileConn(f)
+	}
+	fd, err := dupFD(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", f.Name(), err)
 	}
 	c, err := socket.New(fd, "vsock")
 	if err != nil {
@@ -66,3 +55,36 @@ func (c *vsockConn) LocalAddr() net.Addr  { return c.local }
 func (c *vsockConn) RemoteAddr() net.Addr { return c.remote }
 
 var _ net.Conn = (*vsockConn)(nil)
+
+// FileListener is the listening socket f holds (one systemd's file
+// descriptor store passed this process): unix, TCP or vsock. f stays the
+// caller's to close.
+func FileListener(f *os.File) (net.Listener, error) {
+	domain, err := socketDomain(f)
+	if err != nil {
+		return nil, err
+	}
+	if domain == unix.AF_VSOCK {
+		return vsockFileListener(f)
+	}
+	return net.FileListener(f)
+}
+
+// socketDomain is the address family of f's socket, read without Fd
+// (which would make it blocking: its file status is shared with every
+// copy of it, in the store too).
+func socketDomain(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var domain int
+	var derr error
+	if err := rc.Control(func(p uintptr) { domain, derr = unix.GetsockoptInt(int(p), unix.SOL_SOCKET, unix.SO_DOMAIN) }); err != nil {
+		return 0, err
+	}
+	if derr != nil {
+		return 0, fmt.Errorf("%s: %w", f.Name(), derr)
+	}
+	return domain, nil
+}

@@ -43,6 +43,7 @@ func (a Addr) CheckPattern() error {
 type Watch struct {
 	pattern string
 	log     *slog.Logger
+	listen  func(Addr) (net.Listener, error)
 	add     func(ln net.Listener, path string)
 	w       *fsnotify.Watcher
 	done    chan struct{}
@@ -53,17 +54,21 @@ type Watch struct {
 	closed  bool
 }
 
-// WatchPattern starts watching. add is called with every listener it
-// creates: for the directories there already, before WatchPattern returns
-// (on the caller's goroutine); for those that appear later, from the
-// watcher's goroutine. Closing a listener is the Watch's job (when its
-// directory goes, or at Close).
-func WatchPattern(pattern string, log *slog.Logger, add func(ln net.Listener, path string)) (*Watch, error) {
+// WatchPattern starts watching. listen makes each listener (nil: Listen;
+// a caller's may take one a previous process kept). add is called with
+// every listener it creates: for the directories there already, before
+// WatchPattern returns (on the caller's goroutine); for those that appear
+// later, from the watcher's goroutine. Closing a listener is the Watch's
+// job (when its directory goes, or at Close).
+func WatchPattern(pattern string, log *slog.Logger, listen func(Addr) (net.Listener, error), add func(ln net.Listener, path string)) (*Watch, error) {
 	fw, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: %w", pattern, err)
 	}
-	w := &Watch{pattern: pattern, log: log, add: add, w: fw, done: make(chan struct{}),
+	if listen == nil {
+		listen = Listen
+	}
+	w := &Watch{pattern: pattern, log: log, listen: listen, add: add, w: fw, done: make(chan struct{}),
 		watched: map[string]bool{}, lns: map[string]net.Listener{}}
 	w.rescan()
 	go w.loop()
@@ -171,7 +176,7 @@ func (w *Watch) sync(recheck bool) (changed bool) {
 			delete(w.lns, path)
 			w.log.Warn("a VM's socket was removed; creating it again", "from", "unix://"+path)
 		}
-		ln, err := Listen(Addr{Scheme: SchemeUnix, Path: path})
+		ln, err := w.listen(Addr{Scheme: SchemeUnix, Path: path})
 		if err != nil {
 			w.log.Error("VM found, but its socket cannot be created", "path", path, "err", err)
 			continue

@@ -3,7 +3,6 @@ package fdstore
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"sync"
@@ -65,14 +64,11 @@ func (s *Store) Len() int {
 	return s.n
 }
 
-// Keep puts conn's socket in the store under name (unique, at most 255
-// printable ASCII bytes, no ':'); systemd keeps its own copy.
-func (s *Store) Keep(name string, conn net.Conn) error {
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
-		return fmt.Errorf("%T has no descriptor to store", conn)
-	}
-	rc, err := sc.SyscallConn()
+// Keep puts a socket (a connection, a listener) in the store under name
+// (unique, at most 255 printable ASCII bytes, no ':'); systemd keeps its
+// own copy.
+func (s *Store) Keep(name string, sock syscall.Conn) error {
+	rc, err := sock.SyscallConn()
 	if err != nil {
 		return err
 	}

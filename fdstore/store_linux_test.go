@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/katatrace/katatrace/internal/testutil"
@@ -83,7 +84,7 @@ func TestKeepAndForget(t *testing.T) {
 		t.Fatalf("Open = %v, %v", s, err)
 	}
 	ours, peer := socketPair(t)
-	if err := s.Keep("kt-m.1.unix%3A///run/x_10240", ours); err != nil {
+	if err := s.Keep("kt-m.1.unix%3A///run/x_10240", ours.(syscall.Conn)); err != nil {
 		t.Fatal(err)
 	}
 	state, files := receive(t, n)
@@ -101,11 +102,11 @@ func TestKeepAndForget(t *testing.T) {
 	files[0].Close()
 
 	state2, _ := socketPair(t)
-	if err := s.Keep("kt-m.2.x", state2); err != nil || s.Len() != 2 {
+	if err := s.Keep("kt-m.2.x", state2.(syscall.Conn)); err != nil || s.Len() != 2 {
 		t.Fatalf("second Keep: %v, %d held", err, s.Len())
 	}
 	receive(t, n)
-	if err := s.Keep("kt-m.3.x", state2); !errors.Is(err, ErrFull) {
+	if err := s.Keep("kt-m.3.x", state2.(syscall.Conn)); !errors.Is(err, ErrFull) {
 		t.Fatalf("Keep beyond the size = %v, want ErrFull", err)
 	}
 	if err := s.Forget("kt-m.1.unix%3A///run/x_10240"); err != nil || s.Len() != 1 {
@@ -115,7 +116,7 @@ func TestKeepAndForget(t *testing.T) {
 		t.Fatalf("got %q with %d descriptors", state, len(files))
 	}
 	for _, bad := range []string{"", "a:b", "caf\u00e9", strings.Repeat("x", 256), "tab\there"} {
-		if err := s.Keep(bad, ours); err == nil || !strings.Contains(err.Error(), "FDNAME") {
+		if err := s.Keep(bad, ours.(syscall.Conn)); err == nil || !strings.Contains(err.Error(), "FDNAME") {
 			t.Errorf("Keep(%q) = %v, want an error naming the FDNAME", bad, err)
 		}
 	}

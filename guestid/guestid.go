@@ -70,6 +70,10 @@ func (id ID) StoreName(prefix string) string {
 	return prefix + strconv.FormatUint(id.Seq, 10) + "." + escape(id.Listener)
 }
 
+// ListenerStoreName is the name a listener has in the store: prefix and
+// the listener, escaped as StoreName escapes it.
+func ListenerStoreName(prefix, listener string) string { return prefix + escape(listener) }
+
 // ParseStoreName reads what StoreName wrote after prefix: the connection's
 // number and listener.
 func ParseStoreName(prefix, name string) (seq uint64, listener string, err error) {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/katatrace/katatrace/guestid"
@@ -19,10 +20,10 @@ import (
 // go: a Kata agent's exporter keeps one connection for its life and never
 // makes another.
 type Store interface {
-	// Keep puts conn in the store under name (unique, a valid FDNAME). An
-	// error says it could not (the store is full): a restart then ends
-	// the connection.
-	Keep(name string, conn net.Conn) error
+	// Keep puts a connection's socket in the store under name (unique, a
+	// valid FDNAME). An error says it could not (the store is full): a
+	// restart then ends the connection.
+	Keep(name string, sock syscall.Conn) error
 	// Forget takes name's connection out of the store: it ended.
 	Forget(name string) error
 }
@@ -250,7 +251,12 @@ func (c *peerConn) storeConn(mode string) {
 		return
 	}
 	name := c.id.StoreName(mode)
-	if err := c.srv.cfg.Store.Keep(name, c.conn); err != nil {
+	sock, ok := c.conn.(syscall.Conn)
+	err := fmt.Errorf("%T has no descriptor to store", c.conn)
+	if ok {
+		err = c.srv.cfg.Store.Keep(name, sock)
+	}
+	if err != nil {
 		c.srv.stats.notStored.Add(1)
 		if ok, n := c.srv.storeLog.Allow(); ok {
 			c.srv.log.Warn("connection not kept in the file descriptor store: a restart of this process will end it", c.named(

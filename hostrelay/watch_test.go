@@ -22,7 +22,7 @@ func watchHost(t *testing.T, pattern string) (*endpoint.Watch, *memSink) {
 	sink := &memSink{}
 	srv := NewServer(ServerConfig{Kind: wire.KindJaeger, Sink: sink, Logger: testLogger(t)})
 	var wg sync.WaitGroup
-	w, err := endpoint.WatchPattern(pattern, testLogger(t), func(ln net.Listener, path string) {
+	w, err := endpoint.WatchPattern(pattern, testLogger(t), nil, func(ln net.Listener, path string) {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = srv.Serve(ln, "unix://"+path) }()
 	})

@@ -103,6 +103,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	}
 	srv := hostrelay.NewServer(cfg)
 	prev.adopt(rc.Log, srv, cfg.Sink, to)
+	kl := &keptListeners{store: store, log: rc.Log, prev: prev.listeners}
 	ls := &listenerSet{}
 	stopMetrics, err := h.serveMetrics(rc, func() error { return ls.ready(cfg.Sink) },
 		metrics.ForServer(srv, metrics.Host{Sink: cfg.Sink, Listeners: ls.counts, Spans: cfg.Messages != nil}))
@@ -124,6 +125,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 		}
 	}
 	fail := func(err error) error {
+		kl.handingOver.Store(true) // the next process, restarted, takes them up
 		stop()
 		closeSink(context.Background())
 		return err
@@ -131,7 +133,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	for _, a := range froms {
 		if watched(a) {
 			// VMs come and go: a listener per VM directory, as it appears.
-			w, err := endpoint.WatchPattern(a.Path, rc.Log, func(ln net.Listener, path string) {
+			w, err := endpoint.WatchPattern(a.Path, rc.Log, kl.listen, func(ln net.Listener, path string) {
 				go func() {
 					if err := srv.Serve(ln, "unix://"+path); err != nil && !errors.Is(err, net.ErrClosed) {
 						rc.Log.Warn("a VM's listener failed; the others go on", "from", "unix://"+path, "err", err)
@@ -146,13 +148,14 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 			ls.add(a.String(), w.Listening, w.Missing)
 			continue
 		}
-		ln, err := endpoint.Listen(a)
+		ln, err := kl.listen(a)
 		if err != nil {
 			return fail(listenErr("from", a, err))
 		}
 		lns = append(lns, ln)
 		lnFroms = append(lnFroms, a.String())
 	}
+	kl.forgetUnused()
 	failed := make(chan error, len(lns))
 	for i, ln := range lns {
 		rc.Log.Info("listening", "from", lnFroms[i], "to", to)
@@ -196,8 +199,9 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	ctx, cancel := context.WithTimeout(context.Background(), h.DrainTimeout)
 	defer cancel()
 	if store != nil {
-		// The next process of the unit takes every connection up: a
-		// restart loses nothing.
+		// The next process of the unit takes every connection and
+		// listener up: a restart loses nothing.
+		kl.handingOver.Store(true)
 		if herr := handOver(ctx, rc, store, srv, cfg.Sink, to); herr != nil {
 			rc.Log.Warn("handover incomplete", append([]any{"err", herr}, serverAttrs(srv, cfg.Sink, cfg.Messages != nil)...)...)
 		} else {

@@ -6,11 +6,17 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 
 	"github.com/katatrace/katatrace/endpoint"
 	"github.com/katatrace/katatrace/fdstore"
+	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/hostrelay"
 	"github.com/katatrace/katatrace/sink"
 )
@@ -37,14 +43,110 @@ const (
 
 // predecessor is what the unit's previous process left this one.
 type predecessor struct {
-	conns []hostrelay.Adopted
-	state *handoverState // nil: it crashed, or handed nothing
+	conns     []hostrelay.Adopted
+	state     *handoverState      // nil: it crashed, or handed nothing
+	listeners map[string]*os.File // its listening sockets, by store name
+}
+
+// listenerPrefix names a listening socket in the store.
+const listenerPrefix = "kt-l."
+
+// keptListeners keeps a host role's listening sockets in its unit's file
+// descriptor store, as socket units keep theirs: a guest that connects
+// while the role restarts, or after it crashed, waits in the backlog for
+// the next process instead of being refused (a Kata agent whose first
+// connection fails loses the spans of that export).
+type keptListeners struct {
+	store *fdstore.Store // nil: none kept
+	log   *slog.Logger
+
+	mu   sync.Mutex
+	prev map[string]*os.File // the predecessor's, not yet taken up
+	// handingOver is set before a handover closes the listeners: they
+	// stay in the store, their unix socket files in place.
+	handingOver atomic.Bool
+}
+
+// listen is a's listener: the one the predecessor kept, or a new one,
+// kept from now on.
+func (k *keptListeners) listen(a endpoint.Addr) (net.Listener, error) {
+	if k.store == nil || a.Scheme == endpoint.SchemeFD {
+		return endpoint.Listen(a) // an fd:// socket is its socket unit's
+	}
+	name := guestid.ListenerStoreName(listenerPrefix, a.String())
+	k.mu.Lock()
+	f := k.prev[name]
+	delete(k.prev, name)
+	k.mu.Unlock()
+	if f != nil {
+		ln, err := endpoint.FileListener(f)
+		_ = f.Close()
+		if err == nil {
+			return &keptListener{Listener: ln, name: name, k: k}, nil
+		}
+		k.log.Warn("a kept listener could not be taken up; listening anew", "from", a.String(), "err", err)
+		_ = k.store.Forget(name)
+	}
+	ln, err := endpoint.Listen(a)
+	if err != nil {
+		return nil, err
+	}
+	sock, ok := ln.(syscall.Conn)
+	if !ok {
+		return ln, nil
+	}
+	if err := k.store.Keep(name, sock); err != nil {
+		k.log.Warn("listener not kept in the file descriptor store: a guest connecting while this process restarts is refused", "from", a.String(), "err", err)
+		return ln, nil
+	}
+	return &keptListener{Listener: ln, name: name, k: k}, nil
+}
+
+// forgetUnused lets go the predecessor's listeners no --from wants now (a
+// VM gone while no process ran, a --from changed).
+func (k *keptListeners) forgetUnused() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for name, f := range k.prev {
+		_ = f.Close()
+		if k.store != nil {
+			_ = k.store.Forget(name)
+		}
+		delete(k.prev, name)
+	}
+}
+
+// keptListener is a listener in the store. Closed for good (its VM gone,
+// the role stopping without a successor), it leaves the store; closed
+// for a handover, it stays, and its unix socket file too.
+type keptListener struct {
+	net.Listener
+	name string
+	k    *keptListeners
+	once sync.Once
+	err  error
+}
+
+func (l *keptListener) Close() error {
+	l.once.Do(func() {
+		if l.k.handingOver.Load() {
+			if ul, ok := l.Listener.(*net.UnixListener); ok {
+				ul.SetUnlinkOnClose(false)
+			}
+		} else {
+			_ = l.k.store.Forget(l.name)
+		}
+		l.err = l.Listener.Close()
+	})
+	return l.err
 }
 
 // openStore opens the unit's file descriptor store, if it has one, and
 // takes what the previous process left in it.
 func openStore(rc *RunContext, max int) (*fdstore.Store, predecessor, error) {
-	files := fdstore.Stored(func(name string) bool { return hostrelay.StoredConn(name) || name == fdstore.StateName })
+	files := fdstore.Stored(func(name string) bool {
+		return hostrelay.StoredConn(name) || name == fdstore.StateName || strings.HasPrefix(name, listenerPrefix)
+	})
 	store, err := fdstore.Open(max, len(files))
 	if err != nil {
 		return nil, predecessor{}, err
@@ -69,6 +171,13 @@ func openStore(rc *RunContext, max int) (*fdstore.Store, predecessor, error) {
 		if store != nil {
 			// Out at once: a crash of this process must not find it stale.
 			_ = store.Forget(fdstore.StateName)
+		}
+	}
+	p.listeners = map[string]*os.File{}
+	for name, f := range files {
+		if strings.HasPrefix(name, listenerPrefix) {
+			p.listeners[name] = f
+			delete(files, name)
 		}
 	}
 	states := map[string]*hostrelay.ConnState{}

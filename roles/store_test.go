@@ -31,6 +31,7 @@ func TestForwarderKeepsAgentsAcrossRestartsAndCrashes(t *testing.T) {
 		return p
 	}
 	const api, tracing = "d5549796b885246c67389f3b2fa247d1", "a650f4bb0f1338066ba882140dded800"
+	const lateTrace, late2Trace = "d8f1cfaf7c547e1e548ec7dd972789eb", "fe1d14f40b91e3a22a78699aab605a60"
 	json, bin := katatest.Frames(t, "json-otel017-api"), katatest.Frames(t, "bincode-otel014-api")
 
 	p := run()
@@ -46,16 +47,27 @@ func TestForwarderKeepsAgentsAcrossRestartsAndCrashes(t *testing.T) {
 	if !strings.Contains(p.Stderr.String(), `msg="handed over to the next process" role=kata-trace-forwarder connections=1`) {
 		t.Fatalf("no handover:\n%s\nstore:\n%s", p.Stderr.String(), m)
 	}
+	// An agent that starts while no process runs waits in the kept
+	// listener's backlog: its connection and first export go through.
+	late := katatest.DialAgent(t, sock)
+	late.Send(katatest.Frames(t, "json-otel017-tracing")...)
 	p = run()
 	a.Send(json[3:]...)
 	testutil.Eventually(t, 10*time.Second, "the trace's last 3 spans", func() bool { return spanCount(p.Stdout.String(), api) == 3 })
+	testutil.Eventually(t, 10*time.Second, "the late agent's trace", func() bool { return spanCount(p.Stdout.String(), lateTrace) == 6 })
+	late.Check()
 	a.Check()
 	p.WaitLog("connection taken up after a restart")
 
-	// A crash between frames: nothing was held.
+	// A crash between frames: nothing was held; an agent that starts
+	// meanwhile waits in the backlog.
 	p.Signal(syscall.SIGKILL)
 	p.Wait(10 * time.Second)
+	late2 := katatest.DialAgent(t, sock)
+	late2.Send(katatest.Frames(t, "bincode-otel014-tracing")...)
 	p = run()
+	testutil.Eventually(t, 10*time.Second, "the second late agent's trace", func() bool { return spanCount(p.Stdout.String(), late2Trace) == 6 })
+	late2.Check()
 	a.Send(bin[:2]...)
 	testutil.Eventually(t, 10*time.Second, "2 spans after the crash", func() bool { return spanCount(p.Stdout.String(), tracing) == 2 })
 	a.Check()
@@ -76,7 +88,9 @@ func TestForwarderKeepsAgentsAcrossRestartsAndCrashes(t *testing.T) {
 	if code := p.Wait(10 * time.Second); code != 0 {
 		t.Fatalf("exit %d:\n%s", code, p.Stderr.String())
 	}
-	if errs := p.Stderr.String(); !strings.Contains(errs, "resyncs=1") || !strings.Contains(errs, "frames=3 spans=3") {
+	// Three agents taken up after the crash: each stream looked for its
+	// next frame; the cut one skipped what was left of it.
+	if errs := p.Stderr.String(); !strings.Contains(errs, "resyncs=3") || !strings.Contains(errs, "frames=3 spans=3") {
 		t.Fatalf("the cut frame was not skipped and counted:\n%s", errs)
 	}
 	a.Send(bin[5])

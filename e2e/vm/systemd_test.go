@@ -429,12 +429,14 @@ var kataAgentRE = regexp.MustCompile(`kataagent: (connection open, \d+ writes ta
 // AF_VSOCK, kept through a systemctl restart and a systemctl kill -s KILL
 // between frames (every span arrives), a restart inside a frame (every
 // span arrives) and a kill inside a frame (only that frame is lost: what
-// the dead process had read of it); the agent never sees a failed write.
+// the dead process had read of it); an agent that starts while the
+// forwarder is down waits in its kept listener's backlog; no agent ever
+// sees a failed write.
 func checkForwarderKeepsAgents(t *testing.T, h *testhost.Host, r bootResult, journal string) {
 	t.Helper()
 	m := kataAgentRE.FindAllStringSubmatch(r.console, -1)
-	if len(m) != 1 || !strings.HasPrefix(m[0][1], "connection open") {
-		t.Errorf("the Kata agent's connection: %q", m)
+	if len(m) != 2 || !strings.HasPrefix(m[0][1], "connection open") || !strings.HasPrefix(m[1][1], "connection open") {
+		t.Errorf("the Kata agents' connections: %q", m)
 	}
 	byTrace := map[string][]string{}
 	for _, s := range h.Spans(t) {
@@ -457,6 +459,11 @@ func checkForwarderKeepsAgents(t *testing.T, h *testhost.Host, r bootResult, jou
 		if got := len(byTrace[id]); got != want {
 			t.Errorf("%s (trace %s): %d spans, want %d: %v", name, id, got, want, byTrace[id])
 		}
+	}
+	// The agent that connected while the forwarder was down (the kept
+	// listener's backlog held it), its trace id beginning with '{'.
+	if late := byTrace["fe1d14f40b91e3a22a78699aab605a7b"]; len(late) != 6 {
+		t.Errorf("the late agent's trace: %d spans, want 6: %v", len(late), late)
 	}
 	jb, err := os.ReadFile(journal)
 	must(t, err)

@@ -34,6 +34,7 @@ func main() {
 	dir := flag.String("dir", "/usr/lib/katatrace-test", "where the captured streams are")
 	cid := flag.Uint("cid", 1, "the forwarder's vsock CID (1: this guest's loopback)")
 	port := flag.Uint("port", 10240, "the forwarder's vsock port")
+	traceByte := flag.Int("trace-byte", -1, "set every bincode payload's first byte (its trace id's lowest) to this: the same trace, another id")
 	flag.Parse()
 	say := func(format string, args ...any) { fmt.Printf("kataagent: "+format+"\n", args...) }
 	conn, err := vsock.Dial(uint32(*cid), uint32(*port), nil)
@@ -55,7 +56,11 @@ func main() {
 		var fs [][]byte
 		for len(b) >= 8 {
 			n := binary.BigEndian.Uint64(b)
-			fs, b = append(fs, b[:8+n]), b[8+n:]
+			fr := b[:8+n]
+			if *traceByte >= 0 && strings.HasPrefix(name, "bincode") {
+				fr[8] = byte(*traceByte)
+			}
+			fs, b = append(fs, fr), b[8+n:]
 		}
 		frames[name] = fs
 		return fs
