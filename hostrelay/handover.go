@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -161,21 +160,26 @@ func (s *Server) Adopt(conns []Adopted, sessions map[uint64]SessionMark) int {
 	}
 	taken := 0
 	for _, a := range conns {
-		if err := s.adopt(a); err != nil {
+		ok, err := s.adopt(a)
+		switch {
+		case err != nil:
 			s.log.Warn("a kept connection could not be taken up; closed", "name", a.Name, "err", err)
-			_ = a.Conn.Close()
-			if s.cfg.Store != nil {
-				_ = s.cfg.Store.Forget(a.Name)
-			}
+		case ok:
+			taken++
 			continue
 		}
-		taken++
+		_ = a.Conn.Close()
+		if s.cfg.Store != nil {
+			_ = s.cfg.Store.Forget(a.Name)
+		}
 	}
 	s.stats.adopted.Add(uint64(taken))
 	return taken
 }
 
-func (s *Server) adopt(a Adopted) error {
+// adopt serves one kept connection, and reports whether it did: a
+// relay-protocol connection after a crash is closed instead.
+func (s *Server) adopt(a Adopted) (bool, error) {
 	var mode string
 	for _, p := range []string{storeFramed, storeRaw, storeMessages} {
 		if strings.HasPrefix(a.Name, p) {
@@ -185,23 +189,18 @@ func (s *Server) adopt(a Adopted) error {
 	seq, listener, err := guestid.ParseStoreName(mode, a.Name)
 	switch {
 	case mode == "":
-		return fmt.Errorf("%q is not a host relay's connection", a.Name)
+		return false, fmt.Errorf("%q is not a host relay's connection", a.Name)
 	case err != nil:
-		return err
+		return false, err
 	case (mode == storeMessages) != (s.cfg.Messages != nil):
-		return fmt.Errorf("a %s connection, and this server takes %s", modeName(mode), modeName(s.mode()))
+		return false, fmt.Errorf("a %s connection, and this server takes %s", modeName(mode), modeName(s.mode()))
 	case mode == storeFramed && a.State == nil:
 		// The session state died with the predecessor: the guest
 		// reconnects and sends again what was not confirmed.
 		s.log.Info("guest connection closed after a crash: the guest reconnects and sends again what was not confirmed", "name", a.Name)
-		_ = a.Conn.Close()
-		if s.cfg.Store != nil {
-			_ = s.cfg.Store.Forget(a.Name)
-		}
-		return nil
-	}
-	if a.State != nil && a.State.Version > wire.Version2 {
-		return fmt.Errorf("protocol version %d in the handed state", a.State.Version)
+		return false, nil
+	case a.State != nil && a.State.Version > wire.Version2:
+		return false, fmt.Errorf("protocol version %d in the handed state", a.State.Version)
 	}
 	id := guestid.Of(a.Conn, listener, seq)
 	for {
@@ -221,7 +220,7 @@ func (s *Server) adopt(a Adopted) error {
 	s.mu.Unlock()
 	s.stats.stored.Add(1)
 	go s.handle(c, listener)
-	return nil
+	return true, nil
 }
 
 // mode is the store prefix of this server's connections, as far as it is
@@ -297,17 +296,5 @@ func (c *peerConn) resumeStream() error {
 	c.session, c.seq, c.acked, c.delivered = st.Session, st.Seq, st.Acked, st.Delivered
 	c.lost, c.ackedLost, c.sinkLost = st.Lost, st.AckedLost, st.SinkLost
 	c.ackedAt = time.Now()
-	endpointWiden(c.conn)
 	return c.framed(streamWith(st.Rest, c.conn))
-}
-
-// kept lists, for the log, the guests whose connections a handover keeps.
-func keptGuests(conns map[*peerConn]struct{}) []string {
-	m := map[string]bool{}
-	for c := range conns {
-		if c.kept != nil {
-			m[c.g.name] = true
-		}
-	}
-	return slices.Sorted(maps.Keys(m))
 }

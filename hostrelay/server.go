@@ -421,17 +421,13 @@ func (c *peerConn) relay() error {
 		if h, ok := sink.Inner(s.cfg.Sink).(sink.Holder); ok {
 			c.sinkLost = h.Lost(c.id.Guest) // a CID used again is a new VM: not told of the old one's
 		}
-		endpointWiden(conn)
+		endpoint.WidenAccepted(conn) // its credit to the guest: several large frames in flight
 		return c.framed(streamWith(rest, conn))
 	}
 	s.log.Info("guest connected", c.named("peer", c.peer, "framing", "raw")...)
 	c.storeConn(storeRaw)
 	return c.raw(rest)
 }
-
-// endpointWiden gives a framed guest its credit: several large frames in
-// flight.
-func endpointWiden(conn net.Conn) { endpoint.WidenAccepted(conn) }
 
 // sandboxOf finds the Kata sandbox behind a new guest connection: from
 // the hybrid-vsock socket's path, or from the VMM that has the vsock
