@@ -14,10 +14,6 @@ import (
 // StateName is the FDNAME of the state a process hands its successor.
 const StateName = "kt-state"
 
-// DefaultMax is the store's size where systemd does not say it ($FDSTORE
-// is systemd 254's): the shipped units' FileDescriptorStoreMax=.
-const DefaultMax = 8192
-
 // ErrFull is a Keep beyond the store's size: systemd would close the
 // descriptor without a word.
 var ErrFull = errors.New("the file descriptor store is full (FileDescriptorStoreMax=)")
@@ -32,10 +28,14 @@ type Store struct {
 }
 
 // Open returns the store of the unit this process runs as, or nil when it
-// runs under no service manager (NOTIFY_SOCKET unset) or one reached over
-// vsock, which cannot pass descriptors. max is its size unless systemd
-// says it in $FDSTORE; held is how many of this process's descriptors the
-// store holds already (adopted from it).
+// runs under no service manager (NOTIFY_SOCKET unset), one reached over
+// vsock (which cannot pass descriptors), or one that keeps no store for
+// it. Its size is $FDSTORE where systemd says it (254 and later), else
+// max, which must be the unit's FileDescriptorStoreMax= (systemd 252
+// says nothing, and closes without a word what a store of 0 is sent); 0
+// is no store. held is how many of this process's descriptors the store
+// holds already (adopted from it). One place is kept for the state a
+// process hands its successor (StateName).
 func Open(max, held int) (*Store, error) {
 	a, err := systemd.ParseNotifySocket(os.Getenv("NOTIFY_SOCKET"))
 	if err != nil || a.Network != "unixgram" {
@@ -48,8 +48,8 @@ func Open(max, held int) (*Store, error) {
 		}
 		max = n
 	}
-	if max <= 0 {
-		return nil, nil
+	if max < 2 {
+		return nil, nil // one place for connections, one for the state
 	}
 	return &Store{notify: a.Path, max: max, n: held}, nil
 }
@@ -90,8 +90,8 @@ func (s *Store) keep(name string, rc syscall.RawConn) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.n >= s.max {
-		return fmt.Errorf("%w: it holds %d", ErrFull, s.n)
+	if s.n >= s.max || s.n >= s.max-1 && name != StateName {
+		return fmt.Errorf("%w: it holds %d (one place is kept for the handover's state)", ErrFull, s.n)
 	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) {

@@ -79,7 +79,7 @@ func socketPair(t *testing.T) (net.Conn, net.Conn) {
 // size without sending.
 func TestKeepAndForget(t *testing.T) {
 	n := notifySocket(t)
-	s, err := Open(2, 0)
+	s, err := Open(3, 0) // two connections, and the state's place
 	if err != nil || s == nil {
 		t.Fatalf("Open = %v, %v", s, err)
 	}
@@ -109,6 +109,14 @@ func TestKeepAndForget(t *testing.T) {
 	if err := s.Keep("kt-m.3.x", state2.(syscall.Conn)); !errors.Is(err, ErrFull) {
 		t.Fatalf("Keep beyond the size = %v, want ErrFull", err)
 	}
+	if err := s.Keep(StateName, state2.(syscall.Conn)); err != nil || s.Len() != 3 {
+		t.Fatalf("the state's place: %v, %d held", err, s.Len())
+	}
+	receive(t, n)
+	if err := s.Forget(StateName); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, n)
 	if err := s.Forget("kt-m.1.unix%3A///run/x_10240"); err != nil || s.Len() != 1 {
 		t.Fatalf("Forget: %v, %d held", err, s.Len())
 	}
@@ -137,6 +145,7 @@ func TestOpen(t *testing.T) {
 		{"$FDSTORE wins", "/run/notify", "64", 10, 64, ""},
 		{"$FDSTORE 0", "/run/notify", "0", 10, 0, ""},
 		{"keep none", "/run/notify", "", 0, 0, ""},
+		{"no room but the state's", "/run/notify", "1", 10, 0, ""},
 		{"bad $FDSTORE", "/run/notify", "lots", 10, 0, "FDSTORE="},
 		{"bad NOTIFY_SOCKET", "relative", "", 10, 0, "NOTIFY_SOCKET"},
 	} {

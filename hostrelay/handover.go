@@ -31,6 +31,9 @@ type Store interface {
 // up after a crash, when no state was handed over (guestid.StoreName
 // after the prefix).
 const (
+	// storeNew: a relay's connection that has sent nothing yet (no hello,
+	// no raw bytes: socat connects at its start): served as a new one.
+	storeNew = "kt-n."
 	// storeFramed: the relay protocol, whose session state is the
 	// process's: after a crash the connection is closed, and the guest
 	// reconnects and resends what was not confirmed.
@@ -43,16 +46,22 @@ const (
 	storeMessages = "kt-m."
 )
 
-// StoredConn reports whether an FDNAME is one of a host relay's
-// connections.
-func StoredConn(name string) bool {
-	for _, p := range []string{storeFramed, storeRaw, storeMessages} {
+// storeModes are the kinds of stored connection, by their prefix.
+var storeModes = []string{storeNew, storeFramed, storeRaw, storeMessages}
+
+// storeMode is the kind of a stored connection's name, or "".
+func storeMode(name string) string {
+	for _, p := range storeModes {
 		if strings.HasPrefix(name, p) {
-			return true
+			return p
 		}
 	}
-	return false
+	return ""
 }
+
+// StoredConn reports whether an FDNAME is one of a host relay's
+// connections.
+func StoredConn(name string) bool { return storeMode(name) != "" }
 
 // errHandedOver ends a connection's serving at a handover: it stays open
 // in the store for the successor.
@@ -61,7 +70,8 @@ var errHandedOver = errors.New("handed over")
 // ConnState is what a successor needs to take a connection up where this
 // server stopped reading it.
 type ConnState struct {
-	Name string `json:"name"` // in the store
+	Name  string `json:"name"`  // in the store
+	Guest string `json:"guest"` // for the log: the VM it is of
 	// Framed streams: the protocol version, and v2's numbering (see
 	// peerConn).
 	Version   byte   `json:"version,omitempty"`
@@ -96,9 +106,14 @@ type State struct {
 // handingOver reports whether Handover has begun.
 func (s *Server) handingOver() bool { return s.handover.Load() }
 
-// keep records c's state for the successor; its connection stays open.
-func (c *peerConn) keep(rest, reader []byte) {
-	st := ConnState{Name: c.stored, Rest: rest, Reader: reader}
+// keep records c's state for the successor, its connection left open in
+// the store; false where it is not in the store (it was full), and so ends
+// with this process.
+func (c *peerConn) keep(rest, reader []byte) bool {
+	if c.stored == "" {
+		return false
+	}
+	st := ConnState{Name: c.stored, Guest: c.g.name, Rest: rest, Reader: reader}
 	if c.mode == storeFramed {
 		st.Version = 1
 		if c.v2 {
@@ -108,12 +123,13 @@ func (c *peerConn) keep(rest, reader []byte) {
 		st.Lost, st.AckedLost, st.SinkLost = c.lost, c.ackedLost, c.sinkLost
 	}
 	c.kept = &st
+	return true
 }
 
-// Handover stops reading every connection where a successor can take it
-// up (between frames of the relay protocol; anywhere in a raw or message
-// stream, what was read and not handed on going with it), hands what was
-// read whole to the sink, and returns what the successor needs. The
+// Handover stops reading every connection at once, anywhere in a frame
+// (what was read and not handed on goes with it), hands what was read
+// whole to the sink, and returns what the successor needs to take each
+// up where it stopped. The
 // connections kept in the store stay open; the others are closed as
 // Shutdown closes them. A connection still busy when ctx ends (a sink
 // that does not return) is left in the store without its state: the
@@ -180,12 +196,7 @@ func (s *Server) Adopt(conns []Adopted, sessions map[uint64]SessionMark) int {
 // adopt serves one kept connection, and reports whether it did: a
 // relay-protocol connection after a crash is closed instead.
 func (s *Server) adopt(a Adopted) (bool, error) {
-	var mode string
-	for _, p := range []string{storeFramed, storeRaw, storeMessages} {
-		if strings.HasPrefix(a.Name, p) {
-			mode = p
-		}
-	}
+	mode := storeMode(a.Name)
 	seq, listener, err := guestid.ParseStoreName(mode, a.Name)
 	switch {
 	case mode == "":
@@ -218,7 +229,9 @@ func (s *Server) adopt(a Adopted) (bool, error) {
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	s.stats.stored.Add(1)
+	if s.cfg.Store != nil {
+		s.stats.stored.Add(1)
+	}
 	go s.handle(c, listener)
 	return true, nil
 }
@@ -230,7 +243,19 @@ func (s *Server) mode() string {
 	if s.cfg.Messages != nil {
 		return storeMessages
 	}
-	return storeFramed
+	return storeNew
+}
+
+// keepUnread puts a connection accepted as a handover began in the store,
+// unread, for the successor to serve as a new one.
+func (s *Server) keepUnread(conn net.Conn, id guestid.ID) {
+	sock, ok := conn.(syscall.Conn)
+	if !s.handingOver() || s.cfg.Store == nil || !ok {
+		return
+	}
+	if err := s.cfg.Store.Keep(id.StoreName(s.mode()), sock); err == nil {
+		s.stats.stored.Add(1)
+	}
 }
 
 func modeName(mode string) string {
@@ -243,11 +268,19 @@ func modeName(mode string) string {
 	return "relay protocol"
 }
 
-// storeConn puts c's connection in the store, once its mode is known.
+// storeConn puts c's connection in the store as what it is: at once, and
+// again once its first bytes tell a relay's kind (then it leaves the
+// store a moment: two names for one socket would be served twice).
 func (c *peerConn) storeConn(mode string) {
 	c.mode = mode
-	if c.srv.cfg.Store == nil || c.stored != "" {
+	s := c.srv
+	if s.cfg.Store == nil || storeMode(c.stored) == mode {
 		return
+	}
+	if c.stored != "" {
+		_ = s.cfg.Store.Forget(c.stored)
+		s.stats.stored.Add(-1)
+		c.stored = ""
 	}
 	name := c.id.StoreName(mode)
 	sock, ok := c.conn.(syscall.Conn)
@@ -272,14 +305,18 @@ func (c *peerConn) storeConn(mode string) {
 func (c *peerConn) resumeStream() error {
 	st := c.resume
 	how := "after a restart"
-	if st == nil {
-		how = "after a crash: looking for the next frame"
-		st = &ConnState{}
+	switch {
+	case st == nil && c.mode == storeNew:
+		how, st = "after a crash (it had sent nothing)", &ConnState{}
+	case st == nil:
+		how, st = "after a crash: looking for the next frame", &ConnState{}
 	}
 	c.greeted = true
 	c.g.greeted.Store(true)
 	c.srv.log.Info(c.srv.PeerWord()+"'s connection taken up "+how, c.named("peer", c.peer, "guest", c.g.name, "name", c.stored)...)
 	switch c.mode {
+	case storeNew:
+		return c.relay(st.Rest)
 	case storeMessages:
 		mr := c.srv.cfg.Messages(c.conn)
 		if c.resume == nil {

@@ -44,17 +44,19 @@ type Skipped struct {
 // to hand it to, are the only ends.
 func (c *peerConn) messages(mr MessageReader) error {
 	var seen Skipped // what the reader counted before (a resync begun at adoption) is noted too
+	next := true     // a message was just handed on: the one begun after it has its own time
 	for {
 		// A message begun must come whole in time; one that does not is
 		// dropped (its memory let go) and its rest skipped.
 		switch inFrame := mr.InFrame(); {
-		case inFrame && !c.frameDeadline:
+		case inFrame && (!c.frameDeadline || next):
 			c.setDeadline(time.Now().Add(c.srv.cfg.FrameTimeout))
 			c.frameDeadline = true
 		case !inFrame && c.frameDeadline:
 			c.setDeadline(time.Time{})
 			c.frameDeadline = false
 		}
+		next = false
 		p, err := mr.Next()
 		if !c.greeted && (err == nil || mr.Skipped().Bytes > 0) {
 			c.greeted = true
@@ -66,11 +68,16 @@ func (c *peerConn) messages(mr MessageReader) error {
 		case err == nil:
 			c.batch = append(c.batch, p)
 			c.pace(c.flushBatch())
+			next = true
 			continue
-		case errors.Is(err, os.ErrDeadlineExceeded) && c.srv.handingOver():
-			c.keep(nil, mr.State())
-			return errHandedOver
-		case errors.Is(err, os.ErrDeadlineExceeded) && !c.srv.draining():
+		case errors.Is(err, os.ErrDeadlineExceeded) && c.srv.draining():
+			// Handover sets its flag before the drain: a drain seen here
+			// is told apart from a handover without a race.
+			if c.srv.handingOver() && c.keep(nil, mr.State()) {
+				return errHandedOver
+			}
+			return err
+		case errors.Is(err, os.ErrDeadlineExceeded):
 			if mr.Drop() {
 				seen = c.noteSkipped(mr.Skipped(), seen)
 			}

@@ -242,6 +242,7 @@ func (s *Server) Serve(ln net.Listener, name string) error {
 		s.mu.Lock()
 		if s.draining() {
 			s.mu.Unlock()
+			s.keepUnread(conn, id)
 			_ = conn.Close()
 			return nil
 		}
@@ -338,6 +339,14 @@ func (s *Server) PeerWord() string {
 	return "guest"
 }
 
+// units is what the log calls what a peer sends: spans, or datagrams.
+func (s *Server) units() string {
+	if s.cfg.Messages != nil {
+		return "spans"
+	}
+	return "datagrams"
+}
+
 func (s *Server) handle(c *peerConn, listener string) {
 	conn, g := c.conn, c.g
 	if !c.adopted {
@@ -350,7 +359,7 @@ func (s *Server) handle(c *peerConn, listener string) {
 		s.mu.Lock()
 		if c.kept != nil {
 			s.handed = append(s.handed, *c.kept)
-		} else if c.stored != "" {
+		} else if c.stored != "" && s.cfg.Store != nil {
 			_ = s.cfg.Store.Forget(c.stored)
 			s.stats.stored.Add(-1)
 		}
@@ -378,32 +387,42 @@ func (s *Server) handle(c *peerConn, listener string) {
 		c.storeConn(storeMessages)
 		c.finish(c.messages(s.cfg.Messages(conn)))
 	default:
-		c.finish(c.relay())
+		// Kept from the start: a socat guest connects at its start and
+		// may send nothing for long.
+		c.storeConn(storeNew)
+		c.finish(c.relay(nil))
 	}
 }
 
 // relay serves a guest relay's stream, framed or raw as its first bytes
-// say.
-func (c *peerConn) relay() error {
+// say; pre is what was read of it already (by a predecessor).
+func (c *peerConn) relay(pre []byte) error {
 	s, conn := c.srv, c.conn
 	// A connection that has not said hello holds no frame buffer: idle
 	// ones cost a goroutine and this much.
-	br := bufio.NewReaderSize(conn, 64)
+	unread := bytes.NewReader(pre)
+	br := bufio.NewReaderSize(io.MultiReader(unread, conn), 64)
 	c.setDeadline(time.Now().Add(s.cfg.HelloTimeout))
 	h, framed, err := wire.ReadHello(br)
 	c.greeted = err == nil
 	if c.greeted {
 		c.g.greeted.Store(true)
 	}
-	if errors.Is(err, os.ErrDeadlineExceeded) && !s.draining() {
+	// What was read and not taken by the hello.
+	peeked, _ := br.Peek(br.Buffered())
+	rest := append(bytes.Clone(peeked), pre[len(pre)-unread.Len():]...)
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded) && s.draining():
+		if s.handingOver() && c.keep(rest, nil) {
+			return errHandedOver
+		}
+	case errors.Is(err, os.ErrDeadlineExceeded):
 		err = &limitError{what: "no hello", limit: "hello timeout", after: s.cfg.HelloTimeout}
 	}
 	c.setDeadline(time.Time{})
 	if err != nil {
 		return err
 	}
-	rest, _ := br.Peek(br.Buffered())
-	rest = bytes.Clone(rest)
 	switch {
 	case framed && h.Kind != s.cfg.Kind:
 		return wire.ProtocolErrorf("peer sends %s streams but this server takes %s", h.Kind, s.cfg.Kind)
@@ -559,7 +578,7 @@ func (c *peerConn) sinkError(err error, n int) {
 	c.g.sinkErrors.Add(uint64(n))
 	c.lost += uint64(n)
 	if ok, suppressed := c.srv.sinkLog.Allow(); ok {
-		c.srv.log.Warn("sink refused datagrams", "peer", c.peer, "count", n, "err", err,
+		c.srv.log.Warn("sink refused "+c.srv.units(), "peer", c.peer, "count", n, "err", err,
 			"sink_errors_total", c.srv.stats.sinkErrors.Load(), "not_logged", suppressed)
 	}
 }
@@ -593,7 +612,7 @@ func (c *peerConn) pace(n int) {
 	}
 	_ = c.ack() // the guest need not wait for the pause to be confirmed; a failed write shows at the next
 	if ok, _ := c.g.log.Allow(); ok {
-		c.srv.log.Warn("guest over its budget: reading from it slowed to the budget", "guest", c.g.name, "peer", c.peer,
+		c.srv.log.Warn(c.srv.PeerWord()+" over its budget: reading from it slowed to the budget", "guest", c.g.name, "peer", c.peer,
 			"rate_bytes_per_second", int64(c.srv.cfg.GuestRate), "burst_bytes", c.srv.cfg.GuestBurst,
 			"paused_total", (time.Duration(c.g.paused.Load()) + wait).Round(time.Millisecond).String())
 	}
@@ -716,9 +735,9 @@ func (c *peerConn) framed(br *bufio.Reader) error {
 		if err != nil {
 			c.flushBatch() // what arrived whole before the end
 			if aerr := c.ack(); aerr == nil && errors.Is(err, os.ErrDeadlineExceeded) && c.srv.handingOver() {
-				rest, _ := br.Peek(br.Buffered())
-				c.keep(bytes.Clone(rest), nil)
-				return errHandedOver
+				if rest, _ := br.Peek(br.Buffered()); c.keep(bytes.Clone(rest), nil) {
+					return errHandedOver
+				}
 			}
 			return err
 		}
@@ -844,8 +863,7 @@ func (c *peerConn) raw(rest []byte) error {
 			if n > 0 {
 				c.deliver(buf[:n])
 			}
-			if errors.Is(err, os.ErrDeadlineExceeded) && c.srv.handingOver() {
-				c.keep(nil, nil)
+			if errors.Is(err, os.ErrDeadlineExceeded) && c.srv.handingOver() && c.keep(nil, nil) {
 				return errHandedOver
 			}
 			if err != nil {
@@ -862,8 +880,7 @@ func (c *peerConn) raw(rest []byte) error {
 		case err == nil:
 			c.deliver(sc.Bytes())
 			continue
-		case errors.Is(err, os.ErrDeadlineExceeded) && c.srv.handingOver():
-			c.keep(bytes.Clone(sc.Rest()), nil)
+		case errors.Is(err, os.ErrDeadlineExceeded) && c.srv.handingOver() && c.keep(bytes.Clone(sc.Rest()), nil):
 			return errHandedOver
 		}
 		return err
@@ -901,9 +918,9 @@ func (c *peerConn) finish(err error) {
 	switch {
 	case err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
 		c.srv.log.Info(peer+" disconnected", attrs...)
-	case errors.Is(err, os.ErrDeadlineExceeded) && c.srv.draining() && c.mode == storeMessages:
+	case c.mode == storeMessages && c.srv.draining() && (errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed)):
 		// Its exporter never connects again: the VM's tracing ends here.
-		c.srv.log.Error("agent's connection closed as this process stops, with no file descriptor store to keep it: "+
+		c.srv.log.Error("agent's connection closed as this process stops, not kept for a next one (no file descriptor store, or it was full): "+
 			"this VM sends no span again until its agent restarts", attrs...)
 	case errors.Is(err, os.ErrDeadlineExceeded) && c.srv.draining():
 		c.srv.log.Info(peer+" connection closed for shutdown", attrs...)

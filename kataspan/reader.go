@@ -129,9 +129,8 @@ func (r *Reader) Next() ([]byte, error) {
 		case n/plausibleFactor > uint64(r.max):
 			r.Lose()
 		default:
-			have := r.end - r.start - HeaderSize
-			if have < prefixCheck {
-				if err := r.fill(HeaderSize + prefixCheck); err != nil {
+			if have, want := r.end-r.start-HeaderSize, min(prefixCheck, int(n)); have < want {
+				if err := r.fill(HeaderSize + want); err != nil {
 					return nil, err
 				}
 				continue
@@ -147,8 +146,14 @@ func (r *Reader) Next() ([]byte, error) {
 }
 
 // InFrame reports whether a frame's header was read and its payload is
-// awaited: what Drop would give up.
-func (r *Reader) InFrame() bool { return r.skip == 0 && r.end-r.start >= HeaderSize }
+// awaited, within the limit: what Drop would give up. A frame looked for
+// (the framing lost) or an oversize one whose beginning is awaited is no
+// frame yet: a wait there holds a few bytes at most, or real frames
+// behind a false length that more bytes will refute.
+func (r *Reader) InFrame() bool {
+	return !r.lost && r.skip == 0 && r.end-r.start >= HeaderSize &&
+		binary.BigEndian.Uint64(r.buf[r.start:]) <= uint64(r.max)
+}
 
 // Drop gives up the frame begun (InFrame): what was read of it is let go,
 // and the rest is skipped as it comes. A header not yet whole holds no
@@ -157,8 +162,6 @@ func (r *Reader) Drop() bool {
 	if !r.InFrame() {
 		return false
 	}
-	// An oversize frame whose beginning is awaited is within
-	// plausibleFactor times the limit: it is skipped as it comes.
 	n := binary.BigEndian.Uint64(r.buf[r.start:])
 	r.stats.Stalled++
 	r.skip = HeaderSize + int64(n)
@@ -292,7 +295,9 @@ func (r *Reader) Restore(state []byte) error {
 	}
 	skip := binary.BigEndian.Uint64(state[2:])
 	rest := state[10:]
-	if skip > 1<<62 || len(rest) > HeaderSize+r.max {
+	// A predecessor with a larger limit may have held more than this
+	// reader would: up to what a resync or an oversize frame may hold.
+	if skip > 1<<62 || len(rest) > HeaderSize+plausibleFactor*r.max {
 		return fmt.Errorf("span stream state: skip %d and %d bytes held are beyond any frame", skip, len(rest))
 	}
 	r.lost, r.skip = state[1] == 1, int64(skip)

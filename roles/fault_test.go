@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -270,6 +271,9 @@ func faultHostRestartedInStore(t *testing.T) {
 			if n := strings.Count(gp.Stderr.String(), "connected to host"); n != 1 {
 				t.Errorf("the guest relay connected %d times through three restarts, want once", n)
 			}
+			if got, dups := tally(sink.Quiet(300*time.Millisecond), total); got != i || dups != 0 {
+				t.Errorf("through the restarts: %d of the %d sent arrived, %d twice; want each once", got, i, dups)
+			}
 			hp.Signal(syscall.SIGKILL)
 			hp.Wait(10 * time.Second)
 			hp = storedHostRelay(t, m, path, sink.Addr())
@@ -285,11 +289,12 @@ func faultHostRestartedInStore(t *testing.T) {
 }
 
 // faultSocatKeptInStore: a socat guest (a raw stream: socat ends when a
-// write fails) sends emitBatch datagrams while its host relay, a unit with
-// a file descriptor store, is restarted twice and SIGKILLed once
-// mid-stream: socat's connection is never closed, every batch around the
-// restarts arrives, and the crash loses at most what the dead process had
-// read and not handed on (the row says how much).
+// write fails) connects at its start and sends nothing while its host
+// relay, a unit with a file descriptor store, restarts; then it sends
+// emitBatch datagrams while the host is restarted twice more and
+// SIGKILLed once mid-stream: socat's connection is never closed, every
+// batch around the restarts arrives, and the crash loses at most what the
+// dead process had read and not handed on (the row says how much).
 func faultSocatKeptInStore(t *testing.T) {
 	needSocat(t)
 	m := storetest.New(t)
@@ -301,7 +306,13 @@ func faultSocatKeptInStore(t *testing.T) {
 	c := udpSender(t, port)
 	const rate, total = 500, 2000
 	dgs := emitBatches(t, total)
-	testutil.Eventually(t, 10*time.Second, "socat connected", func() bool { return strings.Contains(hp.Stderr.String(), "framing=raw") || sendProbe(c, dgs[0], sink) })
+	// socat connects at its start and sends nothing until its first
+	// datagram: that connection is kept through a restart too.
+	testutil.Eventually(t, 10*time.Second, "socat's connection in the store", func() bool {
+		return slices.ContainsFunc(m.Names(), func(n string) bool { return strings.HasPrefix(n, "kt-n.") })
+	})
+	hp = restartHost(t, m, hp, path, sink.Addr())
+	testutil.Eventually(t, 10*time.Second, "the path to carry a probe", func() bool { return sendProbe(c, dgs[0], sink) })
 	base := len(sink.Quiet(200 * time.Millisecond))
 	var beforeKill int
 	for i, p := range dgs {
@@ -323,8 +334,8 @@ func faultSocatKeptInStore(t *testing.T) {
 		time.Sleep(time.Second / rate)
 	}
 	got := len(sink.Quiet(500*time.Millisecond)) - base
-	if socat.ProcessState != nil {
-		t.Fatal("socat exited: its connection was closed")
+	if err := socat.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("socat exited (its connection was closed): %v", err)
 	}
 	if beforeKill-base < 3*total/4 {
 		t.Errorf("%d of the %d batches sent before the SIGKILL arrived: the restarts lost some", beforeKill-base, 3*total/4)
@@ -332,7 +343,7 @@ func faultSocatKeptInStore(t *testing.T) {
 	if !strings.Contains(hp.Stderr.String(), "connection taken up after a crash") {
 		t.Errorf("socat's connection was not taken up after the crash:\n%s", hp.Stderr.String())
 	}
-	account(t, faultRow{name: "socat guest: host restarted 2x (fd store), SIGKILLed once, at 500/s", sent: total, delivered: got,
+	account(t, faultRow{name: "socat guest: host restarted 3x (fd store), SIGKILLed once, at 500/s", sent: total, delivered: got,
 		note: "socat's connection kept throughout; lost: what the killed host had read and not handed on"})
 }
 

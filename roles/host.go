@@ -33,7 +33,7 @@ type hostRelay struct {
 	FrameTimeout           time.Duration `help:"How long a frame may stay unfinished: a guest relay's connection is then closed, a Kata agent's frame dropped (its rest skipped as it comes) and its connection kept. A peer quiet between frames is never cut." default:"60s"`
 	GuestRate              ByteRate      `help:"Each guest's budget, bytes of datagrams per second, all its connections together (a Kata agent sends far less); beyond it, while other guests send too, the host reads from that guest only as fast as the budget allows (the excess waits in, and is dropped and counted by, the guest's own queue), so that one VM cannot crowd out the others. 0: no budget." default:"1MiB/s"`
 	GuestBurst             ByteSize      `help:"How far a guest may run ahead of --guest-rate at once (a trace sent at shutdown, say)." default:"1MiB"`
-	FDStoreMax             int           `name:"fd-store-max" help:"Under systemd, connections are kept in the unit's file descriptor store, so that a restart or a crash of this process never ends them: its size (the unit's FileDescriptorStoreMax=; systemd 254 and later say it in $FDSTORE, which wins). 0: keep none." default:"8192"`
+	FDStoreMax             int           `name:"fd-store-max" help:"The unit's FileDescriptorStoreMax= (the shipped units set both): guests' connections and the listeners are kept in the unit's file descriptor store, so that a restart or crash of this process never ends them. systemd 254 and later say it in $FDSTORE, which wins; 0, where systemd does not say it, keeps none." default:"0"`
 	metricsOption
 }
 
@@ -96,10 +96,18 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 		closeSink(context.Background())
 		return err
 	}
-	if store != nil {
+	switch {
+	case store != nil:
 		cfg.Store = store
-	} else if cfg.Messages != nil {
-		rc.Log.Warn("no file descriptor store (run as a systemd service with FileDescriptorStoreMax=): when this process stops, every agent's tracing ends")
+		rc.Log.Info("guests' connections are kept in the unit's file descriptor store", "size", store.Max(), "held", store.Len())
+	case cfg.Messages != nil:
+		rc.Log.Warn("no file descriptor store (run kata-trace-forwarder.service: FileDescriptorStoreMax= and --fd-store-max): when this process stops, every agent's tracing ends")
+	default:
+		rc.Log.Info("no file descriptor store (run the shipped unit: FileDescriptorStoreMax= and --fd-store-max): a restart closes guests' connections (v2 guest relays reconnect and resend; a socat guest ends)")
+	}
+	if store == nil && len(prev.conns)+len(prev.listeners) > 0 {
+		rc.Log.Warn("the unit's previous process kept connections in the store, and this one keeps none (--fd-store-max 0): they are served, and stay in the store until the unit stops",
+			"connections", len(prev.conns), "listeners", len(prev.listeners))
 	}
 	srv := hostrelay.NewServer(cfg)
 	prev.adopt(rc.Log, srv, cfg.Sink, to)

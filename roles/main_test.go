@@ -212,7 +212,8 @@ func notifySocket(t *testing.T) (*net.UnixConn, string) {
 }
 
 // readNotify reads the next state sent to the notify socket, passing
-// over STATUS= lines (which it returns), and wants it to be want.
+// over STATUS= lines (which it returns) and the file descriptor store's
+// traffic, and wants it to be want.
 func readNotify(t *testing.T, c *net.UnixConn, want string) (statuses []string) {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -222,6 +223,9 @@ func readNotify(t *testing.T, c *net.UnixConn, want string) (statuses []string) 
 		got := string(buf[:n])
 		if err == nil && strings.HasPrefix(got, "STATUS=") && !strings.HasPrefix(want, "STATUS=") {
 			statuses = append(statuses, got)
+			continue
+		}
+		if err == nil && (strings.HasPrefix(got, "FDSTORE=") || strings.HasPrefix(got, "FDSTOREREMOVE=")) {
 			continue
 		}
 		if err != nil || got != want {

@@ -129,14 +129,20 @@ type keptListener struct {
 
 func (l *keptListener) Close() error {
 	l.once.Do(func() {
+		ul, unix := l.Listener.(*net.UnixListener)
 		if l.k.handingOver.Load() {
-			if ul, ok := l.Listener.(*net.UnixListener); ok {
+			if unix {
 				ul.SetUnlinkOnClose(false)
 			}
-		} else {
-			_ = l.k.store.Forget(l.name)
+			l.err = l.Listener.Close()
+			return
 		}
+		_ = l.k.store.Forget(l.name)
 		l.err = l.Listener.Close()
+		if unix && ul.Addr().String() != "" {
+			// One taken from the store does not remove its file itself.
+			_ = os.Remove(ul.Addr().String())
+		}
 	})
 	return l.err
 }
@@ -253,7 +259,17 @@ func handOver(ctx context.Context, rc *RunContext, store *fdstore.Store, srv *ho
 			"err", merr, "connections", len(st.Conns), "held_batches", len(state.Held))
 		return merr
 	}
-	rc.Log.Info("handed over to the next process", "connections", len(st.Conns), "held_batches", len(state.Held),
+	// Named, since a stop (not a restart) of the unit ends them all.
+	guests := map[string]bool{}
+	for _, c := range st.Conns {
+		guests[c.Guest] = true
+	}
+	names := slices.Sorted(maps.Keys(guests))
+	if len(names) > 20 {
+		names = append(names[:20], fmt.Sprintf("and %d more", len(names)-20))
+	}
+	rc.Log.Info("handed over to the next process (a stop of the unit, not a restart, ends these connections)", "connections", len(st.Conns),
+		"guests", strings.Join(names, ", "), "held_batches", len(state.Held),
 		"state_bytes", len(b), "store", fmt.Sprintf("%d of %d", store.Len(), store.Max()))
 	return err
 }

@@ -2,11 +2,19 @@ package roles_test
 
 import (
 	"encoding/binary"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 
 	"github.com/katatrace/katatrace/internal/katatest"
 	"github.com/katatrace/katatrace/internal/storetest"
@@ -44,7 +52,7 @@ func TestForwarderKeepsAgentsAcrossRestartsAndCrashes(t *testing.T) {
 	if code := p.Wait(10 * time.Second); code != 0 {
 		t.Fatalf("exit %d:\n%s", code, p.Stderr.String())
 	}
-	if !strings.Contains(p.Stderr.String(), `msg="handed over to the next process" role=kata-trace-forwarder connections=1`) {
+	if !strings.Contains(p.Stderr.String(), `msg="handed over to the next process (a stop of the unit, not a restart, ends these connections)" role=kata-trace-forwarder connections=1 guests="unix://`) {
 		t.Fatalf("no handover:\n%s\nstore:\n%s", p.Stderr.String(), m)
 	}
 	// An agent that starts while no process runs waits in the kept
@@ -77,7 +85,7 @@ func TestForwarderKeepsAgentsAcrossRestartsAndCrashes(t *testing.T) {
 	// the next process finds the frame after it.
 	a.Write(binary.BigEndian.AppendUint64(nil, uint64(len(bin[2]))))
 	a.Write(bin[2][:40])
-	time.Sleep(300 * time.Millisecond) // read by the process, held in its buffer
+	a.WaitRead() // read by the process, held in its buffer
 	p.Signal(syscall.SIGKILL)
 	p.Wait(10 * time.Second)
 	p = run()
@@ -95,4 +103,77 @@ func TestForwarderKeepsAgentsAcrossRestartsAndCrashes(t *testing.T) {
 	}
 	a.Send(bin[5])
 	a.Check() // kept by the last handover
+}
+
+// TestForwarderHandsOverWhatTheSinkHolds: the OTLP endpoint is down when
+// the forwarder restarts: what its sink held goes to the next process in
+// the store's state, and reaches the endpoint once it is back, each span
+// once.
+func TestForwarderHandsOverWhatTheSinkHolds(t *testing.T) {
+	var up atomic.Bool
+	var mu sync.Mutex
+	seen := map[string]int{}
+	col := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if !up.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		req := ptraceotlp.NewExportRequest()
+		if err := req.UnmarshalProto(body); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		rss := req.Traces().ResourceSpans()
+		for i := range rss.Len() {
+			for j := range rss.At(i).ScopeSpans().Len() {
+				ss := rss.At(i).ScopeSpans().At(j).Spans()
+				for k := range ss.Len() {
+					seen[ss.At(k).Name()]++
+				}
+			}
+		}
+		mu.Unlock()
+		out, _ := ptraceotlp.NewExportResponse().MarshalProto()
+		_, _ = w.Write(out)
+	}))
+	defer col.Close()
+	m := storetest.New(t)
+	sock := filepath.Join(testutil.SockDir(t), "clh.sock_10240")
+	port := testutil.FreePort(t, "tcp")
+	run := func() *testutil.Proc {
+		p := m.Start([]string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "kata-trace-forwarder"), "--from", "unix://"+sock,
+			"--to", "otlphttp://"+strings.TrimPrefix(col.URL, "http://"), "--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", port))
+		m.WaitReady(p)
+		return p
+	}
+	p := run()
+	a := katatest.DialAgent(t, sock)
+	frames := katatest.Frames(t, "json-otel017-api")
+	a.Send(frames...)
+	testutil.Eventually(t, 10*time.Second, "6 spans held for the endpoint", func() bool {
+		return scrape(t, port, "katatrace_forwarder_spans_total") == len(frames) && scrape(t, port, "katatrace_sink_in_flight_requests") > 0
+	})
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(10 * time.Second); code != 0 || !strings.Contains(p.Stderr.String(), "held_batches=6") {
+		t.Fatalf("exit %d, without the held batches handed over:\n%s", code, p.Stderr.String())
+	}
+	up.Store(true)
+	p = run()
+	p.WaitLog("took up what the previous process kept after a restart")
+	testutil.Eventually(t, 10*time.Second, "6 spans at the endpoint", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) == len(frames)
+	})
+	time.Sleep(200 * time.Millisecond) // a second copy, if any, arrives too
+	mu.Lock()
+	defer mu.Unlock()
+	for name, n := range seen {
+		if n != 1 {
+			t.Errorf("span %s delivered %d times", name, n)
+		}
+	}
+	a.Check()
 }

@@ -343,10 +343,12 @@ func (c *CollectorSink) Handover(ctx context.Context) []HeldBatch {
 		return len(c.queue) + c.busy
 	})
 	c.mu.Lock()
+	// Cut what is in flight under the lock: a post failing now must see
+	// the handover, not a close that would drop its batch.
 	c.closed, c.handingOver = true, true
+	c.endLife()
 	c.cond.Broadcast()
 	c.mu.Unlock()
-	c.endLife()
 	c.wg.Wait()
 	c.b.close()
 	c.mu.Lock()
@@ -491,7 +493,7 @@ func (c *CollectorSink) post(body []byte, n int) postResult {
 		}
 		wait, again := r.next(err, time.Now())
 		c.mu.Lock()
-		if c.handingOver && c.life.Err() != nil {
+		if c.handingOver {
 			c.mu.Unlock()
 			return handedBack
 		}

@@ -15,7 +15,9 @@ import (
 	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/internal/jaegertest"
 	"github.com/katatrace/katatrace/internal/testutil"
+	"github.com/katatrace/katatrace/jaegerthrift"
 	"github.com/opentracing/opentracing-go"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 )
 
 // TestCollectorRetriesAndDrops: a collector that fails for a while gets
@@ -187,6 +189,92 @@ func TestCollectorOutageIsSaidAndHeldPerGuest(t *testing.T) {
 	for _, want := range []string{"collector unreachable: holding batches and retrying", "collector reachable again"} {
 		if n := strings.Count(out, want); n != 1 {
 			t.Errorf("%q logged %d times, want once:\n%s", want, n, out)
+		}
+	}
+}
+
+// TestCollectorHandsOverWhatItHolds: a sink whose OTLP endpoint is down
+// stops at once for a handover, dropping nothing, requests cut in their
+// retry put back whole; a successor that adopts what it held delivers
+// every span once, when the endpoint is back.
+func TestCollectorHandsOverWhatItHolds(t *testing.T) {
+	dgs := jaegertest.Capture(t, "svc", func(tr opentracing.Tracer) { jaegertest.SmallTrace(tr); jaegertest.BigTrace(tr) })
+	var up atomic.Bool
+	var mu sync.Mutex
+	seen := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if !up.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		req, err := traces(body)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		rss := req.Traces().ResourceSpans()
+		for i := range rss.Len() {
+			for j := range rss.At(i).ScopeSpans().Len() {
+				ss := rss.At(i).ScopeSpans().At(j).Spans()
+				for k := range ss.Len() {
+					seen[ss.At(k).SpanID().String()]++
+				}
+			}
+		}
+		mu.Unlock()
+		out, _ := ptraceotlp.NewExportResponse().MarshalProto()
+		_, _ = w.Write(out)
+	}))
+	defer srv.Close()
+	open := func() *CollectorSink {
+		s, err := NewOTLPSink(OTLPConfig{Endpoint: srv.URL + "/v1/traces"}, 1<<20, 2, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	first := open()
+	for _, p := range dgs {
+		if err := first.Send(p, testPeer); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 5*time.Second, "the endpoint found down", func() bool { return !first.Stats().Up })
+	start := time.Now()
+	held := first.Handover(context.Background()) // no deadline: it must not wait for a dead endpoint
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("the handover waited %v for an endpoint that is down", took)
+	}
+	if st := first.Stats(); st.Dropped != 0 || len(held) != len(dgs) {
+		t.Fatalf("handed %d batches of %d; stats %+v", len(held), len(dgs), st)
+	}
+	up.Store(true)
+	next := open()
+	defer next.Close(context.Background())
+	next.Adopt(held)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := next.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := 0
+	for _, p := range dgs {
+		b, err := jaegerthrift.DecodeEmitBatch(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want += len(b.Spans)
+	}
+	if len(seen) != want {
+		t.Fatalf("%d distinct spans delivered, want %d", len(seen), want)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("span %s delivered %d times", id, n)
 		}
 	}
 }

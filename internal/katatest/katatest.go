@@ -101,6 +101,15 @@ func (a *Agent) Send(frames ...[]byte) {
 	}
 }
 
+// WaitRead waits until the host has read everything the agent wrote (the
+// socket's send queue is empty: SIOCOUTQ).
+func (a *Agent) WaitRead() {
+	a.t.Helper()
+	testutil.Eventually(a.t, 10*time.Second, "the host to read what the agent wrote", func() bool {
+		return unreadBytes(a.conn) == 0
+	})
+}
+
 // Failed is the agent's first failed write, and whether the host has
 // closed its connection: nothing ever comes back on it, so a read times
 // out while it is open.

@@ -24,6 +24,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Max is the store's size (FileDescriptorStoreMax=). Beyond it systemd
+// closes what it is sent; this store keeps it: the process under test
+// counts for itself.
+const Max = 8192
+
 // Manager is one unit's notify socket and file descriptor store.
 type Manager struct {
 	t    testing.TB
@@ -178,7 +183,8 @@ func (m *Manager) Start(env []string, path string, args ...string) *testutil.Pro
 	cmd := exec.Command("/bin/sh", append([]string{"-c", `LISTEN_PID=$$ exec "$0" "$@"`, path}, args...)...)
 	// A race-detector build sleeps a second at exit (atexit_sleep_ms): a
 	// restart would keep peers waiting that long.
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+m.path, "GORACE=atexit_sleep_ms=0")
+	// $FDSTORE says the store's size, as systemd 254 and later do.
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+m.path, "FDSTORE="+strconv.Itoa(Max), "GORACE=atexit_sleep_ms=0")
 	if len(files) > 0 {
 		cmd.Env = append(cmd.Env, "LISTEN_FDS="+strconv.Itoa(len(files)), "LISTEN_FDNAMES="+strings.Join(names, ":"))
 	}
