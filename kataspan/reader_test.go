@@ -259,3 +259,33 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReaderRestore: any state a predecessor could hand over (or bytes
+// that are none) is refused or taken up, and the stream after it reads on
+// without a panic or a payload beyond the limit.
+func FuzzReaderRestore(f *testing.F) {
+	json := frames(f, stream(f, "json-otel017-api"))
+	in := cat(frame(json[0]), frame(json[1]))
+	for _, cut := range []int{0, 5, 8, 100, len(in) - 1} {
+		r := NewReader(&gate{b: in, open: cut}, 4096)
+		_, _ = readAll(f, r)
+		f.Add(r.State(), in[cut:])
+	}
+	f.Add([]byte{stateVersion, 1, 0, 0, 0, 0, 0, 0, 0, 9}, in)
+	f.Fuzz(func(t *testing.T, state, rest []byte) {
+		const limit = 4096
+		r := NewReader(bytes.NewReader(rest), limit)
+		if err := r.Restore(state); err != nil {
+			return
+		}
+		for {
+			p, err := r.Next()
+			if err != nil {
+				return
+			}
+			if len(p) > limit {
+				t.Fatalf("a payload of %d bytes", len(p))
+			}
+		}
+	})
+}
