@@ -32,10 +32,11 @@ type trafficDescs struct {
 	accepted, datagrams, bytes, flushes, duplicates, dropped, paused, notAccepted, unparsed *prometheus.Desc
 }
 
-// newTrafficDescs names them katatrace_<prefix>_…; whose, if not empty,
-// says whose they are in the help ("A guest's").
-func newTrafficDescs(prefix, whose string, labels ...string) trafficDescs {
-	d := func(name, help string, more ...string) *prometheus.Desc {
+// describer makes descriptions named katatrace_<prefix>_…, with labels
+// (and more of their own); whose, if not empty, says whose they are in
+// the help ("A guest's").
+func describer(prefix, whose string, labels ...string) func(name, help string, more ...string) *prometheus.Desc {
+	return func(name, help string, more ...string) *prometheus.Desc {
 		if whose == "" {
 			help = strings.ToUpper(help[:1]) + help[1:]
 		} else {
@@ -43,6 +44,11 @@ func newTrafficDescs(prefix, whose string, labels ...string) trafficDescs {
 		}
 		return desc(prefix+"_"+name, help, append(slices.Clone(labels), more...)...)
 	}
+}
+
+// newTrafficDescs names them katatrace_<prefix>_… (see describer).
+func newTrafficDescs(prefix, whose string, labels ...string) trafficDescs {
+	d := describer(prefix, whose, labels...)
 	return trafficDescs{
 		accepted:   d("connections_accepted_total", "connections accepted."),
 		datagrams:  d("datagrams_total", "datagrams handed to the sink."),
@@ -81,14 +87,7 @@ type spanDescs struct {
 }
 
 func newSpanDescs(prefix, whose string, labels ...string) spanDescs {
-	d := func(name, help string, more ...string) *prometheus.Desc {
-		if whose == "" {
-			help = strings.ToUpper(help[:1]) + help[1:]
-		} else {
-			help = whose + " " + help
-		}
-		return desc(prefix+"_"+name, help, append(slices.Clone(labels), more...)...)
-	}
+	d := describer(prefix, whose, labels...)
 	return spanDescs{
 		accepted: d("connections_accepted_total", "connections accepted (a Kata agent makes one, and keeps it)."),
 		frames:   d("frames_total", "frames read whole: each a span, or skipped as undecodable."),

@@ -3,20 +3,14 @@ package roles_test
 import (
 	"encoding/binary"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
-
 	"github.com/katatrace/katatrace/internal/katatest"
+	"github.com/katatrace/katatrace/internal/otlptest"
 	"github.com/katatrace/katatrace/internal/storetest"
 	"github.com/katatrace/katatrace/internal/testutil"
 )
@@ -110,41 +104,13 @@ func TestForwarderKeepsAgentsAcrossRestartsAndCrashes(t *testing.T) {
 // the store's state, and reaches the endpoint once it is back, each span
 // once.
 func TestForwarderHandsOverWhatTheSinkHolds(t *testing.T) {
-	var up atomic.Bool
-	var mu sync.Mutex
-	seen := map[string]int{}
-	col := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if !up.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		req := ptraceotlp.NewExportRequest()
-		if err := req.UnmarshalProto(body); err != nil {
-			w.WriteHeader(http.StatusBadRequest)
-			return
-		}
-		mu.Lock()
-		rss := req.Traces().ResourceSpans()
-		for i := range rss.Len() {
-			for j := range rss.At(i).ScopeSpans().Len() {
-				ss := rss.At(i).ScopeSpans().At(j).Spans()
-				for k := range ss.Len() {
-					seen[ss.At(k).Name()]++
-				}
-			}
-		}
-		mu.Unlock()
-		out, _ := ptraceotlp.NewExportResponse().MarshalProto()
-		_, _ = w.Write(out)
-	}))
-	defer col.Close()
+	ep := otlptest.New(t)
 	m := storetest.New(t)
 	sock := filepath.Join(testutil.SockDir(t), "clh.sock_10240")
 	port := testutil.FreePort(t, "tcp")
 	run := func() *testutil.Proc {
 		p := m.Start([]string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "kata-trace-forwarder"), "--from", "unix://"+sock,
-			"--to", "otlphttp://"+strings.TrimPrefix(col.URL, "http://"), "--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", port))
+			"--to", "otlphttp://"+strings.TrimPrefix(ep.URL, "http://"), "--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", port))
 		m.WaitReady(p)
 		return p
 	}
@@ -159,21 +125,13 @@ func TestForwarderHandsOverWhatTheSinkHolds(t *testing.T) {
 	if code := p.Wait(10 * time.Second); code != 0 || !strings.Contains(p.Stderr.String(), "held_batches=6") {
 		t.Fatalf("exit %d, without the held batches handed over:\n%s", code, p.Stderr.String())
 	}
-	up.Store(true)
+	ep.Up.Store(true)
 	p = run()
 	p.WaitLog("took up what the previous process kept after a restart")
-	testutil.Eventually(t, 10*time.Second, "6 spans at the endpoint", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(seen) == len(frames)
-	})
+	testutil.Eventually(t, 10*time.Second, "6 spans at the endpoint", func() bool { got, _ := ep.Spans(); return got == len(frames) })
 	time.Sleep(200 * time.Millisecond) // a second copy, if any, arrives too
-	mu.Lock()
-	defer mu.Unlock()
-	for name, n := range seen {
-		if n != 1 {
-			t.Errorf("span %s delivered %d times", name, n)
-		}
+	if _, twice := ep.Spans(); twice != 0 {
+		t.Errorf("%d spans delivered twice", twice)
 	}
 	a.Check()
 }

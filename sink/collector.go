@@ -333,7 +333,9 @@ type HeldBatch struct {
 
 // Handover stops the sink and returns what it holds, for a successor to
 // send: what the collector takes while it is up it first lets it take
-// (bounded by ctx); requests cut short go back in, and nothing is
+// (bounded by ctx); requests waiting to be retried go back in at once,
+// and those under way once they are answered (or at ctx's end: then one
+// the endpoint was taking as it was cut may arrive twice). Nothing is
 // dropped.
 func (c *CollectorSink) Handover(ctx context.Context) []HeldBatch {
 	_ = c.wait(ctx, func() int {
@@ -343,13 +345,20 @@ func (c *CollectorSink) Handover(ctx context.Context) []HeldBatch {
 		return len(c.queue) + c.busy
 	})
 	c.mu.Lock()
-	// Cut what is in flight under the lock: a post failing now must see
-	// the handover, not a close that would drop its batch.
 	c.closed, c.handingOver = true, true
-	c.endLife()
+	close(c.retryNow) // retry waits end: their batches go back in
+	c.retryNow = make(chan struct{})
 	c.cond.Broadcast()
 	c.mu.Unlock()
-	c.wg.Wait()
+	done := make(chan struct{})
+	go func() { c.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		c.endLife() // a post failing now sees the handover: it hands its batch back
+		<-done
+	}
+	c.endLife()
 	c.b.close()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -391,7 +400,7 @@ func (c *CollectorSink) worker() {
 		for len(c.queue) == 0 && !c.closed {
 			c.cond.Wait()
 		}
-		if len(c.queue) == 0 || c.life.Err() != nil && c.handingOver {
+		if len(c.queue) == 0 || c.handingOver {
 			c.mu.Unlock()
 			return
 		}
@@ -497,7 +506,7 @@ func (c *CollectorSink) post(body []byte, n int) postResult {
 			c.mu.Unlock()
 			return handedBack
 		}
-		closed := c.closed
+		closed, now := c.closed, c.retryNow
 		c.stats.Retries++
 		if closed || !again {
 			c.stats.Dropped += uint64(n)
@@ -515,9 +524,6 @@ func (c *CollectorSink) post(body []byte, n int) postResult {
 		}
 		c.log.Debug("collector post failed; retrying", "url", c.url, "err", err,
 			"attempt", attempt, "retry_in", wait.Round(time.Millisecond).String())
-		c.mu.Lock()
-		now := c.retryNow
-		c.mu.Unlock()
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
@@ -525,6 +531,12 @@ func (c *CollectorSink) post(body []byte, n int) postResult {
 			t.Stop()
 		case <-c.life.Done():
 			t.Stop()
+		}
+		c.mu.Lock()
+		handing := c.handingOver
+		c.mu.Unlock()
+		if handing {
+			return handedBack // not tried again: the successor will
 		}
 	}
 }

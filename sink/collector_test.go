@@ -14,10 +14,10 @@ import (
 
 	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/internal/jaegertest"
+	"github.com/katatrace/katatrace/internal/otlptest"
 	"github.com/katatrace/katatrace/internal/testutil"
 	"github.com/katatrace/katatrace/jaegerthrift"
 	"github.com/opentracing/opentracing-go"
-	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 )
 
 // TestCollectorRetriesAndDrops: a collector that fails for a while gets
@@ -199,37 +199,9 @@ func TestCollectorOutageIsSaidAndHeldPerGuest(t *testing.T) {
 // every span once, when the endpoint is back.
 func TestCollectorHandsOverWhatItHolds(t *testing.T) {
 	dgs := jaegertest.Capture(t, "svc", func(tr opentracing.Tracer) { jaegertest.SmallTrace(tr); jaegertest.BigTrace(tr) })
-	var up atomic.Bool
-	var mu sync.Mutex
-	seen := map[string]int{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if !up.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		req, err := traces(body)
-		if err != nil {
-			w.WriteHeader(http.StatusBadRequest)
-			return
-		}
-		mu.Lock()
-		rss := req.Traces().ResourceSpans()
-		for i := range rss.Len() {
-			for j := range rss.At(i).ScopeSpans().Len() {
-				ss := rss.At(i).ScopeSpans().At(j).Spans()
-				for k := range ss.Len() {
-					seen[ss.At(k).SpanID().String()]++
-				}
-			}
-		}
-		mu.Unlock()
-		out, _ := ptraceotlp.NewExportResponse().MarshalProto()
-		_, _ = w.Write(out)
-	}))
-	defer srv.Close()
+	ep := otlptest.New(t)
 	open := func() *CollectorSink {
-		s, err := NewOTLPSink(OTLPConfig{Endpoint: srv.URL + "/v1/traces"}, 1<<20, 2, slog.New(slog.DiscardHandler))
+		s, err := NewOTLPSink(OTLPConfig{Endpoint: ep.URL + "/v1/traces"}, 1<<20, 2, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -250,7 +222,7 @@ func TestCollectorHandsOverWhatItHolds(t *testing.T) {
 	if st := first.Stats(); st.Dropped != 0 || len(held) != len(dgs) {
 		t.Fatalf("handed %d batches of %d; stats %+v", len(held), len(dgs), st)
 	}
-	up.Store(true)
+	ep.Up.Store(true)
 	next := open()
 	defer next.Close(context.Background())
 	next.Adopt(held)
@@ -259,8 +231,6 @@ func TestCollectorHandsOverWhatItHolds(t *testing.T) {
 	if err := next.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	want := 0
 	for _, p := range dgs {
 		b, err := jaegerthrift.DecodeEmitBatch(p)
@@ -269,12 +239,7 @@ func TestCollectorHandsOverWhatItHolds(t *testing.T) {
 		}
 		want += len(b.Spans)
 	}
-	if len(seen) != want {
-		t.Fatalf("%d distinct spans delivered, want %d", len(seen), want)
-	}
-	for id, n := range seen {
-		if n != 1 {
-			t.Fatalf("span %s delivered %d times", id, n)
-		}
+	if got, twice := ep.Spans(); got != want || twice != 0 {
+		t.Fatalf("%d distinct spans delivered (%d of them twice), want %d once each", got, twice, want)
 	}
 }
