@@ -108,15 +108,33 @@ func (s *Store) keep(name string, rc syscall.RawConn) error {
 
 // Forget takes name's descriptor out of the store.
 func (s *Store) Forget(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := remove(s.notify, name); err != nil {
+		return err
+	}
+	s.n = max(s.n-1, 0)
+	return nil
+}
+
+// Remove takes name's descriptor out of the unit's store, whether this
+// process keeps one there or not (a predecessor's, left when this one
+// keeps none); without a service manager, it does nothing.
+func Remove(name string) error {
+	a, err := systemd.ParseNotifySocket(os.Getenv("NOTIFY_SOCKET"))
+	if err != nil || a.Network != "unixgram" {
+		return err
+	}
+	return remove(a.Path, name)
+}
+
+func remove(notify, name string) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := send(s.notify, "FDSTOREREMOVE=1\nFDNAME="+name, -1); err != nil {
+	if err := send(notify, "FDSTOREREMOVE=1\nFDNAME="+name, -1); err != nil {
 		return fmt.Errorf("remove %s from the store: %w", name, err)
 	}
-	s.n = max(s.n-1, 0)
 	return nil
 }
 

@@ -138,7 +138,7 @@ func (s *Server) Handover(ctx context.Context) (State, error) {
 	s.handover.Store(true)
 	s.stop(time.Now())
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	go func() { s.serving.Wait(); s.wg.Wait(); close(done) }()
 	var err error
 	select {
 	case <-done:
@@ -246,16 +246,27 @@ func (s *Server) mode() string {
 	return storeNew
 }
 
-// keepUnread puts a connection accepted as a handover began in the store,
-// unread, for the successor to serve as a new one.
+// keepUnread puts a connection accepted as the server stops, unread, in
+// the store for the successor to serve as a new one; without a handover
+// (or a store) it is closed, and a Kata agent's is said to end.
 func (s *Server) keepUnread(conn net.Conn, id guestid.ID) {
-	sock, ok := conn.(syscall.Conn)
-	if !s.handingOver() || s.cfg.Store == nil || !ok {
+	name := id.StoreName(s.mode())
+	err := errors.New("no file descriptor store")
+	if sock, ok := conn.(syscall.Conn); ok && s.handingOver() && s.cfg.Store != nil {
+		err = s.cfg.Store.Keep(name, sock)
+	}
+	if err != nil {
+		s.stats.notStored.Add(1)
+		if s.cfg.Messages != nil {
+			s.log.Error("agent's connection, accepted as this process stops, not kept for a next one: this VM sends no span again until its agent restarts",
+				"guest", id.Guest, "peer", id.Conn, "err", err)
+		}
 		return
 	}
-	if err := s.cfg.Store.Keep(id.StoreName(s.mode()), sock); err == nil {
-		s.stats.stored.Add(1)
-	}
+	s.stats.stored.Add(1)
+	s.mu.Lock()
+	s.handed = append(s.handed, ConnState{Name: name, Guest: id.Guest}) // nothing read of it
+	s.mu.Unlock()
 }
 
 func modeName(mode string) string {
@@ -319,11 +330,15 @@ func (c *peerConn) resumeStream() error {
 		return c.relay(st.Rest)
 	case storeMessages:
 		mr := c.srv.cfg.Messages(c.conn)
-		if c.resume == nil {
+		switch {
+		case c.resume == nil:
 			mr.Lose()
-		} else if err := mr.Restore(st.Reader); err != nil {
-			c.srv.log.Warn("a handed stream state was not understood: looking for the next frame", "peer", c.peer, "err", err)
-			mr.Lose()
+		case len(st.Reader) == 0: // handed unread
+		default:
+			if err := mr.Restore(st.Reader); err != nil {
+				c.srv.log.Warn("a handed stream state was not understood: looking for the next frame", "peer", c.peer, "err", err)
+				mr.Lose()
+			}
 		}
 		return c.messages(mr)
 	case storeRaw:

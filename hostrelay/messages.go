@@ -16,9 +16,10 @@ type MessageReader interface {
 	// stream's error; after a read's own (a deadline), Next may be called
 	// again and goes on where it was.
 	Next() ([]byte, error)
-	// InFrame reports whether a message was begun and its rest is
-	// awaited; Drop gives it up (its rest is skipped as it comes).
-	InFrame() bool
+	// OnWait has fn told each time Next begins to wait for the rest of a
+	// message it began; Drop gives that up (its rest is skipped as it
+	// comes).
+	OnWait(fn func())
 	Drop() bool
 	// Lose makes the reader find the next message first: the stream is
 	// taken up at an unknown point (after a crash).
@@ -44,20 +45,18 @@ type Skipped struct {
 // to hand it to, are the only ends.
 func (c *peerConn) messages(mr MessageReader) error {
 	var seen Skipped // what the reader counted before (a resync begun at adoption) is noted too
-	next := true     // a message was just handed on: the one begun after it has its own time
+	// A message begun must come whole in time; one that does not is
+	// dropped (its memory let go) and its rest skipped.
+	mr.OnWait(func() {
+		c.setDeadline(time.Now().Add(c.srv.cfg.FrameTimeout))
+		c.frameDeadline = true
+	})
 	for {
-		// A message begun must come whole in time; one that does not is
-		// dropped (its memory let go) and its rest skipped.
-		switch inFrame := mr.InFrame(); {
-		case inFrame && (!c.frameDeadline || next):
-			c.setDeadline(time.Now().Add(c.srv.cfg.FrameTimeout))
-			c.frameDeadline = true
-		case !inFrame && c.frameDeadline:
-			c.setDeadline(time.Time{})
+		p, err := mr.Next()
+		if c.frameDeadline && !errors.Is(err, os.ErrDeadlineExceeded) {
+			c.setDeadline(time.Time{}) // between messages, a peer may be quiet as long as it likes
 			c.frameDeadline = false
 		}
-		next = false
-		p, err := mr.Next()
 		if !c.greeted && (err == nil || mr.Skipped().Bytes > 0) {
 			c.greeted = true
 			c.g.greeted.Store(true)
@@ -68,7 +67,6 @@ func (c *peerConn) messages(mr MessageReader) error {
 		case err == nil:
 			c.batch = append(c.batch, p)
 			c.pace(c.flushBatch())
-			next = true
 			continue
 		case errors.Is(err, os.ErrDeadlineExceeded) && c.srv.draining():
 			// Handover sets its flag before the drain: a drain seen here

@@ -97,6 +97,9 @@ type Server struct {
 	// does, cutting a guest's flush that still waits for the sink.
 	drain     chan struct{}
 	drainOnce sync.Once
+	// serving counts the Serve loops, so that a handover waits for one
+	// that accepted a connection as it began (keepUnread).
+	serving sync.WaitGroup
 	// handover is set by Handover: connections stop reading at once and
 	// keep their state (handed) for a successor.
 	handover atomic.Bool
@@ -214,11 +217,13 @@ func (s *Server) Serve(ln net.Listener, name string) error {
 		return ln.Close()
 	}
 	s.listeners[ln] = struct{}{}
+	s.serving.Add(1) // under s.mu, as stop begins a drain: never after Handover waits
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, ln)
 		s.mu.Unlock()
+		s.serving.Done()
 	}()
 	var delay time.Duration
 	for {
@@ -374,6 +379,11 @@ func (s *Server) handle(c *peerConn, listener string) {
 		s.stats.active.Add(-1)
 		s.wg.Done()
 	}()
+	// Kept from the start (a crash a moment later must not end it): a
+	// Kata agent sends no hello, a socat guest may send nothing for long.
+	if !c.adopted {
+		c.storeConn(s.mode())
+	}
 	if c.first || g.sandbox.Load() == nil {
 		id := s.sandboxOf(conn, listener)
 		g.sandbox.Store(&id)
@@ -384,12 +394,8 @@ func (s *Server) handle(c *peerConn, listener string) {
 	case s.cfg.Messages != nil:
 		// No hello: the stream's first bytes are its first frame's, and
 		// the peer may be quiet as long as it likes before them.
-		c.storeConn(storeMessages)
 		c.finish(c.messages(s.cfg.Messages(conn)))
 	default:
-		// Kept from the start: a socat guest connects at its start and
-		// may send nothing for long.
-		c.storeConn(storeNew)
 		c.finish(c.relay(nil))
 	}
 }
@@ -916,12 +922,12 @@ func (c *peerConn) finish(err error) {
 		attrs = append(attrs, "unparsed_bytes", c.unparsed)
 	}
 	switch {
-	case err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
-		c.srv.log.Info(peer+" disconnected", attrs...)
 	case c.mode == storeMessages && c.srv.draining() && (errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed)):
 		// Its exporter never connects again: the VM's tracing ends here.
 		c.srv.log.Error("agent's connection closed as this process stops, not kept for a next one (no file descriptor store, or it was full): "+
 			"this VM sends no span again until its agent restarts", attrs...)
+	case err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
+		c.srv.log.Info(peer+" disconnected", attrs...)
 	case errors.Is(err, os.ErrDeadlineExceeded) && c.srv.draining():
 		c.srv.log.Info(peer+" connection closed for shutdown", attrs...)
 	case errors.As(err, new(*limitError)):

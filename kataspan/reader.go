@@ -30,11 +30,27 @@ type Reader struct {
 	buf   []byte // buf[start:end] was read and is not yet returned or skipped
 	start int
 	end   int
+	off   int64 // the stream's offset of buf[0]
 	err   error // a read's error that came with bytes, for the next read
 	skip  int64 // bytes of the current frame still to skip
 	lost  bool  // the framing is lost: find the next frame
 	stats Skipped
+	// wait is what Next waits for the rest of, begun at stream offset
+	// waitAt; onWait is told as each wait begins (OnWait).
+	wait   wait
+	waitAt int64
+	onWait func()
 }
+
+// wait is what Next waits for the rest of: what Drop gives up.
+type wait uint8
+
+const (
+	noWait        wait = iota
+	waitPayload        // a frame's, its header read, within the limit
+	waitCandidate      // what may be the next frame, the framing lost
+	waitPrefix         // an oversize frame's first bytes: a span's?
+)
 
 // Skipped counts what a Reader did not return.
 type Skipped struct {
@@ -69,6 +85,25 @@ func NewReader(r io.Reader, max int) *Reader {
 // Skipped returns what the reader has skipped so far.
 func (r *Reader) Skipped() Skipped { return r.stats }
 
+// OnWait has fn told each time Next begins to wait for the rest of a
+// frame it has begun (its header read, within the limit), for the rest of
+// what may be the next frame while the framing is lost, or for an
+// oversize frame's first bytes: a caller's frame timeout starts then, and
+// Drop gives that up. A header not yet whole is no wait: it holds a few
+// bytes.
+func (r *Reader) OnWait(fn func()) { r.onWait = fn }
+
+// awaiting notes that Next waits for the rest of w at r.start, telling
+// onWait when that is a new wait.
+func (r *Reader) awaiting(w wait) {
+	if at := r.off + int64(r.start); r.wait != w || r.waitAt != at {
+		r.wait, r.waitAt = w, at
+		if r.onWait != nil {
+			r.onWait()
+		}
+	}
+}
+
 // Lose makes the reader find the next frame before it returns one: the
 // stream is taken up somewhere unknown (after a crash of the process that
 // read it before).
@@ -100,6 +135,9 @@ func (r *Reader) Next() ([]byte, error) {
 		if r.lost {
 			want, found := r.find()
 			if !found {
+				if want > HeaderSize {
+					r.awaiting(waitCandidate)
+				}
 				if err := r.fill(want); err != nil {
 					return nil, err
 				}
@@ -118,18 +156,20 @@ func (r *Reader) Next() ([]byte, error) {
 		case n <= uint64(r.max):
 			end := r.start + HeaderSize + int(n)
 			if end > r.end {
+				r.awaiting(waitPayload)
 				if err := r.fill(HeaderSize + int(n)); err != nil {
 					return nil, err
 				}
 				continue
 			}
 			p := r.buf[r.start+HeaderSize : end]
-			r.start = end
+			r.start, r.wait = end, noWait
 			return p, nil
 		case n/plausibleFactor > uint64(r.max):
 			r.Lose()
 		default:
 			if have, want := r.end-r.start-HeaderSize, min(prefixCheck, int(n)); have < want {
+				r.awaiting(waitPrefix)
 				if err := r.fill(HeaderSize + want); err != nil {
 					return nil, err
 				}
@@ -145,30 +185,36 @@ func (r *Reader) Next() ([]byte, error) {
 	}
 }
 
-// InFrame reports whether a frame's header was read and its payload is
-// awaited, within the limit: what Drop would give up. A frame looked for
-// (the framing lost) or an oversize one whose beginning is awaited is no
-// frame yet: a wait there holds a few bytes at most, or real frames
-// behind a false length that more bytes will refute.
-func (r *Reader) InFrame() bool {
-	return !r.lost && r.skip == 0 && r.end-r.start >= HeaderSize &&
-		binary.BigEndian.Uint64(r.buf[r.start:]) <= uint64(r.max)
-}
+// InFrame reports whether Next waits for the rest of something Drop
+// would give up (see OnWait).
+func (r *Reader) InFrame() bool { return r.wait != noWait }
 
-// Drop gives up the frame begun (InFrame): what was read of it is let go,
-// and the rest is skipped as it comes. A header not yet whole holds no
-// memory worth dropping, and stays.
+// Drop gives up what Next waits for the rest of (see OnWait): a frame
+// begun is let go, its memory with it, and its rest skipped as it comes
+// (stalled); what might have been the next frame while the framing is
+// lost is taken as none, and the search goes on after its first byte; an
+// oversize frame whose first bytes never came is taken as the framing
+// lost. It reports whether there was such a wait.
 func (r *Reader) Drop() bool {
-	if !r.InFrame() {
+	switch r.wait {
+	case waitPayload:
+		n := binary.BigEndian.Uint64(r.buf[r.start:])
+		r.stats.Stalled++
+		r.skip = HeaderSize + int64(n)
+		r.stats.Bytes += uint64(r.end - r.start)
+		r.skip -= int64(r.end - r.start)
+		r.off += int64(r.end)
+		r.start, r.end = 0, 0
+		r.buf = nil
+	case waitCandidate:
+		r.start++
+		r.stats.Bytes++
+	case waitPrefix:
+		r.Lose()
+	default:
 		return false
 	}
-	n := binary.BigEndian.Uint64(r.buf[r.start:])
-	r.stats.Stalled++
-	r.skip = HeaderSize + int64(n)
-	r.stats.Bytes += uint64(r.end - r.start)
-	r.skip -= int64(r.end - r.start)
-	r.start, r.end = 0, 0
-	r.buf = nil
+	r.wait = noWait
 	return true
 }
 
@@ -236,15 +282,18 @@ func (r *Reader) fill(want int) error {
 	}
 	have := r.end - r.start
 	if have == 0 && cap(r.buf) > initialBuffer {
+		r.off += int64(r.start)
 		r.buf, r.start, r.end = nil, 0, 0 // the large frame is done with: let its memory go
 	}
 	size := max(want, initialBuffer)
 	if cap(r.buf) < size {
 		buf := make([]byte, size)
 		copy(buf, r.buf[r.start:r.end])
+		r.off += int64(r.start)
 		r.buf, r.start, r.end = buf, 0, have
 	} else if r.start > 0 && (have == 0 || r.end == len(r.buf) || r.start+want > len(r.buf)) {
 		copy(r.buf, r.buf[r.start:r.end])
+		r.off += int64(r.start)
 		r.start, r.end = 0, have
 	}
 	if len(r.buf) < cap(r.buf) {
@@ -267,6 +316,7 @@ func (r *Reader) fill(want int) error {
 func (r *Reader) eof(err error) error {
 	if err == io.EOF && (r.end > r.start || r.skip > 0) {
 		r.stats.Bytes += uint64(r.end - r.start)
+		r.off += int64(r.end)
 		r.start, r.end, r.skip = 0, 0, 0
 		return io.ErrUnexpectedEOF
 	}
@@ -295,9 +345,9 @@ func (r *Reader) Restore(state []byte) error {
 	}
 	skip := binary.BigEndian.Uint64(state[2:])
 	rest := state[10:]
-	// A predecessor with a larger limit may have held more than this
-	// reader would: up to what a resync or an oversize frame may hold.
-	if skip > 1<<62 || len(rest) > HeaderSize+plausibleFactor*r.max {
+	// A predecessor holds at most its buffer: 16 KiB, or a frame within
+	// its limit, which may be larger than this reader's.
+	if skip > 1<<62 || len(rest) > max(initialBuffer, HeaderSize+plausibleFactor*r.max) {
 		return fmt.Errorf("span stream state: skip %d and %d bytes held are beyond any frame", skip, len(rest))
 	}
 	r.lost, r.skip = state[1] == 1, int64(skip)

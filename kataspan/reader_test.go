@@ -289,3 +289,65 @@ func FuzzReaderRestore(f *testing.F) {
 		}
 	})
 }
+
+// TestReaderOnWait: the wait for a frame's rest is told as it begins,
+// even when the reader was idle before its header came, once a frame;
+// while the framing is lost, a candidate that stalls is given up and the
+// search goes on.
+func TestReaderOnWait(t *testing.T) {
+	json := frames(t, stream(t, "json-otel017-api"))
+	t.Run("a frame begun after a quiet spell", func(t *testing.T) {
+		in := cat(frame(json[0]), frame(json[1]), frame(json[2]))
+		src := &gate{b: in}
+		r := NewReader(src, 1<<20)
+		waits := 0
+		r.OnWait(func() { waits++ })
+		if _, err := r.Next(); !errors.Is(err, errStalled) || waits != 0 {
+			t.Fatalf("idle: %v, %d waits told", err, waits)
+		}
+		src.open = 8 + len(json[0]) + 8 + 10 // one frame, and the next begun
+		if p, err := r.Next(); err != nil || !bytes.Equal(p, json[0]) || waits != 0 {
+			t.Fatalf("the first frame: %v, %d waits", err, waits)
+		}
+		if _, err := r.Next(); !errors.Is(err, errStalled) || waits != 1 {
+			t.Fatalf("the second frame stalled: %v, %d waits told, want 1", err, waits)
+		}
+		if _, err := r.Next(); !errors.Is(err, errStalled) || waits != 1 {
+			t.Fatalf("still waiting for the same frame: %d waits told", waits)
+		}
+		if !r.Drop() {
+			t.Fatal("nothing to drop")
+		}
+		src.open = len(in)
+		if p, err := r.Next(); err != nil || !bytes.Equal(p, json[2]) {
+			t.Fatalf("after the drop: %v", err)
+		}
+	})
+	t.Run("a false candidate that stalls, the framing lost", func(t *testing.T) {
+		// Junk, then what looks like a JSON frame's beginning that never
+		// ends, then real frames: the search gives the false one up.
+		fake := append(binary.BigEndian.AppendUint64(nil, 900), jsonStart...)
+		in := cat([]byte("junk"), fake, frame(json[0]), frame(json[1]))
+		src := &gate{b: in, open: 4 + len(fake)}
+		r := NewReader(src, 1<<20)
+		r.Lose()
+		waits := 0
+		r.OnWait(func() { waits++ })
+		if _, err := r.Next(); !errors.Is(err, errStalled) || waits != 1 || !r.InFrame() {
+			t.Fatalf("the candidate: %v, %d waits", err, waits)
+		}
+		if !r.Drop() {
+			t.Fatal("the candidate was not given up")
+		}
+		src.open = len(in)
+		// Given up, the false length no longer holds the real frames
+		// behind it until 900 bytes come.
+		got, err := readAll(t, r)
+		if err != io.EOF {
+			t.Fatal(err)
+		}
+		if len(got) != 2 || !bytes.Equal(got[0], json[0]) || r.Skipped().Stalled != 0 {
+			t.Fatalf("after giving the candidate up: %d frames, skipped %+v", len(got), r.Skipped())
+		}
+	})
+}

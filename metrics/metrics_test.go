@@ -116,7 +116,7 @@ func (r lineReader) Next() ([]byte, error) {
 	}
 	return b[:len(b)-1], nil
 }
-func (lineReader) InFrame() bool              { return false }
+func (lineReader) OnWait(func())              {}
 func (lineReader) Drop() bool                 { return false }
 func (lineReader) Lose()                      {}
 func (lineReader) Skipped() hostrelay.Skipped { return hostrelay.Skipped{Oversize: 1, Bytes: 100} }

@@ -115,6 +115,7 @@ func TestForwarderNeverClosesAnAgent(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // past --hello-timeout: an agent sends no hello
 	json := katatest.Frames(t, "json-otel017-api")
 	a.Send([]byte("this frame is no span"))
+	time.Sleep(200 * time.Millisecond) // the forwarder idle when the next frame begins
 	stalled := binary.BigEndian.AppendUint64(nil, uint64(len(json[0])))
 	a.Write(append(stalled, json[0][:20]...))
 	time.Sleep(700 * time.Millisecond) // past --frame-timeout

@@ -106,20 +106,13 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 		rc.Log.Info("no file descriptor store (run the shipped unit: FileDescriptorStoreMax= and --fd-store-max): a restart closes guests' connections (v2 guest relays reconnect and resend; a socat guest ends)")
 	}
 	if store == nil && len(prev.conns)+len(prev.listeners) > 0 {
-		rc.Log.Warn("the unit's previous process kept connections in the store, and this one keeps none (--fd-store-max 0): they are served, and stay in the store until the unit stops",
+		rc.Log.Warn("the unit's previous process kept connections in the store, and this one keeps none (--fd-store-max 0): they and its listeners are served, and stay in the store until the unit stops",
 			"connections", len(prev.conns), "listeners", len(prev.listeners))
 	}
 	srv := hostrelay.NewServer(cfg)
 	prev.adopt(rc.Log, srv, cfg.Sink, to)
 	kl := &keptListeners{store: store, log: rc.Log, prev: prev.listeners}
 	ls := &listenerSet{}
-	stopMetrics, err := h.serveMetrics(rc, func() error { return ls.ready(cfg.Sink) },
-		metrics.ForServer(srv, metrics.Host{Sink: cfg.Sink, Listeners: ls.counts, Spans: cfg.Messages != nil}))
-	if err != nil {
-		closeSink(context.Background())
-		return err
-	}
-	defer stopMetrics()
 	var lns []net.Listener
 	var lnFroms []string
 	var watches []*endpoint.Watch
@@ -132,12 +125,40 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 			_ = w.Close()
 		}
 	}
-	fail := func(err error) error {
-		kl.handingOver.Store(true) // the next process, restarted, takes them up
+	// wind stops serving, however the role stops (a signal, a failure at
+	// start): with a store, everything is handed to the unit's next
+	// process (a restart loses nothing); without, drained and closed.
+	// Then the sink, within the same --drain-timeout.
+	wind := func() {
+		notify(rc, systemd.Stopping)
+		ctx, cancel := context.WithTimeout(context.Background(), h.DrainTimeout)
+		defer cancel()
+		spans := cfg.Messages != nil
+		if store != nil {
+			kl.handingOver.Store(true)
+			if herr := handOver(ctx, rc, store, srv, cfg.Sink, to); herr != nil {
+				rc.Log.Warn("handover incomplete", append([]any{"err", herr}, serverAttrs(srv, cfg.Sink, spans)...)...)
+			} else {
+				rc.Log.Info("stopped", serverAttrs(srv, cfg.Sink, spans)...)
+			}
+		} else if serr := srv.Shutdown(ctx); serr != nil {
+			rc.Log.Warn("drain incomplete", append([]any{"err", serr}, serverAttrs(srv, cfg.Sink, spans)...)...)
+		} else {
+			rc.Log.Info("stopped", serverAttrs(srv, cfg.Sink, spans)...)
+		}
 		stop()
-		closeSink(context.Background())
+		closeSink(ctx)
+	}
+	fail := func(err error) error {
+		wind()
 		return err
 	}
+	stopMetrics, err := h.serveMetrics(rc, func() error { return ls.ready(cfg.Sink) },
+		metrics.ForServer(srv, metrics.Host{Sink: cfg.Sink, Listeners: ls.counts, Spans: cfg.Messages != nil}))
+	if err != nil {
+		return fail(err)
+	}
+	defer stopMetrics()
 	for _, a := range froms {
 		if watched(a) {
 			// VMs come and go: a listener per VM directory, as it appears.
@@ -203,25 +224,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	case err = <-failed:
 		rc.Log.Error("a listener failed; shutting down", "err", err)
 	}
-	notify(rc, systemd.Stopping)
-	ctx, cancel := context.WithTimeout(context.Background(), h.DrainTimeout)
-	defer cancel()
-	if store != nil {
-		// The next process of the unit takes every connection and
-		// listener up: a restart loses nothing.
-		kl.handingOver.Store(true)
-		if herr := handOver(ctx, rc, store, srv, cfg.Sink, to); herr != nil {
-			rc.Log.Warn("handover incomplete", append([]any{"err", herr}, serverAttrs(srv, cfg.Sink, cfg.Messages != nil)...)...)
-		} else {
-			rc.Log.Info("stopped", serverAttrs(srv, cfg.Sink, cfg.Messages != nil)...)
-		}
-	} else if serr := srv.Shutdown(ctx); serr != nil {
-		rc.Log.Warn("drain incomplete", append([]any{"err", serr}, serverAttrs(srv, cfg.Sink, cfg.Messages != nil)...)...)
-	} else {
-		rc.Log.Info("stopped", serverAttrs(srv, cfg.Sink, cfg.Messages != nil)...)
-	}
-	stop()
-	closeSink(ctx)
+	wind()
 	return err
 }
 

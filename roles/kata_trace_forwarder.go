@@ -156,7 +156,7 @@ func (c *traceForwarder) Run(rc *RunContext) error {
 }
 
 // spanReader is a Kata agent's span stream as the host relay reads
-// messages.
+// messages: kataspan.Reader, its counts in the host relay's type.
 type spanReader struct{ *kataspan.Reader }
 
 func (r spanReader) Skipped() hostrelay.Skipped {

@@ -70,7 +70,7 @@ type keptListeners struct {
 // listen is a's listener: the one the predecessor kept, or a new one,
 // kept from now on.
 func (k *keptListeners) listen(a endpoint.Addr) (net.Listener, error) {
-	if k.store == nil || a.Scheme == endpoint.SchemeFD {
+	if a.Scheme == endpoint.SchemeFD {
 		return endpoint.Listen(a) // an fd:// socket is its socket unit's
 	}
 	name := guestid.ListenerStoreName(listenerPrefix, a.String())
@@ -79,13 +79,23 @@ func (k *keptListeners) listen(a endpoint.Addr) (net.Listener, error) {
 	delete(k.prev, name)
 	k.mu.Unlock()
 	if f != nil {
+		// Taken up even without a store of this process's: it still
+		// listens there, and nobody else could.
 		ln, err := endpoint.FileListener(f)
 		_ = f.Close()
-		if err == nil {
+		switch {
+		case err == nil && k.store == nil:
+			return ln, nil
+		case err == nil:
 			return &keptListener{Listener: ln, name: name, k: k}, nil
 		}
 		k.log.Warn("a kept listener could not be taken up; listening anew", "from", a.String(), "err", err)
-		_ = k.store.Forget(name)
+		if k.store != nil {
+			_ = k.store.Forget(name)
+		}
+	}
+	if k.store == nil {
+		return endpoint.Listen(a)
 	}
 	ln, err := endpoint.Listen(a)
 	if err != nil {
@@ -139,9 +149,9 @@ func (l *keptListener) Close() error {
 		}
 		_ = l.k.store.Forget(l.name)
 		l.err = l.Listener.Close()
-		if unix && ul.Addr().String() != "" {
+		if path := ul.Addr().String(); unix && path != "" && path[0] != '@' {
 			// One taken from the store does not remove its file itself.
-			_ = os.Remove(ul.Addr().String())
+			_ = os.Remove(path)
 		}
 	})
 	return l.err
@@ -174,9 +184,12 @@ func openStore(rc *RunContext, max int) (*fdstore.Store, predecessor, error) {
 			p.state = &st
 		}
 		_ = f.Close()
+		// Out at once, with a store of this process's or not: a crash of
+		// this process, or a later one, must not find it stale.
 		if store != nil {
-			// Out at once: a crash of this process must not find it stale.
 			_ = store.Forget(fdstore.StateName)
+		} else {
+			_ = fdstore.Remove(fdstore.StateName)
 		}
 	}
 	p.listeners = map[string]*os.File{}

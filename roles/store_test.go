@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -132,6 +133,38 @@ func TestForwarderHandsOverWhatTheSinkHolds(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // a second copy, if any, arrives too
 	if _, twice := ep.Spans(); twice != 0 {
 		t.Errorf("%d spans delivered twice", twice)
+	}
+	a.Check()
+}
+
+// TestForwarderWithoutStoreAfterOne: a process that keeps no store
+// (FDSTORE=0) after one that did still takes up its connections and
+// listener, and takes the handed state out of the store, so that a later
+// process never applies it to streams read on since.
+func TestForwarderWithoutStoreAfterOne(t *testing.T) {
+	m := storetest.New(t)
+	sock := filepath.Join(testutil.SockDir(t), "clh.sock_10240")
+	run := func(env ...string) *testutil.Proc {
+		p := m.Start(append([]string{"KATATRACE_TEST_AS_MAIN=1"}, env...), bin(t, "kata-trace-forwarder"), "--from", "unix://"+sock, "--to", "jsonl")
+		m.WaitReady(p)
+		return p
+	}
+	p := run()
+	a := katatest.DialAgent(t, sock)
+	frames := katatest.Frames(t, "json-otel017-api")
+	a.Send(frames[:3]...)
+	testutil.Eventually(t, 10*time.Second, "3 spans", func() bool { return spanCount(p.Stdout.String(), "d5549796b885246c67389f3b2fa247d1") == 3 })
+	p.Signal(syscall.SIGTERM)
+	p.Wait(10 * time.Second)
+	p = run("FDSTORE=0")
+	p.WaitLog("this one keeps none")
+	a.Send(frames[3:]...)
+	testutil.Eventually(t, 10*time.Second, "the rest of the trace", func() bool { return spanCount(p.Stdout.String(), "d5549796b885246c67389f3b2fa247d1") == 3 })
+	late := katatest.DialAgent(t, sock) // the kept listener serves on
+	late.Send(katatest.Frames(t, "bincode-otel014-api")...)
+	testutil.Eventually(t, 10*time.Second, "a new agent's trace", func() bool { return spanCount(p.Stdout.String(), "a650f4bb0f1338066ba882140dded800") == 6 })
+	if slices.Contains(m.Names(), "kt-state") {
+		t.Fatalf("the handed state is still in the store: %v", m.Names())
 	}
 	a.Check()
 }
