@@ -407,7 +407,11 @@ func (c *peerConn) relay(pre []byte) error {
 	// A connection that has not said hello holds no frame buffer: idle
 	// ones cost a goroutine and this much.
 	unread := bytes.NewReader(pre)
-	br := bufio.NewReaderSize(io.MultiReader(unread, conn), 64)
+	var src io.Reader = conn
+	if len(pre) > 0 {
+		src = io.MultiReader(unread, conn) // a predecessor's, taken up
+	}
+	br := bufio.NewReaderSize(src, 64)
 	c.setDeadline(time.Now().Add(s.cfg.HelloTimeout))
 	h, framed, err := wire.ReadHello(br)
 	c.greeted = err == nil
