@@ -187,15 +187,7 @@ func TestHandoverUnderLoad(t *testing.T) {
 			t.Errorf("a guest relay connected %d times", n)
 		}
 	}
-	testutil.Eventually(t, 10*time.Second, "every raw line and v1 frame", func() bool {
-		sink.mu.Lock()
-		defer sink.mu.Unlock()
-		n := 0
-		for _, ps := range sink.got {
-			n += len(ps)
-		}
-		return n == (guests+raws+framed)*each
-	})
+	testutil.Eventually(t, 10*time.Second, "every raw line and v1 frame", func() bool { return sink.total() == (guests+raws+framed)*each })
 	sink.mu.Lock()
 	defer sink.mu.Unlock()
 	if len(sink.got) != guests+raws+framed {
@@ -284,15 +276,7 @@ func TestHandoverOfAgentsInsideFrames(t *testing.T) {
 		n := binary.BigEndian.Uint64(b)
 		want, b = append(want, b[8:8+n]), b[8+n:]
 	}
-	testutil.Eventually(t, 10*time.Second, "every frame", func() bool {
-		sink.mu.Lock()
-		defer sink.mu.Unlock()
-		n := 0
-		for _, ps := range sink.got {
-			n += len(ps)
-		}
-		return n == agents*len(want)
-	})
+	testutil.Eventually(t, 10*time.Second, "every frame", func() bool { return sink.total() == agents*len(want) })
 	sink.mu.Lock()
 	defer sink.mu.Unlock()
 	for conn, ps := range sink.got {

@@ -33,6 +33,17 @@ func (s *memSink) Send(p []byte, from guestid.ID) error {
 	return nil
 }
 
+// total is how many datagrams the sink got, from every peer.
+func (s *memSink) total() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, ps := range s.got {
+		n += len(ps)
+	}
+	return n
+}
+
 func (s *memSink) Flush(context.Context) error { return nil }
 func (s *memSink) Close(context.Context) error { return nil }
 

@@ -80,15 +80,7 @@ func TestWatchFindsVMsAsTheyCome(t *testing.T) {
 			t.Fatalf("%s after vm1 went: %v", id, err)
 		}
 	}
-	testutil.Eventually(t, 10*time.Second, "4 datagrams", func() bool {
-		sink.mu.Lock()
-		defer sink.mu.Unlock()
-		n := 0
-		for _, ps := range sink.got {
-			n += len(ps)
-		}
-		return n == 4
-	})
+	testutil.Eventually(t, 10*time.Second, "4 datagrams", func() bool { return sink.total() == 4 })
 }
 
 // TestWatchMeasure measures, for the record (nothing timed is asserted):
