@@ -106,8 +106,12 @@ func (s *Store) keep(name string, rc syscall.RawConn) error {
 	return nil
 }
 
-// Forget takes name's descriptor out of the store.
+// Forget takes name's descriptor out of the store. On a nil Store (this
+// process keeps none) it is Remove: what a predecessor kept still goes.
 func (s *Store) Forget(name string) error {
+	if s == nil {
+		return Remove(name)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := remove(s.notify, name); err != nil {

@@ -180,3 +180,16 @@ func TestState(t *testing.T) {
 		t.Fatal("a state beyond the limit was read")
 	}
 }
+
+// TestForgetWithoutStore: a process that keeps no store still takes out
+// of the unit's store what a predecessor kept.
+func TestForgetWithoutStore(t *testing.T) {
+	n := notifySocket(t)
+	var s *Store
+	if err := s.Forget(StateName); err != nil {
+		t.Fatal(err)
+	}
+	if state, _ := receive(t, n); state != "FDSTOREREMOVE=1\nFDNAME="+StateName {
+		t.Fatalf("got %q", state)
+	}
+}

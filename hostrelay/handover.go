@@ -252,21 +252,43 @@ func (s *Server) mode() string {
 func (s *Server) keepUnread(conn net.Conn, id guestid.ID) {
 	name := id.StoreName(s.mode())
 	err := errors.New("no file descriptor store")
-	if sock, ok := conn.(syscall.Conn); ok && s.handingOver() && s.cfg.Store != nil {
-		err = s.cfg.Store.Keep(name, sock)
+	if s.handingOver() && s.cfg.Store != nil {
+		err = s.keepSocket(conn, name)
 	}
 	if err != nil {
-		s.stats.notStored.Add(1)
 		if s.cfg.Messages != nil {
 			s.log.Error("agent's connection, accepted as this process stops, not kept for a next one: this VM sends no span again until its agent restarts",
 				"guest", id.Guest, "peer", id.Conn, "err", err)
 		}
 		return
 	}
-	s.stats.stored.Add(1)
 	s.mu.Lock()
 	s.handed = append(s.handed, ConnState{Name: name, Guest: id.Guest}) // nothing read of it
 	s.mu.Unlock()
+}
+
+// keepSocket puts conn in the store under name, counted; s.cfg.Store is
+// set.
+func (s *Server) keepSocket(conn net.Conn, name string) error {
+	sock, ok := conn.(syscall.Conn)
+	err := fmt.Errorf("%T has no descriptor to store", conn)
+	if ok {
+		err = s.cfg.Store.Keep(name, sock)
+	}
+	if err != nil {
+		s.stats.notStored.Add(1)
+		return err
+	}
+	s.stats.stored.Add(1)
+	return nil
+}
+
+// forgetSocket takes name's connection out of the store, counted.
+func (s *Server) forgetSocket(name string) {
+	if name != "" && s.cfg.Store != nil {
+		_ = s.cfg.Store.Forget(name)
+		s.stats.stored.Add(-1)
+	}
 }
 
 func modeName(mode string) string {
@@ -288,27 +310,17 @@ func (c *peerConn) storeConn(mode string) {
 	if s.cfg.Store == nil || storeMode(c.stored) == mode {
 		return
 	}
-	if c.stored != "" {
-		_ = s.cfg.Store.Forget(c.stored)
-		s.stats.stored.Add(-1)
-		c.stored = ""
-	}
+	s.forgetSocket(c.stored)
+	c.stored = ""
 	name := c.id.StoreName(mode)
-	sock, ok := c.conn.(syscall.Conn)
-	err := fmt.Errorf("%T has no descriptor to store", c.conn)
-	if ok {
-		err = c.srv.cfg.Store.Keep(name, sock)
-	}
-	if err != nil {
-		c.srv.stats.notStored.Add(1)
-		if ok, n := c.srv.storeLog.Allow(); ok {
-			c.srv.log.Warn("connection not kept in the file descriptor store: a restart of this process will end it", c.named(
-				"guest", c.g.name, "peer", c.peer, "err", err, "not_stored_total", c.srv.stats.notStored.Load(), "not_logged", n)...)
+	if err := s.keepSocket(c.conn, name); err != nil {
+		if ok, n := s.storeLog.Allow(); ok {
+			s.log.Warn("connection not kept in the file descriptor store: a restart of this process will end it", c.named(
+				"guest", c.g.name, "peer", c.peer, "err", err, "not_stored_total", s.stats.notStored.Load(), "not_logged", n)...)
 		}
 		return
 	}
 	c.stored = name
-	c.srv.stats.stored.Add(1)
 }
 
 // resumeStream serves an adopted connection where its predecessor

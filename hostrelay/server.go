@@ -45,8 +45,9 @@ type ServerConfig struct {
 	// counted.
 	Messages func(r io.Reader) MessageReader
 	// Store keeps connections across restarts of the process (nil:
-	// none): each goes in once its kind of stream is known, and leaves
-	// when it ends; Handover hands its state on, and Adopt takes it up.
+	// none): each goes in as it is accepted (again under its kind, once
+	// its first bytes tell it), and leaves when it ends; Handover hands
+	// its state on, and Adopt takes it up.
 	Store Store
 	// FlushTimeout bounds how long a guest's flush request waits for the
 	// sink (default 2 s); the guest is answered either way, told (v2) how
@@ -364,9 +365,8 @@ func (s *Server) handle(c *peerConn, listener string) {
 		s.mu.Lock()
 		if c.kept != nil {
 			s.handed = append(s.handed, *c.kept)
-		} else if c.stored != "" && s.cfg.Store != nil {
-			_ = s.cfg.Store.Forget(c.stored)
-			s.stats.stored.Add(-1)
+		} else {
+			s.forgetSocket(c.stored)
 		}
 		delete(s.conns, c)
 		if s.open[listener]--; s.open[listener] <= 0 {
@@ -528,8 +528,8 @@ type peerConn struct {
 	id   guestid.ID
 	peer string // id.Conn, as logs name it
 	g    *guest
-	// mode is the kind of stream (a store prefix), once known; stored its
-	// name in the store, if it is there. adopted connections were taken
+	// mode is the kind of stream (a store prefix), as far as it is known;
+	// stored its name in the store, if it is there. adopted connections were taken
 	// from a predecessor, resume with its state (nil after a crash); kept
 	// is the state a handover leaves for the successor.
 	mode, stored string

@@ -90,9 +90,7 @@ func (k *keptListeners) listen(a endpoint.Addr) (net.Listener, error) {
 			return &keptListener{Listener: ln, name: name, k: k}, nil
 		}
 		k.log.Warn("a kept listener could not be taken up; listening anew", "from", a.String(), "err", err)
-		if k.store != nil {
-			_ = k.store.Forget(name)
-		}
+		_ = k.store.Forget(name)
 	}
 	if k.store == nil {
 		return endpoint.Listen(a)
@@ -119,9 +117,7 @@ func (k *keptListeners) forgetUnused() {
 	defer k.mu.Unlock()
 	for name, f := range k.prev {
 		_ = f.Close()
-		if k.store != nil {
-			_ = k.store.Forget(name)
-		}
+		_ = k.store.Forget(name)
 		delete(k.prev, name)
 	}
 }
@@ -186,11 +182,7 @@ func openStore(rc *RunContext, max int) (*fdstore.Store, predecessor, error) {
 		_ = f.Close()
 		// Out at once, with a store of this process's or not: a crash of
 		// this process, or a later one, must not find it stale.
-		if store != nil {
-			_ = store.Forget(fdstore.StateName)
-		} else {
-			_ = fdstore.Remove(fdstore.StateName)
-		}
+		_ = store.Forget(fdstore.StateName)
 	}
 	p.listeners = map[string]*os.File{}
 	for name, f := range files {
@@ -211,9 +203,7 @@ func openStore(rc *RunContext, max int) (*fdstore.Store, predecessor, error) {
 		_ = f.Close()
 		if err != nil {
 			rc.Log.Warn("a stored connection could not be taken up; closed", "name", name, "err", err)
-			if store != nil {
-				_ = store.Forget(name)
-			}
+			_ = store.Forget(name)
 			continue
 		}
 		p.conns = append(p.conns, hostrelay.Adopted{Conn: conn, Name: name, State: states[name]})
