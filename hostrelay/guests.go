@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/katatrace/katatrace/hold"
 	"github.com/katatrace/katatrace/internal/lograte"
 	"github.com/katatrace/katatrace/wire"
 )
@@ -18,6 +19,8 @@ type guest struct {
 	gone  time.Time // when the last connection closed; Server.mu
 
 	budget budget
+	// share is the guest's room for frames still arriving.
+	share *hold.Share
 	// Pacing, drop, skip and undecodable-frame warnings, per guest.
 	log, dropLog, skipLog, undecodableLog *lograte.Every
 	// sandbox is the Kata sandbox ID, where the host can know it (see
@@ -84,6 +87,7 @@ type GuestStats struct {
 	Guest       string
 	Sandbox     string // the Kata sandbox ID, if known
 	Connections int    // open now
+	Held        int64  // memory held for its frames still arriving
 	Traffic
 }
 
@@ -114,6 +118,7 @@ func (s *Server) guestFor(name string) *guest {
 	g := &guest{name: name, log: lograte.NewEvery(10 * time.Second), dropLog: lograte.NewEvery(10 * time.Second),
 		skipLog: lograte.NewEvery(time.Minute), undecodableLog: lograte.NewEvery(time.Minute)}
 	g.budget.init(s.cfg.GuestRate, s.cfg.GuestBurst)
+	g.share = s.room.Share()
 	s.guests[name] = g
 	return g
 }
@@ -149,7 +154,7 @@ func (s *Server) Guests() []GuestStats {
 		if !g.greeted.Load() {
 			continue
 		}
-		out = append(out, GuestStats{Guest: g.name, Sandbox: g.sandboxID(), Connections: g.conns, Traffic: g.snapshot()})
+		out = append(out, GuestStats{Guest: g.name, Sandbox: g.sandboxID(), Connections: g.conns, Held: g.share.Held(), Traffic: g.snapshot()})
 	}
 	s.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Guest < out[j].Guest })

@@ -341,7 +341,7 @@ func (c *peerConn) resumeStream() error {
 	case storeNew:
 		return c.relay(st.Rest)
 	case storeMessages:
-		mr := c.srv.cfg.Messages(c.conn)
+		mr := c.srv.cfg.Messages(c.conn, c.room())
 		switch {
 		case c.resume == nil:
 			mr.Lose()
@@ -360,5 +360,5 @@ func (c *peerConn) resumeStream() error {
 	c.session, c.seq, c.acked, c.delivered = st.Session, st.Seq, st.Acked, st.Delivered
 	c.lost, c.ackedLost, c.sinkLost = st.Lost, st.AckedLost, st.SinkLost
 	c.ackedAt = time.Now()
-	return c.framed(streamWith(st.Rest, c.conn))
+	return c.framed(c.reader(st.Rest))
 }

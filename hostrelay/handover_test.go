@@ -235,7 +235,11 @@ func (r spans) Skipped() Skipped {
 func TestHandoverOfAgentsInsideFrames(t *testing.T) {
 	sink := &memSink{}
 	u := newUnit(t, ServerConfig{Kind: wire.KindKataSpans, Sink: sink,
-		Messages: func(r io.Reader) MessageReader { return spans{kataspan.NewReader(r, 1<<20)} }})
+		Messages: func(r io.Reader, mem Memory) MessageReader {
+			sr := kataspan.NewReader(r, 1<<20)
+			sr.SetMemory(mem)
+			return spans{sr}
+		}})
 	stream, err := os.ReadFile(filepath.Join("..", "kataspan", "testdata", "bincode-otel014-api.bin"))
 	if err != nil {
 		t.Fatal(err)

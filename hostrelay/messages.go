@@ -29,6 +29,8 @@ type MessageReader interface {
 	// State is what a successor's reader needs to go on (Restore).
 	State() []byte
 	Restore(state []byte) error
+	// Close gives back the room the reader holds (Memory).
+	Close()
 }
 
 // Skipped counts what a MessageReader did not return: frames above the
@@ -44,6 +46,7 @@ type Skipped struct {
 // its connection: its own close, and the process's end without a store
 // to hand it to, are the only ends.
 func (c *peerConn) messages(mr MessageReader) error {
+	defer mr.Close()
 	var seen Skipped // what the reader counted before (a resync begun at adoption) is noted too
 	// A message begun must come whole in time; one that does not is
 	// dropped (its memory let go) and its rest skipped.

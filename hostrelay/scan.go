@@ -4,31 +4,25 @@ import (
 	"bufio"
 	"errors"
 	"io"
+
+	"github.com/katatrace/katatrace/hold"
 )
 
 // scanner cuts a raw stream into messages with a split function, as
 // bufio.Scanner does, but keeps what it read and did not cut (Rest) for a
 // successor, and may be called again after a read's error (a deadline):
-// a host relay stops a raw connection anywhere and hands it over.
+// a host relay stops a raw connection anywhere and hands it over. Its
+// buffer beyond the reader's own is room from the guest's share.
 type scanner struct {
-	r     io.Reader
+	br    *hold.Reader
 	split bufio.SplitFunc
 	max   int
-	buf   []byte
-	start int
-	end   int
 	tok   []byte
-	err   error // a read's error that came with bytes, for the next read
 	eof   bool
 }
 
-// scanBuffer is a raw connection's read buffer to begin with.
-const scanBuffer = 64 << 10
-
-func newScanner(r io.Reader, split bufio.SplitFunc, limit int, rest []byte) *scanner {
-	s := &scanner{r: r, split: split, max: limit, buf: make([]byte, max(min(limit, scanBuffer), len(rest)))}
-	s.end = copy(s.buf, rest)
-	return s
+func newScanner(br *hold.Reader, split bufio.SplitFunc, limit int) *scanner {
+	return &scanner{br: br, split: split, max: limit}
 }
 
 var errTooLong = errors.New("raw message longer than the limit")
@@ -38,15 +32,16 @@ var errTooLong = errors.New("raw message longer than the limit")
 // called again.
 func (s *scanner) Scan() error {
 	for {
-		if s.end > s.start || s.eof {
-			adv, tok, err := s.split(s.buf[s.start:s.end], s.eof)
+		if have := s.br.Buffered(); have > 0 || s.eof {
+			b, _ := s.br.Peek(have)
+			adv, tok, err := s.split(b, s.eof)
 			if err != nil {
 				return err
 			}
-			if adv < 0 || adv > s.end-s.start {
+			if adv < 0 || adv > have {
 				return errors.New("raw split: advance out of range")
 			}
-			s.start += adv
+			_, _ = s.br.Discard(adv)
 			if tok != nil {
 				s.tok = tok
 				return nil
@@ -58,7 +53,12 @@ func (s *scanner) Scan() error {
 				continue
 			}
 		}
-		if err := s.fill(); err != nil {
+		have := s.br.Buffered()
+		if have >= s.max {
+			return errTooLong
+		}
+		// One read more: the split decides whether it is enough.
+		if _, err := s.br.Peek(have + 1); err != nil {
 			if err == io.EOF {
 				s.eof = true
 				continue
@@ -72,35 +72,7 @@ func (s *scanner) Scan() error {
 func (s *scanner) Bytes() []byte { return s.tok }
 
 // Rest is what was read and not yet cut.
-func (s *scanner) Rest() []byte { return s.buf[s.start:s.end] }
-
-func (s *scanner) fill() error {
-	if s.err != nil {
-		err := s.err
-		s.err = nil
-		return err
-	}
-	if s.start > 0 {
-		copy(s.buf, s.buf[s.start:s.end])
-		s.end -= s.start
-		s.start = 0
-	}
-	if s.end == len(s.buf) {
-		if len(s.buf) >= s.max {
-			return errTooLong
-		}
-		buf := make([]byte, min(2*len(s.buf), s.max))
-		copy(buf, s.buf[:s.end])
-		s.buf = buf
-	}
-	n, err := s.r.Read(s.buf[s.end:])
-	s.end += n
-	if n > 0 {
-		s.err = err
-		return nil
-	}
-	if err == nil {
-		err = io.ErrNoProgress
-	}
-	return err
+func (s *scanner) Rest() []byte {
+	b, _ := s.br.Peek(s.br.Buffered())
+	return b
 }

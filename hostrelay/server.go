@@ -20,6 +20,7 @@ import (
 
 	"github.com/katatrace/katatrace/endpoint"
 	"github.com/katatrace/katatrace/guestid"
+	"github.com/katatrace/katatrace/hold"
 	"github.com/katatrace/katatrace/internal/lograte"
 	"github.com/katatrace/katatrace/sandboxid"
 	"github.com/katatrace/katatrace/sink"
@@ -43,7 +44,7 @@ type ServerConfig struct {
 	// a reason to close its connection (see peerConn.messages). A message
 	// the sink cannot read at all (sink.ErrMalformed) is skipped and
 	// counted.
-	Messages func(r io.Reader) MessageReader
+	Messages func(r io.Reader, mem Memory) MessageReader
 	// Store keeps connections across restarts of the process (nil:
 	// none): each goes in as it is accepted (again under its kind, once
 	// its first bytes tell it), and leaves when it ends; Handover hands
@@ -70,7 +71,12 @@ type ServerConfig struct {
 	// zero rate is no budget.
 	GuestRate  float64
 	GuestBurst int
-	Logger     *slog.Logger
+	// HeldBytes and HeldBytesPerGuest bound the memory held for frames
+	// still arriving, of all guests and of each (default 64 MiB and 16
+	// MiB; see package hold): beyond a connection's own small buffer, a
+	// frame is read once its room is granted, and waits unread until then.
+	HeldBytes, HeldBytesPerGuest int
+	Logger                       *slog.Logger
 }
 
 // Server is the host relay: it accepts any number of guest streams, framed
@@ -80,6 +86,7 @@ type Server struct {
 	cfg  ServerConfig
 	sink sink.BatchSink
 	log  *slog.Logger
+	room *hold.Limit
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -132,6 +139,8 @@ type ServerStats struct {
 	// were taken up from a predecessor.
 	Stored             int64
 	NotStored, Adopted uint64
+	// Held is the memory held for frames still arriving (package hold).
+	Held hold.Stats
 }
 
 // serverCounters are the live counters behind ServerStats.
@@ -161,9 +170,20 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.FrameTimeout <= 0 {
 		cfg.FrameTimeout = time.Minute
 	}
+	if cfg.HeldBytesPerGuest <= 0 {
+		cfg.HeldBytesPerGuest = DefaultHeldBytesPerGuest
+	}
+	if cfg.HeldBytes <= 0 {
+		cfg.HeldBytes = DefaultHeldBytes
+	}
+	room, err := hold.New(cfg.HeldBytes, cfg.HeldBytesPerGuest)
+	if err != nil { // the roles check theirs first: this is a caller's mistake
+		panic("hostrelay: " + err.Error())
+	}
 	life, endLife := context.WithCancel(context.Background())
 	return &Server{
 		cfg:       cfg,
+		room:      room,
 		sink:      sink.AsBatchSink(cfg.Sink),
 		log:       cfg.Logger,
 		listeners: map[net.Listener]struct{}{},
@@ -179,6 +199,15 @@ func NewServer(cfg ServerConfig) *Server {
 		storeLog:  lograte.NewEvery(5 * time.Second),
 	}
 }
+
+// The memory held for frames still arriving, unless told otherwise: far
+// beyond what agents and guest relays need (a span of a few KiB, a relay
+// frame of at most 64 KiB, held one frame at a time per connection), and
+// little beside what the host has.
+const (
+	DefaultHeldBytes         = 64 << 20
+	DefaultHeldBytesPerGuest = 16 << 20
+)
 
 // draining reports whether Shutdown has begun.
 func (s *Server) draining() bool { return s.drainEnd.Load() != 0 }
@@ -206,7 +235,7 @@ func (s *Server) Stats() ServerStats {
 	c := &s.stats
 	return ServerStats{Traffic: c.snapshot(), Active: c.active.Load(), ProtocolErrors: c.protocolErrors.Load(),
 		Refused: c.refused.Load(), TimedOut: c.timeouts.Load(),
-		Stored: c.stored.Load(), NotStored: c.notStored.Load(), Adopted: c.adopted.Load()}
+		Stored: c.stored.Load(), NotStored: c.notStored.Load(), Adopted: c.adopted.Load(), Held: s.room.Stats()}
 }
 
 // Serve accepts connections on ln until Shutdown or a fatal accept error.
@@ -394,7 +423,7 @@ func (s *Server) handle(c *peerConn, listener string) {
 	case s.cfg.Messages != nil:
 		// No hello: the stream's first bytes are its first frame's, and
 		// the peer may be quiet as long as it likes before them.
-		c.finish(c.messages(s.cfg.Messages(conn)))
+		c.finish(c.messages(s.cfg.Messages(conn, c.room())))
 	default:
 		c.finish(c.relay(nil))
 	}
@@ -451,7 +480,7 @@ func (c *peerConn) relay(pre []byte) error {
 			c.sinkLost = h.Lost(c.id.Guest) // a CID used again is a new VM: not told of the old one's
 		}
 		endpoint.WidenAccepted(conn) // its credit to the guest: several large frames in flight
-		return c.framed(streamWith(rest, conn))
+		return c.framed(c.reader(rest))
 	}
 	s.log.Info("guest connected", c.named("peer", c.peer, "framing", "raw")...)
 	c.storeConn(storeRaw)
@@ -479,16 +508,35 @@ func (c *peerConn) named(attrs ...any) []any {
 	return attrs
 }
 
-// streamWith is a frame-sized reader of conn that first returns rest
-// (what was read of it already).
-func streamWith(rest []byte, conn net.Conn) *bufio.Reader {
-	if len(rest) == 0 {
-		return wire.NewStreamReader(conn)
-	}
-	big := wire.NewStreamReader(io.MultiReader(bytes.NewReader(rest), conn))
-	_, _ = big.Peek(len(rest)) // buffered again, so that a frame begun shows as begun
-	return big
+// ownBuffer is what a connection reads into of its own, from the heap:
+// anything larger is room from its guest's share (package hold).
+const ownBuffer = 16 << 10
+
+// reader reads the connection with rest (what was read of it already)
+// buffered first, and room from its guest's share for frames beyond its
+// own buffer; a wait for room ends with the drain.
+func (c *peerConn) reader(rest []byte) *hold.Reader {
+	return hold.NewReader(c.conn, ownBuffer, c.g.share, c.srv.drain, rest)
 }
+
+// room is the connection's guest's share, as a message reader takes it.
+func (c *peerConn) room() Memory { return memory{c.g.share, c.srv.drain} }
+
+// Memory gives a message reader room for a message larger than its own
+// buffer (waiting for it while the guest's share or the total has none),
+// and takes it back (see package hold).
+type Memory interface {
+	Get(n int) ([]byte, error)
+	Put(b []byte)
+}
+
+type memory struct {
+	share  *hold.Share
+	cancel <-chan struct{}
+}
+
+func (m memory) Get(n int) ([]byte, error) { return m.share.Get(n, m.cancel) }
+func (m memory) Put(b []byte)              { m.share.Put(b) }
 
 // limitError is a connection closed by one of ServerConfig's timeouts.
 type limitError struct {
@@ -682,7 +730,7 @@ func (c *peerConn) flushBatch() int {
 // buffered reports whether the next frame is whole in the read buffer, so
 // that reading it does not refill the buffer (which would move the frames
 // gathered in the batch).
-func buffered(br *bufio.Reader) bool {
+func buffered(br *hold.Reader) bool {
 	if br.Buffered() < wire.FrameHeaderSize {
 		return false
 	}
@@ -692,7 +740,15 @@ func buffered(br *bufio.Reader) bool {
 
 var flushAnswer = wire.AppendFrame(nil, nil)
 
-func (c *peerConn) framed(br *bufio.Reader) error {
+func (c *peerConn) framed(br *hold.Reader) error {
+	defer br.Close()
+	// A frame that waited for room has its frame timeout from when it may
+	// be read: the wait was the host's, not the guest's.
+	br.OnRoom = func() {
+		if c.frameDeadline {
+			c.setDeadline(time.Now().Add(c.srv.cfg.FrameTimeout))
+		}
+	}
 	fr := wire.NewFrameReader(br)
 	fr.Control = c.v2
 	for {
@@ -883,8 +939,24 @@ func (c *peerConn) raw(rest []byte) error {
 	}
 	c.rawSplit = true
 	// A message RawSplit cuts is at most twice the largest frame.
-	sc := newScanner(c.conn, c.srv.cfg.RawSplit(c.id, c.noteUnparsed), 2*wire.MaxFrameSize, rest)
+	br := c.reader(rest)
+	defer br.Close()
+	sc := newScanner(br, c.srv.cfg.RawSplit(c.id, c.noteUnparsed), 2*wire.MaxFrameSize)
+	var armed time.Time
 	for {
+		// A message begun must be finished in time, as a frame must; a
+		// guest quiet between messages is left alone. Each message cut
+		// is progress: the wait for the next one begun is its own (the
+		// deadline is moved on only now and then, not at every message).
+		switch partial := len(sc.Rest()) > 0; {
+		case partial && (!c.frameDeadline || time.Since(armed) > c.srv.cfg.FrameTimeout/4):
+			armed = time.Now()
+			c.setDeadline(armed.Add(c.srv.cfg.FrameTimeout))
+			c.frameDeadline = true
+		case !partial && c.frameDeadline:
+			c.setDeadline(time.Time{})
+			c.frameDeadline = false
+		}
 		err := sc.Scan()
 		switch {
 		case err == nil:
@@ -892,6 +964,9 @@ func (c *peerConn) raw(rest []byte) error {
 			continue
 		case errors.Is(err, os.ErrDeadlineExceeded) && c.srv.handingOver() && c.keep(bytes.Clone(sc.Rest()), nil):
 			return errHandedOver
+		case errors.Is(err, os.ErrDeadlineExceeded) && !c.srv.draining():
+			c.noteUnparsed(len(sc.Rest())) // the message begun is lost with the connection
+			return &limitError{what: "a message not finished", limit: "frame timeout", after: c.srv.cfg.FrameTimeout}
 		}
 		return err
 	}

@@ -40,6 +40,64 @@ type Reader struct {
 	wait   wait
 	waitAt int64
 	onWait func()
+	// mem gives buffers beyond initialBuffer (held: buf is one).
+	mem  Memory
+	held bool
+}
+
+// Memory gives a Reader room for a frame larger than its own buffer, and
+// takes it back: a host bounds what its guests make it hold this way.
+// Get may wait for room (the frame's bytes stay unread meanwhile); its
+// error ends Next's call, which may be made again.
+type Memory interface {
+	Get(n int) ([]byte, error)
+	Put(b []byte)
+}
+
+// SetMemory has the reader take room for frames larger than its own
+// buffer from m (by default, the heap's).
+func (r *Reader) SetMemory(m Memory) { r.mem = m }
+
+// room makes the buffer hold want bytes from r.start, taking room for
+// them from the reader's Memory before any of them is read.
+func (r *Reader) room(want int) error {
+	if want <= cap(r.buf) || want <= initialBuffer || r.mem == nil {
+		return nil // fill makes it
+	}
+	if have := r.end - r.start; r.held && have <= initialBuffer {
+		// Room held is given back before more is waited for, so that a
+		// guest's connections cannot hold its share while each waits
+		// for more of it. (Reads into room stop at its frame's end, so
+		// what is left of it is at most a header.)
+		buf := make([]byte, initialBuffer)
+		copy(buf, r.buf[r.start:r.end])
+		r.free()
+		r.off += int64(r.start)
+		r.buf, r.start, r.end = buf, 0, have
+	}
+	buf, err := r.mem.Get(want)
+	if err != nil {
+		return err
+	}
+	have := copy(buf, r.buf[r.start:r.end])
+	r.free()
+	r.off += int64(r.start)
+	r.buf, r.start, r.end, r.held = buf, 0, have, true
+	return nil
+}
+
+// free gives back the room the buffer is, if it is.
+func (r *Reader) free() {
+	if r.held {
+		r.mem.Put(r.buf)
+		r.held = false
+	}
+}
+
+// Close gives back the room the reader holds; it reads nothing after.
+func (r *Reader) Close() {
+	r.free()
+	r.buf, r.start, r.end = nil, 0, 0
 }
 
 // wait is what Next waits for the rest of: what Drop gives up.
@@ -136,6 +194,9 @@ func (r *Reader) Next() ([]byte, error) {
 			want, found := r.find()
 			if !found {
 				if want > HeaderSize {
+					if err := r.room(want); err != nil {
+						return nil, err
+					}
 					r.awaiting(waitCandidate)
 				}
 				if err := r.fill(want); err != nil {
@@ -156,6 +217,11 @@ func (r *Reader) Next() ([]byte, error) {
 		case n <= uint64(r.max):
 			end := r.start + HeaderSize + int(n)
 			if end > r.end {
+				// Room first: a frame that does not fit waits unread, and
+				// its wait (its frame timeout) begins once it may be read.
+				if err := r.room(HeaderSize + int(n)); err != nil {
+					return nil, err
+				}
 				r.awaiting(waitPayload)
 				if err := r.fill(HeaderSize + int(n)); err != nil {
 					return nil, err
@@ -205,6 +271,7 @@ func (r *Reader) Drop() bool {
 		r.skip -= int64(r.end - r.start)
 		r.off += int64(r.end)
 		r.start, r.end = 0, 0
+		r.free()
 		r.buf = nil
 	case waitCandidate:
 		r.start++
@@ -283,12 +350,14 @@ func (r *Reader) fill(want int) error {
 	have := r.end - r.start
 	if have == 0 && cap(r.buf) > initialBuffer {
 		r.off += int64(r.start)
+		r.free()
 		r.buf, r.start, r.end = nil, 0, 0 // the large frame is done with: let its memory go
 	}
 	size := max(want, initialBuffer)
 	if cap(r.buf) < size {
 		buf := make([]byte, size)
 		copy(buf, r.buf[r.start:r.end])
+		r.free()
 		r.off += int64(r.start)
 		r.buf, r.start, r.end = buf, 0, have
 	} else if r.start > 0 && (have == 0 || r.end == len(r.buf) || r.start+want > len(r.buf)) {
@@ -299,7 +368,11 @@ func (r *Reader) fill(want int) error {
 	if len(r.buf) < cap(r.buf) {
 		r.buf = r.buf[:cap(r.buf)]
 	}
-	n, err := r.r.Read(r.buf[r.end:])
+	to := len(r.buf)
+	if r.held && r.start+want > r.end {
+		to = r.start + want // room is for its frame: nothing after it is read into it
+	}
+	n, err := r.r.Read(r.buf[r.end:to])
 	r.end += n
 	if n > 0 {
 		r.err = err
@@ -351,6 +424,9 @@ func (r *Reader) Restore(state []byte) error {
 		return fmt.Errorf("span stream state: skip %d and %d bytes held are beyond any frame", skip, len(rest))
 	}
 	r.lost, r.skip = state[1] == 1, int64(skip)
+	// From the heap: a predecessor held it within the same bounds, and a
+	// wait here would hold up the adoption.
+	r.free()
 	r.buf = make([]byte, max(len(rest), initialBuffer))
 	r.start, r.end = 0, copy(r.buf, rest)
 	return nil

@@ -351,3 +351,64 @@ func TestReaderOnWait(t *testing.T) {
 		}
 	})
 }
+
+// countingMemory is a Memory that counts the room it gave and got back.
+type countingMemory struct{ gets, puts, out, most int }
+
+func (m *countingMemory) Get(n int) ([]byte, error) {
+	m.gets++
+	m.out += n
+	m.most = max(m.most, m.out)
+	return make([]byte, n), nil
+}
+
+func (m *countingMemory) Put(b []byte) {
+	m.puts++
+	m.out -= cap(b)
+}
+
+// TestReaderTakesRoomPerFrame: a frame larger than the reader's own
+// buffer is read into room taken for it alone (nothing after it is read
+// into it), and the room is given back once the frame was returned, when
+// a stalled frame is dropped, and at Close; small frames take none.
+func TestReaderTakesRoomPerFrame(t *testing.T) {
+	json := frames(t, stream(t, "json-otel017-api"))
+	big := bytes.Repeat([]byte{7}, 40000)
+	in := cat(frame(json[0]), frame(big), frame(json[1]), frame(big), frame(json[2]))
+	mem := &countingMemory{}
+	r := NewReader(&chunkReader{b: in, n: 5000}, 1<<20)
+	r.SetMemory(mem)
+	want := [][]byte{json[0], big, json[1], big, json[2]}
+	for i, w := range want {
+		p, err := r.Next()
+		if err != nil || !bytes.Equal(p, w) {
+			t.Fatalf("frame %d: %d bytes: %v", i, len(p), err)
+		}
+		if len(w) == len(big) && mem.out != HeaderSize+len(big) {
+			t.Fatalf("frame %d read with room %d, want its own size %d", i, mem.out, HeaderSize+len(big))
+		}
+	}
+	if mem.gets != 2 || mem.most != HeaderSize+len(big) || mem.out != 0 {
+		t.Fatalf("room: %+v", *mem)
+	}
+
+	// A frame that stalls gives its room back when dropped; one cut by
+	// the stream's end at Close.
+	g := &gate{b: cat(frame(big), frame(json[0])), open: 20000}
+	r = NewReader(g, 1<<20)
+	r.SetMemory(mem)
+	r.OnWait(func() {})
+	if _, err := r.Next(); err == nil {
+		t.Fatal("a frame half sent was returned")
+	}
+	if mem.out == 0 || !r.Drop() || mem.out != 0 {
+		t.Fatalf("a dropped frame's room: %+v", *mem)
+	}
+	r = NewReader(&gate{b: frame(big), open: 20000}, 1<<20)
+	r.SetMemory(mem)
+	_, _ = r.Next()
+	r.Close()
+	if mem.out != 0 || mem.gets != mem.puts {
+		t.Fatalf("room at Close: %+v", *mem)
+	}
+}

@@ -126,6 +126,7 @@ func (d spanDescs) collect(ch chan<- prometheus.Metric, t hostrelay.Traffic, lab
 // named katatrace_<prefix>_….
 type serverDescs struct {
 	active, refused, timedOut, protocol, listen, stored, notStored, adopted *prometheus.Desc
+	held, heldLimit, waiting, waits                                         *prometheus.Desc
 }
 
 func newServerDescs(prefix, peers string) serverDescs {
@@ -138,6 +139,10 @@ func newServerDescs(prefix, peers string) serverDescs {
 		stored:    desc(prefix+"_connections_stored", "Connections in systemd's file descriptor store now: a restart or crash of this process keeps them."),
 		notStored: desc(prefix+"_connections_not_stored_total", "Connections the file descriptor store could not take (full: FileDescriptorStoreMax=): a restart ends them."),
 		adopted:   desc(prefix+"_connections_adopted_total", "Connections taken up from the unit's previous process (after its restart or crash)."),
+		held:      desc(prefix+"_held_bytes", "Memory held now for frames still arriving, beyond each connection's own buffer (bounded by --max-held-bytes)."),
+		heldLimit: desc(prefix+"_held_bytes_limit", "The bound on that memory: of all "+peers+"s (--max-held-bytes), and of each (--max-held-bytes-per-guest).", "of"),
+		waiting:   desc(prefix+"_frames_waiting_for_room", "Frames waiting, unread, for room (their "+peers+"'s share, or the total, was held)."),
+		waits:     desc(prefix+"_frames_waited_for_room_total", "Frames that waited for room before they were read."),
 	}
 }
 
@@ -209,11 +214,11 @@ func (c *hostCollector) Describe(ch chan<- *prometheus.Desc) {
 	if c.Spans {
 		f := d.forwarder
 		own = slices.Concat(d.spans.all(), d.agentTraffic.all(),
-			[]*prometheus.Desc{f.active, f.refused, f.listen, f.stored, f.notStored, f.adopted, d.agentConns})
+			[]*prometheus.Desc{f.active, f.refused, f.listen, f.stored, f.notStored, f.adopted, f.held, f.heldLimit, f.waiting, f.waits, d.agentConns})
 	} else {
 		h := d.host
 		own = slices.Concat(d.traffic.all(), d.guestTraffic.all(),
-			[]*prometheus.Desc{h.active, h.refused, h.timedOut, h.protocol, h.listen, h.stored, h.notStored, h.adopted, d.guestConns})
+			[]*prometheus.Desc{h.active, h.refused, h.timedOut, h.protocol, h.listen, h.stored, h.notStored, h.adopted, h.held, h.heldLimit, h.waiting, h.waits, d.guestConns})
 	}
 	for _, x := range slices.Concat(own, []*prometheus.Desc{d.sinkQueued, d.sinkQueuedBytes, d.sinkInFlight, d.sinkPosted, d.sinkRetries, d.sinkLastSuccess, d.sinkUp}) {
 		ch <- x
@@ -236,6 +241,11 @@ func (c *hostCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- gauge(sd.stored, float64(s.Stored))
 	ch <- counter(sd.notStored, s.NotStored)
 	ch <- counter(sd.adopted, s.Adopted)
+	ch <- gauge(sd.held, float64(s.Held.Held))
+	ch <- gauge(sd.heldLimit, float64(s.Held.Total), "all")
+	ch <- gauge(sd.heldLimit, float64(s.Held.Each), "each")
+	ch <- gauge(sd.waiting, float64(s.Held.Waiting))
+	ch <- counter(sd.waits, s.Held.Waits)
 	if c.Listeners != nil {
 		for from, n := range c.Listeners() {
 			ch <- gauge(sd.listen, float64(n), from)

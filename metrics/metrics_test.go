@@ -122,6 +122,7 @@ func (lineReader) Lose()                      {}
 func (lineReader) Skipped() hostrelay.Skipped { return hostrelay.Skipped{Oversize: 1, Bytes: 100} }
 func (lineReader) State() []byte              { return nil }
 func (lineReader) Restore([]byte) error       { return nil }
+func (lineReader) Close()                     {}
 
 // spanSink refuses "junk" as no span at all, as the Kata span decoder does.
 type spanSink struct{ discard }
@@ -141,7 +142,7 @@ func TestForwarderMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := hostrelay.NewServer(hostrelay.ServerConfig{Kind: wire.KindKataSpans, Sink: spanSink{}, Logger: slog.New(slog.DiscardHandler),
-		Messages: func(r io.Reader) hostrelay.MessageReader { return lineReader{bufio.NewReader(r)} }})
+		Messages: func(r io.Reader, _ hostrelay.Memory) hostrelay.MessageReader { return lineReader{bufio.NewReader(r)} }})
 	go func() { _ = srv.Serve(ln, "tcp://"+ln.Addr().String()) }()
 	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
 	c, err := net.Dial("tcp", ln.Addr().String())

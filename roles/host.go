@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/hold"
 	"github.com/katatrace/katatrace/hostrelay"
 	"github.com/katatrace/katatrace/internal/lowmem"
 	"github.com/katatrace/katatrace/metrics"
@@ -33,6 +34,8 @@ type hostRelay struct {
 	FrameTimeout           time.Duration `help:"How long a frame may stay unfinished: a guest relay's connection is then closed, a Kata agent's frame dropped (its rest skipped as it comes) and its connection kept. A peer quiet between frames is never cut." default:"60s"`
 	GuestRate              ByteRate      `help:"Each guest's budget, bytes of datagrams per second, all its connections together (a Kata agent sends far less); beyond it, while other guests send too, the host reads from that guest only as fast as the budget allows (the excess waits in, and is dropped and counted by, the guest's own queue), so that one VM cannot crowd out the others. 0: no budget." default:"1MiB/s"`
 	GuestBurst             ByteSize      `help:"How far a guest may run ahead of --guest-rate at once (a trace sent at shutdown, say)." default:"1MiB"`
+	MaxHeldBytes           ByteSize      `help:"Memory held for frames still arriving, of all guests together: a frame larger than a connection's own 16KiB buffer is read only once it has room, and waits unread in the guest's socket until then (a frame begun is always read to its end), so that no guest can make this process hold more." default:"64MiB"`
+	MaxHeldBytesPerGuest   ByteSize      `help:"The same for each guest (a vsock CID, or the process connecting to a hybrid-vsock socket), all its connections together: a frame is given room of 256KiB, or its own size when larger." default:"16MiB"`
 	FDStoreMax             int           `name:"fd-store-max" help:"The unit's FileDescriptorStoreMax= (the shipped units set both): guests' connections and the listeners are kept in the unit's file descriptor store, so that a restart or crash of this process never ends them. systemd 254 and later say it in $FDSTORE, which wins; 0, where systemd does not say it, keeps none." default:"0"`
 	metricsOption
 }
@@ -50,6 +53,10 @@ func (h *hostRelay) limits() error {
 		return fmt.Errorf("--guest-burst: %s is too small: the largest datagram is %d bytes", h.GuestBurst, wire.MaxDatagram)
 	case h.FDStoreMax < 0:
 		return fmt.Errorf("--fd-store-max must be 0 (keep none) or more, not %d", h.FDStoreMax)
+	case h.MaxHeldBytesPerGuest < hold.Chunk || h.MaxHeldBytesPerGuest > 1<<40:
+		return flagErr("max-held-bytes-per-guest", fmt.Errorf("%s: give %s to 1TiB", h.MaxHeldBytesPerGuest, ByteSize(hold.Chunk)))
+	case h.MaxHeldBytes < h.MaxHeldBytesPerGuest:
+		return flagErr("max-held-bytes", fmt.Errorf("%s is less than one guest's (--max-held-bytes-per-guest %s)", h.MaxHeldBytes, h.MaxHeldBytesPerGuest))
 	}
 	return h.metricsOption.validate()
 }
@@ -91,6 +98,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	cfg.MaxConns, cfg.MaxConnsPerGuest = h.MaxConnections, h.MaxConnectionsPerGuest
 	cfg.HelloTimeout, cfg.FrameTimeout = h.HelloTimeout, h.FrameTimeout
 	cfg.GuestRate, cfg.GuestBurst = float64(h.GuestRate), int(h.GuestBurst)
+	cfg.HeldBytes, cfg.HeldBytesPerGuest = int(h.MaxHeldBytes), int(h.MaxHeldBytesPerGuest)
 	store, prev, err := openStore(rc, h.FDStoreMax)
 	if err != nil {
 		closeSink(context.Background())
@@ -251,13 +259,14 @@ func serverAttrs(srv *hostrelay.Server, out sink.Sink, spans bool) []any {
 		attrs = append(attrs, "protocol_errors", s.ProtocolErrors)
 	}
 	attrs = append(attrs, "refused", s.Refused, "timed_out", s.TimedOut,
-		"stored", s.Stored, "not_stored", s.NotStored, "adopted", s.Adopted)
+		"stored", s.Stored, "not_stored", s.NotStored, "adopted", s.Adopted,
+		"held_bytes", s.Held.Held, "held_peak_bytes", s.Held.Peak, "frames_waiting_for_room", s.Held.Waiting)
 	return append(attrs, metrics.SinkStateOf(out).LogAttrs()...)
 }
 
 // guestAttrs are one guest's counters for the log (SIGUSR1).
 func guestAttrs(g hostrelay.GuestStats, spans bool) []any {
-	return append([]any{"guest", g.Guest, "sandbox", g.Sandbox, "open_connections", g.Connections, "connections", g.Accepted},
+	return append([]any{"guest", g.Guest, "sandbox", g.Sandbox, "open_connections", g.Connections, "connections", g.Accepted, "held_bytes", g.Held},
 		trafficAttrs(g.Traffic, spans)...)
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/hold"
 	"github.com/katatrace/katatrace/hostrelay"
 	"github.com/katatrace/katatrace/kataspan"
 	"github.com/katatrace/katatrace/sink"
@@ -87,6 +88,9 @@ func (c *traceForwarder) Validate() error {
 	if c.MaxSpanBytes < 1<<10 || c.MaxSpanBytes > 1<<30 {
 		return flagErr("max-span-bytes", fmt.Errorf("%s: give 1KiB to 1GiB", c.MaxSpanBytes))
 	}
+	if need := hold.Size(kataspan.HeaderSize + int(c.MaxSpanBytes)); int(c.MaxHeldBytesPerGuest) < need {
+		return flagErr("max-held-bytes-per-guest", fmt.Errorf("%s cannot hold one frame of --max-span-bytes %s: give at least %s", c.MaxHeldBytesPerGuest, c.MaxSpanBytes, ByteSize(need)))
+	}
 	if c.QueueBytes < c.MaxSpanBytes {
 		return flagErr("queue-bytes", fmt.Errorf("%s is smaller than --max-span-bytes (%s)", c.QueueBytes, c.MaxSpanBytes))
 	}
@@ -147,10 +151,14 @@ func (c *traceForwarder) Run(rc *RunContext) error {
 	}
 	max := int(c.MaxSpanBytes)
 	cfg := hostrelay.ServerConfig{
-		Kind:     wire.KindKataSpans,
-		Sink:     kataspan.NewSink(out, c.TraceName),
-		Messages: func(r io.Reader) hostrelay.MessageReader { return spanReader{kataspan.NewReader(r, max)} },
-		Logger:   rc.Log,
+		Kind: wire.KindKataSpans,
+		Sink: kataspan.NewSink(out, c.TraceName),
+		Messages: func(r io.Reader, mem hostrelay.Memory) hostrelay.MessageReader {
+			sr := kataspan.NewReader(r, max)
+			sr.SetMemory(mem)
+			return spanReader{sr}
+		},
+		Logger: rc.Log,
 	}
 	return c.serve(rc, from, cfg, to.String())
 }

@@ -195,15 +195,23 @@ func ReadHello(br *bufio.Reader) (h Hello, framed bool, err error) {
 
 // FrameReader reads frames from a buffered stream without copying.
 type FrameReader struct {
-	br *bufio.Reader
+	br Peeker
 	// Control accepts v2 control frames (see NextFrame).
 	Control bool
 }
 
-// NewFrameReader reads frames from br, which must buffer at least
-// MaxFrameSize bytes (see NewStreamReader).
-func NewFrameReader(br *bufio.Reader) *FrameReader {
-	if br.Size() < MaxFrameSize {
+// Peeker is a buffered stream that can show a whole frame at once: a
+// bufio.Reader of at least MaxFrameSize bytes (NewStreamReader), or a
+// reader whose buffer grows for the frame (a host's, hold.Reader).
+type Peeker interface {
+	Peek(n int) ([]byte, error)
+	Discard(n int) (int, error)
+}
+
+// NewFrameReader reads frames from br; a bufio.Reader must buffer at
+// least MaxFrameSize bytes.
+func NewFrameReader(br Peeker) *FrameReader {
+	if b, ok := br.(*bufio.Reader); ok && b.Size() < MaxFrameSize {
 		panic("wire: FrameReader needs a bufio.Reader of at least MaxFrameSize bytes")
 	}
 	return &FrameReader{br: br}
