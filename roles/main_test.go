@@ -160,6 +160,9 @@ func TestBadInputIsAUsageError(t *testing.T) {
 		{"forwarder: Jaeger host alone", nil, []string{"kata-trace-forwarder", "--jaeger-host", "127.0.0.1"}, []string{"--jaeger-host", "go together"}},
 		{"forwarder: two sources", nil, []string{"kata-trace-forwarder", "--from", "tcp://127.0.0.1:1", "--socket-path", "/run/x"}, []string{"--from", "not both"}},
 		{"forwarder: tiny span limit", nil, []string{"kata-trace-forwarder", "--max-span-bytes", "10B"}, []string{"--max-span-bytes", "1KiB to 1GiB"}},
+		{"held below a chunk", nil, []string{"vsock-to-udp-server", "--max-held-bytes-per-guest", "100KiB"}, []string{"--max-held-bytes-per-guest", "256KiB to 1TiB"}},
+		{"held total below a guest's", nil, []string{"vsock-to-text-server", "--max-held-bytes", "1MiB"}, []string{"--max-held-bytes", "less than one guest's", "16MiB"}},
+		{"forwarder: a span beyond a guest's room", nil, []string{"kata-trace-forwarder", "--max-span-bytes", "32MiB", "--queue-bytes", "64MiB"}, []string{"--max-held-bytes-per-guest", "cannot hold one frame", "32MiB", "give at least"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

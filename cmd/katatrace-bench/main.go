@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -80,8 +81,25 @@ func main() {
 	flag.StringVar(&senders, "senders", "batched,plain", "senders: batched (64 datagrams per sendmmsg) and plain (one write per datagram, as jaeger-client-go)")
 	flag.StringVar(&limitGuestArgs, "limit-guest", "", "(internal) run as the minimal pair's guest: UDP address, then (next argument) socket")
 	flag.StringVar(&limitHostArgs, "limit-host", "", "(internal) run as the minimal pair's host: socket, then (next argument) UDP address")
+	var hostile bool
+	var hostileGuests, hostileConns, hostileSpans int
+	var baselineBin, hostileGuestSock string
+	flag.BoolVar(&hostile, "hostile", false, "instead: kata-trace-forwarder's memory while hostile guests (processes of their own) hold connections inside 4 MiB spans they never finish, and a good agent's spans beside them")
+	flag.IntVar(&hostileGuests, "hostile-guests", 10, "with --hostile: guests")
+	flag.IntVar(&hostileConns, "hostile-connections", 64, "with --hostile: connections per guest")
+	flag.IntVar(&hostileSpans, "hostile-spans", 1000, "with --hostile: the good agent's spans")
+	flag.StringVar(&baselineBin, "baseline-bin", "", "with --hostile: an earlier katatrace build, measured in the same run")
+	flag.StringVar(&hostileGuestSock, "hostile-guest", "", "(internal) run as a hostile guest: socket, then (next argument) connections")
 	flag.Parse()
 	switch {
+	case hostileGuestSock != "":
+		n, _ := strconv.Atoi(flag.Arg(0))
+		fatalf("hostile guest: %v", hostileGuest(hostileGuestSock, n))
+	case hostile:
+		if err := runHostile(cfg.bin, baselineBin, hostileGuests, hostileConns, hostileSpans); err != nil {
+			fatalf("hostile: %v", err)
+		}
+		return
 	case limitGuestArgs != "":
 		fatalf("limit guest: %v", limitGuest(limitGuestArgs, flag.Arg(0)))
 	case limitHostArgs != "":

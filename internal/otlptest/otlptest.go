@@ -27,11 +27,18 @@ type Endpoint struct {
 
 // New starts an endpoint, down; it stops when the test ends.
 func New(t testing.TB) *Endpoint {
-	e := &Endpoint{seen: map[string]int{}}
-	srv := httptest.NewServer(http.HandlerFunc(e.serve))
-	t.Cleanup(srv.Close)
-	e.URL = srv.URL
+	e, stop := Start()
+	t.Cleanup(stop)
 	return e
+}
+
+// Start starts an endpoint, down, outside a test (a benchmark program);
+// stop stops it.
+func Start() (e *Endpoint, stop func()) {
+	e = &Endpoint{seen: map[string]int{}}
+	srv := httptest.NewServer(http.HandlerFunc(e.serve))
+	e.URL = srv.URL
+	return e, srv.Close
 }
 
 func (e *Endpoint) serve(w http.ResponseWriter, r *http.Request) {
