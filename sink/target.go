@@ -95,7 +95,7 @@ type Options struct {
 func (t Target) Open(o Options) (Sink, error) {
 	switch t.Kind {
 	case KindPrint:
-		return NewTreeSink(o.Stdout, o.PrintIdle), nil
+		return NewTreeSink(o.Stdout, o.PrintIdle, o.Log), nil
 	case KindJSONL:
 		return NewJSONLSink(o.Stdout), nil
 	case KindCollector:
