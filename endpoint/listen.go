@@ -4,8 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -19,7 +24,7 @@ func Listen(a Addr) (net.Listener, error) {
 	case SchemeVsock:
 		ln, err = listenVsock(a)
 	case SchemeUnix:
-		ln, err = listenUnixPath("unix", a.Path, func() (net.Listener, error) { return net.Listen("unix", a.Path) })
+		ln, err = listenUnix(a.Path)
 	case SchemeTCP:
 		ln, err = net.Listen("tcp", a.HostPort)
 	case SchemeFD:
@@ -42,7 +47,7 @@ func ListenPacket(a Addr) (net.PacketConn, error) {
 	case SchemeUDP:
 		pc, err = net.ListenPacket("udp", a.HostPort)
 	case SchemeUnixgram:
-		pc, err = listenUnixPath("unixgram", a.Path, func() (net.PacketConn, error) { return net.ListenPacket("unixgram", a.Path) })
+		pc, err = listenUnixgram(a.Path)
 	case SchemeFD:
 		pc, err = fdPacketConn(a.FD)
 	default:
@@ -104,26 +109,184 @@ func DialPacket(a Addr) (net.Conn, error) {
 	return c, nil
 }
 
-// listenUnixPath binds a unix socket path. A socket file left behind by a
-// process that is gone is removed and the bind tried again; one that a live
-// process still answers on is an error.
-func listenUnixPath[T any](network, path string, listen func() (T, error)) (T, error) {
-	l, err := listen()
-	if err == nil || !errors.Is(err, syscall.EADDRINUSE) || path[0] == '@' {
-		return l, err
+// A unix socket at a path appears there only once it is ready: bound
+// under a temporary name in the same directory, listening, then put in
+// place in one step. Bound at its path, it would exist for a moment before
+// it listens, and a peer connecting then (a VMM that starts as the relay
+// does) would be refused. What is at the path already is kept to the old
+// rule: a socket left by a process that is gone is replaced, one that a
+// live process answers on is an error, anything else is left alone.
+// Abstract names (@name) have no file: they are bound as they are.
+//
+// The kernel keeps the name a socket was bound to (getsockname, and an
+// accepted connection's LocalAddr, say the temporary one): the listener
+// returned says its path, and removes that path when closed.
+
+// listenUnix listens on a unix stream socket at path.
+func listenUnix(path string) (net.Listener, error) {
+	if isAbstract(path) {
+		return net.Listen("unix", path)
 	}
-	fi, serr := os.Lstat(path)
-	if serr != nil || fi.Mode()&os.ModeSocket == 0 {
-		return l, err
+	var ul *net.UnixListener
+	temp, err := bindTemp("unix", path, func(name string) (err error) {
+		ul, err = net.ListenUnix("unix", &net.UnixAddr{Name: name, Net: "unix"})
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
-	if c, derr := net.DialTimeout(network, path, time.Second); derr == nil {
-		_ = c.Close()
-		return l, fmt.Errorf("%w: another process is listening there", err)
-	} else if !errors.Is(derr, syscall.ECONNREFUSED) {
-		return l, err
+	if err := place("unix", temp, path); err != nil {
+		_ = ul.Close() // removes the temporary name
+		return nil, err
 	}
-	if rerr := os.Remove(path); rerr != nil {
-		return l, fmt.Errorf("%w (removing the stale socket failed: %v)", err, rerr)
+	ul.SetUnlinkOnClose(false) // its name is gone: the wrapper removes path
+	l := &unixListener{UnixListener: ul, addr: &net.UnixAddr{Name: path, Net: "unix"}}
+	l.unlink.Store(true)
+	return l, nil
+}
+
+// listenUnixgram binds a unix datagram socket at path. As a unixgram
+// socket made by net, its file stays when it is closed (the next bind
+// finds it stale and replaces it).
+func listenUnixgram(path string) (net.PacketConn, error) {
+	if isAbstract(path) {
+		return net.ListenPacket("unixgram", path)
 	}
-	return listen()
+	var uc *net.UnixConn
+	temp, err := bindTemp("unixgram", path, func(name string) (err error) {
+		uc, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := place("unixgram", temp, path); err != nil {
+		_ = uc.Close()
+		_ = os.Remove(temp)
+		return nil, err
+	}
+	return &unixgramConn{UnixConn: uc, addr: &net.UnixAddr{Name: path, Net: "unixgram"}}, nil
+}
+
+func isAbstract(path string) bool { return path != "" && path[0] == '@' }
+
+// unixListener is a listener whose socket was renamed to its path: its
+// Addr is that path, and Close removes it (unless SetUnlinkOnClose says
+// not to: a handover leaves it for the successor).
+type unixListener struct {
+	*net.UnixListener
+	addr   *net.UnixAddr
+	unlink atomic.Bool
+	once   sync.Once
+}
+
+func (l *unixListener) Addr() net.Addr { return l.addr }
+
+// SetUnlinkOnClose says whether Close removes the socket's file, as
+// net.UnixListener's does.
+func (l *unixListener) SetUnlinkOnClose(unlink bool) { l.unlink.Store(unlink) }
+
+func (l *unixListener) Close() error {
+	err := l.UnixListener.Close()
+	l.once.Do(func() {
+		if l.unlink.Load() {
+			_ = os.Remove(l.addr.Name)
+		}
+	})
+	return err
+}
+
+// unixgramConn is a datagram socket renamed to its path: its LocalAddr
+// is that path.
+type unixgramConn struct {
+	*net.UnixConn
+	addr *net.UnixAddr
+}
+
+func (c *unixgramConn) LocalAddr() net.Addr { return c.addr }
+
+// bindTemp binds a socket with bind under a new name in path's directory
+// and returns that name. The name is hidden and says who made it, and
+// is no longer than the room path leaves (a Firecracker VM's socket path
+// is close to the limit).
+func bindTemp(network, path string, bind func(name string) error) (string, error) {
+	dir := filepath.Dir(path)
+	room := maxUnixPath - len(dir) - 1
+	var err error
+	for range 10 {
+		name := ".kt-" + randomName(8)
+		if room < len(name) {
+			name = randomName(max(room, 1))
+		}
+		name = filepath.Join(dir, name)
+		if err = bind(name); err == nil {
+			return name, nil
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) { // a name taken: another
+			break
+		}
+	}
+	// Errors name the path asked for, not the temporary one.
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		oe.Addr = &net.UnixAddr{Name: path, Net: network}
+	}
+	return "", err
+}
+
+func randomName(n int) string {
+	const letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = letters[rand.IntN(len(letters))]
+	}
+	return string(b)
+}
+
+// place gives the socket bound at temp its path. Where nothing is, a hard
+// link puts it there in one step that fails if something arrived
+// meanwhile (the temporary name then goes); a stale socket is replaced in
+// one step by rename(2). Between finding a socket stale and replacing it,
+// another process could put a live one there, which the rename then
+// replaces: only two processes that start on the same stale path at once
+// could meet that, and the one replaced listens on, unreachable.
+func place(network, temp, path string) error {
+	inUse := &net.OpError{Op: "listen", Net: network, Addr: &net.UnixAddr{Name: path, Net: network},
+		Err: os.NewSyscallError("bind", syscall.EADDRINUSE)}
+	for range 3 {
+		err := os.Link(temp, path)
+		if err == nil {
+			_ = os.Remove(temp)
+			return nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			// A file system without hard links: check, then rename (the
+			// check and the rename are two steps there).
+			if _, serr := os.Lstat(path); errors.Is(serr, fs.ErrNotExist) {
+				return os.Rename(temp, path)
+			}
+		}
+		fi, err := os.Lstat(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			continue // gone meanwhile: try again
+		case err != nil || fi.Mode()&os.ModeSocket == 0:
+			return inUse
+		}
+		c, err := net.DialTimeout(network, path, time.Second)
+		switch {
+		case err == nil:
+			_ = c.Close()
+			return fmt.Errorf("%w: another process is listening there", inUse)
+		case errors.Is(err, fs.ErrNotExist):
+			continue
+		case !errors.Is(err, syscall.ECONNREFUSED):
+			return inUse
+		}
+		if err := os.Rename(temp, path); err != nil {
+			return fmt.Errorf("%w (replacing the stale socket failed: %v)", inUse, err)
+		}
+		return nil
+	}
+	return inUse
 }

@@ -61,8 +61,8 @@ func (p *Proxy) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.UnknownServiceHandler(p.handle), grpc.ForceServerCodec(rawCodec{})}
 }
 
-// CallOptions are what the upstream ClientConn needs for raw frames.
-func CallOptions() []grpc.CallOption { return []grpc.CallOption{grpc.ForceCodec(rawCodec{})} }
+// callOptions are what the upstream ClientConn needs for raw frames.
+func callOptions() []grpc.CallOption { return []grpc.CallOption{grpc.ForceCodec(rawCodec{})} }
 
 var streamDesc = &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
 
@@ -149,7 +149,7 @@ type call struct {
 func (c *call) forward(ctx context.Context, upstream *grpc.ClientConn, method string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cs, err := upstream.NewStream(ctx, streamDesc, method, CallOptions()...)
+	cs, err := upstream.NewStream(ctx, streamDesc, method, callOptions()...)
 	if err != nil {
 		return err
 	}
@@ -231,7 +231,7 @@ func (p *Proxy) tracingCall(method string, ss grpc.ServerStream) error {
 	resp := &frame{}
 	var header, trailer metadata.MD
 	err := p.upstream.Invoke(metadata.NewOutgoingContext(ctx, forwardable(in)), method, req, resp,
-		append(CallOptions(), grpc.Header(&header), grpc.Trailer(&trailer))...)
+		append(callOptions(), grpc.Header(&header), grpc.Trailer(&trailer))...)
 	if status.Code(err) == codes.Unimplemented {
 		p.log.Debug("the agent does not implement "+method+"; the proxy handles it alone", "method", method)
 		err, resp.data = nil, nil // google.protobuf.Empty

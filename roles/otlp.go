@@ -14,7 +14,7 @@ import (
 type traceSinkFlags struct {
 	QueueBytes ByteSize `help:"With OTLP or a collector (http://, otlp...://): bytes held while it is unreachable (drop oldest beyond)." default:"16MiB"`
 	otlpOptions
-	PrintIdle time.Duration `help:"With print: print a trace once no span of it arrived for this long (and at every flush)." default:"1s"`
+	PrintIdle time.Duration `help:"With print: print a trace once no span of it arrived for this long (and at every flush; as it stands once it holds 10,000 spans or about 8 MiB, or all held traces about 64 MiB)." default:"1s"`
 }
 
 // open makes the sink to goes to; its owner closes it.

@@ -87,7 +87,7 @@ func (k *keptListeners) listen(a endpoint.Addr) (net.Listener, error) {
 		case err == nil && k.store == nil:
 			return ln, nil
 		case err == nil:
-			return &keptListener{Listener: ln, name: name, k: k}, nil
+			return &keptListener{Listener: ln, name: name, path: socketPath(a), k: k}, nil
 		}
 		k.log.Warn("a kept listener could not be taken up; listening anew", "from", a.String(), "err", err)
 		_ = k.store.Forget(name)
@@ -107,7 +107,15 @@ func (k *keptListeners) listen(a endpoint.Addr) (net.Listener, error) {
 		k.log.Warn("listener not kept in the file descriptor store: a guest connecting while this process restarts is refused", "from", a.String(), "err", err)
 		return ln, nil
 	}
-	return &keptListener{Listener: ln, name: name, k: k}, nil
+	return &keptListener{Listener: ln, name: name, path: socketPath(a), k: k}, nil
+}
+
+// socketPath is the file of a's socket: a unix path, not an abstract name.
+func socketPath(a endpoint.Addr) string {
+	if a.Scheme != endpoint.SchemeUnix || a.Path == "" || a.Path[0] == '@' {
+		return ""
+	}
+	return a.Path
 }
 
 // forgetUnused lets go the predecessor's listeners no --from wants now (a
@@ -128,6 +136,10 @@ func (k *keptListeners) forgetUnused() {
 type keptListener struct {
 	net.Listener
 	name string
+	// path is its socket's file, "" for none. Not the listener's Addr:
+	// one taken from the store says the temporary name it was bound
+	// under (see endpoint.Listen).
+	path string
 	k    *keptListeners
 	once sync.Once
 	err  error
@@ -135,9 +147,8 @@ type keptListener struct {
 
 func (l *keptListener) Close() error {
 	l.once.Do(func() {
-		ul, unix := l.Listener.(*net.UnixListener)
 		if l.k.handingOver.Load() {
-			if unix {
+			if ul, ok := l.Listener.(interface{ SetUnlinkOnClose(bool) }); ok {
 				ul.SetUnlinkOnClose(false)
 			}
 			l.err = l.Listener.Close()
@@ -145,9 +156,9 @@ func (l *keptListener) Close() error {
 		}
 		_ = l.k.store.Forget(l.name)
 		l.err = l.Listener.Close()
-		if path := ul.Addr().String(); unix && path != "" && path[0] != '@' {
+		if l.path != "" {
 			// One taken from the store does not remove its file itself.
-			_ = os.Remove(path)
+			_ = os.Remove(l.path)
 		}
 	})
 	return l.err

@@ -215,6 +215,10 @@ func (c *CollectorSink) enqueue(body []byte, spans int, guest string) error {
 	for c.queued+len(body) > c.maxBytes && len(c.queue) > 0 {
 		old := c.queue[0]
 		c.queued -= len(old.body)
+		// Cleared, not only sliced off: the array's dead front would keep
+		// the dropped body until the next append moves the queue, holding
+		// up to twice the queue's bytes.
+		c.queue[0] = queued{}
 		c.queue = c.queue[1:]
 		c.stats.Dropped++
 		c.settle(old.guest, false)

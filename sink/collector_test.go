@@ -6,11 +6,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/internal/jaegertest"
@@ -80,6 +82,62 @@ func TestCollectorQueueDropsOldest(t *testing.T) {
 	}
 	if s := c.Stats(); s.Dropped == 0 {
 		t.Fatalf("a 40 kB queue took %d batches without dropping: %+v", 5*len(dgs), s)
+	}
+}
+
+// TestCollectorQueueFreesWhatItDrops: a batch dropped from a full queue
+// is freed at once, so the queue holds no more than its bytes (plus what
+// is in flight). Each dropped body is watched by a weak pointer: after a
+// collection, none may be left.
+func TestCollectorQueueFreesWhatItDrops(t *testing.T) {
+	block := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		<-block
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	const size, keep = 4 << 10, 4
+	c := NewCollectorSink(srv.URL, keep*size, 1, slog.New(slog.DiscardHandler))
+	defer func() {
+		close(block)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c.Close(ctx)
+		srv.Close()
+	}()
+	// Bodies made and handed over in a function of their own: the test
+	// keeps no reference but the weak one.
+	send := func() weak.Pointer[byte] {
+		body := make([]byte, size)
+		if err := c.enqueue(body, 1, "g"); err != nil {
+			t.Fatal(err)
+		}
+		return weak.Make(&body[0])
+	}
+	send() // the worker takes it and waits on the collector
+	for deadline := time.Now().Add(10 * time.Second); c.Stats().InFlight != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first batch never went out: %+v", c.Stats())
+		}
+	}
+	var sent []weak.Pointer[byte]
+	for i := range 40 {
+		sent = append(sent, send())
+		runtime.GC()
+		dropped := max(len(sent)-keep, 0)
+		if st := c.Stats(); st.Dropped != uint64(dropped) || st.Queued != min(len(sent), keep) {
+			t.Fatalf("after %d batches: %+v", i+1, st)
+		}
+		for j, w := range sent[:dropped] {
+			if w.Value() != nil {
+				t.Fatalf("after %d batches, dropped batch %d (of %d dropped) is still held", i+1, j+1, dropped)
+			}
+		}
+		for j, w := range sent[dropped:] {
+			if w.Value() == nil {
+				t.Fatalf("queued batch %d was freed", dropped+j+1)
+			}
+		}
 	}
 }
 

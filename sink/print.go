@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"os"
 	"slices"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/katatrace/katatrace/guestid"
+	"github.com/katatrace/katatrace/internal/lograte"
 	"github.com/katatrace/katatrace/jaegerthrift"
 	"github.com/uber/jaeger-client-go/thrift-gen/jaeger"
 )
@@ -139,20 +142,41 @@ func (s *JSONLSink) Close(ctx context.Context) error { return s.Flush(ctx) }
 // TreeSink prints each trace as a tree of spans. Spans of a trace arrive in
 // several batches, children usually first: a trace is printed once it has
 // been quiet for Idle, or at Flush (a guest's flush request, or shutdown).
+// What it holds is bounded (see treeLimits): a trace that never goes quiet
+// is printed as it stands once it reaches its share, and the traces held
+// longest once all of them reach the total; later spans of a trace
+// printed so print apart, as a trace of their own.
 type TreeSink struct {
-	mu     sync.Mutex
-	w      io.Writer
-	idle   time.Duration
-	traces map[string]*pendingTrace
-	order  []string
-	stop   chan struct{}
-	done   chan struct{}
-	once   sync.Once
+	mu       sync.Mutex
+	w        io.Writer
+	log      *slog.Logger
+	idle     time.Duration
+	limits   treeLimits
+	held     int // bytes, as spanBytes counts them
+	traces   map[string]*pendingTrace
+	order    []string
+	early    uint64 // traces printed at a bound
+	boundLog *lograte.Every
+	stop     chan struct{}
+	done     chan struct{}
+	once     sync.Once
 }
+
+// treeLimits bound what a TreeSink holds: the spans and bytes of one
+// trace, and the bytes of all.
+type treeLimits struct {
+	traceSpans, traceBytes, totalBytes int
+}
+
+// defaultTreeLimits are far above a Kata agent's traces (hundreds of
+// spans), and keep a guest that sends one trace id forever, or
+// many that never end, from holding the host's memory.
+var defaultTreeLimits = treeLimits{traceSpans: 10_000, traceBytes: 8 << 20, totalBytes: 64 << 20}
 
 type pendingTrace struct {
 	id    string
 	spans []printSpan
+	bytes int
 	last  time.Time
 }
 
@@ -162,9 +186,14 @@ type printSpan struct {
 	peer    string
 }
 
-// NewTreeSink prints to w; Close stops its timer.
-func NewTreeSink(w io.Writer, idle time.Duration) *TreeSink {
-	t := &TreeSink{w: w, idle: idle, traces: map[string]*pendingTrace{}, stop: make(chan struct{}), done: make(chan struct{})}
+// NewTreeSink prints to w, and logs to log what it prints early at its
+// bounds; Close stops its timer.
+func NewTreeSink(w io.Writer, idle time.Duration, log *slog.Logger) *TreeSink {
+	if log == nil {
+		log = slog.Default()
+	}
+	t := &TreeSink{w: w, log: log, idle: idle, limits: defaultTreeLimits, traces: map[string]*pendingTrace{},
+		boundLog: lograte.NewEvery(5 * time.Second), stop: make(chan struct{}), done: make(chan struct{})}
 	go t.tick()
 	return t
 }
@@ -194,6 +223,7 @@ func (t *TreeSink) Send(p []byte, from guestid.ID) error {
 	now := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	var errs []error
 	for _, s := range b.Spans {
 		if s == nil {
 			continue
@@ -205,10 +235,64 @@ func (t *TreeSink) Send(p []byte, from guestid.ID) error {
 			t.traces[id] = pt
 			t.order = append(t.order, id)
 		}
+		n := spanBytes(s)
 		pt.spans = append(pt.spans, printSpan{Span: s, service: b.Process.ServiceName, peer: from.Conn})
+		pt.bytes += n
 		pt.last = now
+		t.held += n
+		if len(pt.spans) >= t.limits.traceSpans || pt.bytes >= t.limits.traceBytes {
+			errs = append(errs, t.printEarly(pt, "the trace reached its bound", "trace_spans_max", t.limits.traceSpans, "trace_bytes_max", t.limits.traceBytes))
+		}
+		for t.held > t.limits.totalBytes && len(t.order) > 0 {
+			errs = append(errs, t.printEarly(t.traces[t.order[0]], "all traces held reached their bound", "held_bytes", t.held, "held_bytes_max", t.limits.totalBytes))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// printEarly prints a trace before it went quiet, as it stands, and says
+// so; t.mu is held.
+func (t *TreeSink) printEarly(pt *pendingTrace, why string, attrs ...any) error {
+	t.early++
+	t.order = slices.DeleteFunc(t.order, func(id string) bool { return id == pt.id })
+	err := t.print(pt, "printed before it went quiet: "+why+"; later spans print apart")
+	if ok, n := t.boundLog.Allow(); ok {
+		t.log.Warn("--to print: a trace printed before it went quiet, as it stands: "+why, append([]any{"trace_id", pt.id,
+			"spans", len(pt.spans), "bytes", pt.bytes, "printed_early_total", t.early, "not_logged", n}, attrs...)...)
+	}
+	return err
+}
+
+// print writes one trace and forgets it (its place in t.order is the
+// caller's); t.mu is held.
+func (t *TreeSink) print(pt *pendingTrace, note string) error {
+	delete(t.traces, pt.id)
+	t.held -= pt.bytes
+	if _, err := io.WriteString(t.w, formatTree(pt.id, pt.spans, note)); err != nil {
+		return fmt.Errorf("print trace %s: %w", pt.id, err)
 	}
 	return nil
+}
+
+// spanBytes is about what a decoded span costs in memory: its strings
+// and binary values, and the structs that hold them.
+func spanBytes(s *jaeger.Span) int {
+	tags := func(ts []*jaeger.Tag) int {
+		n := 0
+		for _, tg := range ts {
+			if tg != nil {
+				n += 96 + len(tg.Key) + len(tg.GetVStr()) + len(tg.VBinary)
+			}
+		}
+		return n
+	}
+	n := 256 + len(s.OperationName) + tags(s.Tags) + 48*len(s.References)
+	for _, l := range s.Logs {
+		if l != nil {
+			n += 48 + tags(l.Fields)
+		}
+	}
+	return n
 }
 
 // Flush prints every trace held.
@@ -226,24 +310,23 @@ func (t *TreeSink) Close(ctx context.Context) error {
 }
 
 func (t *TreeSink) printWhere(ready func(*pendingTrace) bool) error {
-	var err error
+	var errs []error
 	t.order = slices.DeleteFunc(t.order, func(id string) bool {
 		pt := t.traces[id]
 		if !ready(pt) {
 			return false
 		}
-		delete(t.traces, id)
-		if _, werr := io.WriteString(t.w, formatTree(pt.id, pt.spans)); werr != nil {
-			err = werr
+		if err := t.print(pt, ""); err != nil {
+			errs = append(errs, err)
 		}
 		return true
 	})
-	return err
+	return errors.Join(errs...)
 }
 
 // formatTree renders one trace: a header, then each span under its parent,
 // with its start offset from the trace's first span, duration, tags and logs.
-func formatTree(traceID string, spans []printSpan) string {
+func formatTree(traceID string, spans []printSpan, note string) string {
 	slices.SortStableFunc(spans, func(a, b printSpan) int { return int(a.StartTime - b.StartTime) })
 	ids := map[int64]bool{}
 	children := map[int64][]printSpan{}
@@ -262,7 +345,11 @@ func formatTree(traceID string, spans []printSpan) string {
 	}
 	t0 := spans[0].StartTime
 	var b strings.Builder
-	fmt.Fprintf(&b, "trace %s: %d spans from %s\n", traceID, len(spans), strings.Join(slices.Sorted(maps.Keys(peers)), ", "))
+	fmt.Fprintf(&b, "trace %s: %d spans from %s", traceID, len(spans), strings.Join(slices.Sorted(maps.Keys(peers)), ", "))
+	if note != "" {
+		fmt.Fprintf(&b, " (%s)", note)
+	}
+	b.WriteByte('\n')
 	esc := func(s string) []byte { return AppendEscaped(nil, []byte(s)) } // guest text never drives the terminal
 	var walk func(s printSpan, prefix string, last bool)
 	walk = func(s printSpan, prefix string, last bool) {

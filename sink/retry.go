@@ -15,8 +15,9 @@ import (
 // OpenTelemetry Collector's exporter helper does: exponential backoff with
 // jitter (so that many hosts recovering together do not retry in step), a
 // server's own word on when to come back (HTTP Retry-After, gRPC
-// RetryInfo) taken over the backoff, and a limit on the time spent on one
-// batch, after which it is dropped and counted.
+// RetryInfo) raising the wait, never lowering it (a server that says "in
+// 1 s" to every attempt must not undo the backoff), and a limit on the
+// time spent on one batch, after which it is dropped and counted.
 type retryPolicy struct {
 	Initial, Max time.Duration
 	Multiplier   float64
@@ -47,7 +48,7 @@ func (r *retry) next(err error, now time.Time) (time.Duration, bool) {
 	wait := time.Duration(float64(r.interval) * (1 + r.p.Jitter*(2*rand.Float64()-1)))
 	r.interval = min(time.Duration(float64(r.interval)*r.p.Multiplier), r.p.Max)
 	if d, ok := throttleOf(err); ok {
-		wait = d
+		wait = max(wait, d)
 	}
 	if now.Add(wait).Sub(r.start) > r.p.MaxElapsed {
 		return 0, false

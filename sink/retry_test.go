@@ -48,6 +48,33 @@ func TestRetryBackoffJitterAndThrottle(t *testing.T) {
 		}
 	}
 
+	// A server asking for less than the backoff does not shorten it: after
+	// three failures the backoff is 400ms ± half; "come back in 10ms" (or
+	// 1s, above it) raises the wait, never lowers it.
+	grpcSoon, _ := status.New(codes.ResourceExhausted, "slow down").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(10 * time.Millisecond)})
+	for _, tt := range []struct {
+		name string
+		err  error
+		min  time.Duration
+		max  time.Duration
+	}{
+		{"Retry-After below", &throttled{err: plain, after: 10 * time.Millisecond}, 200 * time.Millisecond, 600 * time.Millisecond},
+		{"RetryInfo below", grpcSoon.Err(), 200 * time.Millisecond, 600 * time.Millisecond},
+		{"Retry-After above", &throttled{err: plain, after: time.Second}, time.Second, time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := p.begin(now)
+			for range 3 {
+				r.next(plain, now)
+			}
+			for range 20 { // the jitter's draws vary
+				if d, ok := r.next(tt.err, now); !ok || d < tt.min || d > tt.max {
+					t.Fatalf("wait %v (%v), want %v to %v", d, ok, tt.min, tt.max)
+				}
+			}
+		})
+	}
+
 	// The batch's time runs out: no further attempt.
 	r = p.begin(now)
 	if _, ok := r.next(plain, now.Add(time.Minute)); ok {

@@ -42,7 +42,7 @@ func (j *Target) UnmarshalText(b []byte) error {
 		*j = Target{Kind: KindJSONL}
 		return nil
 	case strings.HasPrefix(s, "otlp"):
-		cfg, err := ParseOTLP(s)
+		cfg, err := parseOTLP(s)
 		if err != nil {
 			return err
 		}
@@ -95,7 +95,7 @@ type Options struct {
 func (t Target) Open(o Options) (Sink, error) {
 	switch t.Kind {
 	case KindPrint:
-		return NewTreeSink(o.Stdout, o.PrintIdle), nil
+		return NewTreeSink(o.Stdout, o.PrintIdle, o.Log), nil
 	case KindJSONL:
 		return NewJSONLSink(o.Stdout), nil
 	case KindCollector:
@@ -110,10 +110,10 @@ func (t Target) Open(o Options) (Sink, error) {
 	return DialPacketSink(t.Addr)
 }
 
-// ParseOTLP reads an OTLP endpoint: otlp://HOST:PORT and otlps:// (gRPC),
+// parseOTLP reads an OTLP endpoint: otlp://HOST:PORT and otlps:// (gRPC),
 // otlphttp://HOST:PORT[/PATH] and otlphttps:// (HTTP; the path defaults
 // to /v1/traces).
-func ParseOTLP(s string) (OTLPConfig, error) {
+func parseOTLP(s string) (OTLPConfig, error) {
 	bad := func(reason, example string) (OTLPConfig, error) {
 		return OTLPConfig{}, &endpoint.AddrError{Value: s, Reason: reason, Example: example}
 	}

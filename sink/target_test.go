@@ -28,7 +28,7 @@ var otlpTests = []struct {
 func TestParseOTLP(t *testing.T) {
 	for _, tt := range otlpTests {
 		t.Run(tt.in, func(t *testing.T) {
-			cfg, err := ParseOTLP(tt.in)
+			cfg, err := parseOTLP(tt.in)
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) || !strings.Contains(err.Error(), "example") {
 					t.Fatalf("err %v, want %q with an example", err, tt.err)
@@ -47,7 +47,7 @@ func FuzzParseOTLP(f *testing.F) {
 		f.Add(tt.in)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		cfg, err := ParseOTLP(s)
+		cfg, err := parseOTLP(s)
 		if err != nil {
 			return
 		}

@@ -201,8 +201,13 @@ func (t *Transport) Close() error {
 // in wire protocol v2 (numbered datagrams, confirmed by the host and resent
 // after a reconnect), through a bounded queue that survives the host's
 // absence. Close flushes and waits, at most flushTimeout, for the host to
-// confirm every batch.
+// confirm every batch; what it could not is in its error, and logged
+// (nil log: slog's default), since a jaeger-client-go reporter discards
+// the error of its transport's Close.
 func DialTransport(to endpoint.Addr, queueBytes int, flushTimeout time.Duration, log *slog.Logger) *Transport {
+	if log == nil {
+		log = slog.Default()
+	}
 	r := guestrelay.StartRelay(guestrelay.Config{
 		Kind:       wire.KindJaeger,
 		Dial:       func(ctx context.Context) (net.Conn, error) { return endpoint.Dial(ctx, to) },
@@ -215,7 +220,12 @@ func DialTransport(to endpoint.Addr, queueBytes int, flushTimeout time.Duration,
 	t.closeHook = func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
 		defer cancel()
-		return r.Shutdown(ctx)
+		err := r.Shutdown(ctx)
+		if err != nil {
+			log.Error("tracing: spans not confirmed by the host at close", "target", to.String(),
+				"flush_timeout", flushTimeout.String(), "err", err)
+		}
+		return err
 	}
 	return t
 }

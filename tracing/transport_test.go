@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,6 +76,69 @@ func TestDialTransport(t *testing.T) {
 	}
 	if n := countLines(out.String()); n != 100 {
 		t.Fatalf("host got %d spans at Close, want 100", n)
+	}
+}
+
+// TestDialTransportWithoutTheHost: as a Go agent uses it, started before
+// the host relay listens. Spans wait in the queue; a host that comes late
+// gets every one, and Close returns once it confirmed them all. A host
+// that never comes: Close gives up after its flush timeout, with an error
+// saying what it could not deliver.
+func TestDialTransportWithoutTheHost(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		host bool
+		// flush bounds Close: ample for a host that is there.
+		flush time.Duration
+	}{{"the host comes late", true, 30 * time.Second}, {"the host never comes", false, 300 * time.Millisecond}} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(testutil.SockDir(t), "h_6831")
+			a := testutil.Must(endpoint.ParseAddr("unix://" + path))
+			var logs testutil.SyncBuffer
+			tr := DialTransport(a, 1<<20, tt.flush, slog.New(slog.NewTextHandler(&logs, nil)))
+			tracer, closer := jaeger.NewTracer("agent", jaeger.NewConstSampler(true),
+				jaeger.NewRemoteReporter(tr, jaeger.ReporterOptions.BufferFlushInterval(10*time.Millisecond)))
+			root := tracer.StartSpan("root")
+			for range 49 {
+				tracer.StartSpan("child", opentracing.ChildOf(root.Context())).Finish()
+			}
+			testutil.Eventually(t, 30*time.Second, "the relay finding no host", func() bool {
+				return strings.Contains(logs.String(), "host not reachable")
+			})
+			var out testutil.SyncBuffer
+			if tt.host {
+				ln, err := endpoint.Listen(a)
+				if err != nil {
+					t.Fatal(err)
+				}
+				srv := hostrelay.NewServer(hostrelay.ServerConfig{Kind: wire.KindJaeger, Sink: sink.NewJSONLSink(&out)})
+				go srv.Serve(ln, a.String())
+				defer srv.Shutdown(context.Background())
+			}
+			for range 50 {
+				tracer.StartSpan("child", opentracing.ChildOf(root.Context())).Finish()
+			}
+			root.Finish()
+			closed := make(chan error, 1)
+			go func() { closed <- closer.Close() }()
+			var err error
+			select {
+			case err = <-closed:
+			case <-time.After(60 * time.Second):
+				t.Fatal("Close did not return")
+			}
+			if err != nil {
+				t.Fatalf("the tracer's Close: %v (jaeger-client-go discards its transport's)", err)
+			}
+			// The loss is in the log: the reporter drops Close's error.
+			lost := strings.Contains(logs.String(), `level=ERROR msg="tracing: spans not confirmed by the host at close"`)
+			switch n := countLines(out.String()); {
+			case tt.host && (lost || n != 100):
+				t.Fatalf("host got %d spans of 100 at Close; log:\n%s", n, logs.String())
+			case !tt.host && !lost:
+				t.Fatalf("Close said nothing of the spans no host confirmed; log:\n%s", logs.String())
+			}
+		})
 	}
 }
 

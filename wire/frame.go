@@ -226,8 +226,12 @@ func NewStreamReader(r io.Reader) *bufio.Reader {
 	return bufio.NewReaderSize(r, streamBuffer)
 }
 
-// NextFrame is Next, and with Control set it also returns v2 control
-// frames (ctl true; the only one is the 8-byte sequence frame).
+// NextFrame returns the next frame's payload, without copying: valid
+// until the next read of the stream. A datagram, or the empty payload of
+// a flush request (a zero-length frame); with Control set, also v2
+// control frames (ctl true; the only one is the 8-byte sequence frame).
+// A length above MaxDatagram is a ProtocolError; the stream's end is
+// io.EOF between frames, io.ErrUnexpectedEOF inside one.
 func (fr *FrameReader) NextFrame() (p []byte, ctl bool, err error) {
 	h, err := fr.br.Peek(FrameHeaderSize)
 	if err != nil {
