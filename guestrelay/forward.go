@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/katatrace/katatrace/internal/lograte"
@@ -326,10 +327,24 @@ func (f *forwarder) socketDrops() uint64 {
 	return n
 }
 
-// ReadFrom reads datagrams from pc into the queue until ctx is done, then
-// keeps reading what is still in the socket until it is idle or drain
-// elapses, so a stop loses nothing that was already sent to the relay.
-// From UDP it reads up to readBatch datagrams per system call (recvmmsg).
+// drainPlan is what a stop tells reading: when the stop began, and when
+// reading must end at the latest; reading also ends with ctx, the stop's.
+type drainPlan struct {
+	began, end time.Time
+	ctx        context.Context
+}
+
+// errLate is a read that reached a datagram that came in after the stop
+// began: everything that was waiting then is read.
+var errLate = errors.New("read what came in after the stop began")
+
+// readFrom reads datagrams from pc into the queue until ctx is done. Then
+// it reads what was already waiting in the socket when the stop began
+// (plan says when; the kernel stamps each datagram as it comes in), not
+// what the socket's client keeps sending after, within the plan's time; a
+// socket that cannot say when a datagram came in is read until it is
+// quiet. From UDP it reads up to readBatch datagrams per system call
+// (recvmmsg).
 //
 // While a host is connected and the queue is full, reading waits for room
 // (see hold): what this process would read only to drop stays in the
@@ -337,68 +352,74 @@ func (f *forwarder) socketDrops() uint64 {
 // counted (SocketDropped), at no cost to the relay. A host that makes no
 // room within holdMax is taken as stalled, and reading goes on, dropping
 // the oldest, as while no host is connected.
-func (f *forwarder) readFrom(ctx context.Context, pc net.PacketConn, drain time.Duration) error {
-	read, dropped := readerFor(pc)
+func (f *forwarder) readFrom(ctx context.Context, pc net.PacketConn, plan func() drainPlan) error {
+	sr := readerFor(pc)
 	send := func(ps [][]byte) {
 		if in := f.inspect.Load(); in != nil {
 			(*in)(ps)
 		}
 		f.SendBatch(ps)
 	}
-	if dropped != nil {
-		f.socketDropped.Store(&dropped)
-		defer dropped() // the last count, read before the caller closes the socket
+	if sr.dropped != nil {
+		f.socketDropped.Store(&sr.dropped)
+		defer sr.dropped() // the last count, read before the caller closes the socket
 	}
-	stop := context.AfterFunc(ctx, func() { _ = pc.SetReadDeadline(time.Now()) })
+	wake := func() { _ = pc.SetReadDeadline(time.Now()) }
+	stop := context.AfterFunc(ctx, wake)
 	defer stop()
 	hold := time.NewTimer(holdMax)
 	hold.Stop()
 	stalled := false
-	var drainUntil time.Time
+	var p *drainPlan
 	for {
 		holdCtx := ctx
-		if !drainUntil.IsZero() {
+		if p != nil {
 			// Draining: still no faster than the host takes it, within
-			// the drain's time.
-			holdCtx = context.Background()
+			// the stop's time.
+			holdCtx = p.ctx
 		}
 		stalled = f.hold(holdCtx, hold, stalled)
-		if !drainUntil.IsZero() {
+		if p != nil {
 			// The quiet that ends a drain is counted from here: time
 			// spent holding for room in the queue is not quiet.
-			_ = pc.SetReadDeadline(earliest(drainUntil, time.Now().Add(drainIdle)))
+			_ = pc.SetReadDeadline(earliest(p.end, time.Now().Add(drainIdle)))
 		}
-		err := read(send)
-		if err == nil {
+		err := sr.read(send)
+		switch {
+		case err == nil:
 			continue
-		}
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
+		case errors.Is(err, errLate):
+			return nil
+		case !errors.Is(err, os.ErrDeadlineExceeded):
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("read datagrams: %w", err)
-		}
-		if ctx.Err() == nil { // a deadline that was not ours
+		case ctx.Err() == nil: // a deadline that was not ours
+			continue
+		case p == nil:
+			p = new(plan())
+			sr.cutoff(p.began)
+			stopDrain := context.AfterFunc(p.ctx, wake)
+			defer stopDrain()
 			continue
 		}
-		if drainUntil.IsZero() {
-			drainUntil = time.Now().Add(drain)
-			_ = pc.SetReadDeadline(earliest(drainUntil, time.Now().Add(drainIdle)))
-			continue
-		}
-		f.countUnread(pc, read) // the drain ran out of time with some left
+		// Quiet, out of time, or the stop's context ended.
+		f.countUnread(pc, sr)
 		return nil
 	}
 }
 
 // countUnread counts, as dropped at the socket, the datagrams still in it
-// when a stop's drain ran out of time: the socket closes with them.
-func (f *forwarder) countUnread(pc net.PacketConn, read func(send func([][]byte)) error) {
+// that were waiting when the stop began, once its drain ran out of time:
+// the socket closes with them. It takes at most countMax.
+func (f *forwarder) countUnread(pc net.PacketConn, sr socketReader) {
 	var n uint64
+	end := time.Now().Add(countMax)
 	// A deadline already past reads nothing: each read gets a moment.
-	for {
+	for time.Now().Before(end) {
 		_ = pc.SetReadDeadline(time.Now().Add(time.Millisecond))
-		if read(func(ps [][]byte) { n += uint64(len(ps)) }) != nil {
+		if sr.read(func(ps [][]byte) { n += uint64(len(ps)) }) != nil {
 			break
 		}
 	}
@@ -407,6 +428,11 @@ func (f *forwarder) countUnread(pc net.PacketConn, read func(send func([][]byte)
 		f.log.Warn("the drain ran out of time: datagrams still in the socket dropped", "target", f.cfg.Target, "dropped", n)
 	}
 }
+
+// countMax bounds counting what a drain left in the socket: a socket that
+// cannot say when a datagram came in is never quiet while its client
+// keeps sending.
+const countMax = 50 * time.Millisecond
 
 // holdMax is how long reading waits for a connected host to make room in a
 // full queue before taking it as stalled.
@@ -452,19 +478,33 @@ func (f *forwarder) hold(ctx context.Context, t *time.Timer, stalled bool) bool 
 // buffer; pages only become resident as large datagrams fill them.
 const readBatch = 4
 
-// readerFor returns a function that reads one or more datagrams from pc
-// and hands them to send, allocating nothing per datagram, and for UDP one
-// that counts what the kernel dropped at the socket.
-func readerFor(pc net.PacketConn) (read func(send func([][]byte)) error, dropped func() uint64) {
-	if uc, ok := pc.(*net.UDPConn); ok {
-		if br, err := newBatchReader(uc, readBatch); err == nil {
-			return br.read, br.dropped
+// socketReader reads a datagram socket.
+type socketReader struct {
+	// read reads one or more datagrams and hands them to send, allocating
+	// nothing per datagram.
+	read func(send func([][]byte)) error
+	// cutoff makes read return errLate, after handing them on, once it
+	// reads a datagram that came in after t; false if it cannot tell.
+	cutoff func(t time.Time) bool
+	// dropped counts what the kernel dropped at a UDP socket; nil for
+	// others (a unix datagram socket's sender waits instead).
+	dropped func() uint64
+}
+
+func readerFor(pc net.PacketConn) socketReader {
+	if sc, ok := pc.(syscall.Conn); ok {
+		if br, err := newBatchReader(sc, readBatch); err == nil {
+			sr := socketReader{read: br.read, cutoff: br.cutoff}
+			if _, udp := pc.(*net.UDPConn); udp {
+				sr.dropped = br.dropped
+			}
+			return sr
 		}
 	}
 	buf := make([]byte, wire.MaxDatagram+1) // one byte more, to see oversize datagrams
 	one := [][]byte{nil}
 	r, ok := pc.(io.Reader) // no address allocated per datagram
-	return func(send func([][]byte)) error {
+	return socketReader{read: func(send func([][]byte)) error {
 		var n int
 		var err error
 		if ok {
@@ -477,7 +517,7 @@ func readerFor(pc net.PacketConn) (read func(send func([][]byte)) error, dropped
 			send(one)
 		}
 		return err
-	}, nil
+	}, cutoff: func(time.Time) bool { return false }}
 }
 
 func earliest(a, b time.Time) time.Time {

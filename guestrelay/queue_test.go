@@ -405,7 +405,9 @@ func TestRetainingQueueDroppedMarkers(t *testing.T) {
 	}
 }
 
-// TestCountUnread: what a stop leaves in the socket is counted, not lost.
+// TestCountUnread: what a stop leaves in the socket of what was waiting
+// when it began is counted, not lost; what came in after is not read (but
+// for the rest of a batch).
 func TestCountUnread(t *testing.T) {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -417,15 +419,24 @@ func TestCountUnread(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	for range 10 {
-		if _, err := c.Write([]byte("left behind")); err != nil {
-			t.Fatal(err)
+	send := func(n int) {
+		for range n {
+			if _, err := c.Write([]byte("left behind")); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
+	sr := readerFor(pc) // from here the kernel stamps what comes in
+	send(10)
+	time.Sleep(10 * time.Millisecond)
+	began := time.Now()
+	send(10)
 	f := newForwarder(Config{Logger: slog.New(slog.DiscardHandler)})
-	read, _ := readerFor(pc)
-	f.countUnread(pc, read)
-	if got := f.Stats().SocketDropped; got != 10 {
-		t.Fatalf("SocketDropped = %d, want the 10 left in the socket", got)
+	if !sr.cutoff(began) {
+		t.Fatal("a UDP socket that does not say when a datagram came in")
+	}
+	f.countUnread(pc, sr)
+	if got := f.Stats().SocketDropped; got < 10 || got >= 10+readBatch {
+		t.Fatalf("SocketDropped = %d, want the 10 left in the socket when the stop began (and the rest of a batch of %d)", got, readBatch)
 	}
 }
