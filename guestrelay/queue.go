@@ -318,8 +318,8 @@ type batch struct {
 }
 
 // Pop appends whole records to dst, in wire format, while they fit in
-// cap(dst), and the tickets of the flush markers among them to tickets,
-// and reports what it took.
+// cap(dst) (an owed flush request first), and the tickets of the flush
+// requests among them to tickets, and reports what it took.
 func (q *queue) Pop(dst []byte, tickets []uint64) batch { return q.pop(dst, tickets, false) }
 
 // PopPayload appends one datagram's payload alone (and takes the flush
@@ -330,7 +330,7 @@ func (q *queue) pop(dst []byte, tickets []uint64, raw bool) batch {
 	b := batch{Buf: dst, Flushes: tickets[:0]}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.owed > 0 && !q.owedSent && (raw || cap(b.Buf)-len(b.Buf) >= wire.FrameHeaderSize) {
+	if q.owed > 0 && !q.owedSent { // first: callers give room for a batch
 		if !raw {
 			b.Buf = wire.AppendFrame(b.Buf, nil)
 		}
