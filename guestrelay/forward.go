@@ -380,6 +380,9 @@ func (f *forwarder) readFrom(ctx context.Context, pc net.PacketConn, plan func()
 		}
 		stalled = f.hold(holdCtx, hold, stalled)
 		if p != nil {
+			if p.ctx.Err() != nil {
+				break // the stop's time is up: this deadline would put off wake's
+			}
 			// The quiet that ends a drain is counted from here: time
 			// spent holding for room in the queue is not quiet.
 			_ = pc.SetReadDeadline(earliest(p.end, time.Now().Add(drainIdle)))
@@ -404,10 +407,10 @@ func (f *forwarder) readFrom(ctx context.Context, pc net.PacketConn, plan func()
 			defer stopDrain()
 			continue
 		}
-		// Quiet, out of time, or the stop's context ended.
-		f.countUnread(pc, sr)
-		return nil
+		break // quiet, out of time, or the stop's context ended
 	}
+	f.countUnread(pc, sr)
+	return nil
 }
 
 // countUnread counts, as dropped at the socket, the datagrams still in it

@@ -2,6 +2,7 @@ package guestrelay
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -157,34 +158,43 @@ func steadyClient(t *testing.T, network string, addr net.Addr) (stop func()) {
 
 // TestStopObeysItsContext: a stop whose host never answers, from a socket
 // that cannot say when a datagram came in and whose client keeps sending,
-// returns when its context ends, saying the flush was not answered, even
-// if StartRelay's drain allowed more.
+// returns when its context ends (its deadline, or cancelled without one),
+// saying the flush was not answered, even if StartRelay's drain allowed
+// more.
 func TestStopObeysItsContext(t *testing.T) {
-	path := filepath.Join(testutil.SockDir(t), "h")
-	muteHost(t, path)
-	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := StartRelay(Config{
-		Kind:       wire.KindJaeger,
-		Dial:       func(ctx context.Context) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "unix", path) },
-		Target:     "unix://" + path,
-		QueueBytes: 4 << 20,
-		Logger:     testLogger(t),
-	}, struct{ net.PacketConn }{udp}, 10*time.Second) // a drain longer than the stop: ctx bounds it
-	testutil.Eventually(t, 5*time.Second, "connected", func() bool { return r.Stats().Connected })
-	steadyClient(t, "udp", udp.LocalAddr())
-	time.Sleep(100 * time.Millisecond)
 	const bound = 400 * time.Millisecond
-	ctx, cancel := context.WithTimeout(context.Background(), bound)
-	defer cancel()
-	began := time.Now()
-	err = r.Shutdown(ctx)
-	if took := time.Since(began); took > bound+time.Second {
-		t.Fatalf("the stop took %v, bound %v", took, bound)
-	}
-	if err == nil || !strings.Contains(err.Error(), "not answered") {
-		t.Fatalf("stop = %v, want the flush not answered", err)
+	for _, deadline := range []bool{true, false} {
+		t.Run(fmt.Sprintf("deadline=%v", deadline), func(t *testing.T) {
+			path := filepath.Join(testutil.SockDir(t), "h")
+			muteHost(t, path)
+			udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := StartRelay(Config{
+				Kind:       wire.KindJaeger,
+				Dial:       func(ctx context.Context) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "unix", path) },
+				Target:     "unix://" + path,
+				QueueBytes: 4 << 20,
+				Logger:     testLogger(t),
+			}, struct{ net.PacketConn }{udp}, 10*time.Second) // a drain longer than the stop: ctx bounds it
+			testutil.Eventually(t, 5*time.Second, "connected", func() bool { return r.Stats().Connected })
+			steadyClient(t, "udp", udp.LocalAddr())
+			time.Sleep(100 * time.Millisecond)
+			ctx, cancel := context.WithTimeout(context.Background(), bound)
+			if !deadline {
+				ctx, cancel = context.WithCancel(context.Background())
+				time.AfterFunc(bound, cancel)
+			}
+			defer cancel()
+			began := time.Now()
+			err = r.Shutdown(ctx)
+			if took := time.Since(began); took > bound+time.Second {
+				t.Fatalf("the stop took %v, bound %v", took, bound)
+			}
+			if err == nil || !strings.Contains(err.Error(), "not answered") {
+				t.Fatalf("stop = %v, want the flush not answered", err)
+			}
+		})
 	}
 }
