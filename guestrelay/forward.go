@@ -343,8 +343,7 @@ var errLate = errors.New("read what came in after the stop began")
 // (plan says when; the kernel stamps each datagram as it comes in), not
 // what the socket's client keeps sending after, within the plan's time; a
 // socket that cannot say when a datagram came in is read until it is
-// quiet. From UDP it reads up to readBatch datagrams per system call
-// (recvmmsg).
+// quiet. It reads up to readBatch datagrams per system call (recvmmsg).
 //
 // While a host is connected and the queue is full, reading waits for room
 // (see hold): what this process would read only to drop stays in the

@@ -21,7 +21,10 @@ type mmsghdr struct {
 // no source addresses, so that a read allocates nothing (x/net's ReadBatch
 // allocates an address per datagram). Each datagram comes with the time
 // the kernel took it in (SO_TIMESTAMPNS), so that a stop can tell what was
-// waiting when it began from what came after.
+// waiting when it began from what came after. (One that came in before
+// the socket stamped, before the relay started or while the kernel turns
+// stamping on, is stamped as it is read: a stop that meets one still
+// waiting takes it, and what follows it, as come after.)
 type batchReader struct {
 	rc      syscall.RawConn
 	hs      []mmsghdr
