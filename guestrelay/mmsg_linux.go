@@ -21,10 +21,7 @@ type mmsghdr struct {
 // no source addresses, so that a read allocates nothing (x/net's ReadBatch
 // allocates an address per datagram). Each datagram comes with the time
 // the kernel took it in (SO_TIMESTAMPNS), so that a stop can tell what was
-// waiting when it began from what came after. (One that came in before
-// the socket stamped, before the relay started or while the kernel turns
-// stamping on, is stamped as it is read: a stop that meets one still
-// waiting takes it, and what follows it, as come after.)
+// waiting when it began from what came after.
 type batchReader struct {
 	rc      syscall.RawConn
 	hs      []mmsghdr
@@ -37,8 +34,8 @@ type batchReader struct {
 	fn      func(fd uintptr) bool // made once: a closure per call would allocate
 	stamped bool                  // the socket timestamps what it takes in
 	// after, once set (unix nanoseconds), makes read say errLate when a
-	// datagram came in after it.
-	after int64
+	// datagram came in after it; before is when the last recvmmsg began.
+	after, before int64
 	// lastDropped is the kernel's drop count as last read.
 	lastDropped atomic.Uint64
 }
@@ -71,6 +68,9 @@ func newBatchReader(c syscall.Conn, n int) (*batchReader, error) {
 		for i := range r.ctrls {
 			r.hs[i].hdr.SetControllen(len(r.ctrls[i])) // the kernel set it to what it wrote
 		}
+		if r.after != 0 {
+			r.before = time.Now().UnixNano()
+		}
 		k, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hs[0])), uintptr(len(r.hs)), unix.MSG_DONTWAIT, 0, 0)
 		if e == unix.EAGAIN || e == unix.EINTR {
 			return false // wait until readable (or the deadline)
@@ -96,7 +96,13 @@ func (r *batchReader) read(send func([][]byte)) error {
 	late := false
 	for i := range r.n {
 		r.got[i] = r.bufs[i][:r.hs[i].len]
-		late = late || r.after != 0 && r.stamp(i) > r.after
+		// A datagram that came in before the socket stamped (before the
+		// relay started, or while the kernel turns stamping on) is
+		// stamped as it is read: only a stamp before the read began is
+		// the time it came in.
+		if t := r.stamp(i); r.after != 0 && t > r.after && t < r.before {
+			late = true
+		}
 	}
 	send(r.got[:r.n])
 	if late {

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/katatrace/katatrace/internal/testutil"
 	"github.com/katatrace/katatrace/wire"
 )
 
@@ -407,36 +409,70 @@ func TestRetainingQueueDroppedMarkers(t *testing.T) {
 
 // TestCountUnread: what a stop leaves in the socket of what was waiting
 // when it began is counted, not lost; what came in after is not read (but
-// for the rest of a batch).
+// for the rest of a batch). A datagram that came in before the socket
+// stamped what it takes in (the kernel stamps it as it is read) was
+// waiting, and is counted too.
 func TestCountUnread(t *testing.T) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	c, err := net.Dial("udp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	send := func(n int) {
-		for range n {
-			if _, err := c.Write([]byte("left behind")); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	sr := readerFor(pc) // from here the kernel stamps what comes in
-	send(10)
-	time.Sleep(10 * time.Millisecond)
-	began := time.Now()
-	send(10)
 	f := newForwarder(Config{Logger: slog.New(slog.DiscardHandler)})
-	if !sr.cutoff(began) {
-		t.Fatal("a UDP socket that does not say when a datagram came in")
+	t.Run("stamped", func(t *testing.T) {
+		pc, c := packetPair(t, "udp")
+		sr := readerFor(pc) // from here the kernel stamps what comes in
+		// The kernel turns stamping on a moment later: until then what
+		// comes in is stamped as it is read.
+		testutil.Eventually(t, 10*time.Second, "stamping on", func() bool {
+			sent := time.Now()
+			c.Write([]byte("probe"))
+			time.Sleep(time.Millisecond)
+			sr.cutoff(sent) // late: stamped as it came in, not as it is read
+			pc.SetReadDeadline(time.Now().Add(time.Second))
+			return sr.read(func([][]byte) {}) == errLate
+		})
+		for range 10 {
+			c.Write([]byte("waiting"))
+		}
+		time.Sleep(time.Millisecond)
+		began := time.Now()
+		for range 10 {
+			c.Write([]byte("late"))
+		}
+		time.Sleep(time.Millisecond)
+		sr.cutoff(began)
+		before := f.Stats().SocketDropped
+		f.countUnread(pc, sr)
+		if got := f.Stats().SocketDropped - before; got < 10 || got >= 10+readBatch {
+			t.Fatalf("counted %d, want the 10 left in the socket when the stop began (and the rest of a batch of %d)", got, readBatch)
+		}
+	})
+	t.Run("before the socket stamped", func(t *testing.T) {
+		pc, c := packetPair(t, "unixgram") // stamped as sent, if the socket asks
+		for range 10 {
+			c.Write([]byte("waiting"))
+		}
+		sr := readerFor(pc)
+		sr.cutoff(time.Now())
+		before := f.Stats().SocketDropped
+		f.countUnread(pc, sr)
+		if got := f.Stats().SocketDropped - before; got != 10 {
+			t.Fatalf("counted %d, want the 10 left in the socket", got)
+		}
+	})
+}
+
+// packetPair is a datagram socket and a client connected to it.
+func packetPair(t *testing.T, network string) (net.PacketConn, net.Conn) {
+	addr := "127.0.0.1:0"
+	if network == "unixgram" {
+		addr = filepath.Join(t.TempDir(), "in")
 	}
-	f.countUnread(pc, sr)
-	if got := f.Stats().SocketDropped; got < 10 || got >= 10+readBatch {
-		t.Fatalf("SocketDropped = %d, want the 10 left in the socket when the stop began (and the rest of a batch of %d)", got, readBatch)
+	pc, err := net.ListenPacket(network, addr)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { pc.Close() })
+	c, err := net.Dial(network, pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return pc, c
 }
