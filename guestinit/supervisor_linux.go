@@ -51,10 +51,13 @@ type Supervisor struct {
 	stopTimeout time.Duration
 	sigs        chan os.Signal
 	stopSigs    chan os.Signal // caught and dropped
-	done        chan struct{}
-	loopDone    chan struct{}
-	orphans     atomic.Uint64
-	stopOnce    sync.Once
+	// arm starts the stop timeout in the loop: a stop signal that came
+	// before the main child was passed on as it started.
+	arm      chan struct{}
+	done     chan struct{}
+	loopDone chan struct{}
+	orphans  atomic.Uint64
+	stopOnce sync.Once
 
 	mu      sync.Mutex
 	waiters map[int]chan ProcessExit
@@ -70,7 +73,7 @@ type Supervisor struct {
 func NewSupervisor(log *slog.Logger, stopTimeout time.Duration) *Supervisor {
 	s := &Supervisor{
 		log: log, stopTimeout: stopTimeout, waiters: map[int]chan ProcessExit{},
-		sigs: make(chan os.Signal, 32), stopSigs: make(chan os.Signal, 1),
+		sigs: make(chan os.Signal, 32), stopSigs: make(chan os.Signal, 1), arm: make(chan struct{}, 1),
 		done: make(chan struct{}), loopDone: make(chan struct{}),
 	}
 	// The terminal's stop signals are caught, not ignored: an ignored
@@ -110,7 +113,13 @@ func (s *Supervisor) loop() {
 			if s.forward(sig) && kill == nil {
 				kill = time.After(s.stopTimeout)
 			}
+		case <-s.arm:
+			if kill == nil {
+				kill = time.After(s.stopTimeout)
+			}
 		case <-kill:
+			// Here, in the loop that reaps, the main child is either not
+			// reaped yet or known ended: its pid is still its own.
 			s.mu.Lock()
 			pid, ended := s.main, s.ended
 			s.mu.Unlock()
@@ -133,12 +142,20 @@ func (s *Supervisor) forward(sig os.Signal) bool {
 	switch {
 	case s.main == 0:
 		s.pending = append(s.pending, sig)
+		s.log.Info("signal before the agent started: it is passed on as the agent starts", "signal", sig.String())
 		return false
 	case s.ended:
 		s.log.Debug("signal after the agent ended: nothing to pass it to", "signal", sig.String())
 		return false
 	}
-	s.log.Info("passing signal to the agent", "signal", sig.String(), "pid", s.main)
+	return s.passLocked(sig, "passing signal to the agent")
+}
+
+// passLocked passes sig to the main child; it reports whether the stop
+// timeout starts: at the first SIGTERM or SIGINT, which also says why the
+// child ended.
+func (s *Supervisor) passLocked(sig os.Signal, msg string) bool {
+	s.log.Info(msg, "signal", sig.String(), "pid", s.main)
 	_ = unix.Kill(s.main, sig.(syscall.Signal))
 	if (sig == unix.SIGTERM || sig == unix.SIGINT) && s.reason == "" {
 		s.reason = "stopped by " + sig.String()
@@ -197,8 +214,9 @@ func (s *Supervisor) start(argv, env []string, files []*os.File, main bool) (int
 	if main {
 		s.main = pid
 		for _, sig := range s.pending {
-			s.log.Info("passing early signal to the agent", "signal", sig.String(), "pid", pid)
-			_ = unix.Kill(pid, sig.(syscall.Signal))
+			if s.passLocked(sig, "passing early signal to the agent") {
+				s.arm <- struct{}{} // once: reason is set from here
+			}
 		}
 		s.pending = nil
 	}

@@ -5,12 +5,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/katatrace/katatrace/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
 // newTestSupervisor supervises as a subreaper, as the shim does when it is
@@ -144,4 +146,52 @@ func TestSupervisorStopTwice(t *testing.T) {
 	s := newTestSupervisor(t, time.Second) // its cleanup stops it again
 	s.Stop()
 	s.Stop()
+}
+
+// TestSupervisorEarlySIGTERMStartsTheStopTimeout: SIGTERM before the
+// agent started is passed on as it starts, and starts the stop timeout as
+// one after would: an agent that ignores it is killed, and the reason
+// says it was stopped. The agent starts with SIGTERM blocked (the mask
+// of the thread that starts it), so that it ignores the signal before it
+// can be delivered, whenever the signal comes.
+func TestSupervisorEarlySIGTERMStartsTheStopTimeout(t *testing.T) {
+	s := newTestSupervisor(t, 100*time.Millisecond)
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "SIGTERM kept for the agent", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.pending) == 1
+	})
+	pid, exited := startBlocking(t, s, unix.SIGTERM, sh("trap '' TERM; while :; do :; done"))
+	select {
+	case e := <-exited:
+		if e.Code() != 137 || s.Reason() != "stopped by terminated" {
+			t.Fatalf("exit %s (%s), want SIGKILL (137) after the stop timeout, stopped by SIGTERM", e, s.Reason())
+		}
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(pid, syscall.SIGKILL) // not reaped: still ours
+		<-exited
+		t.Fatal("an agent that ignores an early SIGTERM was never killed")
+	}
+}
+
+// startBlocking starts the main child with sig blocked: from a thread of
+// this process that blocks it, whose mask the child inherits.
+func startBlocking(t *testing.T, s *Supervisor, sig unix.Signal, argv []string) (int, <-chan ProcessExit) {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var set, old unix.Sigset_t
+	set.Val[(sig-1)/64] |= 1 << ((sig - 1) % 64)
+	if err := unix.PthreadSigmask(unix.SIG_BLOCK, &set, &old); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
+	pid, exited, err := s.Start(argv, nil, stdio)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid, exited
 }

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/katatrace/katatrace/internal/lograte"
@@ -46,22 +47,30 @@ type Config struct {
 type forwarder struct {
 	cfg  Config
 	fr   framer
-	q    *Queue
+	q    *queue
 	log  *slog.Logger
 	wbuf []byte // the batch being written; run's alone
-	// pending is what a failed write left unsent (whole frames); run's alone.
-	pending []byte
+	// tickets are the flushes of the batch being written; run's alone.
+	tickets []uint64
+	// pending is what a failed write left unsent (whole frames), and
+	// pendingFlushes the tickets of the flush requests among them (v1);
+	// run's alone.
+	pending        []byte
+	pendingFlushes []uint64
 	// session names this relay to the host (v2); wire is the number the
 	// host gives the next datagram frame on this connection. run's alone.
 	sessionID, wire uint64
 	heard           atomic.Bool // the host confirmed or answered on this connection
 	connected       atomic.Bool // a connection to the host is up
 
-	mu        sync.Mutex
-	requested uint64        // flush tickets handed out
-	answered  uint64        // flush requests answered by the host
-	inflight  int           // flush frames sent on this connection, unanswered
-	changed   chan struct{} // closed when answered moves
+	mu sync.Mutex
+	// answered is the newest flush answered (see queue.flushes): every
+	// flush up to it is. asked are the tickets of the flush requests
+	// written on this connection and not answered yet, oldest first: the
+	// host answers them in order.
+	answered uint64
+	asked    []uint64
+	changed  chan struct{} // closed when answered moves
 
 	sent, sentBytes, connects, dialFailures atomic.Uint64
 	hostDropped                             atomic.Uint64
@@ -124,6 +133,7 @@ func newForwarder(cfg Config) *forwarder {
 	cfg.BackoffMax = max(cfg.BackoffMax, cfg.BackoffMin)
 	return &forwarder{
 		cfg:         cfg,
+		tickets:     make([]uint64, 0, 8),
 		fr:          cfg.Framing.framer(),
 		q:           cfg.Framing.queue(cfg.QueueBytes),
 		sessionID:   rand.Uint64(),
@@ -265,11 +275,7 @@ func (f *forwarder) Flush(ctx context.Context) error {
 
 // flushOnce asks once, and waits for the answer or ctx.
 func (f *forwarder) flushOnce(ctx context.Context) error {
-	f.mu.Lock()
-	f.requested++
-	ticket := f.requested
-	f.q.PushFlush() // under mu: markers leave the queue in ticket order
-	f.mu.Unlock()
+	ticket := f.q.PushFlush()
 	for {
 		f.mu.Lock()
 		done, ch := f.answered >= ticket, f.changed
@@ -287,17 +293,30 @@ func (f *forwarder) flushOnce(ctx context.Context) error {
 	}
 }
 
-func (f *forwarder) answer(n int, onWire bool) {
+// answer notes that the flush of ticket t is answered, and with it every
+// flush before it (an answer tells of everything before its request; a
+// flush asked again after a reconnect may be answered twice).
+func (f *forwarder) answer(t uint64) {
 	f.mu.Lock()
-	// A flush asked again after a reconnect may be answered twice; an answer
-	// must never count for a flush not yet asked.
-	f.answered = min(f.answered+uint64(n), f.requested)
-	if onWire {
-		f.inflight -= n
+	if t > f.answered {
+		f.answered = t
+		close(f.changed)
+		f.changed = make(chan struct{})
 	}
-	close(f.changed)
-	f.changed = make(chan struct{})
 	f.mu.Unlock()
+}
+
+// takeAsked takes the ticket of the oldest flush request asked on this
+// connection: the one the host's next answer answers.
+func (f *forwarder) takeAsked() (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.asked) == 0 {
+		return 0, wire.ProtocolErrorf("host answered a flush request that was not asked")
+	}
+	t := f.asked[0]
+	f.asked = f.asked[1:]
+	return t, nil
 }
 
 func (f *forwarder) socketDrops() uint64 {
@@ -308,10 +327,23 @@ func (f *forwarder) socketDrops() uint64 {
 	return n
 }
 
-// ReadFrom reads datagrams from pc into the queue until ctx is done, then
-// keeps reading what is still in the socket until it is idle or drain
-// elapses, so a stop loses nothing that was already sent to the relay.
-// From UDP it reads up to readBatch datagrams per system call (recvmmsg).
+// drainPlan is what a stop tells reading: when the stop began, and when
+// reading must end at the latest; reading also ends with ctx, the stop's.
+type drainPlan struct {
+	began, end time.Time
+	ctx        context.Context
+}
+
+// errLate is a read that reached a datagram that came in after the stop
+// began: everything that was waiting then is read.
+var errLate = errors.New("read what came in after the stop began")
+
+// readFrom reads datagrams from pc into the queue until ctx is done. Then
+// it reads what was already waiting in the socket when the stop began
+// (plan says when; the kernel stamps each datagram as it comes in), not
+// what the socket's client keeps sending after, within the plan's time; a
+// socket that cannot say when a datagram came in is read until it is
+// quiet. It reads up to readBatch datagrams per system call (recvmmsg).
 //
 // While a host is connected and the queue is full, reading waits for room
 // (see hold): what this process would read only to drop stays in the
@@ -319,68 +351,77 @@ func (f *forwarder) socketDrops() uint64 {
 // counted (SocketDropped), at no cost to the relay. A host that makes no
 // room within holdMax is taken as stalled, and reading goes on, dropping
 // the oldest, as while no host is connected.
-func (f *forwarder) readFrom(ctx context.Context, pc net.PacketConn, drain time.Duration) error {
-	read, dropped := readerFor(pc)
+func (f *forwarder) readFrom(ctx context.Context, pc net.PacketConn, plan func() drainPlan) error {
+	sr := readerFor(pc)
 	send := func(ps [][]byte) {
 		if in := f.inspect.Load(); in != nil {
 			(*in)(ps)
 		}
 		f.SendBatch(ps)
 	}
-	if dropped != nil {
-		f.socketDropped.Store(&dropped)
-		defer dropped() // the last count, read before the caller closes the socket
+	if sr.dropped != nil {
+		f.socketDropped.Store(&sr.dropped)
+		defer sr.dropped() // the last count, read before the caller closes the socket
 	}
-	stop := context.AfterFunc(ctx, func() { _ = pc.SetReadDeadline(time.Now()) })
+	wake := func() { _ = pc.SetReadDeadline(time.Now()) }
+	stop := context.AfterFunc(ctx, wake)
 	defer stop()
 	hold := time.NewTimer(holdMax)
 	hold.Stop()
 	stalled := false
-	var drainUntil time.Time
+	var p *drainPlan
 	for {
 		holdCtx := ctx
-		if !drainUntil.IsZero() {
+		if p != nil {
 			// Draining: still no faster than the host takes it, within
-			// the drain's time.
-			holdCtx = context.Background()
+			// the stop's time.
+			holdCtx = p.ctx
 		}
 		stalled = f.hold(holdCtx, hold, stalled)
-		if !drainUntil.IsZero() {
+		if p != nil {
+			if p.ctx.Err() != nil {
+				break // the stop's time is up: this deadline would put off wake's
+			}
 			// The quiet that ends a drain is counted from here: time
 			// spent holding for room in the queue is not quiet.
-			_ = pc.SetReadDeadline(earliest(drainUntil, time.Now().Add(drainIdle)))
+			_ = pc.SetReadDeadline(earliest(p.end, time.Now().Add(drainIdle)))
 		}
-		err := read(send)
-		if err == nil {
+		err := sr.read(send)
+		switch {
+		case err == nil:
 			continue
-		}
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
+		case errors.Is(err, errLate):
+			return nil
+		case !errors.Is(err, os.ErrDeadlineExceeded):
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("read datagrams: %w", err)
-		}
-		if ctx.Err() == nil { // a deadline that was not ours
+		case ctx.Err() == nil: // a deadline that was not ours
+			continue
+		case p == nil:
+			p = new(plan())
+			sr.cutoff(p.began)
+			stopDrain := context.AfterFunc(p.ctx, wake)
+			defer stopDrain()
 			continue
 		}
-		if drainUntil.IsZero() {
-			drainUntil = time.Now().Add(drain)
-			_ = pc.SetReadDeadline(earliest(drainUntil, time.Now().Add(drainIdle)))
-			continue
-		}
-		f.countUnread(pc, read) // the drain ran out of time with some left
-		return nil
+		break // quiet, out of time, or the stop's context ended
 	}
+	f.countUnread(pc, sr)
+	return nil
 }
 
 // countUnread counts, as dropped at the socket, the datagrams still in it
-// when a stop's drain ran out of time: the socket closes with them.
-func (f *forwarder) countUnread(pc net.PacketConn, read func(send func([][]byte)) error) {
+// that were waiting when the stop began, once its drain ran out of time:
+// the socket closes with them. It takes at most countMax.
+func (f *forwarder) countUnread(pc net.PacketConn, sr socketReader) {
 	var n uint64
+	end := time.Now().Add(countMax)
 	// A deadline already past reads nothing: each read gets a moment.
-	for {
+	for time.Now().Before(end) {
 		_ = pc.SetReadDeadline(time.Now().Add(time.Millisecond))
-		if read(func(ps [][]byte) { n += uint64(len(ps)) }) != nil {
+		if sr.read(func(ps [][]byte) { n += uint64(len(ps)) }) != nil {
 			break
 		}
 	}
@@ -389,6 +430,11 @@ func (f *forwarder) countUnread(pc net.PacketConn, read func(send func([][]byte)
 		f.log.Warn("the drain ran out of time: datagrams still in the socket dropped", "target", f.cfg.Target, "dropped", n)
 	}
 }
+
+// countMax bounds counting what a drain left in the socket: a socket that
+// cannot say when a datagram came in is never quiet while its client
+// keeps sending.
+const countMax = 50 * time.Millisecond
 
 // holdMax is how long reading waits for a connected host to make room in a
 // full queue before taking it as stalled.
@@ -434,19 +480,33 @@ func (f *forwarder) hold(ctx context.Context, t *time.Timer, stalled bool) bool 
 // buffer; pages only become resident as large datagrams fill them.
 const readBatch = 4
 
-// readerFor returns a function that reads one or more datagrams from pc
-// and hands them to send, allocating nothing per datagram, and for UDP one
-// that counts what the kernel dropped at the socket.
-func readerFor(pc net.PacketConn) (read func(send func([][]byte)) error, dropped func() uint64) {
-	if uc, ok := pc.(*net.UDPConn); ok {
-		if br, err := newBatchReader(uc, readBatch); err == nil {
-			return br.read, br.dropped
+// socketReader reads a datagram socket.
+type socketReader struct {
+	// read reads one or more datagrams and hands them to send, allocating
+	// nothing per datagram.
+	read func(send func([][]byte)) error
+	// cutoff makes read return errLate, after handing them on, once it
+	// reads a datagram that came in after t; false if it cannot tell.
+	cutoff func(t time.Time) bool
+	// dropped counts what the kernel dropped at a UDP socket; nil for
+	// others (a unix datagram socket's sender waits instead).
+	dropped func() uint64
+}
+
+func readerFor(pc net.PacketConn) socketReader {
+	if sc, ok := pc.(syscall.Conn); ok {
+		if br, err := newBatchReader(sc, readBatch); err == nil {
+			sr := socketReader{read: br.read, cutoff: br.cutoff}
+			if _, udp := pc.(*net.UDPConn); udp {
+				sr.dropped = br.dropped
+			}
+			return sr
 		}
 	}
 	buf := make([]byte, wire.MaxDatagram+1) // one byte more, to see oversize datagrams
 	one := [][]byte{nil}
 	r, ok := pc.(io.Reader) // no address allocated per datagram
-	return func(send func([][]byte)) error {
+	return socketReader{read: func(send func([][]byte)) error {
 		var n int
 		var err error
 		if ok {
@@ -459,7 +519,7 @@ func readerFor(pc net.PacketConn) (read func(send func([][]byte)) error, dropped
 			send(one)
 		}
 		return err
-	}, nil
+	}, cutoff: func(time.Time) bool { return false }}
 }
 
 func earliest(a, b time.Time) time.Time {
@@ -577,13 +637,13 @@ func (f *forwarder) session(ctx context.Context, conn net.Conn) error {
 		}
 	}
 	if len(f.pending) > 0 {
-		if err := f.send(conn, f.pending); err != nil {
+		if err := f.send(conn, f.pending, f.pendingFlushes); err != nil {
 			return err
 		}
 	}
 	for {
 		b := f.fr.pop(f, f.wbuf)
-		if len(b.Buf) == 0 && b.Flushes == 0 {
+		if len(b.Buf) == 0 && len(b.Flushes) == 0 {
 			select {
 			case <-f.q.Ready():
 				continue
@@ -593,34 +653,48 @@ func (f *forwarder) session(ctx context.Context, conn net.Conn) error {
 				return ctx.Err()
 			}
 		}
+		if !f.fr.hostAnswers() && len(b.Flushes) > 0 {
+			// Nobody on the other end answers: everything before these
+			// markers is written (they come before a payload).
+			f.answer(b.Flushes[len(b.Flushes)-1])
+		}
 		if len(b.Buf) > 0 {
-			if err := f.send(conn, b.Buf); err != nil {
+			if err := f.send(conn, b.Buf, b.Flushes); err != nil {
 				return err
 			}
-		}
-		if b.Flushes > 0 && !f.fr.hostAnswers() {
-			f.answer(b.Flushes, false) // nobody on the other end answers
 		}
 	}
 }
 
-// send writes b, which holds whole frames (or, raw, one payload). What did
-// not go out whole is kept in pending for the next connection.
-func (f *forwarder) send(conn net.Conn, b []byte) error {
+// send writes b, which holds whole frames (or, raw, one payload), with
+// the flush requests of tickets among them. What did not go out whole is
+// kept in pending for the next connection.
+func (f *forwarder) send(conn net.Conn, b []byte, tickets []uint64) error {
+	answers := f.fr.hostAnswers() && len(tickets) > 0
+	if answers {
+		// Asked before written: the answer may come before Write returns.
+		f.mu.Lock()
+		f.asked = append(f.asked, tickets...)
+		f.mu.Unlock()
+	}
 	n, err := conn.Write(b)
 	done, datagrams, bytes, flushes := f.fr.measure(b[:n], len(b))
 	f.sent.Add(uint64(datagrams))
 	f.sentBytes.Add(uint64(bytes))
-	if flushes > 0 {
-		f.mu.Lock()
-		f.inflight += flushes
-		f.mu.Unlock()
-	}
 	if err != nil {
+		unsent := tickets[flushes:]
+		if answers {
+			// Not whole on the wire: this connection never answers them.
+			f.mu.Lock()
+			f.asked = f.asked[:len(f.asked)-len(unsent)]
+			f.mu.Unlock()
+		}
 		f.pending = append(f.pending[:0], b[done:]...)
+		f.pendingFlushes = append(f.pendingFlushes[:0], unsent...)
 		return fmt.Errorf("write to host: %w", err)
 	}
 	f.pending = f.pending[:0]
+	f.pendingFlushes = f.pendingFlushes[:0]
 	return nil
 }
 
@@ -667,9 +741,13 @@ func (f *forwarder) readAnswers(conn net.Conn) error {
 		f.heard.Store(true)
 		switch n := binary.BigEndian.Uint32(h[:]); {
 		case n == 0:
-			f.q.AckFlush()
+			t, err := f.takeAsked()
+			if err != nil {
+				return err
+			}
+			f.q.AckFlush(t)
 			f.hostHeld.Store(0)
-			f.answer(1, true)
+			f.answer(t)
 		case n == wire.ControlSeq|8 && f.cfg.Framing == Framed:
 			// A flush answer saying how much the host's endpoint has not
 			// accepted.
@@ -677,9 +755,13 @@ func (f *forwarder) readAnswers(conn net.Conn) error {
 			if _, err := io.ReadFull(r, body); err != nil {
 				return fmt.Errorf("read from host: %w", err)
 			}
-			f.q.AckFlush()
+			t, err := f.takeAsked()
+			if err != nil {
+				return err
+			}
+			f.q.AckFlush(t)
 			f.hostHeld.Store(binary.BigEndian.Uint64(body))
-			f.answer(1, true)
+			f.answer(t)
 		case (n == 8 || n == 16) && f.cfg.Framing == Framed:
 			body := h[wire.FrameHeaderSize : wire.FrameHeaderSize+n]
 			if _, err := io.ReadFull(r, body); err != nil {
@@ -703,8 +785,9 @@ const answerBuffer = 512
 type framer interface {
 	// greet is what a new connection starts with.
 	greet(f *forwarder, dst []byte) []byte
-	// pop takes what the next write carries into buf[:0].
-	pop(f *forwarder, buf []byte) Batch
+	// pop takes what the next write carries into buf[:0], and the
+	// tickets of its flush requests into f.tickets.
+	pop(f *forwarder, buf []byte) batch
 	// measure says what of a write of want bytes, of which b went out,
 	// went whole.
 	measure(b []byte, want int) (done, datagrams, bytes, flushes int)
@@ -744,11 +827,11 @@ func (f Framing) framer() framer {
 
 // queue is the queue the framing needs: v2 keeps what it sent until the
 // host confirms it.
-func (f Framing) queue(maxBytes int) *Queue {
+func (f Framing) queue(maxBytes int) *queue {
 	if f == Framed {
-		return NewRetainingQueue(maxBytes)
+		return newRetainingQueue(maxBytes)
 	}
-	return NewQueue(maxBytes)
+	return newQueue(maxBytes)
 }
 
 // v2Framer numbers datagrams: the hello says where this connection
@@ -757,19 +840,21 @@ func (f Framing) queue(maxBytes int) *Queue {
 type v2Framer struct{}
 
 func (v2Framer) greet(f *forwarder, dst []byte) []byte {
-	// Flush markers not yet answered are resent from the queue, in order.
+	// Flush requests not yet answered are asked again from the queue
+	// (markers and an owed one), in order.
 	f.mu.Lock()
-	f.inflight = 0
+	f.asked = f.asked[:0]
 	f.mu.Unlock()
-	f.pending = f.pending[:0] // the queue still holds it
+	f.pending, f.pendingFlushes = f.pending[:0], f.pendingFlushes[:0] // the queue still holds it
 	f.wire = f.q.Rewind()
 	return wire.AppendHelloV2(dst, f.cfg.Kind, f.sessionID, f.wire)
 }
 
 const seqFrameSize = wire.FrameHeaderSize + 8
 
-func (v2Framer) pop(f *forwarder, buf []byte) Batch {
-	b := f.q.Pop(buf[seqFrameSize:seqFrameSize])
+func (v2Framer) pop(f *forwarder, buf []byte) batch {
+	b := f.q.Pop(buf[seqFrameSize:seqFrameSize], f.tickets)
+	f.tickets = b.Flushes // grown, maybe
 	if b.Datagrams == 0 {
 		return b
 	}
@@ -788,9 +873,9 @@ type v1Framer struct{}
 
 func (v1Framer) greet(f *forwarder, dst []byte) []byte {
 	// Flush requests the last connection took to its grave are asked again
-	// first: they stay in flight, now on this connection.
+	// first: they stay asked, now on this connection.
 	f.mu.Lock()
-	carried := f.inflight
+	carried := len(f.asked)
 	f.mu.Unlock()
 	dst = wire.AppendHello(dst, f.cfg.Kind)
 	for range carried {
@@ -798,16 +883,24 @@ func (v1Framer) greet(f *forwarder, dst []byte) []byte {
 	}
 	return dst
 }
-func (v1Framer) pop(f *forwarder, buf []byte) Batch           { return f.q.Pop(buf[:0]) }
+func (v1Framer) pop(f *forwarder, buf []byte) batch {
+	b := f.q.Pop(buf[:0], f.tickets)
+	f.tickets = b.Flushes
+	return b
+}
 func (v1Framer) measure(b []byte, _ int) (int, int, int, int) { return walkFrames(b) }
 func (v1Framer) hostAnswers() bool                            { return true }
 
 // rawFramer writes bare payloads, one per write, as socat reads them.
 type rawFramer struct{}
 
-func (rawFramer) greet(*forwarder, []byte) []byte    { return nil }
-func (rawFramer) pop(f *forwarder, buf []byte) Batch { return f.q.PopPayload(buf[:0]) }
-func (rawFramer) hostAnswers() bool                  { return false }
+func (rawFramer) greet(*forwarder, []byte) []byte { return nil }
+func (rawFramer) pop(f *forwarder, buf []byte) batch {
+	b := f.q.PopPayload(buf[:0], f.tickets)
+	f.tickets = b.Flushes
+	return b
+}
+func (rawFramer) hostAnswers() bool { return false }
 func (rawFramer) measure(b []byte, want int) (int, int, int, int) {
 	if len(b) < want {
 		return 0, 0, 0, 0 // a payload cut short is sent again whole

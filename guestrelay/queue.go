@@ -9,11 +9,11 @@ import (
 	"github.com/katatrace/katatrace/wire"
 )
 
-// Queue is a bounded FIFO of datagrams and flush markers, kept in one ring of
+// queue is a bounded FIFO of datagrams and flush markers, kept in one ring of
 // bytes in wire format (4-byte length, payload), so that taking a batch out is
 // a copy and adding one allocates nothing. When a datagram does not fit, the
 // oldest are dropped, and counted, until it does.
-type Queue struct {
+type queue struct {
 	mu   sync.Mutex
 	ring []byte
 	// size is the part of ring in use: records wrap at it. It starts at
@@ -29,9 +29,24 @@ type Queue struct {
 	ready chan struct{}
 	room  chan struct{} // signalled when records leave the ring
 	stats QueueStats
-	// owedFlushes counts flush markers pushed out by drop-oldest: the data
-	// before them is gone, but their waiters still need an answer.
-	owedFlushes int
+
+	// Flushes are numbered from 1 in the order pushed (their tickets);
+	// markers leave the ring from its head only, so it holds a run of
+	// them, the newest: flushes is the last ticket, markers how many are
+	// held. answered is the newest flush the host answered: an answer
+	// tells of everything before its request, so every flush up to it is
+	// answered.
+	flushes  uint64
+	markers  int
+	answered uint64
+	// owed is the newest flush whose marker drop-oldest took out of the
+	// ring unanswered (0: none). Everything before it is gone from the
+	// queue (confirmed, or dropped and counted), so one request sent
+	// ahead of what the queue holds answers it. A retaining queue asks it
+	// on every connection until answered (owedSent: already on this one);
+	// another hands it to the sender once.
+	owed     uint64
+	owedSent bool
 
 	// Retaining (protocol v2): what Pop takes stays in the ring until Ack
 	// (datagrams) or AckFlush (flush markers), and Rewind sends it again.
@@ -41,12 +56,9 @@ type Queue struct {
 	// headSeq numbers the first datagram at or after head; datagrams are
 	// numbered from 1 in the order pushed, so the ring holds a run.
 	headSeq uint64
-	// answersAhead counts sent flush markers that drop-oldest took out of
-	// the ring: their answers, which come first, match no marker here.
-	answersAhead int
 }
 
-// QueueStats counts what passed through a Queue.
+// QueueStats counts what passed through a relay's queue.
 type QueueStats struct {
 	Enqueued     uint64 // datagrams accepted
 	Dequeued     uint64 // datagrams taken out for sending
@@ -59,13 +71,13 @@ type QueueStats struct {
 	QueuedBytes  int    // bytes held now, 4 bytes of framing each included
 }
 
-// NewQueue returns a queue holding at most maxBytes, counting 4 bytes of
+// newQueue returns a queue holding at most maxBytes, counting 4 bytes of
 // framing per datagram. maxBytes is raised to MaxFrameSize if smaller, so
 // that any datagram fits.
-func NewQueue(maxBytes int) *Queue {
+func newQueue(maxBytes int) *queue {
 	maxBytes = max(maxBytes, wire.MaxFrameSize)
 	ring, free := offHeap(maxBytes)
-	q := &Queue{ring: ring, size: min(maxBytes, ringStart), ready: make(chan struct{}, 1), room: make(chan struct{}, 1), headSeq: 1}
+	q := &queue{ring: ring, size: min(maxBytes, ringStart), ready: make(chan struct{}, 1), room: make(chan struct{}, 1), headSeq: 1}
 	runtime.AddCleanup(q, func(free func()) { free() }, free)
 	return q
 }
@@ -77,38 +89,38 @@ const (
 	ringSettle = time.Second
 )
 
-// NewRetainingQueue is a queue for protocol v2: what Pop takes stays
+// newRetainingQueue is a queue for protocol v2: what Pop takes stays
 // until the host confirms it (Ack, AckFlush), and Rewind takes it again.
-func NewRetainingQueue(maxBytes int) *Queue {
-	q := NewQueue(maxBytes)
+func newRetainingQueue(maxBytes int) *queue {
+	q := newQueue(maxBytes)
 	q.retain = true
 	return q
 }
 
 // Cap is the queue's size in bytes.
-func (q *Queue) Cap() int { return len(q.ring) }
+func (q *queue) Cap() int { return len(q.ring) }
 
 // Ready is signalled after a push; a consumer waits on it when Pop gave nothing.
-func (q *Queue) Ready() <-chan struct{} { return q.ready }
+func (q *queue) Ready() <-chan struct{} { return q.ready }
 
 // Room is signalled when records leave the ring (sent, or confirmed).
-func (q *Queue) Room() <-chan struct{} { return q.room }
+func (q *queue) Room() <-chan struct{} { return q.room }
 
 // Free is the room left, in bytes (4 bytes of framing per datagram).
-func (q *Queue) Free() int {
+func (q *queue) Free() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.ring) - q.used
 }
 
-func (q *Queue) freed() {
+func (q *queue) freed() {
 	select {
 	case q.room <- struct{}{}:
 	default:
 	}
 }
 
-func (q *Queue) signal() {
+func (q *queue) signal() {
 	select {
 	case q.ready <- struct{}{}:
 	default:
@@ -118,7 +130,7 @@ func (q *Queue) signal() {
 // Push adds a copy of datagram p and returns how many older datagrams it
 // dropped to make room. It returns false when p itself is refused (empty or
 // larger than MaxDatagram), which is counted in Rejected.
-func (q *Queue) Push(p []byte) (dropped int, ok bool) {
+func (q *queue) Push(p []byte) (dropped int, ok bool) {
 	q.mu.Lock()
 	dropped, ok = q.pushLocked(p)
 	q.mu.Unlock()
@@ -130,7 +142,7 @@ func (q *Queue) Push(p []byte) (dropped int, ok bool) {
 
 // PushBatch pushes several datagrams under one lock and wakes the consumer
 // once: a batch from recvmmsg costs one hand-off, not one per datagram.
-func (q *Queue) PushBatch(ps [][]byte) (dropped, refused int) {
+func (q *queue) PushBatch(ps [][]byte) (dropped, refused int) {
 	q.mu.Lock()
 	for _, p := range ps {
 		d, ok := q.pushLocked(p)
@@ -146,7 +158,7 @@ func (q *Queue) PushBatch(ps [][]byte) (dropped, refused int) {
 	return dropped, refused
 }
 
-func (q *Queue) pushLocked(p []byte) (dropped int, ok bool) {
+func (q *queue) pushLocked(p []byte) (dropped int, ok bool) {
 	if len(p) == 0 || len(p) > wire.MaxDatagram {
 		q.stats.Rejected++
 		return 0, false
@@ -158,32 +170,40 @@ func (q *Queue) pushLocked(p []byte) (dropped int, ok bool) {
 	return dropped, true
 }
 
-// PushFlush adds a flush marker behind every datagram pushed so far.
-func (q *Queue) PushFlush() {
+// PushFlush adds a flush marker behind every datagram pushed so far, and
+// returns its ticket: the flush is answered once AckFlush reaches it.
+func (q *queue) PushFlush() uint64 {
 	q.mu.Lock()
 	q.makeRoom(wire.FrameHeaderSize)
 	q.put(nil)
+	q.flushes++
+	ticket := q.flushes
 	q.mu.Unlock()
 	q.signal()
+	return ticket
 }
 
+// headTicket is the ticket of the oldest marker held (when one is).
+func (q *queue) headTicket() uint64 { return q.flushes - uint64(q.markers) + 1 }
+
 // makeRoom drops the oldest records until n more bytes fit.
-func (q *Queue) makeRoom(n int) (dropped int) {
+func (q *queue) makeRoom(n int) (dropped int) {
 	if q.size-q.used < n && q.size < len(q.ring) {
 		q.grow(n)
 	}
 	for q.size-q.used < n {
 		size := q.lenAt(q.head)
 		popped := q.curRecs > 0
-		q.removeHead(size)
-		switch {
-		case size == 0 && popped:
-			q.answersAhead++ // on the wire: its answer is still to come
-			continue
-		case size == 0:
-			q.owedFlushes++
+		if size == 0 {
+			if t := q.headTicket(); t > q.answered {
+				// Its waiter still needs an answer; sent (popped), it
+				// may yet come on this connection.
+				q.owed, q.owedSent = t, popped
+			}
+			q.removeHead(0)
 			continue
 		}
+		q.removeHead(size)
 		dropped++
 		q.stats.Dropped++
 		q.stats.DroppedBytes += uint64(size)
@@ -195,10 +215,12 @@ func (q *Queue) makeRoom(n int) (dropped int) {
 }
 
 // removeHead takes the record at head, of payload size, out of the ring.
-func (q *Queue) removeHead(size int) {
+func (q *queue) removeHead(size int) {
 	q.advance(wire.FrameHeaderSize + size)
 	if size > 0 {
 		q.headSeq++
+	} else {
+		q.markers--
 	}
 	if q.curRecs > 0 {
 		q.cur -= wire.FrameHeaderSize + size
@@ -209,13 +231,13 @@ func (q *Queue) removeHead(size int) {
 	}
 }
 
-func (q *Queue) lenAt(off int) int {
+func (q *queue) lenAt(off int) int {
 	var h [wire.FrameHeaderSize]byte
 	q.read(h[:], off)
 	return int(binary.BigEndian.Uint32(h[:]))
 }
 
-func (q *Queue) advance(n int) {
+func (q *queue) advance(n int) {
 	q.head = (q.head + n) % q.size
 	q.used -= n
 	q.recs--
@@ -226,7 +248,7 @@ func (q *Queue) advance(n int) {
 // ringSettle: after records left it, not while making room (that would
 // drop more than needed); not at every emptying, or a queue that holds
 // much between emptyings would grow again each time, copying.
-func (q *Queue) shrink() {
+func (q *queue) shrink() {
 	if q.used > 0 {
 		return
 	}
@@ -241,7 +263,7 @@ func (q *Queue) shrink() {
 // what is held. Whichever part of wrapped records is shorter moves: the
 // part at the start to just past the old end, or the part at the old end
 // to the new end.
-func (q *Queue) grow(n int) {
+func (q *queue) grow(n int) {
 	size := min(len(q.ring), (q.used+n+ringStart-1)/ringStart*ringStart)
 	if wrapped := q.head + q.used - q.size; wrapped > 0 {
 		if tail := q.size - q.head; wrapped <= size-q.size && wrapped <= tail {
@@ -256,7 +278,7 @@ func (q *Queue) grow(n int) {
 }
 
 // put appends a record; room was made.
-func (q *Queue) put(p []byte) {
+func (q *queue) put(p []byte) {
 	var h [wire.FrameHeaderSize]byte
 	binary.BigEndian.PutUint32(h[:], uint32(len(p)))
 	tail := (q.head + q.used) % q.size
@@ -264,10 +286,13 @@ func (q *Queue) put(p []byte) {
 	q.write(p, tail)
 	q.used += wire.FrameHeaderSize + len(p)
 	q.recs++
+	if len(p) == 0 {
+		q.markers++
+	}
 }
 
 // write copies p into the ring at off, wrapping, and returns the end offset.
-func (q *Queue) write(p []byte, off int) int {
+func (q *queue) write(p []byte, off int) int {
 	n := copy(q.ring[off:q.size], p)
 	if n < len(p) {
 		return copy(q.ring, p[n:])
@@ -276,42 +301,49 @@ func (q *Queue) write(p []byte, off int) int {
 }
 
 // read copies len(p) bytes from the ring at off, wrapping.
-func (q *Queue) read(p []byte, off int) {
+func (q *queue) read(p []byte, off int) {
 	n := copy(p, q.ring[off:q.size])
 	copy(p[n:], q.ring)
 }
 
-// Batch is what one Pop took out of the queue.
-type Batch struct {
+// batch is what one Pop took out of the queue.
+type batch struct {
 	Buf       []byte // the records, in wire format unless popped raw
 	Datagrams int
-	Flushes   int // flush markers, owed ones included
+	// Flushes are the tickets of the flush markers taken, an owed one
+	// first, in the order they go out.
+	Flushes []uint64
 	// FirstSeq is the number of the first datagram taken (or the next one).
 	FirstSeq uint64
 }
 
 // Pop appends whole records to dst, in wire format, while they fit in
-// cap(dst), and reports what it took.
-func (q *Queue) Pop(dst []byte) Batch { return q.pop(dst, false) }
+// cap(dst) (an owed flush request first), and the tickets of the flush
+// requests among them to tickets, and reports what it took.
+func (q *queue) Pop(dst []byte, tickets []uint64) batch { return q.pop(dst, tickets, false) }
 
 // PopPayload appends one datagram's payload alone (and takes the flush
 // markers before it), for peers that cannot frame.
-func (q *Queue) PopPayload(dst []byte) Batch { return q.pop(dst, true) }
+func (q *queue) PopPayload(dst []byte, tickets []uint64) batch { return q.pop(dst, tickets, true) }
 
-func (q *Queue) pop(dst []byte, raw bool) Batch {
-	b := Batch{Buf: dst}
+func (q *queue) pop(dst []byte, tickets []uint64, raw bool) batch {
+	b := batch{Buf: dst, Flushes: tickets[:0]}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.owedFlushes > 0 {
-		for ; q.owedFlushes > 0 && (raw || cap(b.Buf)-len(b.Buf) >= wire.FrameHeaderSize); q.owedFlushes-- {
-			if !raw {
-				b.Buf = wire.AppendFrame(b.Buf, nil)
-			}
-			b.Flushes++
+	if q.owed > 0 && !q.owedSent { // first: callers give room for a batch
+		if !raw {
+			b.Buf = wire.AppendFrame(b.Buf, nil)
+		}
+		b.Flushes = append(b.Flushes, q.owed)
+		if q.retain {
+			q.owedSent = true
+		} else {
+			q.owed = 0 // the sender keeps it from here
 		}
 	}
 	b.FirstSeq = q.headSeq + uint64(q.curDgrams)
-	for q.recs > q.curRecs {
+	taken := 0
+	for ; q.recs > q.curRecs; taken++ {
 		off := (q.head + q.cur) % q.size
 		size := q.lenAt(off)
 		n := wire.FrameHeaderSize + size
@@ -335,7 +367,7 @@ func (q *Queue) pop(dst []byte, raw bool) Batch {
 			q.stats.Dequeued++
 			q.stats.Queued--
 		} else {
-			b.Flushes++
+			b.Flushes = append(b.Flushes, q.headTicket()+uint64(q.curRecs-q.curDgrams))
 		}
 		if q.retain {
 			q.cur += wire.FrameHeaderSize + size
@@ -347,7 +379,7 @@ func (q *Queue) pop(dst []byte, raw bool) Batch {
 			q.removeHead(size)
 		}
 	}
-	if !q.retain && b.Datagrams+b.Flushes > 0 {
+	if !q.retain && taken > 0 {
 		q.shrink()
 		q.freed()
 	}
@@ -355,8 +387,9 @@ func (q *Queue) pop(dst []byte, raw bool) Batch {
 }
 
 // Ack removes the sent datagrams numbered below next, from the oldest,
-// stopping at a flush marker (AckFlush takes it). It returns how many.
-func (q *Queue) Ack(next uint64) int {
+// stopping at a flush marker (AckFlush takes it: the host confirms what
+// came before a flush request before it answers it). It returns how many.
+func (q *queue) Ack(next uint64) int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	n := 0
@@ -376,35 +409,42 @@ func (q *Queue) Ack(next uint64) int {
 	return n
 }
 
-// AckFlush removes the oldest flush marker, once the datagrams before it
-// are confirmed: the host answered it.
-func (q *Queue) AckFlush() {
+// AckFlush takes the host's answer to the flush of ticket t: it and
+// every flush before it are answered, and their markers leave the ring
+// as the datagrams before them are confirmed (Ack).
+func (q *queue) AckFlush(t uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	switch {
-	case q.answersAhead > 0:
-		q.answersAhead--
-	case q.curRecs > 0 && q.lenAt(q.head) == 0:
+	q.answered = max(q.answered, t)
+	if q.owed <= q.answered {
+		q.owed, q.owedSent = 0, false
+	}
+	removed := false
+	for q.curRecs > 0 && q.lenAt(q.head) == 0 && q.headTicket() <= q.answered {
 		q.removeHead(0)
+		removed = true
+	}
+	if removed {
 		q.shrink()
+		q.freed()
 	}
 }
 
 // Rewind makes everything sent and not confirmed due again, as for a new
 // connection, and returns the number of the first datagram due.
-func (q *Queue) Rewind() uint64 {
+func (q *queue) Rewind() uint64 {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.stats.Queued += q.curDgrams
 	q.cur, q.curRecs, q.curDgrams = 0, 0, 0
-	// The old connection's answers will not come; the markers dropped from
-	// it are answered nowhere (their flushes time out, unconfirmed).
-	q.answersAhead = 0
+	// The old connection's answers will not come: an owed flush is asked
+	// again, as the markers still held are.
+	q.owedSent = false
 	return q.headSeq
 }
 
 // Stats returns a snapshot of the counters.
-func (q *Queue) Stats() QueueStats {
+func (q *queue) Stats() QueueStats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	s := q.stats

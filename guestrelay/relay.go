@@ -13,11 +13,13 @@ import (
 // Relay is a guest relay at work: a forwarder sending to the host, fed from
 // a datagram socket (and by Send) until Shutdown. Its order of stopping is
 // what makes a clean stop lose nothing that was read: stop reading, take
-// what is still in the socket, close it, flush and wait for the host's
-// answer, then stop sending.
+// what was still waiting in the socket, close it, flush and wait for the
+// host's answer, then stop sending.
 type Relay struct {
 	f        *forwarder
 	pc       net.PacketConn
+	drain    time.Duration
+	plan     drainPlan // Shutdown's, set before stopRead
 	stopRead context.CancelFunc
 	readDone chan struct{}
 	readErr  error // readFrom's, once readDone is closed
@@ -28,10 +30,10 @@ type Relay struct {
 }
 
 // StartRelay starts sending to the host and, when pc is not nil, reading
-// datagrams from pc into the queue. drain bounds how long Shutdown keeps
-// reading what is left in pc.
+// datagrams from pc into the queue. drain, if positive, bounds further
+// how long Shutdown spends reading what was waiting in pc.
 func StartRelay(cfg Config, pc net.PacketConn, drain time.Duration) *Relay {
-	r := &Relay{f: newForwarder(cfg), pc: pc, readDone: make(chan struct{}), sendDone: make(chan struct{})}
+	r := &Relay{f: newForwarder(cfg), pc: pc, drain: drain, readDone: make(chan struct{}), sendDone: make(chan struct{})}
 	var sendCtx, readCtx context.Context
 	sendCtx, r.stopSend = context.WithCancel(context.Background())
 	readCtx, r.stopRead = context.WithCancel(context.Background())
@@ -40,7 +42,11 @@ func StartRelay(cfg Config, pc net.PacketConn, drain time.Duration) *Relay {
 		close(r.readDone)
 		return r
 	}
-	go func() { defer close(r.readDone); r.readErr = r.f.readFrom(readCtx, pc, drain) }()
+	// The plan is written before readCtx ends, and read after.
+	go func() {
+		defer close(r.readDone)
+		r.readErr = r.f.readFrom(readCtx, pc, func() drainPlan { return r.plan })
+	}()
 	return r
 }
 
@@ -58,14 +64,25 @@ func (r *Relay) Err() error {
 	}
 }
 
-// Shutdown stops reading, queues what is still in the socket, closes it,
-// and waits (bounded by ctx) for the host to confirm everything queued;
-// then it stops sending. It returns the flush's error; later calls return
-// the first one's.
+// Shutdown stops reading, queues what was waiting in the socket when it
+// began (not what keeps coming), closes it, and waits for the host to
+// confirm everything queued; then it stops sending. ctx bounds all of it:
+// reading takes at most half its time (and at most drain), the flush the
+// rest; without a deadline, reading takes at most a minute. It returns
+// the flush's error; later calls return the first one's.
 func (r *Relay) Shutdown(ctx context.Context) error {
 	r.once.Do(func() {
+		began := time.Now()
+		readFor := drainDefault
+		if end, ok := ctx.Deadline(); ok {
+			readFor = end.Sub(began) / 2
+		}
+		if r.drain > 0 {
+			readFor = min(readFor, r.drain)
+		}
+		r.plan = drainPlan{began: began, end: began.Add(readFor), ctx: ctx}
 		r.stopRead()
-		<-r.readDone // every datagram still in the socket is queued
+		<-r.readDone // every datagram waiting in the socket is queued
 		if r.pc != nil {
 			_ = r.pc.Close()
 		}
@@ -75,6 +92,9 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 	})
 	return r.flushErr
 }
+
+// drainDefault bounds reading in a stop whose context has no deadline.
+const drainDefault = time.Minute
 
 // Inspect has fn see the datagrams read from the socket, on the reading
 // goroutine, before they are queued (which it must not delay); nil stops

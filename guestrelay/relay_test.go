@@ -2,9 +2,12 @@ package guestrelay
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -56,5 +59,142 @@ func TestHostThatHangsUpIsRetriedWithBackoff(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "the host closed the connection at once; retrying"); n != 1 {
 		t.Fatalf("said %d times, want once at warning level:\n%s", n, logs.String())
+	}
+}
+
+// TestStopWhileTheClientSends: a stop bounded by 1 s, while the relay's
+// client keeps sending 1,000 datagrams a second to it, reads what was
+// waiting when it began, not what keeps coming, and leaves the flush its
+// time: the host confirms everything read, and the stop returns within
+// its bound (and a second). A socket that cannot say when a datagram came
+// in is read for at most half the stop's time.
+func TestStopWhileTheClientSends(t *testing.T) {
+	for _, network := range []string{"udp", "unixgram", "udp-unstamped"} {
+		t.Run(network, func(t *testing.T) {
+			dir := testutil.SockDir(t)
+			path := filepath.Join(dir, "h")
+			sink := &countSink{}
+			startHost(t, path, sink)
+			var pc net.PacketConn
+			var err error
+			if network == "unixgram" {
+				pc, err = net.ListenPacket("unixgram", filepath.Join(dir, "in"))
+			} else {
+				pc, err = net.ListenPacket("udp", "127.0.0.1:0")
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := pc.LocalAddr()
+			if network == "udp-unstamped" {
+				pc = struct{ net.PacketConn }{pc} // no SyscallConn: no recvmmsg, no timestamps
+				network = "udp"
+			}
+			const drain = time.Second
+			r := StartRelay(Config{
+				Kind:       wire.KindJaeger,
+				Dial:       func(ctx context.Context) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "unix", path) },
+				Target:     "unix://" + path,
+				QueueBytes: 4 << 20,
+				Logger:     testLogger(t),
+			}, pc, drain) // as the roles start it
+			testutil.Eventually(t, 5*time.Second, "connected", func() bool { return r.Stats().Connected })
+			c, err := net.Dial(network, addr.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			stopClient := steadyClient(t, network, addr)
+			time.Sleep(300 * time.Millisecond)
+			began := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), drain)
+			defer cancel()
+			err = r.Shutdown(ctx)
+			took := time.Since(began)
+			stopClient()
+			s := r.Stats()
+			t.Logf("stopped in %v: %+v", took, s)
+			if err != nil {
+				t.Fatalf("stop: %v", err)
+			}
+			if took > drain+time.Second {
+				t.Fatalf("the stop took %v, bound %v", took, drain)
+			}
+			if s.Queue.Queued != 0 || s.Queue.Unacked != 0 || s.Queue.Acked != s.Queue.Enqueued || uint64(sink.got()) < s.Queue.Enqueued {
+				t.Fatalf("after the stop: %d read, %d confirmed, %d at the sink", s.Queue.Enqueued, s.Queue.Acked, sink.got())
+			}
+		})
+	}
+}
+
+// steadyClient sends 1,000 datagrams a second, in tens, to addr until
+// stopped.
+func steadyClient(t *testing.T, network string, addr net.Addr) (stop func()) {
+	c, err := net.Dial(network, addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			for range 10 {
+				_, _ = c.Write(make([]byte, 500))
+			}
+		}
+	}()
+	stop = sync.OnceFunc(func() { close(done); <-ended; c.Close() })
+	t.Cleanup(stop)
+	return stop
+}
+
+// TestStopObeysItsContext: a stop whose host never answers, from a socket
+// that cannot say when a datagram came in and whose client keeps sending,
+// returns when its context ends (its deadline, or cancelled without one),
+// saying the flush was not answered, even if StartRelay's drain allowed
+// more.
+func TestStopObeysItsContext(t *testing.T) {
+	const bound = 400 * time.Millisecond
+	for _, deadline := range []bool{true, false} {
+		t.Run(fmt.Sprintf("deadline=%v", deadline), func(t *testing.T) {
+			path := filepath.Join(testutil.SockDir(t), "h")
+			muteHost(t, path)
+			udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := StartRelay(Config{
+				Kind:       wire.KindJaeger,
+				Dial:       func(ctx context.Context) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "unix", path) },
+				Target:     "unix://" + path,
+				QueueBytes: 4 << 20,
+				Logger:     testLogger(t),
+			}, struct{ net.PacketConn }{udp}, 10*time.Second) // a drain longer than the stop: ctx bounds it
+			testutil.Eventually(t, 5*time.Second, "connected", func() bool { return r.Stats().Connected })
+			steadyClient(t, "udp", udp.LocalAddr())
+			time.Sleep(100 * time.Millisecond)
+			ctx, cancel := context.WithTimeout(context.Background(), bound)
+			if !deadline {
+				ctx, cancel = context.WithCancel(context.Background())
+				time.AfterFunc(bound, cancel)
+			}
+			defer cancel()
+			began := time.Now()
+			err = r.Shutdown(ctx)
+			if took := time.Since(began); took > bound+time.Second {
+				t.Fatalf("the stop took %v, bound %v", took, bound)
+			}
+			if err == nil || !strings.Contains(err.Error(), "not answered") {
+				t.Fatalf("stop = %v, want the flush not answered", err)
+			}
+		})
 	}
 }

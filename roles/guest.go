@@ -36,7 +36,7 @@ type relayOptions struct {
 // stream to --to. The roles declare --from and --to, with their defaults.
 type guestRelay struct {
 	relayOptions
-	DrainTimeout time.Duration `help:"On SIGTERM, how long to spend delivering what is held (and waiting for the host to confirm it)." default:"5s"`
+	DrainTimeout time.Duration `help:"On SIGTERM, how long the stop may take in all: reading what was already waiting in the socket (at most half of it; not what keeps coming), then waiting for the host to confirm everything read." default:"5s"`
 	metricsOption
 }
 
@@ -83,10 +83,10 @@ func (g *relayOptions) forwarderConfig(kind wire.Kind, to endpoint.Addr, log *sl
 	}
 }
 
-// start relays from pc to the host at to. drain bounds how long Shutdown
-// keeps reading what is still in the socket.
-func (g *relayOptions) start(log *slog.Logger, kind wire.Kind, from, to endpoint.Addr, pc net.PacketConn, drain time.Duration) *guestrelay.Relay {
-	r := guestrelay.StartRelay(g.forwarderConfig(kind, to, log), pc, drain)
+// start relays from pc to the host at to; Shutdown's context bounds its
+// stop.
+func (g *relayOptions) start(log *slog.Logger, kind wire.Kind, from, to endpoint.Addr, pc net.PacketConn) *guestrelay.Relay {
+	r := guestrelay.StartRelay(g.forwarderConfig(kind, to, log), pc, 0)
 	log.Info("relaying", "from", from.String(), "to", to.String(), "kind", kind.String(),
 		"framing", g.Framing, "queue_bytes", int64(g.QueueBytes))
 	return r
@@ -94,7 +94,7 @@ func (g *relayOptions) start(log *slog.Logger, kind wire.Kind, from, to endpoint
 
 // run relays from pc until rc.Ctx ends (or reading fails), then drains.
 func (g *guestRelay) run(rc *RunContext, kind wire.Kind, from, to endpoint.Addr, pc net.PacketConn) error {
-	r := g.start(rc.Log, kind, from, to, pc, g.DrainTimeout)
+	r := g.start(rc.Log, kind, from, to, pc)
 	stopMetrics, err := g.serveMetrics(rc, func() error { return guestrelay.NotConnected(r) }, metrics.ForRelays(r))
 	if err != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), g.DrainTimeout)
@@ -113,6 +113,7 @@ func (g *guestRelay) run(rc *RunContext, kind wire.Kind, from, to endpoint.Addr,
 	case <-r.ReadDone():
 	}
 	notify(rc, systemd.Stopping)
+	// --drain-timeout bounds the whole stop, from here.
 	ctx, cancel := context.WithTimeout(context.Background(), g.DrainTimeout)
 	defer cancel()
 	err = r.Shutdown(ctx)

@@ -34,7 +34,7 @@ type agentTracer struct {
 	Journal      bool          `help:"Also relay the guest's syslog messages (--journal-from) to the host (--journal-to)."`
 	JournalFrom  endpoint.Addr `help:"Where syslog messages arrive, with --journal." default:"unixgram:///dev/log" addr:"listen unixgram udp fd"`
 	JournalTo    endpoint.Addr `help:"Where the host's text server listens, with --journal." default:"vsock://2:5140" addr:"dial vsock unix tcp serial"`
-	FlushTimeout time.Duration `help:"At shutdown, how long to wait for the host to confirm every span." default:"5s"`
+	FlushTimeout time.Duration `help:"At shutdown, how long delivering the trace may take in all: reading what was already waiting in the relays' sockets (at most half of it), then waiting for the host to confirm every span; and StopTracing's wait for the host." default:"5s"`
 	StopTimeout  time.Duration `help:"After SIGTERM or SIGINT is passed to the agent, how long it has to exit before SIGKILL." default:"10s"`
 	Shutdown     string        `help:"What ends the VM once the agent is gone and its trace delivered: poweroff, reboot (Firecracker), halt or exit. As PID 1 by reboot(2), as a systemd service by asking systemd. auto: poweroff as PID 1, and as a systemd service in static tracing (as Kata's ExecStop did); exit otherwise (the runtime ends the VM)." enum:"auto,poweroff,reboot,halt,exit" default:"auto"`
 	ExecStop     []string      `help:"Command to run at shutdown, after the flush, instead of the shutdown action; repeatable, run in order, split into words without a shell (as systemd's ExecStop)." sep:"none" placeholder:"CMD"`
@@ -119,8 +119,8 @@ func (c *agentTracer) Run(rc *RunContext) error {
 		FlushTimeout: c.FlushTimeout, StopTimeout: c.StopTimeout, Shutdown: c.Shutdown, ExecStop: c.argv,
 		Agent: c.agent, GrpcListen: c.GrpcListen, GrpcUpstream: c.GrpcUpstream,
 		Log: rc.Log,
-		StartRelay: func(log *slog.Logger, kind wire.Kind, from, to endpoint.Addr, pc net.PacketConn, drain time.Duration) *guestrelay.Relay {
-			return c.start(log, kind, from, to, pc, drain)
+		StartRelay: func(log *slog.Logger, kind wire.Kind, from, to endpoint.Addr, pc net.PacketConn) *guestrelay.Relay {
+			return c.start(log, kind, from, to, pc)
 		},
 		ServeMetrics: func(ready func() error, cs ...prometheus.Collector) (func(), error) {
 			return c.serveMetrics(rc, ready, cs...)

@@ -389,3 +389,47 @@ func TestHostStopsWithinDrainWhenSinkBlocked(t *testing.T) {
 		t.Errorf("the stop does not say the drain was cut:\n%s", p.Stderr.String())
 	}
 }
+
+// TestGuestRelayStopsWithinDrainWhileItsClientSends: SIGTERM while the
+// guest relay's client keeps sending 1,000 datagrams a second: it reads
+// what was waiting, not what keeps coming, the host confirms all of it,
+// and it says so and exits 0 within --drain-timeout (and a second).
+func TestGuestRelayStopsWithinDrainWhileItsClientSends(t *testing.T) {
+	dir := testutil.SockDir(t)
+	host := filepath.Join(dir, "h_6831")
+	sink := testutil.NewUDPSink(t)
+	hp := start(t, nil, "vsock-to-udp-server", "--from", "unix://"+host, "--to", sink.Addr())
+	hp.WaitLog("listening")
+	port := testutil.FreePort(t, "udp")
+	gp := start(t, nil, "jaeger-client-socat-redirector", "--from", fmt.Sprintf("udp://127.0.0.1:%d", port), "--to", "unix://"+host, "--drain-timeout", "1s")
+	gp.WaitLog("connected to host")
+	c := udpSender(t, port)
+	done := make(chan struct{})
+	defer close(done)
+	go func() { // 1,000 a second, in tens, until the test ends
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			for range 10 {
+				c.Write(make([]byte, 500))
+			}
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	began := time.Now()
+	gp.Signal(syscall.SIGTERM)
+	code := gp.Wait(10 * time.Second)
+	took := time.Since(began)
+	log := gp.Stderr.String()
+	if code != 0 || took > 2*time.Second {
+		t.Fatalf("guest relay exit %d after %v, want 0 within 2 s\n%s", code, took, log)
+	}
+	if !strings.Contains(log, "drained: the host confirmed every datagram") || strings.Contains(log, "drain incomplete") {
+		t.Fatalf("guest did not log a confirmed drain:\n%s", log)
+	}
+}

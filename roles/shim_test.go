@@ -300,3 +300,48 @@ func TestShimServesRelayMetrics(t *testing.T) {
 	}
 	checkShimTrace(t, h.Spans(t))
 }
+
+// TestShimSIGTERMBeforeTheAgentStarts: SIGTERM that comes while the shim
+// is still starting (here: reading the kernel command line, a FIFO the
+// test holds) is passed on as the agent starts, and counts as a stop: the
+// log and the trace say the agent was stopped by it, not that it exited.
+func TestShimSIGTERMBeforeTheAgentStarts(t *testing.T) {
+	h := startShimHost(t)
+	fifo := filepath.Join(t.TempDir(), "cmdline")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--cmdline-file", fifo, "--to", "unix://" + h.Sock,
+		"--from", fmt.Sprintf("udp://127.0.0.1:%d", testutil.FreePort(t, "udp")), "--flush-timeout", "10s",
+		"--", bin(t, "katatrace-test-agent"), "hold=30000"}
+	p := start(t, nil, "kata-agent-tracer", args...)
+	opened := make(chan *os.File, 1)
+	go func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0) // until the shim reads it: its signals are watched
+		if err != nil {
+			t.Error(err)
+		}
+		opened <- f
+	}()
+	var w *os.File
+	select {
+	case w = <-opened:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the shim never read its command line\n%s", p.Stderr.String())
+	}
+	if w == nil {
+		return
+	}
+	p.Signal(syscall.SIGTERM)
+	p.WaitLog("signal before the agent started")
+	w.WriteString("agent.trace\n")
+	w.Close()
+	code := p.Wait(30 * time.Second)
+	log := p.Stderr.String()
+	if code != 143 || !strings.Contains(log, `reason="stopped by terminated"`) || strings.Contains(log, "agent exited") {
+		t.Fatalf("exit %d, want the agent stopped by the early SIGTERM (143), and the log saying so\n%s", code, log)
+	}
+	if sd := byService(h.Spans(t), "kata-agent")["shutdown"][0]; sd.Tags["reason"] != "stopped by terminated" {
+		t.Fatalf("shutdown reason %v", sd.Tags["reason"])
+	}
+}

@@ -39,7 +39,7 @@ type Config struct {
 
 	// StartRelay starts a guest relay from pc to the host at to, as the
 	// role's relay flags say.
-	StartRelay func(log *slog.Logger, kind wire.Kind, from, to endpoint.Addr, pc net.PacketConn, drain time.Duration) *guestrelay.Relay
+	StartRelay func(log *slog.Logger, kind wire.Kind, from, to endpoint.Addr, pc net.PacketConn) *guestrelay.Relay
 	// ServeMetrics serves the collectors if the role asks for metrics;
 	// ready says why the shim is not ready (/readyz), or nil.
 	ServeMetrics func(ready func() error, cs ...prometheus.Collector) (stop func(), err error)

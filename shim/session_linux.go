@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,7 +55,7 @@ func (c *shim) startRelays(log *slog.Logger) (*relays, error) {
 			}
 			return nil, c.ListenErr(flag, from, err)
 		}
-		rl := c.StartRelay(log, kind, from, to, pc, time.Second)
+		rl := c.StartRelay(log, kind, from, to, pc)
 		r.all = append(r.all, rl)
 		return rl, nil
 	}
@@ -76,24 +77,29 @@ func (c *shim) startRelays(log *slog.Logger) (*relays, error) {
 	return r, nil
 }
 
-// stop drains every relay and waits, at most timeout in all, for the host
-// to confirm what they carried.
+// stop stops every relay at once: each reads what was waiting in its
+// socket and waits for the host to confirm what it carried, all of it
+// within timeout (Shutdown obeys its context).
 func (r *relays) stop(log *slog.Logger, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	var wg sync.WaitGroup
 	for _, rl := range r.all {
-		err := rl.Shutdown(ctx)
-		if readErr := rl.Err(); readErr != nil {
-			log.Error("relay stopped reading early", "err", readErr)
-		}
-		var na *guestrelay.NotAcceptedError
-		switch {
-		case errors.As(err, &na):
-			log.Error("flush to the host incomplete: the host's endpoint has not accepted everything", "kind", rl.Kind().String(), "not_accepted", na.Datagrams, "err", err)
-		case err != nil:
-			log.Warn("flush to the host incomplete", "kind", rl.Kind().String(), "err", err)
-		}
+		wg.Go(func() {
+			err := rl.Shutdown(ctx)
+			if readErr := rl.Err(); readErr != nil {
+				log.Error("relay stopped reading early", "err", readErr)
+			}
+			var na *guestrelay.NotAcceptedError
+			switch {
+			case errors.As(err, &na):
+				log.Error("flush to the host incomplete: the host's endpoint has not accepted everything", "kind", rl.Kind().String(), "not_accepted", na.Datagrams, "err", err)
+			case err != nil:
+				log.Warn("flush to the host incomplete", "kind", rl.Kind().String(), "err", err)
+			}
+		})
 	}
+	wg.Wait()
 }
 
 // nameApart holds a static session's spans until it is known whether

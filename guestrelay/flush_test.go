@@ -1,0 +1,226 @@
+package guestrelay
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/guestid"
+	"github.com/katatrace/katatrace/hostrelay"
+	"github.com/katatrace/katatrace/internal/testutil"
+	"github.com/katatrace/katatrace/wire"
+)
+
+// countSink counts what a real host relay hands it.
+type countSink struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (s *countSink) Send([]byte, guestid.ID) error {
+	s.mu.Lock()
+	s.n++
+	s.mu.Unlock()
+	return nil
+}
+func (s *countSink) Flush(context.Context) error { return nil }
+func (s *countSink) Close(context.Context) error { return nil }
+func (s *countSink) got() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n
+}
+
+// startHost serves a real host relay on the unix socket path until the
+// test ends (or stop).
+func startHost(t *testing.T, path string, s *countSink) (stop func()) {
+	t.Helper()
+	ln, err := endpoint.Listen(testutil.Must(endpoint.ParseAddr("unix://" + path)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := hostrelay.NewServer(hostrelay.ServerConfig{Kind: wire.KindJaeger, Sink: s, Logger: testLogger(t), MaxConnsPerGuest: 100})
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln, "unix://"+path) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(ctx); err != nil {
+				t.Errorf("host shutdown: %v", err)
+			}
+			<-done
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// muteHost accepts on path, reads everything and answers nothing, until
+// stop, which closes its connections and takes the socket away; read is
+// how many bytes it read.
+func muteHost(t *testing.T, path string) (read func() int64, stop func()) {
+	t.Helper()
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n atomic.Int64
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			go func() {
+				buf := make([]byte, 64<<10)
+				for {
+					k, err := c.Read(buf)
+					n.Add(int64(k))
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = ln.Close() // removes the socket file
+			mu.Lock()
+			defer mu.Unlock()
+			for _, c := range conns {
+				_ = c.Close()
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return n.Load, stop
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(string(p[:len(p)-1]))
+	return len(p), nil
+}
+
+// unixRelay is a guest relay (no socket of its own) to the host at path.
+func unixRelay(t *testing.T, path string, framing Framing, queueBytes int) *Relay {
+	t.Helper()
+	r := StartRelay(Config{
+		Kind:       wire.KindJaeger,
+		Framing:    framing,
+		Dial:       func(ctx context.Context) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "unix", path) },
+		Target:     "unix://" + path,
+		QueueBytes: queueBytes,
+		BackoffMin: 5 * time.Millisecond,
+		BackoffMax: 20 * time.Millisecond,
+		Logger:     testLogger(t),
+	}, nil, 0)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = r.Shutdown(ctx)
+	})
+	return r
+}
+
+func flushWithin(r *Relay, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return r.Flush(ctx)
+}
+
+// TestFlushWhoseMarkerWasDropped: a flush whose marker drop-oldest
+// pushed out of the queue, after it went out to a host that never answers
+// (sent) or before it went anywhere (owed, then sent to such a host), is
+// answered once a healthy host takes over, and leaves no debt behind it:
+// the flushes after it are answered too (a count of answers had them all
+// one short, forever), and truly: nothing is queued or unconfirmed then.
+func TestFlushWhoseMarkerWasDropped(t *testing.T) {
+	hello := map[Framing]int64{Framed: 24, FramedV1: 8}
+	for _, framing := range []Framing{Framed, FramedV1} {
+		for _, sent := range []bool{true, false} {
+			name := framing.String() + "/owed"
+			if sent {
+				name = framing.String() + "/sent"
+			}
+			t.Run(name, func(t *testing.T) {
+				path := filepath.Join(testutil.SockDir(t), "h")
+				var read func() int64
+				var stopMute func()
+				if sent {
+					read, stopMute = muteHost(t, path)
+				}
+				r := unixRelay(t, path, framing, wire.MaxFrameSize)
+				if sent {
+					testutil.Eventually(t, 5*time.Second, "connected", func() bool { return r.Stats().Connected })
+				}
+				r.Send([]byte("before it")) // what the flush waits for
+				first := make(chan error, 1)
+				go func() { first <- flushWithin(r, 20*time.Second) }()
+				if sent { // the hello and the marker reached the host
+					testutil.Eventually(t, 5*time.Second, "the marker sent", func() bool { return read() == hello[framing]+2*wire.FrameHeaderSize+int64(len("before it")) })
+				} else {
+					time.Sleep(50 * time.Millisecond) // the marker queued, with no host to go to
+				}
+				// Drop-oldest now pushes the marker out of the queue.
+				for range 3 * wire.MaxFrameSize / 1004 {
+					r.Send(make([]byte, 1000))
+				}
+				if r.Stats().Queue.Dropped == 0 {
+					t.Fatal("nothing dropped: the queue did not overflow")
+				}
+				if !sent { // the owed marker goes out to a host that never answers
+					var n int64
+					read, stopMute = muteHost(t, path)
+					testutil.Eventually(t, 5*time.Second, "the host read the queue", func() bool { n = read(); return n > 2*wire.MaxFrameSize/3 })
+				}
+				select {
+				case err := <-first:
+					t.Fatalf("the flush returned %v before any host answered", err)
+				default:
+				}
+				stopMute()
+				sink := &countSink{}
+				startHost(t, path, sink)
+				if err := <-first; err != nil {
+					t.Fatalf("the flush whose marker was dropped, with a healthy host: %v", err)
+				}
+				for i := range 2 {
+					if err := flushWithin(r, 10*time.Second); err != nil {
+						t.Fatalf("flush %d after it: %v", i+1, err)
+					}
+				}
+				s := r.Stats()
+				if s.Queue.Queued != 0 || s.Queue.Unacked != 0 {
+					t.Fatalf("flushes answered with %d queued, %d unconfirmed", s.Queue.Queued, s.Queue.Unacked)
+				}
+				// v2: each datagram reached the sink or is counted dropped
+				// (v1 loses, uncounted, what the mute host read).
+				if got := uint64(sink.got()) + s.Queue.Dropped; framing == Framed && got < s.Queue.Enqueued {
+					t.Fatalf("the sink got %d and %d were dropped, of %d queued", sink.got(), s.Queue.Dropped, s.Queue.Enqueued)
+				}
+			})
+		}
+	}
+}
