@@ -236,35 +236,39 @@ func (h *Host) fail(err error) error {
 	return err
 }
 
-// Stop ends the host, however it ends (a signal, a failure at start), once:
-// with a Successor, everything is handed to it (a restart loses nothing);
-// without, drained and closed. Then the sink is closed, within the same
-// DrainTimeout. Later calls do nothing.
+// Stop ends the host, however it ends (a signal, a failure at start),
+// once, within DrainTimeout in all: with a Successor everything is handed
+// to it (a restart loses nothing); without, what was waiting on each
+// connection is read and handed on, and the sink is closed. Reading gets
+// at most half of the bound, the sink the rest (stopShares). Later calls
+// do nothing.
 func (h *Host) Stop() { h.stopOnce.Do(h.stop) }
 
 func (h *Host) stop() {
 	if h.cfg.Stopping != nil {
 		h.cfg.Stopping()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.DrainTimeout)
+	sh := stopShares(time.Now(), h.cfg.DrainTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), sh.end)
 	defer cancel()
+	readCtx, cancelRead := context.WithDeadline(ctx, sh.read)
+	defer cancelRead()
+	sinkCtx, cancelSink := context.WithDeadline(ctx, sh.sink)
+	defer cancelSink()
 	attrs := func() []any {
 		if h.cfg.Attrs == nil {
 			return nil
 		}
 		return h.cfg.Attrs()
 	}
+	var err error
 	if succ := h.cfg.Successor; succ != nil {
 		succ.HandingOver()
-		if herr := h.handOver(ctx, succ); herr != nil {
-			h.log.Warn("handover incomplete", append([]any{"err", herr}, attrs()...)...)
-		} else {
-			h.log.Info("stopped", attrs()...)
+		if err = h.handOver(readCtx, sinkCtx, succ); err != nil {
+			h.log.Warn("handover incomplete", append([]any{"err", err}, attrs()...)...)
 		}
-	} else if serr := h.srv.Shutdown(ctx); serr != nil {
-		h.log.Warn("drain incomplete", append([]any{"err", serr}, attrs()...)...)
-	} else {
-		h.log.Info("stopped", attrs()...)
+	} else if err = h.srv.Shutdown(readCtx); err != nil {
+		h.log.Warn("drain incomplete", append([]any{"err", err}, attrs()...)...)
 	}
 	h.mu.Lock()
 	lns, watches := h.lns, h.watches
@@ -276,17 +280,20 @@ func (h *Host) stop() {
 	for _, w := range watches {
 		_ = w.Close()
 	}
-	h.closeSink(ctx)
+	h.closeSink(sinkCtx, ctx)
+	if err == nil {
+		h.log.Info("stopped", attrs()...)
+	}
 }
 
-// handOver stops the server and the sink for the successor: the
-// connections stay open in its store, and their state and what the sink
-// held go to it.
-func (h *Host) handOver(ctx context.Context, succ Successor) error {
-	st, err := h.srv.Handover(ctx)
+// handOver stops the server (within readCtx) and the sink (sinkCtx) for
+// the successor: the connections stay open in its store, and their state
+// and what the sink held go to it.
+func (h *Host) handOver(readCtx, sinkCtx context.Context, succ Successor) error {
+	st, err := h.srv.Handover(readCtx)
 	var held []sink.HeldBatch
 	if hs, ok := sink.Inner(h.cfg.Server.Sink).(sink.Handing); ok {
-		held = hs.Handover(ctx)
+		held = hs.Handover(sinkCtx)
 	}
 	if kerr := succ.Keep(st, held); kerr != nil {
 		return kerr
@@ -294,16 +301,19 @@ func (h *Host) handOver(ctx context.Context, succ Successor) error {
 	return err
 }
 
-// closeSink flushes and closes the sink, once, bounded by ctx: a sink
-// stuck in a write (a pipe nobody reads) must not keep the process.
-func (h *Host) closeSink(ctx context.Context) {
-	closeSink(ctx, h.cfg.Server.Sink, h.cfg.To, h.log)
+// closeSink flushes and closes the sink, once: its endpoint has until
+// sinkCtx ends to take what the sink holds, and the sink until ctx ends
+// to say what it lost. A sink stuck in a write (a pipe nobody reads) must
+// not keep the process.
+func (h *Host) closeSink(sinkCtx, ctx context.Context) {
+	closeSink(sinkCtx, ctx, h.cfg.Server.Sink, h.cfg.To, h.log)
 }
 
-// closeSink closes out within ctx, saying so when it could not.
-func closeSink(ctx context.Context, out sink.Sink, to string, log *slog.Logger) {
+// closeSink closes out, its endpoint given until sinkCtx ends, and
+// waits for it until ctx ends, saying so when it could not.
+func closeSink(sinkCtx, ctx context.Context, out sink.Sink, to string, log *slog.Logger) {
 	done := make(chan error, 1)
-	go func() { done <- out.Close(ctx) }()
+	go func() { done <- out.Close(sinkCtx) }()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -319,7 +329,7 @@ func closeSink(ctx context.Context, out sink.Sink, to string, log *slog.Logger) 
 func CloseSink(out sink.Sink, to string, d time.Duration, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	closeSink(ctx, out, to, log)
+	closeSink(ctx, ctx, out, to, log)
 }
 
 // watched reports whether a From is served by watching the file system:

@@ -96,16 +96,19 @@ type Server struct {
 	// does, cutting a guest's flush that still waits for the sink.
 	drain     chan struct{}
 	drainOnce sync.Once
-	// serving counts the Serve loops, so that a handover waits for one
-	// that accepted a connection as it began (keepUnread).
-	serving sync.WaitGroup
+	// serves counts the Serve loops (s.mu), so that a stop waits for one
+	// that accepted a connection as it began (keepUnread); idle is closed
+	// once a stop has begun and neither a loop nor a connection is left
+	// (settle).
+	serves     int
+	idle       chan struct{}
+	idleClosed bool
 	// handover is set by Handover: connections stop reading at once and
 	// keep their state (handed) for a successor.
 	handover atomic.Bool
 	handed   []ConnState
 	life     context.Context
 	endLife  context.CancelFunc
-	wg       sync.WaitGroup
 	seq      atomic.Uint64
 
 	stats      serverCounters
@@ -167,6 +170,7 @@ func NewServer(cfg ServerConfig) *Server {
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*peerConn]struct{}{},
 		drain:     make(chan struct{}),
+		idle:      make(chan struct{}),
 		life:      life,
 		endLife:   endLife,
 		open:      map[string]int{},
@@ -195,13 +199,14 @@ func (s *Server) Serve(ln net.Listener, name string) error {
 		return ln.Close()
 	}
 	s.listeners[ln] = struct{}{}
-	s.serving.Add(1) // under s.mu, as stop begins a drain: never after Handover waits
+	s.serves++ // under s.mu, as stop begins a drain: never after a stop waits
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, ln)
+		s.serves--
+		s.settle()
 		s.mu.Unlock()
-		s.serving.Done()
 	}()
 	var delay time.Duration
 	for {
@@ -242,9 +247,9 @@ func (s *Server) Serve(ln net.Listener, name string) error {
 		}
 		s.open[name]++
 		g.conns++
-		c := &peerConn{srv: s, conn: conn, id: id, peer: id.Conn, g: g, first: g.conns == 1}
+		sc := newStopConn(conn)
+		c := &peerConn{srv: s, conn: sc, sc: sc, id: id, peer: id.Conn, g: g, first: g.conns == 1}
 		s.conns[c] = struct{}{}
-		s.wg.Add(1)
 		s.mu.Unlock()
 		go s.handle(c, name)
 	}
@@ -288,6 +293,7 @@ func (s *Server) handle(c *peerConn, listener string) {
 	s.stats.active.Add(1)
 	defer func() {
 		_ = conn.Close() // kept, it stays open in the store for the successor
+		s.stats.active.Add(-1)
 		s.mu.Lock()
 		if c.kept != nil {
 			s.handed = append(s.handed, *c.kept)
@@ -301,9 +307,8 @@ func (s *Server) handle(c *peerConn, listener string) {
 		if g.conns--; g.conns == 0 {
 			g.gone = time.Now()
 		}
+		s.settle()
 		s.mu.Unlock()
-		s.stats.active.Add(-1)
-		s.wg.Done()
 	}()
 	// Kept from the start (a crash a moment later must not end it): a
 	// Kata agent sends no hello, a socat guest may send nothing for long.
@@ -447,7 +452,8 @@ var testHookSetDeadline atomic.Pointer[func()]
 // peerConn is one guest connection being served.
 type peerConn struct {
 	srv  *Server
-	conn net.Conn
+	conn net.Conn // sc
+	sc   *stopConn
 	// dl orders this connection's read deadlines with the drain's: a
 	// deadline set after Shutdown began is the drain's, never a later one.
 	dl   sync.Mutex

@@ -20,7 +20,7 @@ const fromGuestHelp = "Where guests connect, repeatable or comma-separated: vsoc
 // hostRelay is the engine of both host roles: listeners on every --from, one
 // hostrelay.Server behind them.
 type hostRelay struct {
-	DrainTimeout           time.Duration `help:"On SIGTERM, how long to keep handing on what guests already sent." default:"5s"`
+	DrainTimeout           time.Duration `help:"How long a stop (SIGTERM) takes at most: what guests had sent when it began is read and handed on (in at most half of it), then the sink's endpoint takes what the sink holds (a collector, OTLP); what it could not take is said lost per guest, or, with a file descriptor store, goes to the next process." default:"5s"`
 	MaxConnections         int           `help:"Connections one listener holds at most; more are refused, logged and counted." default:"4096"`
 	MaxConnectionsPerGuest int           `help:"Connections one guest (a vsock CID, or the process connecting to a hybrid-vsock socket) holds at most." default:"64"`
 	HelloTimeout           time.Duration `help:"How long a new connection has to send its hello (a socat guest: its first bytes; a Kata agent sends none, and is never timed out)." default:"60s"`
@@ -38,6 +38,8 @@ func (h *hostRelay) limits() error {
 		return fmt.Errorf("--max-connections must be at least 1, not %d", h.MaxConnections)
 	case h.MaxConnectionsPerGuest < 1:
 		return fmt.Errorf("--max-connections-per-guest must be at least 1, not %d", h.MaxConnectionsPerGuest)
+	case h.DrainTimeout <= 0:
+		return fmt.Errorf("--drain-timeout must be positive, not %v: it is the time a stop has", h.DrainTimeout)
 	case h.HelloTimeout <= 0 || h.FrameTimeout <= 0:
 		return fmt.Errorf("--hello-timeout and --frame-timeout must be positive")
 	case h.GuestRate > 0 && h.GuestBurst < wire.MaxDatagram:
