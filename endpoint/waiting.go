@@ -5,7 +5,7 @@ import "net"
 // Waiting is how many bytes of c's stream have arrived and are not read
 // yet, and whether that can be told: a connection may say it itself (an
 // in-memory one, with a Waiting() int method); a socket is asked
-// (SIOCINQ: unix and TCP streams, vsock since Linux 6.17). A wrapper
+// (SIOCINQ: unix and TCP streams; vsock on kernels that answer it). A wrapper
 // that has a NetConn method is looked through.
 func Waiting(c net.Conn) (int, bool) {
 	for {

@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -209,4 +213,87 @@ func goroutinesIn(fn string) int {
 func stacks() string {
 	buf := make([]byte, 1<<20)
 	return string(buf[:runtime.Stack(buf, true)])
+}
+
+// fakeSuccessor records what a Host hands it.
+type fakeSuccessor struct {
+	events []string
+	held   []sink.HeldBatch
+}
+
+func (f *fakeSuccessor) HandingOver() { f.events = append(f.events, "handing over") }
+func (f *fakeSuccessor) Keep(_ State, held []sink.HeldBatch) error {
+	f.events = append(f.events, "keep")
+	f.held = held
+	return nil
+}
+
+// TestHostDrivesItsSeams: a Host listens through the Listen it is given,
+// says ready, stopping and its status through its callbacks, and at its
+// stop hands a Successor what its sink held (a collector that is down),
+// within its bound, and then closes the sink.
+func TestHostDrivesItsSeams(t *testing.T) {
+	down := downSink{}
+	path := filepath.Join(testutil.SockDir(t), "h_6831")
+	from := testutil.Must(endpoint.ParseAddr("unix://" + path))
+	var mu sync.Mutex
+	var events []string
+	note := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
+	cs := sink.NewCollectorSink(down.url(t), 1<<20, 1, testLogger(t))
+	succ := &fakeSuccessor{}
+	h := NewHost(HostConfig{
+		Server: ServerConfig{Kind: wire.KindJaeger, Sink: cs},
+		From:   []endpoint.Addr{from}, To: "test", DrainTimeout: time.Second, Logger: testLogger(t),
+		Listen: func(a endpoint.Addr) (net.Listener, error) {
+			note("listen " + a.String())
+			return endpoint.Listen(a)
+		},
+		Successor: succ,
+		Ready:     func() { note("ready") },
+		Stopping:  func() { note("stopping") },
+		Status:    func(s string) { note("status " + s) },
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- h.Run(ctx) }()
+	testutil.Eventually(t, 10*time.Second, "the host listening", func() bool { return h.Listening()[from.String()] == 1 })
+	dgs := jaegertest.OneSpanEach(t, "seams", 3)
+	b := wire.AppendHelloV2(nil, wire.KindJaeger, 9, 1)
+	for _, p := range dgs {
+		b = wire.AppendFrame(b, p)
+	}
+	dialHost(t, path, b)
+	testutil.Eventually(t, 10*time.Second, "the sink holding the batches", func() bool {
+		st := cs.Stats()
+		return st.Queued+st.InFlight == 3 && !st.Up
+	})
+	began := time.Now()
+	cancel()
+	if err := <-ran; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if took := time.Since(began); took > 2*time.Second {
+		t.Errorf("the stop took %v, bound 1 s", took)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"listen " + from.String(), "ready", "status listening on 1 sockets", "stopping"}
+	if !slices.Equal(events, want) {
+		t.Errorf("events %q, want %q", events, want)
+	}
+	if !slices.Equal(succ.events, []string{"handing over", "keep"}) || len(succ.held) != 3 {
+		t.Errorf("the successor saw %q and got %d held batches; want handing over, keep, and 3", succ.events, len(succ.held))
+	}
+}
+
+// downSink is an endpoint that is down: 503 to everything.
+type downSink struct{}
+
+func (downSink) url(t *testing.T) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/api/traces"
 }
