@@ -174,7 +174,7 @@ const drainIdle = 50 * time.Millisecond
 // where the transport cannot count, until the guest is quiet a moment),
 // then closes it: what a guest sends after the stop began is not read (a
 // v2 guest sends it again to the next host). It returns nil once every
-// connection has ended. When ctx ends first, it closes the connections
+// connection and Serve loop has ended. When ctx ends first, it closes the connections
 // still busy, cuts their waits for the sink, and returns at once with an
 // error wrapping ctx's: a connection stuck in a sink that does not return
 // is left to end when the sink is closed. It does not flush the sink,

@@ -33,10 +33,12 @@ type HostConfig struct {
 	// descriptor store.
 	Listen func(endpoint.Addr) (net.Listener, error)
 	// Watch keeps a listener at every path matching a pattern, calling add
-	// with each it makes (nil: endpoint.WatchPattern). A From is watched
-	// when it is a pattern, or a unix socket whose directory does not
-	// exist yet: a VM that has not started must not stop the relay.
-	Watch func(pattern string, log *slog.Logger, listen func(endpoint.Addr) (net.Listener, error), add func(ln net.Listener, path string)) (Watcher, error)
+	// with each it makes (nil: endpoint.WatchPattern). Watched says which
+	// From is served so (nil: a pattern, or a unix socket whose directory
+	// does not exist yet, as a VM that has not started must not stop the
+	// relay; a simulation's in-memory addresses need their own).
+	Watch   func(pattern string, log *slog.Logger, listen func(endpoint.Addr) (net.Listener, error), add func(ln net.Listener, path string)) (Watcher, error)
+	Watched func(endpoint.Addr) bool
 	// Successor, when set, takes at the stop what the host holds (the
 	// unit's next process, through its file descriptor store); nil: the
 	// stop drains and closes.
@@ -119,6 +121,9 @@ func NewHost(cfg HostConfig) *Host {
 	if cfg.Listen == nil {
 		cfg.Listen = endpoint.Listen
 	}
+	if cfg.Watched == nil {
+		cfg.Watched = watched
+	}
 	if cfg.Watch == nil {
 		cfg.Watch = func(pattern string, log *slog.Logger, listen func(endpoint.Addr) (net.Listener, error), add func(net.Listener, string)) (Watcher, error) {
 			return endpoint.WatchPattern(pattern, log, listen, add)
@@ -174,7 +179,7 @@ func (h *Host) Run(ctx context.Context) error {
 	var lns []net.Listener
 	var lnFroms []string
 	for _, a := range h.cfg.From {
-		if watched(a) {
+		if h.cfg.Watched(a) {
 			// VMs come and go: a listener per VM directory, as it appears.
 			w, err := h.cfg.Watch(a.Path, h.log, h.cfg.Listen, func(ln net.Listener, path string) {
 				go func() {
