@@ -60,5 +60,6 @@ func widenStream(c net.Conn) {
 // WidenAccepted gives a guest's stream, accepted by the host, room for
 // streamWindow bytes in flight: on vsock the host's receive buffer is the
 // credit the kernel gives the guest (on a unix socket the guest's own send
-// buffer bounds it, see widenStream).
-func WidenAccepted(c net.Conn) { widenVsock(c, streamWindow) }
+// buffer bounds it, see widenStream). A wrapper with a NetConn method is
+// looked through.
+func WidenAccepted(c net.Conn) { widenVsock(unwrap(c), streamWindow) }

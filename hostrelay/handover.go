@@ -137,11 +137,9 @@ func (c *peerConn) keep(rest, reader []byte) bool {
 func (s *Server) Handover(ctx context.Context) (State, error) {
 	s.handover.Store(true)
 	s.stop(time.Now())
-	done := make(chan struct{})
-	go func() { s.serving.Wait(); s.wg.Wait(); close(done) }()
 	var err error
 	select {
-	case <-done:
+	case <-s.idle:
 	case <-ctx.Done():
 		s.endLife()
 		s.mu.Lock()
@@ -224,10 +222,10 @@ func (s *Server) adopt(a Adopted) (bool, error) {
 	g := s.guestFor(id.Guest)
 	s.open[listener]++
 	g.conns++
-	c := &peerConn{srv: s, conn: a.Conn, id: id, peer: id.Conn, g: g, first: g.conns == 1,
+	sc := newStopConn(a.Conn)
+	c := &peerConn{srv: s, conn: sc, sc: sc, id: id, peer: id.Conn, g: g, first: g.conns == 1,
 		mode: mode, stored: a.Name, adopted: true, resume: a.State}
 	s.conns[c] = struct{}{}
-	s.wg.Add(1)
 	s.mu.Unlock()
 	if s.cfg.Store != nil {
 		s.stats.stored.Add(1)
@@ -270,6 +268,9 @@ func (s *Server) keepUnread(conn net.Conn, id guestid.ID) {
 // keepSocket puts conn in the store under name, counted; s.cfg.Store is
 // set.
 func (s *Server) keepSocket(conn net.Conn, name string) error {
+	if w, ok := conn.(*stopConn); ok {
+		conn = w.Conn
+	}
 	sock, ok := conn.(syscall.Conn)
 	err := fmt.Errorf("%T has no descriptor to store", conn)
 	if ok {

@@ -9,10 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,16 +103,19 @@ type Server struct {
 	// does, cutting a guest's flush that still waits for the sink.
 	drain     chan struct{}
 	drainOnce sync.Once
-	// serving counts the Serve loops, so that a handover waits for one
-	// that accepted a connection as it began (keepUnread).
-	serving sync.WaitGroup
+	// serves counts the Serve loops (s.mu), so that a stop waits for one
+	// that accepted a connection as it began (keepUnread); idle is closed
+	// once a stop has begun and neither a loop nor a connection is left
+	// (settle).
+	serves     int
+	idle       chan struct{}
+	idleClosed bool
 	// handover is set by Handover: connections stop reading at once and
 	// keep their state (handed) for a successor.
 	handover atomic.Bool
 	handed   []ConnState
 	life     context.Context
 	endLife  context.CancelFunc
-	wg       sync.WaitGroup
 	seq      atomic.Uint64
 
 	stats      serverCounters
@@ -189,6 +190,7 @@ func NewServer(cfg ServerConfig) *Server {
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*peerConn]struct{}{},
 		drain:     make(chan struct{}),
+		idle:      make(chan struct{}),
 		life:      life,
 		endLife:   endLife,
 		open:      map[string]int{},
@@ -209,27 +211,6 @@ const (
 	DefaultHeldBytesPerGuest = 16 << 20
 )
 
-// draining reports whether Shutdown has begun.
-func (s *Server) draining() bool { return s.drainEnd.Load() != 0 }
-
-// drainDeadline is the read deadline of a connection during the drain: a
-// moment of quiet, or the drain's end, whichever comes first; at a
-// handover, now.
-func (s *Server) drainDeadline() time.Time {
-	if s.handingOver() {
-		return time.Now()
-	}
-	end, quiet := time.Unix(0, s.drainEnd.Load()), time.Now().Add(drainIdle)
-	if quiet.Before(end) {
-		return quiet
-	}
-	return end
-}
-
-// drainIdle is how long a guest must stay quiet for the drain to be done
-// with it.
-const drainIdle = 50 * time.Millisecond
-
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() ServerStats {
 	c := &s.stats
@@ -247,13 +228,14 @@ func (s *Server) Serve(ln net.Listener, name string) error {
 		return ln.Close()
 	}
 	s.listeners[ln] = struct{}{}
-	s.serving.Add(1) // under s.mu, as stop begins a drain: never after Handover waits
+	s.serves++ // under s.mu, as stop begins a drain: never after a stop waits
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, ln)
+		s.serves--
+		s.settle()
 		s.mu.Unlock()
-		s.serving.Done()
 	}()
 	var delay time.Duration
 	for {
@@ -294,9 +276,9 @@ func (s *Server) Serve(ln net.Listener, name string) error {
 		}
 		s.open[name]++
 		g.conns++
-		c := &peerConn{srv: s, conn: conn, id: id, peer: id.Conn, g: g, first: g.conns == 1}
+		sc := newStopConn(conn)
+		c := &peerConn{srv: s, conn: sc, sc: sc, id: id, peer: id.Conn, g: g, first: g.conns == 1}
 		s.conns[c] = struct{}{}
-		s.wg.Add(1)
 		s.mu.Unlock()
 		go s.handle(c, name)
 	}
@@ -312,57 +294,6 @@ func (s *Server) overLimit(listener string, g *guest) string {
 		return fmt.Sprintf("the guest holds %d connections already", s.cfg.MaxConnsPerGuest)
 	}
 	return ""
-}
-
-// Shutdown stops accepting and lets every connection hand on what it has
-// already received, until it has been quiet a moment. When ctx ends first,
-// it closes the connections still sending, cuts their waits for the sink,
-// and returns at once with an error wrapping ctx's: a connection stuck in
-// a sink that does not return is left to end when the sink is closed. It
-// does not flush the sink, which is its owner's to close. Later calls
-// drain as the first did.
-func (s *Server) Shutdown(ctx context.Context) error {
-	end, ok := ctx.Deadline()
-	if !ok {
-		end = time.Now().Add(time.Minute)
-	}
-	s.stop(end)
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-	}
-	s.endLife()
-	s.mu.Lock()
-	n := len(s.conns)
-	for c := range s.conns {
-		_ = c.conn.Close()
-	}
-	s.mu.Unlock()
-	return fmt.Errorf("drain cut short with %d connections still open: %w", n, context.Cause(ctx))
-}
-
-// stop begins a drain ending at end (a handover's: at once): no more
-// accepting, paced connections woken, every read given the drain's
-// deadline. Later calls do nothing.
-func (s *Server) stop(end time.Time) {
-	s.drainOnce.Do(func() {
-		s.mu.Lock()
-		s.drainEnd.Store(end.UnixNano())
-		close(s.drain)
-		for ln := range s.listeners {
-			_ = ln.Close()
-		}
-		conns := slices.Collect(maps.Keys(s.conns))
-		s.mu.Unlock()
-		for _, c := range conns {
-			c.dl.Lock()
-			_ = c.conn.SetReadDeadline(s.drainDeadline())
-			c.dl.Unlock()
-		}
-	})
 }
 
 // PeerWord is what the log calls a peer: an agent (a Kata agent's span
@@ -391,6 +322,7 @@ func (s *Server) handle(c *peerConn, listener string) {
 	s.stats.active.Add(1)
 	defer func() {
 		_ = conn.Close() // kept, it stays open in the store for the successor
+		s.stats.active.Add(-1)
 		s.mu.Lock()
 		if c.kept != nil {
 			s.handed = append(s.handed, *c.kept)
@@ -404,9 +336,8 @@ func (s *Server) handle(c *peerConn, listener string) {
 		if g.conns--; g.conns == 0 {
 			g.gone = time.Now()
 		}
+		s.settle()
 		s.mu.Unlock()
-		s.stats.active.Add(-1)
-		s.wg.Done()
 	}()
 	// Kept from the start (a crash a moment later must not end it): a
 	// Kata agent sends no hello, a socat guest may send nothing for long.
@@ -569,7 +500,8 @@ var testHookSetDeadline atomic.Pointer[func()]
 // peerConn is one guest connection being served.
 type peerConn struct {
 	srv  *Server
-	conn net.Conn
+	conn net.Conn // sc
+	sc   *stopConn
 	// dl orders this connection's read deadlines with the drain's: a
 	// deadline set after Shutdown began is the drain's, never a later one.
 	dl   sync.Mutex
@@ -617,19 +549,6 @@ type peerConn struct {
 
 // maxBatch bounds what one sendmmsg carries.
 const maxBatch, maxBatchBytes = 64, 1 << 20
-
-// confirmBytes and confirmEvery bound what a v2 guest's stream carries
-// unconfirmed while it keeps coming: a quarter of a guest's default queue,
-// and a tenth of the time a guest waits for room before it takes the host
-// as stalled.
-const (
-	confirmBytes = 1 << 20
-	confirmEvery = 10 * time.Millisecond
-	// confirmDelay is how long after catching up with a guest's stream its
-	// confirmation waits for more to come: short, since a host killed
-	// meanwhile hands what it did not confirm on twice after its restart.
-	confirmDelay = 2 * time.Millisecond
-)
 
 func (c *peerConn) sinkError(err error, n int) {
 	c.srv.stats.sinkErrors.Add(uint64(n))
@@ -738,8 +657,6 @@ func buffered(br *hold.Reader) bool {
 	return br.Buffered() >= wire.FrameHeaderSize+int(binary.BigEndian.Uint32(h))
 }
 
-var flushAnswer = wire.AppendFrame(nil, nil)
-
 func (c *peerConn) framed(br *hold.Reader) error {
 	defer br.Close()
 	// A frame that waited for room has its frame timeout from when it may
@@ -841,42 +758,6 @@ func (c *peerConn) framed(br *hold.Reader) error {
 	}
 }
 
-// flushSink waits, bounded by FlushTimeout, for the sink to hand on
-// everything of this guest's, and returns the answer to the guest's flush:
-// how many of its datagrams the sink's endpoint has not accepted (held
-// for retrying, or lost since the last answer). A v1 guest cannot be told:
-// its answer is bare, and the log says what it was not told.
-func (c *peerConn) flushSink() []byte {
-	ctx, cancel := context.WithTimeout(c.srv.life, c.srv.cfg.FlushTimeout)
-	defer cancel()
-	var held int
-	var lost uint64
-	var err error
-	if h, ok := sink.Inner(c.srv.cfg.Sink).(sink.Holder); ok {
-		held, lost, err = h.FlushGuest(ctx, c.id.Guest)
-	} else {
-		err = c.srv.cfg.Sink.Flush(ctx)
-	}
-	lostNow := lost - min(lost, c.sinkLost)
-	c.sinkLost = max(c.sinkLost, lost)
-	notAccepted := uint64(held) + lostNow
-	if err == nil && notAccepted == 0 {
-		return flushAnswer
-	}
-	c.srv.stats.flushesNotAccepted.Add(1)
-	c.g.flushesNotAccepted.Add(1)
-	told := "the guest is told"
-	if !c.v2 {
-		told = "a v1 guest cannot be told"
-	}
-	c.srv.log.Warn("flush answered before the sink's endpoint accepted everything of this guest's; "+told,
-		"peer", c.peer, "guest", c.g.name, "held", held, "lost_since_last_flush", lostNow, "err", err)
-	if !c.v2 {
-		return flushAnswer
-	}
-	return wire.AppendFlushAnswer(c.ackBuf[:0], notAccepted)
-}
-
 // guestDropped counts datagrams the guest's relay dropped before sending.
 func (c *peerConn) guestDropped(n uint64) {
 	c.srv.stats.guestDropped.Add(n)
@@ -885,30 +766,6 @@ func (c *peerConn) guestDropped(n uint64) {
 		c.srv.log.Warn("the guest's relay dropped datagrams before sending them (its queue was full)",
 			"guest", c.g.name, "peer", c.peer, "dropped_total", total)
 	}
-}
-
-// ack confirms to a v2 guest every datagram numbered below c.seq: handed
-// on, or counted as dropped (refused by the sink) or as a
-// duplicate; once any was dropped, it tells the guest how many. The
-// session remembers both, so that what the guest resends after a
-// reconnect is not handed on twice.
-func (c *peerConn) ack() error {
-	c.ackBy = time.Time{}
-	if !c.owesAck() {
-		return nil
-	}
-	c.delivered = max(c.delivered, c.seq)
-	c.srv.sessions.set(c.session, mark{c.delivered, c.lost})
-	if err := c.write(wire.AppendAck(c.ackBuf[:0], c.seq, c.lost)); err != nil {
-		return fmt.Errorf("confirm datagrams: %w", err)
-	}
-	c.acked, c.ackedLost, c.unconfirmed, c.ackedAt = c.seq, c.lost, 0, time.Now()
-	return nil
-}
-
-// owesAck reports whether a v2 guest has datagrams to be confirmed.
-func (c *peerConn) owesAck() bool {
-	return c.v2 && (c.seq != c.acked || c.lost != c.ackedLost)
 }
 
 func (c *peerConn) write(b []byte) error {
@@ -1024,46 +881,4 @@ func (c *peerConn) finish(err error) {
 	default:
 		c.srv.log.Warn(peer+" connection failed", append(attrs, "err", err)...)
 	}
-}
-
-// sessions remembers, per v2 guest session, the number below which every
-// datagram was handed on (or counted), and how many of those were dropped.
-// It is bounded: past maxSessions an arbitrary entry is forgotten (its
-// guest can at worst see resends handed on twice).
-type sessions struct {
-	mu sync.Mutex
-	m  map[uint64]mark
-}
-
-// mark is a session's confirmed position and its count of dropped.
-type mark struct{ delivered, lost uint64 }
-
-const maxSessions = 1 << 16
-
-func (s *sessions) get(id uint64) mark {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.m[id]
-}
-
-func (s *sessions) snapshot() map[uint64]mark {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return maps.Clone(s.m)
-}
-
-func (s *sessions) set(id uint64, m mark) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = map[uint64]mark{}
-	}
-	if _, ok := s.m[id]; !ok && len(s.m) >= maxSessions {
-		for k := range s.m {
-			delete(s.m, k)
-			break
-		}
-	}
-	old := s.m[id]
-	s.m[id] = mark{max(old.delivered, m.delivered), max(old.lost, m.lost)}
 }

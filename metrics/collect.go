@@ -55,7 +55,7 @@ func newTrafficDescs(prefix, whose string, labels ...string) trafficDescs {
 		bytes:      d("bytes_total", "payload bytes handed to the sink."),
 		flushes:    d("flushes_total", "flush requests answered."),
 		duplicates: d("duplicates_total", "datagrams resent after a reconnect that had been handed on already: not handed on twice."),
-		dropped: d("dropped_datagrams_total", "datagrams not handed on, by reason: sink_refused (the sink refused them), guest_queue_full (the guest's relay dropped them, as its sequence numbers tell), and for the host the sink's own: sink_port_closed (sent over UDP while nothing listened, as the port's refusals of later sends reveal), sink_dropped (a collector or OTLP endpoint: queue full, or unreachable at shutdown), sink_rejected (refused by it for good).",
+		dropped: d("dropped_datagrams_total", "datagrams not handed on, by reason: sink_refused (the sink refused them), guest_queue_full (the guest's relay dropped them, as its sequence numbers tell), and for the host the sink's own: sink_port_closed (sent over UDP while nothing listened, as the port's refusals of later sends reveal), sink_dropped (a collector or OTLP endpoint: queue full, or not delivered by the end of a stop), sink_rejected (refused by it for good); per guest, sink_lost (what a collector or OTLP endpoint did not take of the guest's: dropped or refused).",
 			"reason"),
 		paused:      d("budget_paused_seconds_total", "time reading waited for budgets (--guest-rate)."),
 		notAccepted: d("flushes_not_accepted_total", "flush requests answered while the sink's endpoint (a collector) had not accepted everything of the guest's: the guest was told how much (protocol v2)."),
@@ -97,7 +97,7 @@ func newSpanDescs(prefix, whose string, labels ...string) spanDescs {
 			"reason"),
 		skippedBytes: d("skipped_bytes_total", "bytes of the stream skipped: skipped frames, and what a resync passed over."),
 		resyncs:      d("resyncs_total", "times a stream's framing was lost (a length no span could have, or a stream taken up after a crash) and the next frame looked for."),
-		dropped: d("dropped_spans_total", "spans decoded but not delivered, by reason: sink_refused (the sink refused them), and the sink's own: sink_port_closed, sink_dropped, sink_rejected (see katatrace_host_dropped_datagrams_total).",
+		dropped: d("dropped_spans_total", "spans decoded but not delivered, by reason: sink_refused (the sink refused them), and the sink's own: sink_port_closed, sink_dropped, sink_rejected; per agent, sink_lost (see katatrace_host_dropped_datagrams_total).",
 			"reason"),
 		paused: d("budget_paused_seconds_total", "time reading waited for budgets (--guest-rate)."),
 	}
@@ -274,14 +274,21 @@ func (c *hostCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- gauge(d.sinkUp, up, st.Name)
 		}
 	}
+	// What the sink's endpoint did not take, per guest: a stop without a
+	// successor says it here and in its log.
+	holder, _ := sink.Inner(c.Sink).(sink.Holder)
 	for _, g := range c.srv.Guests() {
+		dropped, conns := d.guestTraffic.dropped, d.guestConns
 		if c.Spans {
 			d.agentTraffic.collect(ch, g.Traffic, g.Guest, g.Sandbox)
-			ch <- gauge(d.agentConns, float64(g.Connections), g.Guest, g.Sandbox)
-			continue
+			dropped, conns = d.agentTraffic.dropped, d.agentConns
+		} else {
+			d.guestTraffic.collect(ch, g.Traffic, g.Guest, g.Sandbox)
 		}
-		d.guestTraffic.collect(ch, g.Traffic, g.Guest, g.Sandbox)
-		ch <- gauge(d.guestConns, float64(g.Connections), g.Guest, g.Sandbox)
+		ch <- gauge(conns, float64(g.Connections), g.Guest, g.Sandbox)
+		if holder != nil {
+			ch <- counter(dropped, holder.Lost(g.Guest), g.Guest, g.Sandbox, "sink_lost")
+		}
 	}
 }
 

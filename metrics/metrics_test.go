@@ -91,7 +91,9 @@ func TestCollectorsPassTheLinter(t *testing.T) {
 		t.Fatalf("%d guest series, want 1", n)
 	}
 	for name, n := range map[string]int{"katatrace_host_listeners": 2, "katatrace_sink_up": 1, "katatrace_sink_queue_batches": 1,
-		"katatrace_sink_retries_total": 1, "katatrace_sink_last_success_timestamp_seconds": 1, "katatrace_host_unparsed_bytes_total": 1} {
+		"katatrace_sink_retries_total": 1, "katatrace_sink_last_success_timestamp_seconds": 1, "katatrace_host_unparsed_bytes_total": 1,
+		// sink_refused, guest_queue_full, and the collector's sink_lost
+		"katatrace_guest_dropped_datagrams_total": 3} {
 		if got := promtest.CollectAndCount(host, name); got != n {
 			t.Errorf("%d series of %s, want %d", got, name, n)
 		}

@@ -1,14 +1,8 @@
 package roles
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"path/filepath"
-	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/katatrace/katatrace/endpoint"
@@ -27,7 +21,7 @@ const fromGuestHelp = "Where guests connect, repeatable or comma-separated: vsoc
 // hostRelay is the engine of both host roles: listeners on every --from, one
 // hostrelay.Server behind them.
 type hostRelay struct {
-	DrainTimeout           time.Duration `help:"On SIGTERM, how long to keep handing on what guests already sent." default:"5s"`
+	DrainTimeout           time.Duration `help:"How long a stop (SIGTERM) takes at most: what guests had sent when it began is read and handed on (in at most half of it), then the sink's endpoint takes what the sink holds (a collector, OTLP); what it could not take is said lost per guest, or, with a file descriptor store, goes to the next process." default:"5s"`
 	MaxConnections         int           `help:"Connections one listener holds at most; more are refused, logged and counted." default:"4096"`
 	MaxConnectionsPerGuest int           `help:"Connections one guest (a vsock CID, or the process connecting to a hybrid-vsock socket) holds at most." default:"64"`
 	HelloTimeout           time.Duration `help:"How long a new connection has to send its hello (a socat guest: its first bytes; a Kata agent sends none, and is never timed out)." default:"60s"`
@@ -47,6 +41,8 @@ func (h *hostRelay) limits() error {
 		return fmt.Errorf("--max-connections must be at least 1, not %d", h.MaxConnections)
 	case h.MaxConnectionsPerGuest < 1:
 		return fmt.Errorf("--max-connections-per-guest must be at least 1, not %d", h.MaxConnectionsPerGuest)
+	case h.DrainTimeout <= 0:
+		return fmt.Errorf("--drain-timeout must be positive, not %v: it is the time a stop has", h.DrainTimeout)
 	case h.HelloTimeout <= 0 || h.FrameTimeout <= 0:
 		return fmt.Errorf("--hello-timeout and --frame-timeout must be positive")
 	case h.GuestRate > 0 && h.GuestBurst < wire.MaxDatagram:
@@ -78,30 +74,16 @@ func checkFrom(froms []endpoint.Addr) error {
 	return nil
 }
 
-// serve listens on every address, serves until rc.Ctx ends, then drains
-// and closes the sink, which it owns from the start.
+// serve runs a host relay on every address (hostrelay.Host) until rc.Ctx
+// ends, then stops it; the host owns the sink from the start.
 func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.ServerConfig, to string) error {
-	// closeSink flushes and closes the sink, once, bounded by ctx: a sink
-	// stuck in a write (a pipe nobody reads) must not keep the process.
-	closeSink := func(ctx context.Context) {
-		done := make(chan error, 1)
-		go func() { done <- cfg.Sink.Close(ctx) }()
-		select {
-		case err := <-done:
-			if err != nil {
-				rc.Log.Warn("sink not closed cleanly", "to", to, "err", err)
-			}
-		case <-ctx.Done():
-			rc.Log.Error("sink still not closed when the drain timeout ended; what it holds is lost", "to", to)
-		}
-	}
 	cfg.MaxConns, cfg.MaxConnsPerGuest = h.MaxConnections, h.MaxConnectionsPerGuest
 	cfg.HelloTimeout, cfg.FrameTimeout = h.HelloTimeout, h.FrameTimeout
 	cfg.GuestRate, cfg.GuestBurst = float64(h.GuestRate), int(h.GuestBurst)
 	cfg.HeldBytes, cfg.HeldBytesPerGuest = int(h.MaxHeldBytes), int(h.MaxHeldBytesPerGuest)
 	store, prev, err := openStore(rc, h.FDStoreMax)
 	if err != nil {
-		closeSink(context.Background())
+		hostrelay.CloseSink(cfg.Sink, to, h.DrainTimeout, rc.Log)
 		return err
 	}
 	switch {
@@ -117,137 +99,51 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 		rc.Log.Warn("the unit's previous process kept connections in the store, and this one keeps none (--fd-store-max 0): they and its listeners are served, and stay in the store until the unit stops",
 			"connections", len(prev.conns), "listeners", len(prev.listeners))
 	}
-	srv := hostrelay.NewServer(cfg)
-	prev.adopt(rc.Log, srv, cfg.Sink, to)
 	kl := &keptListeners{store: store, log: rc.Log, prev: prev.listeners}
-	ls := &listenerSet{}
-	var lns []net.Listener
-	var lnFroms []string
-	var watches []*endpoint.Watch
-	// stop closes the listeners and watches (again, after Shutdown: no harm).
-	stop := func() {
-		for _, l := range lns {
-			_ = l.Close()
-		}
-		for _, w := range watches {
-			_ = w.Close()
-		}
+	spans := cfg.Messages != nil
+	var srv *hostrelay.Server
+	hc := hostrelay.HostConfig{
+		Server: cfg, From: froms, To: to, DrainTimeout: h.DrainTimeout,
+		Listen:   kl.listen,
+		Adopt:    func(srv *hostrelay.Server) { prev.adopt(rc.Log, srv, cfg.Sink, to) },
+		Listened: kl.forgetUnused,
+		Ready: func() {
+			lowmem.Settle() // up: what start-up touched of the binary leaves the RSS
+			notify(rc, systemd.Ready)
+		},
+		Stopping: func() { notify(rc, systemd.Stopping) },
+		Status:   func(s string) { notify(rc, systemd.Status(s)) },
+		Attrs:    func() []any { return serverAttrs(srv, cfg.Sink, spans) },
+		Logger:   rc.Log,
 	}
-	// wind stops serving, however the role stops (a signal, a failure at
-	// start): with a store, everything is handed to the unit's next
-	// process (a restart loses nothing); without, drained and closed.
-	// Then the sink, within the same --drain-timeout.
-	wind := func() {
-		notify(rc, systemd.Stopping)
-		ctx, cancel := context.WithTimeout(context.Background(), h.DrainTimeout)
-		defer cancel()
-		spans := cfg.Messages != nil
-		if store != nil {
-			kl.handingOver.Store(true)
-			if herr := handOver(ctx, rc, store, srv, cfg.Sink, to); herr != nil {
-				rc.Log.Warn("handover incomplete", append([]any{"err", herr}, serverAttrs(srv, cfg.Sink, spans)...)...)
-			} else {
-				rc.Log.Info("stopped", serverAttrs(srv, cfg.Sink, spans)...)
-			}
-		} else if serr := srv.Shutdown(ctx); serr != nil {
-			rc.Log.Warn("drain incomplete", append([]any{"err", serr}, serverAttrs(srv, cfg.Sink, spans)...)...)
-		} else {
-			rc.Log.Info("stopped", serverAttrs(srv, cfg.Sink, spans)...)
-		}
-		stop()
-		closeSink(ctx)
+	if store != nil {
+		hc.Successor = &storeSuccessor{rc: rc, store: store, kl: kl, to: to}
 	}
-	fail := func(err error) error {
-		wind()
+	host := hostrelay.NewHost(hc)
+	srv = host.Server()
+	stopMetrics, err := h.serveMetrics(rc, host.Ready,
+		metrics.ForServer(srv, metrics.Host{Sink: cfg.Sink, Listeners: host.Listening, Spans: spans}))
+	if err != nil {
+		host.Stop() // a failure at start hands over as a stop does
 		return err
 	}
-	stopMetrics, err := h.serveMetrics(rc, func() error { return ls.ready(cfg.Sink) },
-		metrics.ForServer(srv, metrics.Host{Sink: cfg.Sink, Listeners: ls.counts, Spans: cfg.Messages != nil}))
-	if err != nil {
-		return fail(err)
-	}
 	defer stopMetrics()
-	for _, a := range froms {
-		if watched(a) {
-			// VMs come and go: a listener per VM directory, as it appears.
-			w, err := endpoint.WatchPattern(a.Path, rc.Log, kl.listen, func(ln net.Listener, path string) {
-				go func() {
-					if err := srv.Serve(ln, "unix://"+path); err != nil && !errors.Is(err, net.ErrClosed) {
-						rc.Log.Warn("a VM's listener failed; the others go on", "from", "unix://"+path, "err", err)
-					}
-				}()
-			})
-			if err != nil {
-				return fail(fmt.Errorf("--from %s: %w", a, err))
-			}
-			rc.Log.Info("watching for VMs", "from", a.String(), "to", to, "listening", w.Listening())
-			watches = append(watches, w)
-			ls.add(a.String(), w.Listening, w.Missing)
-			continue
-		}
-		ln, err := kl.listen(a)
-		if err != nil {
-			return fail(listenErr("from", a, err))
-		}
-		lns = append(lns, ln)
-		lnFroms = append(lnFroms, a.String())
-	}
-	kl.forgetUnused()
-	failed := make(chan error, len(lns))
-	for i, ln := range lns {
-		rc.Log.Info("listening", "from", lnFroms[i], "to", to)
-		var up atomic.Int64
-		up.Store(1)
-		ls.add(lnFroms[i], func() int { return int(up.Load()) }, nil)
-		go func() { failed <- srv.Serve(ln, lnFroms[i]); up.Store(0) }()
-	}
-	rc.OnReload(func() []any {
-		for _, w := range watches {
-			w.Rescan()
-		}
-		attrs := []any{"listening", ls.total()}
-		if r, ok := sink.Inner(cfg.Sink).(sink.Reopener); ok {
-			if err := r.Reopen(); err != nil {
-				return append(attrs, "sink", to, "sink_reopen_err", err)
-			}
-			attrs = append(attrs, "sink", to+" reopened")
-		}
-		return attrs
-	})
-	lowmem.Settle() // up: what start-up touched of the binary leaves the RSS
-	notify(rc, systemd.Ready)
-	rc.Log.Info("ready", "to", to)
-	stopMonitor := ls.monitor(rc)
-	defer stopMonitor()
-	spans := cfg.Messages != nil
+	rc.OnReload(host.Reload)
 	stopStats := logStatsOnSignal(rc, func() []any { return serverAttrs(srv, cfg.Sink, spans) }, func() {
 		for _, g := range srv.Guests() {
 			rc.Log.Info("stats of one "+srv.PeerWord(), guestAttrs(g, spans)...)
 		}
 	})
 	defer stopStats()
-
-	select {
-	case <-rc.Ctx.Done():
-	case err = <-failed:
-		rc.Log.Error("a listener failed; shutting down", "err", err)
+	err = host.Run(rc.Ctx)
+	var le *hostrelay.ListenError
+	if errors.As(err, &le) {
+		if le.Watch {
+			return fmt.Errorf("--from %s: %w", le.Addr, le.Err)
+		}
+		return listenErr("from", le.Addr, le.Err)
 	}
-	wind()
 	return err
-}
-
-// watched reports whether a --from is served by watching the file system:
-// a pattern, or a unix socket whose directory does not exist yet (a VM
-// that has not started must not stop the relay for the others).
-func watched(a endpoint.Addr) bool {
-	if a.IsPattern() {
-		return true
-	}
-	if a.Scheme != endpoint.SchemeUnix || strings.HasPrefix(a.Path, "@") {
-		return false
-	}
-	_, err := os.Stat(filepath.Dir(a.Path))
-	return errors.Is(err, os.ErrNotExist)
 }
 
 // serverAttrs are a host relay's counters for the log (SIGUSR1, the

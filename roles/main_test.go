@@ -152,6 +152,7 @@ func TestBadInputIsAUsageError(t *testing.T) {
 		{"otlp header without a value", nil, []string{"vsock-to-udp-server", "--to", "otlp://127.0.0.1:4317", "--otlp-header", "api-key"}, []string{"--otlp-header", "KEY=VALUE"}},
 		{"otlp TLS options without TLS", nil, []string{"vsock-to-udp-server", "--to", "otlphttp://127.0.0.1:4318", "--otlp-insecure-skip-verify"}, []string{"otlphttps://"}},
 		{"otlp options without otlp", nil, []string{"vsock-to-udp-server", "--otlp-header", "a=b"}, []string{"--otlp-* options need an OTLP --to"}},
+		{"host drain timeout 0", nil, []string{"vsock-to-udp-server", "--drain-timeout", "0s"}, []string{"--drain-timeout must be positive"}},
 		{"burst below a datagram", nil, []string{"vsock-to-udp-server", "--guest-burst", "1KiB"}, []string{"--guest-burst", "65535"}},
 		{"forwarder: bad CID", nil, []string{"kata-trace-forwarder", "--vsock-cid", "two"}, []string{"--vsock-cid", `"two" is not a CID`}},
 		{"forwarder: blank trace name", nil, []string{"kata-trace-forwarder", "--trace-name", " "}, []string{"--trace-name", "blank"}},

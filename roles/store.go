@@ -1,7 +1,6 @@
 package roles
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -250,15 +249,23 @@ func (p predecessor) adopt(log *slog.Logger, srv *hostrelay.Server, out sink.Sin
 	log.Info("took up what the previous process kept "+how, "connections", n, "held_batches", held)
 }
 
-// handOver stops srv and its sink for the unit's next process: the
-// connections stay in the store, and their state and what the sink held go
-// there in a memfd. It reports what it kept.
-func handOver(ctx context.Context, rc *RunContext, store *fdstore.Store, srv *hostrelay.Server, out sink.Sink, to string) error {
-	st, err := srv.Handover(ctx)
-	state := handoverState{Version: handoverVersion, Role: rc.Role, Server: st, Sink: to}
-	if h, ok := sink.Inner(out).(sink.Handing); ok {
-		state.Held = h.Handover(ctx)
-	}
+// storeSuccessor is the unit's next process, through its file descriptor
+// store: the connections stay in the store, and their state and what the
+// sink held go there in a memfd.
+type storeSuccessor struct {
+	rc    *RunContext
+	store *fdstore.Store
+	kl    *keptListeners
+	to    string
+}
+
+// HandingOver keeps the listeners in the store as they close.
+func (s *storeSuccessor) HandingOver() { s.kl.handingOver.Store(true) }
+
+// Keep stores the handed state, and says what it kept.
+func (s *storeSuccessor) Keep(st hostrelay.State, held []sink.HeldBatch) error {
+	rc, store := s.rc, s.store
+	state := handoverState{Version: handoverVersion, Role: rc.Role, Server: st, Sink: s.to, Held: held}
 	b, merr := json.Marshal(state)
 	var f *os.File
 	if merr == nil {
@@ -285,5 +292,5 @@ func handOver(ctx context.Context, rc *RunContext, store *fdstore.Store, srv *ho
 	rc.Log.Info("handed over to the next process (a stop of the unit, not a restart, ends these connections)", "connections", len(st.Conns),
 		"guests", strings.Join(names, ", "), "held_batches", len(state.Held),
 		"state_bytes", len(b), "store", fmt.Sprintf("%d of %d", store.Len(), store.Max()))
-	return err
+	return nil
 }

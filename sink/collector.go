@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"sync"
@@ -308,8 +309,14 @@ func (c *CollectorSink) wait(ctx context.Context, pending func() int) error {
 
 // Close flushes (bounded by ctx) and stops the workers. When ctx ends
 // first, requests in flight are cut and what is still queued is dropped
-// and counted: Close returns at ctx's end.
+// and counted: Close returns at ctx's end, once it has said, per guest,
+// what the endpoint did not take (the host had handed it on, and
+// confirmed it to a v2 guest, which will not send it again).
 func (c *CollectorSink) Close(ctx context.Context) error {
+	c.mu.Lock()
+	before := maps.Clone(c.lost)
+	c.mu.Unlock()
+	defer c.sayLost(before)
 	err := c.Flush(ctx)
 	c.mu.Lock()
 	c.closed = true
@@ -325,6 +332,22 @@ func (c *CollectorSink) Close(ctx context.Context) error {
 	c.log.Info("collector closed", "url", c.url, "batches_posted", st.Posted, "spans", st.Spans,
 		"dropped", st.Dropped, "refused", st.Rejected, "retries", st.Retries)
 	return err
+}
+
+// sayLost logs, per guest, the batches lost since before (Close's
+// start): dropped, refused, or cut at the close.
+func (c *CollectorSink) sayLost(before map[string]uint64) {
+	c.mu.Lock()
+	lost := map[string]uint64{}
+	for g, n := range c.lost {
+		if n > before[g] {
+			lost[g] = n - before[g]
+		}
+	}
+	c.mu.Unlock()
+	for _, g := range slices.Sorted(maps.Keys(lost)) {
+		c.log.Error("batches of this guest's lost: the endpoint had not accepted them when the sink closed", "url", c.url, "guest", g, "batches", lost[g])
+	}
 }
 
 // HeldBatch is a request a collector sink had not delivered when it

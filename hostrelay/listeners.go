@@ -1,21 +1,22 @@
-package roles
+package hostrelay
 
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/katatrace/katatrace/sink"
-	"github.com/katatrace/katatrace/systemd"
 )
 
 // listenerSet is what a host relay listens on, per --from: one socket, or
 // a watched pattern's (or not yet existing directory's) as many as VMs
 // have. A --from with none is said, never silent: a warning at once and
-// every minute while it lasts, systemd's STATUS=, a gauge at 0, /readyz.
+// every minute while it lasts, the service manager's status (systemd's
+// STATUS=), a gauge at 0, /readyz.
 type listenerSet struct {
 	mu    sync.Mutex
 	froms []listenerFrom
@@ -69,19 +70,19 @@ func (l *listenerSet) ready(out sink.Sink) error {
 // idleWarnEvery is how often a --from without a socket is warned about.
 const idleWarnEvery = time.Minute
 
-// monitor watches the counts every second until stop: STATUS= as they
-// change, a warning for each --from with nothing listening.
-func (l *listenerSet) monitor(rc *RunContext) (stop func()) {
+// monitor watches the counts every second until stop: status (may be
+// nil) as they change, a warning for each --from with nothing listening.
+func (l *listenerSet) monitor(log *slog.Logger, status func(string)) (stop func()) {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
-		status := ""
+		line := ""
 		warned := map[string]time.Time{}
 		for {
-			l.check(rc, &status, warned)
+			l.check(log, status, &line, warned)
 			select {
 			case <-t.C:
 			case <-done:
@@ -92,7 +93,7 @@ func (l *listenerSet) monitor(rc *RunContext) (stop func()) {
 	return sync.OnceFunc(func() { close(done); <-stopped })
 }
 
-func (l *listenerSet) check(rc *RunContext, status *string, warned map[string]time.Time) {
+func (l *listenerSet) check(log *slog.Logger, status func(string), line *string, warned map[string]time.Time) {
 	l.mu.Lock()
 	froms := slices.Clone(l.froms)
 	l.mu.Unlock()
@@ -104,7 +105,7 @@ func (l *listenerSet) check(rc *RunContext, status *string, warned map[string]ti
 		if n > 0 {
 			if _, ok := warned[f.from]; ok {
 				delete(warned, f.from)
-				rc.Log.Info("--from listening now", "from", f.from, "listening", n)
+				log.Info("--from listening now", "from", f.from, "listening", n)
 			}
 			continue
 		}
@@ -119,14 +120,16 @@ func (l *listenerSet) check(rc *RunContext, status *string, warned map[string]ti
 				attrs = append(attrs, "no_match_for", m, "hint", "a misspelt path, or no VM started yet")
 			}
 		}
-		rc.Log.Warn("--from has no socket listening: no guest can connect through it", attrs...)
+		log.Warn("--from has no socket listening: no guest can connect through it", attrs...)
 	}
 	s := fmt.Sprintf("listening on %d sockets", total)
 	if len(idle) > 0 {
 		s += "; nothing yet for " + strings.Join(idle, ", ")
 	}
-	if s != *status {
-		*status = s
-		notify(rc, systemd.Status(s))
+	if s != *line {
+		*line = s
+		if status != nil {
+			status(s)
+		}
 	}
 }

@@ -1,0 +1,122 @@
+package jaegertest
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opentracing/opentracing-go"
+	jaegercfg "github.com/uber/jaeger-client-go"
+	"github.com/uber/jaeger-client-go/thrift"
+	"github.com/uber/jaeger-client-go/thrift-gen/jaeger"
+
+	"github.com/katatrace/katatrace/internal/testutil"
+)
+
+// Collector is a Jaeger collector's HTTP endpoint for tests (POST, Thrift
+// binary batches, as /api/traces takes them) that answers each request
+// only after Delay, a collector far away or busy, and counts every span
+// it accepted, by span id. A request its client gave up on before the
+// answer is not counted.
+type Collector struct {
+	URL string
+
+	delay time.Duration
+	mu    sync.Mutex
+	seen  map[int64]int
+	reqs  int
+}
+
+// NewCollector starts a collector answering after delay; it stops when
+// the test ends.
+func NewCollector(t testing.TB, delay time.Duration) *Collector {
+	c := &Collector{delay: delay, seen: map[int64]int{}}
+	srv := httptest.NewServer(http.HandlerFunc(c.serve))
+	t.Cleanup(srv.Close)
+	c.URL = srv.URL + "/api/traces"
+	return c
+}
+
+func (c *Collector) serve(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return
+	}
+	var b jaeger.Batch
+	buf := thrift.NewTMemoryBufferLen(len(body))
+	_, _ = buf.Write(body)
+	if err := b.Read(context.Background(), thrift.NewTBinaryProtocolConf(buf, &thrift.TConfiguration{})); err != nil {
+		http.Error(w, "not a Thrift batch: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	t := time.NewTimer(c.delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.Context().Done():
+		return // the client gave up: not accepted
+	}
+	c.mu.Lock()
+	c.reqs++
+	for _, s := range b.Spans {
+		c.seen[s.SpanId]++
+	}
+	c.mu.Unlock()
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// Spans is how many distinct spans were accepted, and how many of them
+// more than once.
+func (c *Collector) Spans() (distinct, twice int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.seen {
+		if n > 1 {
+			twice++
+		}
+	}
+	return len(c.seen), twice
+}
+
+// Requests is how many requests were accepted.
+func (c *Collector) Requests() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reqs
+}
+
+// OneSpanEach makes n emitBatch datagrams of one span each, as a
+// jaeger-client-go tracer whose reporter flushes every span sends them.
+func OneSpanEach(t testing.TB, service string, n int) [][]byte {
+	t.Helper()
+	sink := testutil.NewUDPSink(t)
+	tr, err := jaegercfg.NewUDPTransport(strings.TrimPrefix(sink.Addr(), "udp://"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tracer, closer := jaegercfg.NewTracer(service, jaegercfg.NewConstSampler(true), flushEach{tr})
+	for i := range n {
+		tracer.StartSpan("op", opentracing.Tag{Key: "i", Value: i}).Finish()
+		if i%100 == 99 {
+			sink.WaitFor(i+1, 10*time.Second) // never more in flight than the socket holds
+		}
+	}
+	_ = closer.Close()
+	_ = tr.Close()
+	out := sink.WaitFor(n, 10*time.Second)
+	if len(out) != n {
+		t.Fatalf("made %d emitBatch datagrams, want %d", len(out), n)
+	}
+	return out
+}
+
+// flushEach reports each span in a batch of its own.
+type flushEach struct{ tr jaegercfg.Transport }
+
+func (r flushEach) Report(s *jaegercfg.Span) { _, _ = r.tr.Append(s); _, _ = r.tr.Flush() }
+func (r flushEach) Close()                   {}
