@@ -84,10 +84,12 @@ func (w *world) check() {
 	for _, g := range w.guests {
 		w.checkGuest(g)
 	}
-	var sinkErrors uint64
+	var sinkErrors, duplicates uint64
 	for _, h := range w.hosts {
 		sinkErrors += h.stats.SinkErrors
+		duplicates += h.stats.Duplicates
 	}
+	w.event("the hosts dropped %d resent datagrams as duplicates, and handed on %d they had handed on already", duplicates, w.handedAgain)
 	if w.refusals != int(sinkErrors) {
 		w.fail("host-miscounts-refusals", "the sinks refused %d datagrams, the hosts counted %d", w.refusals, sinkErrors)
 	}

@@ -11,7 +11,7 @@ import (
 
 var (
 	seedFlag  = flag.Int64("seed", -1, "run this seed of the simulation alone")
-	seedsFlag = flag.Int("seeds", 120, "how many seeds of the simulation to run")
+	seedsFlag = flag.Int("seeds", 200, "how many seeds of the simulation to run")
 	seedBase  = flag.Uint64("seed-base", 1, "the first seed of the simulation to run")
 )
 
@@ -49,6 +49,7 @@ var regressions = []struct {
 }{
 	{1, []string{"drain-spends-flush", "host-stop-drops-confirmed", "guest-stop-overran"}},
 	{499, []string{"flush-after-drop"}},
+	{1906, []string{"flush-after-drop"}},
 	{523, []string{"flush-unasked"}},
 	{402, []string{"flush-unasked"}},
 }

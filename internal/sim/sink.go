@@ -101,7 +101,11 @@ func (s *simSink) SendBatch(ps [][]byte, from guestid.ID) (failed int, err error
 			s.queue = s.queue[1:]
 			s.settleLocked(old, "dropped: the sink's queue was full")
 		}
+		if s.w.handedN[id] > 0 && s.w.handedBy[id] == s.gen {
+			s.w.handedAgain++ // by the host that had handed it on already
+		}
 		s.w.handedN[id]++
+		s.w.handedBy[id] = s.gen
 		if s.w.sabotage == "sink-loses" && id%8 == 0 {
 			continue // taken, and forgotten
 		}

@@ -48,14 +48,18 @@ type world struct {
 	// What became of each datagram on the host's side: handed to a sink
 	// (times), refused by one (times; refusals in all), lost by one (the
 	// last reason), taken by the endpoint (times).
-	handedN   map[uint64]int
-	refusedN  map[uint64]int
-	refusals  int
-	lostBy    map[uint64]loss
-	got       map[uint64]int
-	arrivals  map[uint64]int // SendBatch calls that carried it, for keyed draws
-	bad       []string       // datagrams not whole, or unknown
-	conflicts []string       // a session's number carrying two datagrams
+	handedN  map[uint64]int
+	handedBy map[uint64]int // the host that last handed it on
+	// handedAgain counts datagrams a host handed on that it had handed
+	// on already (a guest's resend it did not take for a duplicate).
+	handedAgain int
+	refusedN    map[uint64]int
+	refusals    int
+	lostBy      map[uint64]loss
+	got         map[uint64]int
+	arrivals    map[uint64]int // SendBatch calls that carried it, for keyed draws
+	bad         []string       // datagrams not whole, or unknown
+	conflicts   []string       // a session's number carrying two datagrams
 	// The wire, as the taps saw it: per v2 session, the datagram each
 	// number carried (as the host read it) and the highest confirmation
 	// the guest read; per guest, the flush answers it read.
@@ -93,7 +97,7 @@ const hostAddr = addr("host")
 
 func newWorld(seed uint64) *world {
 	w := &world{plan: newPlan(seed), t0: time.Now(), logs: &logRing{max: 400},
-		sizes: map[uint64]int{}, handedN: map[uint64]int{}, refusedN: map[uint64]int{}, lostBy: map[uint64]loss{},
+		sizes: map[uint64]int{}, handedN: map[uint64]int{}, handedBy: map[uint64]int{}, refusedN: map[uint64]int{}, lostBy: map[uint64]loss{},
 		got: map[uint64]int{}, arrivals: map[uint64]int{}, seqs: map[uint64]map[uint64]uint64{},
 		acks: map[uint64]uint64{}, skipped: map[uint64][]span{}, answers: map[int]int{}}
 	w.log = slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
