@@ -29,6 +29,8 @@ type packetSource struct {
 	dropped, discarded int
 	read               []uint64
 	settled            int
+	// miscount records every tenth datagram read twice (a sabotage).
+	miscount bool
 }
 
 func newPacketSource(name string, slots int) *packetSource {
@@ -85,6 +87,9 @@ func (s *packetSource) Read(b []byte) (int, error) {
 			s.q[0] = nil
 			s.q = s.q[1:]
 			s.read = append(s.read, idOf(p))
+			if s.miscount && len(s.read)%10 == 0 {
+				s.read = append(s.read, idOf(p))
+			}
 			s.mu.Unlock()
 			n := copy(b, p) // a datagram larger than b is cut, as UDP does
 			release(p)

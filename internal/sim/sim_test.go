@@ -128,6 +128,8 @@ func TestChecksCatchSabotage(t *testing.T) {
 		{"sink-leaks", "host-stop-left-running"},
 		{"sink-leaks", "left-running"},
 		{"wire-flips", "datagram-mangled"},
+		{"socket-miscounts", "guest-miscounts"},
+		{"tap-misnumbers", "numbering"},
 	} {
 		t.Run(c.sabotage+"/"+c.invariant, func(t *testing.T) {
 			t.Parallel()

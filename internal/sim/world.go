@@ -160,7 +160,7 @@ func (w *world) openConn(n int, from, to addr) *pipe {
 		w.event("connection %d: %s %v", p.id, what, d)
 	}
 	guest, _, _ := strings.Cut(string(from), ":")
-	t := &connTap{w: w, guest: -1}
+	t := &connTap{w: w, id: n, guest: -1}
 	w.mu.Lock()
 	w.taps = append(w.taps, t)
 	w.mu.Unlock()
@@ -219,6 +219,7 @@ func (w *world) startGuest(i int) *simGuest {
 	gp := w.plan.guests[i]
 	g := &simGuest{i: i, plan: gp, name: fmt.Sprintf("guest%d", i), stopCh: make(chan struct{}), client: make(chan struct{})}
 	g.pc = newPacketSource(g.name+":6831", gp.slots)
+	g.pc.miscount = w.sabotage == "socket-miscounts"
 	g.relay = guestrelay.StartRelay(guestrelay.Config{
 		Kind:       wire.KindJaeger,
 		Framing:    guestrelay.Framed,
@@ -562,6 +563,7 @@ type connTap struct {
 	mu      sync.Mutex
 	up      []byte // the guest's bytes not yet parsed
 	down    []byte
+	id      int // the connection's
 	guest   int
 	hello   bool
 	session uint64
@@ -592,6 +594,9 @@ func (t *connTap) fromGuest(b []byte) {
 				return
 			}
 			t.hello, t.session, t.next = true, h.Session, h.First
+			if t.w.sabotage == "tap-misnumbers" {
+				t.next += uint64(t.id % 2) // every other connection one off: what is sent again carries other numbers
+			}
 			t.w.mu.Lock()
 			if acked := max(t.w.acks[h.Session], 1); h.First > acked {
 				t.w.skipped[h.Session] = append(t.w.skipped[h.Session], span{acked, h.First})
