@@ -52,6 +52,8 @@ var regressions = []struct {
 	{1906, []string{"flush-after-drop"}},
 	{523, []string{"flush-unasked"}},
 	{402, []string{"flush-unasked"}},
+	{3666, []string{"flush-answer-forgotten"}},
+	{3814, []string{"flush-answer-forgotten"}},
 }
 
 // TestSimRegressions runs the seeds that found something: each fails
