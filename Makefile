@@ -21,7 +21,7 @@ LDFLAGS     := -s -w -X main.version=$(VERSION) -X runtime.godebugDefault=disabl
 TOOLS       := $(CURDIR)/bin
 export CGO_ENABLED := 0
 
-.PHONY: all build install install-bin install-guest install-host test unit e2e lint fuzz fuzz-short bench demo tools vm-kernel vm-root clean
+.PHONY: all build install install-bin install-guest install-host test unit sim e2e lint fuzz fuzz-short bench demo tools vm-kernel vm-root clean
 
 all: build
 
@@ -106,6 +106,14 @@ unit:
 	CGO_ENABLED=1 KATATRACE_FAULT_TABLE=$(CURDIR)/bin/fault-table.txt $(GO) test -race -count=1 $(UNIT_PKGS)
 	@echo "fault and abuse suite (under -race):" && cat bin/fault-table.txt
 	$(GO) test -count=1 -run 'Allocat' ./hostrelay
+
+## sim: the relay protocol's simulation (internal/sim, docs/design.md)
+## over SEEDS seeds from SEED_BASE, with the race detector; a failing
+## seed says how to replay it alone (unit runs a fixed number)
+SEEDS     ?= 1000
+SEED_BASE ?= 1
+sim:
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 60m -run 'TestSim$$' ./internal/sim -seeds $(SEEDS) -seed-base $(SEED_BASE)
 
 ## e2e: end-to-end tests against a real Jaeger (and socat, QEMU where present)
 # The VM suite runs verbose: its figures (each guest process's memory, each

@@ -38,6 +38,10 @@ type Config struct {
 	// BackoffMin and BackoffMax bound the wait between reconnection attempts.
 	BackoffMin, BackoffMax time.Duration
 	Logger                 *slog.Logger
+	// Rand, if set, draws the session number and the backoff's jitter in
+	// place of math/rand/v2's global source, so that a simulation's seed
+	// replays its schedule. One goroutine uses it at a time.
+	Rand *rand.Rand
 }
 
 // forwarder is the guest relay's engine: datagrams go into a bounded queue, and one
@@ -131,12 +135,16 @@ func newForwarder(cfg Config) *forwarder {
 		cfg.BackoffMin = 100 * time.Millisecond
 	}
 	cfg.BackoffMax = max(cfg.BackoffMax, cfg.BackoffMin)
+	session := rand.Uint64
+	if cfg.Rand != nil {
+		session = cfg.Rand.Uint64
+	}
 	return &forwarder{
 		cfg:         cfg,
 		tickets:     make([]uint64, 0, 8),
 		fr:          cfg.Framing.framer(),
 		q:           cfg.Framing.queue(cfg.QueueBytes),
-		sessionID:   rand.Uint64(),
+		sessionID:   session(),
 		log:         cfg.Logger,
 		wbuf:        make([]byte, 0, writeBatch),
 		pending:     make([]byte, 0, 2*wire.MaxFrameSize),
@@ -607,7 +615,13 @@ const shortSession = time.Second
 // sleep waits about d (jittered, so that many guests do not retry in
 // step), or until ctx is done (then false).
 func (f *forwarder) sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d/2 + rand.N(d/2+1))
+	var jitter time.Duration
+	if f.cfg.Rand != nil {
+		jitter = time.Duration(f.cfg.Rand.Int64N(int64(d/2 + 1)))
+	} else {
+		jitter = rand.N(d/2 + 1)
+	}
+	t := time.NewTimer(d/2 + jitter)
 	select {
 	case <-ctx.Done():
 		t.Stop()
