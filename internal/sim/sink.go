@@ -31,7 +31,11 @@ type simSink struct {
 	held    map[string]int // per guest: queued or being handed on
 	lost    map[string]uint64
 	closed  bool
-	closing chan struct{} // closed by Close: stalls end
+	// closeHeld is what the sink held as its Close began, and closeShare
+	// the time Close had: whether it could deliver all of it.
+	closeHeld  int
+	closeShare time.Duration
+	closing    chan struct{} // closed by Close: stalls end
 	life    chan struct{} // closed when Close runs out of time: in-flight work is dropped
 	done    chan struct{} // the worker is gone
 }
@@ -291,6 +295,12 @@ func (s *simSink) Close(ctx context.Context) error {
 	if s.w.sabotage == "sink-close-overruns" {
 		ctx = context.Background()
 	}
+	s.mu.Lock()
+	s.closeHeld = len(s.queue) + s.busy
+	if d, ok := ctx.Deadline(); ok {
+		s.closeShare = time.Until(d)
+	}
+	s.mu.Unlock()
 	err := s.Flush(ctx)
 	s.mu.Lock()
 	s.closed = true

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/katatrace/katatrace/endpoint"
 	"github.com/katatrace/katatrace/guestrelay"
 	"github.com/katatrace/katatrace/hostrelay"
 	"github.com/katatrace/katatrace/wire"
@@ -254,49 +256,82 @@ func (w *world) dial(ctx context.Context, g *simGuest) (net.Conn, error) {
 	return c, nil
 }
 
-// hostGen is one host process: a server and its sink on hostAddr.
+// hostGen is one host process: a hostrelay.Host (as the roles run it),
+// its server and its sink, on hostAddr.
 type hostGen struct {
 	gen    int
+	host   *hostrelay.Host
 	srv    *hostrelay.Server
 	sink   *simSink
+	drain  time.Duration
+	end    context.CancelFunc
 	served chan error
 	stats  hostrelay.ServerStats
 	// stopped is the spell of its stop.
 	stopFrom, stopTo time.Time
 }
 
-func (w *world) startHost(gen int) *hostGen {
-	ln, err := w.net.listen(hostAddr)
+// simFrom is the host's one From: its listener is the simulation's.
+var simFrom = func() endpoint.Addr {
+	a, err := endpoint.ParseAddr("unix:///sim/" + string(hostAddr))
 	if err != nil {
-		panic(fmt.Sprintf("host %d: %v", gen, err)) // the last one closed its listener: a bug of the simulation
+		panic(err)
 	}
-	h := &hostGen{gen: gen, sink: newSimSink(w, gen), served: make(chan error, 1)}
-	h.srv = hostrelay.NewServer(hostrelay.ServerConfig{Kind: wire.KindJaeger, Sink: h.sink, FlushTimeout: w.plan.flushTimeout,
-		MaxConnsPerGuest: 1000, Logger: w.log.With("host", gen)})
-	go func() { h.served <- h.srv.Serve(ln, "sim://"+string(hostAddr)) }()
+	return a
+}()
+
+// startHost starts host generation gen as the host roles do
+// (hostrelay.Host), with the drain timeout its stop will have.
+func (w *world) startHost(gen int, drain time.Duration) *hostGen {
+	h := &hostGen{gen: gen, sink: newSimSink(w, gen), drain: drain, served: make(chan error, 1)}
+	h.host = hostrelay.NewHost(hostrelay.HostConfig{
+		Server: hostrelay.ServerConfig{Kind: wire.KindJaeger, Sink: h.sink, FlushTimeout: w.plan.flushTimeout,
+			MaxConnsPerGuest: 1000},
+		From: []endpoint.Addr{simFrom}, To: "sim", DrainTimeout: drain,
+		Listen: func(endpoint.Addr) (net.Listener, error) {
+			ln, err := w.net.listen(hostAddr)
+			if err != nil {
+				panic(fmt.Sprintf("host %d: %v", gen, err)) // the last one closed its listener: a bug of the simulation
+			}
+			return ln, nil
+		},
+		Watched: func(endpoint.Addr) bool { return false },
+		Logger:  w.log.With("host", gen),
+	})
+	h.srv = h.host.Server()
+	var ctx context.Context
+	ctx, h.end = context.WithCancel(context.Background())
+	listening := make(chan struct{})
+	go func() { h.served <- h.host.Run(ctx) }()
+	go func() {
+		for h.host.Ready() != nil {
+			time.Sleep(time.Millisecond)
+		}
+		close(listening)
+	}()
+	<-listening
 	w.hosts = append(w.hosts, h)
 	w.event("host %d serving", gen)
 	return h
 }
 
-// stopHost stops a host as its role does: the server drains, then the
-// sink closes, both within one drain timeout. It checks the bound, and
-// that nothing of that host is left running.
-func (w *world) stopHost(h *hostGen, drain time.Duration) {
+// stopHost stops a host as its role does (its Run's context ends): the
+// stop reads what was waiting, then the sink closes, all within its drain
+// timeout. It checks the bound, and that nothing of that host is left
+// running.
+func (w *world) stopHost(h *hostGen) {
 	start := time.Now()
-	w.event("host %d stopping (drain %v)", h.gen, drain)
-	ctx, cancel := context.WithTimeout(context.Background(), drain)
-	serr := h.srv.Shutdown(ctx)
-	cerr := h.sink.Close(ctx)
+	w.event("host %d stopping (drain %v)", h.gen, h.drain)
+	h.end()
+	err := <-h.served
 	took := time.Since(start)
 	h.stopFrom, h.stopTo = start, time.Now()
-	cancel()
-	w.event("host %d stopped in %v: shutdown %v, sink close %v", h.gen, took, serr, cerr)
-	if took > drain {
-		w.fail("host-stop-overran", "host %d's stop took %v, its drain timeout is %v", h.gen, took, drain)
+	w.event("host %d stopped in %v: %v", h.gen, took, err)
+	if took > h.drain {
+		w.fail("host-stop-overran", "host %d's stop took %v, its drain timeout is %v", h.gen, took, h.drain)
 	}
-	if err := <-h.served; err != nil {
-		w.fail("host-serve-failed", "host %d: Serve: %v", h.gen, err)
+	if err != nil {
+		w.fail("host-serve-failed", "host %d: Run: %v", h.gen, err)
 	}
 	synctest.Wait() // whatever is left of it is blocked now, or gone
 	if left := leftRunning("katatrace/hostrelay.", "sim.(*simSink)"); len(left) > 0 {
@@ -314,7 +349,16 @@ func run(seed uint64, sabotage string) *world {
 	for i := range p.guests {
 		w.guests = append(w.guests, w.startGuest(i))
 	}
-	host := w.startHost(0)
+	// Each host generation's drain timeout: that of the restart that
+	// stops it, the last one's the end's.
+	byTime := slices.Clone(p.restarts)
+	sort.SliceStable(byTime, func(i, j int) bool { return byTime[i].at < byTime[j].at })
+	var drains []time.Duration
+	for _, r := range byTime {
+		drains = append(drains, r.drain)
+	}
+	drains = append(drains, p.hostDrain)
+	host := w.startHost(0, drains[0])
 	var flushes sync.WaitGroup
 	for _, g := range w.guests {
 		go w.client(g)
@@ -349,9 +393,9 @@ func run(seed uint64, sabotage string) *world {
 			continue
 		}
 		down := time.Now()
-		w.stopHost(host, a.restart.drain)
+		w.stopHost(host)
 		time.Sleep(a.restart.gap)
-		host = w.startHost(host.gen + 1)
+		host = w.startHost(host.gen+1, drains[host.gen+1])
 		w.mu.Lock()
 		w.faults = append(w.faults, interval{down, time.Now(), fmt.Sprintf("host %d restarting", host.gen-1)})
 		w.mu.Unlock()
@@ -368,7 +412,7 @@ func run(seed uint64, sabotage string) *world {
 	stops.Wait()
 	w.stopClients()
 	flushes.Wait()
-	w.stopHost(host, p.hostDrain)
+	w.stopHost(host)
 	synctest.Wait()
 	if left := leftRunning(); len(left) > 0 {
 		w.fail("left-running", "after every stop, %d goroutines are still there:\n%s", len(left), strings.Join(left, "\n"))
