@@ -24,20 +24,20 @@ type simSink struct {
 	w   *world
 	gen int
 
-	mu      sync.Mutex
-	wake    chan struct{}
-	queue   []heldDatagram
-	busy    int            // datagrams being handed to the endpoint
-	held    map[string]int // per guest: queued or being handed on
-	lost    map[string]uint64
-	closed  bool
+	mu     sync.Mutex
+	wake   chan struct{}
+	queue  []heldDatagram
+	busy   int            // datagrams being handed to the endpoint
+	held   map[string]int // per guest: queued or being handed on
+	lost   map[string]uint64
+	closed bool
 	// closeHeld is what the sink held as its Close began, and closeShare
 	// the time Close had: whether it could deliver all of it.
 	closeHeld  int
 	closeShare time.Duration
 	closing    chan struct{} // closed by Close: stalls end
-	life    chan struct{} // closed when Close runs out of time: in-flight work is dropped
-	done    chan struct{} // the worker is gone
+	life       chan struct{} // closed when Close runs out of time: in-flight work is dropped
+	done       chan struct{} // the worker is gone
 }
 
 type heldDatagram struct {
