@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/katatrace/katatrace/internal/otlptest"
@@ -134,6 +133,6 @@ func hostileGuest(sock string, conns int) error {
 		})
 	}
 	wg.Wait()
-	syscall.Pause()
-	return nil
+	time.Sleep(1 << 62) // held until killed
+
 }
