@@ -134,5 +134,5 @@ func hostileGuest(sock string, conns int) error {
 	}
 	wg.Wait()
 	time.Sleep(1 << 62) // held until killed
-
+	return nil
 }
