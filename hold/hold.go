@@ -20,10 +20,10 @@ const pageSize = 4096
 // busy stream does not map and unmap one at every burst.
 const cached = 16
 
-// ErrCanceled is Get's error when its wait is cut short (the host stops):
+// errCanceled is Get's error when its wait is cut short (the host stops):
 // it wraps os.ErrDeadlineExceeded, as a read's deadline does, so that a
 // reader's caller sees a wait for room ended as it sees a read's.
-var ErrCanceled = fmt.Errorf("waiting for room to hold a frame: %w", os.ErrDeadlineExceeded)
+var errCanceled = fmt.Errorf("waiting for room to hold a frame: %w", os.ErrDeadlineExceeded)
 
 // Limit is the room for frames of every guest together, and of each.
 type Limit struct {
@@ -110,7 +110,7 @@ func (s *Share) take(n int) {
 
 // Get returns room for a frame of n bytes (a buffer of at least n),
 // waiting until the guest's share and the total have it, or until cancel
-// is closed (ErrCanceled). Frames are given room in the order they asked,
+// is closed (errCanceled). Frames are given room in the order they asked,
 // except that one waiting for its own guest's share does not hold up
 // another guest's.
 func (s *Share) Get(n int, cancel <-chan struct{}) ([]byte, error) {
@@ -141,7 +141,7 @@ func (s *Share) Get(n int, cancel <-chan struct{}) ([]byte, error) {
 		case <-w.ready: // granted meanwhile: give it back
 			l.mu.Unlock()
 			s.put(sz, nil)
-			return nil, ErrCanceled
+			return nil, errCanceled
 		default:
 		}
 		for i, o := range l.waiters {
@@ -152,7 +152,7 @@ func (s *Share) Get(n int, cancel <-chan struct{}) ([]byte, error) {
 		}
 		l.grant() // one behind it may fit now
 		l.mu.Unlock()
-		return nil, ErrCanceled
+		return nil, errCanceled
 	}
 	l.mu.Lock()
 	b := l.buffer(sz)

@@ -105,7 +105,7 @@ func TestLargeRoomAndCancel(t *testing.T) {
 	go func() { _, err := s.Get(4<<20, cancel); done <- err }()
 	time.Sleep(20 * time.Millisecond)
 	close(cancel)
-	if err := <-done; !errors.Is(err, ErrCanceled) || !errors.Is(err, os.ErrDeadlineExceeded) {
+	if err := <-done; !errors.Is(err, errCanceled) || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("a canceled wait ended with %v", err)
 	}
 	s.Put(big)

@@ -22,9 +22,11 @@ type Reader struct {
 	start  int
 	end    int
 	err    error // a read's error that came with bytes, for the next read
-	// OnRoom, if set, is called once room was granted, before the
-	// frame's bytes are read: its reading begins only now.
-	OnRoom func()
+	// BeforeRoom, if set, is called before room is asked for (the ask
+	// may wait); OnRoom once it was granted, before the frame's bytes are
+	// read: its reading begins only now. OnBegin is called when a read
+	// brings bytes to an empty buffer: a frame (or message) begins.
+	BeforeRoom, OnRoom, OnBegin func()
 }
 
 // NewReader reads r with a buffer of its own of size own (from the heap),
@@ -39,9 +41,6 @@ func NewReader(r io.Reader, own int, share *Share, cancel <-chan struct{}, rest 
 
 // Buffered is how many bytes can be peeked without reading.
 func (b *Reader) Buffered() int { return b.end - b.start }
-
-// Size is the buffer's size now.
-func (b *Reader) Size() int { return len(b.buf) }
 
 // Peek returns the next n bytes without taking them, reading (and, for
 // more than the buffer holds, waiting for room) until they are there or
@@ -78,6 +77,9 @@ func (b *Reader) fill(want int) error {
 	case want > len(b.buf) && b.held:
 		return fmt.Errorf("a frame of %d bytes is beyond a reader's room (%d)", want, len(b.buf))
 	case want > len(b.buf):
+		if b.BeforeRoom != nil {
+			b.BeforeRoom()
+		}
 		room, err := b.share.Get(want, b.cancel)
 		if err != nil {
 			return err
@@ -92,6 +94,9 @@ func (b *Reader) fill(want int) error {
 	}
 	n, err := b.r.Read(b.buf[b.end:])
 	b.end += n
+	if n > 0 && have == 0 && b.OnBegin != nil {
+		b.OnBegin()
+	}
 	if n > 0 {
 		b.err = err
 		return nil
@@ -113,8 +118,9 @@ func (b *Reader) swap(room []byte) {
 	}
 }
 
-// Close gives back the room the reader holds, keeping what is buffered
-// while its own buffer has room for it (all of it, when nothing is).
+// Close gives back the room the reader holds, keeping of what is
+// buffered only what its own buffer has room for: call it with nothing
+// buffered, or with what is buffered taken elsewhere (a handover's copy).
 func (b *Reader) Close() {
 	if !b.held {
 		return

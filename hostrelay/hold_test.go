@@ -137,3 +137,39 @@ func TestRawMessageNotFinishedTimesOut(t *testing.T) {
 
 // lineSplit cuts a raw stream into lines.
 func lineSplit(guestid.ID, func(int)) bufio.SplitFunc { return bufio.ScanLines }
+
+// TestFrameBegunAfterAPauseTimesOut: a frame (or a raw message) whose
+// first bytes come after a quiet spell, while the host waits for a whole
+// one, still has --frame-timeout to finish: its connection is closed and
+// its room given back.
+func TestFrameBegunAfterAPauseTimesOut(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		cfg          ServerConfig
+		first, later []byte
+	}{
+		{"framed", ServerConfig{}, wire.AppendHello(nil, wire.KindJaeger),
+			append(binary.BigEndian.AppendUint32(nil, 60000), make([]byte, 30000)...)},
+		{"raw", ServerConfig{RawSplit: lineSplit}, []byte("whole\n"), bytes.Repeat([]byte("x"), 40000)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sink := &memSink{}
+			tc.cfg.Sink, tc.cfg.FrameTimeout = sink, 200*time.Millisecond
+			addr, srv := tcpHost(t, tc.cfg)
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write(tc.first); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(300 * time.Millisecond) // quiet: no deadline is pending now
+			if _, err := c.Write(tc.later); err != nil {
+				t.Fatal(err)
+			}
+			testutil.Eventually(t, 5*time.Second, "the unfinished frame to time out", func() bool { return srv.Stats().TimedOut == 1 })
+			testutil.Eventually(t, 5*time.Second, "its room given back", func() bool { return srv.room.Stats().Held == 0 })
+		})
+	}
+}

@@ -103,10 +103,11 @@ type Host struct {
 	log *slog.Logger
 	ls  listenerSet
 
-	mu       sync.Mutex
-	lns      []net.Listener
-	watches  []Watcher
-	stopOnce sync.Once
+	mu        sync.Mutex
+	lns       []net.Listener
+	watches   []Watcher
+	stopOnce  sync.Once
+	adoptOnce sync.Once
 }
 
 // NewHost makes the host's Server; nothing listens until Run.
@@ -173,9 +174,7 @@ func (h *Host) Reload() []any {
 // failure: a *ListenError for a From it could not listen on, or the
 // listener's that failed; nil after ctx ended.
 func (h *Host) Run(ctx context.Context) error {
-	if h.cfg.Adopt != nil {
-		h.cfg.Adopt(h.srv)
-	}
+	h.adopt()
 	var lns []net.Listener
 	var lnFroms []string
 	for _, a := range h.cfg.From {
@@ -247,7 +246,10 @@ func (h *Host) fail(err error) error {
 // connection is read and handed on, and the sink is closed. Reading gets
 // at most half of the bound, the sink the rest (stopShares). Later calls
 // do nothing.
-func (h *Host) Stop() { h.stopOnce.Do(h.stop) }
+func (h *Host) Stop() {
+	h.adopt()
+	h.stopOnce.Do(h.stop)
+}
 
 func (h *Host) stop() {
 	if h.cfg.Stopping != nil {
@@ -301,9 +303,20 @@ func (h *Host) handOver(readCtx, sinkCtx context.Context, succ Successor) error 
 		held = hs.Handover(sinkCtx)
 	}
 	if kerr := succ.Keep(st, held); kerr != nil {
-		return kerr
+		return errors.Join(err, kerr)
 	}
 	return err
+}
+
+// adopt takes up what a predecessor left, once: at Run, or at a stop
+// that came first (a failure at start must hand on what the predecessor
+// left, not an empty state over it).
+func (h *Host) adopt() {
+	h.adoptOnce.Do(func() {
+		if h.cfg.Adopt != nil {
+			h.cfg.Adopt(h.srv)
+		}
+	})
 }
 
 // closeSink flushes and closes the sink, once: its endpoint has until

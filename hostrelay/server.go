@@ -172,10 +172,10 @@ func NewServer(cfg ServerConfig) *Server {
 		cfg.FrameTimeout = time.Minute
 	}
 	if cfg.HeldBytesPerGuest <= 0 {
-		cfg.HeldBytesPerGuest = DefaultHeldBytesPerGuest
+		cfg.HeldBytesPerGuest = defaultHeldBytesPerGuest
 	}
 	if cfg.HeldBytes <= 0 {
-		cfg.HeldBytes = DefaultHeldBytes
+		cfg.HeldBytes = defaultHeldBytes
 	}
 	room, err := hold.New(cfg.HeldBytes, cfg.HeldBytesPerGuest)
 	if err != nil { // the roles check theirs first: this is a caller's mistake
@@ -207,8 +207,8 @@ func NewServer(cfg ServerConfig) *Server {
 // frame of at most 64 KiB, held one frame at a time per connection), and
 // little beside what the host has.
 const (
-	DefaultHeldBytes         = 64 << 20
-	DefaultHeldBytesPerGuest = 16 << 20
+	defaultHeldBytes         = 64 << 20
+	defaultHeldBytesPerGuest = 16 << 20
 )
 
 // Stats returns a snapshot of the counters.
@@ -659,13 +659,23 @@ func buffered(br *hold.Reader) bool {
 
 func (c *peerConn) framed(br *hold.Reader) error {
 	defer br.Close()
-	// A frame that waited for room has its frame timeout from when it may
-	// be read: the wait was the host's, not the guest's.
-	br.OnRoom = func() {
-		if c.frameDeadline {
-			c.setDeadline(time.Now().Add(c.srv.cfg.FrameTimeout))
+	// A frame begun must be finished in time, from its first bytes
+	// (they may come while the loop below waits for a whole frame), and
+	// one that waited for room has its timeout from when it may be read:
+	// the wait was the host's, not the guest's. A confirmation owed is
+	// sent before such a wait, which may last, so that the guest does not
+	// take the host as stalled.
+	frameBegins := func() {
+		c.setDeadline(time.Now().Add(c.srv.cfg.FrameTimeout))
+		c.frameDeadline, c.ackDeadline = true, false
+	}
+	br.OnBegin = func() {
+		if !c.frameDeadline {
+			frameBegins()
 		}
 	}
+	br.OnRoom = frameBegins
+	br.BeforeRoom = func() { _ = c.ack() } // a failed write shows at the next
 	fr := wire.NewFrameReader(br)
 	fr.Control = c.v2
 	for {
@@ -800,6 +810,20 @@ func (c *peerConn) raw(rest []byte) error {
 	defer br.Close()
 	sc := newScanner(br, c.srv.cfg.RawSplit(c.id, c.noteUnparsed), 2*wire.MaxFrameSize)
 	var armed time.Time
+	// A message's first bytes may come while Scan waits for more: its
+	// wait begins then (and again once it had room: the wait for room was
+	// the host's).
+	messageBegins := func() {
+		armed = time.Now()
+		c.setDeadline(armed.Add(c.srv.cfg.FrameTimeout))
+		c.frameDeadline = true
+	}
+	br.OnBegin = func() {
+		if !c.frameDeadline {
+			messageBegins()
+		}
+	}
+	br.OnRoom = messageBegins
 	for {
 		// A message begun must be finished in time, as a frame must; a
 		// guest quiet between messages is left alone. Each message cut

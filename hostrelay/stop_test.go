@@ -297,3 +297,19 @@ func (downSink) url(t *testing.T) string {
 	t.Cleanup(srv.Close)
 	return srv.URL + "/api/traces"
 }
+
+// TestHostStoppedBeforeRunHandsOnWhatItAdopts: a host that fails to start
+// (its metrics listener, say) stops before Run: what its predecessor left
+// is still taken up, once, and handed on, not an empty state over it.
+func TestHostStoppedBeforeRunHandsOnWhatItAdopts(t *testing.T) {
+	adopted := 0
+	succ := &fakeSuccessor{}
+	h := NewHost(HostConfig{Server: ServerConfig{Kind: wire.KindJaeger, Sink: &memSink{}}, To: "test",
+		DrainTimeout: time.Second, Logger: testLogger(t), Successor: succ,
+		Adopt: func(*Server) { adopted++ }})
+	h.Stop()
+	h.Stop()
+	if adopted != 1 || !slices.Equal(succ.events, []string{"handing over", "keep"}) {
+		t.Fatalf("adopted %d times; the successor saw %q", adopted, succ.events)
+	}
+}

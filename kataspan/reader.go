@@ -64,12 +64,13 @@ func (r *Reader) room(want int) error {
 	if want <= cap(r.buf) || want <= initialBuffer || r.mem == nil {
 		return nil // fill makes it
 	}
-	if have := r.end - r.start; r.held && have <= initialBuffer {
+	if have := r.end - r.start; r.held {
 		// Room held is given back before more is waited for, so that a
 		// guest's connections cannot hold its share while each waits
-		// for more of it. (Reads into room stop at its frame's end, so
-		// what is left of it is at most a header.)
-		buf := make([]byte, initialBuffer)
+		// for more of it. Reads into room stop at its frame's end, so
+		// what is left is mostly a header; while the framing is lost it
+		// may be up to a frame, copied to the heap for the wait.
+		buf := make([]byte, max(have, initialBuffer))
 		copy(buf, r.buf[r.start:r.end])
 		r.free()
 		r.off += int64(r.start)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -410,5 +411,43 @@ func TestReaderTakesRoomPerFrame(t *testing.T) {
 	r.Close()
 	if mem.out != 0 || mem.gets != mem.puts {
 		t.Fatalf("room at Close: %+v", *mem)
+	}
+}
+
+// strictMemory is a Memory that refuses to give room while any is out:
+// a reader must give back what it holds before it waits for more.
+type strictMemory struct{ out int }
+
+func (m *strictMemory) Get(n int) ([]byte, error) {
+	if m.out > 0 {
+		return nil, fmt.Errorf("room asked for while %d bytes are held", m.out)
+	}
+	m.out = n
+	return make([]byte, n), nil
+}
+
+func (m *strictMemory) Put(b []byte) { m.out -= cap(b) }
+
+// TestReaderGivesRoomBackBeforeAskingMore: with the framing lost, a large
+// candidate read into room turns out to be none, and the next candidate
+// found inside it is larger still: its room is asked for only once the
+// first was given back.
+func TestReaderGivesRoomBackBeforeAskingMore(t *testing.T) {
+	json := frames(t, stream(t, "json-otel017-api"))
+	inner := cat(binary.BigEndian.AppendUint64(nil, 300000), []byte(jsonStart)) // a candidate that never ends
+	outer := cat([]byte(jsonStart), bytes.Repeat([]byte("y"), 30000), inner, bytes.Repeat([]byte("z"), 30000))
+	in := cat(binary.BigEndian.AppendUint64(nil, uint64(len(outer))), outer, make([]byte, 300000), frame(json[0]))
+	r := NewReader(&chunkReader{b: in, n: 7000}, 1<<20)
+	mem := &strictMemory{}
+	r.SetMemory(mem)
+	r.Lose()
+	for {
+		p, err := r.Next()
+		if err != nil {
+			t.Fatalf("the frame after the false candidates: %v", err)
+		}
+		if bytes.Equal(p, json[0]) {
+			break
+		}
 	}
 }

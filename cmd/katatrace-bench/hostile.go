@@ -79,8 +79,7 @@ func hostileRun(bin string, guests, conns, spans int) (settled, peak, arrived in
 	var kids []*exec.Cmd
 	defer func() {
 		for _, k := range kids {
-			_ = k.Process.Kill()
-			_ = k.Wait()
+			_ = k.Process.Kill() // reaped by its Wait below
 		}
 	}()
 	for range guests {
@@ -91,7 +90,15 @@ func hostileRun(bin string, guests, conns, spans int) (settled, peak, arrived in
 		}
 		kids = append(kids, k)
 	}
-	time.Sleep(8 * time.Second) // the guests connected, their frames begun
+	exited := make(chan error, len(kids))
+	for _, k := range kids {
+		go func() { exited <- k.Wait() }()
+	}
+	select { // the guests connected, their frames begun
+	case err = <-exited:
+		return 0, 0, 0, 0, fmt.Errorf("a hostile guest ended before the measurement: %v", err)
+	case <-time.After(8 * time.Second):
+	}
 	settled = vmRSS(fw.Process.Pid)
 	c, err := net.Dial("unix", sock)
 	if err != nil {

@@ -93,9 +93,15 @@ func main() {
 	flag.Parse()
 	switch {
 	case hostileGuestSock != "":
-		n, _ := strconv.Atoi(flag.Arg(0))
+		n, err := strconv.Atoi(flag.Arg(0))
+		if err != nil || n < 1 {
+			fatalf("hostile guest: %q is not a number of connections", flag.Arg(0))
+		}
 		fatalf("hostile guest: %v", hostileGuest(hostileGuestSock, n))
 	case hostile:
+		if hostileGuests < 1 || hostileConns < 1 || hostileSpans < 1 {
+			fatalf("--hostile-guests, --hostile-connections and --hostile-spans: give 1 or more")
+		}
 		if err := runHostile(cfg.bin, baselineBin, hostileGuests, hostileConns, hostileSpans); err != nil {
 			fatalf("hostile: %v", err)
 		}
