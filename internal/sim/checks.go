@@ -159,7 +159,10 @@ func (w *world) checkGuest(g *simGuest) {
 		if rec.err == nil || answered(rec.err) || rec.timeout < w.plan.flushTimeout+answerMargin || rec.end.After(g.stop.start) {
 			continue // a flush still waiting when its relay stops is answered by nobody
 		}
-		if !w.healthy(rec.start.Add(-g.plan.backoffMax-settleMargin), rec.end) {
+		// Healthy from before it asked until a host had to answer it (a
+		// fault after that, within its own longer timeout, excuses
+		// nothing).
+		if !w.healthy(rec.start.Add(-g.plan.backoffMax-settleMargin), minTime(rec.end, rec.start.Add(w.plan.flushTimeout+answerMargin))) {
 			continue
 		}
 		inv := "flush-unanswered"
@@ -174,11 +177,13 @@ func (w *world) checkGuest(g *simGuest) {
 	}
 
 	s := g.stop
-	if s.err != nil && !answered(s.err) && g.plan.drain >= w.plan.flushTimeout+answerMargin {
+	// The stop's flush has what reading left of the bound: a host had to
+	// answer it only if that was its flush timeout and more.
+	if s.err != nil && !answered(s.err) && s.end.Sub(s.readDone) >= w.plan.flushTimeout+answerMargin {
 		if w.healthy(s.start.Add(-g.plan.backoffMax-settleMargin), s.end) {
 			inv, reading := "stop-flush-unanswered", s.readDone.Sub(s.start)
 			switch {
-			case reading >= g.plan.drain/2:
+			case reading > g.plan.drain/2+settleMargin:
 				inv = "drain-spends-flush"
 			case w.markerLost(g, s.end):
 				inv = "flush-after-drop"
@@ -187,6 +192,13 @@ func (w *world) checkGuest(g *simGuest) {
 				g.i, g.plan.drain, s.err, reading, s.stats.Queue.Queued, s.stats.Queue.Unacked, s.stats.Sent, s.stats.Queue.Acked)
 		}
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // answered reports whether a flush's error says the host answered (its

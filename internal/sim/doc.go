@@ -1,6 +1,6 @@
 // Package sim is a deterministic simulation of the relay protocol, for
 // tests: the real guest relay (guestrelay: its queue, framing v2 and
-// reconnects) and the real host relay (hostrelay.Server) over in-memory
+// reconnects) and the real host relay (hostrelay.Host, as the host roles run it) over in-memory
 // streams, fed by an in-memory datagram socket and handing on to a sink
 // of the simulation's own, all inside a testing/synctest bubble, where
 // time is virtual. A seed draws the fault schedule: streams cut at any

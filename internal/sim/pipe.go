@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"hash/fnv"
 	"io"
 	"net"
 	"os"
@@ -196,6 +197,7 @@ func (s *stream) set(f func()) {
 // down what the accepting side (the host) writes.
 type pipe struct {
 	id       int
+	key      uint64 // what its faults are drawn by (connKey)
 	up, down *stream
 	reset    error
 	// onFault hears of each fault as it happens (cuts, stalls).
@@ -294,9 +296,19 @@ type network struct {
 	mu        sync.Mutex
 	listeners map[addr]*listener
 	pipes     []*pipe
+	dials     map[string]uint64
 	// open makes the pipe of the n-th connection (its buffer, faults and
-	// taps); from and to name its ends.
-	open func(n int, from, to addr) *pipe
+	// taps), whose faults are drawn by key; from and to name its ends.
+	open func(n int, key uint64, from, to addr) *pipe
+}
+
+// connKey keys a connection's faults by its guest and that guest's own
+// count of dials, not by the order all guests dialled in (which Go's
+// scheduling may change between runs of a seed).
+func connKey(from string, dial uint64) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(from))
+	return h.Sum64() ^ dial*0x9e3779b97f4a7c15
 }
 
 // errRefused is a dial to an address where nothing listens.
@@ -323,8 +335,13 @@ func (n *network) dial(_ context.Context, from string, to addr) (net.Conn, error
 		return nil, errRefused
 	}
 	id := len(n.pipes)
+	if n.dials == nil {
+		n.dials = map[string]uint64{}
+	}
+	key := connKey(from, n.dials[from])
+	n.dials[from]++
 	remote := addr(from + ":" + strconv.Itoa(id))
-	p := n.open(id, remote, to)
+	p := n.open(id, key, remote, to)
 	n.pipes = append(n.pipes, p)
 	client := &end{in: p.down, out: p.up, local: remote, remote: to}
 	server := &end{in: p.up, out: p.down, local: to, remote: remote}

@@ -226,8 +226,8 @@ type connPlan struct {
 	discard            bool
 }
 
-func (p *plan) conn(n int) connPlan {
-	r := rand.New(rand.NewPCG(p.seed, streamConn+uint64(n)))
+func (p *plan) conn(key uint64) connPlan {
+	r := rand.New(rand.NewPCG(p.seed, streamConn+key))
 	c := connPlan{size: pick(r, 1<<10, 8<<10, 64<<10, 1<<20), upCut: -1, downCut: -1, upStall: -1, downStall: -1}
 	if r.Float64() >= p.connFaults {
 		return c

@@ -73,7 +73,7 @@ func simulate(t *testing.T, seed uint64, sabotage string) *world {
 		synctest.Test(t, func(*testing.T) { w = run(seed, sabotage) })
 	}()
 	if w == nil {
-		t.Fatalf("seed %d: the run did not finish: %v; replay: go test ./internal/sim -run TestSim -seed %d", seed, leaked, seed)
+		t.Fatalf("seed %d: the run did not finish: %v; replay: go test ./internal/sim -run 'TestSim$' -seed %d", seed, leaked, seed)
 	}
 	if leaked != nil {
 		w.failures = append(w.failures, failure{"left-running", fmt.Sprint(leaked)})
@@ -96,12 +96,12 @@ func judge(t *testing.T, seed uint64, w *world) {
 			unknown = append(unknown, f)
 		}
 	}
-	t.Logf("replay: go test ./internal/sim -run TestSim -seed %d\n%s", seed, w.story())
+	t.Logf("replay: go test ./internal/sim -run 'TestSim$' -seed %d\n%s", seed, w.story())
 	if len(unknown) == 0 {
-		t.Skipf("seed %d fails only invariants knownFailing lists; replay: go test ./internal/sim -run TestSim -seed %d -v", seed, seed)
+		t.Skipf("seed %d fails only invariants knownFailing lists; replay: go test ./internal/sim -run 'TestSim$' -seed %d -v", seed, seed)
 	}
 	for _, f := range unknown {
-		t.Errorf("seed %d: %s: %s; replay: go test ./internal/sim -run TestSim -seed %d", seed, f.invariant, f.msg, seed)
+		t.Errorf("seed %d: %s: %s; replay: go test ./internal/sim -run 'TestSim$' -seed %d", seed, f.invariant, f.msg, seed)
 	}
 }
 

@@ -148,9 +148,10 @@ func (w *world) healthy(from, to time.Time) bool {
 
 // openConn makes the n-th connection: its buffer and faults, drawn from
 // its own stream, and the taps that read the protocol off it.
-func (w *world) openConn(n int, from, to addr) *pipe {
-	cp := w.plan.conn(n)
+func (w *world) openConn(n int, key uint64, from, to addr) *pipe {
+	cp := w.plan.conn(key)
 	p := newPipe(n, cp.size)
+	p.key = key
 	p.up.cutAt, p.down.cutAt = cp.upCut, cp.downCut
 	p.up.stallAt, p.down.stallAt = cp.upStall, cp.downStall
 	p.up.stallFor, p.down.stallFor = cp.stallFor, cp.stallFor
@@ -388,7 +389,7 @@ func run(seed uint64, sabotage string) *world {
 				if c.closed() {
 					continue
 				}
-				c.cut(w.keyed(uint64(c.id), 0xfe) < 0.5, "cut with every other")
+				c.cut(w.keyed(c.key, 0xfe) < 0.5, "cut with every other")
 			}
 			continue
 		}
