@@ -413,8 +413,12 @@ var errLate = errors.New("read what came in after the stop began")
 // it reads what was already waiting in the socket when the stop began
 // (plan says when; the kernel stamps each datagram as it comes in), not
 // what the socket's client keeps sending after, within the plan's time; a
-// socket that cannot say when a datagram came in is read until it is
-// quiet. It reads up to readBatch datagrams per system call (recvmmsg).
+// socket that cannot say when a datagram came in is read until a read
+// finds it empty for a moment (drainGap): a socket keeps order, so
+// everything that was waiting is read by then, and a client that keeps
+// sending is not waited out for a quiet that may never come (the flush
+// needs the time). It reads up to readBatch datagrams per system call
+// (recvmmsg).
 //
 // While a host is connected and the queue is full, reading waits for room
 // (see hold): what this process would read only to drop stays in the
@@ -441,6 +445,7 @@ func (f *forwarder) readFrom(ctx context.Context, pc net.PacketConn, plan func()
 	hold.Stop()
 	stalled := false
 	var p *drainPlan
+	idle := drainIdle
 	for {
 		holdCtx := ctx
 		if p != nil {
@@ -455,7 +460,7 @@ func (f *forwarder) readFrom(ctx context.Context, pc net.PacketConn, plan func()
 			}
 			// The quiet that ends a drain is counted from here: time
 			// spent holding for room in the queue is not quiet.
-			_ = pc.SetReadDeadline(earliest(p.end, time.Now().Add(drainIdle)))
+			_ = pc.SetReadDeadline(earliest(p.end, time.Now().Add(idle)))
 		}
 		err := sr.read(send)
 		switch {
@@ -472,7 +477,9 @@ func (f *forwarder) readFrom(ctx context.Context, pc net.PacketConn, plan func()
 			continue
 		case p == nil:
 			p = new(plan())
-			sr.cutoff(p.began)
+			if !sr.cutoff(p.began) {
+				idle = drainGap
+			}
 			stopDrain := context.AfterFunc(p.ctx, wake)
 			defer stopDrain()
 			continue
@@ -600,8 +607,15 @@ func earliest(a, b time.Time) time.Time {
 	return b
 }
 
-// drainIdle is how long the socket must stay quiet for a drain to end.
-const drainIdle = 50 * time.Millisecond
+// drainIdle is how long a socket that stamps what comes in must stay
+// quiet for a drain to end (a datagram stamped after the stop ends it
+// sooner); drainGap how long one that cannot must be found empty. Not
+// less: a read whose deadline passed before it began (its goroutine not
+// run meanwhile) looks at nothing.
+const (
+	drainIdle = 50 * time.Millisecond
+	drainGap  = 5 * time.Millisecond
+)
 
 // Run connects to the host and sends what the queue holds, reconnecting
 // with capped, jittered exponential backoff, until ctx is done.

@@ -50,6 +50,7 @@ var regressions = []struct {
 	{3666, []string{"flush-answer-forgotten"}},
 	{3814, []string{"flush-answer-forgotten"}},
 	{96, []string{"flush-unasked"}},
+	{48, []string{"drain-spends-flush"}},
 	// A stop's flush whose request waits behind earlier ones, each
 	// answered late by a host whose endpoint lags: it must say what the
 	// host last answered (these found a relay that did not).
