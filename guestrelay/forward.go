@@ -446,13 +446,8 @@ func (f *forwarder) readFrom(ctx context.Context, pc net.PacketConn, plan func()
 	stalled := false
 	var p *drainPlan
 	idle := drainIdle
+	holdCtx := ctx
 	for {
-		holdCtx := ctx
-		if p != nil {
-			// Draining: still no faster than the host takes it, within
-			// the stop's time.
-			holdCtx = p.ctx
-		}
 		stalled = f.hold(holdCtx, hold, stalled)
 		if p != nil {
 			if p.ctx.Err() != nil {
@@ -482,23 +477,33 @@ func (f *forwarder) readFrom(ctx context.Context, pc net.PacketConn, plan func()
 			}
 			stopDrain := context.AfterFunc(p.ctx, wake)
 			defer stopDrain()
+			// Draining: still no faster than the host takes it, within
+			// reading's share of the stop (a wait for room would take the
+			// flush's).
+			var endHold context.CancelFunc
+			holdCtx, endHold = context.WithDeadline(p.ctx, p.end)
+			defer endHold()
 			continue
 		}
 		break // quiet, out of time, or the stop's context ended
 	}
-	f.countUnread(pc, sr)
+	f.countUnread(p.ctx, pc, sr)
 	return nil
 }
 
 // countUnread counts, as dropped at the socket, the datagrams still in it
 // that were waiting when the stop began, once its drain ran out of time:
-// the socket closes with them. It takes at most countMax.
-func (f *forwarder) countUnread(pc net.PacketConn, sr socketReader) {
+// the socket closes with them. It takes at most countMax, within the
+// stop's ctx.
+func (f *forwarder) countUnread(ctx context.Context, pc net.PacketConn, sr socketReader) {
 	var n uint64
 	end := time.Now().Add(countMax)
+	if d, ok := ctx.Deadline(); ok {
+		end = earliest(end, d)
+	}
 	// A deadline already past reads nothing: each read gets a moment.
-	for time.Now().Before(end) {
-		_ = pc.SetReadDeadline(time.Now().Add(time.Millisecond))
+	for time.Now().Before(end) && ctx.Err() == nil {
+		_ = pc.SetReadDeadline(earliest(end, time.Now().Add(time.Millisecond)))
 		if sr.read(func(ps [][]byte) { n += uint64(len(ps)) }) != nil {
 			break
 		}

@@ -56,6 +56,8 @@ var regressions = []struct {
 	// host last answered (these found a relay that did not).
 	{180, []string{"flush-after-drop"}},
 	{131, []string{"drain-spends-flush"}},
+	{907, []string{"guest-stop-overran"}},
+	{262, []string{"guest-stop-overran"}},
 }
 
 // TestSimRegressions runs the seeds that found something: each fails
