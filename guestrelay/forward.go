@@ -72,10 +72,12 @@ type forwarder struct {
 	// flush up to it is; clean the newest answered clean (the endpoint
 	// had accepted everything), held what the last answer said was not
 	// accepted, cleanAcked how many datagrams were confirmed by the
-	// newest clean answer. asked are the tickets of the flush requests
-	// written on this connection and not answered yet, oldest first: the
-	// host answers them in order.
+	// newest clean answer; unaccepted counts the answers that were not
+	// clean, lastUnaccepted the newest such count. asked are the tickets
+	// of the flush requests written on this connection and not answered
+	// yet, oldest first: the host answers them in order.
 	answered, clean, held, cleanAcked uint64
+	unaccepted, lastUnaccepted        uint64
 	asked                             []uint64
 	changed                           chan struct{} // closed at each answer
 	// kick ends the wait before the next attempt to reach the host.
@@ -274,6 +276,9 @@ func (f *forwarder) Flush(ctx context.Context) error {
 	}
 	first := f.q.PushFlush()
 	ticket, since := first, time.Now()
+	f.mu.Lock()
+	unaccepted := f.unaccepted
+	f.mu.Unlock()
 	if !f.connected.Load() {
 		f.redial()
 	}
@@ -322,10 +327,17 @@ func (f *forwarder) Flush(ctx context.Context) error {
 			}
 			err := fmt.Errorf("flush to %s not answered: %w (%s%d datagrams, %d bytes still queued; asked %v ago)",
 				f.cfg.Target, context.Cause(ctx), why, s.Queued, s.QueuedBytes, time.Since(since).Round(time.Millisecond))
+			f.mu.Lock()
+			if f.unaccepted > unaccepted {
+				held = f.lastUnaccepted
+			}
+			f.mu.Unlock()
 			if held > 0 {
-				// The host's last answer, to this flush or an earlier
-				// one (its requests ahead of this one wait on its
-				// endpoint too), is why.
+				// What the host said of its endpoint, answering this
+				// flush or an earlier one (the requests ahead of this
+				// one wait on it too), last or while this one waited, is
+				// why, or is to be told anyway: a later clean answer does
+				// not take back what was lost.
 				return fmt.Errorf("%w; before that, %w", err, &NotAcceptedError{held})
 			}
 			return err
@@ -367,7 +379,10 @@ func (f *forwarder) answer(t, held, acked uint64) {
 	f.hostHeld.Store(held)
 	f.mu.Lock()
 	f.held = held
-	if held == 0 {
+	if held > 0 {
+		f.unaccepted++
+		f.lastUnaccepted = held
+	} else {
 		f.clean = max(f.clean, t)
 		f.cleanAcked = max(f.cleanAcked, acked)
 	}

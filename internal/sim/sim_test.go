@@ -56,6 +56,10 @@ var regressions = []struct {
 	// host last answered (these found a relay that did not).
 	{180, []string{"flush-after-drop"}},
 	{131, []string{"drain-spends-flush"}},
+	// The same, where a clean answer to an earlier request came after the
+	// "not accepted" one and before the stop's time ran out.
+	{1375, []string{"flush-after-drop"}},
+	{3326, []string{"stop-flush-unanswered"}},
 	{907, []string{"guest-stop-overran"}},
 	{262, []string{"guest-stop-overran"}},
 }
