@@ -2,9 +2,11 @@ package guestrelay
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +16,7 @@ import (
 	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/hostrelay"
 	"github.com/katatrace/katatrace/internal/testutil"
+	"github.com/katatrace/katatrace/sink"
 	"github.com/katatrace/katatrace/wire"
 )
 
@@ -37,9 +40,22 @@ func (s *countSink) got() int {
 	return s.n
 }
 
+// holdSink is a countSink with an endpoint: held says, for the call-th
+// FlushGuest (from 1), how many of the guest's datagrams it holds still.
+type holdSink struct {
+	countSink
+	held  func(ctx context.Context, call int) int
+	calls atomic.Int32
+}
+
+func (s *holdSink) FlushGuest(ctx context.Context, _ string) (int, uint64, error) {
+	return s.held(ctx, int(s.calls.Add(1))), 0, nil
+}
+func (s *holdSink) Lost(string) uint64 { return 0 }
+
 // startHost serves a real host relay on the unix socket path until the
 // test ends (or stop).
-func startHost(t *testing.T, path string, s *countSink) (stop func()) {
+func startHost(t *testing.T, path string, s sink.Sink) (stop func()) {
 	t.Helper()
 	ln, err := endpoint.Listen(testutil.Must(endpoint.ParseAddr("unix://" + path)))
 	if err != nil {
@@ -222,5 +238,91 @@ func TestFlushWhoseMarkerWasDropped(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestFlushAfterTheHostWent: a flush while no host is connected, nothing
+// queued or unconfirmed, still asks one when datagrams were confirmed
+// since the last clean answer: the host that confirmed them may hold
+// them yet, or have handed them to its successor. With no host to ask it
+// says it could not; a successor that holds them says so; once a host
+// answered clean, a flush without a host returns at once (it knows).
+func TestFlushAfterTheHostWent(t *testing.T) {
+	path := filepath.Join(testutil.SockDir(t), "h")
+	stopFirst := startHost(t, path, &countSink{})
+	r := unixRelay(t, path, Framed, wire.MaxFrameSize)
+	testutil.Eventually(t, 5*time.Second, "connected", func() bool { return r.Stats().Connected })
+	const n = 10
+	for range n {
+		r.Send([]byte("confirmed, and then its host goes"))
+	}
+	testutil.Eventually(t, 5*time.Second, "confirmed", func() bool { return r.Stats().Queue.Acked == n })
+	stopFirst()
+	testutil.Eventually(t, 5*time.Second, "disconnected", func() bool { return !r.Stats().Connected })
+
+	if err := flushWithin(r, 200*time.Millisecond); err == nil || !strings.Contains(err.Error(), "could not be asked") {
+		t.Fatalf("a flush with no host, datagrams confirmed since the last answer: %v; want that it could not ask", err)
+	}
+	var held atomic.Int64
+	held.Store(n)
+	stopNext := startHost(t, path, &holdSink{held: func(context.Context, int) int { return int(held.Load()) }})
+	var na *NotAcceptedError
+	if err := flushWithin(r, time.Second); !errors.As(err, &na) || na.Datagrams != n {
+		t.Fatalf("a flush to a successor that holds the %d datagrams: %v", n, err)
+	}
+	held.Store(0)
+	if err := flushWithin(r, 5*time.Second); err != nil {
+		t.Fatalf("a flush once the successor's endpoint took them: %v", err)
+	}
+	stopNext()
+	testutil.Eventually(t, 5*time.Second, "disconnected", func() bool { return !r.Stats().Connected })
+	// No host to ask: the flush must know.
+	if err := flushWithin(r, 2*time.Second); err != nil {
+		t.Fatalf("a flush with no host, nothing confirmed since a clean answer: %v", err)
+	}
+}
+
+// TestFlushEndedByALaterCleanAnswer: a flush whose host answered "not
+// accepted" asks again; a clean answer to a request asked after its
+// first (another flush's) tells of its datagrams too, and ends it,
+// whatever becomes of a request of its own asked again.
+func TestFlushEndedByALaterCleanAnswer(t *testing.T) {
+	path := filepath.Join(testutil.SockDir(t), "h")
+	firstAsked, release := make(chan struct{}), make(chan struct{})
+	startHost(t, path, &holdSink{held: func(ctx context.Context, call int) int {
+		switch call {
+		case 1: // the first flush's: not accepted, once the second asked
+			close(firstAsked)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return 1
+		case 2: // the second's: clean, after the first took its answer in
+			time.Sleep(50 * time.Millisecond)
+			return 0
+		}
+		<-ctx.Done() // any asked again: not within the host's flush timeout
+		return 1
+	}})
+	r := unixRelay(t, path, Framed, wire.MaxFrameSize)
+	testutil.Eventually(t, 5*time.Second, "connected", func() bool { return r.Stats().Connected })
+	r.Send([]byte("before both"))
+	first := make(chan error, 1)
+	go func() { first <- flushWithin(r, 1500*time.Millisecond) }()
+	select {
+	case <-firstAsked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the host was not asked")
+	}
+	second := make(chan error, 1)
+	go func() { second <- flushWithin(r, 5*time.Second) }()
+	testutil.Eventually(t, 5*time.Second, "the second flush asked", func() bool { return r.f.q.LastFlush() == 2 })
+	close(release)
+	if err := <-second; err != nil {
+		t.Fatalf("the second flush: %v", err)
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("the first flush, after a clean answer to a later request: %v", err)
 	}
 }

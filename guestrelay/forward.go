@@ -69,12 +69,19 @@ type forwarder struct {
 
 	mu sync.Mutex
 	// answered is the newest flush answered (see queue.flushes): every
-	// flush up to it is. asked are the tickets of the flush requests
-	// written on this connection and not answered yet, oldest first: the
-	// host answers them in order.
-	answered uint64
-	asked    []uint64
-	changed  chan struct{} // closed when answered moves
+	// flush up to it is; clean the newest answered clean (the endpoint
+	// had accepted everything), held what the last answer said was not
+	// accepted, cleanAcked how many datagrams were confirmed by the
+	// newest clean answer; unaccepted counts the answers that were not
+	// clean, lastUnaccepted the newest such count. asked are the tickets
+	// of the flush requests written on this connection and not answered
+	// yet, oldest first: the host answers them in order.
+	answered, clean, held, cleanAcked uint64
+	unaccepted, lastUnaccepted        uint64
+	asked                             []uint64
+	changed                           chan struct{} // closed at each answer
+	// kick ends the wait before the next attempt to reach the host.
+	kick chan struct{}
 
 	sent, sentBytes, connects, dialFailures atomic.Uint64
 	hostDropped                             atomic.Uint64
@@ -149,6 +156,7 @@ func newForwarder(cfg Config) *forwarder {
 		wbuf:        make([]byte, 0, writeBatch),
 		pending:     make([]byte, 0, 2*wire.MaxFrameSize),
 		changed:     make(chan struct{}),
+		kick:        make(chan struct{}, 1),
 		dropLog:     lograte.NewEvery(5 * time.Second),
 		rejectLog:   lograte.NewEvery(5 * time.Second),
 		hostDropLog: lograte.NewEvery(5 * time.Second),
@@ -252,65 +260,135 @@ const reaskPause = 100 * time.Millisecond
 // Flush asks the host to confirm that it has handed every datagram queued
 // before this call to its sink, and waits for the answer or ctx. A v2 host
 // that answers that its endpoint has not accepted everything is asked
-// again while ctx allows; then Flush returns a *NotAcceptedError. In raw
-// mode no answer can come: Flush returns once those datagrams are written.
+// again while ctx allows; then Flush returns a *NotAcceptedError. Any
+// clean answer to a request asked at or after this call's first ends it:
+// it tells of everything before. In raw mode no answer can come: Flush
+// returns once those datagrams are written.
+//
+// Without a host to ask, it returns nil at once only when it knows:
+// nothing is queued or unconfirmed, and no datagram was confirmed since a
+// clean answer (the host that confirmed one may still hold it in its
+// sink, or have handed it to its successor). Otherwise it reconnects to
+// ask, within ctx, or says it could not.
 func (f *forwarder) Flush(ctx context.Context) error {
-	if !f.connected.Load() && f.cfg.Framing != FramedV1 {
-		// No host to ask; with nothing queued and nothing unconfirmed (v2
-		// confirms as it goes) there is nothing to wait for either.
-		if s := f.q.Stats(); s.Queued == 0 && s.Unacked == 0 && f.hostHeld.Load() == 0 {
+	if f.known() {
+		return nil
+	}
+	first := f.q.PushFlush()
+	ticket, since := first, time.Now()
+	f.mu.Lock()
+	unaccepted := f.unaccepted
+	f.mu.Unlock()
+	if !f.connected.Load() {
+		f.redial()
+	}
+	var pause *time.Timer
+	var reask <-chan time.Time
+	defer func() {
+		if pause != nil {
+			pause.Stop()
+		}
+	}()
+	for {
+		f.mu.Lock()
+		clean, answered, held, ch := f.clean >= first, f.answered >= ticket, f.held, f.changed
+		f.mu.Unlock()
+		if clean {
 			return nil
 		}
-	}
-	for {
-		err := f.flushOnce(ctx)
-		held := f.hostHeld.Load()
-		if err != nil && held > 0 {
-			return fmt.Errorf("%w; before that, %w", err, &NotAcceptedError{held})
+		if answered && reask == nil {
+			// Not accepted: asked again after a pause, unless a clean
+			// answer (to this or a later request) comes first.
+			pause = time.NewTimer(reaskPause)
+			reask = pause.C
 		}
-		if err != nil || held == 0 {
-			return err
-		}
-		t := time.NewTimer(reaskPause)
 		select {
-		case <-t.C:
+		case <-ch:
+		case <-reask:
+			reask = nil
+			// A request queued since (another flush's) asks for this one
+			// too: the host waits on its endpoint for each.
+			f.mu.Lock()
+			last := f.answered
+			f.mu.Unlock()
+			if newer := f.q.LastFlush(); newer > last {
+				ticket = newer
+			} else {
+				ticket, since = f.q.PushFlush(), time.Now()
+			}
 		case <-ctx.Done():
-			t.Stop()
-			return &NotAcceptedError{held}
+			if answered {
+				return &NotAcceptedError{held}
+			}
+			s := f.q.Stats()
+			why := ""
+			if !f.connected.Load() {
+				why = "not connected, the host could not be asked; "
+			}
+			err := fmt.Errorf("flush to %s not answered: %w (%s%d datagrams, %d bytes still queued; asked %v ago)",
+				f.cfg.Target, context.Cause(ctx), why, s.Queued, s.QueuedBytes, time.Since(since).Round(time.Millisecond))
+			f.mu.Lock()
+			if f.unaccepted > unaccepted {
+				held = f.lastUnaccepted
+			}
+			f.mu.Unlock()
+			if held > 0 {
+				// What the host said of its endpoint, answering this
+				// flush or an earlier one (the requests ahead of this
+				// one wait on it too), last or while this one waited, is
+				// why, or is to be told anyway: a later clean answer does
+				// not take back what was lost.
+				return fmt.Errorf("%w; before that, %w", err, &NotAcceptedError{held})
+			}
+			return err
 		}
 	}
 }
 
-// flushOnce asks once, and waits for the answer or ctx.
-func (f *forwarder) flushOnce(ctx context.Context) error {
-	ticket := f.q.PushFlush()
-	for {
-		f.mu.Lock()
-		done, ch := f.answered >= ticket, f.changed
-		f.mu.Unlock()
-		if done {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			s := f.q.Stats()
-			return fmt.Errorf("flush to %s not answered: %w (%d datagrams, %d bytes still queued)",
-				f.cfg.Target, context.Cause(ctx), s.Queued, s.QueuedBytes)
-		}
+// known reports whether a flush may return at once, asking no host:
+// no host is connected (one that is, is asked), nothing is queued or
+// unconfirmed, the last answer was clean, and every datagram confirmed
+// was confirmed before it. v1 confirms nothing: it always asks.
+func (f *forwarder) known() bool {
+	if f.connected.Load() || f.cfg.Framing == FramedV1 {
+		return false
+	}
+	s := f.q.Stats()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return s.Queued == 0 && s.Unacked == 0 && f.held == 0 && s.Acked == f.cleanAcked
+}
+
+// redial cuts short the wait before the next attempt to reach the host: a
+// flush needs one now.
+func (f *forwarder) redial() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
 	}
 }
 
 // answer notes that the flush of ticket t is answered, and with it every
 // flush before it (an answer tells of everything before its request; a
-// flush asked again after a reconnect may be answered twice).
-func (f *forwarder) answer(t uint64) {
+// flush asked again after a reconnect may be answered twice), with held
+// of this guest's datagrams not accepted by the host's endpoint. A clean
+// answer (held 0) also tells of every datagram confirmed before it,
+// acked of them in all: the host confirms what it handed on before it
+// answers, and its endpoint had accepted all it held of this guest's.
+func (f *forwarder) answer(t, held, acked uint64) {
+	f.hostHeld.Store(held)
 	f.mu.Lock()
-	if t > f.answered {
-		f.answered = t
-		close(f.changed)
-		f.changed = make(chan struct{})
+	f.held = held
+	if held > 0 {
+		f.unaccepted++
+		f.lastUnaccepted = held
+	} else {
+		f.clean = max(f.clean, t)
+		f.cleanAcked = max(f.cleanAcked, acked)
 	}
+	f.answered = max(f.answered, t)
+	close(f.changed)
+	f.changed = make(chan struct{})
 	f.mu.Unlock()
 }
 
@@ -350,8 +428,12 @@ var errLate = errors.New("read what came in after the stop began")
 // it reads what was already waiting in the socket when the stop began
 // (plan says when; the kernel stamps each datagram as it comes in), not
 // what the socket's client keeps sending after, within the plan's time; a
-// socket that cannot say when a datagram came in is read until it is
-// quiet. It reads up to readBatch datagrams per system call (recvmmsg).
+// socket that cannot say when a datagram came in is read until a read
+// finds it empty for a moment (drainGap): a socket keeps order, so
+// everything that was waiting is read by then, and a client that keeps
+// sending is not waited out for a quiet that may never come (the flush
+// needs the time). It reads up to readBatch datagrams per system call
+// (recvmmsg).
 //
 // While a host is connected and the queue is full, reading waits for room
 // (see hold): what this process would read only to drop stays in the
@@ -378,13 +460,9 @@ func (f *forwarder) readFrom(ctx context.Context, pc net.PacketConn, plan func()
 	hold.Stop()
 	stalled := false
 	var p *drainPlan
+	idle := drainIdle
+	holdCtx := ctx
 	for {
-		holdCtx := ctx
-		if p != nil {
-			// Draining: still no faster than the host takes it, within
-			// the stop's time.
-			holdCtx = p.ctx
-		}
 		stalled = f.hold(holdCtx, hold, stalled)
 		if p != nil {
 			if p.ctx.Err() != nil {
@@ -392,7 +470,7 @@ func (f *forwarder) readFrom(ctx context.Context, pc net.PacketConn, plan func()
 			}
 			// The quiet that ends a drain is counted from here: time
 			// spent holding for room in the queue is not quiet.
-			_ = pc.SetReadDeadline(earliest(p.end, time.Now().Add(drainIdle)))
+			_ = pc.SetReadDeadline(earliest(p.end, time.Now().Add(idle)))
 		}
 		err := sr.read(send)
 		switch {
@@ -409,26 +487,38 @@ func (f *forwarder) readFrom(ctx context.Context, pc net.PacketConn, plan func()
 			continue
 		case p == nil:
 			p = new(plan())
-			sr.cutoff(p.began)
+			if !sr.cutoff(p.began) {
+				idle = drainGap
+			}
 			stopDrain := context.AfterFunc(p.ctx, wake)
 			defer stopDrain()
+			// Draining: still no faster than the host takes it, within
+			// reading's share of the stop (a wait for room would take the
+			// flush's).
+			var endHold context.CancelFunc
+			holdCtx, endHold = context.WithDeadline(p.ctx, p.end)
+			defer endHold()
 			continue
 		}
 		break // quiet, out of time, or the stop's context ended
 	}
-	f.countUnread(pc, sr)
+	f.countUnread(p.ctx, pc, sr)
 	return nil
 }
 
 // countUnread counts, as dropped at the socket, the datagrams still in it
 // that were waiting when the stop began, once its drain ran out of time:
-// the socket closes with them. It takes at most countMax.
-func (f *forwarder) countUnread(pc net.PacketConn, sr socketReader) {
+// the socket closes with them. It takes at most countMax, within the
+// stop's ctx.
+func (f *forwarder) countUnread(ctx context.Context, pc net.PacketConn, sr socketReader) {
 	var n uint64
 	end := time.Now().Add(countMax)
+	if d, ok := ctx.Deadline(); ok {
+		end = earliest(end, d)
+	}
 	// A deadline already past reads nothing: each read gets a moment.
-	for time.Now().Before(end) {
-		_ = pc.SetReadDeadline(time.Now().Add(time.Millisecond))
+	for time.Now().Before(end) && ctx.Err() == nil {
+		_ = pc.SetReadDeadline(earliest(end, time.Now().Add(time.Millisecond)))
 		if sr.read(func(ps [][]byte) { n += uint64(len(ps)) }) != nil {
 			break
 		}
@@ -537,8 +627,15 @@ func earliest(a, b time.Time) time.Time {
 	return b
 }
 
-// drainIdle is how long the socket must stay quiet for a drain to end.
-const drainIdle = 50 * time.Millisecond
+// drainIdle is how long a socket that stamps what comes in must stay
+// quiet for a drain to end (a datagram stamped after the stop ends it
+// sooner); drainGap how long one that cannot must be found empty. Not
+// less: a read whose deadline passed before it began (its goroutine not
+// run meanwhile) looks at nothing.
+const (
+	drainIdle = 50 * time.Millisecond
+	drainGap  = 5 * time.Millisecond
+)
 
 // Run connects to the host and sends what the queue holds, reconnecting
 // with capped, jittered exponential backoff, until ctx is done.
@@ -613,7 +710,8 @@ func (f *forwarder) run(ctx context.Context) error {
 const shortSession = time.Second
 
 // sleep waits about d (jittered, so that many guests do not retry in
-// step), or until ctx is done (then false).
+// step), until a flush needs a host (redial), or until ctx is done (then
+// false).
 func (f *forwarder) sleep(ctx context.Context, d time.Duration) bool {
 	var jitter time.Duration
 	if f.cfg.Rand != nil {
@@ -622,13 +720,14 @@ func (f *forwarder) sleep(ctx context.Context, d time.Duration) bool {
 		jitter = rand.N(d/2 + 1)
 	}
 	t := time.NewTimer(d/2 + jitter)
+	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		t.Stop()
 		return false
 	case <-t.C:
-		return true
+	case <-f.kick: // a flush waits for a host
 	}
+	return true
 }
 
 // session sends on one connection until it fails or ctx is done.
@@ -639,12 +738,16 @@ func (f *forwarder) session(ctx context.Context, conn net.Conn) error {
 	readerDone := make(chan struct{})
 	go func() { dead <- f.readAnswers(conn); close(readerDone) }()
 	// The reader must be gone before the next session counts in-flight
-	// flushes, so its last answers are not credited to the wrong connection.
-	defer func() { _ = conn.Close(); <-readerDone }()
-
+	// flushes, so its last answers are not credited to the wrong
+	// connection, and before a flush may take the relay as disconnected
+	// (what it confirmed and answered is counted by then).
 	f.heard.Store(false)
 	f.connected.Store(true)
-	defer f.connected.Store(false)
+	select { // a flush's redial from before is done with
+	case <-f.kick:
+	default:
+	}
+	defer func() { _ = conn.Close(); <-readerDone; f.connected.Store(false) }()
 	if b := f.fr.greet(f, f.wbuf[:0]); len(b) > 0 {
 		if _, err := conn.Write(b); err != nil {
 			return fmt.Errorf("write to host: %w", err)
@@ -670,7 +773,7 @@ func (f *forwarder) session(ctx context.Context, conn net.Conn) error {
 		if !f.fr.hostAnswers() && len(b.Flushes) > 0 {
 			// Nobody on the other end answers: everything before these
 			// markers is written (they come before a payload).
-			f.answer(b.Flushes[len(b.Flushes)-1])
+			f.answer(b.Flushes[len(b.Flushes)-1], 0, 0)
 		}
 		if len(b.Buf) > 0 {
 			if err := f.send(conn, b.Buf, b.Flushes); err != nil {
@@ -760,8 +863,7 @@ func (f *forwarder) readAnswers(conn net.Conn) error {
 				return err
 			}
 			f.q.AckFlush(t)
-			f.hostHeld.Store(0)
-			f.answer(t)
+			f.answer(t, 0, f.q.Stats().Acked)
 		case n == wire.ControlSeq|8 && f.cfg.Framing == Framed:
 			// A flush answer saying how much the host's endpoint has not
 			// accepted.
@@ -774,8 +876,7 @@ func (f *forwarder) readAnswers(conn net.Conn) error {
 				return err
 			}
 			f.q.AckFlush(t)
-			f.hostHeld.Store(binary.BigEndian.Uint64(body))
-			f.answer(t)
+			f.answer(t, binary.BigEndian.Uint64(body), f.q.Stats().Acked)
 		case (n == 8 || n == 16) && f.cfg.Framing == Framed:
 			body := h[wire.FrameHeaderSize : wire.FrameHeaderSize+n]
 			if _, err := io.ReadFull(r, body); err != nil {

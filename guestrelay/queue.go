@@ -183,6 +183,13 @@ func (q *queue) PushFlush() uint64 {
 	return ticket
 }
 
+// LastFlush is the ticket of the newest flush pushed (0: none).
+func (q *queue) LastFlush() uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.flushes
+}
+
 // headTicket is the ticket of the oldest marker held (when one is).
 func (q *queue) headTicket() uint64 { return q.flushes - uint64(q.markers) + 1 }
 

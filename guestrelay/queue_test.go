@@ -2,6 +2,7 @@ package guestrelay
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
@@ -438,7 +439,7 @@ func TestCountUnread(t *testing.T) {
 		time.Sleep(time.Millisecond)
 		sr.cutoff(began)
 		before := f.Stats().SocketDropped
-		f.countUnread(pc, sr)
+		f.countUnread(context.Background(), pc, sr)
 		if got := f.Stats().SocketDropped - before; got < 10 || got >= 10+readBatch {
 			t.Fatalf("counted %d, want the 10 left in the socket when the stop began (and the rest of a batch of %d)", got, readBatch)
 		}
@@ -451,9 +452,24 @@ func TestCountUnread(t *testing.T) {
 		sr := readerFor(pc)
 		sr.cutoff(time.Now())
 		before := f.Stats().SocketDropped
-		f.countUnread(pc, sr)
+		f.countUnread(context.Background(), pc, sr)
 		if got := f.Stats().SocketDropped - before; got != 10 {
 			t.Fatalf("counted %d, want the 10 left in the socket", got)
+		}
+	})
+	t.Run("the stop's time is up", func(t *testing.T) {
+		pc, c := packetPair(t, "unixgram")
+		for range 10 {
+			c.Write([]byte("waiting"))
+		}
+		sr := readerFor(pc)
+		sr.cutoff(time.Now())
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		before := f.Stats().SocketDropped
+		f.countUnread(ctx, pc, sr) // the stop keeps its bound: nothing read
+		if got := f.Stats().SocketDropped - before; got != 0 {
+			t.Fatalf("counted %d after the stop's time was up", got)
 		}
 	})
 }

@@ -49,6 +49,19 @@ var regressions = []struct {
 	{402, []string{"flush-unasked"}},
 	{3666, []string{"flush-answer-forgotten"}},
 	{3814, []string{"flush-answer-forgotten"}},
+	{96, []string{"flush-unasked"}},
+	{48, []string{"drain-spends-flush"}},
+	// A stop's flush whose request waits behind earlier ones, each
+	// answered late by a host whose endpoint lags: it must say what the
+	// host last answered (these found a relay that did not).
+	{180, []string{"flush-after-drop"}},
+	{131, []string{"drain-spends-flush"}},
+	// The same, where a clean answer to an earlier request came after the
+	// "not accepted" one and before the stop's time ran out.
+	{1375, []string{"flush-after-drop"}},
+	{3326, []string{"stop-flush-unanswered"}},
+	{907, []string{"guest-stop-overran"}},
+	{262, []string{"guest-stop-overran"}},
 }
 
 // TestSimRegressions runs the seeds that found something: each fails
