@@ -326,3 +326,51 @@ func TestFlushEndedByALaterCleanAnswer(t *testing.T) {
 		t.Fatalf("the first flush, after a clean answer to a later request: %v", err)
 	}
 }
+
+// heldConn is a connection whose writes wait until release is closed: a
+// host that does not take what it is sent.
+type heldConn struct {
+	net.Conn
+	release <-chan struct{}
+}
+
+func (c heldConn) Write(b []byte) (int, error) {
+	<-c.release
+	return c.Conn.Write(b)
+}
+
+// TestRawFlushAnsweredOnceWritten: with raw framing nobody answers a
+// flush, so the relay answers it itself, but only once the payload queued
+// before it is written: not while that write still waits.
+func TestRawFlushAnsweredOnceWritten(t *testing.T) {
+	path := filepath.Join(testutil.SockDir(t), "h")
+	read, _ := muteHost(t, path)
+	release := make(chan struct{})
+	r := StartRelay(Config{Kind: wire.KindJaeger, Framing: Raw, Target: "unix://" + path, Logger: testLogger(t),
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, "unix", path)
+			if err != nil {
+				return nil, err
+			}
+			return heldConn{c, release}, nil
+		}}, nil, 0)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = r.Shutdown(ctx)
+	})
+	r.Send([]byte("payload"))
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	err := r.Flush(ctx)
+	cancel()
+	if err == nil {
+		t.Fatalf("a raw flush was answered while the payload before it was still unwritten (%d bytes read by the host)", read())
+	}
+	close(release)
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.Flush(ctx); err != nil {
+		t.Fatalf("once written: %v", err)
+	}
+	testutil.Eventually(t, 5*time.Second, "the payload at the host", func() bool { return read() == int64(len("payload")) })
+}

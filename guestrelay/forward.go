@@ -770,15 +770,16 @@ func (f *forwarder) session(ctx context.Context, conn net.Conn) error {
 				return ctx.Err()
 			}
 		}
-		if !f.fr.hostAnswers() && len(b.Flushes) > 0 {
-			// Nobody on the other end answers: everything before these
-			// markers is written (they come before a payload).
-			f.answer(b.Flushes[len(b.Flushes)-1], 0, 0)
-		}
 		if len(b.Buf) > 0 {
 			if err := f.send(conn, b.Buf, b.Flushes); err != nil {
-				return err
+				return err // its markers unanswered: asked again behind what is resent
 			}
+		}
+		if !f.fr.hostAnswers() && len(b.Flushes) > 0 {
+			// Nobody on the other end answers: once the batch is written,
+			// so is everything before its markers (a raw batch's payload
+			// may come before them).
+			f.answer(b.Flushes[len(b.Flushes)-1], 0, 0)
 		}
 	}
 }

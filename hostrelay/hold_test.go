@@ -88,7 +88,10 @@ func TestFramesWaitingForRoomAreReadInTurn(t *testing.T) {
 	for range 8 {
 		stall(t, addr, hello, binary.BigEndian.AppendUint32(nil, 60000), 30000)
 	}
-	testutil.Eventually(t, 10*time.Second, "the room to be taken", func() bool { return srv.room.Stats().Held == 4*hold.Chunk })
+	testutil.Eventually(t, 10*time.Second, "the room to be taken, the other four waiting", func() bool {
+		st := srv.room.Stats()
+		return st.Held == 4*hold.Chunk && st.Waiting == 4
+	})
 	good, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
