@@ -637,9 +637,9 @@ const (
 	drainGap  = 5 * time.Millisecond
 )
 
-// Run connects to the host and sends what the queue holds, reconnecting
+// run connects to the host and sends what the queue holds, reconnecting
 // with capped, jittered exponential backoff, until ctx is done.
-func (f *forwarder) run(ctx context.Context) error {
+func (f *forwarder) run(ctx context.Context) {
 	backoff, failures := f.cfg.BackoffMin, 0
 	for {
 		conn, err := f.cfg.Dial(ctx)
@@ -647,7 +647,7 @@ func (f *forwarder) run(ctx context.Context) error {
 			if conn != nil {
 				_ = conn.Close()
 			}
-			return nil
+			return
 		}
 		if err != nil {
 			f.dialFailures.Add(1)
@@ -659,7 +659,7 @@ func (f *forwarder) run(ctx context.Context) error {
 			f.log.Log(ctx, lvl, "host not reachable; queueing datagrams and retrying",
 				"target", f.cfg.Target, "err", err, "attempt", failures, "retry_in", backoff.String())
 			if !f.sleep(ctx, backoff) {
-				return nil
+				return
 			}
 			backoff = min(2*backoff, f.cfg.BackoffMax)
 			continue
@@ -675,7 +675,7 @@ func (f *forwarder) run(ctx context.Context) error {
 		err = f.session(ctx, conn)
 		_ = conn.Close()
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
 		s := f.q.Stats()
 		attrs := []any{"target", f.cfg.Target, "err", err, "queued", s.Queued, "unconfirmed", s.Unacked, "unsent_bytes", len(f.pending)}
@@ -699,7 +699,7 @@ func (f *forwarder) run(ctx context.Context) error {
 		}
 		f.log.Log(ctx, lvl, "the host closed the connection at once; retrying", append(attrs, "attempt", failures, "retry_in", backoff.String())...)
 		if !f.sleep(ctx, backoff) {
-			return nil
+			return
 		}
 		backoff = min(2*backoff, f.cfg.BackoffMax)
 	}

@@ -37,7 +37,7 @@ func StartRelay(cfg Config, pc net.PacketConn, drain time.Duration) *Relay {
 	var sendCtx, readCtx context.Context
 	sendCtx, r.stopSend = context.WithCancel(context.Background())
 	readCtx, r.stopRead = context.WithCancel(context.Background())
-	go func() { defer close(r.sendDone); _ = r.f.run(sendCtx) }()
+	go func() { defer close(r.sendDone); r.f.run(sendCtx) }()
 	if pc == nil {
 		close(r.readDone)
 		return r
