@@ -7,7 +7,6 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -106,7 +105,7 @@ func TestStopWhileTheClientSends(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			stopClient := steadyClient(t, network, addr)
+			stopClient := testutil.SteadyClient(t, network, addr.String())
 			time.Sleep(300 * time.Millisecond)
 			began := time.Now()
 			readFor := make(chan time.Duration, 1)
@@ -134,35 +133,6 @@ func TestStopWhileTheClientSends(t *testing.T) {
 	}
 }
 
-// steadyClient sends 1,000 datagrams a second, in tens, to addr until
-// stopped.
-func steadyClient(t *testing.T, network string, addr net.Addr) (stop func()) {
-	c, err := net.Dial(network, addr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	ended := make(chan struct{})
-	go func() {
-		defer close(ended)
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-			}
-			for range 10 {
-				_, _ = c.Write(make([]byte, 500))
-			}
-		}
-	}()
-	stop = sync.OnceFunc(func() { close(done); <-ended; c.Close() })
-	t.Cleanup(stop)
-	return stop
-}
-
 // TestStopObeysItsContext: a stop whose host never answers, from a socket
 // that cannot say when a datagram came in and whose client keeps sending,
 // returns when its context ends (its deadline, or cancelled without one),
@@ -186,7 +156,7 @@ func TestStopObeysItsContext(t *testing.T) {
 				Logger:     testLogger(t),
 			}, struct{ net.PacketConn }{udp}, 10*time.Second) // a drain longer than the stop: ctx bounds it
 			testutil.Eventually(t, 5*time.Second, "connected", func() bool { return r.Stats().Connected })
-			steadyClient(t, "udp", udp.LocalAddr())
+			testutil.SteadyClient(t, "udp", udp.LocalAddr().String())
 			time.Sleep(100 * time.Millisecond)
 			ctx, cancel := context.WithTimeout(context.Background(), bound)
 			if !deadline {

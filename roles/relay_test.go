@@ -403,23 +403,7 @@ func TestGuestRelayStopsWithinDrainWhileItsClientSends(t *testing.T) {
 	port := testutil.FreePort(t, "udp")
 	gp := start(t, nil, "jaeger-client-socat-redirector", "--from", fmt.Sprintf("udp://127.0.0.1:%d", port), "--to", "unix://"+host, "--drain-timeout", "1s")
 	gp.WaitLog("connected to host")
-	c := udpSender(t, port)
-	done := make(chan struct{})
-	defer close(done)
-	go func() { // 1,000 a second, in tens, until the test ends
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-			}
-			for range 10 {
-				c.Write(make([]byte, 500))
-			}
-		}
-	}()
+	testutil.SteadyClient(t, "udp", fmt.Sprintf("127.0.0.1:%d", port)) // until the test ends
 	time.Sleep(500 * time.Millisecond)
 	began := time.Now()
 	gp.Signal(syscall.SIGTERM)

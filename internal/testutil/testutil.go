@@ -148,3 +148,32 @@ func Must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// SteadyClient sends 1,000 datagrams of 500 bytes a second, in tens, to
+// addr on network until stop (or the test's end).
+func SteadyClient(t testing.TB, network, addr string) (stop func()) {
+	t.Helper()
+	c, err := net.Dial(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, ended := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ended)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			for range 10 {
+				_, _ = c.Write(make([]byte, 500))
+			}
+		}
+	}()
+	stop = sync.OnceFunc(func() { close(done); <-ended; c.Close() })
+	t.Cleanup(stop)
+	return stop
+}
