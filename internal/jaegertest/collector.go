@@ -75,12 +75,7 @@ func (c *Collector) serve(w http.ResponseWriter, r *http.Request) {
 func (c *Collector) Spans() (distinct, twice int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, n := range c.seen {
-		if n > 1 {
-			twice++
-		}
-	}
-	return len(c.seen), twice
+	return testutil.Distinct(c.seen)
 }
 
 // Requests is how many requests were accepted.

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+
+	"github.com/katatrace/katatrace/internal/testutil"
 )
 
 // Endpoint is the test's OTLP/HTTP endpoint; URL is where it takes
@@ -73,10 +75,5 @@ func (e *Endpoint) serve(w http.ResponseWriter, r *http.Request) {
 func (e *Endpoint) Spans() (distinct, twice int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, n := range e.seen {
-		if n > 1 {
-			twice++
-		}
-	}
-	return len(e.seen), twice
+	return testutil.Distinct(e.seen)
 }

@@ -177,3 +177,14 @@ func SteadyClient(t testing.TB, network, addr string) (stop func()) {
 	t.Cleanup(stop)
 	return stop
 }
+
+// Distinct is how many keys seen counts (things that arrived, by id), and
+// how many of them arrived more than once.
+func Distinct[K comparable](seen map[K]int) (distinct, twice int) {
+	for _, n := range seen {
+		if n > 1 {
+			twice++
+		}
+	}
+	return len(seen), twice
+}
