@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/katatrace/katatrace/internal/offheap"
 	"github.com/katatrace/katatrace/wire"
 )
 
@@ -76,9 +77,9 @@ type QueueStats struct {
 // that any datagram fits.
 func newQueue(maxBytes int) *queue {
 	maxBytes = max(maxBytes, wire.MaxFrameSize)
-	ring, free := offHeap(maxBytes)
+	ring := offheap.Map(maxBytes)
 	q := &queue{ring: ring, size: min(maxBytes, ringStart), ready: make(chan struct{}, 1), room: make(chan struct{}, 1), headSeq: 1}
-	runtime.AddCleanup(q, func(free func()) { free() }, free)
+	runtime.AddCleanup(q, offheap.Free, ring)
 	return q
 }
 

@@ -5,6 +5,8 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+
+	"github.com/katatrace/katatrace/internal/offheap"
 )
 
 // Chunk is the size of room given for any frame up to it: a host relay
@@ -211,7 +213,7 @@ func (s *Share) put(sz int, b []byte) {
 	l.grant()
 	l.mu.Unlock()
 	if b != nil {
-		release(b)
+		offheap.Free(b)
 	}
 }
 
@@ -223,5 +225,5 @@ func (l *Limit) buffer(sz int) []byte {
 		l.free = l.free[:len(l.free)-1]
 		return b
 	}
-	return mapped(sz)
+	return offheap.Map(sz)
 }
