@@ -27,17 +27,23 @@ func udpSender(t *testing.T, port int) net.Conn {
 	return c
 }
 
+// relayPair runs a host relay (hp) into a UDP sink and a guest relay (gp,
+// with flags) connected to it, as processes; the guest reads UDP at port.
+func relayPair(t *testing.T, flags ...string) (sink *testutil.UDPSink, port int, hp, gp *testutil.Proc) {
+	host := filepath.Join(testutil.SockDir(t), "h_6831")
+	sink = testutil.NewUDPSink(t)
+	hp = start(t, nil, "vsock-to-udp-server", "--from", "unix://"+host, "--to", sink.Addr())
+	hp.WaitLog("listening")
+	port = testutil.FreePort(t, "udp")
+	gp = start(t, nil, "jaeger-client-socat-redirector", append([]string{"--from", fmt.Sprintf("udp://127.0.0.1:%d", port), "--to", "unix://" + host}, flags...)...)
+	gp.WaitLog("connected to host")
+	return sink, port, hp, gp
+}
+
 // TestGuestRelayDrainsOnSIGTERM runs both relays as processes: what the
 // guest relay read before SIGTERM reaches the sink, and it exits 0.
 func TestGuestRelayDrainsOnSIGTERM(t *testing.T) {
-	dir := testutil.SockDir(t)
-	host := filepath.Join(dir, "h_6831")
-	sink := testutil.NewUDPSink(t)
-	hp := start(t, nil, "vsock-to-udp-server", "--from", "unix://"+host, "--to", sink.Addr())
-	hp.WaitLog("listening")
-	port := testutil.FreePort(t, "udp")
-	gp := start(t, nil, "jaeger-client-socat-redirector", "--from", fmt.Sprintf("udp://127.0.0.1:%d", port), "--to", "unix://"+host)
-	gp.WaitLog("connected to host")
+	sink, port, hp, gp := relayPair(t)
 	c := udpSender(t, port)
 	const n = 300
 	for i := range n {
@@ -395,14 +401,7 @@ func TestHostStopsWithinDrainWhenSinkBlocked(t *testing.T) {
 // what was waiting, not what keeps coming, the host confirms all of it,
 // and it says so and exits 0 within --drain-timeout (and a second).
 func TestGuestRelayStopsWithinDrainWhileItsClientSends(t *testing.T) {
-	dir := testutil.SockDir(t)
-	host := filepath.Join(dir, "h_6831")
-	sink := testutil.NewUDPSink(t)
-	hp := start(t, nil, "vsock-to-udp-server", "--from", "unix://"+host, "--to", sink.Addr())
-	hp.WaitLog("listening")
-	port := testutil.FreePort(t, "udp")
-	gp := start(t, nil, "jaeger-client-socat-redirector", "--from", fmt.Sprintf("udp://127.0.0.1:%d", port), "--to", "unix://"+host, "--drain-timeout", "1s")
-	gp.WaitLog("connected to host")
+	_, port, _, gp := relayPair(t, "--drain-timeout", "1s")
 	testutil.SteadyClient(t, "udp", fmt.Sprintf("127.0.0.1:%d", port)) // until the test ends
 	time.Sleep(500 * time.Millisecond)
 	began := time.Now()
