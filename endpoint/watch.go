@@ -50,7 +50,7 @@ type Watch struct {
 
 	mu      sync.Mutex
 	watched map[string]bool
-	lns     map[string]net.Listener // by socket path
+	lns     map[string]*watchedListener // by socket path
 	closed  bool
 }
 
@@ -69,7 +69,7 @@ func WatchPattern(pattern string, log *slog.Logger, listen func(Addr) (net.Liste
 		listen = Listen
 	}
 	w := &Watch{pattern: pattern, log: log, listen: listen, add: add, w: fw, done: make(chan struct{}),
-		watched: map[string]bool{}, lns: map[string]net.Listener{}}
+		watched: map[string]bool{}, lns: map[string]*watchedListener{}}
 	w.rescan()
 	go w.loop()
 	return w, nil
@@ -172,25 +172,26 @@ func (w *Watch) sync(recheck bool) (changed bool) {
 				continue
 			}
 			// Someone removed the socket: nobody can connect to it.
-			_ = ln.Close()
+			n := ln.retire()
 			delete(w.lns, path)
-			w.log.Warn("a VM's socket was removed; creating it again", "from", "unix://"+path)
+			w.log.Warn("a VM's socket was removed; creating it again", "from", "unix://"+path, "accepted_from_backlog", n)
 		}
 		ln, err := w.listen(Addr{Scheme: SchemeUnix, Path: path})
 		if err != nil {
 			w.log.Error("VM found, but its socket cannot be created", "path", path, "err", err)
 			continue
 		}
-		w.lns[path] = ln
+		wl := &watchedListener{Listener: ln}
+		w.lns[path] = wl
 		w.log.Info("VM found; listening", "from", "unix://"+path)
-		w.add(ln, path)
+		w.add(wl, path)
 		changed = true
 	}
 	for path, ln := range w.lns {
 		if !live[path] {
-			_ = ln.Close()
+			n := ln.retire()
 			delete(w.lns, path)
-			w.log.Info("VM gone; its listener closed", "from", "unix://"+path)
+			w.log.Info("VM gone; its listener closed", "from", "unix://"+path, "accepted_from_backlog", n)
 		}
 	}
 	return changed
@@ -244,4 +245,39 @@ func (w *Watch) Close() error {
 	errs = append(errs, w.w.Close())
 	<-w.done
 	return errors.Join(errs...)
+}
+
+// watchedListener is a listener the Watch made. When its VM goes, the
+// connections still in its backlog are accepted before it closes (an
+// agent's last spans, sent as its VM stopped) and given to the next
+// Accepts: nobody can connect to it any more, so none come after them.
+type watchedListener struct {
+	net.Listener
+	mu   sync.Mutex
+	left []net.Conn
+}
+
+func (l *watchedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		return c, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.left) > 0 {
+		c, l.left = l.left[0], l.left[1:]
+		return c, nil
+	}
+	return nil, err
+}
+
+// retire closes l for good, its backlog taken first; it returns how
+// many connections that was.
+func (l *watchedListener) retire() int {
+	left := acceptBacklog(l.Listener)
+	l.mu.Lock()
+	l.left = append(l.left, left...)
+	l.mu.Unlock()
+	_ = l.Listener.Close()
+	return len(left)
 }

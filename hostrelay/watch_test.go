@@ -1,6 +1,7 @@
 package hostrelay
 
 import (
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -81,6 +82,41 @@ func TestWatchFindsVMsAsTheyCome(t *testing.T) {
 		}
 	}
 	testutil.Eventually(t, 10*time.Second, "4 datagrams", func() bool { return sink.total() == 4 })
+}
+
+// TestWatchTakesAGoneVMsBacklog: a connection a guest made just before
+// its VM's directory went, not accepted yet, is still served.
+func TestWatchTakesAGoneVMsBacklog(t *testing.T) {
+	base := filepath.Join(testutil.SockDir(t), "firecracker")
+	path := filepath.Join(base, "vm1", "root", "kata.hvsock_6831")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing accepts until the VM is gone: its connection waits in the
+	// backlog, as one does when the VM goes between connect and accept.
+	lns := make(chan net.Listener, 1)
+	w, err := endpoint.WatchPattern(base+"/*/root/kata.hvsock_6831", testLogger(t), nil, func(ln net.Listener, _ string) { lns <- ln })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	ln := <-lns
+	if err := deliver(t, path, []byte("last spans")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(base, "vm1")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "vm1's listener closed", func() bool { return w.Listening() == 0 })
+	sink := &memSink{}
+	srv := NewServer(ServerConfig{Kind: wire.KindJaeger, Sink: sink, Logger: testLogger(t)})
+	if err := srv.Serve(ln, "unix://"+path); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Serve on a gone VM's listener: %v, want it closed", err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the datagram sent before the VM went", func() bool { return sink.total() == 1 })
+	if _, err := net.Dial("unix", path); err == nil {
+		t.Fatal("a gone VM's socket still accepts")
+	}
 }
 
 // TestWatchMeasure measures, for the record (nothing timed is asserted):

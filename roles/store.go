@@ -2,6 +2,7 @@ package roles
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -142,6 +143,16 @@ type keptListener struct {
 	k    *keptListeners
 	once sync.Once
 	err  error
+}
+
+// SyscallConn is its socket's, so that what needs the socket (a
+// watched VM's backlog taken as it goes) finds it through the wrapper.
+func (l *keptListener) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := l.Listener.(syscall.Conn)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return sc.SyscallConn()
 }
 
 func (l *keptListener) Close() error {
