@@ -25,6 +25,9 @@ type ID struct {
 	// socket made beside a VM's); Seq numbers the host's connections.
 	Listener string
 	Seq      uint64
+	// Sandbox is the VM's Kata sandbox ID where the host knows it (the
+	// host relay finds it once per guest: package sandboxid), else "".
+	Sandbox string
 }
 
 // Of names conn, accepted on listener as the host's seq-th connection.

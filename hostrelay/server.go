@@ -348,6 +348,7 @@ func (s *Server) handle(c *peerConn, listener string) {
 		id := s.sandboxOf(conn, listener)
 		g.sandbox.Store(&id)
 	}
+	c.id.Sandbox = g.sandboxID() // the sink's, with every message (the guest's, not found again)
 	switch {
 	case c.adopted:
 		c.finish(c.resumeStream())

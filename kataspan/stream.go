@@ -5,6 +5,8 @@ import (
 
 	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/sink"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
 // Port is the vsock port Kata agents send their spans to.
@@ -41,8 +43,29 @@ func (s *Sink) Send(p []byte, from guestid.ID) error {
 	if err != nil {
 		return sink.Malformed(err)
 	}
+	if from.Sandbox != "" {
+		putSandbox(td, from.Sandbox)
+	}
 	return sink.SendTraces(s.out, td, from)
 }
+
+// SandboxKey is the resource attribute naming the VM's sandbox: the key
+// Kata's runtime tags its own spans with (katautils, virtcontainers), so
+// that one search finds the runtime's half of a sandbox and the agent's.
+const SandboxKey = "sandbox_id"
+
+// putSandbox names the sandbox on every resource of td that does not
+// name one already (the agent's own word wins).
+func putSandbox(td ptrace.Traces, id string) {
+	rss := td.ResourceSpans()
+	for i := range rss.Len() {
+		if res := rss.At(i).Resource().Attributes(); !hasKey(res, SandboxKey) {
+			res.PutStr(SandboxKey, id)
+		}
+	}
+}
+
+func hasKey(m pcommon.Map, k string) bool { _, ok := m.Get(k); return ok }
 
 // Flush flushes out.
 func (s *Sink) Flush(ctx context.Context) error { return s.out.Flush(ctx) }

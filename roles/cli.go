@@ -42,11 +42,20 @@ func (e *ExitError) Error() string {
 	return fmt.Sprintf("exit status %d", e.Code)
 }
 
-// Globals are the flags of every role.
+// Globals are the flags of every role. -l, trace and critical, -V and -v
+// are those of Kata's kata-trace-forwarder (clap's -V from 3.19, its
+// version_short("v") before), so that its command lines work here.
 type Globals struct {
-	LogLevel  string           `help:"Log level." enum:"debug,info,warn,error" default:"info"`
+	LogLevel  string           `short:"l" help:"Log level: trace, debug, info, warn, error or critical. Kata's trace is below debug and critical above error; katatrace logs nothing at either, so trace logs what debug does and critical nothing (the exit status still tells a failure)." enum:"trace,debug,info,warn,error,critical" default:"info"`
 	LogFormat string           `help:"Log format: text or json (to stderr)." enum:"text,json" default:"text"`
-	Version   kong.VersionFlag `help:"Print the version and exit." env:"-"`
+	Version   kong.VersionFlag `short:"V" aliases:"v" help:"Print the version and exit (-v too, as Kata's before 3.19)." env:"-"`
+}
+
+// logLevels are the slog levels of --log-level's names: Kata's trace
+// below debug, critical above error (slog's own steps of 4).
+var logLevels = map[string]slog.Level{
+	"trace": slog.LevelDebug - 4, "debug": slog.LevelDebug, "info": slog.LevelInfo,
+	"warn": slog.LevelWarn, "error": slog.LevelError, "critical": slog.LevelError + 4,
 }
 
 // Options are Main's connections to the outside, replaceable in tests.
@@ -221,8 +230,21 @@ func usageError(parser *kong.Kong, err error, args []string) int {
 		msg = fmt.Sprintf("%s needs a value: %q is not one (sizes and durations are positive)", m[1], m[2])
 	}
 	parser.Errorf("%s", msg)
-	fmt.Fprintf(parser.Stderr, "Run '%s --help' for usage.\n", parser.Model.Name)
+	fmt.Fprintf(parser.Stderr, "Run '%s --help' for usage.\n", helpOf(parser, err))
 	return ExitUsage
+}
+
+// helpOf is the command whose help answers a usage error: the role's
+// (katatrace ROLE, or a subcommand's) once the parser got that far, not
+// the binary's list of roles.
+func helpOf(parser *kong.Kong, err error) string {
+	var pe *kong.ParseError
+	if errors.As(err, &pe) && pe.Context != nil {
+		if n := pe.Context.Selected(); n != nil && n.Type == kong.CommandNode {
+			return parser.Model.Name + " " + n.Name
+		}
+	}
+	return parser.Model.Name
 }
 
 var flagNameRE = lazyRegexp(`^--([\w-]+)`)
@@ -338,9 +360,7 @@ func onHangup(rc *RunContext, reload <-chan struct{}) (stop func()) {
 }
 
 func newLogger(g Globals, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(g.LogLevel)) // one of the enum's
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: logLevels[g.LogLevel]} // one of the enum's
 	if f, ok := w.(*os.File); ok && systemd.JournalStream(f) {
 		// Under systemd: the journal's priorities, and its time stamp.
 		return slog.New(systemd.NewJournalHandler(w, g.LogFormat == "json", opts))

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/katatrace/katatrace/internal/katatest"
+	"github.com/katatrace/katatrace/internal/otlptest"
 	"github.com/katatrace/katatrace/internal/testutil"
 	"github.com/katatrace/katatrace/sink"
 )
@@ -139,5 +140,35 @@ func TestForwarderNeverClosesAnAgent(t *testing.T) {
 	}
 	if !regexp.MustCompile(`level=ERROR msg="agent's connection closed as this process stops, not kept for a next one \(no file descriptor store, or it was full\): this VM sends no span again until its agent restarts" role=kata-trace-forwarder peer=\S+ guest="unix://` + regexp.QuoteMeta(sock)).MatchString(p.Stderr.String()) {
 		t.Fatalf("the stop did not name the agent whose tracing it ends:\n%s", p.Stderr.String())
+	}
+}
+
+// TestForwarderNamesTheSandbox: spans an agent sends over a VM's
+// hybrid-vsock socket reach the OTLP endpoint with the sandbox ID its
+// path holds (as Kata makes it: /run/vc/vm/ID/clh.sock) on their
+// resource, under the key Kata's runtime tags its own spans with.
+func TestForwarderNamesTheSandbox(t *testing.T) {
+	const sid = "3f4a9c0d2b7e41c8a5d6e9f01b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e"
+	vm := filepath.Join(testutil.SockDir(t), "vc", "vm", sid)
+	if err := os.MkdirAll(vm, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	ep := otlptest.New(t)
+	ep.Up.Store(true)
+	p := start(t, nil, "kata-trace-forwarder", "--socket-path", filepath.Join(vm, "clh.sock"), "--to", "otlphttp://"+strings.TrimPrefix(ep.URL, "http://"))
+	p.WaitLog("listening")
+	katatest.Send(t, filepath.Join(vm, "clh.sock_10240"), katatest.Capture(t, "bincode-otel014-tracing"))
+	testutil.Eventually(t, 10*time.Second, "6 spans at the endpoint", func() bool { n, _ := ep.Spans(); return n == 6 })
+	res := ep.Resources()
+	if len(res) == 0 {
+		t.Fatal("no resource")
+	}
+	for _, r := range res {
+		if r["sandbox_id"] != sid || r["service.name"] != "kata-agent" {
+			t.Fatalf("a resource without the sandbox %s: %v", sid, r)
+		}
+	}
+	if !strings.Contains(p.Stderr.String(), "sandbox="+sid) {
+		t.Fatalf("the log does not name the sandbox the spans name:\n%s", p.Stderr.String())
 	}
 }

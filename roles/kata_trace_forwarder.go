@@ -1,6 +1,7 @@
 package roles
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"net"
@@ -32,9 +33,9 @@ type traceForwarder struct {
 	VsockCID     string `name:"vsock-cid" help:"Vsock CID to listen on, or any (QEMU's vhost-vsock)." default:"any"`
 	SocketPath   string `help:"Hybrid vsock (Firecracker, Cloud Hypervisor): the VMM's socket, e.g. /run/vc/firecracker/ID/root/kata.hvsock or /run/vc/vm/ID/clh.sock; the forwarder listens on PATH_PORT. A glob in its directories (/run/vc/vm/*/clh.sock) serves every VM as it starts." placeholder:"PATH"`
 	OtlpEndpoint string `help:"OTLP/gRPC endpoint the spans go to: http://HOST:PORT (https:// with TLS), or otlp://, otlps://, otlphttp://, otlphttps:// as --to takes them." default:"http://localhost:4317"`
-	JaegerHost   string `help:"Older Kata forwarders' destination: with --jaeger-port, send to a Jaeger agent's UDP port instead of OTLP." placeholder:"HOST"`
-	JaegerPort   uint16 `help:"The Jaeger agent's UDP port, with --jaeger-host (6831)." placeholder:"PORT"`
-	DumpOnly     bool   `help:"Forward nothing: write each span to stdout as a JSON line."`
+	JaegerHost   string `help:"Older Kata forwarders' destination (up to 3.31): send to a Jaeger agent's UDP port instead of OTLP; given alone, port 6831, as Kata's default was." placeholder:"HOST"`
+	JaegerPort   uint16 `help:"The Jaeger agent's UDP port; given alone, on host 127.0.0.1, as Kata's default was." placeholder:"PORT"`
+	DumpOnly     yesNo  `help:"Forward nothing: write each span to stdout as a JSON line. Takes a value too (--dump-only=true, --dump-only false), as Kata 3.19+'s does; Kata read any value as true, here false means false."`
 	TraceName    string `help:"Service name of spans whose resource names none (the agent names none: its SDK says unknown_service)." default:"kata-agent"`
 
 	// katatrace's own.
@@ -57,13 +58,10 @@ func (c *traceForwarder) Validate() error {
 			return flagErr("vsock-cid", fmt.Errorf("%q is not a CID: a number, or any", c.VsockCID))
 		}
 	}
-	if (c.JaegerHost == "") != (c.JaegerPort == 0) {
-		return flagErr("jaeger-host", fmt.Errorf("--jaeger-host and --jaeger-port go together"))
-	}
 	if len(c.From) > 0 && c.SocketPath != "" {
 		return flagErr("from", fmt.Errorf("give --from or --socket-path, not both"))
 	}
-	if c.To.String() != "" && (c.DumpOnly || c.JaegerHost != "") {
+	if c.To.String() != "" && (bool(c.DumpOnly) || c.jaeger()) {
 		return flagErr("to", fmt.Errorf("give --to, --dump-only or --jaeger-host, one of them"))
 	}
 	from, err := c.froms()
@@ -114,6 +112,10 @@ func (c *traceForwarder) froms() ([]endpoint.Addr, error) {
 	return []endpoint.Addr{a}, nil
 }
 
+// jaeger reports whether a Jaeger agent is the destination: either flag
+// given.
+func (c *traceForwarder) jaeger() bool { return c.JaegerHost != "" || c.JaegerPort != 0 }
+
 // target is where spans go: --to, else --dump-only, --jaeger-host or
 // --otlp-endpoint.
 func (c *traceForwarder) target() (sink.Target, error) {
@@ -121,10 +123,12 @@ func (c *traceForwarder) target() (sink.Target, error) {
 	switch {
 	case c.To.String() != "":
 		return c.To, nil
-	case c.DumpOnly:
+	case bool(c.DumpOnly):
 		s, flag = "jsonl", "dump-only"
-	case c.JaegerHost != "":
-		s, flag = "udp://"+net.JoinHostPort(c.JaegerHost, strconv.Itoa(int(c.JaegerPort))), "jaeger-host"
+	case c.jaeger():
+		// Either alone: the other as Kata's default was.
+		host, port := cmp.Or(c.JaegerHost, "127.0.0.1"), cmp.Or(c.JaegerPort, 6831)
+		s, flag = "udp://"+net.JoinHostPort(host, strconv.Itoa(int(port))), "jaeger-host"
 	default:
 		s, flag = c.OtlpEndpoint, "otlp-endpoint"
 		// Kata's flag takes the gRPC client's URL form.

@@ -158,7 +158,6 @@ func TestBadInputIsAUsageError(t *testing.T) {
 		{"forwarder: blank trace name", nil, []string{"kata-trace-forwarder", "--trace-name", " "}, []string{"--trace-name", "blank"}},
 		{"forwarder: OTLP/gRPC with a path", nil, []string{"kata-trace-forwarder", "--otlp-endpoint", "http://127.0.0.1:4317/v1/traces"}, []string{"--otlp-endpoint", "takes no path"}},
 		{"forwarder: bad OTLP scheme", nil, []string{"kata-trace-forwarder", "--otlp-endpoint", "ftp://x:1"}, []string{"--otlp-endpoint", "ftp://x:1"}},
-		{"forwarder: Jaeger host alone", nil, []string{"kata-trace-forwarder", "--jaeger-host", "127.0.0.1"}, []string{"--jaeger-host", "go together"}},
 		{"forwarder: two sources", nil, []string{"kata-trace-forwarder", "--from", "tcp://127.0.0.1:1", "--socket-path", "/run/x"}, []string{"--from", "not both"}},
 		{"forwarder: tiny span limit", nil, []string{"kata-trace-forwarder", "--max-span-bytes", "10B"}, []string{"--max-span-bytes", "1KiB to 1GiB"}},
 		{"held below a chunk", nil, []string{"vsock-to-udp-server", "--max-held-bytes-per-guest", "100KiB"}, []string{"--max-held-bytes-per-guest", "256KiB to 1TiB"}},

@@ -13,9 +13,14 @@ type reloadCmd struct {
 	PID int `arg:"" help:"The role's process ID (systemd's $MAINPID)."`
 }
 
+// Validate's errors are the command's already: kong puts "reload:" first.
 func (r *reloadCmd) Validate() error {
-	if r.PID <= 1 {
-		return fmt.Errorf("reload: %d is not a role's process ID (PID 1 and below are never signalled)", r.PID)
+	switch {
+	case r.PID == 0:
+		// kong checks arguments after Validate: an empty $MAINPID lands here.
+		return fmt.Errorf("no process ID given: katatrace reload PID (a unit's ExecReload= gives $MAINPID)")
+	case r.PID <= 1:
+		return fmt.Errorf("%d is not a role's process ID (PID 1 and below are never signalled)", r.PID)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@
 package otlptest
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -23,8 +24,9 @@ type Endpoint struct {
 	// Up, while false, answers every request 503 (retryable).
 	Up atomic.Bool
 
-	mu   sync.Mutex
-	seen map[string]int
+	mu        sync.Mutex
+	seen      map[string]int
+	resources map[string]map[string]any // distinct resources' attributes, by their text
 }
 
 // New starts an endpoint, down; it stops when the test ends.
@@ -37,7 +39,7 @@ func New(t testing.TB) *Endpoint {
 // Start starts an endpoint, down, outside a test (a benchmark program);
 // stop stops it.
 func Start() (e *Endpoint, stop func()) {
-	e = &Endpoint{seen: map[string]int{}}
+	e = &Endpoint{seen: map[string]int{}, resources: map[string]map[string]any{}}
 	srv := httptest.NewServer(http.HandlerFunc(e.serve))
 	e.URL = srv.URL
 	return e, srv.Close
@@ -57,6 +59,8 @@ func (e *Endpoint) serve(w http.ResponseWriter, r *http.Request) {
 	e.mu.Lock()
 	rss := req.Traces().ResourceSpans()
 	for i := range rss.Len() {
+		attrs := rss.At(i).Resource().Attributes().AsRaw()
+		e.resources[fmt.Sprint(attrs)] = attrs // fmt sorts a map's keys
 		for j := range rss.At(i).ScopeSpans().Len() {
 			ss := rss.At(i).ScopeSpans().At(j).Spans()
 			for k := range ss.Len() {
@@ -76,4 +80,16 @@ func (e *Endpoint) Spans() (distinct, twice int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return testutil.Distinct(e.seen)
+}
+
+// Resources are the distinct resources spans arrived with, as their
+// attributes.
+func (e *Endpoint) Resources() []map[string]any {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]map[string]any, 0, len(e.resources))
+	for _, r := range e.resources {
+		out = append(out, r)
+	}
+	return out
 }
