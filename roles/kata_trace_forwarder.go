@@ -1,6 +1,7 @@
 package roles
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -73,6 +74,10 @@ func (c *traceForwarder) Validate() error {
 		return err
 	}
 	if err := checkFrom(from, c.VsockPort); err != nil {
+		var fe *flagError
+		if errors.As(err, &fe) && len(c.SocketPath) > 0 {
+			fe.flag = "socket-path" // the addresses are its
+		}
 		return err
 	}
 	to, err := c.target()
@@ -166,6 +171,9 @@ func socketPathAddr(p string, port uint32) (endpoint.Addr, error) {
 	}
 	if vmm := endpoint.VMMSocket(p); vmm != "" {
 		return endpoint.Addr{}, fmt.Errorf("%q ends in _PORT already, and the forwarder appends _%d (--vsock-port) to it: give the VMM's own socket, %s", p, port, example(vmm))
+	}
+	if strings.ContainsAny(filepath.Base(p), "*?[") {
+		return endpoint.Addr{}, fmt.Errorf("%q: a glob may stand in the directories, not in the socket's name: give the VMM's socket by name, e.g. %s", p, example(filepath.Join(filepath.Dir(p), "clh.sock")))
 	}
 	return endpoint.ParseAddr(fmt.Sprintf("unix://%s_%d", p, port))
 }

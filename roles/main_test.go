@@ -172,6 +172,8 @@ func TestBadInputIsAUsageError(t *testing.T) {
 		{"forwarder: socket path as a two-slash address", nil, []string{"kata-trace-forwarder", "--socket-path", "unix://x/clh.sock"}, []string{"give the path: --socket-path /x/clh.sock "}},
 		{"forwarder: socket path as a vsock address", nil, []string{"kata-trace-forwarder", "--socket-path", "vsock://any:10240"}, []string{"--socket-path", "a path, not an address", "--from"}},
 		{"forwarder: socket path with its port", nil, []string{"kata-trace-forwarder", "--socket-path", "/x/clh.sock_10240"}, []string{"--socket-path", "ends in _PORT already", "appends _10240", "--socket-path /x/clh.sock "}},
+		{"forwarder: socket path with a glob in its name", nil, []string{"kata-trace-forwarder", "--socket-path", "/run/vc/vm/*/*.sock"}, []string{"--socket-path", "not in the socket's name", "--socket-path /run/vc/vm/*/clh.sock "}},
+		{"forwarder: socket path with a bad glob", nil, []string{"kata-trace-forwarder", "--socket-path", "/run/[/clh.sock"}, []string{"--socket-path: invalid address", "bad pattern"}},
 		{"forwarder: tiny span limit", nil, []string{"kata-trace-forwarder", "--max-span-bytes", "10B"}, []string{"--max-span-bytes", "1KiB to 1GiB"}},
 		{"held below a chunk", nil, []string{"vsock-to-udp-server", "--max-held-bytes-per-guest", "100KiB"}, []string{"--max-held-bytes-per-guest", "256KiB to 1TiB"}},
 		{"held total below a guest's", nil, []string{"vsock-to-text-server", "--max-held-bytes", "1MiB"}, []string{"--max-held-bytes", "less than one guest's", "16MiB"}},
