@@ -148,7 +148,8 @@ func (s *socketPaths) Decode(ctx *kong.DecodeContext) error {
 // socketPathAddr is where agents connect for a --socket-path: the VMM's
 // socket, PATH_PORT beside it. What is no VMM's socket is refused with
 // the flag as it should have been, since it would otherwise listen
-// somewhere no agent connects (Kata's forwarder takes any string).
+// somewhere no agent connects (Kata's forwarder refuses only an empty
+// one, and binds a relative one beside its working directory).
 func socketPathAddr(p string, port uint32) (endpoint.Addr, error) {
 	example := func(path string) string {
 		return fmt.Sprintf("--socket-path %s (the forwarder listens on %s_%d)", path, path, port)
