@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -118,9 +117,7 @@ func TestKata3Forwarder(t *testing.T) {
 		p := startForwarder(t, "--from", "unix://"+filepath.Join(vms, "*", "clh.sock_10240"), "--to", j.UDPAddr(), "--trace-name", "kata-agent-udp")
 		for i, name := range []string{"json-otel017-tracing", "bincode-otel014-tracing"} {
 			vm := filepath.Join(vms, fmt.Sprintf("sandbox-%d", i))
-			if err := os.MkdirAll(vm, 0o755); err != nil {
-				t.Fatal(err)
-			}
+			testutil.VMMSocket(t, filepath.Join(vm, "clh.sock"))
 			katatest.Send(t, filepath.Join(vm, "clh.sock_10240"), katatest.Capture(t, name))
 		}
 		stopForwarder(t, p, 2)

@@ -122,3 +122,37 @@ func mustParseAddr(s string) Addr {
 	}
 	return a
 }
+
+func TestVMMSocket(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"/run/vc/firecracker/ID/root/kata.hvsock_10240", "/run/vc/firecracker/ID/root/kata.hvsock"},
+		{"/run/kata/*/ch-vm.sock_6831", "/run/kata/*/ch-vm.sock"},
+		{"/run/vc/vm/*/clh.sock", ""},
+		{"/run/x/relay_sock", ""},
+		{"/run/x/relay_", ""},
+		{"/run/x/_10240", ""},
+		{"/run/x/relay_99999999999", ""}, // no vsock port
+	} {
+		if got := VMMSocket(tt.in); got != tt.want {
+			t.Errorf("VMMSocket(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestCheckNotVMMSocket(t *testing.T) {
+	for _, tt := range []struct{ in, err string }{
+		{"unix:///run/vc/vm/*/clh.sock", `come to unix:///run/vc/vm/*/clh.sock_6831 (example: `},
+		{"unix:///run/vc/firecracker/ID/root/kata.hvsock", "kata.hvsock is the VMM's own hybrid-vsock socket (Firecracker, Dragonball)"},
+		{"unix:///run/kata/*/ch-vm.sock", "port 6831 come to unix:///run/kata/*/ch-vm.sock_6831"},
+		{"unix:///run/vc/vm/*/clh.sock_6831", ""},
+		{"unix:///run/x/other.sock", ""},
+		{"vsock://any:6831", ""},
+	} {
+		t.Run(tt.in, func(t *testing.T) {
+			err := mustParseAddr(tt.in).CheckNotVMMSocket(6831)
+			if (tt.err == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%v; want error %q", err, tt.err)
+			}
+		})
+	}
+}

@@ -35,18 +35,25 @@ func (a Addr) CheckPattern() error {
 }
 
 // Watch keeps a unix listener at every path that matches pattern (see
-// CheckPattern) whose directory exists: it is created when the directory
-// appears (a VM starts: Firecracker's and Cloud Hypervisor's hybrid vsock
-// directories) and closed when it goes. fsnotify watches each directory
-// on the way; when the pattern's fixed part does not exist yet, its
+// CheckPattern) whose VM is there: it is created when the VM appears and
+// closed when it goes. A VM is there when, for a pattern with a glob and
+// a hybrid-vsock name (PATH_PORT), the VMM's own socket PATH is (Kata
+// makes the directories before the VMM, and other things match the glob:
+// a socket made in every matching directory would be a stray one); for a
+// name without "_PORT" (someone's own naming) or a plain path (a VM's
+// directory not made yet), when its directory is. fsnotify watches each
+// directory on the way, the VM directories too (the VMM's socket comes
+// and goes there); when the pattern's fixed part does not exist yet, its
 // nearest existing ancestor is watched until it does.
 type Watch struct {
 	pattern string
-	log     *slog.Logger
-	listen  func(Addr) (net.Listener, error)
-	add     func(ln net.Listener, path string)
-	w       *fsnotify.Watcher
-	done    chan struct{}
+	// vmm is the name of the VMM's socket a listener waits for, or "".
+	vmm    string
+	log    *slog.Logger
+	listen func(Addr) (net.Listener, error)
+	add    func(ln net.Listener, path string)
+	w      *fsnotify.Watcher
+	done   chan struct{}
 
 	mu      sync.Mutex
 	watched map[string]bool
@@ -70,6 +77,11 @@ func WatchPattern(pattern string, log *slog.Logger, listen func(Addr) (net.Liste
 	}
 	w := &Watch{pattern: pattern, log: log, listen: listen, add: add, w: fw, done: make(chan struct{}),
 		watched: map[string]bool{}, lns: map[string]*watchedListener{}}
+	if (Addr{Scheme: SchemeUnix, Path: pattern}).IsPattern() {
+		if vmm := VMMSocket(pattern); vmm != "" {
+			w.vmm = filepath.Base(vmm)
+		}
+	}
 	w.rescan()
 	go w.loop()
 	return w, nil
@@ -162,6 +174,9 @@ func (w *Watch) sync(recheck bool) (changed bool) {
 		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
 			continue
 		}
+		if w.vmm != "" && !exists(filepath.Join(d, w.vmm)) {
+			continue // no VM here (yet, or any more)
+		}
 		path := filepath.Join(d, name)
 		live[path] = true
 		if ln := w.lns[path]; ln != nil {
@@ -204,7 +219,8 @@ func (w *Watch) Rescan() { w.rescanFor(true) }
 
 // Missing is, while no listener is kept, the first part of the pattern
 // that matches no directory ("/run/vc/firecraker" of a misspelt
-// pattern), or "" when every directory level matches.
+// pattern), else the VMM's socket the listeners wait for when no
+// directory has one ("/run/vc/vm/*/clh.sock": no VM running), or "".
 func (w *Watch) Missing() string {
 	dir := filepath.Clean(filepath.Dir(w.pattern))
 	prefix := "/"
@@ -215,12 +231,26 @@ func (w *Watch) Missing() string {
 			return prefix
 		}
 	}
+	if w.vmm != "" {
+		vmm := filepath.Join(dir, w.vmm)
+		if matches, _ := filepath.Glob(vmm); len(matches) == 0 {
+			return vmm
+		}
+	}
 	return ""
 }
 
 func isDir(path string) bool {
 	fi, err := os.Stat(path)
 	return err == nil && fi.IsDir()
+}
+
+// exists reports whether something is at path (a VMM's socket: its type
+// is not checked, a socket a dead VMM left is as much a VM's as a live
+// one's until Kata removes the directory).
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }
 
 // Listening is how many listeners the Watch keeps now.

@@ -55,9 +55,7 @@ func TestWatchFindsVMsAsTheyCome(t *testing.T) {
 	}
 	vm := func(id string) string { return filepath.Join(base, id, "root", "kata.hvsock_6831") }
 	for _, id := range []string{"vm1", "vm2"} {
-		if err := os.MkdirAll(filepath.Dir(vm(id)), 0o755); err != nil {
-			t.Fatal(err)
-		}
+		testutil.VMMSocket(t, filepath.Join(base, id, "root", "kata.hvsock"))
 	}
 	testutil.Eventually(t, 10*time.Second, "both VMs' listeners", func() bool { return w.Listening() == 2 })
 	for _, id := range []string{"vm1", "vm2"} {
@@ -69,9 +67,7 @@ func TestWatchFindsVMsAsTheyCome(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(base, "vm1")); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(filepath.Dir(vm("vm3")), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testutil.VMMSocket(t, filepath.Join(base, "vm3", "root", "kata.hvsock"))
 	testutil.Eventually(t, 10*time.Second, "vm1 gone, vm3 found", func() bool {
 		_, err := os.Stat(vm("vm3"))
 		return w.Listening() == 2 && err == nil
@@ -84,14 +80,81 @@ func TestWatchFindsVMsAsTheyCome(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "4 datagrams", func() bool { return sink.total() == 4 })
 }
 
+// TestWatchWaitsForTheVMMsSocket: a pattern with a glob and a
+// hybrid-vsock name makes its listener in a VM's directory only once the
+// VMM's own socket is there (the path without _PORT), none in a sibling
+// directory without one, and retires it when the VMM's socket goes while
+// the directory stays; Missing names the VMM's socket while none is there.
+func TestWatchWaitsForTheVMMsSocket(t *testing.T) {
+	base := filepath.Join(testutil.SockDir(t), "vc")
+	pattern := base + "/*/root/kata.hvsock_6831"
+	w, sink := watchHost(t, pattern)
+	sock := func(id, name string) string { return filepath.Join(base, id, "root", name) }
+	for _, id := range []string{"vm1", "other"} {
+		if err := os.MkdirAll(sock(id, ""), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both directories are seen (watched) before the VMM's socket comes:
+	// the rescan that finds vm1's would find a stray listener in both.
+	testutil.Eventually(t, 10*time.Second, "the VM directories named missing their VMM's socket", func() bool {
+		return w.Missing() == base+"/*/root/kata.hvsock"
+	})
+	if n := w.Listening(); n != 0 {
+		t.Fatalf("listening on %d before any VMM's socket", n)
+	}
+	testutil.VMMSocket(t, sock("vm1", "kata.hvsock"))
+	testutil.Eventually(t, 10*time.Second, "vm1's listener", func() bool { return w.Listening() == 1 })
+	if err := deliver(t, sock("vm1", "kata.hvsock_6831"), []byte("vm1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(sock("other", "kata.hvsock_6831")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a socket in a directory with no VMM's socket: %v", err)
+	}
+	if m := w.Missing(); m != "" {
+		t.Fatalf("Missing %q with a VM there", m)
+	}
+	// The VMM goes, its directory stays (Kata removes it later).
+	if err := os.Remove(sock("vm1", "kata.hvsock")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "vm1's listener retired", func() bool {
+		_, err := os.Lstat(sock("vm1", "kata.hvsock_6831"))
+		return w.Listening() == 0 && errors.Is(err, os.ErrNotExist)
+	})
+	testutil.Eventually(t, 10*time.Second, "the datagram", func() bool { return sink.total() == 1 })
+}
+
+// TestWatchListensAtOnceWithoutAVMMName: a plain path (no glob), and a
+// pattern whose socket's name has no _PORT (someone's own naming), listen
+// as soon as their directory is there, with no VMM's socket beside.
+func TestWatchListensAtOnceWithoutAVMMName(t *testing.T) {
+	for _, tt := range []struct{ name, pattern, path string }{
+		{"plain path", "vm1/clh.sock_10240", "vm1/clh.sock_10240"},
+		{"no _PORT", "*/relay.sock", "vm1/relay.sock"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			base := filepath.Join(testutil.SockDir(t), "vc")
+			w, sink := watchHost(t, filepath.Join(base, tt.pattern))
+			path := filepath.Join(base, tt.path)
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			testutil.Eventually(t, 10*time.Second, "a listener", func() bool { return w.Listening() == 1 })
+			if err := deliver(t, path, []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			testutil.Eventually(t, 10*time.Second, "the datagram", func() bool { return sink.total() == 1 })
+		})
+	}
+}
+
 // TestWatchTakesAGoneVMsBacklog: a connection a guest made just before
 // its VM's directory went, not accepted yet, is still served.
 func TestWatchTakesAGoneVMsBacklog(t *testing.T) {
 	base := filepath.Join(testutil.SockDir(t), "firecracker")
 	path := filepath.Join(base, "vm1", "root", "kata.hvsock_6831")
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testutil.VMMSocket(t, filepath.Join(base, "vm1", "root", "kata.hvsock"))
 	// Nothing accepts until the VM is gone: its connection waits in the
 	// backlog, as one does when the VM goes between connect and accept.
 	lns := make(chan net.Listener, 1)
@@ -120,7 +183,7 @@ func TestWatchTakesAGoneVMsBacklog(t *testing.T) {
 }
 
 // TestWatchMeasure measures, for the record (nothing timed is asserted):
-// from a VM directory appearing to its listener accepting, over 100 VMs,
+// from a VM's directory and VMM socket appearing to its listener accepting, over 100 VMs,
 // and the process's memory with 1,000 VM directories watched.
 func TestWatchMeasure(t *testing.T) {
 	if testing.Short() {
@@ -133,9 +196,7 @@ func TestWatchMeasure(t *testing.T) {
 	for i := range 1000 {
 		dir := filepath.Join(base, strconv.Itoa(i), "root")
 		start := time.Now()
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
+		testutil.VMMSocket(t, filepath.Join(dir, "kata.hvsock"))
 		if i >= 100 {
 			continue
 		}
@@ -155,7 +216,7 @@ func TestWatchMeasure(t *testing.T) {
 	}
 	testutil.Eventually(t, 60*time.Second, "1,000 listeners", func() bool { return w.Listening() == 1000 })
 	slices.Sort(lat)
-	t.Logf("directory to accepting listener over 100 VMs: p50 %v, p99 %v; RSS %d kB before, %d kB with 1,000 VM directories watched and listening",
+	t.Logf("VMM's socket to accepting listener over 100 VMs: p50 %v, p99 %v; RSS %d kB before, %d kB with 1,000 VM directories watched and listening",
 		lat[49].Round(time.Microsecond), lat[98].Round(time.Microsecond), rss0, rssKB(t))
 }
 

@@ -2,6 +2,7 @@ package roles_test
 
 import (
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -82,22 +83,34 @@ func TestForwarderTakesKataStreams(t *testing.T) {
 	}
 }
 
-// TestForwarderFindsVMsByPattern: --socket-path with a glob serves each
-// VM's socket as its directory appears.
+// TestForwarderFindsVMsByPattern: --socket-path is repeatable and
+// comma-separated; a plain path listens at once, as Kata's does; a glob
+// serves each VM once its VMM's own socket is there, with no socket in a
+// directory that matches the glob but holds another VMM's (a Cloud
+// Hypervisor pattern and a Firecracker one over the same directories).
 func TestForwarderFindsVMsByPattern(t *testing.T) {
 	dir := testutil.SockDir(t)
-	p := start(t, nil, "kata-trace-forwarder", "--socket-path", filepath.Join(dir, "*", "clh.sock"), "--to", "jsonl")
-	p.WaitLog("watching for VMs")
-	vm := filepath.Join(dir, "sandbox-1")
-	if err := os.Mkdir(vm, 0o755); err != nil {
-		t.Fatal(err)
+	plain := filepath.Join(dir, "kata.hvsock")
+	p := start(t, nil, "kata-trace-forwarder", "--to", "jsonl", "--socket-path", plain,
+		"--socket-path", filepath.Join(dir, "*", "clh.sock")+","+filepath.Join(dir, "*", "root", "kata.hvsock"))
+	p.WaitLog("msg=ready")
+	if n := strings.Count(p.Stderr.String(), `msg="watching for VMs"`); n != 2 {
+		t.Fatalf("%d patterns watched, want 2:\n%s", n, p.Stderr.String())
 	}
-	sock := filepath.Join(vm, "clh.sock_10240")
-	testutil.Eventually(t, 10*time.Second, "a listener for the new VM", func() bool { _, err := os.Stat(sock); return err == nil })
-	katatest.Send(t, sock, katatest.Capture(t, "bincode-otel014-api"))
-	testutil.Eventually(t, 10*time.Second, "6 spans out", func() bool { return strings.Count(p.Stdout.String(), "\n") >= 6 })
-	if traces, n := spansOf(t, p.Stdout.String()); n != 6 || len(traces) != 1 {
+	katatest.Send(t, plain+"_10240", katatest.Capture(t, "json-otel017-api")) // no VMM's socket there: at once
+	testutil.VMMSocket(t, filepath.Join(dir, "clh-vm", "clh.sock"))
+	testutil.VMMSocket(t, filepath.Join(dir, "fc-vm", "root", "kata.hvsock"))
+	for _, sock := range []string{filepath.Join(dir, "clh-vm", "clh.sock_10240"), filepath.Join(dir, "fc-vm", "root", "kata.hvsock_10240")} {
+		testutil.Eventually(t, 10*time.Second, "a listener for "+sock, func() bool { _, err := os.Stat(sock); return err == nil })
+	}
+	katatest.Send(t, filepath.Join(dir, "clh-vm", "clh.sock_10240"), katatest.Capture(t, "bincode-otel014-api"))
+	katatest.Send(t, filepath.Join(dir, "fc-vm", "root", "kata.hvsock_10240"), katatest.Capture(t, "bincode-otel014-tracing"))
+	testutil.Eventually(t, 10*time.Second, "18 spans out", func() bool { return strings.Count(p.Stdout.String(), "\n") >= 18 })
+	if traces, n := spansOf(t, p.Stdout.String()); n != 18 || len(traces) != 3 {
 		t.Fatalf("%d spans in %d traces: %v", n, len(traces), traces)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "fc-vm", "clh.sock_10240")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a Cloud Hypervisor socket in a Firecracker VM's directory: %v", err)
 	}
 }
 

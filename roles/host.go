@@ -16,7 +16,7 @@ import (
 )
 
 // fromGuestHelp is the help of a host relay's --from.
-const fromGuestHelp = "Where guests connect, repeatable or comma-separated: vsock://any:PORT, unix:///path (Firecracker and Cloud Hypervisor: <uds_path>_PORT, one per VM; a glob in the directories, e.g. unix:///run/vc/firecracker/*/root/kata.hvsock_6831, finds VMs as they start), tcp://HOST:PORT or fd://N."
+const fromGuestHelp = "Where guests connect, repeatable or comma-separated: vsock://any:PORT, unix:///path (Firecracker, Cloud Hypervisor, Dragonball: the VMM's socket plus _PORT, one per VM; a glob in the directories, e.g. unix:///run/vc/firecracker/*/root/kata.hvsock_6831, finds VMs as they start: a VM's socket is made once its VMM's own, the path without _PORT, is there, or at once for a name without _PORT), tcp://HOST:PORT or fd://N."
 
 // hostRelay is the engine of both host roles: listeners on every --from, one
 // hostrelay.Server behind them.
@@ -57,12 +57,24 @@ func (h *hostRelay) limits() error {
 	return h.metricsOption.validate()
 }
 
-func checkFrom(froms []endpoint.Addr) error {
+// checkFrom checks a host relay's --from; port is the role's vsock port,
+// for the name of a hybrid-vsock socket (PATH_PORT) in an error: a vsock
+// --from's, if one is given.
+func checkFrom(froms []endpoint.Addr, port uint32) error {
 	if len(froms) == 0 {
 		return errors.New("--from: at least one address is needed")
 	}
 	for _, a := range froms {
+		if a.Scheme == endpoint.SchemeVsock && a.Port != 0 {
+			port = a.Port
+			break
+		}
+	}
+	for _, a := range froms {
 		if err := a.Require("a host relay listens on", endpoint.SchemeVsock, endpoint.SchemeUnix, endpoint.SchemeTCP, endpoint.SchemeFD); err != nil {
+			return flagErr("from", err)
+		}
+		if err := a.CheckNotVMMSocket(port); err != nil {
 			return flagErr("from", err)
 		}
 		if a.IsPattern() {

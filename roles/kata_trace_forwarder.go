@@ -2,13 +2,16 @@ package roles
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 
+	"github.com/alecthomas/kong"
 	"github.com/katatrace/katatrace/endpoint"
 	"github.com/katatrace/katatrace/hold"
 	"github.com/katatrace/katatrace/hostrelay"
@@ -29,17 +32,17 @@ func init() {
 // katatrace's host relay and sinks.
 type traceForwarder struct {
 	// Kata's own flags.
-	VsockPort    uint32 `help:"Vsock port the agents send to (QEMU's vhost-vsock; with --socket-path, the suffix of the socket: PATH_PORT)." default:"10240"`
-	VsockCID     string `name:"vsock-cid" help:"Vsock CID to listen on, or any (QEMU's vhost-vsock)." default:"any"`
-	SocketPath   string `help:"Hybrid vsock (Firecracker, Cloud Hypervisor): the VMM's socket, e.g. /run/vc/firecracker/ID/root/kata.hvsock or /run/vc/vm/ID/clh.sock; the forwarder listens on PATH_PORT. A glob in its directories (/run/vc/vm/*/clh.sock) serves every VM as it starts." placeholder:"PATH"`
-	OtlpEndpoint string `help:"OTLP/gRPC endpoint the spans go to: http://HOST:PORT (https:// with TLS), or otlp://, otlps://, otlphttp://, otlphttps:// as --to takes them." default:"http://localhost:4317"`
-	JaegerHost   string `help:"Older Kata forwarders' destination (up to 3.31): send to a Jaeger agent's UDP port instead of OTLP; given alone, port 6831, as Kata's default was." placeholder:"HOST"`
-	JaegerPort   uint16 `help:"The Jaeger agent's UDP port; given alone, on host 127.0.0.1, as Kata's default was." placeholder:"PORT"`
-	DumpOnly     yesNo  `help:"Forward nothing: write each span to stdout as a JSON line. Takes a value too (--dump-only=true, --dump-only false), as Kata 3.19+'s does; Kata read any value as true, here false means false."`
-	TraceName    string `help:"Service name of spans whose resource names none (the agent names none: its SDK says unknown_service)." default:"kata-agent"`
+	VsockPort    uint32      `help:"Vsock port the agents send to (QEMU's vhost-vsock; with --socket-path, the suffix of the socket: PATH_PORT)." default:"10240"`
+	VsockCID     string      `name:"vsock-cid" help:"Vsock CID to listen on, or any (QEMU's vhost-vsock)." default:"any"`
+	SocketPath   socketPaths `help:"Hybrid vsock (Firecracker, Cloud Hypervisor, Dragonball): the VMM's own socket, an absolute path, e.g. /run/vc/firecracker/ID/root/kata.hvsock or /run/vc/vm/ID/clh.sock; the forwarder listens on PATH_PORT (--vsock-port), at once. A glob in its directories (/run/vc/vm/*/clh.sock) serves every VM as it starts: PATH_PORT is made in a VM's directory once the VMM's socket is there, and closed when it goes. Repeatable or comma-separated." placeholder:"PATH"`
+	OtlpEndpoint string      `help:"OTLP/gRPC endpoint the spans go to: http://HOST:PORT (https:// with TLS), or otlp://, otlps://, otlphttp://, otlphttps:// as --to takes them." default:"http://localhost:4317"`
+	JaegerHost   string      `help:"Older Kata forwarders' destination (up to 3.31): send to a Jaeger agent's UDP port instead of OTLP; given alone, port 6831, as Kata's default was." placeholder:"HOST"`
+	JaegerPort   uint16      `help:"The Jaeger agent's UDP port; given alone, on host 127.0.0.1, as Kata's default was." placeholder:"PORT"`
+	DumpOnly     yesNo       `help:"Forward nothing: write each span to stdout as a JSON line. Takes a value too (--dump-only=true, --dump-only false), as Kata 3.19+'s does; Kata read any value as true, here false means false."`
+	TraceName    string      `help:"Service name of spans whose resource names none (the agent names none: its SDK says unknown_service)." default:"kata-agent"`
 
 	// katatrace's own.
-	From         []endpoint.Addr `help:"Where agents connect, replacing what the vsock and socket-path flags say; repeatable or comma-separated: vsock://any:10240, unix:///path (a glob in the directories finds VMs as they start), tcp://HOST:PORT or fd://N." placeholder:"ADDR" addr:"listen vsock unix tcp fd"`
+	From         []endpoint.Addr `help:"Where agents connect, replacing what the vsock and socket-path flags say; repeatable or comma-separated: vsock://any:10240, unix:///path (the VMM's socket plus _PORT; a glob in the directories finds VMs as they start, as with --socket-path), tcp://HOST:PORT or fd://N." placeholder:"ADDR" addr:"listen vsock unix tcp fd"`
 	To           sink.Target     `help:"Where spans go, instead of --otlp-endpoint: otlp://HOST:4317 (otlps://), otlphttp://HOST:4318 (otlphttps://), udp://HOST:6831 (a Jaeger agent), http://HOST:14268/api/traces (a Jaeger collector), print (trees) or jsonl (a JSON object per span) on stdout." placeholder:"SINK"`
 	MaxSpanBytes ByteSize        `help:"Largest span payload taken (an agent's span is a few KiB); a frame announcing more is read through and thrown away, counted, and the agent's connection kept." default:"4MiB"`
 	traceSinkFlags
@@ -58,7 +61,7 @@ func (c *traceForwarder) Validate() error {
 			return flagErr("vsock-cid", fmt.Errorf("%q is not a CID: a number, or any", c.VsockCID))
 		}
 	}
-	if len(c.From) > 0 && c.SocketPath != "" {
+	if len(c.From) > 0 && len(c.SocketPath) > 0 {
 		return flagErr("from", fmt.Errorf("give --from or --socket-path, not both"))
 	}
 	if c.To.String() != "" && (bool(c.DumpOnly) || c.jaeger()) {
@@ -68,7 +71,11 @@ func (c *traceForwarder) Validate() error {
 	if err != nil {
 		return err
 	}
-	if err := checkFrom(from); err != nil {
+	if err := checkFrom(from, c.VsockPort); err != nil {
+		var fe *flagError
+		if errors.As(err, &fe) && len(c.SocketPath) > 0 {
+			fe.flag = "socket-path" // the addresses are its
+		}
 		return err
 	}
 	to, err := c.target()
@@ -100,16 +107,74 @@ func (c *traceForwarder) froms() ([]endpoint.Addr, error) {
 	if len(c.From) > 0 {
 		return c.From, nil
 	}
-	s := fmt.Sprintf("vsock://%s:%d", c.VsockCID, c.VsockPort)
-	flag := "vsock-cid"
-	if c.SocketPath != "" {
-		s, flag = fmt.Sprintf("unix://%s_%d", c.SocketPath, c.VsockPort), "socket-path"
+	if len(c.SocketPath) == 0 {
+		a, err := endpoint.ParseAddr(fmt.Sprintf("vsock://%s:%d", c.VsockCID, c.VsockPort))
+		if err != nil {
+			return nil, flagErr("vsock-cid", err)
+		}
+		return []endpoint.Addr{a}, nil
 	}
-	a, err := endpoint.ParseAddr(s)
-	if err != nil {
-		return nil, flagErr(flag, err)
+	var from []endpoint.Addr
+	for _, p := range c.SocketPath {
+		a, err := socketPathAddr(p, c.VsockPort)
+		if err != nil {
+			return nil, flagErr("socket-path", err)
+		}
+		from = append(from, a)
 	}
-	return []endpoint.Addr{a}, nil
+	return from, nil
+}
+
+// socketPaths is --socket-path: repeatable and comma-separated, as
+// --from; an empty value is kept, to be refused, where kong's slices drop
+// it (and the forwarder would listen on vsock, not where it was told).
+type socketPaths []string
+
+func (s *socketPaths) Decode(ctx *kong.DecodeContext) error {
+	var v string
+	if err := ctx.Scan.PopValueInto("path", &v); err != nil {
+		return err
+	}
+	if v == "" {
+		*s = append(*s, "")
+		return nil
+	}
+	*s = append(*s, kong.SplitEscaped(v, ',')...)
+	return nil
+}
+
+// socketPathAddr is where agents connect for a --socket-path: the VMM's
+// socket, PATH_PORT beside it. What is no VMM's socket is refused with
+// the flag as it should have been, since it would otherwise listen
+// somewhere no agent connects (Kata's forwarder refuses only an empty
+// one, and binds a relative one beside its working directory).
+func socketPathAddr(p string, port uint32) (endpoint.Addr, error) {
+	example := func(path string) string {
+		return fmt.Sprintf("--socket-path %s (the forwarder listens on %s_%d)", path, path, port)
+	}
+	if scheme, rest, ok := strings.Cut(p, "://"); ok {
+		if scheme != endpoint.SchemeUnix {
+			return endpoint.Addr{}, fmt.Errorf("%q: a path, not an address (addresses go to --from)", p)
+		}
+		return endpoint.Addr{}, fmt.Errorf("%q: give the path: %s", p, example("/"+strings.TrimPrefix(rest, "/")))
+	}
+	switch {
+	case strings.TrimSpace(p) == "":
+		return endpoint.Addr{}, fmt.Errorf("empty: give the VMM's socket, e.g. %s, or leave the flag out to listen on vsock port %d", example("/run/vc/vm/ID/clh.sock"), port)
+	case !filepath.IsAbs(p):
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			abs = "/" + p
+		}
+		return endpoint.Addr{}, fmt.Errorf("%q is relative: give an absolute path, e.g. %s", p, example(abs))
+	}
+	if vmm := endpoint.VMMSocket(p); vmm != "" {
+		return endpoint.Addr{}, fmt.Errorf("%q ends in _PORT already, and the forwarder appends _%d (--vsock-port) to it: give the VMM's own socket, %s", p, port, example(vmm))
+	}
+	if strings.ContainsAny(filepath.Base(p), "*?[") {
+		return endpoint.Addr{}, fmt.Errorf("%q: a glob may stand in the directories, not in the socket's name: give the VMM's socket by name, e.g. %s", p, example(filepath.Join(filepath.Dir(p), "clh.sock")))
+	}
+	return endpoint.ParseAddr(fmt.Sprintf("unix://%s_%d", p, port))
 }
 
 // jaeger reports whether a Jaeger agent is the destination: either flag

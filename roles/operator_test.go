@@ -54,7 +54,7 @@ func readyz(t *testing.T, port int) (int, string) {
 // TestFromMatchingNothingIsSaid: a host relay whose --from pattern is
 // misspelt (nothing matches) says so: a warning naming what matches
 // nothing, systemd's STATUS=, a listener gauge at 0 and /readyz at 503.
-// Once a directory matches, it listens, and all of them say that too.
+// Once a VM is there, it listens, and all of them say that too.
 func TestFromMatchingNothingIsSaid(t *testing.T) {
 	ns, nsPath := notifySocket(t)
 	vc := filepath.Join(testutil.SockDir(t), "vc")
@@ -75,13 +75,11 @@ func TestFromMatchingNothingIsSaid(t *testing.T) {
 		t.Fatalf("/readyz with nothing listening: %d %q", code, body)
 	}
 
-	if err := os.MkdirAll(filepath.Join(vc, "firecraker", "vm1", "root"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testutil.VMMSocket(t, filepath.Join(vc, "firecraker", "vm1", "root", "kata.hvsock"))
 	readNotify(t, ns, "STATUS=listening on 1 sockets")
 	p.WaitLog(`msg="--from listening now"`)
 	if v := sample(t, port, gauge); v != 1 {
-		t.Fatalf("%s = %v once a VM's directory is there, want 1", gauge, v)
+		t.Fatalf("%s = %v once a VM is there, want 1", gauge, v)
 	}
 	if code, body := readyz(t, port); code != http.StatusOK {
 		t.Fatalf("/readyz listening: %d %q", code, body)

@@ -267,9 +267,7 @@ func TestJournalRedirectTakesFD3(t *testing.T) {
 func TestSIGHUPReloadsAndKeepsServing(t *testing.T) {
 	base := filepath.Join(testutil.SockDir(t), "fc")
 	sock := filepath.Join(base, "vm1", "root", "kata.hvsock_6831")
-	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testutil.VMMSocket(t, filepath.Join(base, "vm1", "root", "kata.hvsock"))
 	sink := testutil.NewUDPSink(t)
 	hp := start(t, nil, "vsock-to-udp-server", "--from", "unix://"+base+"/*/root/kata.hvsock_6831", "--to", sink.Addr())
 	hp.WaitLog("msg=ready")
@@ -325,16 +323,14 @@ func TestSIGHUPReloadsAndKeepsServing(t *testing.T) {
 
 // TestHostFindsVMsByPattern: vsock-to-udp-server with a pattern --from
 // starts before any VM exists, and serves a VM's guest relay once the VM's
-// directory appears.
+// directory and its VMM's socket appear.
 func TestHostFindsVMsByPattern(t *testing.T) {
 	base := filepath.Join(testutil.SockDir(t), "fc") // no VM yet, not even the directory
 	sink := testutil.NewUDPSink(t)
 	hp := start(t, nil, "vsock-to-udp-server", "--from", "unix://"+base+"/*/root/kata.hvsock_6831", "--to", sink.Addr())
 	hp.WaitLog("watching for VMs")
 	sock := filepath.Join(base, "vm1", "root", "kata.hvsock_6831")
-	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testutil.VMMSocket(t, filepath.Join(base, "vm1", "root", "kata.hvsock"))
 	hp.WaitLog("VM found; listening")
 	port := testutil.FreePort(t, "udp")
 	gp := start(t, nil, "jaeger-client-socat-redirector", "--from", fmt.Sprintf("udp://127.0.0.1:%d", port), "--to", "unix://"+sock)

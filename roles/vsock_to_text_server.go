@@ -22,7 +22,7 @@ type textServer struct {
 }
 
 func (c *textServer) Validate() error {
-	if err := checkFrom(c.From); err != nil {
+	if err := checkFrom(c.From, 5140); err != nil {
 		return err
 	}
 	if err := c.limits(); err != nil {

@@ -29,7 +29,7 @@ type udpServer struct {
 }
 
 func (c *udpServer) Validate() error {
-	if err := checkFrom(c.From); err != nil {
+	if err := checkFrom(c.From, 6831); err != nil {
 		return err
 	}
 	if err := c.limits(); err != nil {

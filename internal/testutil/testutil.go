@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +22,22 @@ func SockDir(t testing.TB) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(d) })
 	return d
+}
+
+// VMMSocket makes a VM's directory and its VMM's hybrid-vsock socket at
+// path (.../root/kata.hvsock), as Kata and the VMM do: a socket file,
+// bound by a listener closed at once (a watch asks only that it is there).
+func VMMSocket(t testing.TB, path string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	_ = ln.Close()
 }
 
 // UDPSink is a UDP socket on 127.0.0.1 that records every datagram it gets.
