@@ -53,6 +53,12 @@ func (j *Target) UnmarshalText(b []byte) error {
 		if err != nil || u.Host == "" {
 			return &endpoint.AddrError{Value: s, Reason: "not a URL with a host", Example: "http://127.0.0.1:14268/api/traces"}
 		}
+		// http:// is a Jaeger collector, never OTLP: an OTLP port or path
+		// given to it would be spoken to in the wrong protocol.
+		if p := u.Port(); p == "4317" || p == "4318" || strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), "/v1/traces") {
+			return &endpoint.AddrError{Value: s, Reason: "http:// is a Jaeger collector (its /api/traces), and this is OTLP's port or path: " +
+				"give otlp://HOST:4317 for OTLP/gRPC, otlphttp://HOST:4318 for OTLP/HTTP", Example: "otlp://" + u.Hostname() + ":4317"}
+		}
 		if u.Path == "" || u.Path == "/" {
 			u.Path = "/api/traces"
 		}
