@@ -1,6 +1,7 @@
 package roles_test
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -75,40 +76,79 @@ func TestDestinationsCannotBeMisread(t *testing.T) {
 // OTLP/HTTP at the base endpoint's /v1/traces, gzip, the headers
 // percent-decoded, the service name for the agent that names none, and
 // resource attributes that never override the host's; over gRPC, the
-// signal's own endpoint wins, gzip too.
+// signal's own endpoint wins, gzip too. katatrace's own variables come
+// before OpenTelemetry's.
 func TestForwarderTakesOTELEnvironment(t *testing.T) {
 	t.Parallel()
-	httpEP, grpcEP := otlptest.New(t), otlptest.NewGRPC(t)
-	httpEP.Up.Store(true)
-	grpcEP.Up.Store(true)
+	httpEP, grpcEP, ownEP := otlptest.New(t), otlptest.NewGRPC(t), otlptest.New(t)
+	tlsEP, ca := otlptest.NewTLS(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, ca, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, ep := range []*otlptest.Endpoint{httpEP, grpcEP, ownEP, tlsEP} {
+		ep.Up.Store(true)
+	}
+	otel := []string{"OTEL_EXPORTER_OTLP_COMPRESSION=gzip", "OTEL_EXPORTER_OTLP_HEADERS=api-key=se%2Ccret, x-tenant = t1",
+		"OTEL_SERVICE_NAME=agent-from-env", "OTEL_RESOURCE_ATTRIBUTES=deployment.environment=test,katatrace.guest=spoofed"}
 	for _, tt := range []struct {
-		name string
-		ep   *otlptest.Endpoint
-		env  []string
-		path string
+		name      string
+		ep        *otlptest.Endpoint
+		env       []string
+		path, key string
+		gzip      bool
+		service   string
 	}{
-		{"http", httpEP, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + httpEP.URL + "/base/", "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"}, "/base/v1/traces"},
-		{"grpc", grpcEP, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://" + grpcEP.URL}, ""},
+		{"http", httpEP, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + httpEP.URL + "/base/", "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"},
+			"/base/v1/traces", "se,cret", true, "agent-from-env"},
+		{"grpc", grpcEP, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://" + grpcEP.URL},
+			"", "se,cret", true, "agent-from-env"},
+		{"https, verified by the certificate named", tlsEP, []string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=" + tlsEP.URL + "/v1/traces",
+			"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/protobuf", "OTEL_EXPORTER_OTLP_CERTIFICATE=" + caFile},
+			"/v1/traces", "se,cret", true, "agent-from-env"},
+		{"katatrace's own first", ownEP, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:1", "KATATRACE_TO=otlphttp://" + strings.TrimPrefix(ownEP.URL, "http://") + "/own",
+			"KATATRACE_OTLP_HEADER=api-key=mine", "KATATRACE_OTLP_COMPRESSION=none", "KATATRACE_TRACE_NAME=own-name"},
+			"/own", "mine", false, "own-name"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			sock := filepath.Join(testutil.SockDir(t), "kata.hvsock")
-			env := append(tt.env, "OTEL_EXPORTER_OTLP_COMPRESSION=gzip", "OTEL_EXPORTER_OTLP_HEADERS=api-key=se%2Ccret, x-tenant = t1",
-				"OTEL_SERVICE_NAME=agent-from-env", "OTEL_RESOURCE_ATTRIBUTES=deployment.environment=test,katatrace.guest=spoofed")
-			p := start(t, env, "kata-trace-forwarder", "--socket-path", sock)
+			p := start(t, append(tt.env, otel...), "kata-trace-forwarder", "--socket-path", sock)
 			p.WaitLog("listening")
 			katatest.Send(t, sock+"_10240", katatest.Capture(t, "json-otel017-api"))
 			testutil.Eventually(t, 10*time.Second, "6 spans at the endpoint", func() bool { n, _ := tt.ep.Spans(); return n == 6 })
 			for _, r := range tt.ep.Requests() {
-				if r.Path != tt.path || !r.Gzip || r.Header.Get("api-key") != "se,cret" || r.Header.Get("x-tenant") != "t1" {
+				if r.Path != tt.path || r.Gzip != tt.gzip || r.Header.Get("api-key") != tt.key {
 					t.Fatalf("request to %q, gzip %v, headers %v", r.Path, r.Gzip, r.Header)
 				}
 				for _, res := range r.Resources {
-					if res["service.name"] != "agent-from-env" || res["deployment.environment"] != "test" || !strings.HasPrefix(res["katatrace.guest"], "unix://") {
+					if res["service.name"] != tt.service || res["deployment.environment"] != "test" || !strings.HasPrefix(res["katatrace.guest"], "unix://") {
 						t.Fatalf("resource %v", res)
 					}
 				}
 			}
+		})
+	}
+}
+
+// TestJaegerRelayTakesOTELEndpoint: vsock-to-udp-server's --to, not
+// given, is OpenTelemetry's endpoint where one is set; given (here by
+// $KATATRACE_TO), it is the flag's.
+func TestJaegerRelayTakesOTELEndpoint(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"otel", []string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=https://otel.invalid:4317"}, "to=otlps://otel.invalid:4317"},
+		{"katatrace's own first", []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317", "KATATRACE_TO=udp://127.0.0.1:6831"}, "to=udp://127.0.0.1:6831"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			sock := filepath.Join(testutil.SockDir(t), "h_6831")
+			p := start(t, tt.env, "vsock-to-udp-server", "--from", "unix://"+sock)
+			p.WaitLog(tt.want)
 		})
 	}
 }

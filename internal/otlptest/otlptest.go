@@ -8,6 +8,7 @@ package otlptest
 import (
 	"compress/gzip"
 	"context"
+	"encoding/pem"
 	"io"
 	"net"
 	"net/http"
@@ -67,6 +68,17 @@ func Start() (e *Endpoint, stop func()) {
 	srv := httptest.NewServer(http.HandlerFunc(e.serve))
 	e.URL = srv.URL
 	return e, srv.Close
+}
+
+// NewTLS starts an endpoint over HTTPS (URL https://127.0.0.1:PORT),
+// down; ca is its certificate, PEM, to verify it with. It stops when the
+// test ends.
+func NewTLS(t testing.TB) (e *Endpoint, ca []byte) {
+	e = &Endpoint{seen: map[string]int{}}
+	srv := httptest.NewTLSServer(http.HandlerFunc(e.serve))
+	t.Cleanup(srv.Close)
+	e.URL = srv.URL
+	return e, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 }
 
 // NewGRPC starts an endpoint over gRPC, down; it stops when the test
