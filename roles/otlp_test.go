@@ -32,6 +32,8 @@ func TestDestinationsCannotBeMisread(t *testing.T) {
 			[]string{"--otlp-endpoint", "OTLP/HTTP", "otlphttp://"}, nil},
 		{"--otlp-endpoint without a scheme", nil, []string{fwd, "--otlp-endpoint", "127.0.0.1:4317"},
 			[]string{"--otlp-endpoint", "http://127.0.0.1:4317", "otlp://"}, []string{"vsock://", "unix://"}},
+		{"--to without a scheme", nil, []string{udp, "--to", "127.0.0.1:4318"},
+			[]string{"--to", "example: otlphttp://127.0.0.1:4318", "udp://HOST:6831"}, []string{"vsock://", "unix://"}},
 		{"OTLP's gRPC port to a Jaeger collector", nil, []string{udp, "--to", "http://127.0.0.1:4317"}, []string{"--to", "Jaeger collector", "otlp://", "otlphttp://"}, nil},
 		{"OTLP's HTTP port to a Jaeger collector", nil, []string{fwd, "--to", "http://127.0.0.1:4318"}, []string{"--to", "Jaeger collector", "otlphttp://"}, nil},
 		{"OTLP's path to a Jaeger collector", nil, []string{fwd, "--to", "http://collector:80/v1/traces"}, []string{"--to", "otlphttp://"}, nil},

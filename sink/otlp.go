@@ -281,7 +281,7 @@ func (o otlpGRPC) send(ctx context.Context, body []byte) error {
 func grpcProtocolError(err error) string {
 	msg := err.Error()
 	switch {
-	case strings.Contains(msg, "http2: frame too large"), strings.Contains(msg, "bogus greeting"):
+	case strings.Contains(msg, "http2: frame too large"):
 		// An HTTP/1 server's answer read as an HTTP/2 frame.
 		return "the endpoint answered in HTTP/1, not gRPC: is it OTLP/HTTP (port 4318) or a Jaeger collector? for OTLP/HTTP give otlphttp://HOST:PORT"
 	case strings.Contains(msg, "missing selected ALPN property"):
