@@ -141,7 +141,11 @@ func withCause(err error, cause func(status int, protocol string) string) error 
 		rej.cause = cause(rej.status, "")
 		return err
 	}
-	if msg := err.Error(); strings.Contains(msg, "malformed HTTP response") || strings.Contains(msg, "malformed HTTP status code") {
+	// net/http's words for bytes no HTTP/1 server sends: an answer that
+	// is no status line, or bytes before the request was even written (an
+	// HTTP/2 server's preface, which is how a gRPC server greets).
+	if msg := err.Error(); strings.Contains(msg, "malformed HTTP response") || strings.Contains(msg, "malformed HTTP status code") ||
+		strings.Contains(msg, "readLoopPeekFailLocked: %!w(<nil>)") {
 		return &rejection{reason: msg, protocol: true, cause: cause(0, "http2")}
 	}
 	return err
