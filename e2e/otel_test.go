@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,6 +43,32 @@ func TestForwarderOTELEnvironmentIntoJaeger(t *testing.T) {
 				if s.Process.Tag("deployment.environment") != "e2e" {
 					t.Fatalf("%s: process tags %v", s.OperationName, s.Process.Tags)
 				}
+			}
+		})
+	}
+}
+
+// TestForwarderWrongProtocolAtJaeger: the forwarder speaking OTLP/gRPC to
+// Jaeger's OTLP/HTTP port, or OTLP/HTTP to its gRPC port, says so with
+// the scheme to give, and drops the batch as refused: no outage is
+// declared, nothing is retried.
+func TestForwarderWrongProtocolAtJaeger(t *testing.T) {
+	bin, _ := binaries(t)
+	j := startJaeger(t)
+	dir := testutil.SockDir(t)
+	for _, tt := range []struct{ name, to, want string }{
+		{"grpc at http", fmt.Sprintf("otlp://127.0.0.1:%d", j.OTLPHTTP), "give otlphttp://"},
+		{"http at grpc", fmt.Sprintf("otlphttp://127.0.0.1:%d", j.OTLPGRPC), "give otlp://"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			hv := filepath.Join(dir, "wrong.hvsock")
+			p := testutil.Start(t, nil, bin, "kata-trace-forwarder", "--socket-path", hv, "--to", tt.to)
+			p.WaitLog("msg=ready")
+			katatest.Send(t, hv+"_10240", katatest.Capture(t, "json-otel017-api"))
+			p.WaitLog("endpoint speaks another protocol")
+			stopForwarder(t, p, 1)
+			if errs := p.Stderr.String(); !strings.Contains(errs, tt.want) || strings.Contains(errs, "collector unreachable") || !strings.Contains(errs, "retries=0") {
+				t.Fatalf("want the cause said, no outage, no retry:\n%s", errs)
 			}
 		})
 	}
