@@ -55,7 +55,7 @@ func newTrafficDescs(prefix, whose string, labels ...string) trafficDescs {
 		bytes:      d("bytes_total", "payload bytes handed to the sink."),
 		flushes:    d("flushes_total", "flush requests answered."),
 		duplicates: d("duplicates_total", "datagrams resent after a reconnect that had been handed on already: not handed on twice."),
-		dropped: d("dropped_datagrams_total", "datagrams not handed on, by reason: sink_refused (the sink refused them), guest_queue_full (the guest's relay dropped them, as its sequence numbers tell), and for the host the sink's own: sink_port_closed (sent over UDP while nothing listened, as the port's refusals of later sends reveal), sink_dropped (a collector or OTLP endpoint: queue full, or not delivered by the end of a stop), sink_rejected (refused by it for good); per guest, sink_lost (what a collector or OTLP endpoint did not take of the guest's: dropped or refused).",
+		dropped: d("dropped_datagrams_total", "datagrams not handed on, by reason: sink_refused (the sink refused them), guest_queue_full (the guest's relay dropped them, as its sequence numbers tell), and for the host the sink's own: sink_port_closed (sent over UDP while nothing listened, as the port's refusals of later sends reveal), sink_dropped (a collector or OTLP endpoint: queue full, or not delivered by the end of a stop), sink_rejected (refused by it for good), sink_rejected_spans (spans, not datagrams, an OTLP endpoint rejected from requests it took: its partial success); per guest, sink_lost (what a collector or OTLP endpoint did not take of the guest's: dropped or refused).",
 			"reason"),
 		paused:      d("budget_paused_seconds_total", "time reading waited for budgets (--guest-rate)."),
 		notAccepted: d("flushes_not_accepted_total", "flush requests answered while the sink's endpoint (a collector) had not accepted everything of the guest's: the guest was told how much (protocol v2)."),
@@ -97,7 +97,7 @@ func newSpanDescs(prefix, whose string, labels ...string) spanDescs {
 			"reason"),
 		skippedBytes: d("skipped_bytes_total", "bytes of the stream skipped: skipped frames, and what a resync passed over."),
 		resyncs:      d("resyncs_total", "times a stream's framing was lost (a length no span could have, or a stream taken up after a crash) and the next frame looked for."),
-		dropped: d("dropped_spans_total", "spans decoded but not delivered, by reason: sink_refused (the sink refused them), and the sink's own: sink_port_closed, sink_dropped, sink_rejected; per agent, sink_lost (see katatrace_host_dropped_datagrams_total).",
+		dropped: d("dropped_spans_total", "spans decoded but not delivered, by reason: sink_refused (the sink refused them), and the sink's own: sink_port_closed, sink_dropped, sink_rejected, sink_rejected_spans; per agent, sink_lost (see katatrace_host_dropped_datagrams_total).",
 			"reason"),
 		paused: d("budget_paused_seconds_total", "time reading waited for budgets (--guest-rate)."),
 	}

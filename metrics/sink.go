@@ -17,7 +17,8 @@ func SinkStateOf(s sink.Sink) SinkState {
 	case *sink.CollectorSink:
 		st := s.Stats()
 		return SinkState{Name: s.URL(), Collector: &st,
-			Dropped: map[string]uint64{"sink_dropped": st.Dropped, "sink_rejected": st.Rejected}}
+			Dropped: map[string]uint64{"sink_dropped": st.Dropped, "sink_rejected": st.Rejected,
+				"sink_rejected_spans": st.RejectedSpans}}
 	case *sink.PacketSink:
 		return SinkState{Dropped: map[string]uint64{"sink_port_closed": s.Unseen()}}
 	}
@@ -27,7 +28,7 @@ func SinkStateOf(s sink.Sink) SinkState {
 // LogAttrs are the state as log attributes (SIGUSR1's stats, the last line).
 func (s SinkState) LogAttrs() []any {
 	var attrs []any
-	for _, reason := range []string{"sink_dropped", "sink_rejected", "sink_port_closed"} {
+	for _, reason := range []string{"sink_dropped", "sink_rejected", "sink_rejected_spans", "sink_port_closed"} {
 		if n, ok := s.Dropped[reason]; ok {
 			attrs = append(attrs, reason, n)
 		}

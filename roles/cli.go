@@ -121,7 +121,7 @@ func kongOptions(o Options, name, help string) []kong.Option {
 		kong.Description(help),
 		kong.Writers(o.Stdout, o.Stderr),
 		kong.Exit(func(c int) { panic(exitPanic(c)) }),
-		kong.Vars{"version": name + " " + o.Version, "to_host_help": toHostHelp, "from_guest_help": fromGuestHelp},
+		kong.Vars{"version": name + " " + o.Version, "to_host_help": toHostHelp, "from_guest_help": fromGuestHelp, "otel_help": otelHelp},
 		kong.DefaultEnvars("KATATRACE"),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.Help(flagsFirstHelp),

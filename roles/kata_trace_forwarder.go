@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -35,21 +34,30 @@ type traceForwarder struct {
 	VsockPort    uint32      `help:"Vsock port the agents send to (QEMU's vhost-vsock; with --socket-path, the suffix of the socket: PATH_PORT)." default:"10240"`
 	VsockCID     string      `name:"vsock-cid" help:"Vsock CID to listen on, or any (QEMU's vhost-vsock)." default:"any"`
 	SocketPath   socketPaths `help:"Hybrid vsock (Firecracker, Cloud Hypervisor, Dragonball): the VMM's own socket, an absolute path, e.g. /run/vc/firecracker/ID/root/kata.hvsock or /run/vc/vm/ID/clh.sock; the forwarder listens on PATH_PORT (--vsock-port), at once. A glob in its directories (/run/vc/vm/*/clh.sock) serves every VM as it starts: PATH_PORT is made in a VM's directory once the VMM's socket is there, and closed when it goes. Repeatable or comma-separated." placeholder:"PATH"`
-	OtlpEndpoint string      `help:"OTLP/gRPC endpoint the spans go to: http://HOST:PORT (https:// with TLS), or otlp://, otlps://, otlphttp://, otlphttps:// as --to takes them." default:"http://localhost:4317"`
+	OtlpEndpoint string      `help:"OTLP/gRPC endpoint the spans go to, as Kata's: http://HOST:PORT in the clear (https:// with TLS), or otlp://, otlps://, otlphttp://, otlphttps:// as --to takes them. OTLP/HTTP (port 4318) is --to otlphttp://HOST:4318, or this with $OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf (/v1/traces appended). Not given: OpenTelemetry's environment (see --to), then this default." default:"http://localhost:4317"`
 	JaegerHost   string      `help:"Older Kata forwarders' destination (up to 3.31): send to a Jaeger agent's UDP port instead of OTLP; given alone, port 6831, as Kata's default was." placeholder:"HOST"`
 	JaegerPort   uint16      `help:"The Jaeger agent's UDP port; given alone, on host 127.0.0.1, as Kata's default was." placeholder:"PORT"`
 	DumpOnly     yesNo       `help:"Forward nothing: write each span to stdout as a JSON line. Takes a value too (--dump-only=true, --dump-only false), as Kata 3.19+'s does; Kata read any value as true, here false means false."`
-	TraceName    string      `help:"Service name of spans whose resource names none (the agent names none: its SDK says unknown_service)." default:"kata-agent"`
+	TraceName    string      `help:"Service name of spans whose resource names none (the agent names none: its SDK says unknown_service). Not given: $OTEL_SERVICE_NAME, or service.name in $OTEL_RESOURCE_ATTRIBUTES." default:"kata-agent"`
 
 	// katatrace's own.
 	From         []endpoint.Addr `help:"Where agents connect, replacing what the vsock and socket-path flags say; repeatable or comma-separated: vsock://any:10240, unix:///path (the VMM's socket plus _PORT; a glob in the directories finds VMs as they start, as with --socket-path), tcp://HOST:PORT or fd://N." placeholder:"ADDR" addr:"listen vsock unix tcp fd"`
-	To           sink.Target     `help:"Where spans go, instead of --otlp-endpoint: otlp://HOST:4317 (otlps://), otlphttp://HOST:4318 (otlphttps://), udp://HOST:6831 (a Jaeger agent), http://HOST:14268/api/traces (a Jaeger collector), print (trees) or jsonl (a JSON object per span) on stdout." placeholder:"SINK"`
+	To           sink.Target     `help:"Where spans go, instead of --otlp-endpoint: otlp://HOST:4317 (OTLP/gRPC; otlps:// with TLS), otlphttp://HOST:4318 (OTLP/HTTP; otlphttps://), udp://HOST:6831 (a Jaeger agent), http://HOST:14268/api/traces (http:// here is a Jaeger collector, never OTLP), print (trees) or jsonl (a JSON object per span) on stdout.${otel_help}" placeholder:"SINK"`
 	MaxSpanBytes ByteSize        `help:"Largest span payload taken (an agent's span is a few KiB); a frame announcing more is read through and thrown away, counted, and the agent's connection kept." default:"4MiB"`
 	traceSinkFlags
 	hostRelay
+
+	dest sink.Target // where spans go, as Validate found it
 }
 
-func (c *traceForwarder) Validate() error {
+func (c *traceForwarder) Validate(kctx *kong.Context) error {
+	env, err := readOTEL()
+	if err != nil {
+		return err
+	}
+	if !given(kctx, "trace-name") && env.ServiceName != "" {
+		c.TraceName = env.ServiceName
+	}
 	if strings.TrimSpace(c.TraceName) == "" {
 		return flagErr("trace-name", fmt.Errorf("the trace name must not be blank"))
 	}
@@ -64,8 +72,8 @@ func (c *traceForwarder) Validate() error {
 	if len(c.From) > 0 && len(c.SocketPath) > 0 {
 		return flagErr("from", fmt.Errorf("give --from or --socket-path, not both"))
 	}
-	if c.To.String() != "" && (bool(c.DumpOnly) || c.jaeger()) {
-		return flagErr("to", fmt.Errorf("give --to, --dump-only or --jaeger-host, one of them"))
+	if err := c.oneDestination(kctx); err != nil {
+		return err
 	}
 	from, err := c.froms()
 	if err != nil {
@@ -78,16 +86,17 @@ func (c *traceForwarder) Validate() error {
 		}
 		return err
 	}
-	to, err := c.target()
+	to, err := c.target(kctx, env)
 	if err != nil {
 		return err
 	}
+	c.dest = to
 	if to.Kind == sink.KindDatagram {
 		if err := to.Addr.Require("spans are sent to", endpoint.SchemeUDP, endpoint.SchemeUnixgram); err != nil {
 			return flagErr("to", err)
 		}
 	}
-	if err := c.otlpOptions.validate(to); err != nil {
+	if err := c.otlpOptions.validate(kctx, to, env); err != nil {
 		return err
 	}
 	if c.MaxSpanBytes < 1<<10 || c.MaxSpanBytes > 1<<30 {
@@ -178,31 +187,46 @@ func socketPathAddr(p string, port uint32) (endpoint.Addr, error) {
 }
 
 // jaeger reports whether a Jaeger agent is the destination: either flag
-// given.
-func (c *traceForwarder) jaeger() bool { return c.JaegerHost != "" || c.JaegerPort != 0 }
+// given (the flag, or its KATATRACE_* twin).
+func (c *traceForwarder) jaeger(kctx *kong.Context) bool {
+	return given(kctx, "jaeger-host") || given(kctx, "jaeger-port")
+}
 
-// target is where spans go: --to, else --dump-only, --jaeger-host or
-// --otlp-endpoint.
-func (c *traceForwarder) target() (sink.Target, error) {
+// oneDestination refuses destinations given together (a default is not
+// given): one of them would be dropped without a word.
+func (c *traceForwarder) oneDestination(kctx *kong.Context) error {
+	var dests []string
+	for _, f := range []string{"to", "otlp-endpoint", "dump-only", "jaeger-host", "jaeger-port"} {
+		if as, ok := givenAs(kctx, f); ok && (f != "dump-only" || bool(c.DumpOnly)) && (f != "jaeger-port" || !given(kctx, "jaeger-host")) {
+			dests = append(dests, as)
+		}
+	}
+	if len(dests) > 1 {
+		return fmt.Errorf("give one destination, not %s: --to, --otlp-endpoint, --dump-only, or --jaeger-host with --jaeger-port", strings.Join(dests, " and "))
+	}
+	return nil
+}
+
+// target is where spans go: --to, --dump-only, --jaeger-host or
+// --otlp-endpoint, given; else OpenTelemetry's environment (env); else
+// --otlp-endpoint's default.
+func (c *traceForwarder) target(kctx *kong.Context, env sink.OTELEnv) (sink.Target, error) {
 	var s, flag string
 	switch {
 	case c.To.String() != "":
 		return c.To, nil
 	case bool(c.DumpOnly):
 		s, flag = "jsonl", "dump-only"
-	case c.jaeger():
+	case c.jaeger(kctx):
 		// Either alone: the other as Kata's default was.
 		host, port := cmp.Or(c.JaegerHost, "127.0.0.1"), cmp.Or(c.JaegerPort, 6831)
 		s, flag = "udp://"+net.JoinHostPort(host, strconv.Itoa(int(port))), "jaeger-host"
 	default:
-		s, flag = c.OtlpEndpoint, "otlp-endpoint"
-		// Kata's flag takes the gRPC client's URL form.
-		if u, err := url.Parse(s); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
-			if u.Path != "" && u.Path != "/" {
-				return sink.Target{}, flagErr(flag, fmt.Errorf("%q: an OTLP/gRPC endpoint takes no path (for OTLP/HTTP give otlphttp://HOST:PORT)", s))
-			}
-			s = strings.Replace(u.Scheme, "http", "otlp", 1) + "://" + u.Host
+		t, err := otlpEndpoint(c.OtlpEndpoint, env)
+		if err != nil {
+			return sink.Target{}, flagErr("otlp-endpoint", err)
 		}
+		return t, nil
 	}
 	var t sink.Target
 	if err := t.UnmarshalText([]byte(s)); err != nil {
@@ -211,9 +235,26 @@ func (c *traceForwarder) target() (sink.Target, error) {
 	return t, nil
 }
 
+// otlpEndpoint reads --otlp-endpoint: Kata's form, an http:// or https://
+// URL spoken to as $OTEL_EXPORTER_OTLP_PROTOCOL says (OTLP/gRPC unless
+// it says http/protobuf), or --to's otlp… schemes.
+func otlpEndpoint(s string, env sink.OTELEnv) (sink.Target, error) {
+	if strings.HasPrefix(s, "otlp") {
+		var t sink.Target
+		return t, t.UnmarshalText([]byte(s))
+	}
+	if !strings.Contains(s, "://") {
+		return sink.Target{}, fmt.Errorf("%q is not an OTLP endpoint: want a URL, http://HOST:PORT (OTLP/gRPC in the clear, as Kata's; https:// with TLS), "+
+			"e.g. http://127.0.0.1:4317; or otlp://HOST:4317, otlphttp://HOST:4318 as --to takes them", s)
+	}
+	// A URL already ending in /v1/traces is no base to append it to.
+	base := !strings.HasSuffix(strings.TrimSuffix(s, "/"), "/v1/traces")
+	return sink.OTLPTargetFromURL(s, cmp.Or(env.Protocol, sink.ProtoGRPC), env.Protocol == "", base, false)
+}
+
 func (c *traceForwarder) Run(rc *RunContext) error {
 	from, _ := c.froms() // checked by Validate
-	to, _ := c.target()
+	to := c.dest
 	out, err := c.open(rc, to)
 	if err != nil {
 		return err

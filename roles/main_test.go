@@ -156,7 +156,7 @@ func TestBadInputIsAUsageError(t *testing.T) {
 		{"burst below a datagram", nil, []string{"vsock-to-udp-server", "--guest-burst", "1KiB"}, []string{"--guest-burst", "65535"}},
 		{"forwarder: bad CID", nil, []string{"kata-trace-forwarder", "--vsock-cid", "two"}, []string{"--vsock-cid", `"two" is not a CID`}},
 		{"forwarder: blank trace name", nil, []string{"kata-trace-forwarder", "--trace-name", " "}, []string{"--trace-name", "blank"}},
-		{"forwarder: OTLP/gRPC with a path", nil, []string{"kata-trace-forwarder", "--otlp-endpoint", "http://127.0.0.1:4317/v1/traces"}, []string{"--otlp-endpoint", "takes no path"}},
+		{"forwarder: OTLP/gRPC with a path", nil, []string{"kata-trace-forwarder", "--otlp-endpoint", "http://127.0.0.1:4317/otlp"}, []string{"--otlp-endpoint", "takes no path"}},
 		{"forwarder: bad OTLP scheme", nil, []string{"kata-trace-forwarder", "--otlp-endpoint", "ftp://x:1"}, []string{"--otlp-endpoint", "ftp://x:1"}},
 		{"forwarder: two sources", nil, []string{"kata-trace-forwarder", "--from", "tcp://127.0.0.1:1", "--socket-path", "/run/x"}, []string{"--from", "not both"}},
 		{"a VMM's own socket", nil, []string{"vsock-to-udp-server", "--from", "unix:///run/vc/vm/*/clh.sock"}, []string{"--from", "clh.sock is the VMM's own hybrid-vsock socket", "come to unix:///run/vc/vm/*/clh.sock_6831"}},

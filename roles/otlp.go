@@ -1,12 +1,21 @@
 package roles
 
 import (
+	"cmp"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/katatrace/katatrace/sink"
 )
+
+// otelHelp says, in a --to's help, how OpenTelemetry's environment stands in for it.
+const otelHelp = " Not given (nor $KATATRACE_TO): OpenTelemetry's $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or $OTEL_EXPORTER_OTLP_ENDPOINT " +
+	"(http:// in the clear, https:// with TLS; over HTTP the latter gets /v1/traces appended), spoken as $OTEL_EXPORTER_OTLP_PROTOCOL says " +
+	"(grpc, the default, or http/protobuf); $OTEL_EXPORTER_OTLP_INSECURE=true: a gRPC HOST:PORT in the clear. " +
+	"$OTEL_RESOURCE_ATTRIBUTES (KEY=VALUE,...) adds to every resource sent over OTLP what the agent and the host did not set."
 
 // traceSinkFlags are the flags of a host role whose --to is a sink.Target
 // (vsock-to-udp-server, kata-trace-forwarder): besides the address, the
@@ -26,18 +35,72 @@ func (f *traceSinkFlags) open(rc *RunContext, to sink.Target) (sink.Sink, error)
 	return out, err
 }
 
-// otlpOptions are the OTLP sink's flags.
-type otlpOptions struct {
-	OTLPHeader   []string `name:"otlp-header" help:"With an OTLP --to: a header sent with every request, KEY=VALUE (a vendor's API key, say); repeatable." placeholder:"KEY=VALUE" sep:"none"`
-	OTLPCAFile   string   `name:"otlp-ca-file" help:"With otlps:// or otlphttps://: the CA certificates (PEM) that verify the endpoint, instead of the system's." placeholder:"FILE" type:"path"`
-	OTLPCertFile string   `name:"otlp-cert-file" help:"With otlps:// or otlphttps://: a client certificate (PEM), with --otlp-key-file." placeholder:"FILE" type:"path"`
-	OTLPKeyFile  string   `name:"otlp-key-file" help:"The client certificate's private key (PEM)." placeholder:"FILE" type:"path"`
-	OTLPInsecure bool     `name:"otlp-insecure-skip-verify" help:"With otlps:// or otlphttps://: do not verify the endpoint's certificate (tests only)."`
+// readOTEL reads OpenTelemetry's environment (sink.ReadOTELEnv); an
+// invalid value is a usage error naming its variable.
+func readOTEL() (sink.OTELEnv, error) { return sink.ReadOTELEnv(os.LookupEnv) }
 
-	headers map[string]string
+// envTarget is the OTLP endpoint OpenTelemetry's environment names, if it
+// names one.
+func envTarget(env sink.OTELEnv) (sink.Target, bool, error) {
+	if env.Endpoint == "" {
+		return sink.Target{}, false, nil
+	}
+	t, err := sink.OTLPTargetFromURL(env.Endpoint, cmp.Or(env.Protocol, sink.ProtoGRPC), env.Protocol == "", env.Base, env.Insecure)
+	if err != nil {
+		return t, false, fmt.Errorf("$%s: %w", env.EndpointVar, err)
+	}
+	return t, true, nil
 }
 
-func (o *otlpOptions) validate(to sink.Target) error {
+// given says whether a flag was given, on the command line or by its
+// KATATRACE_* twin, never by its default. (kong marks a value Set from
+// its default too; the flags the command line gave are in its path.)
+func given(kctx *kong.Context, name string) bool {
+	_, ok := givenAs(kctx, name)
+	return ok
+}
+
+// givenAs is given, with how the flag was given: --NAME, or --NAME (from
+// $KATATRACE_NAME).
+func givenAs(kctx *kong.Context, name string) (string, bool) {
+	for _, p := range kctx.Path {
+		if p.Flag != nil && p.Flag.Name == name && !p.Resolved {
+			return "--" + name, true
+		}
+	}
+	for _, f := range kctx.Flags() {
+		if f.Name != name {
+			continue
+		}
+		for _, env := range f.Tag.Envs {
+			if _, ok := os.LookupEnv(env); ok {
+				return "--" + name + " (from $" + env + ")", true
+			}
+		}
+	}
+	return "", false
+}
+
+// otlpOptions are the OTLP sink's flags.
+type otlpOptions struct {
+	OTLPHeader      []string      `name:"otlp-header" help:"With an OTLP --to: a header sent with every request, KEY=VALUE (a vendor's API key, say); repeatable. Not given: $OTEL_EXPORTER_OTLP_[TRACES_]HEADERS (KEY=VALUE,..., percent-encoded)." placeholder:"KEY=VALUE" sep:"none"`
+	OTLPCAFile      string        `name:"otlp-ca-file" help:"With otlps:// or otlphttps://: the CA certificates (PEM) that verify the endpoint, instead of the system's. Not given: $OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE." placeholder:"FILE" type:"path"`
+	OTLPCertFile    string        `name:"otlp-cert-file" help:"With otlps:// or otlphttps://: a client certificate (PEM), with --otlp-key-file. Not given: $OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_CERTIFICATE." placeholder:"FILE" type:"path"`
+	OTLPKeyFile     string        `name:"otlp-key-file" help:"The client certificate's private key (PEM). Not given: $OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_KEY." placeholder:"FILE" type:"path"`
+	OTLPInsecure    bool          `name:"otlp-insecure-skip-verify" help:"With otlps:// or otlphttps://: do not verify the endpoint's certificate (tests only)."`
+	OTLPTimeout     time.Duration `name:"otlp-timeout" help:"With OTLP: how long one export request may take. Not given: $OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT (milliseconds)." default:"10s"`
+	OTLPCompression string        `name:"otlp-compression" help:"With OTLP: gzip compresses the requests (gRPC and HTTP). Not given: $OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION." enum:"none,gzip" default:"none"`
+
+	headers       map[string]string
+	ca, cert, key string
+	timeout       time.Duration
+	gzip          bool
+	resource      []sink.Attr
+}
+
+// validate checks the options against to, and completes each not given
+// from OpenTelemetry's environment (env).
+func (o *otlpOptions) validate(kctx *kong.Context, to sink.Target, env sink.OTELEnv) error {
 	o.headers = nil
 	for _, h := range o.OTLPHeader {
 		k, v, ok := strings.Cut(h, "=")
@@ -51,19 +114,47 @@ func (o *otlpOptions) validate(to sink.Target) error {
 		o.headers[strings.ToLower(k)] = v
 	}
 	tlsFlags := o.OTLPCAFile != "" || o.OTLPCertFile != "" || o.OTLPKeyFile != "" || o.OTLPInsecure
+	otlpFlags := tlsFlags || len(o.headers) > 0 || given(kctx, "otlp-timeout") || given(kctx, "otlp-compression")
 	switch {
-	case to.Kind != sink.KindOTLP && (tlsFlags || len(o.headers) > 0):
+	case to.Kind != sink.KindOTLP && otlpFlags:
 		return flagErr("to", fmt.Errorf("--otlp-* options need an OTLP --to (otlp://, otlps://, otlphttp://, otlphttps://), not %s", to))
 	case tlsFlags && !to.OTLP.TLS:
 		return flagErr("to", fmt.Errorf("TLS options need otlps:// or otlphttps://, not %s", to))
 	case (o.OTLPCertFile == "") != (o.OTLPKeyFile == ""):
 		return flagErr("otlp-cert-file", fmt.Errorf("a client certificate needs --otlp-cert-file and --otlp-key-file both"))
+	case o.OTLPTimeout <= 0:
+		return flagErr("otlp-timeout", fmt.Errorf("%v: give a positive time", o.OTLPTimeout))
 	}
+	// A flag given, then OpenTelemetry's variable, then the default. The
+	// variables' TLS files count only over TLS, as the SDKs take them.
+	if !given(kctx, "otlp-header") {
+		o.headers = env.Headers
+	}
+	o.ca, o.cert, o.key = o.OTLPCAFile, o.OTLPCertFile, o.OTLPKeyFile
+	if to.OTLP.TLS && o.cert == "" && o.key == "" {
+		o.cert, o.key = env.CertFile, env.KeyFile
+		if (o.cert == "") != (o.key == "") {
+			return fmt.Errorf("$OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_CERTIFICATE and $OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_KEY go together: one is set, the other not")
+		}
+	}
+	if to.OTLP.TLS && o.ca == "" {
+		o.ca = env.CAFile
+	}
+	o.timeout = o.OTLPTimeout
+	if !given(kctx, "otlp-timeout") && env.Timeout > 0 {
+		o.timeout = env.Timeout
+	}
+	o.gzip = o.OTLPCompression == "gzip"
+	if !given(kctx, "otlp-compression") && env.GzipSet {
+		o.gzip = env.Gzip
+	}
+	o.resource = env.Resource
 	return nil
 }
 
 // config completes the --to's endpoint with the options.
 func (o *otlpOptions) config(cfg sink.OTLPConfig) sink.OTLPConfig {
-	cfg.CAFile, cfg.CertFile, cfg.KeyFile, cfg.Insecure, cfg.Headers = o.OTLPCAFile, o.OTLPCertFile, o.OTLPKeyFile, o.OTLPInsecure, o.headers
+	cfg.CAFile, cfg.CertFile, cfg.KeyFile, cfg.Insecure, cfg.Headers = o.ca, o.cert, o.key, o.OTLPInsecure, o.headers
+	cfg.Timeout, cfg.Gzip, cfg.Resource = o.timeout, o.gzip, o.resource
 	return cfg
 }

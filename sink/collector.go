@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,6 +54,8 @@ type CollectorSink struct {
 	downLog   *lograte.Every
 	dropLog   *lograte.Every
 	retry     retryPolicy
+	timeout   time.Duration // one request's
+	partLog   *lograte.Every
 	wg        sync.WaitGroup
 	// life ends when Close runs out of time: requests in flight and
 	// retry waits are cut, what is left is dropped and counted.
@@ -63,9 +66,15 @@ type CollectorSink struct {
 	retryNow chan struct{}
 }
 
+// defaultTimeout bounds one request, as OpenTelemetry's exporters do.
+const defaultTimeout = 10 * time.Second
+
 // CollectorStats counts what a CollectorSink did, and says what it holds.
 type CollectorStats struct {
 	Posted, Spans, Dropped, Rejected, Retries uint64
+	// RejectedSpans are spans an OTLP endpoint rejected from requests it
+	// took (its partial success): lost, and not in Rejected's batches.
+	RejectedSpans uint64
 	// Queued batches and their bytes wait for a worker; InFlight are being
 	// posted (or wait to be retried).
 	Queued, QueuedBytes, InFlight int
@@ -96,10 +105,51 @@ type backend interface {
 	close()
 }
 
-// rejection is a batch the collector refused for good (a 4xx, say).
-type rejection struct{ reason string }
+// rejection is a batch the collector refused for good (a 4xx, say), or
+// that met a server of another protocol: no outage, that would pass.
+type rejection struct {
+	reason   string
+	status   int    // HTTP's, if any
+	cause    string // the likely cause, if known
+	protocol bool   // the server speaks another protocol
+}
 
-func (r *rejection) Error() string { return r.reason }
+func (r *rejection) Error() string {
+	if r.cause != "" {
+		return r.reason + " (likely: " + r.cause + ")"
+	}
+	return r.reason
+}
+
+// partialSuccess is a request the endpoint took but for some of its
+// spans (OTLP's partial success): those are lost, the rest delivered.
+type partialSuccess struct {
+	rejected uint64
+	reason   string
+}
+
+func (p *partialSuccess) Error() string {
+	return fmt.Sprintf("the endpoint rejected %d spans of the request: %s", p.rejected, p.reason)
+}
+
+// withCause completes an HTTP post's error with its likely cause (by
+// status, or a protocol error): an answer in HTTP/2 frames to an HTTP/1
+// request (a gRPC server) is no outage, and is not retried.
+func withCause(err error, cause func(status int, protocol string) string) error {
+	var rej *rejection
+	if errors.As(err, &rej) {
+		rej.cause = cause(rej.status, "")
+		return err
+	}
+	// net/http's words for bytes no HTTP/1 server sends: an answer that
+	// is no status line, or bytes before the request was even written (an
+	// HTTP/2 server's preface, which is how a gRPC server greets).
+	if msg := err.Error(); strings.Contains(msg, "malformed HTTP response") || strings.Contains(msg, "malformed HTTP status code") ||
+		strings.Contains(msg, "readLoopPeekFailLocked: %!w(<nil>)") {
+		return &rejection{reason: msg, protocol: true, cause: cause(0, "http2")}
+	}
+	return err
+}
 
 // jaegerHTTP is a Jaeger collector's /api/traces.
 type jaegerHTTP struct {
@@ -120,20 +170,37 @@ func (j jaegerHTTP) encode(p []byte, _ guestid.ID) ([]byte, int, error) {
 }
 
 func (j jaegerHTTP) send(ctx context.Context, body []byte) error {
-	return postHTTP(ctx, j.client, j.url, "application/x-thrift", nil, body, func(status int) bool {
+	_, err := postHTTP(ctx, j.client, j.url, "application/x-thrift", nil, body, func(status int) bool {
 		return status == http.StatusTooManyRequests || status/100 == 5
 	})
+	if err != nil {
+		return withCause(err, jaegerCause)
+	}
+	return nil
+}
+
+// jaegerCause is the likely cause of a Jaeger collector's refusal or
+// protocol error.
+func jaegerCause(status int, protocol string) string {
+	switch {
+	case protocol != "":
+		return "the endpoint answered in HTTP/2 frames, not HTTP/1: is it OTLP/gRPC (port 4317)? for OTLP/gRPC give otlp://HOST:PORT"
+	case status == http.StatusNotFound || status == http.StatusMethodNotAllowed || status == http.StatusUnsupportedMediaType:
+		return "no Jaeger collector at this URL: its path is /api/traces, on port 14268; OTLP is otlp://HOST:4317 or otlphttp://HOST:4318"
+	}
+	return ""
 }
 
 func (j jaegerHTTP) reset() { j.client.CloseIdleConnections() }
 func (j jaegerHTTP) close() { j.client.CloseIdleConnections() }
 
-// postHTTP posts body; a status that is not 2xx is retried if retry says
-// so, else a rejection.
-func postHTTP(ctx context.Context, client *http.Client, url, contentType string, headers map[string]string, body []byte, retry func(status int) bool) error {
+// postHTTP posts body and returns the answer's body (its first 64 KiB);
+// a status that is not 2xx is retried if retry says so, else a
+// rejection.
+func postHTTP(ctx context.Context, client *http.Client, url, contentType string, headers map[string]string, body []byte, retry func(status int) bool) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Content-Type", contentType)
 	for k, v := range headers {
@@ -141,22 +208,22 @@ func postHTTP(ctx context.Context, client *http.Client, url, contentType string,
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	switch {
 	case resp.StatusCode/100 == 2:
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		return nil
+		answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return answer, nil
 	case retry(resp.StatusCode):
 		err := fmt.Errorf("status %s", resp.Status)
 		if after := retryAfter(resp.Header, time.Now()); after > 0 {
-			return &throttled{err: err, after: after}
+			return nil, &throttled{err: err, after: after}
 		}
-		return err
+		return nil, err
 	}
-	return &rejection{reason: fmt.Sprintf("status %s: %s", resp.Status, bytes.TrimSpace(msg))}
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	return nil, &rejection{reason: fmt.Sprintf("status %s: %s", resp.Status, bytes.TrimSpace(msg)), status: resp.StatusCode}
 }
 
 // NewCollectorSink posts to a Jaeger collector's url with workers
@@ -171,6 +238,8 @@ func newCollectorSink(url string, b backend, maxBytes, workers int, log *slog.Lo
 		dropLog: lograte.NewEvery(5 * time.Second),
 		downLog: lograte.NewEvery(30 * time.Second),
 		retry:   defaultRetry,
+		timeout: defaultTimeout,
+		partLog: lograte.NewEvery(5 * time.Second),
 		held:    map[string]uint64{},
 		lost:    map[string]uint64{},
 	}
@@ -199,7 +268,13 @@ func (c *CollectorSink) SendTraces(td ptrace.Traces, from guestid.ID) error {
 	if _, ok := c.b.(jaegerHTTP); ok {
 		return sendJaeger(c, td, from)
 	}
-	body, spans, err := otlpRequest(td, from)
+	enc, ok := c.b.(interface {
+		encodeTraces(ptrace.Traces, guestid.ID) ([]byte, int, error)
+	})
+	if !ok {
+		enc = otlpEncoder{}
+	}
+	body, spans, err := enc.encodeTraces(td, from)
 	if err != nil {
 		return err
 	}
@@ -507,24 +582,39 @@ func (c *CollectorSink) take() ([]byte, []queued) {
 func (c *CollectorSink) post(body []byte, n int) postResult {
 	r := c.retry.begin(time.Now())
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(c.life, 10*time.Second)
+		ctx, cancel := context.WithTimeout(c.life, c.timeout)
 		err := c.b.send(ctx, body)
 		cancel()
 		var rej *rejection
+		var part *partialSuccess
 		switch {
-		case err == nil:
+		case err == nil || errors.As(err, &part):
 			c.mu.Lock()
 			c.stats.Posted += uint64(n)
 			c.stats.LastSuccess = time.Now()
+			if part != nil {
+				c.stats.RejectedSpans += part.rejected
+			}
+			total := c.stats.RejectedSpans
 			c.reachable()
 			c.mu.Unlock()
+			if part != nil {
+				if ok, skipped := c.partLog.Allow(); ok {
+					c.log.Warn("endpoint took a request but rejected some of its spans (OTLP partial success); those are lost", "url", c.url,
+						"rejected_spans", part.rejected, "reason", part.reason, "rejected_spans_total", total, "not_logged", skipped)
+				}
+			}
 			return accepted
 		case errors.As(err, &rej):
 			c.mu.Lock()
 			c.stats.Rejected += uint64(n)
 			c.reachable() // it answered
 			c.mu.Unlock()
-			c.log.Error("collector refused a batch; dropped", "url", c.url, "err", err)
+			if rej.protocol {
+				c.log.Error("endpoint speaks another protocol: batch dropped, not retried", "url", c.url, "err", err)
+			} else {
+				c.log.Error("collector refused a batch; dropped", "url", c.url, "err", err)
+			}
 			return lost
 		}
 		wait, again := r.next(err, time.Now())

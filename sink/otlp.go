@@ -1,14 +1,20 @@
 package sink
 
 import (
+	"bytes"
+	"cmp"
+	gz "compress/gzip"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/katatrace/katatrace/guestid"
@@ -19,6 +25,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -35,6 +42,11 @@ type OTLPConfig struct {
 	CAFile, CertFile, KeyFile string
 	Insecure                  bool
 	Headers                   map[string]string // sent with every request (API keys)
+	Timeout                   time.Duration     // one export request; 0: 10 s
+	Gzip                      bool              // compress requests (gRPC's gzip, HTTP's Content-Encoding)
+	// Resource is added to every resource that lacks it
+	// (OTEL_RESOURCE_ATTRIBUTES): what the agent or the host set stays.
+	Resource []Attr
 }
 
 // tlsConfig builds the TLS settings, or nil without TLS.
@@ -75,11 +87,15 @@ func NewOTLPSink(cfg OTLPConfig, maxBytes, workers int, log *slog.Logger) (*Coll
 	if err != nil {
 		return nil, err
 	}
+	timeout := cmp.Or(cfg.Timeout, defaultTimeout)
+	enc := otlpEncoder{resource: cfg.Resource}
 	if !cfg.GRPC {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = tc
-		b := otlpHTTP{url: cfg.Endpoint, headers: cfg.Headers, client: &http.Client{Timeout: 10 * time.Second, Transport: tr}}
-		return newCollectorSink(cfg.Endpoint, b, maxBytes, workers, log), nil
+		b := otlpHTTP{otlpEncoder: enc, url: cfg.Endpoint, headers: cfg.Headers, gzip: cfg.Gzip, client: &http.Client{Timeout: timeout, Transport: tr}}
+		c := newCollectorSink(cfg.Endpoint, b, maxBytes, workers, log)
+		c.timeout = timeout
+		return c, nil
 	}
 	creds := insecure.NewCredentials()
 	if tc != nil {
@@ -89,12 +105,17 @@ func NewOTLPSink(cfg OTLPConfig, maxBytes, workers int, log *slog.Logger) (*Coll
 	if err != nil {
 		return nil, fmt.Errorf("OTLP gRPC %s: %w", cfg.Endpoint, err)
 	}
-	b := otlpGRPC{conn: cc, client: ptraceotlp.NewGRPCClient(cc), md: metadata.New(cfg.Headers)}
+	b := otlpGRPC{otlpEncoder: enc, conn: cc, client: ptraceotlp.NewGRPCClient(cc), md: metadata.New(cfg.Headers)}
+	if cfg.Gzip {
+		b.opts = []grpc.CallOption{grpc.UseCompressor(gzip.Name)}
+	}
 	scheme := "otlp://"
 	if cfg.TLS {
 		scheme = "otlps://"
 	}
-	return newCollectorSink(scheme+cfg.Endpoint, b, maxBytes, workers, log), nil
+	c := newCollectorSink(scheme+cfg.Endpoint, b, maxBytes, workers, log)
+	c.timeout = timeout
+	return c, nil
 }
 
 // Resource attributes katatrace adds to a guest's spans: which VM sent
@@ -105,15 +126,25 @@ const (
 	AttrGuestPeer = "katatrace.guest.peer"
 )
 
-// otlpRequest is the OTLP export request of td, its resources naming the
-// guest and the connection it came over (AttrGuest, AttrGuestPeer), and
+// otlpEncoder makes OTLP export requests, adding the configured resource
+// attributes (OTLPConfig.Resource).
+type otlpEncoder struct{ resource []Attr }
+
+// encodeTraces is the OTLP export request of td, its resources naming the
+// guest and the connection it came over (AttrGuest, AttrGuestPeer), then
+// holding e.resource's attributes where they hold none of that key, and
 // its number of spans.
-func otlpRequest(td ptrace.Traces, from guestid.ID) ([]byte, int, error) {
+func (e otlpEncoder) encodeTraces(td ptrace.Traces, from guestid.ID) ([]byte, int, error) {
 	rss := td.ResourceSpans()
 	for i := range rss.Len() {
 		attrs := rss.At(i).Resource().Attributes()
 		attrs.PutStr(AttrGuest, from.Guest)
 		attrs.PutStr(AttrGuestPeer, from.Conn)
+		for _, a := range e.resource {
+			if _, ok := attrs.Get(a.Key); !ok {
+				attrs.PutStr(a.Key, a.Value)
+			}
+		}
 	}
 	body, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
 	if err != nil {
@@ -122,49 +153,101 @@ func otlpRequest(td ptrace.Traces, from guestid.ID) ([]byte, int, error) {
 	return body, td.SpanCount(), nil
 }
 
-// jaegerToOTLP is the OTLP export request of one Jaeger datagram.
-func jaegerToOTLP(p []byte, from guestid.ID) ([]byte, int, error) {
+// encode is the OTLP export request of one Jaeger datagram.
+func (e otlpEncoder) encode(p []byte, from guestid.ID) ([]byte, int, error) {
 	td, err := jaegerthrift.ToTraces(p)
 	if err != nil {
 		return nil, 0, err
 	}
-	return otlpRequest(td, from)
+	return e.encodeTraces(td, from)
+}
+
+// jaegerToOTLP is the OTLP export request of one Jaeger datagram.
+func jaegerToOTLP(p []byte, from guestid.ID) ([]byte, int, error) {
+	return otlpEncoder{}.encode(p, from)
 }
 
 // otlpHTTP is OTLP/HTTP with protobuf bodies.
 type otlpHTTP struct {
+	otlpEncoder
 	url     string
 	headers map[string]string
+	gzip    bool
 	client  *http.Client
 }
 
-func (o otlpHTTP) encode(p []byte, from guestid.ID) ([]byte, int, error) {
-	return jaegerToOTLP(p, from)
-}
-
 func (o otlpHTTP) send(ctx context.Context, body []byte) error {
+	headers := o.headers
+	if o.gzip {
+		var err error
+		if body, err = gzipped(body); err != nil {
+			return &rejection{reason: err.Error()}
+		}
+		headers = maps.Clone(headers)
+		if headers == nil {
+			headers = map[string]string{}
+		}
+		headers["Content-Encoding"] = "gzip"
+	}
 	// The OTLP specification's retryable statuses; any other is final.
-	return postHTTP(ctx, o.client, o.url, "application/x-protobuf", o.headers, body, func(status int) bool {
+	resp, err := postHTTP(ctx, o.client, o.url, "application/x-protobuf", headers, body, func(status int) bool {
 		switch status {
 		case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 			return true
 		}
 		return false
 	})
+	if err != nil {
+		return withCause(err, otlpHTTPCause)
+	}
+	r := ptraceotlp.NewExportResponse()
+	if r.UnmarshalProto(resp) != nil {
+		return nil // accepted: an answer that is no ExportTraceServiceResponse says no more
+	}
+	return partialOf(r)
 }
+
+// otlpHTTPCause is the likely cause of an OTLP/HTTP endpoint's refusal or
+// protocol error.
+func otlpHTTPCause(status int, protocol string) string {
+	switch {
+	case protocol != "":
+		return "the endpoint answered in HTTP/2 frames, not HTTP/1: is it OTLP/gRPC (port 4317)? for OTLP/gRPC give otlp://HOST:PORT"
+	case status == http.StatusNotFound || status == http.StatusMethodNotAllowed:
+		return "no OTLP/HTTP receiver at this URL: OTLP/HTTP's path is /v1/traces, on port 4318; a Jaeger collector is --to http://HOST:14268/api/traces"
+	case status == http.StatusUnsupportedMediaType:
+		return "the endpoint does not take OTLP's protobuf bodies: is it OTLP/HTTP?"
+	}
+	return ""
+}
+
+// gzipped is body compressed.
+func gzipped(body []byte) ([]byte, error) {
+	var b bytes.Buffer
+	zw := gzipWriters.Get().(*gz.Writer)
+	defer gzipWriters.Put(zw)
+	zw.Reset(&b)
+	if _, err := zw.Write(body); err != nil {
+		return nil, fmt.Errorf("gzip: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("gzip: %w", err)
+	}
+	return b.Bytes(), nil
+}
+
+var gzipWriters = sync.Pool{New: func() any { return gz.NewWriter(nil) }}
 
 func (o otlpHTTP) reset() { o.client.CloseIdleConnections() }
 func (o otlpHTTP) close() { o.client.CloseIdleConnections() }
 
 // otlpGRPC is OTLP/gRPC.
 type otlpGRPC struct {
+	otlpEncoder
 	conn   *grpc.ClientConn
 	client ptraceotlp.GRPCClient
 	md     metadata.MD
-}
-
-func (o otlpGRPC) encode(p []byte, from guestid.ID) ([]byte, int, error) {
-	return jaegerToOTLP(p, from)
+	opts   []grpc.CallOption // gzip
 }
 
 func (o otlpGRPC) send(ctx context.Context, body []byte) error {
@@ -172,12 +255,16 @@ func (o otlpGRPC) send(ctx context.Context, body []byte) error {
 	if err != nil {
 		return &rejection{reason: err.Error()}
 	}
-	_, err = o.client.Export(metadata.NewOutgoingContext(ctx, o.md), req)
+	resp, err := o.client.Export(metadata.NewOutgoingContext(ctx, o.md), req, o.opts...)
 	switch status.Code(err) {
 	case codes.OK:
-		return nil
+		return partialOf(resp)
 	// The OTLP specification's retryable codes; any other is final.
 	case codes.Canceled, codes.DeadlineExceeded, codes.Aborted, codes.OutOfRange, codes.Unavailable, codes.DataLoss:
+		if p := grpcProtocolError(err); p != "" {
+			// Not down: another protocol answered, and will again.
+			return &rejection{reason: err.Error(), protocol: true, cause: p}
+		}
 		return err
 	case codes.ResourceExhausted:
 		// Retryable only when the server says when (the specification:
@@ -187,6 +274,30 @@ func (o otlpGRPC) send(ctx context.Context, body []byte) error {
 		}
 	}
 	return &rejection{reason: err.Error()}
+}
+
+// grpcProtocolError is the likely cause of err when it says that the
+// endpoint does not speak gRPC, or "".
+func grpcProtocolError(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "http2: frame too large"):
+		// An HTTP/1 server's answer read as an HTTP/2 frame.
+		return "the endpoint answered in HTTP/1, not gRPC: is it OTLP/HTTP (port 4318) or a Jaeger collector? for OTLP/HTTP give otlphttp://HOST:PORT"
+	case strings.Contains(msg, "missing selected ALPN property"):
+		return "the TLS endpoint does not offer HTTP/2: is it OTLP/HTTP (port 4318)? for OTLP/HTTP give otlphttps://HOST:PORT"
+	}
+	return ""
+}
+
+// partialOf is a partial success an endpoint answered, or nil: spans it
+// rejected from a request it took.
+func partialOf(r ptraceotlp.ExportResponse) error {
+	ps := r.PartialSuccess()
+	if ps.RejectedSpans() <= 0 {
+		return nil
+	}
+	return &partialSuccess{rejected: uint64(ps.RejectedSpans()), reason: ps.ErrorMessage()}
 }
 
 // reset ends the connection's wait before reconnecting, if any.

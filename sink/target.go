@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -53,6 +54,12 @@ func (j *Target) UnmarshalText(b []byte) error {
 		if err != nil || u.Host == "" {
 			return &endpoint.AddrError{Value: s, Reason: "not a URL with a host", Example: "http://127.0.0.1:14268/api/traces"}
 		}
+		// http:// is a Jaeger collector, never OTLP: an OTLP port or path
+		// given to it would be spoken to in the wrong protocol.
+		if p := u.Port(); p == "4317" || p == "4318" || strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), "/v1/traces") {
+			return &endpoint.AddrError{Value: s, Reason: "http:// is a Jaeger collector (its /api/traces), and this is OTLP's port or path: " +
+				"give otlp://HOST:4317 for OTLP/gRPC, otlphttp://HOST:4318 for OTLP/HTTP", Example: "otlp://" + u.Hostname() + ":4317"}
+		}
 		if u.Path == "" || u.Path == "/" {
 			u.Path = "/api/traces"
 		}
@@ -61,6 +68,22 @@ func (j *Target) UnmarshalText(b []byte) error {
 	}
 	var a endpoint.Addr
 	if err := a.UnmarshalText(b); err != nil {
+		var ae *endpoint.AddrError
+		if errors.As(err, &ae) && ae.Scheme == "" {
+			// No scheme, or one no sink takes: list the sinks' own, the
+			// example the one the address most likely meant (OTLP's port).
+			example := "otlp://127.0.0.1:4317"
+			if _, port, err := net.SplitHostPort(s); err == nil {
+				switch port {
+				case "4318":
+					example = "otlphttp://127.0.0.1:4318"
+				case "6831":
+					example = "udp://127.0.0.1:6831"
+				}
+			}
+			return &endpoint.AddrError{Value: s, Reason: "no sink's scheme: want otlp://HOST:4317 (OTLP/gRPC), otlphttp://HOST:4318 (OTLP/HTTP), " +
+				"udp://HOST:6831 (a Jaeger agent), unixgram:///path, http://HOST:14268/api/traces (a Jaeger collector), print or jsonl", Example: example}
+		}
 		return fmt.Errorf("%w; or http://HOST:14268/api/traces, otlp://HOST:4317, otlphttp://HOST:4318, print or jsonl", err)
 	}
 	*j = Target{Kind: KindDatagram, Addr: a}
