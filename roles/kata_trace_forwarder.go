@@ -75,6 +75,9 @@ func (c *traceForwarder) Validate(kctx *kong.Context) error {
 	if err := c.oneDestination(kctx); err != nil {
 		return err
 	}
+	if given(kctx, "jaeger-port") && c.JaegerPort == 0 {
+		return flagErr("jaeger-port", fmt.Errorf("the port must not be 0 (Kata's default was 6831)"))
+	}
 	from, err := c.froms()
 	if err != nil {
 		return err
@@ -221,6 +224,11 @@ func (c *traceForwarder) target(kctx *kong.Context, env sink.OTELEnv) (sink.Targ
 		// Either alone: the other as Kata's default was.
 		host, port := cmp.Or(c.JaegerHost, "127.0.0.1"), cmp.Or(c.JaegerPort, 6831)
 		s, flag = "udp://"+net.JoinHostPort(host, strconv.Itoa(int(port))), "jaeger-host"
+	case !given(kctx, "otlp-endpoint") && env.Endpoint != "":
+		t, _, err := envTarget(env)
+		return t, err
+	case !given(kctx, "otlp-endpoint") && env.Protocol == sink.ProtoHTTP:
+		s, flag = "otlphttp://localhost:4318/v1/traces", "otlp-endpoint" // the SDKs' default
 	default:
 		t, err := otlpEndpoint(c.OtlpEndpoint, env)
 		if err != nil {

@@ -158,6 +158,7 @@ func TestBadInputIsAUsageError(t *testing.T) {
 		{"forwarder: blank trace name", nil, []string{"kata-trace-forwarder", "--trace-name", " "}, []string{"--trace-name", "blank"}},
 		{"forwarder: OTLP/gRPC with a path", nil, []string{"kata-trace-forwarder", "--otlp-endpoint", "http://127.0.0.1:4317/otlp"}, []string{"--otlp-endpoint", "takes no path"}},
 		{"forwarder: bad OTLP scheme", nil, []string{"kata-trace-forwarder", "--otlp-endpoint", "ftp://x:1"}, []string{"--otlp-endpoint", "ftp://x:1"}},
+		{"forwarder: Jaeger port 0", nil, []string{"kata-trace-forwarder", "--jaeger-port", "0"}, []string{"--jaeger-port", "must not be 0"}},
 		{"forwarder: two sources", nil, []string{"kata-trace-forwarder", "--from", "tcp://127.0.0.1:1", "--socket-path", "/run/x"}, []string{"--from", "not both"}},
 		{"a VMM's own socket", nil, []string{"vsock-to-udp-server", "--from", "unix:///run/vc/vm/*/clh.sock"}, []string{"--from", "clh.sock is the VMM's own hybrid-vsock socket", "come to unix:///run/vc/vm/*/clh.sock_6831"}},
 		{"a VMM's own socket, journal", nil, []string{"vsock-to-text-server", "--from", "unix:///run/kata/ID/ch-vm.sock"}, []string{"--from", "ch-vm.sock is the VMM's own", "unix:///run/kata/ID/ch-vm.sock_5140"}},
