@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/katatrace/katatrace/endpoint"
 	"github.com/katatrace/katatrace/sink"
 )
 
@@ -117,7 +118,7 @@ func (l *listenerSet) check(log *slog.Logger, status func(string), line *string,
 		attrs := []any{"from", f.from}
 		if f.missing != nil {
 			if m := f.missing(); m != "" {
-				attrs = append(attrs, "no_match_for", m, "hint", "a misspelt path, or no VM started yet")
+				attrs = append(attrs, "no_match_for", m, "hint", endpoint.MissingHint(m))
 			}
 		}
 		log.Warn("--from has no socket listening: no guest can connect through it", attrs...)
