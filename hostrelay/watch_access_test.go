@@ -3,14 +3,12 @@
 package hostrelay
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -44,24 +42,6 @@ func asNobody(t *testing.T, f func()) {
 	if err := <-errc; err != nil {
 		t.Fatalf("giving up root: %v", err)
 	}
-}
-
-// lockedBuffer is a log's output, written from any goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestWatchSaysWhyAVMsDirectoryRefusesIt: a relay that is not root,
