@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/fsnotify/fsnotify"
 )
@@ -58,7 +59,11 @@ type Watch struct {
 	mu      sync.Mutex
 	watched map[string]bool
 	lns     map[string]*watchedListener // by socket path
-	closed  bool
+	// failed are the sockets that could not be made, and the directories
+	// that could not be watched, said once each (every event rescans)
+	// until made or gone.
+	failed map[string]bool
+	closed bool
 }
 
 // WatchPattern starts watching. listen makes each listener (nil: Listen;
@@ -76,7 +81,7 @@ func WatchPattern(pattern string, log *slog.Logger, listen func(Addr) (net.Liste
 		listen = Listen
 	}
 	w := &Watch{pattern: pattern, log: log, listen: listen, add: add, w: fw, done: make(chan struct{}),
-		watched: map[string]bool{}, lns: map[string]*watchedListener{}}
+		watched: map[string]bool{}, lns: map[string]*watchedListener{}, failed: map[string]bool{}}
 	if (Addr{Scheme: SchemeUnix, Path: pattern}).IsPattern() {
 		if vmm := VMMSocket(pattern); vmm != "" {
 			w.vmm = filepath.Base(vmm)
@@ -154,9 +159,13 @@ func (w *Watch) sync(recheck bool) (changed bool) {
 	for d := range want {
 		if !w.watched[d] {
 			if err := w.w.Add(d); err != nil {
-				w.log.Warn("cannot watch a directory", "dir", d, "err", err)
+				if !w.failed[d] {
+					w.failed[d] = true
+					w.log.Warn("cannot watch a directory", withHint([]any{"dir", d, "err", err}, err)...)
+				}
 				continue
 			}
+			delete(w.failed, d)
 			w.watched[d] = true
 			changed = true
 		}
@@ -193,14 +202,23 @@ func (w *Watch) sync(recheck bool) (changed bool) {
 		}
 		ln, err := w.listen(Addr{Scheme: SchemeUnix, Path: path})
 		if err != nil {
-			w.log.Error("VM found, but its socket cannot be created", "path", path, "err", err)
+			if !w.failed[path] {
+				w.failed[path] = true
+				w.log.Error("VM found, but its socket cannot be created: no agent of it can connect", withHint([]any{"path", path, "err", err}, err)...)
+			}
 			continue
 		}
+		delete(w.failed, path)
 		wl := &watchedListener{Listener: ln}
 		w.lns[path] = wl
 		w.log.Info("VM found; listening", "from", "unix://"+path)
 		w.add(wl, path)
 		changed = true
+	}
+	for path := range w.failed {
+		if !live[path] && !want[path] {
+			delete(w.failed, path)
+		}
 	}
 	for path, ln := range w.lns {
 		if !live[path] {
@@ -238,6 +256,41 @@ func (w *Watch) Missing() string {
 		}
 	}
 	return ""
+}
+
+// MissingHint says why Missing's part m matches nothing: a directory this
+// process may not read (AccessHint), or, most often, nothing there yet.
+func MissingHint(m string) string {
+	var err error
+	if strings.ContainsAny(filepath.Base(m), "*?[") {
+		_, err = os.ReadDir(filepath.Dir(m)) // a glob reads its directory
+	} else {
+		_, err = os.Lstat(m)
+	}
+	if h := AccessHint(err); h != "" {
+		return h
+	}
+	return "a misspelt path, or no VM started yet"
+}
+
+// AccessHint is what to change when err is Kata's directories refusing
+// this process, or "" for any other error.
+func AccessHint(err error) string {
+	switch {
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return "Kata makes each VM's directory root's, mode 0750: run as root (the shipped units do, with no capability)"
+	case errors.Is(err, syscall.EROFS):
+		return "read-only to this process: give a sandboxed unit the tree in ReadWritePaths= (the shipped units have -/run/vc -/run/kata), existing when it starts"
+	}
+	return ""
+}
+
+// withHint is attrs with err's AccessHint, when it has one.
+func withHint(attrs []any, err error) []any {
+	if h := AccessHint(err); h != "" {
+		return append(attrs, "hint", h)
+	}
+	return attrs
 }
 
 func isDir(path string) bool {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/katatrace/katatrace/endpoint"
@@ -198,6 +199,16 @@ func (h *Host) Run(ctx context.Context) error {
 			continue
 		}
 		ln, err := h.cfg.Listen(a)
+		if err != nil && noVsock(a, err) && len(h.cfg.From) > 1 {
+			// A kernel without vsock is the host's, not a slip of the
+			// operator's, and hybrid vsock needs none on the host: the
+			// other --from serve (one unit for every hypervisor), and this
+			// one is said, and counted, as listening on nothing.
+			h.log.Error("this kernel has no vsock: no vhost-vsock guest (QEMU) can connect; the other --from serve", "from", a.String(), "err", err,
+				"hint", "load vhost_vsock (it brings vsock) and restart, or leave this --from out")
+			h.ls.add(a.String(), func() int { return 0 }, nil)
+			continue
+		}
 		if err != nil {
 			return h.fail(&ListenError{Addr: a, Err: err})
 		}
@@ -348,6 +359,12 @@ func CloseSink(out sink.Sink, to string, d time.Duration, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	closeSink(ctx, ctx, out, to, log)
+}
+
+// noVsock reports whether err is a's failure to listen because this
+// kernel offers no vsock at all.
+func noVsock(a endpoint.Addr, err error) bool {
+	return a.Scheme == endpoint.SchemeVsock && (errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.ENODEV))
 }
 
 // watched reports whether a From is served by watching the file system:

@@ -9,14 +9,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/katatrace/katatrace/endpoint"
 	"github.com/katatrace/katatrace/sink"
 )
 
 // listenerSet is what a host relay listens on, per --from: one socket, or
 // a watched pattern's (or not yet existing directory's) as many as VMs
-// have. A --from with none is said, never silent: a warning at once and
-// every minute while it lasts, the service manager's status (systemd's
-// STATUS=), a gauge at 0, /readyz.
+// have. A --from with none is said, never silent: the service manager's
+// status (systemd's STATUS=), a gauge at 0, and a log line at once; while
+// no --from listens at all, a warning every minute and /readyz.
 type listenerSet struct {
 	mu    sync.Mutex
 	froms []listenerFrom
@@ -98,10 +99,14 @@ func (l *listenerSet) check(log *slog.Logger, status func(string), line *string,
 	froms := slices.Clone(l.froms)
 	l.mu.Unlock()
 	total := 0
+	ns := make([]int, len(froms))
+	for i, f := range froms {
+		ns[i] = f.n()
+		total += ns[i]
+	}
 	var idle []string
-	for _, f := range froms {
-		n := f.n()
-		total += n
+	for i, f := range froms {
+		n := ns[i]
 		if n > 0 {
 			if _, ok := warned[f.from]; ok {
 				delete(warned, f.from)
@@ -110,15 +115,23 @@ func (l *listenerSet) check(log *slog.Logger, status func(string), line *string,
 			continue
 		}
 		idle = append(idle, f.from)
-		if last, ok := warned[f.from]; ok && time.Since(last) < idleWarnEvery {
+		// While another --from listens, one with nothing is the usual
+		// state of a hypervisor's tree on a node that runs another (the
+		// forwarder's unit watches them all): said once, at INFO. While
+		// nothing listens at all, a warning every minute.
+		if last, ok := warned[f.from]; ok && (total > 0 || time.Since(last) < idleWarnEvery) {
 			continue
 		}
 		warned[f.from] = time.Now()
 		attrs := []any{"from", f.from}
 		if f.missing != nil {
 			if m := f.missing(); m != "" {
-				attrs = append(attrs, "no_match_for", m, "hint", "a misspelt path, or no VM started yet")
+				attrs = append(attrs, "no_match_for", m, "hint", endpoint.MissingHint(m))
 			}
+		}
+		if total > 0 {
+			log.Info("--from has no socket listening yet; the others serve", attrs...)
+			continue
 		}
 		log.Warn("--from has no socket listening: no guest can connect through it", attrs...)
 	}

@@ -1,9 +1,9 @@
 // Package sandboxid finds the Kata sandbox a guest connection belongs to,
 // where the host can know it: a hybrid-vsock socket's path holds the
-// sandbox ID (Kata's /run/vc/firecracker/ID/root/… and /run/vc/vm/ID/…),
-// and a vhost-vsock guest's CID is on its VMM's command line
-// (guest-cid=N) beside the sandbox's name (-name sandbox-ID). Logs and
-// metrics then name VMs as Kata does.
+// sandbox ID (see FromPath for the trees of both runtimes), and a
+// vhost-vsock guest's CID is on its VMM's command line (guest-cid=N)
+// beside the sandbox's name (-name sandbox-ID). Logs and metrics then
+// name VMs as Kata does.
 package sandboxid
 
 import (
@@ -15,19 +15,39 @@ import (
 )
 
 // FromPath is the sandbox ID in a hybrid-vsock socket's path under Kata's
-// run directory, or "": the directory after vc/firecracker or vc/vm (and
-// Kata 3.x's vc/dragonball, vc/clh).
+// run directories, or "". Where Kata (4.1) puts a VM's socket:
+//
+//	Go runtime (/run/vc)
+//	  Firecracker        /run/vc/firecracker/ID/root/kata.hvsock
+//	  Cloud Hypervisor   /run/vc/vm/ID/clh.sock
+//	runtime-rs (/run/kata; rootless: $XDG_RUNTIME_DIR/run/kata)
+//	  Dragonball         /run/kata/ID/root/kata.hvsock
+//	  Cloud Hypervisor   /run/kata/ID/ch-vm.sock
+//	  Firecracker        /run/kata/firecracker/ID/root/kata.hvsock (jailed)
+//	                     /run/kata/ID/kata.hvsock
+//
+// The ID is a directory, never the socket's name: a path must go on past it.
 func FromPath(path string) string {
 	parts := strings.Split(filepath.Clean(path), "/")
 	for i := 0; i+2 < len(parts); i++ {
-		if parts[i] != "vc" {
+		id := ""
+		switch {
+		case parts[i] == "vc" && (parts[i+1] == "firecracker" || parts[i+1] == "vm") && i+3 < len(parts):
+			id = parts[i+2]
+		// "kata" alone is too common a name: runtime-rs's is run/kata.
+		case parts[i] == "kata" && i > 0 && parts[i-1] == "run":
+			id = parts[i+1]
+			if id == "firecracker" {
+				if i+3 >= len(parts) {
+					continue
+				}
+				id = parts[i+2]
+			}
+		default:
 			continue
 		}
-		switch parts[i+1] {
-		case "firecracker", "vm", "dragonball", "clh":
-			if id := parts[i+2]; plausible(id) {
-				return id
-			}
+		if plausible(id) {
+			return id
 		}
 	}
 	return ""

@@ -8,18 +8,34 @@ import (
 )
 
 func TestFromPath(t *testing.T) {
-	for _, tt := range []struct{ path, want string }{
-		{"/run/vc/firecracker/3f2a9c/root/kata.hvsock_6831", "3f2a9c"},
-		{"/run/vc/vm/abc-123/clh.sock_6831", "abc-123"},
-		{"/run/vc/dragonball/x_y.z/root/kata.hvsock_10240", "x_y.z"},
-		{"/run/vc/other/abc/kata.hvsock_6831", ""},
-		{"/tmp/k/h_6831", ""},
-		{"/run/vc/vm/../x", ""},
-		{"/run/vc/firecracker", ""},
+	for _, tt := range []struct{ name, path, want string }{
+		{"go firecracker", "/run/vc/firecracker/3f2a9c/root/kata.hvsock_6831", "3f2a9c"},
+		{"go cloud hypervisor", "/run/vc/vm/abc-123/clh.sock_10240", "abc-123"},
+		{"rs dragonball", "/run/kata/x_y.z/root/kata.hvsock_10240", "x_y.z"},
+		{"rs cloud hypervisor", "/run/kata/5e1f/ch-vm.sock_10240", "5e1f"},
+		{"rs firecracker jailed", "/run/kata/firecracker/77ab/root/kata.hvsock_10240", "77ab"},
+		{"rs firecracker", "/run/kata/77ab/kata.hvsock_10240", "77ab"},
+		{"rs rootless", "/run/user/1000/run/kata/77ab/ch-vm.sock_10240", "77ab"},
+		{"var/run", "/var/run/kata/77ab/ch-vm.sock_10240", "77ab"},
+		{"unclean", "/run//kata/./77ab/ch-vm.sock_10240", "77ab"},
+		{"go, another tree", "/run/vc/other/abc/kata.hvsock_6831", ""},
+		{"no vc dragonball", "/run/vc/dragonball/abc/root/kata.hvsock_6831", ""},
+		{"kata not under run", "/var/lib/kata/abc/x.sock_10240", ""},
+		{"kata-containers", "/run/kata-containers/abc/x.sock_10240", ""},
+		{"elsewhere", "/tmp/k/h_6831", ""},
+		{"dot-dot", "/run/vc/vm/../x", ""},
+		{"dot-dot kata", "/run/kata/../x", ""},
+		{"no ID", "/run/vc/firecracker", ""},
+		{"ID only, go", "/run/vc/vm/abc", ""},
+		{"socket in /run/kata", "/run/kata/kata.hvsock_10240", ""},
+		{"firecracker dir only", "/run/kata/firecracker/kata.hvsock_10240", ""},
+		{"implausible", "/run/kata/a b/ch-vm.sock_10240", ""},
 	} {
-		if got := FromPath(tt.path); got != tt.want {
-			t.Errorf("FromPath(%q) = %q, want %q", tt.path, got, tt.want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			if got := FromPath(tt.path); got != tt.want {
+				t.Errorf("FromPath(%q) = %q, want %q", tt.path, got, tt.want)
+			}
+		})
 	}
 }
 
@@ -62,6 +78,8 @@ func TestFromCID(t *testing.T) {
 func FuzzFromPath(f *testing.F) {
 	f.Add("/run/vc/firecracker/3f2a9c/root/kata.hvsock_6831")
 	f.Add("/run/vc/vm/abc-123/clh.sock_6831")
+	f.Add("/run/kata/firecracker/77ab/root/kata.hvsock_10240")
+	f.Add("/run/kata/5e1f/ch-vm.sock_10240")
 	f.Fuzz(func(t *testing.T, p string) {
 		if id := FromPath(p); id != "" && !plausible(id) {
 			t.Fatalf("FromPath(%q) = %q, not a plausible ID", p, id)

@@ -88,6 +88,7 @@ func setupSystemdWith(t *testing.T, katatrace bool) *systemdGuest {
 		copyFile(t, filepath.Join("..", "..", "kataspan", "testdata", name+".bin"), filepath.Join(lib, name+".bin"), 0o644)
 	}
 	copyFile(t, "testdata/guest/forwarder", filepath.Join(lib, "forwarder"), 0o755)
+	copyFile(t, "testdata/guest/hybrid", filepath.Join(lib, "hybrid"), 0o755)
 	copyFile(t, "testdata/guest/kata-agent", filepath.Join(root, "usr/bin/kata-agent"), 0o755)
 	copyFile(t, "testdata/guest/report", filepath.Join(lib, "report"), 0o755)
 	for _, m := range guestModules {
@@ -100,10 +101,10 @@ func setupSystemdWith(t *testing.T, katatrace bool) *systemdGuest {
 	etc := filepath.Join(root, "etc/systemd/system")
 	wants := filepath.Join(etc, "kata-containers.target.wants")
 	must(t, os.MkdirAll(wants, 0o755))
-	for _, u := range []string{"vsock", "uplink", "report", "final", "stop", "memory", "forwarder"} {
+	for _, u := range []string{"vsock", "uplink", "report", "final", "stop", "memory", "forwarder", "hybrid"} {
 		name := "katatrace-test-" + u + ".service"
 		copyFile(t, filepath.Join("testdata/guest", name), filepath.Join(etc, name), 0o644)
-		if u != "stop" && u != "memory" && u != "forwarder" {
+		if u != "stop" && u != "memory" && u != "forwarder" && u != "hybrid" {
 			must(t, os.Symlink("../"+name, filepath.Join(wants, name)))
 		}
 	}
@@ -118,9 +119,10 @@ func setupSystemdWith(t *testing.T, katatrace bool) *systemdGuest {
 		must(t, os.Symlink("/usr/lib/systemd/system/"+u, filepath.Join(wants, u)))
 	}
 	// Kata agents' spans go up the uplink as Jaeger datagrams, named apart
-	// from the 1.x agent's.
+	// from the 1.x agent's; the shipped unit's own --from list serves them
+	// (vsock and every hybrid-vsock tree: katatrace-test-hybrid).
 	dropIn(t, etc, "kata-trace-forwarder.service", "[Unit]\nAfter=katatrace-test-vsock.service\n"+
-		"[Service]\nExecStart=\nExecStart=/usr/bin/kata-trace-forwarder --vsock-port 10240 --to udp://127.0.0.1:16831 --trace-name kata3-agent\n")
+		"[Service]\nExecStart=\n"+forwarderExecStart(t, filepath.Join(units, "kata-trace-forwarder.service"))+"\n")
 	// The shipped hybrid-vsock drop-in, as the guide has an operator copy
 	// it, on a machine that has run no VM (no /run/vc but tmpfiles.d's):
 	// the relay starts at boot, and listens in a VM directory made later.
@@ -157,6 +159,27 @@ func setupSystemdWith(t *testing.T, katatrace bool) *systemdGuest {
 	// without vsock (katatrace-test-uplink.service).
 	g.virtioPort = "katatrace.0"
 	return &systemdGuest{guest: g, journal: filepath.Join(t.TempDir(), "journal.log")}
+}
+
+// forwarderExecStart is the installed forwarder unit's ExecStart= (its
+// continued lines joined), sending to the uplink instead of OTLP: the
+// test serves what the shipped unit listens on.
+func forwarderExecStart(t *testing.T, unit string) string {
+	t.Helper()
+	b, err := os.ReadFile(unit)
+	must(t, err)
+	text := strings.ReplaceAll(string(b), "\\\n", " ")
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "ExecStart=") {
+			const otlp = "--otlp-endpoint http://127.0.0.1:4317"
+			if !strings.Contains(line, otlp) {
+				t.Fatalf("the forwarder unit's ExecStart has no %q: %s", otlp, line)
+			}
+			return strings.Replace(line, otlp, "--to udp://127.0.0.1:16831 --trace-name kata3-agent", 1)
+		}
+	}
+	t.Fatalf("%s has no ExecStart=", unit)
+	return ""
 }
 
 // guestModules are the kernel package's modules the systemd guest loads
@@ -337,7 +360,9 @@ func TestVMSystemdStaticTracing(t *testing.T) {
 // shim, the trace is flushed, the VM powers off, and no unit failed.
 // Before the stop, in the same boot, a Kata 2.x+ agent keeps its one
 // connection to the shipped kata-trace-forwarder.service through its
-// restarts and crashes (checkForwarderKeepsAgents).
+// restarts and crashes (checkForwarderKeepsAgents), and the unit serves
+// VM directories of both runtimes as Kata makes them
+// (checkForwarderServesVMDirectories).
 // Before the stop, 12 s after the agent (300 spans, then waiting) started,
 // it reads every guest process's memory, katatrace's and the seed's socat
 // pair's beside it: figures for the record, not a check.
@@ -345,9 +370,11 @@ func TestVMSystemdStopIsNoFailure(t *testing.T) {
 	g := setupSystemd(t)
 	h := startHost(t, g.katatrace)
 	r := g.boot(t, h, systemdBase+"agent.trace=1 systemd.setenv=TESTAGENT_SPANS=300 systemd.setenv=TESTAGENT_HOLD=600000 "+
-		"systemd.wants=katatrace-test-memory.service systemd.wants=katatrace-test-stop.service systemd.wants=katatrace-test-forwarder.service")
+		"systemd.wants=katatrace-test-memory.service systemd.wants=katatrace-test-stop.service systemd.wants=katatrace-test-forwarder.service "+
+		"systemd.wants=katatrace-test-hybrid.service")
 	byOp := checkSystemdRun(t, h, r, 300)
 	checkForwarderKeepsAgents(t, h, r, g.journal)
+	checkForwarderServesVMDirectories(t, h, r, g.journal)
 	logGuestMemory(t, r.console)
 	if sd := byOp["kata-agent/shutdown"][0]; sd.Tags["reason"] != "stopped by terminated" {
 		t.Errorf("shutdown span reason %v, want the stop", sd.Tags["reason"])
@@ -477,4 +504,61 @@ func checkForwarderKeepsAgents(t *testing.T, h *testhost.Host, r bootResult, jou
 		t.Error("the forwarder closed an agent's connection")
 	}
 	t.Logf("forwarder in the guest: %s", regexp.MustCompile(`katatrace-test: forwarder .*`).FindString(r.console))
+}
+
+var hybridRE = regexp.MustCompile(`katatrace-test: hybrid sent through (\S+?)(?:_10240)?, its directory (\S+ \d+); agent: (.*)`)
+
+// checkForwarderServesVMDirectories checks what katatrace-test-hybrid did
+// in the guest (testdata/guest/hybrid): with the shipped forwarder unit
+// running (root, no capability, its default --from list), VM directories
+// made as Kata makes them (root's, 0750) under the Go runtime's /run/vc
+// and runtime-rs's /run/kata each got a listener beside the VMM's
+// socket, every span an agent sent through it arrived, and the unit's
+// journal names each VM's sandbox ID; a vsock agent's too, read from a
+// root-owned stand-in VMM's command line.
+func checkForwarderServesVMDirectories(t *testing.T, h *testhost.Host, r bootResult, journal string) {
+	t.Helper()
+	vms := []struct {
+		sock, sandbox string
+		traceByte     byte
+	}{
+		{"/run/vc/vm/c1a0c1a0/clh.sock", "c1a0c1a0", 161},
+		{"/run/kata/d4a90b11/root/kata.hvsock", "d4a90b11", 162},
+		{"/run/kata/firecracker/f1ec7ac0/root/kata.hvsock", "f1ec7ac0", 163},
+		// QEMU: the sandbox from a root-owned stand-in VMM's command line.
+		{"vsock://1:10240", "0e1f0e1f", 164},
+	}
+	said := map[string]string{}
+	for _, m := range hybridRE.FindAllStringSubmatch(r.console, -1) {
+		said[m[1]] = m[2] + "; " + strings.TrimSpace(m[3])
+	}
+	byTrace := map[string]int{}
+	for _, s := range h.Spans(t) {
+		if s.Service == "kata3-agent" {
+			byTrace[s.TraceID]++
+		}
+	}
+	jb, err := os.ReadFile(journal)
+	must(t, err)
+	frames := katatest.Frames(t, "bincode-otel014-tracing")
+	for _, vm := range vms {
+		dir := "root 750"
+		if strings.HasPrefix(vm.sock, "vsock:") {
+			dir = "- 0"
+		}
+		if got, want := said[vm.sock], fmt.Sprintf("%s; connection open, %d writes taken, none failed", dir, 2*len(frames)); got != want {
+			t.Errorf("%s: the guest said %q of it, want %q", vm.sock, got, want)
+			continue
+		}
+		first, err := kataspan.Decode(katatest.WithFirstByte(frames[:1], vm.traceByte)[0])
+		must(t, err)
+		id := hex.EncodeToString(first.TraceID[:])
+		if got := byTrace[id]; got != len(frames) {
+			t.Errorf("%s (trace %s): %d spans arrived, want %d", vm.sock, id, got, len(frames))
+		}
+		if !regexp.MustCompile(`kata-trace-forwarder\[\d+\]: .*"sandbox\W{1,8}` + vm.sandbox + `\b`).Match(jb) {
+			t.Errorf("the forwarder's journal does not name the sandbox %s (%s)", vm.sandbox, vm.sock)
+		}
+	}
+	t.Logf("forwarder unit, VM directories of both runtimes: %v", said)
 }

@@ -1,7 +1,8 @@
 // Command kataagent stands in for a Kata 2.x+ agent's span exporter inside
 // the systemd test VM: one connection to vsock port 10240 of CID 1 (the
-// guest's own loopback, where the forwarder's shipped unit listens), never
-// another, each frame's header written and then its payload, as Kata's
+// guest's own loopback, where the forwarder's shipped unit listens), or,
+// with -unix, to a hybrid-vsock VM's PATH_10240 as its VMM would connect
+// it, never another, each frame's header written and then its payload, as Kata's
 // vsock-exporter writes them. It replays the streams Kata's exporter wrote
 // (DIR/NAME.bin), a step per line of its standard input:
 //
@@ -21,6 +22,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -34,15 +36,22 @@ func main() {
 	dir := flag.String("dir", "/usr/lib/katatrace-test", "where the captured streams are")
 	cid := flag.Uint("cid", 1, "the forwarder's vsock CID (1: this guest's loopback)")
 	port := flag.Uint("port", 10240, "the forwarder's vsock port")
+	unixPath := flag.String("unix", "", "connect to this unix socket (a hybrid-vsock VM's PATH_10240) instead of vsock")
 	traceByte := flag.Int("trace-byte", -1, "set every bincode payload's first byte (its trace id's lowest) to this: the same trace, another id")
 	flag.Parse()
 	say := func(format string, args ...any) { fmt.Printf("kataagent: "+format+"\n", args...) }
-	conn, err := vsock.Dial(uint32(*cid), uint32(*port), nil)
+	var conn net.Conn
+	var err error
+	if *unixPath != "" {
+		conn, err = net.Dial("unix", *unixPath)
+	} else {
+		conn, err = vsock.Dial(uint32(*cid), uint32(*port), nil)
+	}
 	if err != nil {
 		say("connect failed: %v", err)
 		os.Exit(1)
 	}
-	say("connected to vsock %d:%d", *cid, *port)
+	say("connected to %s", conn.RemoteAddr())
 	frames := map[string][][]byte{}
 	load := func(name string) [][]byte {
 		if fs, ok := frames[name]; ok {

@@ -1,0 +1,35 @@
+package roles
+
+import (
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/katatrace/katatrace/endpoint"
+)
+
+// TestListenErrSaysWhatToChange: each refusal a unix --from meets on a
+// host names its cause and what to change; a sandboxed unit's
+// read-only tree (ProtectSystem=strict without ReadWritePaths=) is said as
+// that, not as an unexplained "read-only file system".
+func TestListenErrSaysWhatToChange(t *testing.T) {
+	a := endpoint.Addr{Scheme: endpoint.SchemeUnix, Path: "/run/vc/vm/5e1f/clh.sock_10240"}
+	for _, tt := range []struct {
+		name string
+		err  syscall.Errno
+		want string
+	}{
+		{"in use", syscall.EADDRINUSE, "stop the process listening there"},
+		{"permission", syscall.EACCES, "ReadWritePaths="},
+		{"read-only", syscall.EROFS, "read-only to this process: a sandboxed unit needs ReadWritePaths="},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := listenErr("from", a, &net.OpError{Op: "listen", Net: "unix", Err: os.NewSyscallError("bind", tt.err)})
+			if s := err.Error(); !strings.HasPrefix(s, "--from unix:///run/vc/vm/5e1f/clh.sock_10240: cannot listen: listen: bind: ") || !strings.Contains(s, tt.want) {
+				t.Errorf("%v", s)
+			}
+		})
+	}
+}
