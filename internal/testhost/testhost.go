@@ -28,7 +28,10 @@ func Start(t testing.TB, env []string, bin, sockName string) *Host {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	args := []string{"--from", "unix://" + h.Sock, "--to", "jsonl"}
+	// QEMU connects as the VM starts and the guest relay first writes
+	// once the guest has booted: on a loaded machine that is later than
+	// the default hello timeout, which would close the serial link.
+	args := []string{"--from", "unix://" + h.Sock, "--to", "jsonl", "--hello-timeout", "10m"}
 	if filepath.Base(bin) != "vsock-to-udp-server" {
 		args = append([]string{"vsock-to-udp-server"}, args...)
 	}
