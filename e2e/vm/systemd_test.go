@@ -163,7 +163,9 @@ func setupSystemdWith(t *testing.T, katatrace bool) *systemdGuest {
 
 // forwarderExecStart is the installed forwarder unit's ExecStart= (its
 // continued lines joined), sending to the uplink instead of OTLP: the
-// test serves what the shipped unit listens on.
+// test serves what the shipped unit listens on. The unit gives no
+// destination (a drop-in's KATATRACE_TO or OTEL_* would conflict with
+// one), so the uplink's is added.
 func forwarderExecStart(t *testing.T, unit string) string {
 	t.Helper()
 	b, err := os.ReadFile(unit)
@@ -171,11 +173,12 @@ func forwarderExecStart(t *testing.T, unit string) string {
 	text := strings.ReplaceAll(string(b), "\\\n", " ")
 	for _, line := range strings.Split(text, "\n") {
 		if strings.HasPrefix(line, "ExecStart=") {
-			const otlp = "--otlp-endpoint http://127.0.0.1:4317"
-			if !strings.Contains(line, otlp) {
-				t.Fatalf("the forwarder unit's ExecStart has no %q: %s", otlp, line)
+			for _, dest := range []string{"--to", "--otlp-endpoint", "--jaeger-", "--dump-only"} {
+				if strings.Contains(line, dest) {
+					t.Fatalf("the forwarder unit's ExecStart gives a destination (%s): %s", dest, line)
+				}
 			}
-			return strings.Replace(line, otlp, "--to udp://127.0.0.1:16831 --trace-name kata3-agent", 1)
+			return strings.TrimRight(line, " ") + " --to udp://127.0.0.1:16831 --trace-name kata3-agent"
 		}
 	}
 	t.Fatalf("%s has no ExecStart=", unit)
