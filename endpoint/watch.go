@@ -3,6 +3,7 @@ package endpoint
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -183,7 +184,7 @@ func (w *Watch) sync(recheck bool) (changed bool) {
 		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
 			continue
 		}
-		if w.vmm != "" && !exists(filepath.Join(d, w.vmm)) {
+		if w.vmm != "" && !vmmThere(filepath.Join(d, w.vmm)) {
 			continue // no VM here (yet, or any more)
 		}
 		path := filepath.Join(d, name)
@@ -301,9 +302,12 @@ func isDir(path string) bool {
 // exists reports whether something is at path (a VMM's socket: its type
 // is not checked, a socket a dead VMM left is as much a VM's as a live
 // one's until Kata removes the directory).
-func exists(path string) bool {
+// vmmThere reports whether a VMM's socket is at path, or may be: in a
+// directory this process may not look into (Kata's are root's, 0750) it
+// cannot tell, and tries, so that the listener's error says why.
+func vmmThere(path string) bool {
 	_, err := os.Lstat(path)
-	return err == nil
+	return err == nil || errors.Is(err, fs.ErrPermission)
 }
 
 // Listening is how many listeners the Watch keeps now.

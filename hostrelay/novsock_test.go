@@ -51,6 +51,7 @@ func TestNoVsockLeavesHybridServing(t *testing.T) {
 		if err := os.Mkdir(filepath.Join(base, "5e1f"), 0o750); err != nil {
 			t.Fatal(err)
 		}
+		testutil.VMMSocket(t, filepath.Join(base, "5e1f", "clh.sock"))
 		path := filepath.Join(base, "5e1f", "clh.sock_10240")
 		testutil.Eventually(t, 10*time.Second, "the VM's listener", func() bool { return h.Listening()[pattern.String()] == 1 })
 		if err := deliver(t, path, []byte("span")); err != nil {

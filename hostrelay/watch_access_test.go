@@ -58,6 +58,9 @@ func TestWatchSaysWhyAVMsDirectoryRefusesIt(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The VMs have started: their VMMs' sockets are there.
+	testutil.VMMSocket(t, filepath.Join(vms, "5e1f", "clh.sock"))
+	testutil.VMMSocket(t, filepath.Join(rs, "77ab", "ch-vm.sock"))
 	for _, d := range []string{base, filepath.Join(base, "vc"), rs} {
 		if err := os.Chmod(d, 0o755); err != nil {
 			t.Fatal(err)
