@@ -51,7 +51,8 @@ type traceForwarder struct {
 }
 
 func (c *traceForwarder) Validate(kctx *kong.Context) error {
-	env, err := readOTEL()
+	notOTLP := bool(c.DumpOnly) || c.jaeger(kctx) || given(kctx, "to") && c.To.Kind != sink.KindOTLP
+	env, err := readOTEL(!notOTLP)
 	if err != nil {
 		return err
 	}

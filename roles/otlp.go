@@ -37,7 +37,16 @@ func (f *traceSinkFlags) open(rc *RunContext, to sink.Target) (sink.Sink, error)
 
 // readOTEL reads OpenTelemetry's environment (sink.ReadOTELEnv); an
 // invalid value is a usage error naming its variable.
-func readOTEL() (sink.OTELEnv, error) { return sink.ReadOTELEnv(os.LookupEnv) }
+//
+// A role whose destination is given and is no OTLP endpoint (a Jaeger
+// port, stdout) reads none: the variables are another program's, and a
+// value bad for OTLP must not stop it.
+func readOTEL(otlp bool) (sink.OTELEnv, error) {
+	if !otlp {
+		return sink.OTELEnv{}, nil
+	}
+	return sink.ReadOTELEnv(os.LookupEnv)
+}
 
 // envTarget is the OTLP endpoint OpenTelemetry's environment names, if it
 // names one.

@@ -73,6 +73,28 @@ func TestDestinationsCannotBeMisread(t *testing.T) {
 	}
 }
 
+// TestOTELIsNoConcernOfOtherDestinations: a role given a destination
+// that is no OTLP endpoint (stdout, a Jaeger agent's port) reads none of
+// OpenTelemetry's variables: values bad for OTLP, left in the
+// environment for another program, do not stop it.
+func TestOTELIsNoConcernOfOtherDestinations(t *testing.T) {
+	t.Parallel()
+	bad := []string{"OTEL_EXPORTER_OTLP_PROTOCOL=http/json", "OTEL_EXPORTER_OTLP_TIMEOUT=5s", "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318"}
+	for _, args := range [][]string{
+		{"kata-trace-forwarder", "--dump-only"},
+		{"kata-trace-forwarder", "--jaeger-port", "6831"},
+		{"kata-trace-forwarder", "--to", "print"},
+		{"vsock-to-udp-server", "--to", "udp://127.0.0.1:6831"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			t.Parallel()
+			sock := "unix://" + filepath.Join(testutil.SockDir(t), "vm.sock_6831")
+			p := start(t, bad, args[0], append(args[1:], "--from", sock)...)
+			p.WaitLog("listening")
+		})
+	}
+}
+
 // TestForwarderTakesOTELEnvironment: with no destination flag, the
 // forwarder sends where OpenTelemetry's variables say, as they say:
 // OTLP/HTTP at the base endpoint's /v1/traces, gzip, the headers

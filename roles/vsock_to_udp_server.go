@@ -32,7 +32,7 @@ type udpServer struct {
 }
 
 func (c *udpServer) Validate(kctx *kong.Context) error {
-	env, err := readOTEL()
+	env, err := readOTEL(!given(kctx, "to") || c.To.Kind == sink.KindOTLP)
 	if err != nil {
 		return err
 	}
