@@ -299,12 +299,11 @@ func isDir(path string) bool {
 	return err == nil && fi.IsDir()
 }
 
-// exists reports whether something is at path (a VMM's socket: its type
-// is not checked, a socket a dead VMM left is as much a VM's as a live
-// one's until Kata removes the directory).
 // vmmThere reports whether a VMM's socket is at path, or may be: in a
 // directory this process may not look into (Kata's are root's, 0750) it
-// cannot tell, and tries, so that the listener's error says why.
+// cannot tell, and tries, so that the listener's error says why. Its
+// type is not checked: a socket a dead VMM left is as much a VM's as a
+// live one's, until Kata removes the directory.
 func vmmThere(path string) bool {
 	_, err := os.Lstat(path)
 	return err == nil || errors.Is(err, fs.ErrPermission)

@@ -22,8 +22,8 @@ func TestListenErrSaysWhatToChange(t *testing.T) {
 		want string
 	}{
 		{"in use", syscall.EADDRINUSE, "stop the process listening there"},
-		{"permission", syscall.EACCES, "ReadWritePaths="},
-		{"read-only", syscall.EROFS, "read-only to this process: a sandboxed unit needs ReadWritePaths="},
+		{"permission", syscall.EACCES, "root's, mode 0750: run as root"},
+		{"read-only", syscall.EROFS, "read-only to this process: give a sandboxed unit the tree in ReadWritePaths="},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			err := listenErr("from", a, &net.OpError{Op: "listen", Net: "unix", Err: os.NewSyscallError("bind", tt.err)})
