@@ -185,7 +185,7 @@ func TestJournalPrioritiesUnderSystemd(t *testing.T) {
 		}
 		cmd := exec.Command(bin(t, "vsock-to-udp-server"), "--from", "unix://"+filepath.Join(testutil.SockDir(t), "nodir", "h_6831"),
 			"--to", testutil.NewUDPSink(t).Addr())
-		cmd.Env = append(os.Environ(), "KATATRACE_TEST_AS_MAIN=1", fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, ino))
+		cmd.Env = testutil.Env("KATATRACE_TEST_AS_MAIN=1", fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, ino))
 		cmd.Stderr = f
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

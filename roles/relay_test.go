@@ -232,7 +232,7 @@ func TestJournalRedirectTakesFD3(t *testing.T) {
 	}
 	sock.Close()
 	cmd := exec.Command(bin(t, "kata-journald-host-redirect"), "--to", "unix://"+host)
-	cmd.Env = append(os.Environ(), "KATATRACE_TEST_AS_MAIN=1")
+	cmd.Env = testutil.Env("KATATRACE_TEST_AS_MAIN=1")
 	cmd.ExtraFiles = []*os.File{f} // fd 3
 	var stderr testutil.SyncBuffer
 	cmd.Stderr = &stderr

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -51,9 +52,20 @@ func Start(t testing.TB, env []string, path string, args ...string) *Proc {
 func StartTo(t testing.TB, w io.Writer, env []string, path string, args ...string) *Proc {
 	t.Helper()
 	cmd := exec.Command(path, args...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = Env(env...)
 	cmd.Stdout = w
 	return StartCmd(t, cmd)
+}
+
+// Env is the environment of a katatrace process a test starts: the
+// test's, without the variables that would change what it does (every
+// KATATRACE_* flag twin and OpenTelemetry's OTEL_*, which a developer's
+// shell or a CI runner may set), plus env.
+func Env(env ...string) []string {
+	out := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, "KATATRACE_") || strings.HasPrefix(kv, "OTEL_")
+	})
+	return append(out, env...)
 }
 
 // StartCmd starts cmd as Start does; its stdout and stderr go to p.Stdout
