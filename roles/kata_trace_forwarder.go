@@ -76,6 +76,9 @@ func (c *traceForwarder) Validate(kctx *kong.Context) error {
 	if err := c.oneDestination(kctx); err != nil {
 		return err
 	}
+	if given(kctx, "jaeger-host") && strings.TrimSpace(c.JaegerHost) == "" {
+		return flagErr("jaeger-host", fmt.Errorf("empty: give a host, e.g. 127.0.0.1 (Kata's default)"))
+	}
 	if given(kctx, "jaeger-port") && c.JaegerPort == 0 {
 		return flagErr("jaeger-port", fmt.Errorf("the port must not be 0 (Kata's default was 6831)"))
 	}
@@ -171,6 +174,9 @@ func socketPathAddr(p string, port uint32) (endpoint.Addr, error) {
 		}
 		return endpoint.Addr{}, fmt.Errorf("%q: give the path: %s", p, example("/"+strings.TrimPrefix(rest, "/")))
 	}
+	if rest, ok := strings.CutPrefix(p, "unix:"); ok {
+		return endpoint.Addr{}, fmt.Errorf("%q: give the path: %s", p, example("/"+strings.TrimPrefix(rest, "/")))
+	}
 	switch {
 	case strings.TrimSpace(p) == "":
 		return endpoint.Addr{}, fmt.Errorf("empty: give the VMM's socket, e.g. %s, or leave the flag out to listen on vsock port %d", example("/run/vc/vm/ID/clh.sock"), port)
@@ -185,9 +191,22 @@ func socketPathAddr(p string, port uint32) (endpoint.Addr, error) {
 		return endpoint.Addr{}, fmt.Errorf("%q ends in _PORT already, and the forwarder appends _%d (--vsock-port) to it: give the VMM's own socket, %s", p, port, example(vmm))
 	}
 	if strings.ContainsAny(filepath.Base(p), "*?[") {
-		return endpoint.Addr{}, fmt.Errorf("%q: a glob may stand in the directories, not in the socket's name: give the VMM's socket by name, e.g. %s", p, example(filepath.Join(filepath.Dir(p), "clh.sock")))
+		return endpoint.Addr{}, fmt.Errorf("%q: a glob may stand in the directories, not in the socket's name: give the VMM's socket by name, e.g. %s", p, example(filepath.Join(filepath.Dir(p), likelyVMMSocket(p))))
 	}
 	return endpoint.ParseAddr(fmt.Sprintf("unix://%s_%d", p, port))
+}
+
+// likelyVMMSocket is the name of the VMM's socket a path in Kata's trees
+// most likely meant: Firecracker's and Dragonball's are in a root/
+// directory, runtime-rs's Cloud Hypervisor's under /run/kata.
+func likelyVMMSocket(p string) string {
+	switch {
+	case filepath.Base(filepath.Dir(p)) == "root":
+		return "kata.hvsock"
+	case strings.Contains(p, "/run/kata/"):
+		return "ch-vm.sock"
+	}
+	return "clh.sock"
 }
 
 // jaeger reports whether a Jaeger agent is the destination: either flag

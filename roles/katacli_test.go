@@ -117,7 +117,7 @@ func TestUsageErrorsPointAtTheirHelp(t *testing.T) {
 		{"role as subcommand", []string{roles.BinaryName, "kata-trace-forwarder", "--bogus"}, []string{"Run 'katatrace kata-trace-forwarder --help' for usage."}},
 		{"role's validation", []string{roles.BinaryName, "vsock-to-udp-server", "--to", "tcp://127.0.0.1:1"}, []string{"Run 'katatrace vsock-to-udp-server --help' for usage."}},
 		{"katatrace itself", []string{roles.BinaryName, "--bogus"}, []string{"Run 'katatrace --help' for usage."}},
-		{"reload without a pid", []string{roles.BinaryName, "reload"}, []string{"error: reload: no process ID given: katatrace reload PID", "Run 'katatrace reload --help' for usage."}},
+		{"reload without a pid", []string{roles.BinaryName, "reload"}, []string{"error: reload: no process ID given (or 0): katatrace reload PID", "Run 'katatrace reload --help' for usage."}},
 		{"reload of PID 1", []string{roles.BinaryName, "reload", "1"}, []string{"error: reload: 1 is not a role's process ID"}},
 		{"dump-only with no yes or no", []string{"kata-trace-forwarder", "--dump-only", "maybe"}, []string{`--dump-only: "maybe" is not a yes or no`}},
 		{"bad level", []string{"kata-trace-forwarder", "-l", "loud"}, []string{"--log-level", `"trace","debug","info","warn","error","critical"`}},

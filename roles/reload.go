@@ -18,7 +18,7 @@ func (r *reloadCmd) Validate() error {
 	switch {
 	case r.PID == 0:
 		// kong checks arguments after Validate: an empty $MAINPID lands here.
-		return fmt.Errorf("no process ID given: katatrace reload PID (a unit's ExecReload= gives $MAINPID)")
+		return fmt.Errorf("no process ID given (or 0): katatrace reload PID (a unit's ExecReload= gives $MAINPID)")
 	case r.PID <= 1:
 		return fmt.Errorf("%d is not a role's process ID (PID 1 and below are never signalled)", r.PID)
 	}

@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -56,9 +57,15 @@ func (j *Target) UnmarshalText(b []byte) error {
 		}
 		// http:// is a Jaeger collector, never OTLP: an OTLP port or path
 		// given to it would be spoken to in the wrong protocol.
-		if p := u.Port(); p == "4317" || p == "4318" || strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), "/v1/traces") {
+		if p, path := u.Port(), strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), "/v1/traces"); p == "4317" || p == "4318" || path {
+			// The example keeps what the address said: OTLP/HTTP for its
+			// port or path, else OTLP/gRPC.
+			example := "otlp://" + net.JoinHostPort(u.Hostname(), "4317")
+			if p == "4318" || path {
+				example = "otlphttp://" + net.JoinHostPort(u.Hostname(), cmp.Or(p, "4318")) + u.Path
+			}
 			return &endpoint.AddrError{Value: s, Reason: "http:// is a Jaeger collector (its /api/traces), and this is OTLP's port or path: " +
-				"give otlp://HOST:4317 for OTLP/gRPC, otlphttp://HOST:4318 for OTLP/HTTP", Example: "otlp://" + u.Hostname() + ":4317"}
+				"give otlp://HOST:4317 for OTLP/gRPC, otlphttp://HOST:4318 for OTLP/HTTP", Example: example}
 		}
 		if u.Path == "" || u.Path == "/" {
 			u.Path = "/api/traces"
