@@ -122,13 +122,25 @@ func (o *otlpOptions) validate(kctx *kong.Context, to sink.Target, env sink.OTEL
 		}
 		o.headers[strings.ToLower(k)] = v
 	}
-	tlsFlags := o.OTLPCAFile != "" || o.OTLPCertFile != "" || o.OTLPKeyFile != "" || o.OTLPInsecure
-	otlpFlags := tlsFlags || len(o.headers) > 0 || given(kctx, "otlp-timeout") || given(kctx, "otlp-compression")
+	// The error names the option given, not --to: the destination may
+	// be a default or come from the environment.
+	var tlsFlag, otlpFlag string
+	for _, f := range []string{"otlp-ca-file", "otlp-cert-file", "otlp-key-file", "otlp-insecure-skip-verify"} {
+		if given(kctx, f) && tlsFlag == "" {
+			tlsFlag = f
+		}
+	}
+	otlpFlag = tlsFlag
+	for _, f := range []string{"otlp-header", "otlp-timeout", "otlp-compression"} {
+		if given(kctx, f) && otlpFlag == "" {
+			otlpFlag = f
+		}
+	}
 	switch {
-	case to.Kind != sink.KindOTLP && otlpFlags:
-		return flagErr("to", fmt.Errorf("--otlp-* options need an OTLP --to (otlp://, otlps://, otlphttp://, otlphttps://), not %s", to))
-	case tlsFlags && !to.OTLP.TLS:
-		return flagErr("to", fmt.Errorf("TLS options need otlps:// or otlphttps://, not %s", to))
+	case to.Kind != sink.KindOTLP && otlpFlag != "":
+		return flagErr(otlpFlag, fmt.Errorf("needs an OTLP destination (otlp://, otlps://, otlphttp://, otlphttps://), and spans go to %s", to))
+	case tlsFlag != "" && !to.OTLP.TLS:
+		return flagErr(tlsFlag, fmt.Errorf("needs a TLS destination (otlps://, otlphttps://, or https:// in an OTLP endpoint), and spans go to %s", to))
 	case (o.OTLPCertFile == "") != (o.OTLPKeyFile == ""):
 		return flagErr("otlp-cert-file", fmt.Errorf("a client certificate needs --otlp-cert-file and --otlp-key-file both"))
 	case o.OTLPTimeout <= 0:
@@ -148,6 +160,23 @@ func (o *otlpOptions) validate(kctx *kong.Context, to sink.Target, env sink.OTEL
 	}
 	if to.OTLP.TLS && o.ca == "" {
 		o.ca = env.CAFile
+	}
+	// The files are read at the first export: a missing one is said now,
+	// naming where it was given.
+	for _, f := range []struct{ path, flag, env string }{
+		{o.ca, "otlp-ca-file", "OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE"},
+		{o.cert, "otlp-cert-file", "OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_CERTIFICATE"},
+		{o.key, "otlp-key-file", "OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_KEY"},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			if given(kctx, f.flag) {
+				return flagErr(f.flag, err)
+			}
+			return fmt.Errorf("$%s: %w", f.env, err)
+		}
 	}
 	o.timeout = o.OTLPTimeout
 	if !given(kctx, "otlp-timeout") && env.Timeout > 0 {
