@@ -23,7 +23,8 @@ type OTELEnv struct {
 	Endpoint, EndpointVar string // "" when unset
 	// Base is set when Endpoint is OTEL_EXPORTER_OTLP_ENDPOINT: over
 	// HTTP, /v1/traces is appended to its path (the signal's own
-	// variable is used as it is).
+	// variable is used as it is, but for an empty path: see
+	// OTLPTargetFromURL).
 	Base                  bool
 	Protocol, ProtocolVar string // ProtoGRPC or ProtoHTTP; "" when unset
 	Headers               map[string]string
@@ -164,7 +165,10 @@ func validHeader(k, v string) bool {
 // asked for), an endpoint that is plainly OTLP/HTTP's (port 4318, a
 // /v1/traces path) is refused rather than spoken to in the wrong
 // protocol. Over HTTP, base (OTEL_EXPORTER_OTLP_ENDPOINT) gets
-// /v1/traces appended to its path; any other is used as it is. insecure
+// /v1/traces appended to its path; any other is used as it is, except
+// that no path (or "/") is /v1/traces: the specification says "/", at
+// which no collector takes traces, and an operator who gave a host and a
+// port meant the collector's traces. insecure
 // is OTEL_EXPORTER_OTLP_INSECURE: a gRPC endpoint without a scheme
 // (HOST:PORT, as gRPC's clients take it) is in the clear only with it.
 // The errors hold no variable's name: the caller's.
