@@ -55,7 +55,7 @@ func newTrafficDescs(prefix, whose string, labels ...string) trafficDescs {
 		bytes:      d("bytes_total", "payload bytes handed to the sink."),
 		flushes:    d("flushes_total", "flush requests answered."),
 		duplicates: d("duplicates_total", "datagrams resent after a reconnect that had been handed on already: not handed on twice."),
-		dropped: d("dropped_datagrams_total", "datagrams not handed on, by reason: sink_refused (the sink refused them), guest_queue_full (the guest's relay dropped them, as its sequence numbers tell), and for the host the sink's own: sink_port_closed (sent over UDP while nothing listened, as the port's refusals of later sends reveal), sink_dropped (a collector or OTLP endpoint: queue full, or not delivered by the end of a stop), sink_rejected (refused by it for good), sink_rejected_spans (spans, not datagrams, an OTLP endpoint rejected from requests it took: its partial success); per guest, sink_lost (what a collector or OTLP endpoint did not take of the guest's: dropped or refused).",
+		dropped: d("dropped_datagrams_total", "datagrams not handed on, by reason: sink_refused (the sink refused them), guest_queue_full (the guest's relay dropped them, as its sequence numbers tell), and for the host the sink's own: sink_port_closed (sent over UDP while nothing listened, as the port's refusals of later sends reveal), sink_dropped (a collector or OTLP endpoint: queue full, or not delivered by the end of a stop), sink_rejected (refused by it for good); per guest, sink_lost (what a collector or OTLP endpoint did not take of the guest's: dropped or refused).",
 			"reason"),
 		paused:      d("budget_paused_seconds_total", "time reading waited for budgets (--guest-rate)."),
 		notAccepted: d("flushes_not_accepted_total", "flush requests answered while the sink's endpoint (a collector) had not accepted everything of the guest's: the guest was told how much (protocol v2)."),
@@ -97,7 +97,7 @@ func newSpanDescs(prefix, whose string, labels ...string) spanDescs {
 			"reason"),
 		skippedBytes: d("skipped_bytes_total", "bytes of the stream skipped: skipped frames, and what a resync passed over."),
 		resyncs:      d("resyncs_total", "times a stream's framing was lost (a length no span could have, or a stream taken up after a crash) and the next frame looked for."),
-		dropped: d("dropped_spans_total", "spans decoded but not delivered, by reason: sink_refused (the sink refused them), and the sink's own: sink_port_closed, sink_dropped, sink_rejected, sink_rejected_spans; per agent, sink_lost (see katatrace_host_dropped_datagrams_total).",
+		dropped: d("dropped_spans_total", "spans decoded but not delivered, by reason: sink_refused (the sink refused them), and the sink's own: sink_port_closed, sink_dropped, sink_rejected; per agent, sink_lost (see katatrace_host_dropped_datagrams_total).",
 			"reason"),
 		paused: d("budget_paused_seconds_total", "time reading waited for budgets (--guest-rate)."),
 	}
@@ -158,13 +158,14 @@ var hostDescs = sync.OnceValue(func() *hostDescSet {
 		agentTraffic: newSpanDescs("agent", "An agent's", "guest", "sandbox"),
 		agentConns:   desc("agent_connections", "An agent's connections open now.", "guest", "sandbox"),
 
-		sinkQueued:      desc("sink_queue_batches", "Batches waiting in the sink's queue for its endpoint (a collector or OTLP endpoint).", "sink"),
-		sinkQueuedBytes: desc("sink_queue_bytes", "Bytes of the batches waiting in the sink's queue.", "sink"),
-		sinkInFlight:    desc("sink_in_flight_requests", "Requests being posted to the sink's endpoint, or waiting to be retried.", "sink"),
-		sinkPosted:      desc("sink_accepted_batches_total", "Batches the sink's endpoint accepted.", "sink"),
-		sinkRetries:     desc("sink_retries_total", "Requests to the sink's endpoint that failed and were retried (or, at the end of their time, dropped).", "sink"),
-		sinkLastSuccess: desc("sink_last_success_timestamp_seconds", "When the sink's endpoint last accepted a request, in seconds since the epoch (0: never).", "sink"),
-		sinkUp:          desc("sink_up", "0 while the sink's endpoint is unreachable (from a failed request to the next accepted one), else 1.", "sink"),
+		sinkQueued:        desc("sink_queue_batches", "Batches waiting in the sink's queue for its endpoint (a collector or OTLP endpoint).", "sink"),
+		sinkQueuedBytes:   desc("sink_queue_bytes", "Bytes of the batches waiting in the sink's queue.", "sink"),
+		sinkInFlight:      desc("sink_in_flight_requests", "Requests being posted to the sink's endpoint, or waiting to be retried.", "sink"),
+		sinkPosted:        desc("sink_accepted_batches_total", "Batches the sink's endpoint accepted.", "sink"),
+		sinkRejectedSpans: desc("sink_rejected_spans_total", "Spans the sink's OTLP endpoint rejected from requests it took (its partial success): spans, whatever the relay counts in.", "sink"),
+		sinkRetries:       desc("sink_retries_total", "Requests to the sink's endpoint that failed and were retried (or, at the end of their time, dropped).", "sink"),
+		sinkLastSuccess:   desc("sink_last_success_timestamp_seconds", "When the sink's endpoint last accepted a request, in seconds since the epoch (0: never).", "sink"),
+		sinkUp:            desc("sink_up", "0 while the sink's endpoint is unreachable (from a failed request to the next accepted one), else 1.", "sink"),
 
 		// A guest is named by how it connects (vsock:CID, or the
 		// hybrid-vsock socket) and by its Kata sandbox ID where the host
@@ -175,12 +176,12 @@ var hostDescs = sync.OnceValue(func() *hostDescSet {
 })
 
 type hostDescSet struct {
-	traffic, guestTraffic                                 trafficDescs
-	spans, agentTraffic                                   spanDescs
-	host, forwarder                                       serverDescs
-	guestConns, agentConns                                *prometheus.Desc
-	sinkQueued, sinkQueuedBytes, sinkInFlight, sinkPosted *prometheus.Desc
-	sinkRetries, sinkLastSuccess, sinkUp                  *prometheus.Desc
+	traffic, guestTraffic                                   trafficDescs
+	spans, agentTraffic                                     spanDescs
+	host, forwarder                                         serverDescs
+	guestConns, agentConns                                  *prometheus.Desc
+	sinkQueued, sinkQueuedBytes, sinkInFlight, sinkPosted   *prometheus.Desc
+	sinkRetries, sinkLastSuccess, sinkUp, sinkRejectedSpans *prometheus.Desc
 }
 
 // Host is what a host relay's metrics read besides its Server.
@@ -220,7 +221,7 @@ func (c *hostCollector) Describe(ch chan<- *prometheus.Desc) {
 		own = slices.Concat(d.traffic.all(), d.guestTraffic.all(),
 			[]*prometheus.Desc{h.active, h.refused, h.timedOut, h.protocol, h.listen, h.stored, h.notStored, h.adopted, h.held, h.heldLimit, h.waiting, h.waits, d.guestConns})
 	}
-	for _, x := range slices.Concat(own, []*prometheus.Desc{d.sinkQueued, d.sinkQueuedBytes, d.sinkInFlight, d.sinkPosted, d.sinkRetries, d.sinkLastSuccess, d.sinkUp}) {
+	for _, x := range slices.Concat(own, []*prometheus.Desc{d.sinkQueued, d.sinkQueuedBytes, d.sinkInFlight, d.sinkPosted, d.sinkRetries, d.sinkLastSuccess, d.sinkUp, d.sinkRejectedSpans}) {
 		ch <- x
 	}
 }
@@ -262,6 +263,7 @@ func (c *hostCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- gauge(d.sinkInFlight, float64(cs.InFlight), st.Name)
 			ch <- counter(d.sinkPosted, cs.Posted, st.Name)
 			ch <- counter(d.sinkRetries, cs.Retries, st.Name)
+			ch <- counter(d.sinkRejectedSpans, cs.RejectedSpans, st.Name)
 			last := 0.0
 			if !cs.LastSuccess.IsZero() {
 				last = float64(cs.LastSuccess.UnixNano()) / 1e9

@@ -17,8 +17,7 @@ func SinkStateOf(s sink.Sink) SinkState {
 	case *sink.CollectorSink:
 		st := s.Stats()
 		return SinkState{Name: s.URL(), Collector: &st,
-			Dropped: map[string]uint64{"sink_dropped": st.Dropped, "sink_rejected": st.Rejected,
-				"sink_rejected_spans": st.RejectedSpans}}
+			Dropped: map[string]uint64{"sink_dropped": st.Dropped, "sink_rejected": st.Rejected}}
 	case *sink.PacketSink:
 		return SinkState{Dropped: map[string]uint64{"sink_port_closed": s.Unseen()}}
 	}
@@ -28,14 +27,14 @@ func SinkStateOf(s sink.Sink) SinkState {
 // LogAttrs are the state as log attributes (SIGUSR1's stats, the last line).
 func (s SinkState) LogAttrs() []any {
 	var attrs []any
-	for _, reason := range []string{"sink_dropped", "sink_rejected", "sink_rejected_spans", "sink_port_closed"} {
+	for _, reason := range []string{"sink_dropped", "sink_rejected", "sink_port_closed"} {
 		if n, ok := s.Dropped[reason]; ok {
 			attrs = append(attrs, reason, n)
 		}
 	}
 	if c := s.Collector; c != nil {
 		attrs = append(attrs, "sink_queued", c.Queued, "sink_queued_bytes", c.QueuedBytes, "sink_in_flight", c.InFlight,
-			"sink_accepted", c.Posted, "sink_retries", c.Retries, "sink_up", c.Up)
+			"sink_accepted", c.Posted, "sink_rejected_spans", c.RejectedSpans, "sink_retries", c.Retries, "sink_up", c.Up)
 	}
 	return attrs
 }
