@@ -3,6 +3,7 @@ package sink
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -147,6 +148,9 @@ func withCause(err error, cause func(status int, protocol string) string) error 
 	if msg := err.Error(); strings.Contains(msg, "malformed HTTP response") || strings.Contains(msg, "malformed HTTP status code") ||
 		strings.Contains(msg, "readLoopPeekFailLocked: %!w(<nil>)") {
 		return &rejection{reason: msg, protocol: true, cause: cause(0, "http2")}
+	}
+	if tlsRefused(err) {
+		return &rejection{reason: err.Error(), protocol: true, cause: noTLS}
 	}
 	return err
 }
@@ -699,4 +703,18 @@ func (c *CollectorSink) dropQueued() {
 	}
 	clear(c.queue)
 	c.queue, c.queued = c.queue[:0], 0
+}
+
+// noTLS is the likely cause of a TLS client's first read being no TLS.
+const noTLS = "the endpoint does not speak TLS: give otlp://, otlphttp:// or http:// (in the clear), or the endpoint's TLS port"
+
+// tlsRefused reports whether err says a TLS client was answered in the
+// clear (an HTTP/1 server's 400 to the ClientHello, read as a record):
+// another protocol, which a retry does not change. gRPC's errors keep
+// only the words.
+func tlsRefused(err error) bool {
+	var rh tls.RecordHeaderError
+	msg := err.Error()
+	return errors.As(err, &rh) || strings.Contains(msg, "first record does not look like a TLS handshake") ||
+		strings.Contains(msg, "server gave HTTP response to HTTPS client") // net/http's words for the same
 }

@@ -284,6 +284,8 @@ func grpcProtocolError(err error) string {
 	case strings.Contains(msg, "http2: frame too large"):
 		// An HTTP/1 server's answer read as an HTTP/2 frame.
 		return "the endpoint answered in HTTP/1, not gRPC: is it OTLP/HTTP (port 4318) or a Jaeger collector? for OTLP/HTTP give otlphttp://HOST:PORT"
+	case tlsRefused(err):
+		return noTLS
 	case strings.Contains(msg, "missing selected ALPN property"):
 		return "the TLS endpoint does not offer HTTP/2: is it OTLP/HTTP (port 4318)? for OTLP/HTTP give otlphttps://HOST:PORT"
 	}

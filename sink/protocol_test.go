@@ -42,6 +42,10 @@ func TestWrongProtocolIsSaidNotRetried(t *testing.T) {
 		{"Jaeger at OTLP/gRPC", func(log *slog.Logger) (*CollectorSink, error) {
 			return NewCollectorSink("http://"+grpcEP.URL+"/api/traces", 16<<20, 1, log), nil
 		}, []string{"another protocol", "otlp://"}},
+		{"OTLP/HTTP with TLS at a server in the clear", otlp(OTLPConfig{Endpoint: strings.Replace(httpEP.URL, "http://", "https://", 1) + "/v1/traces", TLS: true}),
+			[]string{"another protocol", "does not speak TLS"}},
+		{"OTLP/gRPC with TLS at a server in the clear", otlp(OTLPConfig{GRPC: true, TLS: true, Endpoint: strings.TrimPrefix(httpEP.URL, "http://")}),
+			[]string{"another protocol", "does not speak TLS"}},
 		{"OTLP/HTTP at nothing", otlp(OTLPConfig{Endpoint: notFound.URL + "/v1/traces"}),
 			[]string{"refused", "404", "/v1/traces, on port 4318"}},
 	} {
