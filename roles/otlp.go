@@ -114,7 +114,7 @@ func (o *otlpOptions) validate(kctx *kong.Context, to sink.Target, env sink.OTEL
 	for _, h := range o.OTLPHeader {
 		k, v, ok := strings.Cut(h, "=")
 		k = strings.TrimSpace(k)
-		if !ok || k == "" || strings.ContainsAny(k, " \t\r\n:()<>@,;\\\"/[]?={}") || strings.ContainsAny(v, "\r\n") {
+		if !ok || !sink.ValidHeader(k, v) {
 			return flagErr("otlp-header", fmt.Errorf("%q is not KEY=VALUE with a header name as KEY (e.g. api-key=SECRET)", h))
 		}
 		if o.headers == nil {

@@ -74,7 +74,7 @@ func ReadOTELEnv(lookup func(string) (string, bool)) (OTELEnv, error) {
 		}
 		e.Headers, e.HeadersVar = map[string]string{}, v
 		for _, a := range kv {
-			if !validHeader(a.Key, a.Value) {
+			if !ValidHeader(a.Key, a.Value) {
 				return e, bad(v, s, fmt.Sprintf("%q is not a header name, or its value holds a line break", a.Key))
 			}
 			e.Headers[strings.ToLower(a.Key)] = a.Value
@@ -152,9 +152,9 @@ func parseKeyValues(s string) ([]Attr, error) {
 	return out, nil
 }
 
-// validHeader says whether k is an HTTP header name and v a value that
+// ValidHeader says whether k is an HTTP header name and v a value that
 // cannot split the request.
-func validHeader(k, v string) bool {
+func ValidHeader(k, v string) bool {
 	return k != "" && !strings.ContainsAny(k, " \t\r\n:()<>@,;\\\"/[]?={}") && !strings.ContainsAny(v, "\r\n")
 }
 
