@@ -272,17 +272,23 @@ func (c *CollectorSink) SendTraces(td ptrace.Traces, from guestid.ID) error {
 	if _, ok := c.b.(jaegerHTTP); ok {
 		return sendJaeger(c, td, from)
 	}
-	enc, ok := c.b.(interface {
-		encodeTraces(ptrace.Traces, guestid.ID) ([]byte, int, error)
-	})
+	enc, ok := c.b.(tracesEncoder)
 	if !ok {
-		enc = otlpEncoder{}
+		// Every OTLP backend embeds otlpEncoder: one that did not would
+		// lose the configured resource attributes without a word.
+		return fmt.Errorf("%T encodes no OpenTelemetry traces", c.b)
 	}
 	body, spans, err := enc.encodeTraces(td, from)
 	if err != nil {
 		return err
 	}
 	return c.enqueue(body, spans, from.Guest)
+}
+
+// tracesEncoder is a backend that takes the OpenTelemetry model as it is
+// (OTLP's, through otlpEncoder).
+type tracesEncoder interface {
+	encodeTraces(ptrace.Traces, guestid.ID) ([]byte, int, error)
 }
 
 // enqueue queues one request body, dropping the oldest beyond maxBytes.

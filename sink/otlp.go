@@ -162,11 +162,6 @@ func (e otlpEncoder) encode(p []byte, from guestid.ID) ([]byte, int, error) {
 	return e.encodeTraces(td, from)
 }
 
-// jaegerToOTLP is the OTLP export request of one Jaeger datagram.
-func jaegerToOTLP(p []byte, from guestid.ID) ([]byte, int, error) {
-	return otlpEncoder{}.encode(p, from)
-}
-
 // otlpHTTP is OTLP/HTTP with protobuf bodies.
 type otlpHTTP struct {
 	otlpEncoder

@@ -296,3 +296,8 @@ func TestOTLPHTTPS(t *testing.T) {
 		t.Fatal("a missing CA file was accepted")
 	}
 }
+
+// jaegerToOTLP is the OTLP export request of one Jaeger datagram.
+func jaegerToOTLP(p []byte, from guestid.ID) ([]byte, int, error) {
+	return otlpEncoder{}.encode(p, from)
+}
