@@ -263,9 +263,21 @@ func (w *Watch) Missing() string {
 // process may not read (AccessHint), or, most often, nothing there yet.
 func MissingHint(m string) string {
 	var err error
-	if strings.ContainsAny(filepath.Base(m), "*?[") {
+	dir, base := filepath.Split(m)
+	switch {
+	case strings.ContainsAny(base, "*?["):
 		_, err = os.ReadDir(filepath.Dir(m)) // a glob reads its directory
-	} else {
+	case strings.ContainsAny(dir, "*?["):
+		// A VMM's socket in the VM directories: one this process may not
+		// look into is why none is found.
+		dirs, _ := filepath.Glob(filepath.Clean(dir))
+		for _, d := range dirs {
+			if _, e := os.Lstat(filepath.Join(d, base)); errors.Is(e, fs.ErrPermission) {
+				err = e
+				break
+			}
+		}
+	default:
 		_, err = os.Lstat(m)
 	}
 	if h := AccessHint(err); h != "" {

@@ -69,7 +69,7 @@ func TestWatchSaysWhyAVMsDirectoryRefusesIt(t *testing.T) {
 	var out lockedBuffer
 	log := slog.New(slog.NewTextHandler(&out, nil))
 	var listening int
-	var unreadable, unreadableHint, typo, typoHint string
+	var unreadable, unreadableHint, typo, typoHint, vmDir, vmDirHint string
 	asNobody(t, func() {
 		w, err := endpoint.WatchPattern(rs+"/*/ch-vm.sock_10240", log, nil, func(net.Listener, string) {})
 		if err != nil {
@@ -79,6 +79,8 @@ func TestWatchSaysWhyAVMsDirectoryRefusesIt(t *testing.T) {
 		w.Rescan()
 		w.Rescan()
 		listening = w.Listening()
+		vmDir = w.Missing()
+		vmDirHint = endpoint.MissingHint(vmDir)
 		_ = w.Close()
 		for _, p := range []struct {
 			pattern string
@@ -115,6 +117,9 @@ func TestWatchSaysWhyAVMsDirectoryRefusesIt(t *testing.T) {
 	}
 	if unreadable != vms+"/*" || !strings.Contains(unreadableHint, "run as root") || strings.Contains(unreadableHint, "misspelt") {
 		t.Errorf("an unreadable VM tree: missing %q, hint %q", unreadable, unreadableHint)
+	}
+	if vmDir != rs+"/*/ch-vm.sock" || !strings.Contains(vmDirHint, "run as root") {
+		t.Errorf("VM directories it may not look into: missing %q, hint %q", vmDir, vmDirHint)
 	}
 	if typo != base+"/vc/firecraker" || !strings.Contains(typoHint, "misspelt") {
 		t.Errorf("a misspelt tree: missing %q, hint %q", typo, typoHint)
