@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -199,7 +200,7 @@ func (h *Host) Run(ctx context.Context) error {
 			continue
 		}
 		ln, err := h.cfg.Listen(a)
-		if err != nil && noVsock(a, err) && len(h.cfg.From) > 1 {
+		if err != nil && noVsock(a, err) && slices.ContainsFunc(h.cfg.From, func(f endpoint.Addr) bool { return f.Scheme != endpoint.SchemeVsock }) {
 			// A kernel without vsock is the host's, not a slip of the
 			// operator's, and hybrid vsock needs none on the host: the
 			// other --from serve (one unit for every hypervisor), and this

@@ -19,7 +19,7 @@ import (
 // TestNoVsockLeavesHybridServing: on a kernel without vsock (the seam:
 // the vsock listen fails as socket(AF_VSOCK) does there), a host whose
 // other --from is a hybrid-vsock pattern serves its VMs, and says the
-// vsock --from listens on nothing; with no other --from, or a vsock
+// vsock --from listens on nothing; with no --from but vsock ones, or a vsock
 // failure that is not the kernel's (the port taken), it fails as before.
 func TestNoVsockLeavesHybridServing(t *testing.T) {
 	vsock := testutil.Must(endpoint.ParseAddr("vsock://any:10240"))
@@ -73,6 +73,7 @@ func TestNoVsockLeavesHybridServing(t *testing.T) {
 		from []endpoint.Addr
 	}{
 		{"vsock alone", syscall.EAFNOSUPPORT, []endpoint.Addr{vsock}},
+		{"vsock twice, nothing else", syscall.EAFNOSUPPORT, []endpoint.Addr{vsock, testutil.Must(endpoint.ParseAddr("vsock://any:6831"))}},
 		{"port taken", syscall.EADDRINUSE, []endpoint.Addr{vsock, testutil.Must(endpoint.ParseAddr("unix://" + filepath.Join(os.TempDir(), "none", "*", "x_10240")))}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
