@@ -41,7 +41,7 @@ type traceForwarder struct {
 	TraceName    string      `help:"Service name of spans whose resource names none (the agent names none: its SDK says unknown_service). Not given: $OTEL_SERVICE_NAME, or service.name in $OTEL_RESOURCE_ATTRIBUTES." default:"kata-agent"`
 
 	// katatrace's own.
-	From         []endpoint.Addr `help:"Where agents connect, replacing what the vsock and socket-path flags say; repeatable or comma-separated: vsock://any:10240, unix:///path (the VMM's socket plus _PORT; a glob in the directories finds VMs as they start, as with --socket-path), tcp://HOST:PORT or fd://N." placeholder:"ADDR" addr:"listen vsock unix tcp fd"`
+	From         []endpoint.Addr `help:"Where agents connect, replacing what the vsock and socket-path flags say; repeatable or comma-separated: vsock://any:10240, unix:///path (the VMM's socket plus _PORT; a glob in the directories finds VMs as they start, as with --socket-path), tcp://HOST:PORT or fd://N." placeholder:"ADDR" addr:"listen vsock unix tcp fd" addrport:"10240"`
 	To           sink.Target     `help:"Where spans go, instead of --otlp-endpoint: otlp://HOST:4317 (OTLP/gRPC; otlps:// with TLS), otlphttp://HOST:4318 (OTLP/HTTP; otlphttps://), udp://HOST:6831 (a Jaeger agent), http://HOST:14268/api/traces (http:// here is a Jaeger collector, never OTLP), print (trees) or jsonl (a JSON object per span) on stdout.${otel_help}" placeholder:"SINK"`
 	MaxSpanBytes ByteSize        `help:"Largest span payload taken (an agent's span is a few KiB); a frame announcing more is read through and thrown away, counted, and the agent's connection kept." default:"4MiB"`
 	traceSinkFlags

@@ -164,6 +164,18 @@ func TestBadInputIsAUsageError(t *testing.T) {
 		{"a VMM's own socket, journal", nil, []string{"vsock-to-text-server", "--from", "unix:///run/kata/ID/ch-vm.sock"}, []string{"--from", "ch-vm.sock is the VMM's own", "unix:///run/kata/ID/ch-vm.sock_5140"}},
 		{"a VMM's own socket, the vsock --from's port", nil, []string{"vsock-to-udp-server", "--from", "vsock://any:7000,unix:///run/kata/*/root/kata.hvsock"}, []string{"--from", "unix:///run/kata/*/root/kata.hvsock_7000"}},
 		{"forwarder: a VMM's own socket", nil, []string{"kata-trace-forwarder", "--from", "unix:///run/vc/firecracker/*/root/kata.hvsock"}, []string{"--from", "kata.hvsock is the VMM's own", "kata.hvsock_10240"}},
+		// A generic example has the role's port: the forwarder's 10240, the
+		// journal's 5140, Jaeger's 6831.
+		{"forwarder: example of a VMM's own socket", nil, []string{"kata-trace-forwarder", "--from", "unix:///run/vc/vm/*/clh.sock"}, []string{"(example: unix:///run/vc/firecracker/ID/root/kata.hvsock_10240)"}},
+		{"forwarder: example of a bad vsock --from", nil, []string{"kata-trace-forwarder", "--from", "vsock://any:x"}, []string{"(example: vsock://any:10240)"}},
+		{"forwarder: example of a --from without a scheme", nil, []string{"kata-trace-forwarder", "--from", "nope"}, []string{"(example: vsock://any:10240)"}},
+		{"forwarder: example of a bad tcp --from", nil, []string{"kata-trace-forwarder", "--from", "tcp://x"}, []string{"(example: tcp://127.0.0.1:10240)"}},
+		{"journal: example of a two-slash --from", nil, []string{"vsock-to-text-server", "--from", "unix://x"}, []string{"(example: unix:///run/vc/firecracker/ID/root/kata.hvsock_5140)"}},
+		{"journal: example of a bad vsock --from", nil, []string{"vsock-to-text-server", "--from", "vsock://x"}, []string{"(example: vsock://any:5140)"}},
+		{"journal: example of a pattern in the name", nil, []string{"vsock-to-text-server", "--from", "unix:///run/kata/*/x*_5140"}, []string{"(example: unix:///run/vc/firecracker/ID/root/kata.hvsock_5140)"}},
+		{"guest journal: example of a bad --to", nil, []string{"kata-journald-host-redirect", "--to", "nope"}, []string{"(example: vsock://2:5140)"}},
+		{"jaeger: example of a bad vsock --from", nil, []string{"vsock-to-udp-server", "--from", "vsock://x"}, []string{"(example: vsock://any:6831)"}},
+		{"jaeger: example of a VMM's own socket", nil, []string{"vsock-to-udp-server", "--from", "unix:///run/kata/ID/ch-vm.sock"}, []string{"(example: unix:///run/vc/firecracker/ID/root/kata.hvsock_6831)"}},
 		{"forwarder: a VMM's own socket, --vsock-port", nil, []string{"kata-trace-forwarder", "--vsock-port", "1024", "--from", "unix:///run/vc/vm/*/clh.sock"}, []string{"--from", "unix:///run/vc/vm/*/clh.sock_1024"}},
 		{"forwarder: empty socket path", nil, []string{"kata-trace-forwarder", "--socket-path", ""}, []string{"--socket-path: empty", "--socket-path /run/vc/vm/ID/clh.sock", "leave the flag out"}},
 		{"forwarder: empty socket path in a list", nil, []string{"kata-trace-forwarder", "--socket-path", "/run/a/clh.sock,,/run/b/clh.sock"}, []string{"--socket-path: empty"}},
