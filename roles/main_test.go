@@ -176,6 +176,7 @@ func TestBadInputIsAUsageError(t *testing.T) {
 		{"guest journal: example of a bad --to", nil, []string{"kata-journald-host-redirect", "--to", "nope"}, []string{"(example: vsock://2:5140)"}},
 		{"jaeger: example of a bad vsock --from", nil, []string{"vsock-to-udp-server", "--from", "vsock://x"}, []string{"(example: vsock://any:6831)"}},
 		{"jaeger: example of a VMM's own socket", nil, []string{"vsock-to-udp-server", "--from", "unix:///run/kata/ID/ch-vm.sock"}, []string{"(example: unix:///run/vc/firecracker/ID/root/kata.hvsock_6831)"}},
+		{"forwarder: OpenVMM's own socket", nil, []string{"kata-trace-forwarder", "--from", "unix:///run/kata/*/vsock.sock"}, []string{"--from", "vsock.sock is the VMM's own hybrid-vsock socket (OpenVMM, runtime-rs)", "unix:///run/kata/*/vsock.sock_10240"}},
 		{"forwarder: a VMM's own socket, --vsock-port", nil, []string{"kata-trace-forwarder", "--vsock-port", "1024", "--from", "unix:///run/vc/vm/*/clh.sock"}, []string{"--from", "unix:///run/vc/vm/*/clh.sock_1024"}},
 		{"forwarder: empty socket path", nil, []string{"kata-trace-forwarder", "--socket-path", ""}, []string{"--socket-path: empty", "--socket-path /run/vc/vm/ID/clh.sock", "leave the flag out"}},
 		{"forwarder: empty socket path in a list", nil, []string{"kata-trace-forwarder", "--socket-path", "/run/a/clh.sock,,/run/b/clh.sock"}, []string{"--socket-path: empty"}},
