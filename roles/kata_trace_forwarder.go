@@ -22,7 +22,7 @@ import (
 func init() {
 	register(Role{
 		Name: "kata-trace-forwarder",
-		Help: "Host: receive the spans Kata 2.x/3.x agents send themselves (vsock port 10240; JSON or bincode SpanData) and forward them to OTLP, Jaeger or stdout. Takes the flags of Kata's own kata-trace-forwarder.",
+		Help: "Host: receive the spans Kata 2.2–4.x agents send themselves (vsock port 10240; JSON or bincode SpanData) and forward them to OTLP, Jaeger or stdout. Takes the flags of Kata's own kata-trace-forwarder.",
 		New:  func() Command { return &traceForwarder{} },
 	})
 }
