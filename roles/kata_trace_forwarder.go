@@ -86,6 +86,10 @@ func (c *traceForwarder) Validate(kctx *kong.Context) error {
 		var fe *flagError
 		if errors.As(err, &fe) && len(c.SocketPath) > 0 {
 			fe.flag = "socket-path" // the addresses are its
+			var ae *endpoint.AddrError
+			if errors.As(err, &ae) {
+				ae.Example = "--socket-path /run/vc/vm/*/clh.sock" // the flag takes a path
+			}
 		}
 		return err
 	}
