@@ -174,6 +174,7 @@ func TestBadInputIsAUsageError(t *testing.T) {
 		{"journal: example of a bad vsock --from", nil, []string{"vsock-to-text-server", "--from", "vsock://x"}, []string{"(example: vsock://any:5140)"}},
 		{"journal: example of a pattern in the name", nil, []string{"vsock-to-text-server", "--from", "unix:///run/kata/*/x*_5140"}, []string{"(example: unix:///run/vc/firecracker/ID/root/kata.hvsock_5140)"}},
 		{"forwarder: example of a bad --socket-path glob", nil, []string{"kata-trace-forwarder", "--socket-path", "/run/[/clh.sock"}, []string{"bad pattern", "(example: --socket-path /run/vc/vm/*/clh.sock)"}},
+		{"guest journal: example of an any CID", nil, []string{"kata-journald-host-redirect", "--to", "vsock://any:5140"}, []string{`one CID, not "any" (example: vsock://2:5140)`}},
 		{"guest journal: example of a bad --to", nil, []string{"kata-journald-host-redirect", "--to", "nope"}, []string{"(example: vsock://2:5140)"}},
 		{"jaeger: example of a bad vsock --from", nil, []string{"vsock-to-udp-server", "--from", "vsock://x"}, []string{"(example: vsock://any:6831)"}},
 		{"jaeger: example of a VMM's own socket", nil, []string{"vsock-to-udp-server", "--from", "unix:///run/kata/ID/ch-vm.sock"}, []string{"(example: unix:///run/vc/firecracker/ID/root/kata.hvsock_6831)"}},
