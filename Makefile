@@ -37,7 +37,8 @@ build:
 ##   (a syslog daemon enabled as syslog.service, rsyslog's way, keeps the
 ##   image's syslog: then neither the relay nor the drop-in goes in)
 ## install-host: binary, links, the host units (enable them yourself),
-##   tmpfiles.d's /run/vc, the hybrid-vsock drop-in as an example
+##   tmpfiles.d's /run/vc and /run/kata, the hybrid-vsock drop-in as an
+##   example
 install: install-guest install-host
 
 install-bin: build

@@ -36,11 +36,24 @@ var examples = map[string]string{
 // Example returns a valid address of the given scheme.
 func Example(scheme string) string { return examples[scheme] }
 
-// ListenExample returns a valid address of the given scheme to listen on:
-// a vsock listener takes any CID, a guest's host is CID 2.
-func ListenExample(scheme string) string {
-	if scheme == SchemeVsock {
-		return "vsock://any:6831"
+// PortExample is Example with port as its port, where the scheme has one:
+// a role's example is then the port it serves (a hybrid-vsock socket's
+// _PORT too), not Jaeger's 6831. A vsock listener (listen) takes any CID;
+// a guest's host is CID 2.
+func PortExample(scheme string, listen bool, port uint32) string {
+	switch scheme {
+	case SchemeVsock:
+		if listen {
+			return fmt.Sprintf("vsock://any:%d", port)
+		}
+		return fmt.Sprintf("vsock://2:%d", port)
+	case SchemeUnix:
+		return fmt.Sprintf("unix:///run/vc/firecracker/ID/root/kata.hvsock_%d", port)
+	case SchemeUDP, SchemeTCP:
+		if port > math.MaxUint16 {
+			return examples[scheme]
+		}
+		return fmt.Sprintf("%s://127.0.0.1:%d", scheme, port)
 	}
 	return examples[scheme]
 }

@@ -144,6 +144,7 @@ func TestCheckNotVMMSocket(t *testing.T) {
 		{"unix:///run/vc/vm/*/clh.sock", `come to unix:///run/vc/vm/*/clh.sock_6831 (example: `},
 		{"unix:///run/vc/firecracker/ID/root/kata.hvsock", "kata.hvsock is the VMM's own hybrid-vsock socket (Firecracker, Dragonball)"},
 		{"unix:///run/kata/*/ch-vm.sock", "port 6831 come to unix:///run/kata/*/ch-vm.sock_6831"},
+		{"unix:///run/kata/ID/vsock.sock", "vsock.sock is the VMM's own hybrid-vsock socket (OpenVMM, runtime-rs)"},
 		{"unix:///run/vc/vm/*/clh.sock_6831", ""},
 		{"unix:///run/x/other.sock", ""},
 		{"vsock://any:6831", ""},

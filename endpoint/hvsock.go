@@ -6,8 +6,8 @@ import (
 	"strings"
 )
 
-// Hybrid vsock (Firecracker, Cloud Hypervisor, Dragonball): the VMM
-// listens on one unix socket of its own, and a guest's connection to
+// Hybrid vsock (Firecracker, Cloud Hypervisor, Dragonball, OpenVMM): the
+// VMM listens on one unix socket of its own, and a guest's connection to
 // host port PORT comes to a socket at that path plus "_PORT", which
 // whoever serves the port makes.
 
@@ -17,6 +17,7 @@ var vmmSockets = map[string]string{
 	"kata.hvsock": "Firecracker, Dragonball",          // runtime fc.go; runtime-rs DEFAULT_HYBRID_VSOCK_NAME
 	"clh.sock":    "Cloud Hypervisor, the Go runtime", // runtime clh.go clhSocket
 	"ch-vm.sock":  "Cloud Hypervisor, runtime-rs",     // runtime-rs ch/utils.rs CH_VM_SOCKET_NAME
+	"vsock.sock":  "OpenVMM, runtime-rs",              // runtime-rs openvmm/inner_hypervisor.rs get_agent_socket (4.1)
 }
 
 // cutPort splits a socket name at a "_PORT" suffix: "kata.hvsock_10240"

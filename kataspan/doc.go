@@ -1,4 +1,4 @@
-// Package kataspan reads the spans that Kata Containers 2.x and 3.x agents
+// Package kataspan reads the spans that Kata Containers 2.2–4.x agents
 // send to the host themselves (the vsock-exporter crate, vsock port
 // 10240): each frame's payload is one opentelemetry-rust SpanData, as
 // serde_json of opentelemetry 0.17 (Kata 3.29 and later) or bincode of

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -254,7 +256,8 @@ var flagNameRE = lazyRegexp(`^--([\w-]+)`)
 // addrexample, an example of its first scheme):
 // a host relay's --from listens, so its vsock example is vsock://any:PORT,
 // never a guest's vsock://2:PORT, and --metrics-listen lists only the
-// schemes it takes. It returns err's message, so fixed.
+// schemes it takes. PORT is the role's (flagPort): the forwarder's 10240,
+// the journal's 5140. It returns err's message, so fixed.
 func fixAddrExample(err error, fe *flagError) string {
 	msg := err.Error()
 	var ae *endpoint.AddrError
@@ -270,9 +273,13 @@ func fixAddrExample(err error, fe *flagError) string {
 	}
 	var tag []string
 	var example string
+	port := uint32(6831)
 	for _, f := range pe.Context.Flags() {
 		if f.Name == name {
 			tag, example = strings.Fields(f.Tag.Get("addr")), f.Tag.Get("addrexample")
+			if p, ok := flagPort(f); ok {
+				port = p
+			}
 		}
 	}
 	if len(tag) < 2 {
@@ -287,16 +294,36 @@ func fixAddrExample(err error, fe *flagError) string {
 	switch {
 	case example != "" && scheme == schemes[0]:
 		ae.Example = example // the flag's own (addrexample)
-	case listen:
-		ae.Example = endpoint.ListenExample(scheme)
 	default:
-		ae.Example = endpoint.Example(scheme)
+		ae.Example = endpoint.PortExample(scheme, listen, port)
 	}
 	if ae.Scheme == "" { // missing or unknown: say which this flag takes
 		what, _, _ := strings.Cut(ae.Reason, ": want")
 		ae.Reason = what + ": want " + endpoint.SchemeList(schemes...)
 	}
 	return strings.Replace(msg, was, ae.Error(), 1)
+}
+
+// flagPort is the port of an address flag's examples: its addrport tag
+// (the forwarder's --from has no default), else its default's port.
+func flagPort(f *kong.Flag) (uint32, bool) {
+	if p := f.Tag.Get("addrport"); p != "" {
+		n, err := strconv.ParseUint(p, 10, 32)
+		return uint32(n), err == nil
+	}
+	a, err := endpoint.ParseAddr(f.Default)
+	if err != nil {
+		return 0, false
+	}
+	switch a.Scheme {
+	case endpoint.SchemeVsock:
+		return a.Port, true
+	case endpoint.SchemeUDP, endpoint.SchemeTCP:
+		_, p, _ := net.SplitHostPort(a.HostPort)
+		n, err := strconv.ParseUint(p, 10, 16)
+		return uint32(n), err == nil
+	}
+	return 0, false
 }
 
 func run(name string, kctx *kong.Context, g Globals, o Options) int {

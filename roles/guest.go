@@ -58,7 +58,7 @@ func (g *relayOptions) validate(from, to endpoint.Addr, fromSchemes ...string) e
 		return flagErr("to", err)
 	}
 	if to.Scheme == endpoint.SchemeVsock && to.AnyCID {
-		return flagErr("to", &endpoint.AddrError{Value: to.String(), Reason: "the guest connects to one CID, not \"any\"", Example: endpoint.Example(endpoint.SchemeVsock)})
+		return flagErr("to", &endpoint.AddrError{Value: to.String(), Reason: "the guest connects to one CID, not \"any\"", Example: endpoint.Example(endpoint.SchemeVsock), Scheme: endpoint.SchemeVsock})
 	}
 	if g.QueueBytes < wire.MaxFrameSize {
 		return fmt.Errorf("--queue-bytes: %s is too small: the largest datagram needs %d bytes", g.QueueBytes, wire.MaxFrameSize)

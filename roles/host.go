@@ -16,7 +16,7 @@ import (
 )
 
 // fromGuestHelp is the help of a host relay's --from.
-const fromGuestHelp = "Where guests connect, repeatable or comma-separated: vsock://any:PORT, unix:///path (Firecracker, Cloud Hypervisor, Dragonball: the VMM's socket plus _PORT, one per VM; a glob in the directories, e.g. unix:///run/vc/firecracker/*/root/kata.hvsock_6831, finds VMs as they start: a VM's socket is made once its VMM's own, the path without _PORT, is there, or at once for a name without _PORT), tcp://HOST:PORT or fd://N."
+const fromGuestHelp = "Where guests connect, repeatable or comma-separated: vsock://any:PORT, unix:///path (Firecracker, Cloud Hypervisor, Dragonball, OpenVMM: the VMM's socket plus _PORT, one per VM; a glob in the directories, e.g. unix:///run/vc/firecracker/*/root/kata.hvsock_6831, finds VMs as they start: a VM's socket is made once its VMM's own, the path without _PORT, is there, or at once for a name without _PORT), tcp://HOST:PORT or fd://N."
 
 // hostRelay is the engine of both host roles: listeners on every --from, one
 // hostrelay.Server behind them.

@@ -22,7 +22,7 @@ import (
 func init() {
 	register(Role{
 		Name: "kata-trace-forwarder",
-		Help: "Host: receive the spans Kata 2.x/3.x agents send themselves (vsock port 10240; JSON or bincode SpanData) and forward them to OTLP, Jaeger or stdout. Takes the flags of Kata's own kata-trace-forwarder.",
+		Help: "Host: receive the spans Kata 2.2–4.x agents send themselves (vsock port 10240; JSON or bincode SpanData) and forward them to OTLP, Jaeger or stdout. Takes the flags of Kata's own kata-trace-forwarder.",
 		New:  func() Command { return &traceForwarder{} },
 	})
 }
@@ -33,7 +33,7 @@ type traceForwarder struct {
 	// Kata's own flags.
 	VsockPort    uint32      `help:"Vsock port the agents send to (QEMU's vhost-vsock; with --socket-path, the suffix of the socket: PATH_PORT)." default:"10240"`
 	VsockCID     string      `name:"vsock-cid" help:"Vsock CID to listen on, or any (QEMU's vhost-vsock)." default:"any"`
-	SocketPath   socketPaths `help:"Hybrid vsock (Firecracker, Cloud Hypervisor, Dragonball): the VMM's own socket, an absolute path, e.g. /run/vc/firecracker/ID/root/kata.hvsock or /run/vc/vm/ID/clh.sock; the forwarder listens on PATH_PORT (--vsock-port), at once. A glob in its directories (/run/vc/vm/*/clh.sock) serves every VM as it starts: PATH_PORT is made in a VM's directory once the VMM's socket is there, and closed when it goes. Repeatable or comma-separated." placeholder:"PATH"`
+	SocketPath   socketPaths `help:"Hybrid vsock (Firecracker, Cloud Hypervisor, Dragonball, OpenVMM): the VMM's own socket, an absolute path, e.g. /run/vc/firecracker/ID/root/kata.hvsock or /run/vc/vm/ID/clh.sock; the forwarder listens on PATH_PORT (--vsock-port), at once. A glob in its directories (/run/vc/vm/*/clh.sock) serves every VM as it starts: PATH_PORT is made in a VM's directory once the VMM's socket is there, and closed when it goes. Repeatable or comma-separated." placeholder:"PATH"`
 	OtlpEndpoint string      `help:"OTLP/gRPC endpoint the spans go to, as Kata's: http://HOST:PORT in the clear (https:// with TLS), or otlp://, otlps://, otlphttp://, otlphttps:// as --to takes them. OTLP/HTTP (port 4318) is --to otlphttp://HOST:4318, or this with $OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf (/v1/traces appended). Not given: OpenTelemetry's environment (see --to), then this default." default:"http://localhost:4317"`
 	JaegerHost   string      `help:"Older Kata forwarders' destination (up to 3.31): send to a Jaeger agent's UDP port instead of OTLP; given alone, port 6831, as Kata's default was." placeholder:"HOST"`
 	JaegerPort   uint16      `help:"The Jaeger agent's UDP port; given alone, on host 127.0.0.1, as Kata's default was." placeholder:"PORT"`
@@ -41,7 +41,7 @@ type traceForwarder struct {
 	TraceName    string      `help:"Service name of spans whose resource names none (the agent names none: its SDK says unknown_service). Not given: $OTEL_SERVICE_NAME, or service.name in $OTEL_RESOURCE_ATTRIBUTES." default:"kata-agent"`
 
 	// katatrace's own.
-	From         []endpoint.Addr `help:"Where agents connect, replacing what the vsock and socket-path flags say; repeatable or comma-separated: vsock://any:10240, unix:///path (the VMM's socket plus _PORT; a glob in the directories finds VMs as they start, as with --socket-path), tcp://HOST:PORT or fd://N." placeholder:"ADDR" addr:"listen vsock unix tcp fd"`
+	From         []endpoint.Addr `help:"Where agents connect, replacing what the vsock and socket-path flags say; repeatable or comma-separated: vsock://any:10240, unix:///path (the VMM's socket plus _PORT; a glob in the directories finds VMs as they start, as with --socket-path), tcp://HOST:PORT or fd://N." placeholder:"ADDR" addr:"listen vsock unix tcp fd" addrport:"10240"`
 	To           sink.Target     `help:"Where spans go, instead of --otlp-endpoint: otlp://HOST:4317 (OTLP/gRPC; otlps:// with TLS), otlphttp://HOST:4318 (OTLP/HTTP; otlphttps://), udp://HOST:6831 (a Jaeger agent), http://HOST:14268/api/traces (http:// here is a Jaeger collector, never OTLP), print (trees) or jsonl (a JSON object per span) on stdout.${otel_help}" placeholder:"SINK"`
 	MaxSpanBytes ByteSize        `help:"Largest span payload taken (an agent's span is a few KiB); a frame announcing more is read through and thrown away, counted, and the agent's connection kept." default:"4MiB"`
 	traceSinkFlags
@@ -90,6 +90,10 @@ func (c *traceForwarder) Validate(kctx *kong.Context) error {
 		var fe *flagError
 		if errors.As(err, &fe) && len(c.SocketPath) > 0 {
 			fe.flag = "socket-path" // the addresses are its
+			var ae *endpoint.AddrError
+			if errors.As(err, &ae) {
+				ae.Example = "--socket-path /run/vc/vm/*/clh.sock" // the flag takes a path
+			}
 		}
 		return err
 	}

@@ -25,6 +25,7 @@ import (
 //	  Cloud Hypervisor   /run/kata/ID/ch-vm.sock
 //	  Firecracker        /run/kata/firecracker/ID/root/kata.hvsock (jailed)
 //	                     /run/kata/ID/kata.hvsock
+//	  OpenVMM            /run/kata/ID/vsock.sock
 //
 // The ID is a directory, never the socket's name: a path must go on past it.
 func FromPath(path string) string {

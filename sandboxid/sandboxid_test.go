@@ -15,6 +15,7 @@ func TestFromPath(t *testing.T) {
 		{"rs cloud hypervisor", "/run/kata/5e1f/ch-vm.sock_10240", "5e1f"},
 		{"rs firecracker jailed", "/run/kata/firecracker/77ab/root/kata.hvsock_10240", "77ab"},
 		{"rs firecracker", "/run/kata/77ab/kata.hvsock_10240", "77ab"},
+		{"rs openvmm", "/run/kata/9c0d/vsock.sock_10240", "9c0d"},
 		{"rs rootless", "/run/user/1000/run/kata/77ab/ch-vm.sock_10240", "77ab"},
 		{"var/run", "/var/run/kata/77ab/ch-vm.sock_10240", "77ab"},
 		{"unclean", "/run//kata/./77ab/ch-vm.sock_10240", "77ab"},

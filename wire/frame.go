@@ -34,7 +34,7 @@ type Kind byte
 const (
 	KindJaeger Kind = 0x01 // Jaeger compact Thrift datagrams
 	KindText   Kind = 0x02 // text or syslog messages
-	// KindKataSpans is a Kata 2.x/3.x agent's own span stream: it has no
+	// KindKataSpans is a Kata 2.2–4.x agent's own span stream: it has no
 	// hello and no frames of this protocol (a host serves it raw), and a
 	// katatrace guest never announces it.
 	KindKataSpans Kind = 0x03
