@@ -147,6 +147,7 @@ func TestCheckNotVMMSocket(t *testing.T) {
 		{"unix:///run/kata/ID/vsock.sock", "vsock.sock is the VMM's own hybrid-vsock socket (OpenVMM, runtime-rs)"},
 		{"unix:///run/vc/vm/*/clh.sock_6831", ""},
 		{"unix:///run/x/other.sock", ""},
+		{"unix:///run/myapp/vsock.sock", ""}, // a common name outside Kata's tree
 		{"vsock://any:6831", ""},
 	} {
 		t.Run(tt.in, func(t *testing.T) {
