@@ -20,8 +20,10 @@ func listenErr(flag string, a endpoint.Addr, err error) error {
 		hint = "stop the process listening there (another relay?), or give another address"
 	case errors.Is(err, syscall.ENOENT) && a.Scheme == endpoint.SchemeUnix && !exists(filepath.Dir(a.Path)):
 		hint = "the directory does not exist: create it, or check the path (a VM's directory exists only while it runs)"
-	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EROFS):
+	case a.Scheme == endpoint.SchemeUnix && (errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EROFS)):
 		hint = endpoint.AccessHint(err) // as a watched VM's listener says it
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		hint = "a port below 1024 needs CAP_NET_BIND_SERVICE, which the shipped units do not have: give a port of 1024 or more"
 	case errors.Is(err, syscall.EAFNOSUPPORT), errors.Is(err, syscall.ENODEV):
 		hint = "this kernel offers no such socket: for vsock load the modules (vhost_vsock on a host; vsock and its transport in a guest)"
 	case errors.Is(err, syscall.EADDRNOTAVAIL):

@@ -33,3 +33,13 @@ func TestListenErrSaysWhatToChange(t *testing.T) {
 		})
 	}
 }
+
+// TestListenErrOnAPort: a TCP port refused for permission is a port
+// below 1024 without the capability, not a Kata VM directory's mode.
+func TestListenErrOnAPort(t *testing.T) {
+	a := endpoint.Addr{Scheme: endpoint.SchemeTCP, HostPort: "127.0.0.1:81"}
+	err := listenErr("from", a, &net.OpError{Op: "listen", Net: "tcp", Err: os.NewSyscallError("bind", syscall.EACCES)})
+	if s := err.Error(); !strings.Contains(s, "CAP_NET_BIND_SERVICE") || strings.Contains(s, "0750") {
+		t.Errorf("%v", s)
+	}
+}

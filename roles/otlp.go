@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,13 +40,25 @@ func (f *traceSinkFlags) open(rc *RunContext, to sink.Target) (sink.Sink, error)
 // invalid value is a usage error naming its variable.
 //
 // A role whose destination is given and is no OTLP endpoint (a Jaeger
-// port, stdout) reads none: the variables are another program's, and a
-// value bad for OTLP must not stop it.
+// port, stdout) reads only the service name (as --trace-name, which
+// every sink uses), and no value of them stops it: the exporter's
+// variables are another program's.
 func readOTEL(otlp bool) (sink.OTELEnv, error) {
-	if !otlp {
-		return sink.OTELEnv{}, nil
+	if otlp {
+		return sink.ReadOTELEnv(os.LookupEnv)
 	}
-	return sink.ReadOTELEnv(os.LookupEnv)
+	for _, names := range [][]string{{"OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"}, {"OTEL_SERVICE_NAME"}} {
+		env, err := sink.ReadOTELEnv(func(k string) (string, bool) {
+			if slices.Contains(names, k) {
+				return os.LookupEnv(k)
+			}
+			return "", false
+		})
+		if err == nil {
+			return sink.OTELEnv{ServiceName: env.ServiceName}, nil
+		}
+	}
+	return sink.OTELEnv{}, nil
 }
 
 // envTarget is the OTLP endpoint OpenTelemetry's environment names, if it
@@ -124,23 +137,31 @@ func (o *otlpOptions) validate(kctx *kong.Context, to sink.Target, env sink.OTEL
 	}
 	// The error names the option given, not --to: the destination may
 	// be a default or come from the environment.
+	// An option counts when it asks for something (a file, true, a
+	// header), not when it was given its zero value.
 	var tlsFlag, otlpFlag string
-	for _, f := range []string{"otlp-ca-file", "otlp-cert-file", "otlp-key-file", "otlp-insecure-skip-verify"} {
-		if given(kctx, f) && tlsFlag == "" {
-			tlsFlag = f
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"otlp-ca-file", o.OTLPCAFile != ""}, {"otlp-cert-file", o.OTLPCertFile != ""}, {"otlp-key-file", o.OTLPKeyFile != ""},
+		{"otlp-insecure-skip-verify", o.OTLPInsecure},
+		{"otlp-header", len(o.headers) > 0}, {"otlp-timeout", given(kctx, "otlp-timeout")}, {"otlp-compression", given(kctx, "otlp-compression")},
+	} {
+		if !f.set || otlpFlag != "" {
+			continue
 		}
-	}
-	otlpFlag = tlsFlag
-	for _, f := range []string{"otlp-header", "otlp-timeout", "otlp-compression"} {
-		if given(kctx, f) && otlpFlag == "" {
-			otlpFlag = f
+		otlpFlag, _ = givenAs(kctx, f.name)
+		otlpFlag = cmp.Or(otlpFlag, "--"+f.name)
+		if f.name != "otlp-header" && f.name != "otlp-timeout" && f.name != "otlp-compression" {
+			tlsFlag = otlpFlag
 		}
 	}
 	switch {
 	case to.Kind != sink.KindOTLP && otlpFlag != "":
-		return flagErr(otlpFlag, fmt.Errorf("needs an OTLP destination (otlp://, otlps://, otlphttp://, otlphttps://), and spans go to %s", to))
+		return fmt.Errorf("%s needs an OTLP destination (otlp://, otlps://, otlphttp://, otlphttps://), and spans go to %s", otlpFlag, to)
 	case tlsFlag != "" && !to.OTLP.TLS:
-		return flagErr(tlsFlag, fmt.Errorf("needs a TLS destination (otlps://, otlphttps://, or https:// in an OTLP endpoint), and spans go to %s", to))
+		return fmt.Errorf("%s needs a TLS destination (otlps://, otlphttps://, or https:// in an OTLP endpoint), and spans go to %s", tlsFlag, to)
 	case (o.OTLPCertFile == "") != (o.OTLPKeyFile == ""):
 		return flagErr("otlp-cert-file", fmt.Errorf("a client certificate needs --otlp-cert-file and --otlp-key-file both"))
 	case o.OTLPTimeout <= 0:
@@ -172,8 +193,8 @@ func (o *otlpOptions) validate(kctx *kong.Context, to sink.Target, env sink.OTEL
 			continue
 		}
 		if _, err := os.Stat(f.path); err != nil {
-			if given(kctx, f.flag) {
-				return flagErr(f.flag, err)
+			if as, ok := givenAs(kctx, f.flag); ok {
+				return fmt.Errorf("%s: %w", as, err)
 			}
 			return fmt.Errorf("$%s: %w", f.env, err)
 		}

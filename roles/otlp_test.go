@@ -96,6 +96,24 @@ func TestOTELIsNoConcernOfOtherDestinations(t *testing.T) {
 	}
 }
 
+// TestOTELServiceNameForEverySink: OTEL_SERVICE_NAME names the agents
+// whose resource names none for every destination, as --trace-name
+// does, while the exporter's variables beside it (bad for OTLP here) are
+// no concern of a destination that is not OTLP.
+func TestOTELServiceNameForEverySink(t *testing.T) {
+	t.Parallel()
+	sock := filepath.Join(testutil.SockDir(t), "kata.hvsock")
+	p := start(t, []string{"OTEL_SERVICE_NAME=agent-from-env", "OTEL_EXPORTER_OTLP_TIMEOUT=5s"}, "kata-trace-forwarder", "--to", "jsonl", "--socket-path", sock)
+	p.WaitLog("listening")
+	katatest.Send(t, sock+"_10240", katatest.Capture(t, "json-otel017-api"))
+	testutil.Eventually(t, 10*time.Second, "6 spans on stdout", func() bool { return strings.Count(p.Stdout.String(), "\n") >= 6 })
+	for _, line := range strings.Split(strings.TrimSpace(p.Stdout.String()), "\n") {
+		if !strings.Contains(line, `"service":"agent-from-env"`) {
+			t.Fatalf("a span not named by OTEL_SERVICE_NAME: %s", line)
+		}
+	}
+}
+
 // TestForwarderTakesOTELEnvironment: with no destination flag, the
 // forwarder sends where OpenTelemetry's variables say, as they say:
 // OTLP/HTTP at the base endpoint's /v1/traces, gzip, the headers
