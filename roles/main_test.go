@@ -166,6 +166,7 @@ func TestBadInputIsAUsageError(t *testing.T) {
 		{"forwarder: empty Jaeger host", nil, []string{"kata-trace-forwarder", "--jaeger-host", ""}, []string{"--jaeger-host", "empty"}},
 		{"forwarder: socket path as a one-slash address", nil, []string{"kata-trace-forwarder", "--socket-path", "unix:/x/clh.sock"}, []string{"give the path: --socket-path /x/clh.sock "}},
 		{"forwarder: socket path with a glob in Firecracker's name", nil, []string{"kata-trace-forwarder", "--socket-path", "/run/vc/firecracker/*/root/*.hvsock"}, []string{"--socket-path /run/vc/firecracker/*/root/kata.hvsock "}},
+		{"metrics address example", nil, []string{"vsock-to-udp-server", "--metrics-listen", "vsock://x"}, []string{"--metrics-listen", "example: vsock://any:9464"}},
 		{"forwarder: Jaeger port 0", nil, []string{"kata-trace-forwarder", "--jaeger-port", "0"}, []string{"--jaeger-port", "must not be 0"}},
 		{"forwarder: two sources", nil, []string{"kata-trace-forwarder", "--from", "tcp://127.0.0.1:1", "--socket-path", "/run/x"}, []string{"--from", "not both"}},
 		{"a VMM's own socket", nil, []string{"vsock-to-udp-server", "--from", "unix:///run/vc/vm/*/clh.sock"}, []string{"--from", "clh.sock is the VMM's own hybrid-vsock socket", "come to unix:///run/vc/vm/*/clh.sock_6831"}},

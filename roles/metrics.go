@@ -12,7 +12,7 @@ import (
 
 // metricsOption is --metrics-listen, on the host servers and guest relays.
 type metricsOption struct {
-	MetricsListen endpoint.Addr `help:"Serve Prometheus metrics at /metrics here: tcp://127.0.0.1:9464, unix:///path or vsock://any:PORT. Off when empty." placeholder:"ADDR" addr:"listen tcp unix vsock" addrexample:"tcp://127.0.0.1:9464"`
+	MetricsListen endpoint.Addr `help:"Serve Prometheus metrics at /metrics here: tcp://127.0.0.1:9464, unix:///path or vsock://any:PORT. Off when empty." placeholder:"ADDR" addr:"listen tcp unix vsock" addrport:"9464" addrexample:"tcp://127.0.0.1:9464"`
 }
 
 func (m *metricsOption) validate() error {
