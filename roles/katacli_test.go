@@ -125,18 +125,7 @@ func TestUsageErrorsPointAtTheirHelp(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			code, _, errOut := run(t, nil, tt.args[0], tt.args[1:]...)
-			if code != 2 {
-				t.Fatalf("exit %d, want 2\n%s", code, errOut)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(errOut, w) {
-					t.Errorf("error lacks %q:\n%s", w, errOut)
-				}
-			}
-			if strings.Contains(errOut, "reload: reload:") {
-				t.Errorf("the command named twice:\n%s", errOut)
-			}
+			usageError(t, nil, tt.args, tt.want, []string{"reload: reload:"}) // the command named twice
 		})
 	}
 }

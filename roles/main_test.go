@@ -206,17 +206,31 @@ func TestBadInputIsAUsageError(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel() // each only parses its flags and exits
-			code, _, errOut := run(t, tt.env, tt.args[0], tt.args[1:]...)
-			if code != 2 {
-				t.Fatalf("exit %d, want 2\n%s", code, errOut)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(errOut, w) {
-					t.Errorf("error lacks %q:\n%s", w, errOut)
-				}
-			}
+			usageError(t, tt.env, tt.args, tt.want, nil)
 		})
 	}
+}
+
+// usageError runs args (a role and its arguments) with env added, and
+// checks that it exits 2 with an error holding every want and no not; it
+// returns the error output.
+func usageError(t *testing.T, env, args, want, not []string) string {
+	t.Helper()
+	code, _, errOut := run(t, env, args[0], args[1:]...)
+	if code != 2 {
+		t.Fatalf("exit %d, want 2\n%s", code, errOut)
+	}
+	for _, w := range want {
+		if !strings.Contains(errOut, w) {
+			t.Errorf("error lacks %q:\n%s", w, errOut)
+		}
+	}
+	for _, w := range not {
+		if strings.Contains(errOut, w) {
+			t.Errorf("error holds %q:\n%s", w, errOut)
+		}
+	}
+	return errOut
 }
 
 func TestLinks(t *testing.T) {

@@ -56,20 +56,7 @@ func TestDestinationsCannotBeMisread(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel() // each only parses its flags and exits
-			code, _, errOut := run(t, tt.env, tt.args[0], tt.args[1:]...)
-			if code != 2 {
-				t.Fatalf("exit %d, want 2\n%s", code, errOut)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(errOut, w) {
-					t.Errorf("error lacks %q:\n%s", w, errOut)
-				}
-			}
-			for _, w := range tt.not {
-				if strings.Contains(errOut, w) {
-					t.Errorf("error holds %q:\n%s", w, errOut)
-				}
-			}
+			usageError(t, tt.env, tt.args, tt.want, tt.not)
 		})
 	}
 }
