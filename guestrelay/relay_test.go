@@ -92,14 +92,7 @@ func TestStopWhileTheClientSends(t *testing.T) {
 				network = "udp"
 			}
 			const drain = time.Second
-			r := StartRelay(Config{
-				Kind:       wire.KindJaeger,
-				Dial:       func(ctx context.Context) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "unix", path) },
-				Target:     "unix://" + path,
-				QueueBytes: 4 << 20,
-				Logger:     testLogger(t),
-			}, pc, drain) // as the roles start it
-			testutil.Eventually(t, 5*time.Second, "connected", func() bool { return r.Stats().Connected })
+			r := socketRelay(t, path, pc, drain) // as the roles start it
 			c, err := net.Dial(network, addr.String())
 			if err != nil {
 				t.Fatal(err)
@@ -133,6 +126,21 @@ func TestStopWhileTheClientSends(t *testing.T) {
 	}
 }
 
+// socketRelay is a guest relay reading pc, as the roles start one, to the
+// host at path, once connected; the test stops it.
+func socketRelay(t *testing.T, path string, pc net.PacketConn, drain time.Duration) *Relay {
+	t.Helper()
+	r := StartRelay(Config{
+		Kind:       wire.KindJaeger,
+		Dial:       func(ctx context.Context) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "unix", path) },
+		Target:     "unix://" + path,
+		QueueBytes: 4 << 20,
+		Logger:     testLogger(t),
+	}, pc, drain)
+	testutil.Eventually(t, 5*time.Second, "connected", func() bool { return r.Stats().Connected })
+	return r
+}
+
 // TestStopObeysItsContext: a stop whose host never answers, from a socket
 // that cannot say when a datagram came in and whose client keeps sending,
 // returns when its context ends (its deadline, or cancelled without one),
@@ -148,14 +156,7 @@ func TestStopObeysItsContext(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := StartRelay(Config{
-				Kind:       wire.KindJaeger,
-				Dial:       func(ctx context.Context) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "unix", path) },
-				Target:     "unix://" + path,
-				QueueBytes: 4 << 20,
-				Logger:     testLogger(t),
-			}, struct{ net.PacketConn }{udp}, 10*time.Second) // a drain longer than the stop: ctx bounds it
-			testutil.Eventually(t, 5*time.Second, "connected", func() bool { return r.Stats().Connected })
+			r := socketRelay(t, path, struct{ net.PacketConn }{udp}, 10*time.Second) // a drain longer than the stop: ctx bounds it
 			testutil.SteadyClient(t, "udp", udp.LocalAddr().String())
 			time.Sleep(100 * time.Millisecond)
 			ctx, cancel := context.WithTimeout(context.Background(), bound)
