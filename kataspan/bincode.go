@@ -20,7 +20,7 @@ import (
 // (Option<Resource>). Integers are little-endian and fixed-width; strings
 // and sequences carry a u64 length; Option is a u8 tag.
 func DecodeBincode(p []byte) (*Span, error) {
-	d := &bincode{b: p, rem: len(p)}
+	d := &bincode{b: p, rem: len(p), s: string(p)}
 	s := d.span()
 	if d.err == nil && d.rem > 0 {
 		d.fail("%d bytes after the span", d.rem)
@@ -55,6 +55,9 @@ type bincode struct {
 	rem int
 	at  int // bytes read
 	err error
+	// s is the whole payload as a string, when b holds all of it: its
+	// strings are slices of it, one copy for all.
+	s string
 }
 
 var (
@@ -106,20 +109,22 @@ func (d *bincode) u64() uint64 {
 	return 0
 }
 
-func (d *bincode) bool(what string) bool {
+// bool reads a bool; what and more name it in an error (two strings,
+// joined only then).
+func (d *bincode) bool(what, more string) bool {
 	switch v := d.u8(); v {
 	case 0:
 		return false
 	case 1:
 		return true
 	default:
-		d.fail("%s: %d is not a bool", what, v)
+		d.fail("%s%s: %d is not a bool", what, more, v)
 		return false
 	}
 }
 
 // option reads an Option's tag.
-func (d *bincode) option(what string) bool { return d.bool(what + " (Option tag)") }
+func (d *bincode) option(what string) bool { return d.bool(what, " (Option tag)") }
 
 // length reads a sequence's length, each element at least min bytes: a
 // length that the rest of the payload cannot hold is an error before
@@ -138,9 +143,16 @@ func (d *bincode) str(what string) string {
 	if d.err == nil && n > len(d.b) && n <= d.rem && !validPrefix(d.b) {
 		d.fail("%s: not UTF-8", what) // a false length's string would run over binary fields
 	}
+	at := d.at
 	v := d.take(n)
 	if d.err == nil && !utf8.Valid(v) {
 		d.fail("%s: not UTF-8", what)
+	}
+	if d.err != nil {
+		return ""
+	}
+	if d.s != "" {
+		return d.s[at : at+n]
 	}
 	return string(v)
 }
@@ -171,10 +183,12 @@ func (d *bincode) u128() (id [16]byte) {
 
 func (d *bincode) time() Time { return Time{Secs: d.u64(), Nanos: d.u32()} }
 
-func (d *bincode) variant(what string, n int) uint8 {
+// variant reads an enum's variant, one of n; what and more name it in
+// an error.
+func (d *bincode) variant(what, more string, n int) uint8 {
 	v := d.u32()
 	if d.err == nil && v >= uint32(n) {
-		d.fail("%s: unknown variant %d", what, v)
+		d.fail("%s%s: unknown variant %d", what, more, v)
 		return 0
 	}
 	return uint8(v)
@@ -195,10 +209,10 @@ func (d *bincode) traceState() []KeyString {
 func (d *bincode) span() *Span {
 	s := &Span{}
 	s.TraceID, s.SpanID = d.u128(), d.u64()
-	s.TraceFlags, s.IsRemote = d.u8(), d.bool("is_remote")
+	s.TraceFlags, s.IsRemote = d.u8(), d.bool("is_remote", "")
 	s.TraceState = d.traceState()
 	s.ParentSpanID = d.u64()
-	s.Kind = Kind(d.variant("span_kind", len(kindNames)))
+	s.Kind = Kind(d.variant("span_kind", "", len(kindNames)))
 	s.Name = d.str("name")
 	s.Start, s.End = d.time(), d.time()
 
@@ -232,7 +246,7 @@ func (d *bincode) span() *Span {
 		n := d.length("links", 39)
 		s.Links = make([]Link, 0, n)
 		for range n {
-			l := Link{TraceID: d.u128(), SpanID: d.u64(), TraceFlags: d.u8(), IsRemote: d.bool("link is_remote")}
+			l := Link{TraceID: d.u128(), SpanID: d.u64(), TraceFlags: d.u8(), IsRemote: d.bool("link is_remote", "")}
 			l.TraceState = d.traceState()
 			l.Attributes = d.keyValues("link attributes")
 			l.DroppedAttributes = d.u32()
@@ -242,7 +256,7 @@ func (d *bincode) span() *Span {
 	_ = d.u32() // max_len
 	s.DroppedLinks = d.u32()
 
-	s.Status = StatusCode(d.variant("status_code", len(statusNames)))
+	s.Status = StatusCode(d.variant("status_code", "", len(statusNames)))
 	s.StatusMessage = d.str("status_message")
 	if d.option("resource") {
 		s.HasResource = true
@@ -270,14 +284,14 @@ func (d *bincode) keyValue() KeyValue {
 // I64, F64 or String of a Vec).
 func (d *bincode) value(key string) Value {
 	var v Value
-	t := d.variant("value of "+key, 5)
+	t := d.variant("value of ", key, 5)
 	if t == 4 {
-		t = uint8(TypeBoolArray) + d.variant("array of "+key, 4)
+		t = uint8(TypeBoolArray) + d.variant("array of ", key, 4)
 	}
 	v.Type = ValueType(t)
 	switch v.Type {
 	case TypeBool:
-		v.Bool = d.bool(key)
+		v.Bool = d.bool(key, "")
 	case TypeInt:
 		v.Int = int64(d.u64())
 	case TypeFloat:
@@ -287,7 +301,7 @@ func (d *bincode) value(key string) Value {
 	case TypeBoolArray:
 		v.Bools = make([]bool, d.length(key, 1))
 		for i := range v.Bools {
-			v.Bools[i] = d.bool(key)
+			v.Bools[i] = d.bool(key, "")
 		}
 	case TypeIntArray:
 		v.Ints = make([]int64, d.length(key, 8))

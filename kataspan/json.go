@@ -1,13 +1,16 @@
 package kataspan
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
-	"math/big"
+	"math/bits"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // DecodeJSON reads the payload that Kata agents 3.29 and later send:
@@ -16,379 +19,996 @@ import (
 // are read as text, never as float64. Values are externally tagged
 // ({"I64":1}, {"Array":{"String":["a"]}}); empty event and link queues
 // are null.
+//
+// It walks the bytes once, as the bincode decoder does: no reflection, no
+// token values. The payload is copied into one string, and every string of
+// the span without escapes is a slice of it, so that a span costs a
+// handful of allocations however many attributes it has.
 func DecodeJSON(p []byte) (*Span, error) {
-	var w jsonSpan
-	dec := json.NewDecoder(bytes.NewReader(p))
-	dec.UseNumber()
-	if err := dec.Decode(&w); err != nil {
-		return nil, fmt.Errorf("JSON span: %w", err)
-	}
-	if dec.More() {
-		return nil, errors.New("JSON span: more than one value in the payload")
-	}
-	s, err := w.span()
+	d := jsonDecoders.Get().(*jsonDecoder)
+	defer jsonDecoders.Put(d)
+	d.b, d.s, d.i = p, "", 0
+	s, err := d.span()
+	at := d.i
+	d.b, d.s = nil, "" // the pool keeps no payload
 	if err != nil {
-		return nil, fmt.Errorf("JSON span %q: %w", w.Name, err)
+		return nil, fmt.Errorf("JSON span: %w (at byte %d of %d)", err, at, len(p))
 	}
 	return s, nil
 }
 
-// The serde forms of opentelemetry 0.17's types. A field the payload lacks
-// is an error where Rust's derive would fail too (ids, times, the kind).
-type jsonSpan struct {
-	SpanContext   *jsonContext  `json:"span_context"`
-	ParentSpanID  *json.Number  `json:"parent_span_id"`
-	SpanKind      *string       `json:"span_kind"`
-	Name          string        `json:"name"`
-	StartTime     *jsonTime     `json:"start_time"`
-	EndTime       *jsonTime     `json:"end_time"`
-	Attributes    *jsonAttrMap  `json:"attributes"`
-	Events        jsonQueue     `json:"events"`
-	MessageEvents *jsonQueue    `json:"message_events"` // the older name
-	Links         jsonLinkQueue `json:"links"`
-	StatusCode    *string       `json:"status_code"`
-	StatusMessage string        `json:"status_message"`
-	Resource      *struct {
-		Attrs map[string]jsonValue `json:"attrs"`
-	} `json:"resource"`
+// jsonDecoder reads one JSON text. b is the payload, s the same bytes as
+// a string (made at the first string read), i the read position.
+type jsonDecoder struct {
+	b []byte
+	s string
+	i int
+	// kvs is where a map's values are read, to be copied out in a slice
+	// of their number, in the key order that order holds: reused, by way
+	// of jsonDecoders.
+	kvs   []KeyValue
+	order []int32
 }
 
-type jsonContext struct {
-	TraceID    *json.Number `json:"trace_id"`
-	SpanID     *json.Number `json:"span_id"`
-	TraceFlags json.Number  `json:"trace_flags"`
-	IsRemote   bool         `json:"is_remote"`
-	TraceState [][]string   `json:"trace_state"`
-}
+var jsonDecoders = sync.Pool{New: func() any { return new(jsonDecoder) }}
 
-type jsonTime struct {
-	Secs  *json.Number `json:"secs_since_epoch"`
-	Nanos *json.Number `json:"nanos_since_epoch"`
-}
+// maxDepth bounds the nesting of a value the span does not know (skipped):
+// serde_json's own recursion limit.
+const maxDepth = 128
 
-type jsonAttrMap struct {
-	Map          map[string]jsonValue `json:"map"`
-	DroppedCount json.Number          `json:"dropped_count"`
-}
-
-type jsonKeyValue struct {
-	Key   string    `json:"key"`
-	Value jsonValue `json:"value"`
-}
-
-type jsonQueue struct {
-	Queue []struct {
-		Name                   string         `json:"name"`
-		Timestamp              *jsonTime      `json:"timestamp"`
-		Attributes             []jsonKeyValue `json:"attributes"`
-		DroppedAttributesCount json.Number    `json:"dropped_attributes_count"`
-	} `json:"queue"`
-	DroppedCount json.Number `json:"dropped_count"`
-}
-
-type jsonLinkQueue struct {
-	Queue []struct {
-		SpanContext            *jsonContext   `json:"span_context"`
-		Attributes             []jsonKeyValue `json:"attributes"`
-		DroppedAttributesCount json.Number    `json:"dropped_attributes_count"`
-	} `json:"queue"`
-	DroppedCount json.Number `json:"dropped_count"`
-}
-
-func (w *jsonSpan) span() (*Span, error) {
-	s := &Span{Name: w.Name, StatusMessage: w.StatusMessage}
-	var err error
-	if w.SpanContext == nil {
-		return nil, errors.New("no span_context")
+// ws skips white space.
+func (d *jsonDecoder) ws() {
+	for d.i < len(d.b) {
+		switch d.b[d.i] {
+		case ' ', '\t', '\n', '\r':
+			d.i++
+		default:
+			return
+		}
 	}
-	if s.TraceID, s.SpanID, s.TraceFlags, s.TraceState, err = w.SpanContext.read("span_context"); err != nil {
-		return nil, err
+}
+
+// peek is the next byte after white space, 0 at the end.
+func (d *jsonDecoder) peek() byte {
+	d.ws()
+	if d.i < len(d.b) {
+		return d.b[d.i]
 	}
-	s.IsRemote = w.SpanContext.IsRemote
-	if w.ParentSpanID == nil {
-		return nil, errors.New("no parent_span_id")
+	return 0
+}
+
+// unexpected is the error of finding something other than want.
+func (d *jsonDecoder) unexpected(want string) error {
+	if d.peek() == 0 {
+		return fmt.Errorf("the payload ends where %s should be", want)
 	}
-	if s.ParentSpanID, err = uintOf(*w.ParentSpanID, 64, "parent_span_id"); err != nil {
-		return nil, err
+	c := d.b[d.i]
+	if c < 0x20 || c >= 0x7f {
+		return fmt.Errorf("byte %#02x where %s should be", c, want)
 	}
-	k, err := variantOf(w.SpanKind, kindNames[:], "span_kind")
+	return fmt.Errorf("%q where %s should be", c, want)
+}
+
+// null consumes a null, if that is what comes.
+func (d *jsonDecoder) null() bool {
+	if d.peek() == 'n' && d.has("null") {
+		d.i += 4
+		return true
+	}
+	return false
+}
+
+// has reports whether the bytes at the read position begin with lit.
+func (d *jsonDecoder) has(lit string) bool {
+	return len(d.b)-d.i >= len(lit) && string(d.b[d.i:d.i+len(lit)]) == lit
+}
+
+// wrap puts what (the field being read) before err, if any: paths are
+// made only for an error, never for a field read well.
+func wrap(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// str is b[from:to] as a string, a slice of the payload's one copy.
+func (d *jsonDecoder) str(from, to int) string {
+	if d.s == "" && len(d.b) > 0 {
+		d.s = string(d.b)
+	}
+	return d.s[from:to]
+}
+
+// object reads an object, calling member with each key; member reads the
+// value. A key the span does not know is skipped by the caller (skip).
+func (d *jsonDecoder) object(what string, member func(key string) error) error {
+	if d.peek() != '{' {
+		return d.unexpected(what + " (an object)")
+	}
+	d.i++
+	if d.peek() == '}' {
+		d.i++
+		return nil
+	}
+	for {
+		if d.peek() != '"' {
+			return d.unexpected("a key in " + what)
+		}
+		key, err := d.string()
+		if err != nil {
+			return err
+		}
+		if d.peek() != ':' {
+			return d.unexpected("':' after " + strconv.Quote(key))
+		}
+		d.i++
+		if err := member(key); err != nil {
+			return err
+		}
+		switch d.peek() {
+		case ',':
+			d.i++
+		case '}':
+			d.i++
+			return nil
+		default:
+			return d.unexpected("',' or '}' in " + what)
+		}
+	}
+}
+
+// array reads an array, calling elem for each element; elem reads it.
+func (d *jsonDecoder) array(what string, elem func() error) error {
+	if d.peek() != '[' {
+		return d.unexpected(what + " (an array)")
+	}
+	d.i++
+	if d.peek() == ']' {
+		d.i++
+		return nil
+	}
+	for {
+		if err := elem(); err != nil {
+			return err
+		}
+		switch d.peek() {
+		case ',':
+			d.i++
+		case ']':
+			d.i++
+			return nil
+		default:
+			return d.unexpected("',' or ']' in " + what)
+		}
+	}
+}
+
+// string reads a string. One without escapes, in valid UTF-8, is a slice
+// of the payload's copy; any other is made anew, each invalid byte and
+// lone surrogate as U+FFFD (as Go's encoding/json reads them: what a span
+// says is kept, and OTLP's strings must be UTF-8).
+func (d *jsonDecoder) string() (string, error) {
+	if d.peek() != '"' {
+		return "", d.unexpected("a string")
+	}
+	start := d.i + 1
+	ascii := true
+	for j := start; j < len(d.b); j++ {
+		switch c := d.b[j]; {
+		case c == '"':
+			if !ascii && !utf8.Valid(d.b[start:j]) {
+				return d.unescape(start)
+			}
+			d.i = j + 1
+			return d.str(start, j), nil
+		case c == '\\':
+			return d.unescape(start)
+		case c < 0x20:
+			d.i = j
+			return "", fmt.Errorf("control character %#02x in a string", c)
+		case c >= 0x80:
+			ascii = false
+		}
+	}
+	d.i = len(d.b)
+	return "", errors.New("the payload ends in a string")
+}
+
+// unescape reads the string from start (after its quote) the slow way.
+func (d *jsonDecoder) unescape(start int) (string, error) {
+	out := make([]byte, 0, 16)
+	j := start
+	for j < len(d.b) {
+		c := d.b[j]
+		switch {
+		case c == '"':
+			d.i = j + 1
+			return string(out), nil
+		case c < 0x20:
+			d.i = j
+			return "", fmt.Errorf("control character %#02x in a string", c)
+		case c == '\\':
+			if j+1 >= len(d.b) {
+				d.i = len(d.b)
+				return "", errors.New("the payload ends in a string")
+			}
+			e := d.b[j+1]
+			j += 2
+			switch e {
+			case '"', '\\', '/':
+				out = append(out, e)
+			case 'b':
+				out = append(out, '\b')
+			case 'f':
+				out = append(out, '\f')
+			case 'n':
+				out = append(out, '\n')
+			case 'r':
+				out = append(out, '\r')
+			case 't':
+				out = append(out, '\t')
+			case 'u':
+				r, ok := hex4(d.b[j:])
+				if !ok {
+					d.i = j
+					return "", errors.New(`\u not followed by four hex digits`)
+				}
+				j += 4
+				if utf16.IsSurrogate(r) {
+					// A pair is one rune; a lone half is U+FFFD.
+					r2, ok := rune(0), false
+					if j+6 <= len(d.b) && d.b[j] == '\\' && d.b[j+1] == 'u' {
+						r2, ok = hex4(d.b[j+2:])
+					}
+					if dec := utf16.DecodeRune(r, r2); ok && dec != utf8.RuneError {
+						r, j = dec, j+6
+					} else {
+						r = utf8.RuneError
+					}
+				}
+				out = utf8.AppendRune(out, r)
+			default:
+				d.i = j - 1
+				return "", fmt.Errorf("unknown escape \\%c", e)
+			}
+		case c < 0x80:
+			out = append(out, c)
+			j++
+		default:
+			r, size := utf8.DecodeRune(d.b[j:])
+			out = utf8.AppendRune(out, r) // RuneError for an invalid byte
+			j += size
+		}
+	}
+	d.i = len(d.b)
+	return "", errors.New("the payload ends in a string")
+}
+
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
+}
+
+// number reads a number's text, checked against JSON's grammar.
+func (d *jsonDecoder) number() (string, error) {
+	d.ws()
+	start, j := d.i, d.i
+	digits := func() int {
+		n := 0
+		for j < len(d.b) && '0' <= d.b[j] && d.b[j] <= '9' {
+			j++
+			n++
+		}
+		return n
+	}
+	if j < len(d.b) && d.b[j] == '-' {
+		j++
+	}
+	switch n := digits(); {
+	case n == 0:
+		return "", d.unexpected("a number")
+	case n > 1 && d.b[j-n] == '0':
+		d.i = j - n
+		return "", errors.New("a number with a leading zero")
+	}
+	if j < len(d.b) && d.b[j] == '.' {
+		j++
+		if digits() == 0 {
+			d.i = j
+			return "", errors.New("no digits after a decimal point")
+		}
+	}
+	if j < len(d.b) && (d.b[j] == 'e' || d.b[j] == 'E') {
+		j++
+		if j < len(d.b) && (d.b[j] == '+' || d.b[j] == '-') {
+			j++
+		}
+		if digits() == 0 {
+			d.i = j
+			return "", errors.New("no digits in an exponent")
+		}
+	}
+	d.i = j
+	return d.str(start, j), nil
+}
+
+// uint reads an unsigned integer of at most bits bits.
+func (d *jsonDecoder) uint(bits int) (uint64, error) {
+	n, err := d.number()
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	s.Kind = Kind(k)
-	if s.Start, err = w.StartTime.read("start_time"); err != nil {
-		return nil, err
-	}
-	if s.End, err = w.EndTime.read("end_time"); err != nil {
-		return nil, err
-	}
-	if w.Attributes != nil {
-		if s.Attributes, err = mapValues(w.Attributes.Map, "attributes"); err != nil {
-			return nil, err
-		}
-		if s.DroppedAttributes, err = count(w.Attributes.DroppedCount, "attributes dropped_count"); err != nil {
-			return nil, err
-		}
-	}
-	events := &w.Events
-	if w.MessageEvents != nil {
-		events = w.MessageEvents
-	}
-	for i, e := range events.Queue {
-		ev := Event{Name: e.Name}
-		what := fmt.Sprintf("event %d", i)
-		if ev.Time, err = e.Timestamp.read(what + " timestamp"); err != nil {
-			return nil, err
-		}
-		if ev.Attributes, err = listValues(e.Attributes, what); err != nil {
-			return nil, err
-		}
-		if ev.DroppedAttributes, err = count(e.DroppedAttributesCount, what+" dropped_attributes_count"); err != nil {
-			return nil, err
-		}
-		s.Events = append(s.Events, ev)
-	}
-	if s.DroppedEvents, err = count(events.DroppedCount, "events dropped_count"); err != nil {
-		return nil, err
-	}
-	for i, l := range w.Links.Queue {
-		what := fmt.Sprintf("link %d", i)
-		if l.SpanContext == nil {
-			return nil, fmt.Errorf("%s: no span_context", what)
-		}
-		var ln Link
-		if ln.TraceID, ln.SpanID, ln.TraceFlags, ln.TraceState, err = l.SpanContext.read(what); err != nil {
-			return nil, err
-		}
-		ln.IsRemote = l.SpanContext.IsRemote
-		if ln.Attributes, err = listValues(l.Attributes, what); err != nil {
-			return nil, err
-		}
-		if ln.DroppedAttributes, err = count(l.DroppedAttributesCount, what+" dropped_attributes_count"); err != nil {
-			return nil, err
-		}
-		s.Links = append(s.Links, ln)
-	}
-	if s.DroppedLinks, err = count(w.Links.DroppedCount, "links dropped_count"); err != nil {
-		return nil, err
-	}
-	st, err := variantOf(w.StatusCode, statusNames[:], "status_code")
+	v, err := strconv.ParseUint(n, 10, bits)
 	if err != nil {
-		return nil, err
+		return 0, fmt.Errorf("%q is not an unsigned %d-bit integer", n, bits)
 	}
-	s.Status = StatusCode(st)
-	if w.Resource != nil {
-		s.HasResource = true
-		if s.Resource, err = mapValues(w.Resource.Attrs, "resource"); err != nil {
-			return nil, err
-		}
-	}
-	return s, nil
+	return v, nil
 }
 
-func (c *jsonContext) read(what string) (trace [16]byte, span uint64, flags uint8, ts []KeyString, err error) {
-	if c.TraceID == nil || c.SpanID == nil {
-		return trace, 0, 0, nil, fmt.Errorf("%s: no trace_id or span_id", what)
+// count reads a u32 count; null is none.
+func (d *jsonDecoder) count() (uint32, error) {
+	if d.null() {
+		return 0, nil
 	}
-	if trace, err = u128Of(*c.TraceID, what+" trace_id"); err != nil {
-		return
-	}
-	if span, err = uintOf(*c.SpanID, 64, what+" span_id"); err != nil {
-		return
-	}
-	f, err := uintOf(orZero(c.TraceFlags), 8, what+" trace_flags")
-	if err != nil {
-		return
-	}
-	for _, kv := range c.TraceState {
-		if len(kv) != 2 {
-			return trace, 0, 0, nil, fmt.Errorf("%s trace_state: an entry of %d strings, not a key and a value", what, len(kv))
-		}
-		ts = append(ts, KeyString{kv[0], kv[1]})
-	}
-	if c.TraceState != nil && ts == nil {
-		ts = []KeyString{}
-	}
-	return trace, span, uint8(f), ts, nil
-}
-
-func (t *jsonTime) read(what string) (Time, error) {
-	if t == nil || t.Secs == nil || t.Nanos == nil {
-		return Time{}, fmt.Errorf("no %s", what)
-	}
-	secs, err := uintOf(*t.Secs, 64, what+" secs_since_epoch")
-	if err != nil {
-		return Time{}, err
-	}
-	nanos, err := uintOf(*t.Nanos, 32, what+" nanos_since_epoch")
-	if err != nil {
-		return Time{}, err
-	}
-	return Time{Secs: secs, Nanos: uint32(nanos)}, nil
-}
-
-func orZero(n json.Number) json.Number {
-	if n == "" {
-		return "0"
-	}
-	return n
-}
-
-func count(n json.Number, what string) (uint32, error) {
-	v, err := uintOf(orZero(n), 32, what)
+	v, err := d.uint(32)
 	return uint32(v), err
 }
 
-// uintOf reads an unsigned integer of at most bits bits.
-func uintOf(n json.Number, bits int, what string) (uint64, error) {
-	v, err := strconv.ParseUint(string(n), 10, bits)
+// u128 reads a u128 into big-endian bytes, without big numbers.
+func (d *jsonDecoder) u128() (id [16]byte, err error) {
+	n, err := d.number()
 	if err != nil {
-		return 0, fmt.Errorf("%s: %q is not an unsigned %d-bit integer", what, string(n), bits)
+		return id, err
 	}
-	return v, nil
-}
-
-// u128Of reads a u128 into big-endian bytes.
-func u128Of(n json.Number, what string) (id [16]byte, err error) {
-	v, ok := new(big.Int).SetString(string(n), 10)
-	if !ok || v.Sign() < 0 || v.BitLen() > 128 {
-		return id, fmt.Errorf("%s: %q is not an unsigned 128-bit integer", what, string(n))
+	var hi, lo uint64
+	for i := range len(n) {
+		c := n[i]
+		if c < '0' || c > '9' {
+			return id, fmt.Errorf("%q is not an unsigned 128-bit integer", n)
+		}
+		// (hi, lo) = (hi, lo)*10 + c, refused past 128 bits.
+		h, l := bits.Mul64(lo, 10)
+		hh, hl := bits.Mul64(hi, 10)
+		var carry, over uint64
+		lo, carry = bits.Add64(l, uint64(c-'0'), 0)
+		hi, over = bits.Add64(hl, h, carry)
+		if hh != 0 || over != 0 {
+			return id, fmt.Errorf("%q is not an unsigned 128-bit integer", n)
+		}
 	}
-	v.FillBytes(id[:])
+	for i := range 8 {
+		id[i], id[8+i] = byte(hi>>(56-8*i)), byte(lo>>(56-8*i))
+	}
 	return id, nil
 }
 
-// variantOf reads a unit enum variant by its name.
-func variantOf(name *string, names []string, what string) (uint8, error) {
-	if name == nil {
-		return 0, fmt.Errorf("no %s", what)
+// bool reads true or false.
+func (d *jsonDecoder) bool() (bool, error) {
+	switch d.peek() {
+	case 't':
+		if d.has("true") {
+			d.i += 4
+			return true, nil
+		}
+	case 'f':
+		if d.has("false") {
+			d.i += 5
+			return false, nil
+		}
+	}
+	return false, d.unexpected("true or false")
+}
+
+// skip reads a value the span does not know, checking it is JSON.
+func (d *jsonDecoder) skip(depth int) error {
+	if depth > maxDepth {
+		return fmt.Errorf("values nested more than %d deep", maxDepth)
+	}
+	switch c := d.peek(); {
+	case c == '{':
+		return d.object("a value", func(string) error { return d.skip(depth + 1) })
+	case c == '[':
+		return d.array("a value", func() error { return d.skip(depth + 1) })
+	case c == '"':
+		_, err := d.string()
+		return err
+	case c == 't' || c == 'f':
+		_, err := d.bool()
+		return err
+	case c == 'n':
+		if d.null() {
+			return nil
+		}
+	case c == '-' || '0' <= c && c <= '9':
+		_, err := d.number()
+		return err
+	}
+	return d.unexpected("a value")
+}
+
+// variant reads a unit enum variant by its name.
+func (d *jsonDecoder) variant(names []string) (uint8, error) {
+	s, err := d.string()
+	if err != nil {
+		return 0, err
 	}
 	for i, n := range names {
-		if n == *name {
+		if n == s {
 			return uint8(i), nil
 		}
 	}
-	return 0, fmt.Errorf("%s %q is not one of %v", what, *name, names)
+	return 0, fmt.Errorf("%q is not one of %v", s, names)
 }
 
-// mapValues reads an attribute map; its order is the payload's (serde
-// writes a HashMap in no particular order).
-func mapValues(m map[string]jsonValue, what string) ([]KeyValue, error) {
-	kvs := make([]KeyValue, 0, len(m))
-	for k, jv := range m {
-		v, err := jv.value()
-		if err != nil {
-			return nil, fmt.Errorf("%s %q: %w", what, k, err)
-		}
-		kvs = append(kvs, KeyValue{Key: k, Value: v})
+// The span's fields, as bits of what was read (serde's derive refuses a
+// field given twice), and those Rust's derive requires (name and the rest
+// may be absent).
+const (
+	fContext = 1 << iota
+	fParent
+	fKind
+	fName
+	fStart
+	fEnd
+	fAttributes
+	fEvents
+	fMessageEvents
+	fLinks
+	fStatus
+	fStatusMessage
+	fResource
+)
+
+// spanField is a span's field's bit, 0 for a key the span does not know.
+func spanField(key string) int {
+	switch key {
+	case "span_context":
+		return fContext
+	case "parent_span_id":
+		return fParent
+	case "span_kind":
+		return fKind
+	case "name":
+		return fName
+	case "start_time":
+		return fStart
+	case "end_time":
+		return fEnd
+	case "attributes":
+		return fAttributes
+	case "events":
+		return fEvents
+	case "message_events":
+		return fMessageEvents
+	case "links":
+		return fLinks
+	case "status_code":
+		return fStatus
+	case "status_message":
+		return fStatusMessage
+	case "resource":
+		return fResource
 	}
-	sortKeyValues(kvs)
-	return kvs, nil
+	return 0
 }
 
-func listValues(l []jsonKeyValue, what string) ([]KeyValue, error) {
-	kvs := make([]KeyValue, 0, len(l))
-	for _, kv := range l {
-		v, err := kv.Value.value()
-		if err != nil {
-			return nil, fmt.Errorf("%s attribute %q: %w", what, kv.Key, err)
+// required are the fields a span must have (not null), in the order they
+// are said missing.
+var required = []struct {
+	field int
+	name  string
+}{{fContext, "span_context"}, {fParent, "parent_span_id"}, {fKind, "span_kind"}, {fStart, "start_time"}, {fEnd, "end_time"}, {fStatus, "status_code"}}
+
+// span reads the whole payload.
+func (d *jsonDecoder) span() (*Span, error) {
+	s := &Span{}
+	var seen, have int // fields read; of them, those not null
+	var events, messageEvents jsonEvents
+	err := d.object("the span", func(key string) error {
+		f := spanField(key)
+		if f == 0 {
+			return d.skip(1)
 		}
-		kvs = append(kvs, KeyValue{Key: kv.Key, Value: v})
+		if seen&f != 0 {
+			return fmt.Errorf("field %q twice", key)
+		}
+		seen |= f
+		if d.null() {
+			return nil
+		}
+		have |= f
+		var err error
+		switch f {
+		case fContext:
+			err = d.context(&s.TraceID, &s.SpanID, &s.TraceFlags, &s.IsRemote, &s.TraceState)
+		case fParent:
+			s.ParentSpanID, err = d.uint(64)
+		case fKind:
+			var k uint8
+			k, err = d.variant(kindNames[:])
+			s.Kind = Kind(k)
+		case fName:
+			s.Name, err = d.string()
+		case fStart:
+			s.Start, err = d.time()
+		case fEnd:
+			s.End, err = d.time()
+		case fAttributes:
+			err = d.attributeMap(s)
+		case fEvents:
+			err = d.events(&events)
+		case fMessageEvents:
+			err = d.events(&messageEvents)
+		case fLinks:
+			err = d.links(s)
+		case fStatus:
+			var st uint8
+			st, err = d.variant(statusNames[:])
+			s.Status = StatusCode(st)
+		case fStatusMessage:
+			s.StatusMessage, err = d.string()
+		case fResource:
+			s.HasResource, s.Resource = true, []KeyValue{}
+			err = d.object("resource", func(k string) error {
+				if k != "attrs" || d.null() {
+					return d.skip(1)
+				}
+				var err error
+				s.Resource, err = d.valueMap()
+				return err
+			})
+		}
+		return wrap(err, key)
+	})
+	if err != nil {
+		return nil, err
 	}
-	return kvs, nil
+	if d.peek() != 0 {
+		return nil, errors.New("more than one value in the payload")
+	}
+	for _, r := range required {
+		if have&r.field == 0 {
+			return nil, fmt.Errorf("no %s", r.name)
+		}
+	}
+	if have&fMessageEvents != 0 {
+		events = messageEvents // the older name wins, as it always did
+	}
+	s.Events, s.DroppedEvents = events.queue, events.dropped
+	return s, nil
 }
 
-// jsonValue is an externally tagged Value ({"I64":1},
-// {"Array":{"String":["a"]}}), read in one pass: exactly one variant is
-// present. F64 is kept raw: serde_json writes NaN and the infinities as
-// null, which must not read as an absent variant.
-type jsonValue struct {
-	Bool   *bool
-	I64    *int64
-	F64    json.RawMessage
-	String *string
-	Array  *struct {
-		Bool   *[]bool
-		I64    *[]int64
-		F64    *[]jsonFloat
-		String *[]string
-	}
+// jsonEvents is an EvictedQueue of events, read before it is known
+// whether it is the span's (message_events wins over events).
+type jsonEvents struct {
+	queue   []Event
+	dropped uint32
 }
 
-func (j *jsonValue) value() (Value, error) {
-	var v Value
-	n := 0
-	if j.Bool != nil {
-		v.Type, v.Bool = TypeBool, *j.Bool
-		n++
-	}
-	if j.I64 != nil {
-		v.Type, v.Int = TypeInt, *j.I64
-		n++
-	}
-	if j.F64 != nil {
-		f, err := floatOf(j.F64)
-		if err != nil {
-			return v, fmt.Errorf("F64 value: %w", err)
-		}
-		v.Type, v.Float = TypeFloat, f
-		n++
-	}
-	if j.String != nil {
-		v.Type, v.Str = TypeString, *j.String
-		n++
-	}
-	if a := j.Array; a != nil {
-		m := 0
-		if a.Bool != nil {
-			v.Type, v.Bools = TypeBoolArray, *a.Bool
-			m++
-		}
-		if a.I64 != nil {
-			v.Type, v.Ints = TypeIntArray, *a.I64
-			m++
-		}
-		if a.F64 != nil {
-			v.Type, v.Floats = TypeFloatArray, make([]float64, len(*a.F64))
-			for i, f := range *a.F64 {
-				v.Floats[i] = float64(f)
+// context reads a SpanContext.
+func (d *jsonDecoder) context(trace *[16]byte, span *uint64, flags *uint8, remote *bool, ts *[]KeyString) error {
+	var ids int
+	err := d.object("a span context", func(key string) error {
+		var err error
+		switch key {
+		case "trace_id":
+			ids |= 1
+			*trace, err = d.u128()
+		case "span_id":
+			ids |= 2
+			*span, err = d.uint(64)
+		case "trace_flags":
+			if !d.null() {
+				var f uint64
+				f, err = d.uint(8)
+				*flags = uint8(f)
 			}
-			m++
+		case "is_remote":
+			if !d.null() {
+				*remote, err = d.bool()
+			}
+		case "trace_state":
+			if !d.null() {
+				*ts = []KeyString{}
+				err = d.array("trace_state", func() error {
+					var kv [2]string
+					n := 0
+					err := d.array("a trace_state entry", func() error {
+						v, err := d.string()
+						if n < 2 {
+							kv[n] = v
+						}
+						n++
+						return err
+					})
+					if err == nil && n != 2 {
+						err = fmt.Errorf("an entry of %d strings, not a key and a value", n)
+					}
+					*ts = append(*ts, KeyString{kv[0], kv[1]})
+					return err
+				})
+			}
+		default:
+			return d.skip(1)
 		}
-		if a.String != nil {
-			v.Type, v.Strings = TypeStringArray, *a.String
-			m++
+		return wrap(err, key)
+	})
+	if err == nil && ids != 3 {
+		err = errors.New("no trace_id or span_id")
+	}
+	return err
+}
+
+// time reads a SystemTime.
+func (d *jsonDecoder) time() (Time, error) {
+	var t Time
+	var have int
+	err := d.object("a time", func(key string) error {
+		switch key {
+		case "secs_since_epoch":
+			have |= 1
+			v, err := d.uint(64)
+			t.Secs = v
+			return wrap(err, key)
+		case "nanos_since_epoch":
+			have |= 2
+			v, err := d.uint(32)
+			t.Nanos = uint32(v)
+			return wrap(err, key)
 		}
-		if m != 1 {
-			return v, errors.New("an array must have exactly one of Bool, I64, F64, String (not null)")
+		return d.skip(1)
+	})
+	if err == nil && have != 3 {
+		err = errors.New("no secs_since_epoch or nanos_since_epoch")
+	}
+	return t, err
+}
+
+// attributeMap reads an EvictedHashMap: its map and dropped count (the
+// evict_list only orders eviction).
+func (d *jsonDecoder) attributeMap(s *Span) error {
+	s.Attributes = []KeyValue{}
+	return d.object("attributes", func(key string) error {
+		var err error
+		switch key {
+		case "map":
+			if !d.null() {
+				s.Attributes, err = d.valueMap()
+			}
+		case "dropped_count":
+			s.DroppedAttributes, err = d.count()
+		default:
+			return d.skip(1)
+		}
+		return wrap(err, key)
+	})
+}
+
+// valueMap reads a map of values, ordered by key; a key given twice keeps
+// its last value, as Rust's HashMap does.
+func (d *jsonDecoder) valueMap() ([]KeyValue, error) {
+	kvs := d.kvs[:0]
+	err := d.object("a map", func(key string) error {
+		kvs = append(kvs, KeyValue{Key: key})
+		if err := d.value(&kvs[len(kvs)-1].Value); err != nil {
+			return fmt.Errorf("%q: %w", key, err)
+		}
+		return nil
+	})
+	d.keep(kvs)
+	if err != nil {
+		return nil, err
+	}
+	// The values stay where they were read; their places are sorted
+	// (stable: of equal keys the last read is last, and kept), and each
+	// is moved once, to the map's own slice.
+	order := d.order[:0]
+	for i := range kvs {
+		order = append(order, int32(i))
+	}
+	slices.SortStableFunc(order, func(a, b int32) int { return strings.Compare(kvs[a].Key, kvs[b].Key) })
+	d.order = order
+	n := 0
+	for k, i := range order {
+		if k+1 == len(order) || kvs[order[k+1]].Key != kvs[i].Key {
+			order[n] = i
+			n++
+		}
+	}
+	out := make([]KeyValue, n)
+	for k, i := range order[:n] {
+		out[k] = kvs[i]
+	}
+	return out, nil
+}
+
+// keep keeps kvs's array for the next map. What it holds is cleared only
+// when large: a small one's strings, of one span, may wait for the next.
+func (d *jsonDecoder) keep(kvs []KeyValue) {
+	if cap(kvs) > 256 || len(d.b) > 64<<10 {
+		clear(kvs)
+		kvs = nil
+	}
+	d.kvs = kvs[:0]
+}
+
+// keyValues reads a list of {"key":…,"value":…}; null is none.
+func (d *jsonDecoder) keyValues() ([]KeyValue, error) {
+	kvs := []KeyValue{}
+	if d.null() {
+		return kvs, nil
+	}
+	err := d.array("attributes", func() error {
+		var kv KeyValue
+		have := 0
+		err := d.object("an attribute", func(key string) error {
+			var err error
+			switch key {
+			case "key":
+				have |= 1
+				kv.Key, err = d.string()
+			case "value":
+				have |= 2
+				err = d.value(&kv.Value)
+			default:
+				return d.skip(1)
+			}
+			return wrap(err, key)
+		})
+		if err == nil && have != 3 {
+			err = errors.New("no key or no value")
+		}
+		kvs = append(kvs, kv)
+		return wrapf(err, "attribute %d", len(kvs)-1)
+	})
+	return kvs, err
+}
+
+// wrapf is wrap with a formatted what, made only for an error.
+func wrapf(err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), err)
+}
+
+// events reads an EvictedQueue of events.
+func (d *jsonDecoder) events(q *jsonEvents) error {
+	return d.object("events", func(key string) error {
+		var err error
+		switch key {
+		case "queue":
+			if d.null() {
+				return nil
+			}
+			q.queue = []Event{}
+			err = d.array("a queue", func() error {
+				q.queue = append(q.queue, Event{})
+				return wrapf(d.event(&q.queue[len(q.queue)-1]), "event %d", len(q.queue)-1)
+			})
+		case "dropped_count":
+			q.dropped, err = d.count()
+		default:
+			return d.skip(1)
+		}
+		return wrap(err, key)
+	})
+}
+
+func (d *jsonDecoder) event(e *Event) error {
+	var haveTime bool
+	e.Attributes = []KeyValue{}
+	err := d.object("an event", func(key string) error {
+		var err error
+		switch key {
+		case "name":
+			if !d.null() {
+				e.Name, err = d.string()
+			}
+		case "timestamp":
+			if !d.null() {
+				haveTime = true
+				e.Time, err = d.time()
+			}
+		case "attributes":
+			e.Attributes, err = d.keyValues()
+		case "dropped_attributes_count":
+			e.DroppedAttributes, err = d.count()
+		default:
+			return d.skip(1)
+		}
+		return wrap(err, key)
+	})
+	if err == nil && !haveTime {
+		err = errors.New("no timestamp")
+	}
+	return err
+}
+
+// links reads an EvictedQueue of links.
+func (d *jsonDecoder) links(s *Span) error {
+	return d.object("links", func(key string) error {
+		var err error
+		switch key {
+		case "queue":
+			if d.null() {
+				return nil
+			}
+			s.Links = []Link{}
+			err = d.array("a queue", func() error {
+				s.Links = append(s.Links, Link{Attributes: []KeyValue{}})
+				return wrapf(d.link(&s.Links[len(s.Links)-1]), "link %d", len(s.Links)-1)
+			})
+		case "dropped_count":
+			s.DroppedLinks, err = d.count()
+		default:
+			return d.skip(1)
+		}
+		return wrap(err, key)
+	})
+}
+
+func (d *jsonDecoder) link(l *Link) error {
+	var haveContext bool
+	err := d.object("a link", func(key string) error {
+		var err error
+		switch key {
+		case "span_context":
+			if !d.null() {
+				haveContext = true
+				err = d.context(&l.TraceID, &l.SpanID, &l.TraceFlags, &l.IsRemote, &l.TraceState)
+			}
+		case "attributes":
+			l.Attributes, err = d.keyValues()
+		case "dropped_attributes_count":
+			l.DroppedAttributes, err = d.count()
+		default:
+			return d.skip(1)
+		}
+		return wrap(err, key)
+	})
+	if err == nil && !haveContext {
+		err = errors.New("no span_context")
+	}
+	return err
+}
+
+// value reads an externally tagged Value ({"I64":1},
+// {"Array":{"String":["a"]}}): exactly one variant, not null. F64 may be
+// null: serde_json writes NaN and the infinities so, and the value's
+// being a float is kept (as NaN).
+func (d *jsonDecoder) value(v *Value) error {
+	n := 0
+	err := d.object("a value", func(key string) error {
+		var err error
+		switch key {
+		case "Bool", "I64", "String", "Array":
+			if d.null() {
+				return nil
+			}
+		case "F64":
+		default:
+			return d.skip(1)
 		}
 		n++
+		switch key {
+		case "Bool":
+			v.Type = TypeBool
+			v.Bool, err = d.bool()
+		case "I64":
+			v.Type = TypeInt
+			v.Int, err = d.int()
+		case "F64":
+			v.Type = TypeFloat
+			v.Float, err = d.float()
+		case "String":
+			v.Type = TypeString
+			v.Str, err = d.string()
+		case "Array":
+			err = d.arrayValue(v)
+		}
+		return wrap(err, key)
+	})
+	if err == nil && n != 1 {
+		err = errors.New("a value must have exactly one of Bool, I64, F64, String, Array (not null)")
 	}
-	if n != 1 {
-		return v, errors.New("a value must have exactly one of Bool, I64, F64, String, Array (not null)")
+	return err
+}
+
+// arrayValue reads an Array value's one variant.
+func (d *jsonDecoder) arrayValue(v *Value) error {
+	m := 0
+	err := d.object("an array value", func(key string) error {
+		switch key {
+		case "Bool", "I64", "F64", "String":
+			if d.null() {
+				return nil
+			}
+		default:
+			return d.skip(1)
+		}
+		m++
+		var err error
+		switch key {
+		case "Bool":
+			v.Type, v.Bools = TypeBoolArray, []bool{}
+			err = d.array("an array", func() error {
+				b, err := d.bool()
+				v.Bools = append(v.Bools, b)
+				return err
+			})
+		case "I64":
+			v.Type, v.Ints = TypeIntArray, []int64{}
+			err = d.array("an array", func() error {
+				n, err := d.int()
+				v.Ints = append(v.Ints, n)
+				return err
+			})
+		case "F64":
+			v.Type, v.Floats = TypeFloatArray, []float64{}
+			err = d.array("an array", func() error {
+				f, err := d.float()
+				v.Floats = append(v.Floats, f)
+				return err
+			})
+		case "String":
+			v.Type, v.Strings = TypeStringArray, []string{}
+			err = d.array("an array", func() error {
+				s, err := d.string()
+				v.Strings = append(v.Strings, s)
+				return err
+			})
+		}
+		return wrap(err, key)
+	})
+	if err == nil && m != 1 {
+		err = errors.New("an array must have exactly one of Bool, I64, F64, String (not null)")
 	}
-	if v.Type == TypeBoolArray && v.Bools == nil || v.Type == TypeIntArray && v.Ints == nil || v.Type == TypeStringArray && v.Strings == nil {
-		return v, errors.New("a null array")
+	return err
+}
+
+// int reads an i64.
+func (d *jsonDecoder) int() (int64, error) {
+	n, err := d.number()
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.ParseInt(n, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a 64-bit integer", n)
 	}
 	return v, nil
 }
 
-// jsonFloat is an f64 as serde_json writes it: null for NaN and the
-// infinities, read back as NaN (the value is gone; its being a float is
-// not).
-type jsonFloat float64
-
-func (f *jsonFloat) UnmarshalJSON(b []byte) error {
-	v, err := floatOf(b)
-	*f = jsonFloat(v)
-	return err
-}
-
-// floatOf reads an f64, null as NaN.
-func floatOf(raw json.RawMessage) (float64, error) {
-	if string(bytes.TrimSpace(raw)) == "null" {
+// float reads an f64, null as NaN.
+func (d *jsonDecoder) float() (float64, error) {
+	if d.null() {
 		return math.NaN(), nil
 	}
-	var f float64
-	return f, json.Unmarshal(raw, &f)
+	n, err := d.number()
+	if err != nil {
+		return 0, err
+	}
+	f, err := strconv.ParseFloat(n, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q is out of range for a 64-bit float", n)
+	}
+	return f, nil
 }

@@ -2,6 +2,8 @@ package kataspan
 
 import (
 	"context"
+	"slices"
+	"sync"
 
 	"github.com/katatrace/katatrace/guestid"
 	"github.com/katatrace/katatrace/sink"
@@ -33,11 +35,17 @@ type Sink struct {
 // service name (Kata's --trace-name).
 func NewSink(out sink.Sink, service string) *Sink { return &Sink{out: out, service: service} }
 
-// Send decodes p, one span, and sends it on.
+// Send decodes p, one span, and sends it on: to an OTLP endpoint as OTLP
+// bytes made straight from the span, to any other sink through the model.
 func (s *Sink) Send(p []byte, from guestid.ID) error {
 	span, err := Decode(p)
 	if err != nil {
 		return sink.Malformed(err)
+	}
+	if o, ok := s.out.(sink.OTLPSink); ok {
+		if adds, ok := o.OTLPResource(from); ok {
+			return s.sendOTLP(o, span, adds, from)
+		}
 	}
 	td, err := span.Traces(s.service)
 	if err != nil {
@@ -48,6 +56,27 @@ func (s *Sink) Send(p []byte, from guestid.ID) error {
 	}
 	return sink.SendTraces(s.out, td, from)
 }
+
+// scratch holds OTLP encodings being made: the queue then holds each in
+// a copy of its own size.
+var scratch = sync.Pool{New: func() any { return new([]byte) }}
+
+func (s *Sink) sendOTLP(o sink.OTLPSink, span *Span, adds sink.ResourceAdds, from guestid.ID) error {
+	bp := scratch.Get().(*[]byte)
+	defer scratch.Put(bp)
+	b, err := span.AppendOTLP((*bp)[:0], s.service, from.Sandbox, adds)
+	if err != nil {
+		return sink.Malformed(err)
+	}
+	if cap(b) <= maxScratch {
+		*bp = b
+	}
+	return o.SendOTLP(slices.Clone(b), 1, from)
+}
+
+// maxScratch bounds a buffer kept for the next span: a huge one is not
+// held on to.
+const maxScratch = 64 << 10
 
 // SandboxKey is the resource attribute naming the VM's sandbox: the key
 // Kata's runtime tags its own spans with (katautils, virtcontainers), so

@@ -289,6 +289,26 @@ func (c *CollectorSink) SendTraces(td ptrace.Traces, from guestid.ID) error {
 // (OTLP's, through otlpEncoder).
 type tracesEncoder interface {
 	encodeTraces(ptrace.Traces, guestid.ID) ([]byte, int, error)
+	adds(guestid.ID) ResourceAdds
+}
+
+// OTLPResource is what an OTLP endpoint's requests put on the resource
+// of from's spans; false for a Jaeger collector.
+func (c *CollectorSink) OTLPResource(from guestid.ID) (ResourceAdds, bool) {
+	enc, ok := c.b.(tracesEncoder)
+	if !ok {
+		return ResourceAdds{}, false
+	}
+	return enc.adds(from), true
+}
+
+// SendOTLP queues spans its sender encoded as OTLP, with OTLPResource's
+// attributes.
+func (c *CollectorSink) SendOTLP(body []byte, spans int, from guestid.ID) error {
+	if _, ok := c.b.(tracesEncoder); !ok {
+		return fmt.Errorf("%s takes no OTLP", c.url)
+	}
+	return c.enqueue(body, spans, from.Guest)
 }
 
 // enqueue queues one request body, dropping the oldest beyond maxBytes.

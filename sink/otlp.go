@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding/gzip"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -105,9 +106,9 @@ func NewOTLPSink(cfg OTLPConfig, maxBytes, workers int, log *slog.Logger) (*Coll
 	if err != nil {
 		return nil, fmt.Errorf("OTLP gRPC %s: %w", cfg.Endpoint, err)
 	}
-	b := otlpGRPC{otlpEncoder: enc, conn: cc, client: ptraceotlp.NewGRPCClient(cc), md: metadata.New(cfg.Headers)}
+	b := otlpGRPC{otlpEncoder: enc, conn: cc, md: metadata.New(cfg.Headers), opts: []grpc.CallOption{grpc.ForceCodecV2(rawCodec{})}}
 	if cfg.Gzip {
-		b.opts = []grpc.CallOption{grpc.UseCompressor(gzip.Name)}
+		b.opts = append(b.opts, grpc.UseCompressor(gzip.Name))
 	}
 	scheme := "otlp://"
 	if cfg.TLS {
@@ -151,6 +152,11 @@ func (e otlpEncoder) encodeTraces(td ptrace.Traces, from guestid.ID) ([]byte, in
 		return nil, 0, fmt.Errorf("encode OTLP: %w", err)
 	}
 	return body, td.SpanCount(), nil
+}
+
+// adds are the attributes encodeTraces puts on every resource of from's.
+func (e otlpEncoder) adds(from guestid.ID) ResourceAdds {
+	return ResourceAdds{Set: []Attr{{AttrGuest, from.Guest}, {AttrGuestPeer, from.Conn}}, Default: e.resource}
 }
 
 // encode is the OTLP export request of one Jaeger datagram.
@@ -239,20 +245,23 @@ func (o otlpHTTP) close() { o.client.CloseIdleConnections() }
 // otlpGRPC is OTLP/gRPC.
 type otlpGRPC struct {
 	otlpEncoder
-	conn   *grpc.ClientConn
-	client ptraceotlp.GRPCClient
-	md     metadata.MD
-	opts   []grpc.CallOption // gzip
+	conn *grpc.ClientConn
+	md   metadata.MD
+	opts []grpc.CallOption // the raw codec; gzip
 }
 
+// exportMethod is OTLP's trace export, as gRPC names it.
+const exportMethod = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
 func (o otlpGRPC) send(ctx context.Context, body []byte) error {
-	req, err := traces(body)
-	if err != nil {
-		return &rejection{reason: err.Error()}
-	}
-	resp, err := o.client.Export(metadata.NewOutgoingContext(ctx, o.md), req, o.opts...)
+	var answer []byte
+	err := o.conn.Invoke(metadata.NewOutgoingContext(ctx, o.md), exportMethod, &body, &answer, o.opts...)
 	switch status.Code(err) {
 	case codes.OK:
+		resp := ptraceotlp.NewExportResponse()
+		if resp.UnmarshalProto(answer) != nil {
+			return nil // accepted: an answer that is no ExportTraceServiceResponse says no more
+		}
 		return partialOf(resp)
 	// The OTLP specification's retryable codes; any other is final.
 	case codes.Canceled, codes.DeadlineExceeded, codes.Aborted, codes.OutOfRange, codes.Unavailable, codes.DataLoss:
@@ -301,8 +310,27 @@ func partialOf(r ptraceotlp.ExportResponse) error {
 func (o otlpGRPC) reset() { o.conn.ResetConnectBackoff() }
 func (o otlpGRPC) close() { _ = o.conn.Close() }
 
-// traces decodes an export request again (the gRPC client takes it whole).
-func traces(body []byte) (ptraceotlp.ExportRequest, error) {
-	req := ptraceotlp.NewExportRequest()
-	return req, req.UnmarshalProto(body)
+// rawCodec has gRPC send a request's bytes as they are, and hand back the
+// answer's: a queued body is already an ExportTraceServiceRequest's
+// encoding (requests concatenate), which a message type would decode
+// only to encode again. It is named proto, as the bytes are.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	b, ok := v.(*[]byte)
+	if !ok {
+		return nil, fmt.Errorf("raw codec: %T is not bytes", v)
+	}
+	return mem.BufferSlice{mem.SliceBuffer(*b)}, nil
 }
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	b, ok := v.(*[]byte)
+	if !ok {
+		return fmt.Errorf("raw codec: %T is not bytes", v)
+	}
+	*b = data.Materialize()
+	return nil
+}
+
+func (rawCodec) Name() string { return "proto" }

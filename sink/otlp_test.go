@@ -301,3 +301,9 @@ func TestOTLPHTTPS(t *testing.T) {
 func jaegerToOTLP(p []byte, from guestid.ID) ([]byte, int, error) {
 	return otlpEncoder{}.encode(p, from)
 }
+
+// traces reads an export request.
+func traces(body []byte) (ptraceotlp.ExportRequest, error) {
+	req := ptraceotlp.NewExportRequest()
+	return req, req.UnmarshalProto(body)
+}

@@ -16,6 +16,26 @@ type TraceSink interface {
 	SendTraces(td ptrace.Traces, from guestid.ID) error
 }
 
+// ResourceAdds are the attributes a sink puts on the resource of the
+// spans it is given: Set's replace the spans' own of their key (the
+// guest's names, which only the host knows), Default's go where the spans
+// have none of their key (OTEL_RESOURCE_ATTRIBUTES).
+type ResourceAdds struct{ Set, Default []Attr }
+
+// OTLPSink is a Sink that takes spans as OTLP bytes the sender made
+// itself: the Kata span decoder encodes OTLP straight from the span, with
+// no model between (see kataspan.Span.AppendOTLP).
+type OTLPSink interface {
+	Sink
+	// OTLPResource is what the sink puts on the resource of from's spans,
+	// and false when the sink does not send OTLP (a Jaeger collector).
+	OTLPResource(from guestid.ID) (ResourceAdds, bool)
+	// SendOTLP takes body, resource_spans fields of an OTLP
+	// ExportTraceServiceRequest made with OTLPResource's attributes and
+	// holding spans spans; the sink keeps body.
+	SendOTLP(body []byte, spans int, from guestid.ID) error
+}
+
 // SendTraces hands spans in the OpenTelemetry model to s: to a TraceSink
 // as they are, to any other (UDP, the printers) as Jaeger emitBatch
 // datagrams made by the OpenTelemetry Collector's translator, each within
