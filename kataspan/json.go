@@ -195,7 +195,11 @@ func (d *jsonDecoder) string() (string, error) {
 	start := d.i + 1
 	ascii := true
 	for j := start; j < len(d.b); j++ {
-		switch c := d.b[j]; {
+		c := d.b[j]
+		if !strSpecial[c] {
+			continue
+		}
+		switch {
 		case c == '"':
 			if !ascii && !utf8.Valid(d.b[start:j]) {
 				return d.unescape(start)
@@ -285,6 +289,15 @@ func (d *jsonDecoder) unescape(start int) (string, error) {
 	return "", errors.New("the payload ends in a string")
 }
 
+// strSpecial are the bytes a string's fast scan stops at: its end, an
+// escape, a control character (refused), and any not ASCII (checked).
+var strSpecial = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = c == '"' || c == '\\' || c < 0x20 || c >= 0x80
+	}
+	return t
+}()
+
 func hex4(b []byte) (rune, bool) {
 	if len(b) < 4 {
 		return 0, false
@@ -322,6 +335,9 @@ func (d *jsonDecoder) number() (string, error) {
 		j++
 	}
 	switch n := digits(); {
+	case n == 0 && j == len(d.b) && j > start:
+		d.i = j
+		return "", errors.New("the payload ends in a number")
 	case n == 0:
 		return "", d.unexpected("a number")
 	case n > 1 && d.b[j-n] == '0':
@@ -416,31 +432,93 @@ func (d *jsonDecoder) bool() (bool, error) {
 	return false, d.unexpected("true or false")
 }
 
-// skip reads a value the span does not know, checking it is JSON.
-func (d *jsonDecoder) skip(depth int) error {
-	if depth > maxDepth {
-		return fmt.Errorf("values nested more than %d deep", maxDepth)
-	}
-	switch c := d.peek(); {
-	case c == '{':
-		return d.object("a value", func(string) error { return d.skip(depth + 1) })
-	case c == '[':
-		return d.array("a value", func() error { return d.skip(depth + 1) })
-	case c == '"':
-		_, err := d.string()
-		return err
-	case c == 't' || c == 'f':
-		_, err := d.bool()
-		return err
-	case c == 'n':
-		if d.null() {
-			return nil
+// skip reads a value the span does not know (an evict_list, a max_len),
+// checking it is JSON: without recursion, its nesting bounded.
+func (d *jsonDecoder) skip() error {
+	// closing holds, per open object or array, the byte that ends it.
+	var stack [16]byte
+	closing := stack[:0]
+	for {
+		// A value.
+		switch c := d.peek(); {
+		case c == '{' || c == '[':
+			if len(closing) == maxDepth {
+				return fmt.Errorf("values nested more than %d deep", maxDepth)
+			}
+			d.i++
+			end := byte('}')
+			if c == '[' {
+				end = ']'
+			}
+			if d.peek() == end {
+				d.i++
+				break
+			}
+			closing = append(closing, end)
+			if end == '}' {
+				if err := d.key(); err != nil {
+					return err
+				}
+			}
+			continue
+		case c == '"':
+			if _, err := d.string(); err != nil {
+				return err
+			}
+		case c == 't' || c == 'f':
+			if _, err := d.bool(); err != nil {
+				return err
+			}
+		case c == 'n':
+			if !d.null() {
+				return d.unexpected("a value")
+			}
+		case c == '-' || '0' <= c && c <= '9':
+			if _, err := d.number(); err != nil {
+				return err
+			}
+		default:
+			return d.unexpected("a value")
 		}
-	case c == '-' || '0' <= c && c <= '9':
-		_, err := d.number()
+		// After a value: the next member or element, or ends.
+		for {
+			if len(closing) == 0 {
+				return nil
+			}
+			end := closing[len(closing)-1]
+			c := d.peek()
+			if c == end {
+				d.i++
+				closing = closing[:len(closing)-1]
+				continue
+			}
+			if c != ',' {
+				return d.unexpected(fmt.Sprintf("',' or '%c'", end))
+			}
+			d.i++
+			if end == '}' {
+				if err := d.key(); err != nil {
+					return err
+				}
+			}
+			break
+		}
+	}
+}
+
+// key reads an object's key and its colon.
+func (d *jsonDecoder) key() error {
+	if d.peek() != '"' {
+		return d.unexpected("a key")
+	}
+	if _, err := d.string(); err != nil {
 		return err
 	}
-	return d.unexpected("a value")
+	if d.peek() != ':' {
+		return d.unexpected("':'")
+	}
+	d.i++
+	return nil
 }
 
 // variant reads a unit enum variant by its name.
@@ -524,7 +602,7 @@ func (d *jsonDecoder) span() (*Span, error) {
 	err := d.object("the span", func(key string) error {
 		f := spanField(key)
 		if f == 0 {
-			return d.skip(1)
+			return d.skip()
 		}
 		if seen&f != 0 {
 			return fmt.Errorf("field %q twice", key)
@@ -568,7 +646,7 @@ func (d *jsonDecoder) span() (*Span, error) {
 			s.HasResource, s.Resource = true, []KeyValue{}
 			err = d.object("resource", func(k string) error {
 				if k != "attrs" || d.null() {
-					return d.skip(1)
+					return d.skip()
 				}
 				var err error
 				s.Resource, err = d.valueMap()
@@ -646,7 +724,7 @@ func (d *jsonDecoder) context(trace *[16]byte, span *uint64, flags *uint8, remot
 				})
 			}
 		default:
-			return d.skip(1)
+			return d.skip()
 		}
 		return wrap(err, key)
 	})
@@ -673,7 +751,7 @@ func (d *jsonDecoder) time() (Time, error) {
 			t.Nanos = uint32(v)
 			return wrap(err, key)
 		}
-		return d.skip(1)
+		return d.skip()
 	})
 	if err == nil && have != 3 {
 		err = errors.New("no secs_since_epoch or nanos_since_epoch")
@@ -695,7 +773,7 @@ func (d *jsonDecoder) attributeMap(s *Span) error {
 		case "dropped_count":
 			s.DroppedAttributes, err = d.count()
 		default:
-			return d.skip(1)
+			return d.skip()
 		}
 		return wrap(err, key)
 	})
@@ -768,7 +846,7 @@ func (d *jsonDecoder) keyValues() ([]KeyValue, error) {
 				have |= 2
 				err = d.value(&kv.Value)
 			default:
-				return d.skip(1)
+				return d.skip()
 			}
 			return wrap(err, key)
 		})
@@ -806,7 +884,7 @@ func (d *jsonDecoder) events(q *jsonEvents) error {
 		case "dropped_count":
 			q.dropped, err = d.count()
 		default:
-			return d.skip(1)
+			return d.skip()
 		}
 		return wrap(err, key)
 	})
@@ -832,7 +910,7 @@ func (d *jsonDecoder) event(e *Event) error {
 		case "dropped_attributes_count":
 			e.DroppedAttributes, err = d.count()
 		default:
-			return d.skip(1)
+			return d.skip()
 		}
 		return wrap(err, key)
 	})
@@ -859,7 +937,7 @@ func (d *jsonDecoder) links(s *Span) error {
 		case "dropped_count":
 			s.DroppedLinks, err = d.count()
 		default:
-			return d.skip(1)
+			return d.skip()
 		}
 		return wrap(err, key)
 	})
@@ -880,7 +958,7 @@ func (d *jsonDecoder) link(l *Link) error {
 		case "dropped_attributes_count":
 			l.DroppedAttributes, err = d.count()
 		default:
-			return d.skip(1)
+			return d.skip()
 		}
 		return wrap(err, key)
 	})
@@ -905,7 +983,7 @@ func (d *jsonDecoder) value(v *Value) error {
 			}
 		case "F64":
 		default:
-			return d.skip(1)
+			return d.skip()
 		}
 		n++
 		switch key {
@@ -942,7 +1020,7 @@ func (d *jsonDecoder) arrayValue(v *Value) error {
 				return nil
 			}
 		default:
-			return d.skip(1)
+			return d.skip()
 		}
 		m++
 		var err error

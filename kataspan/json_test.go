@@ -8,6 +8,7 @@ import (
 	"math/big"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -198,4 +199,49 @@ func writeJSON(s *Span, reversed, spaced bool) []byte {
 		member("status_message", q(s.StatusMessage)),
 		member("resource", resource),
 	) + sp)
+}
+
+// TestJSONSkipsWhatItDoesNotKnow: a field the span does not know is read
+// through, whatever it holds, and must still be JSON, nested within
+// bounds.
+func TestJSONSkipsWhatItDoesNotKnow(t *testing.T) {
+	p := capture(t, "json-otel017-api")[0]
+	want, err := DecodeJSON(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	with := func(v string) []byte { return append([]byte(`{"x":`+v+`,`), p[1:]...) }
+	deep := strings.Repeat("[", maxDepth) + strings.Repeat("]", maxDepth)
+	for _, tt := range []struct{ value, err string }{
+		{`{"a":[1,-2.5e3,"s\"",true,false,null,{},[],{"b":{"c":[[]]}}],"d":"\u00e9"}`, ""},
+		{deep, ""},
+		{"[" + deep + "]", "nested more than"},
+		{`{"a" 1}`, "':'"},
+		{`{"a":1,}`, "a key"},
+		{`[1 2]`, "',' or ']'"},
+		{`[1,]`, "a value"},
+		{`{1:2}`, "a key"},
+		{`nul`, "a value"},
+		{`"a`, "',' or '}'"},
+		{`01`, "leading zero"},
+		{`-`, "a number"},
+		{`[`, "a value"},
+	} {
+		t.Run(tt.value, func(t *testing.T) {
+			got, err := DecodeJSON(with(tt.value))
+			switch {
+			case tt.err == "" && err != nil:
+				t.Fatal(err)
+			case tt.err == "" && !reflect.DeepEqual(got, want):
+				t.Fatalf("got %+v", got)
+			case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+				t.Fatalf("err %v, want %q", err, tt.err)
+			}
+		})
+	}
+	for _, cut := range []string{`{"x":[`, `{"x":"a`, `{"x":{"a"`, `{"x":-`} {
+		if _, err := DecodeJSON([]byte(cut)); err == nil || !strings.Contains(err.Error(), "ends") {
+			t.Errorf("%s: %v, want the payload's end said", cut, err)
+		}
+	}
 }
