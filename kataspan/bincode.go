@@ -19,8 +19,10 @@ import (
 // dropped_count), status_code (u32 variant), status_message, resource
 // (Option<Resource>). Integers are little-endian and fixed-width; strings
 // and sequences carry a u64 length; Option is a u8 tag.
-func DecodeBincode(p []byte) (*Span, error) {
-	d := &bincode{b: p, rem: len(p), s: string(p)}
+func DecodeBincode(p []byte) (*Span, error) { return decodeBincode(p, false) }
+
+func decodeBincode(p []byte, borrow bool) (*Span, error) {
+	d := &bincode{b: p, rem: len(p), s: payloadString(p, borrow)}
 	s := d.span()
 	if d.err == nil && d.rem > 0 {
 		d.fail("%d bytes after the span", d.rem)

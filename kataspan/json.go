@@ -24,10 +24,12 @@ import (
 // token values. The payload is copied into one string, and every string of
 // the span without escapes is a slice of it, so that a span costs a
 // handful of allocations however many attributes it has.
-func DecodeJSON(p []byte) (*Span, error) {
+func DecodeJSON(p []byte) (*Span, error) { return decodeJSON(p, false) }
+
+func decodeJSON(p []byte, borrow bool) (*Span, error) {
 	d := jsonDecoders.Get().(*jsonDecoder)
 	defer jsonDecoders.Put(d)
-	d.b, d.s, d.i = p, "", 0
+	d.b, d.s, d.i, d.borrow = p, "", 0, borrow
 	s, err := d.span()
 	at := d.i
 	d.b, d.s = nil, "" // the pool keeps no payload
@@ -40,9 +42,10 @@ func DecodeJSON(p []byte) (*Span, error) {
 // jsonDecoder reads one JSON text. b is the payload, s the same bytes as
 // a string (made at the first string read), i the read position.
 type jsonDecoder struct {
-	b []byte
-	s string
-	i int
+	b      []byte
+	s      string
+	i      int
+	borrow bool // s is b's own bytes (decodeBorrowed)
 	// kvs is where a map's values are read, to be copied out in a slice
 	// of their number, in the key order that order holds: reused, by way
 	// of jsonDecoders.
@@ -115,7 +118,7 @@ func wrap(err error, what string) error {
 // str is b[from:to] as a string, a slice of the payload's one copy.
 func (d *jsonDecoder) str(from, to int) string {
 	if d.s == "" && len(d.b) > 0 {
-		d.s = string(d.b)
+		d.s = payloadString(d.b, d.borrow)
 	}
 	return d.s[from:to]
 }
@@ -790,10 +793,11 @@ func (d *jsonDecoder) valueMap() ([]KeyValue, error) {
 		}
 		return nil
 	})
-	d.keep(kvs)
 	if err != nil {
+		d.keep(kvs)
 		return nil, err
 	}
+	defer d.keep(kvs)
 	// The values stay where they were read; their places are sorted
 	// (stable: of equal keys the last read is last, and kept), and each
 	// is moved once, to the map's own slice.
@@ -817,10 +821,11 @@ func (d *jsonDecoder) valueMap() ([]KeyValue, error) {
 	return out, nil
 }
 
-// keep keeps kvs's array for the next map. What it holds is cleared only
-// when large: a small one's strings, of one span, may wait for the next.
+// keep keeps kvs's array for the next map. What it holds is cleared when
+// large or borrowed: a small copy's strings, of one span, may wait for
+// the next; a borrowed payload's may not outlive it.
 func (d *jsonDecoder) keep(kvs []KeyValue) {
-	if cap(kvs) > 256 || len(d.b) > 64<<10 {
+	if d.borrow || cap(kvs) > 256 || len(d.b) > 64<<10 {
 		clear(kvs)
 		kvs = nil
 	}
@@ -829,10 +834,10 @@ func (d *jsonDecoder) keep(kvs []KeyValue) {
 
 // keyValues reads a list of {"key":…,"value":…}; null is none.
 func (d *jsonDecoder) keyValues() ([]KeyValue, error) {
-	kvs := []KeyValue{}
 	if d.null() {
-		return kvs, nil
+		return []KeyValue{}, nil
 	}
+	kvs := d.kvs[:0]
 	err := d.array("attributes", func() error {
 		var kv KeyValue
 		have := 0
@@ -854,17 +859,17 @@ func (d *jsonDecoder) keyValues() ([]KeyValue, error) {
 			err = errors.New("no key or no value")
 		}
 		kvs = append(kvs, kv)
-		return wrapf(err, "attribute %d", len(kvs)-1)
-	})
-	return kvs, err
-}
-
-// wrapf is wrap with a formatted what, made only for an error.
-func wrapf(err error, format string, args ...any) error {
-	if err == nil {
+		if err != nil {
+			return fmt.Errorf("attribute %d: %w", len(kvs)-1, err)
+		}
 		return nil
+	})
+	out := slices.Clone(kvs)
+	if out == nil {
+		out = []KeyValue{}
 	}
-	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), err)
+	d.keep(kvs)
+	return out, err
 }
 
 // events reads an EvictedQueue of events.
@@ -876,10 +881,13 @@ func (d *jsonDecoder) events(q *jsonEvents) error {
 			if d.null() {
 				return nil
 			}
-			q.queue = []Event{}
+			q.queue = make([]Event, 0, 4) // a span's few, in one allocation
 			err = d.array("a queue", func() error {
 				q.queue = append(q.queue, Event{})
-				return wrapf(d.event(&q.queue[len(q.queue)-1]), "event %d", len(q.queue)-1)
+				if err := d.event(&q.queue[len(q.queue)-1]); err != nil {
+					return fmt.Errorf("event %d: %w", len(q.queue)-1, err)
+				}
+				return nil
 			})
 		case "dropped_count":
 			q.dropped, err = d.count()
@@ -932,7 +940,10 @@ func (d *jsonDecoder) links(s *Span) error {
 			s.Links = []Link{}
 			err = d.array("a queue", func() error {
 				s.Links = append(s.Links, Link{Attributes: []KeyValue{}})
-				return wrapf(d.link(&s.Links[len(s.Links)-1]), "link %d", len(s.Links)-1)
+				if err := d.link(&s.Links[len(s.Links)-1]); err != nil {
+					return fmt.Errorf("link %d: %w", len(s.Links)-1, err)
+				}
+				return nil
 			})
 		case "dropped_count":
 			s.DroppedLinks, err = d.count()

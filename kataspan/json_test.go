@@ -245,3 +245,22 @@ func TestJSONSkipsWhatItDoesNotKnow(t *testing.T) {
 		}
 	}
 }
+
+// TestJSONLargeSpan: a span past the decoder's reuse bounds (a payload
+// over 64 KiB, a map over 256 keys) reads back whole, copied or borrowed.
+func TestJSONLargeSpan(t *testing.T) {
+	want := &Span{Name: strings.Repeat("n", 70<<10), Attributes: make([]KeyValue, 300), Start: Time{1, 2}, End: Time{3, 4}}
+	for i := range want.Attributes {
+		want.Attributes[i] = KeyValue{Key: fmt.Sprintf("k%03d", i), Value: Value{Type: TypeInt, Int: int64(i)}}
+	}
+	p := writeJSON(want, false, false)
+	for _, decode := range []func([]byte) (*Span, error){Decode, decodeBorrowed} {
+		got, err := decode(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("got %d attributes, name of %d bytes", len(got.Attributes), len(got.Name))
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -313,6 +314,9 @@ func FuzzDecode(f *testing.F) {
 		s, err := Decode(p)
 		if err != nil {
 			return
+		}
+		if b, err := decodeBorrowed(bytes.Clone(p)); err != nil || fmt.Sprintf("%+v", b) != fmt.Sprintf("%+v", s) {
+			t.Fatalf("borrowing the payload: %+v, %v; copying it: %+v", b, err, s)
 		}
 		if _, err := s.Traces("kata-agent"); err != nil {
 			if _, err2 := s.AppendOTLP(nil, "kata-agent", "sb", testAdds); err2 == nil {

@@ -3,6 +3,7 @@ package kataspan
 import (
 	"fmt"
 	"strings"
+	"unsafe"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -15,16 +16,23 @@ import (
 // form the beginning names is tried first, then the other: a payload
 // fails only when it is neither, with the error of JSON's when it begins
 // as an object, of bincode's when not.
-func Decode(p []byte) (*Span, error) {
-	first, second := DecodeBincode, DecodeJSON
+func Decode(p []byte) (*Span, error) { return decode(p, false) }
+
+// decodeBorrowed is Decode, but the span's strings are p's own bytes, not
+// a copy: it is valid only while p is unchanged. The OTLP path takes it,
+// encoding the span before its Send returns.
+func decodeBorrowed(p []byte) (*Span, error) { return decode(p, true) }
+
+func decode(p []byte, borrow bool) (*Span, error) {
+	first, second := decodeBincode, decodeJSON
 	if looksJSON(p) {
-		first, second = DecodeJSON, DecodeBincode
+		first, second = decodeJSON, decodeBincode
 	}
-	s, err := first(p)
+	s, err := first(p, borrow)
 	if err == nil {
 		return s, nil
 	}
-	s, err2 := second(p)
+	s, err2 := second(p, borrow)
 	if err2 == nil {
 		return s, nil
 	}
@@ -32,6 +40,14 @@ func Decode(p []byte) (*Span, error) {
 		err = err2
 	}
 	return nil, err
+}
+
+// payloadString is p as a string: a copy, or p's own bytes when borrowed.
+func payloadString(p []byte, borrow bool) string {
+	if borrow {
+		return unsafe.String(unsafe.SliceData(p), len(p))
+	}
+	return string(p)
 }
 
 // jsonStart is how serde_json's SpanData begins.

@@ -38,14 +38,19 @@ func NewSink(out sink.Sink, service string) *Sink { return &Sink{out: out, servi
 // Send decodes p, one span, and sends it on: to an OTLP endpoint as OTLP
 // bytes made straight from the span, to any other sink through the model.
 func (s *Sink) Send(p []byte, from guestid.ID) error {
+	if o, ok := s.out.(sink.OTLPSink); ok {
+		if adds, ok := o.OTLPResource(from); ok {
+			// Encoded before Send returns: the span may borrow p's bytes.
+			span, err := decodeBorrowed(p)
+			if err != nil {
+				return sink.Malformed(err)
+			}
+			return s.sendOTLP(o, span, adds, from)
+		}
+	}
 	span, err := Decode(p)
 	if err != nil {
 		return sink.Malformed(err)
-	}
-	if o, ok := s.out.(sink.OTLPSink); ok {
-		if adds, ok := o.OTLPResource(from); ok {
-			return s.sendOTLP(o, span, adds, from)
-		}
 	}
 	td, err := span.Traces(s.service)
 	if err != nil {
