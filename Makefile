@@ -21,7 +21,7 @@ LDFLAGS     := -s -w -X main.version=$(VERSION) -X runtime.godebugDefault=disabl
 TOOLS       := $(CURDIR)/bin
 export CGO_ENABLED := 0
 
-.PHONY: all build install install-bin install-guest install-host test unit sim e2e lint fuzz fuzz-short bench demo tools vm-kernel vm-root clean
+.PHONY: all build install install-bin install-guest install-host test unit sim e2e lint fuzz fuzz-short bench demo tools vm-kernel vm-root clean packages promtool-test
 
 all: build
 
@@ -90,6 +90,47 @@ $(TOOLS)/jaeger: tools/go.mod
 $(TOOLS)/staticcheck: tools/go.mod
 	cd tools && $(GO) build -o $(TOOLS)/staticcheck honnef.co/go/tools/cmd/staticcheck
 
+## packages: .deb and .rpm into dist/ (nfpm, tools/nfpm): katatrace (the
+## binary and its links), katatrace-host (as install-host installs it) and
+## katatrace-guest (as install-guest into a root without a syslog daemon),
+## for this machine's architecture; PKG_VERSION from git describe (a tag
+## v1.2.3 gives 1.2.3; no tag: 0.0.0~gitN.HASH, N commits); then reads
+## them back (packaging's tests)
+PKG_ARCH    ?= $(shell $(GO) env GOARCH)
+PKG_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo "$${v\#v}" | tr - '~' || \
+  echo "0.0.0~git$$(git rev-list --count HEAD 2>/dev/null || echo 0).$$(git rev-parse --short HEAD 2>/dev/null || echo dev)")
+# packaging/*.yaml read the staged trees from here (relative: nfpm
+# expands no variable in a tree's src).
+PKG_STAGE   := $(CURDIR)/dist/stage
+packages: $(TOOLS)/nfpm
+	rm -rf $(PKG_STAGE) dist/*.deb dist/*.rpm && mkdir -p dist
+	$(MAKE) --no-print-directory install-bin DESTDIR=$(PKG_STAGE)/bin PREFIX=/usr
+	$(MAKE) --no-print-directory install-host DESTDIR=$(PKG_STAGE)/host PREFIX=/usr
+	$(MAKE) --no-print-directory install-guest DESTDIR=$(PKG_STAGE)/guest PREFIX=/usr
+	@# The binary and links are katatrace's package, not the units'.
+	rm -rf $(PKG_STAGE)/host/usr/bin $(PKG_STAGE)/guest/usr/bin
+	for p in katatrace katatrace-host katatrace-guest; do for f in deb rpm; do \
+	  PKG_ARCH=$(PKG_ARCH) PKG_VERSION='$(PKG_VERSION)' \
+	    $(TOOLS)/nfpm package --config packaging/$$p.yaml --packager $$f --target dist/ || exit 1; \
+	done; done
+	rm -rf $(PKG_STAGE)
+	@ls -l dist/*.deb dist/*.rpm
+	@# Read back: files, modes, links, dependencies, the scripts' calls.
+	KATATRACE_DIST=$(CURDIR)/dist $(GO) test -count=1 ./packaging
+
+## promtool-test: the alert rules' tests (deploy/prometheus), by promtool
+promtool-test: $(TOOLS)/promtool
+	$(TOOLS)/promtool check rules deploy/prometheus/katatrace-alerts.yaml
+	cd deploy/prometheus && $(TOOLS)/promtool test rules katatrace-alerts_test.yaml
+
+# nfpm and promtool, each in a module of its own (their dependencies
+# clash with Jaeger's); promtool without service discovery, which it
+# does not need to test rules.
+$(TOOLS)/nfpm: tools/nfpm/go.mod
+	cd tools/nfpm && CGO_ENABLED=0 $(GO) build -o $(TOOLS)/nfpm github.com/goreleaser/nfpm/v2/cmd/nfpm
+$(TOOLS)/promtool: tools/promtool/go.mod
+	cd tools/promtool && CGO_ENABLED=0 $(GO) build -tags remove_all_sd -o $(TOOLS)/promtool github.com/prometheus/prometheus/cmd/promtool
+
 ## lint: vet (also for darwin), gofmt, staticcheck
 lint: $(TOOLS)/staticcheck
 	$(GO) vet ./...
@@ -135,7 +176,7 @@ vm-root:
 	scripts/build-guest-root.sh e2e/vm/.cache/guest-root.tar
 
 ## test: everything CI runs
-test: lint unit fuzz-short e2e
+test: lint unit fuzz-short promtool-test packages e2e
 
 ## fuzz-short: every fuzz target for a few seconds, so that a parser
 ## regression the seeds miss still has a chance to fail CI

@@ -37,15 +37,9 @@ type Health struct {
 // serves, /readyz while h.Ready has no objection (503 with its reason
 // otherwise), as the OpenTelemetry Collector's and Jaeger's do.
 func Serve(a endpoint.Addr, log *slog.Logger, h Health, cs ...prometheus.Collector) (*Server, error) {
-	reg := prometheus.NewRegistry()
-	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "katatrace_build_info", Help: "Always 1; its labels say which build and role is running.",
-		ConstLabels: prometheus.Labels{"version": h.Version, "goversion": runtime.Version(), "role": h.Role}})
-	build.Set(1)
-	cs = append(cs, build, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
-	for _, c := range cs {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("metrics: %w", err)
-		}
+	reg, err := newRegistry(h, cs...)
+	if err != nil {
+		return nil, err
 	}
 	ln, err := endpoint.Listen(a)
 	if err != nil {
@@ -86,6 +80,23 @@ func Serve(a endpoint.Addr, log *slog.Logger, h Health, cs ...prometheus.Collect
 	}()
 	log.Info("serving metrics", "listen", a.String(), "paths", "/metrics /healthz /readyz")
 	return s, nil
+}
+
+// newRegistry holds cs and what every role serves beside them: the
+// process's, the Go runtime's and katatrace_build_info. The deploy tests
+// read what it describes.
+func newRegistry(h Health, cs ...prometheus.Collector) (*prometheus.Registry, error) {
+	reg := prometheus.NewRegistry()
+	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "katatrace_build_info", Help: "Always 1; its labels say which build and role is running.",
+		ConstLabels: prometheus.Labels{"version": h.Version, "goversion": runtime.Version(), "role": h.Role}})
+	build.Set(1)
+	cs = append(cs, build, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+	}
+	return reg, nil
 }
 
 // Shutdown stops serving, letting a scrape in progress end (bounded by ctx).

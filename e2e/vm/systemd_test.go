@@ -34,8 +34,9 @@ func setupSystemd(t *testing.T) *systemdGuest { return setupSystemdWith(t, true)
 
 // setupSystemdWith builds the guest with katatrace's guest side in it, or,
 // for a measurement's baseline, without: the agent then runs bare under
-// Kata's own units (the test's in-guest host relays stay in both).
-func setupSystemdWith(t *testing.T, katatrace bool) *systemdGuest {
+// Kata's own units (the test's in-guest host relays stay in both). extra
+// puts a test's own files in the root before it is packed.
+func setupSystemdWith(t *testing.T, katatrace bool, extra ...func(root string)) *systemdGuest {
 	g := setup(t)
 	need := func(what, why string) {
 		if os.Getenv("KATATRACE_REQUIRE_VM") == "1" {
@@ -153,6 +154,9 @@ func setupSystemdWith(t *testing.T, katatrace bool) *systemdGuest {
 		}
 	}
 
+	for _, f := range extra {
+		f(root)
+	}
 	g.initrd = filepath.Join(t.TempDir(), "root.cpio")
 	pack(t, root, g.initrd)
 	// The uplink is a virtio-serial port, the channel of hypervisors

@@ -1,0 +1,259 @@
+package metrics
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
+	"go.yaml.in/yaml/v2"
+)
+
+// The alert rules and the dashboard shipped in deploy/ name only metrics
+// the binary serves, with labels those metrics have: read from the
+// collectors' descriptions, as registered by Serve for each kind of role,
+// not from a scrape, where a vector without series (no guest yet) does
+// not show.
+const (
+	alertRules = "../deploy/prometheus/katatrace-alerts.yaml"
+	dashboard  = "../deploy/grafana/katatrace.json"
+)
+
+// servedMetric is one metric a role serves: its labels, and those the
+// scrape adds (instance, job).
+type servedMetric map[string]bool
+
+// served reads every description of what the roles register: the host
+// relays' collector, the forwarder's, the guest relays', each beside what
+// Serve adds (process, Go runtime, build info).
+func served(t *testing.T) map[string]servedMetric {
+	t.Helper()
+	descRE := regexp.MustCompile(`^Desc\{fqName: "([^"]+)", help: .*, constLabels: \{(.*)\}, variableLabels: \{([^}]*)\}\}$`)
+	constRE := regexp.MustCompile(`(?:^|,)([a-zA-Z_][a-zA-Z0-9_]*)="`)
+	out := map[string]servedMetric{}
+	for _, c := range []prometheus.Collector{ForServer(nil, Host{}), ForServer(nil, Host{Spans: true}), ForRelays()} {
+		reg, err := newRegistry(Health{Role: "test", Version: "test"}, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := make(chan *prometheus.Desc)
+		go func() { reg.Describe(ch); close(ch) }()
+		for d := range ch {
+			m := descRE.FindStringSubmatch(d.String())
+			if m == nil {
+				t.Fatalf("a description this test cannot read (client_golang's Desc.String changed?): %s", d)
+			}
+			ls := servedMetric{"instance": true, "job": true}
+			for _, l := range constRE.FindAllStringSubmatch(m[2], -1) {
+				ls[l[1]] = true
+			}
+			for _, l := range strings.Split(m[3], ",") {
+				if l != "" {
+					ls[strings.TrimSuffix(strings.TrimPrefix(l, "c("), ")")] = true
+				}
+			}
+			out[m[1]] = ls
+		}
+	}
+	// A histogram's or summary's series carry suffixes its description
+	// does not (the Go runtime's go_gc_duration_seconds).
+	for name, ls := range out {
+		for _, suffix := range []string{"_sum", "_count", "_bucket"} {
+			if _, ok := out[name+suffix]; !ok {
+				out[name+suffix] = ls
+			}
+		}
+	}
+	for _, name := range []string{"katatrace_sink_up", "katatrace_agent_connections", "katatrace_relay_connected", "katatrace_host_listeners", "process_resident_memory_bytes"} {
+		if out[name] == nil {
+			t.Fatalf("%s not among the descriptions read: the test reads the wrong collectors", name)
+		}
+	}
+	return out
+}
+
+// grafanaVars are Grafana's interval variables, which PromQL cannot parse
+// in a range; the dashboard's own ($instance, $sandbox) stand in strings.
+var grafanaVars = regexp.MustCompile(`\$__(rate_interval|interval|range)|\$\{__(rate_interval|interval|range)\}`)
+
+// unserved says what expr names that no role serves: a metric, a
+// metric regular expression matching none, or a label the metric lacks.
+func unserved(expr string, metrics map[string]servedMetric) ([]string, error) {
+	e, err := parser.ParseExpr(grafanaVars.ReplaceAllString(expr, "5m"))
+	if err != nil {
+		return nil, err
+	}
+	var bad []string
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		vs, ok := n.(*parser.VectorSelector)
+		if !ok {
+			return nil
+		}
+		var names []string
+		for _, m := range vs.LabelMatchers {
+			if m.Name != labels.MetricName {
+				continue
+			}
+			for name := range metrics {
+				if m.Matches(name) {
+					names = append(names, name)
+				}
+			}
+			if len(names) == 0 {
+				bad = append(bad, fmt.Sprintf("%s: no metric served matches %s", vs, m))
+			}
+		}
+		for _, name := range names {
+			for _, m := range vs.LabelMatchers {
+				if m.Name != labels.MetricName && !metrics[name][m.Name] {
+					bad = append(bad, fmt.Sprintf("%s: %s has no label %q", vs, name, m.Name))
+				}
+			}
+		}
+		return nil
+	})
+	return bad, nil
+}
+
+// ruleExprs are the expressions of a Prometheus rule file, by rule name.
+func ruleExprs(t *testing.T, b []byte) map[string]string {
+	t.Helper()
+	// Prometheus's rule file format (rulefmt), whole: strict decoding
+	// refuses a field misspelt (exprr:), which would hide its expression.
+	var f struct {
+		Groups []struct {
+			Name, Interval string
+			QueryOffset    string `yaml:"query_offset"`
+			Limit          int
+			Labels         map[string]string
+			Rules          []struct {
+				Alert, Record, Expr, For string
+				KeepFiringFor            string `yaml:"keep_firing_for"`
+				Labels, Annotations      map[string]string
+			}
+		}
+	}
+	if err := yaml.UnmarshalStrict(b, &f); err != nil {
+		t.Fatalf("rule file: %v", err)
+	}
+	out := map[string]string{}
+	for _, g := range f.Groups {
+		for _, r := range g.Rules {
+			name := r.Alert + r.Record
+			if name == "" || r.Expr == "" {
+				t.Fatalf("rule file: a rule without a name or an expression: %+v", r)
+			}
+			out[name] = r.Expr
+		}
+	}
+	return out
+}
+
+// dashboardExprs are a Grafana dashboard's queries: every panel's
+// targets' expr, and its variables' label_values(...) or query_result(...)
+// queries.
+func dashboardExprs(t *testing.T, b []byte) map[string]string {
+	t.Helper()
+	var d any
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("dashboard: %v", err)
+	}
+	out := map[string]string{}
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if e, ok := v["expr"].(string); ok {
+				out[path+".expr"] = e
+			}
+			for k, x := range v {
+				walk(path+"."+k, x)
+			}
+		case []any:
+			for i, x := range v {
+				walk(fmt.Sprintf("%s[%d]", path, i), x)
+			}
+		}
+	}
+	walk("", d)
+	vars, _ := d.(map[string]any)["templating"].(map[string]any)["list"].([]any)
+	varQuery := regexp.MustCompile(`^(?:label_values\((.+),\s*[a-zA-Z_][a-zA-Z0-9_]*\)|query_result\((.+)\))$`)
+	for _, v := range vars {
+		v := v.(map[string]any)
+		if v["type"] != "query" {
+			continue
+		}
+		q, _ := v["query"].(string)
+		if m, ok := v["query"].(map[string]any); ok {
+			q, _ = m["query"].(string)
+		}
+		m := varQuery.FindStringSubmatch(q)
+		if m == nil {
+			t.Fatalf("dashboard: variable %v: query %q is neither label_values(EXPR, LABEL) nor query_result(EXPR)", v["name"], q)
+		}
+		out[fmt.Sprintf("variable %v", v["name"])] = m[1] + m[2]
+	}
+	return out
+}
+
+func TestDeployNamesServedMetrics(t *testing.T) {
+	metrics := served(t)
+	for _, file := range []string{alertRules, dashboard} {
+		t.Run(file, func(t *testing.T) {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			exprs := dashboardExprs
+			if strings.HasSuffix(file, ".yaml") {
+				exprs = ruleExprs
+			}
+			es := exprs(t, b)
+			if len(es) < 5 {
+				t.Fatalf("%d expressions read: the file's layout is not what this test reads", len(es))
+			}
+			for where, e := range es {
+				bad, err := unserved(e, metrics)
+				if err != nil {
+					t.Errorf("%s: %q: %v", where, e, err)
+				}
+				for _, b := range bad {
+					t.Errorf("%s: %s", where, b)
+				}
+			}
+		})
+	}
+}
+
+// TestUnservedFound: what the check above must catch, it catches.
+func TestUnservedFound(t *testing.T) {
+	metrics := served(t)
+	for _, tc := range []struct{ name, expr, want string }{
+		{"a misspelt metric", `katatrace_sink_upp == 0`, "katatrace_sink_upp"},
+		{"a metric of no role", `increase(katatrace_agent_datagrams_total[5m]) > 0 or katatrace_sink_up == 0`, "katatrace_agent_datagrams_total"},
+		{"a label the metric lacks", `katatrace_sink_up{guest="x"} == 0`, `has no label "guest"`},
+		{"a name pattern matching none", `{__name__=~"katatrace_vm_.*"}`, "no metric served matches"},
+		{"a Grafana query on a wrong name", `sum by (sandbox) (rate(katatrace_agent_span_total{instance=~"$instance"}[$__rate_interval]))`, "katatrace_agent_span_total"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad, err := unserved(tc.expr, metrics)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.ContainsFunc(bad, func(s string) bool { return strings.Contains(s, tc.want) }) {
+				t.Fatalf("%q: found %q, want one naming %s", tc.expr, bad, tc.want)
+			}
+		})
+	}
+	for _, ok := range []string{`katatrace_sink_up{sink="x",instance="n:9464"} == 0`, `go_gc_duration_seconds_count`, `{__name__=~"katatrace_(agent|guest)_connections"}`} {
+		if bad, err := unserved(ok, metrics); err != nil || len(bad) > 0 {
+			t.Errorf("%q: %v %q, want nothing", ok, err, bad)
+		}
+	}
+}
