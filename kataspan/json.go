@@ -73,6 +73,9 @@ func (d *jsonDecoder) ws() {
 
 // peek is the next byte after white space, 0 at the end.
 func (d *jsonDecoder) peek() byte {
+	if d.i < len(d.b) && d.b[d.i] > ' ' {
+		return d.b[d.i] // serde_json writes no white space
+	}
 	d.ws()
 	if d.i < len(d.b) {
 		return d.b[d.i]
@@ -825,9 +828,12 @@ func (d *jsonDecoder) valueMap() ([]KeyValue, error) {
 // large or borrowed: a small copy's strings, of one span, may wait for
 // the next; a borrowed payload's may not outlive it.
 func (d *jsonDecoder) keep(kvs []KeyValue) {
-	if d.borrow || cap(kvs) > 256 || len(d.b) > 64<<10 {
+	switch {
+	case cap(kvs) > 256 || len(d.b) > 64<<10:
 		clear(kvs)
 		kvs = nil
+	case d.borrow:
+		clear(kvs)
 	}
 	d.kvs = kvs[:0]
 }
@@ -1036,34 +1042,44 @@ func (d *jsonDecoder) arrayValue(v *Value) error {
 		m++
 		var err error
 		switch key {
+		// Each read into a buffer on the stack, then copied out at its
+		// size: one allocation an array.
 		case "Bool":
-			v.Type, v.Bools = TypeBoolArray, []bool{}
+			var buf [16]bool
+			xs := buf[:0]
 			err = d.array("an array", func() error {
 				b, err := d.bool()
-				v.Bools = append(v.Bools, b)
+				xs = append(xs, b)
 				return err
 			})
+			v.Type, v.Bools = TypeBoolArray, append(make([]bool, 0, len(xs)), xs...)
 		case "I64":
-			v.Type, v.Ints = TypeIntArray, []int64{}
+			var buf [16]int64
+			xs := buf[:0]
 			err = d.array("an array", func() error {
 				n, err := d.int()
-				v.Ints = append(v.Ints, n)
+				xs = append(xs, n)
 				return err
 			})
+			v.Type, v.Ints = TypeIntArray, append(make([]int64, 0, len(xs)), xs...)
 		case "F64":
-			v.Type, v.Floats = TypeFloatArray, []float64{}
+			var buf [16]float64
+			xs := buf[:0]
 			err = d.array("an array", func() error {
 				f, err := d.float()
-				v.Floats = append(v.Floats, f)
+				xs = append(xs, f)
 				return err
 			})
+			v.Type, v.Floats = TypeFloatArray, append(make([]float64, 0, len(xs)), xs...)
 		case "String":
-			v.Type, v.Strings = TypeStringArray, []string{}
+			var buf [16]string
+			xs := buf[:0]
 			err = d.array("an array", func() error {
 				s, err := d.string()
-				v.Strings = append(v.Strings, s)
+				xs = append(xs, s)
 				return err
 			})
+			v.Type, v.Strings = TypeStringArray, append(make([]string, 0, len(xs)), xs...)
 		}
 		return wrap(err, key)
 	})
