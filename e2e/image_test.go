@@ -342,9 +342,18 @@ func TestImageUnderPodman(t *testing.T) {
 	// Host network: Jaeger listens on the host's loopback. seccomp
 	// unconfined: the default profile refuses socket(AF_VSOCK), which the
 	// entrypoint's vsock://any:10240 opens.
+	// make image's oci-archive, as the guide pulls it: the host's
+	// platform's image.
+	archive := filepath.Join(filepath.Dir(os.Getenv("KATATRACE_IMAGE")), "katatrace-image.tar")
+	out, err := exec.Command(podman, "pull", "--quiet", "oci-archive:"+archive).Output()
+	if err != nil {
+		t.Fatalf("podman pull oci-archive:%s: %v", archive, err)
+	}
+	id := strings.TrimSpace(string(out))
+	t.Cleanup(func() { _ = exec.Command(podman, "rmi", "--force", id).Run() })
 	name := fmt.Sprintf("katatrace-e2e-%d", os.Getpid())
 	p := testutil.Start(t, nil, podman, "run", "--rm", "--name", name, "--network", "host", "--security-opt", "seccomp=unconfined",
-		"-v", vms+":/run/vc/vm", "oci:"+os.Getenv("KATATRACE_IMAGE"), "--to", j.OTLPGRPCAddr())
+		"-v", vms+":/run/vc/vm", id, "--to", j.OTLPGRPCAddr())
 	t.Cleanup(func() { _ = exec.Command(podman, "rm", "--force", name).Run() })
 	p.WaitLog(`"msg":"ready"`)
 	vm := filepath.Join(vms, "sandbox-0")
