@@ -362,3 +362,35 @@ func TestImageUnderPodman(t *testing.T) {
 	stopForwarder(t, p, 1)
 	checkKataTree(t, j.WaitTrace(t, "d5549796b885246c67389f3b2fa247d1", 6, 20*time.Second), "kata-agent", true)
 }
+
+// TestImageRebuildsToTheSameDigest: make image's tool, run again now on
+// the binaries the image holds and the version, revision and time its
+// labels give, writes the same index, byte for byte: nothing of the
+// build's moment, host or file system got in.
+func TestImageRebuildsToTheSameDigest(t *testing.T) {
+	idx := imageIndex(t)
+	m := testutil.Must(idx.IndexManifest())
+	dir := t.TempDir()
+	var labels map[string]string
+	args := []string{"run", "../cmd/katatrace-image", "--out", filepath.Join(dir, "image")}
+	for _, d := range m.Manifests {
+		img := testutil.Must(idx.Image(d.Digest))
+		labels = testutil.Must(img.ConfigFile()).Config.Labels
+		exe := filepath.Join(dir, d.Platform.Architecture)
+		if err := os.WriteFile(exe, imageFiles(t, img)["usr/bin/katatrace"].body, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--binary", "linux/"+d.Platform.Architecture+"="+exe)
+	}
+	created := testutil.Must(time.Parse(time.RFC3339, labels["org.opencontainers.image.created"]))
+	args = append(args, "--version", labels["org.opencontainers.image.version"], "--revision", labels["org.opencontainers.image.revision"],
+		"--source", labels["org.opencontainers.image.source"], "--created", fmt.Sprint(created.Unix()))
+	out, err := exec.Command("go", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	want := testutil.Must(idx.Digest())
+	if !strings.Contains(string(out), "image index "+want.String()) {
+		t.Fatalf("rebuilt: %s\nwant index %s", out, want)
+	}
+}
