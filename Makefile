@@ -21,7 +21,7 @@ LDFLAGS     := -s -w -X main.version=$(VERSION) -X runtime.godebugDefault=disabl
 TOOLS       := $(CURDIR)/bin
 export CGO_ENABLED := 0
 
-.PHONY: all build install install-bin install-guest install-host test unit sim e2e lint fuzz fuzz-short bench demo tools vm-kernel vm-root clean packages promtool-test
+.PHONY: all build image install install-bin install-guest install-host test unit sim e2e lint fuzz fuzz-short bench demo tools vm-kernel vm-root clean packages promtool-test
 
 all: build
 
@@ -29,6 +29,25 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/katatrace .
 	bin/katatrace links bin --log-level=warn
+
+## image: the OCI image, an index for linux amd64, arm64, s390x and
+##   ppc64le made from the static binaries without a container daemon:
+##   dist/image (an OCI layout) and dist/katatrace-image.tar (oci-archive).
+##   The host's architecture takes make build's binary. Same commit and
+##   toolchain, same digest (SOURCE_DATE_EPOCH: the commit's time).
+IMAGE_ARCHS := amd64 arm64 s390x ppc64le
+IMAGE_DIR   := $(CURDIR)/dist/image
+HOST_ARCH   := $(shell $(GO) env GOARCH)
+REVISION    := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+image_bin    = $(if $(filter $(HOST_ARCH),$(1)),bin/katatrace,bin/linux-$(1)/katatrace)
+image: build
+	for a in $(filter-out $(HOST_ARCH),$(IMAGE_ARCHS)); do \
+	  GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/linux-$$a/katatrace . || exit 1; \
+	done
+	$(GO) run ./cmd/katatrace-image --out $(IMAGE_DIR) --archive dist/katatrace-image.tar \
+	  --version $(VERSION) --revision $(REVISION) --created $(SOURCE_DATE_EPOCH) \
+	  $(foreach a,$(IMAGE_ARCHS),--binary linux/$(a)=$(call image_bin,$(a)))
 
 ## install: everything, guest and host: make install DESTDIR=<root> PREFIX=/usr
 ## install-guest: binary, links, the kata-agent drop-in, the guest units
@@ -160,8 +179,9 @@ sim:
 ## e2e: end-to-end tests against a real Jaeger (and socat, QEMU where present)
 # The VM suite runs verbose: its figures (each guest process's memory, each
 # guest role's start-up) are in its output, not in assertions.
-e2e: build $(TOOLS)/jaeger
-	KATATRACE_E2E=1 KATATRACE_BIN=$(CURDIR)/bin/katatrace JAEGER_BIN=$(TOOLS)/jaeger \
+# The image's tests read make image's layout and run its amd64 root.
+e2e: build image $(TOOLS)/jaeger
+	KATATRACE_E2E=1 KATATRACE_BIN=$(CURDIR)/bin/katatrace JAEGER_BIN=$(TOOLS)/jaeger KATATRACE_IMAGE=$(IMAGE_DIR) \
 	$(GO) test -count=1 -timeout 30m ./e2e
 	KATATRACE_E2E=1 KATATRACE_BIN=$(CURDIR)/bin/katatrace JAEGER_BIN=$(TOOLS)/jaeger \
 	KATATRACE_VM_KERNEL=$${KATATRACE_VM_KERNEL:-$(CURDIR)/e2e/vm/.cache/vmlinuz} \

@@ -43,3 +43,25 @@ func TestListenErrOnAPort(t *testing.T) {
 		t.Errorf("%v", s)
 	}
 }
+
+// TestListenErrVsockRefusedBySeccomp: a vsock socket refused at its
+// making is a seccomp profile's doing (a container's default), not a
+// port's privilege; a vsock port below 1024 refused at bind still is.
+func TestListenErrVsockRefusedBySeccomp(t *testing.T) {
+	for _, tt := range []struct {
+		name, syscall string
+		port          uint32
+		want, not     string
+	}{
+		{"socket refused", "socket", 10240, "seccomp filter refuses vsock sockets", "CAP_NET_BIND_SERVICE"},
+		{"low port", "bind", 1000, "CAP_NET_BIND_SERVICE", "seccomp"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := endpoint.Addr{Scheme: endpoint.SchemeVsock, AnyCID: true, Port: tt.port}
+			err := listenErr("from", a, &net.OpError{Op: "listen", Net: "vsock", Err: os.NewSyscallError(tt.syscall, syscall.EPERM)})
+			if s := err.Error(); !strings.Contains(s, tt.want) || strings.Contains(s, tt.not) {
+				t.Errorf("%v", s)
+			}
+		})
+	}
+}

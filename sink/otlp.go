@@ -21,6 +21,7 @@ import (
 	"github.com/katatrace/katatrace/jaegerthrift"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"golang.org/x/crypto/x509roots/fallback/bundle"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -50,13 +51,37 @@ type OTLPConfig struct {
 	Resource []Attr
 }
 
+// fallbackRoots gives Go's x509 the roots of golang.org/x/crypto's bundle
+// for where the system has none (a distroless image, katatrace's own):
+// otlps:// to a public endpoint works there too. The system's roots, where
+// there are any, stay the ones used. Parsed here, by a TLS sink that takes
+// the system's roots, and not in an init (the package fallback's way): that
+// costs every role's start 3 MB and a few ms, guest relays included.
+var fallbackRoots = sync.OnceFunc(func() {
+	p := x509.NewCertPool()
+	for c := range bundle.Roots() {
+		cert, err := x509.ParseCertificate(c.Certificate)
+		if err != nil {
+			panic("x509roots bundle: " + err.Error()) // as the package fallback does: its own tests parse each
+		}
+		if c.Constraint == nil {
+			p.AddCert(cert)
+		} else {
+			p.AddCertWithConstraint(cert, c.Constraint)
+		}
+	}
+	x509.SetFallbackRoots(p)
+})
+
 // tlsConfig builds the TLS settings, or nil without TLS.
 func (c OTLPConfig) tlsConfig() (*tls.Config, error) {
 	if !c.TLS {
 		return nil, nil
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.Insecure} // Insecure: tests only, by flag
-	if c.CAFile != "" {
+	if c.CAFile == "" {
+		fallbackRoots()
+	} else {
 		pem, err := os.ReadFile(c.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("CA file: %w", err)

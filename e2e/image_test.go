@@ -1,0 +1,406 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"debug/buildinfo"
+	"debug/elf"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/katatrace/katatrace/internal/katatest"
+	"github.com/katatrace/katatrace/internal/testutil"
+	"github.com/katatrace/katatrace/roles"
+)
+
+// imageIndex reads the multi-architecture index of make image's layout
+// ($KATATRACE_IMAGE).
+func imageIndex(t *testing.T) v1.ImageIndex {
+	t.Helper()
+	dir := os.Getenv("KATATRACE_IMAGE")
+	if _, err := os.Stat(filepath.Join(dir, "index.json")); dir == "" || err != nil {
+		if os.Getenv("KATATRACE_E2E") == "1" {
+			t.Fatalf("KATATRACE_IMAGE=%q must name make image's OCI layout", dir)
+		}
+		t.Skip("the image tests need make image's layout: run make e2e (KATATRACE_IMAGE)")
+	}
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := p.ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := top.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Manifests) != 1 {
+		t.Fatalf("the layout holds %d entries, want the one index", len(m.Manifests))
+	}
+	idx, err := top.ImageIndex(m.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return idx
+}
+
+// imageFile is one entry of an image's layer.
+type imageFile struct {
+	hdr  *tar.Header
+	body []byte
+}
+
+// imageFiles reads img's one layer.
+func imageFiles(t *testing.T, img v1.Image) map[string]imageFile {
+	t.Helper()
+	ls, err := img.Layers()
+	if err != nil || len(ls) != 1 {
+		t.Fatalf("%d layers (%v), want 1", len(ls), err)
+	}
+	rc, err := ls[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	files := map[string]imageFile{}
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return files
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[strings.TrimSuffix(h.Name, "/")] = imageFile{h, b}
+	}
+}
+
+// unitFroms are the --from addresses of the forwarder's systemd unit.
+func unitFroms(t *testing.T) []string {
+	b, err := os.ReadFile("../scripts/systemd/kata-trace-forwarder.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var froms []string
+	for _, m := range regexp.MustCompile(`--from (\S+)`).FindAllStringSubmatch(string(b), -1) {
+		froms = append(froms, m[1])
+	}
+	return froms
+}
+
+// TestImageContents reads make image's index back: the four platforms Kata
+// ships for; per image, its configuration (the forwarder serving what its
+// unit serves, root and why, JSON logs, the OCI labels) and its layer (the
+// platform's static binary, built as make builds it and with the fallback
+// CA roots in it, every role's link, root and nonroot users), every entry
+// dated the image's time and owned by root. The amd64 binary is make
+// build's.
+func TestImageContents(t *testing.T) {
+	idx := imageIndex(t)
+	bin, _ := binaries(t)
+	version := strings.TrimSpace(strings.TrimPrefix(string(testutil.Must(exec.Command(bin, "version").Output())), "katatrace "))
+	m, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.MediaType != "application/vnd.oci.image.index.v1+json" {
+		t.Fatalf("index media type %s", m.MediaType)
+	}
+	want := map[string]struct {
+		variant string
+		machine elf.Machine
+	}{"amd64": {"", elf.EM_X86_64}, "arm64": {"v8", elf.EM_AARCH64}, "s390x": {"", elf.EM_S390}, "ppc64le": {"", elf.EM_PPC64}}
+	if len(m.Manifests) != len(want) {
+		t.Fatalf("%d images, want %d", len(m.Manifests), len(want))
+	}
+	wantEntry := []string{"/usr/bin/kata-trace-forwarder"}
+	for _, f := range unitFroms(t) {
+		wantEntry = append(wantEntry, "--from", f)
+	}
+	for _, d := range m.Manifests {
+		arch := d.Platform.Architecture
+		t.Run(arch, func(t *testing.T) {
+			w, ok := want[arch]
+			if !ok || d.Platform.OS != "linux" || d.Platform.Variant != w.variant {
+				t.Fatalf("platform %+v", d.Platform)
+			}
+			delete(want, arch)
+			img, err := idx.Image(d.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cf, err := img.ConfigFile()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cf.Architecture != arch || cf.OS != "linux" {
+				t.Fatalf("config's platform %s/%s", cf.OS, cf.Architecture)
+			}
+			c := cf.Config
+			if !slices.Equal(c.Entrypoint, wantEntry) || len(c.Cmd) != 0 {
+				t.Fatalf("entrypoint %q, cmd %q; want the unit's --froms, no cmd: %q", c.Entrypoint, c.Cmd, wantEntry)
+			}
+			if c.User != "0:0" || !slices.Contains(c.Env, "KATATRACE_LOG_FORMAT=json") || !slices.Contains(c.Env, "PATH=/usr/bin") {
+				t.Fatalf("user %q, env %q", c.User, c.Env)
+			}
+			created := cf.Created.UTC()
+			for k, v := range map[string]string{
+				"org.opencontainers.image.version":  version,
+				"org.opencontainers.image.licenses": "Apache-2.0",
+				"org.opencontainers.image.source":   "https://github.com/katatrace/katatrace",
+				"org.opencontainers.image.created":  created.Format(time.RFC3339),
+			} {
+				if c.Labels[k] != v {
+					t.Errorf("label %s = %q, want %q", k, c.Labels[k], v)
+				}
+			}
+			if !regexp.MustCompile(`^[0-9a-f]{40}$`).MatchString(c.Labels["org.opencontainers.image.revision"]) ||
+				!strings.Contains(c.Labels["org.opencontainers.image.description"], "0750") || created.IsZero() {
+				t.Errorf("labels %q, created %s", c.Labels, created)
+			}
+
+			files := imageFiles(t, img)
+			for name, f := range files {
+				if !f.hdr.ModTime.Equal(created) || f.hdr.Uid != 0 || f.hdr.Gid != 0 {
+					t.Errorf("%s: mtime %s (image %s), owner %d:%d", name, f.hdr.ModTime, created, f.hdr.Uid, f.hdr.Gid)
+				}
+			}
+			exe, ok := files["usr/bin/katatrace"]
+			if !ok || exe.hdr.Typeflag != tar.TypeReg || exe.hdr.Mode != 0o755 {
+				t.Fatalf("usr/bin/katatrace: %+v", exe.hdr)
+			}
+			ef, err := elf.NewFile(bytes.NewReader(exe.body))
+			if err != nil || ef.Machine != w.machine {
+				t.Fatalf("the binary: %v, machine %v", err, ef)
+			}
+			for _, p := range ef.Progs {
+				if p.Type == elf.PT_INTERP {
+					t.Fatal("the binary is dynamically linked")
+				}
+			}
+			info, err := buildinfo.Read(bytes.NewReader(exe.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			settings := map[string]string{}
+			for _, s := range info.Settings {
+				settings[s.Key] = s.Value
+			}
+			if settings["GOARCH"] != arch || settings["CGO_ENABLED"] != "0" || settings["-trimpath"] != "true" || !bytes.Contains(exe.body, []byte(version)) {
+				t.Errorf("build settings %v, or no version %s in it", settings, version)
+			}
+			if !slices.ContainsFunc(info.Deps, func(m *debug.Module) bool { return m.Path == "golang.org/x/crypto/x509roots/fallback" }) {
+				t.Error("no CA roots: golang.org/x/crypto/x509roots/fallback is not in the binary")
+			}
+			if arch == "amd64" {
+				if mine, err := os.ReadFile(bin); err != nil || !bytes.Equal(mine, exe.body) {
+					t.Errorf("the amd64 binary is not make build's %s (%v)", bin, err)
+				}
+			}
+			for _, r := range roles.All() {
+				l, ok := files["usr/bin/"+r.Name]
+				if !ok || l.hdr.Typeflag != tar.TypeSymlink || l.hdr.Linkname != "katatrace" {
+					t.Errorf("role link %s: %+v", r.Name, l.hdr)
+				}
+			}
+			if p := string(files["etc/passwd"].body); !strings.Contains(p, "root:x:0:0:") || !strings.Contains(p, "\nnonroot:x:65532:65532:") {
+				t.Errorf("etc/passwd:\n%s", p)
+			}
+			if g := string(files["etc/group"].body); !strings.Contains(g, "root:x:0:") || !strings.Contains(g, "\nnonroot:x:65532:") {
+				t.Errorf("etc/group:\n%s", g)
+			}
+		})
+	}
+}
+
+// extractRoot writes img's layer out as a root filesystem in dir.
+func extractRoot(t *testing.T, img v1.Image, dir string) {
+	t.Helper()
+	for name, f := range imageFiles(t, img) {
+		p := filepath.Join(dir, name)
+		if !strings.HasPrefix(p, dir+"/") {
+			t.Fatalf("layer entry %q is outside the root", name)
+		}
+		var err error
+		switch f.hdr.Typeflag {
+		case tar.TypeDir:
+			err = os.MkdirAll(p, f.hdr.FileInfo().Mode().Perm())
+		case tar.TypeReg:
+			if err = os.MkdirAll(filepath.Dir(p), 0o755); err == nil {
+				err = os.WriteFile(p, f.body, f.hdr.FileInfo().Mode().Perm())
+			}
+		case tar.TypeSymlink:
+			if err = os.MkdirAll(filepath.Dir(p), 0o755); err == nil {
+				err = os.Symlink(f.hdr.Linkname, p)
+			}
+		default:
+			t.Fatalf("layer entry %s: type %c", name, f.hdr.Typeflag)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// amd64Image is the index's linux/amd64 image.
+func amd64Image(t *testing.T, idx v1.ImageIndex) v1.Image {
+	m, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range m.Manifests {
+		if d.Platform != nil && d.Platform.Architecture == "amd64" {
+			return testutil.Must(idx.Image(d.Digest))
+		}
+	}
+	t.Fatal("no linux/amd64 image")
+	return nil
+}
+
+// TestImageForwarderInMountNamespace runs the amd64 image's root
+// filesystem as a container runtime would, without one: in a mount
+// namespace of its own, chrooted, with the image's environment alone and
+// its entrypoint (the forwarder on every path its unit serves) plus a
+// DaemonSet's args (--to). A Kata VM directory of Cloud Hypervisor's is
+// bind-mounted at /run/vc/vm: the forwarder inside makes clh.sock_10240
+// beside each VM's socket, agents outside write the streams Kata's
+// exporter wrote, and every span reaches Jaeger outside. The image's
+// nonroot user runs its binary too.
+func TestImageForwarderInMountNamespace(t *testing.T) {
+	idx := imageIndex(t)
+	j := startJaeger(t)
+	if os.Geteuid() != 0 {
+		t.Skip("a mount namespace and chroot need root")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("unshare (util-linux) is not installed")
+	}
+	mount, chroot := testutil.Must(exec.LookPath("mount")), testutil.Must(exec.LookPath("chroot"))
+	img := amd64Image(t, idx)
+	cf := testutil.Must(img.ConfigFile())
+	root := t.TempDir()
+	extractRoot(t, img, root)
+	if err := os.MkdirAll(filepath.Join(root, "run/vc/vm"), 0o755); err != nil { // the runtime's mount point
+		t.Fatal(err)
+	}
+
+	out := testutil.Must(exec.Command(chroot, "--userspec=65532:65532", root, "/usr/bin/katatrace", "version").CombinedOutput())
+	if !strings.HasPrefix(string(out), "katatrace ") {
+		t.Fatalf("katatrace version as nonroot: %s", out)
+	}
+
+	vms := testutil.SockDir(t)
+	script := fmt.Sprintf(`root=$1; shift; %s --bind "$0" "$root/run/vc/vm" && exec %s "$root" "$@"`, mount, chroot)
+	args := append([]string{"--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, vms, root}, cf.Config.Entrypoint...)
+	args = append(args, "--to", j.OTLPGRPCAddr())
+	cmd := exec.Command(unshare, args...)
+	cmd.Env = cf.Config.Env // the image's alone, as a container has it
+	p := testutil.StartCmd(t, cmd)
+	p.WaitLog(`"msg":"ready"`)
+
+	for i, c := range []string{"json-otel017-api", "bincode-otel014-api"} {
+		vm := filepath.Join(vms, fmt.Sprintf("sandbox-%d", i))
+		testutil.VMMSocket(t, filepath.Join(vm, "clh.sock"))
+		katatest.Send(t, filepath.Join(vm, "clh.sock_10240"), katatest.Capture(t, c))
+	}
+	stopForwarder(t, p, 2)
+	checkKataTree(t, j.WaitTrace(t, "d5549796b885246c67389f3b2fa247d1", 6, 20*time.Second), "kata-agent", true)
+	checkKataTree(t, j.WaitTrace(t, "a650f4bb0f1338066ba882140dded800", 6, 20*time.Second), "kata-agent", true)
+	if log := p.Stderr.String(); !strings.Contains(log, `/run/vc/vm/sandbox-0/clh.sock_10240`) {
+		t.Fatalf("the forwarder did not serve the VM at its path inside the image:\n%s", log)
+	}
+}
+
+// TestImageUnderPodman: the same through podman, where it is installed.
+func TestImageUnderPodman(t *testing.T) {
+	imageIndex(t)
+	podman, err := exec.LookPath("podman")
+	if err != nil {
+		t.Skip("podman is not installed: the image is run in a mount namespace instead (TestImageForwarderInMountNamespace)")
+	}
+	j := startJaeger(t)
+	vms := testutil.SockDir(t)
+	// Host network: Jaeger listens on the host's loopback. seccomp
+	// unconfined: the default profile refuses socket(AF_VSOCK), which the
+	// entrypoint's vsock://any:10240 opens.
+	// make image's oci-archive, as the guide pulls it: the host's
+	// platform's image.
+	archive := filepath.Join(filepath.Dir(os.Getenv("KATATRACE_IMAGE")), "katatrace-image.tar")
+	out, err := exec.Command(podman, "pull", "--quiet", "oci-archive:"+archive).Output()
+	if err != nil {
+		t.Fatalf("podman pull oci-archive:%s: %v", archive, err)
+	}
+	id := strings.TrimSpace(string(out))
+	t.Cleanup(func() { _ = exec.Command(podman, "rmi", "--force", id).Run() })
+	// A machine whose container runtime cannot start a container at all
+	// (crun refused setrlimit on this one's) skips; the image's own
+	// failures, exit codes of its binary, do not.
+	probe, err := exec.Command(podman, "run", "--rm", "--network", "host", "--entrypoint", "/usr/bin/katatrace", id, "version").CombinedOutput()
+	if err != nil && bytes.Contains(probe, []byte("OCI")) {
+		t.Skipf("podman cannot run a container on this machine: %s", bytes.TrimSpace(probe))
+	}
+	if err != nil || !bytes.HasPrefix(probe, []byte("katatrace ")) {
+		t.Fatalf("katatrace version under podman: %v\n%s", err, probe)
+	}
+	name := fmt.Sprintf("katatrace-e2e-%d", os.Getpid())
+	p := testutil.Start(t, nil, podman, "run", "--rm", "--name", name, "--network", "host", "--security-opt", "seccomp=unconfined",
+		"-v", vms+":/run/vc/vm", id, "--to", j.OTLPGRPCAddr())
+	t.Cleanup(func() { _ = exec.Command(podman, "rm", "--force", name).Run() })
+	p.WaitLog(`"msg":"ready"`)
+	vm := filepath.Join(vms, "sandbox-0")
+	testutil.VMMSocket(t, filepath.Join(vm, "clh.sock"))
+	katatest.Send(t, filepath.Join(vm, "clh.sock_10240"), katatest.Capture(t, "json-otel017-api"))
+	stopForwarder(t, p, 1)
+	checkKataTree(t, j.WaitTrace(t, "d5549796b885246c67389f3b2fa247d1", 6, 20*time.Second), "kata-agent", true)
+}
+
+// TestImageRebuildsToTheSameDigest: make image's tool, run again now on
+// the binaries the image holds and the version, revision and time its
+// labels give, writes the same index, byte for byte: nothing of the
+// build's moment, host or file system got in.
+func TestImageRebuildsToTheSameDigest(t *testing.T) {
+	idx := imageIndex(t)
+	m := testutil.Must(idx.IndexManifest())
+	dir := t.TempDir()
+	var labels map[string]string
+	args := []string{"run", "../cmd/katatrace-image", "--out", filepath.Join(dir, "image")}
+	for _, d := range m.Manifests {
+		img := testutil.Must(idx.Image(d.Digest))
+		labels = testutil.Must(img.ConfigFile()).Config.Labels
+		exe := filepath.Join(dir, d.Platform.Architecture)
+		if err := os.WriteFile(exe, imageFiles(t, img)["usr/bin/katatrace"].body, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--binary", "linux/"+d.Platform.Architecture+"="+exe)
+	}
+	created := testutil.Must(time.Parse(time.RFC3339, labels["org.opencontainers.image.created"]))
+	args = append(args, "--version", labels["org.opencontainers.image.version"], "--revision", labels["org.opencontainers.image.revision"],
+		"--source", labels["org.opencontainers.image.source"], "--created", fmt.Sprint(created.Unix()))
+	out, err := exec.Command("go", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	want := testutil.Must(idx.Digest())
+	if !strings.Contains(string(out), "image index "+want.String()) {
+		t.Fatalf("rebuilt: %s\nwant index %s", out, want)
+	}
+}
