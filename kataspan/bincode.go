@@ -19,18 +19,26 @@ import (
 // dropped_count), status_code (u32 variant), status_message, resource
 // (Option<Resource>). Integers are little-endian and fixed-width; strings
 // and sequences carry a u64 length; Option is a u8 tag.
-func DecodeBincode(p []byte) (*Span, error) { return decodeBincode(p, false) }
+func DecodeBincode(p []byte) (*Span, error) {
+	s := &Span{}
+	if err := decodeBincode(s, p, false); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
 
-func decodeBincode(p []byte, borrow bool) (*Span, error) {
+// decodeBincode reads p into s, reusing what s holds (see reuse).
+func decodeBincode(s *Span, p []byte, borrow bool) error {
 	d := &bincode{b: p, rem: len(p), s: payloadString(p, borrow)}
-	s := d.span()
+	s.reset()
+	d.span(s)
 	if d.err == nil && d.rem > 0 {
 		d.fail("%d bytes after the span", d.rem)
 	}
 	if d.err != nil {
-		return nil, fmt.Errorf("bincode span: %w (at byte %d of %d)", d.err, d.at, len(p))
+		return fmt.Errorf("bincode span: %w (at byte %d of %d)", d.err, d.at, len(p))
 	}
-	return s, nil
+	return nil
 }
 
 // bincodePrefix checks the first bytes of what may be a bincode span of n
@@ -40,7 +48,7 @@ func decodeBincode(p []byte, borrow bool) (*Span, error) {
 // begin so.
 func bincodePrefix(p []byte, n int) error {
 	d := &bincode{b: p[:min(len(p), n)], rem: n}
-	d.span()
+	d.span(&Span{})
 	if d.err == nil && d.rem > 0 {
 		d.fail("%d bytes after the span", d.rem)
 	}
@@ -208,8 +216,7 @@ func (d *bincode) traceState() []KeyString {
 	return ts
 }
 
-func (d *bincode) span() *Span {
-	s := &Span{}
+func (d *bincode) span(s *Span) {
 	s.TraceID, s.SpanID = d.u128(), d.u64()
 	s.TraceFlags, s.IsRemote = d.u8(), d.bool("is_remote", "")
 	s.TraceState = d.traceState()
@@ -219,11 +226,7 @@ func (d *bincode) span() *Span {
 	s.Start, s.End = d.time(), d.time()
 
 	// attributes: an EvictedHashMap; its evict_list only orders eviction.
-	n := d.length("attributes", 12)
-	s.Attributes = make([]KeyValue, 0, n)
-	for range n {
-		s.Attributes = append(s.Attributes, d.keyValue())
-	}
+	s.Attributes = d.keyValuesInto(s.Attributes, "attributes")
 	sortKeyValues(s.Attributes)
 	for range d.length("attributes evict_list", 8) {
 		d.str("evict_list key")
@@ -233,27 +236,33 @@ func (d *bincode) span() *Span {
 
 	if d.option("message_events") {
 		n := d.length("message_events", 32)
-		s.Events = make([]Event, 0, n)
+		s.Events = reserve(s.Events, n)
 		for range n {
-			e := Event{Name: d.str("event name"), Time: d.time()}
-			e.Attributes = d.keyValues("event attributes")
+			s.Events = grow(s.Events)
+			e := &s.Events[len(s.Events)-1]
+			*e = Event{Name: d.str("event name"), Time: d.time(), Attributes: e.Attributes}
+			e.Attributes = d.keyValuesInto(e.Attributes, "event attributes")
 			e.DroppedAttributes = d.u32()
-			s.Events = append(s.Events, e)
 		}
+	} else {
+		s.Events = nil
 	}
 	_ = d.u32() // max_len
 	s.DroppedEvents = d.u32()
 
 	if d.option("links") {
 		n := d.length("links", 39)
-		s.Links = make([]Link, 0, n)
+		s.Links = reserve(s.Links, n)
 		for range n {
-			l := Link{TraceID: d.u128(), SpanID: d.u64(), TraceFlags: d.u8(), IsRemote: d.bool("link is_remote", "")}
+			s.Links = grow(s.Links)
+			l := &s.Links[len(s.Links)-1]
+			*l = Link{TraceID: d.u128(), SpanID: d.u64(), TraceFlags: d.u8(), IsRemote: d.bool("link is_remote", ""), Attributes: l.Attributes}
 			l.TraceState = d.traceState()
-			l.Attributes = d.keyValues("link attributes")
+			l.Attributes = d.keyValuesInto(l.Attributes, "link attributes")
 			l.DroppedAttributes = d.u32()
-			s.Links = append(s.Links, l)
 		}
+	} else {
+		s.Links = nil
 	}
 	_ = d.u32() // max_len
 	s.DroppedLinks = d.u32()
@@ -262,15 +271,16 @@ func (d *bincode) span() *Span {
 	s.StatusMessage = d.str("status_message")
 	if d.option("resource") {
 		s.HasResource = true
-		s.Resource = d.keyValues("resource attrs")
+		s.Resource = d.keyValuesInto(s.Resource, "resource attrs")
 		sortKeyValues(s.Resource)
 	}
-	return s
 }
 
-func (d *bincode) keyValues(what string) []KeyValue {
+// keyValuesInto reads a list of attributes into dst's array, if large
+// enough.
+func (d *bincode) keyValuesInto(dst []KeyValue, what string) []KeyValue {
 	n := d.length(what, 12)
-	kvs := make([]KeyValue, 0, n)
+	kvs := reserve(dst, n)
 	for range n {
 		kvs = append(kvs, d.keyValue())
 	}

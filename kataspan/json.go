@@ -24,19 +24,26 @@ import (
 // token values. The payload is copied into one string, and every string of
 // the span without escapes is a slice of it, so that a span costs a
 // handful of allocations however many attributes it has.
-func DecodeJSON(p []byte) (*Span, error) { return decodeJSON(p, false) }
+func DecodeJSON(p []byte) (*Span, error) {
+	s := &Span{}
+	if err := decodeJSON(s, p, false); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
 
-func decodeJSON(p []byte, borrow bool) (*Span, error) {
+// decodeJSON reads p into s, reusing what s holds (see reuse).
+func decodeJSON(s *Span, p []byte, borrow bool) error {
 	d := jsonDecoders.Get().(*jsonDecoder)
 	defer jsonDecoders.Put(d)
 	d.b, d.s, d.i, d.borrow = p, "", 0, borrow
-	s, err := d.span()
+	err := d.span(s)
 	at := d.i
 	d.b, d.s = nil, "" // the pool keeps no payload
 	if err != nil {
-		return nil, fmt.Errorf("JSON span: %w (at byte %d of %d)", err, at, len(p))
+		return fmt.Errorf("JSON span: %w (at byte %d of %d)", err, at, len(p))
 	}
-	return s, nil
+	return nil
 }
 
 // jsonDecoder reads one JSON text. b is the payload, s the same bytes as
@@ -113,10 +120,12 @@ func (d *jsonDecoder) has(lit string) bool {
 // made only for an error, never for a field read well.
 func wrap(err error, what string) error {
 	if err == nil {
-		return nil
+		return nil // small enough to be inlined: a field read well costs no call
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return wrapped(err, what)
 }
+
+func wrapped(err error, what string) error { return fmt.Errorf("%s: %w", what, err) }
 
 // str is b[from:to] as a string, a slice of the payload's one copy.
 func (d *jsonDecoder) str(from, to int) string {
@@ -377,6 +386,18 @@ func (d *jsonDecoder) uint(bits int) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if len(n) <= 19 { // no 19 digits overflow a u64: read by hand
+		v, digits := uint64(0), true
+		for i := 0; i < len(n) && digits; i++ {
+			c := n[i] - '0'
+			digits = c <= 9
+			v = v*10 + uint64(c)
+		}
+		if digits && (bits == 64 || v < 1<<bits) {
+			return v, nil
+		}
+		// Not digits, or too large: strconv says which.
+	}
 	v, err := strconv.ParseUint(n, 10, bits)
 	if err != nil {
 		return 0, fmt.Errorf("%q is not an unsigned %d-bit integer", n, bits)
@@ -601,10 +622,13 @@ var required = []struct {
 }{{fContext, "span_context"}, {fParent, "parent_span_id"}, {fKind, "span_kind"}, {fStart, "start_time"}, {fEnd, "end_time"}, {fStatus, "status_code"}}
 
 // span reads the whole payload.
-func (d *jsonDecoder) span() (*Span, error) {
-	s := &Span{}
+func (d *jsonDecoder) span(s *Span) error {
+	s.reset()
 	var seen, have int // fields read; of them, those not null
-	var events, messageEvents jsonEvents
+	// The events are read into s's own, kept for reuse (message_events,
+	// the older name, is rare).
+	events, messageEvents := jsonEvents{queue: s.Events}, jsonEvents{}
+	s.Events = nil
 	err := d.object("the span", func(key string) error {
 		f := spanField(key)
 		if f == 0 {
@@ -649,34 +673,34 @@ func (d *jsonDecoder) span() (*Span, error) {
 		case fStatusMessage:
 			s.StatusMessage, err = d.string()
 		case fResource:
-			s.HasResource, s.Resource = true, []KeyValue{}
+			s.HasResource, s.Resource = true, emptied(s.Resource)
 			err = d.object("resource", func(k string) error {
 				if k != "attrs" || d.null() {
 					return d.skip()
 				}
 				var err error
-				s.Resource, err = d.valueMap()
+				s.Resource, err = d.valueMap(s.Resource)
 				return err
 			})
 		}
 		return wrap(err, key)
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if d.peek() != 0 {
-		return nil, errors.New("more than one value in the payload")
+		return errors.New("more than one value in the payload")
 	}
 	for _, r := range required {
 		if have&r.field == 0 {
-			return nil, fmt.Errorf("no %s", r.name)
+			return fmt.Errorf("no %s", r.name)
 		}
 	}
 	if have&fMessageEvents != 0 {
 		events = messageEvents // the older name wins, as it always did
 	}
 	s.Events, s.DroppedEvents = events.queue, events.dropped
-	return s, nil
+	return nil
 }
 
 // jsonEvents is an EvictedQueue of events, read before it is known
@@ -710,7 +734,7 @@ func (d *jsonDecoder) context(trace *[16]byte, span *uint64, flags *uint8, remot
 			}
 		case "trace_state":
 			if !d.null() {
-				*ts = []KeyString{}
+				*ts = emptied(*ts)
 				err = d.array("trace_state", func() error {
 					var kv [2]string
 					n := 0
@@ -768,13 +792,13 @@ func (d *jsonDecoder) time() (Time, error) {
 // attributeMap reads an EvictedHashMap: its map and dropped count (the
 // evict_list only orders eviction).
 func (d *jsonDecoder) attributeMap(s *Span) error {
-	s.Attributes = []KeyValue{}
+	s.Attributes = emptied(s.Attributes)
 	return d.object("attributes", func(key string) error {
 		var err error
 		switch key {
 		case "map":
 			if !d.null() {
-				s.Attributes, err = d.valueMap()
+				s.Attributes, err = d.valueMap(s.Attributes)
 			}
 		case "dropped_count":
 			s.DroppedAttributes, err = d.count()
@@ -787,7 +811,7 @@ func (d *jsonDecoder) attributeMap(s *Span) error {
 
 // valueMap reads a map of values, ordered by key; a key given twice keeps
 // its last value, as Rust's HashMap does.
-func (d *jsonDecoder) valueMap() ([]KeyValue, error) {
+func (d *jsonDecoder) valueMap(dst []KeyValue) ([]KeyValue, error) {
 	kvs := d.kvs[:0]
 	err := d.object("a map", func(key string) error {
 		kvs = append(kvs, KeyValue{Key: key})
@@ -817,7 +841,7 @@ func (d *jsonDecoder) valueMap() ([]KeyValue, error) {
 			n++
 		}
 	}
-	out := make([]KeyValue, n)
+	out := resize(dst, n)
 	for k, i := range order[:n] {
 		out[k] = kvs[i]
 	}
@@ -839,9 +863,9 @@ func (d *jsonDecoder) keep(kvs []KeyValue) {
 }
 
 // keyValues reads a list of {"key":…,"value":…}; null is none.
-func (d *jsonDecoder) keyValues() ([]KeyValue, error) {
+func (d *jsonDecoder) keyValues(dst []KeyValue) ([]KeyValue, error) {
 	if d.null() {
-		return []KeyValue{}, nil
+		return emptied(dst), nil
 	}
 	kvs := d.kvs[:0]
 	err := d.array("attributes", func() error {
@@ -870,10 +894,7 @@ func (d *jsonDecoder) keyValues() ([]KeyValue, error) {
 		}
 		return nil
 	})
-	out := slices.Clone(kvs)
-	if out == nil {
-		out = []KeyValue{}
-	}
+	out := append(emptied(dst), kvs...)
 	d.keep(kvs)
 	return out, err
 }
@@ -887,9 +908,9 @@ func (d *jsonDecoder) events(q *jsonEvents) error {
 			if d.null() {
 				return nil
 			}
-			q.queue = make([]Event, 0, 4) // a span's few, in one allocation
+			q.queue = emptiedEvents(q.queue)
 			err = d.array("a queue", func() error {
-				q.queue = append(q.queue, Event{})
+				q.queue = grow(q.queue)
 				if err := d.event(&q.queue[len(q.queue)-1]); err != nil {
 					return fmt.Errorf("event %d: %w", len(q.queue)-1, err)
 				}
@@ -906,7 +927,7 @@ func (d *jsonDecoder) events(q *jsonEvents) error {
 
 func (d *jsonDecoder) event(e *Event) error {
 	var haveTime bool
-	e.Attributes = []KeyValue{}
+	*e = Event{Attributes: emptied(e.Attributes)}
 	err := d.object("an event", func(key string) error {
 		var err error
 		switch key {
@@ -920,7 +941,7 @@ func (d *jsonDecoder) event(e *Event) error {
 				e.Time, err = d.time()
 			}
 		case "attributes":
-			e.Attributes, err = d.keyValues()
+			e.Attributes, err = d.keyValues(e.Attributes)
 		case "dropped_attributes_count":
 			e.DroppedAttributes, err = d.count()
 		default:
@@ -943,10 +964,12 @@ func (d *jsonDecoder) links(s *Span) error {
 			if d.null() {
 				return nil
 			}
-			s.Links = []Link{}
+			s.Links = emptiedLinks(s.Links)
 			err = d.array("a queue", func() error {
-				s.Links = append(s.Links, Link{Attributes: []KeyValue{}})
-				if err := d.link(&s.Links[len(s.Links)-1]); err != nil {
+				s.Links = grow(s.Links)
+				l := &s.Links[len(s.Links)-1]
+				*l = Link{Attributes: emptied(l.Attributes)}
+				if err := d.link(l); err != nil {
 					return fmt.Errorf("link %d: %w", len(s.Links)-1, err)
 				}
 				return nil
@@ -971,7 +994,7 @@ func (d *jsonDecoder) link(l *Link) error {
 				err = d.context(&l.TraceID, &l.SpanID, &l.TraceFlags, &l.IsRemote, &l.TraceState)
 			}
 		case "attributes":
-			l.Attributes, err = d.keyValues()
+			l.Attributes, err = d.keyValues(l.Attributes)
 		case "dropped_attributes_count":
 			l.DroppedAttributes, err = d.count()
 		default:
@@ -1116,4 +1139,57 @@ func (d *jsonDecoder) float() (float64, error) {
 		return 0, fmt.Errorf("%q is out of range for a 64-bit float", n)
 	}
 	return f, nil
+}
+
+// A Span decoded into again (a transient one: the OTLP path's) keeps its
+// slices' arrays: reset, emptied, resize and grow keep them, and the
+// events' and links' own attribute arrays with them. A fresh span's
+// empty lists are empty, not nil, as the bincode decoder makes them.
+
+// reset empties s but for its slices' arrays.
+func (s *Span) reset() {
+	*s = Span{Attributes: s.Attributes[:0], Events: s.Events[:0], Links: s.Links[:0], Resource: s.Resource[:0]}
+}
+
+// emptied is xs without its elements, never nil.
+func emptied[T any](xs []T) []T {
+	if xs == nil {
+		return []T{}
+	}
+	return xs[:0]
+}
+
+func emptiedEvents(xs []Event) []Event {
+	if xs == nil {
+		return make([]Event, 0, 4) // a span's few, in one allocation
+	}
+	return xs[:0]
+}
+
+func emptiedLinks(xs []Link) []Link { return emptied(xs) }
+
+// reserve is xs emptied, with room for n, never nil.
+func reserve[T any](xs []T, n int) []T {
+	if xs == nil || cap(xs) < n {
+		return make([]T, 0, n)
+	}
+	return xs[:0]
+}
+
+// resize is xs with n elements, its array kept when large enough.
+func resize(xs []KeyValue, n int) []KeyValue {
+	if cap(xs) >= n {
+		return xs[:n]
+	}
+	return make([]KeyValue, n)
+}
+
+// grow is xs with one more element: the one its array held there before,
+// if any (its own arrays are reused by the caller), else a zero one.
+func grow[T any](xs []T) []T {
+	if len(xs) < cap(xs) {
+		return xs[:len(xs)+1]
+	}
+	var zero T
+	return append(xs, zero)
 }

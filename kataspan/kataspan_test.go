@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 
@@ -315,17 +314,31 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if b, err := decodeBorrowed(bytes.Clone(p)); err != nil || fmt.Sprintf("%+v", b) != fmt.Sprintf("%+v", s) {
-			t.Fatalf("borrowing the payload: %+v, %v; copying it: %+v", b, err, s)
+		// The forwarder's way: the payload borrowed, into a span reused
+		// (here after a span of each capture) says the same.
+		reused := &Span{}
+		for _, name := range captures {
+			_ = decodeInto(reused, capture(t, name)[5], true)
 		}
-		if _, err := s.Traces("kata-agent"); err != nil {
-			if _, err2 := s.AppendOTLP(nil, "kata-agent", "sb", testAdds); err2 == nil {
-				t.Fatalf("the model refuses the span (%v), OTLP takes it", err)
+		if err := decodeInto(reused, bytes.Clone(p), true); err != nil || fmt.Sprintf("%+v", reused) != fmt.Sprintf("%+v", s) {
+			t.Fatalf("borrowed and reused: %+v, %v; copied, fresh: %+v", reused, err, s)
+		}
+		body, err := toOTLP(p, "kata-agent", "sb", testAdds)
+		if _, err2 := s.Traces("kata-agent"); err2 != nil {
+			if err == nil {
+				t.Fatalf("the model refuses the span (%v), OTLP takes it", err2)
 			}
 			return
 		}
-		if got, want := direct(t, s, "kata-agent", "sb", testAdds), viaModel(t, s, "kata-agent", "sb", testAdds); got != want {
+		want := viaModel(t, s, "kata-agent", "sb", testAdds)
+		if got := direct(t, s, "kata-agent", "sb", testAdds); got != want {
 			t.Fatalf("OTLP straight from the span:\n got %s\nwant %s", got, want)
+		}
+		if err != nil {
+			t.Fatalf("the forwarder's way: %v", err)
+		}
+		if got := readBack(t, body); got != want {
+			t.Fatalf("the forwarder's way:\n got %s\nwant %s", got, want)
 		}
 	})
 }
@@ -356,10 +369,9 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 }
 
 // BenchmarkDecode: one span from its payload to an OTLP request's bytes,
-// per form, as the forwarder makes them for an OTLP endpoint (Sink.Send
-// but the queue: the span borrows the frame's bytes, the request is the
-// queue's own copy); model-* the same through the OpenTelemetry model
-// (pdata), as it goes to other sinks.
+// per form, as the forwarder makes them for an OTLP endpoint (toOTLP:
+// Sink.Send but the queue); model-* the same through the OpenTelemetry
+// model (pdata), as it goes to other sinks.
 func BenchmarkDecode(b *testing.B) {
 	for _, name := range []string{"json-otel017-api", "bincode-otel014-api"} {
 		p := capture(b, name)[0]
@@ -367,18 +379,9 @@ func BenchmarkDecode(b *testing.B) {
 			b.SetBytes(int64(len(p)))
 			b.ReportAllocs()
 			for b.Loop() {
-				s, err := decodeBorrowed(p)
-				if err != nil {
+				if _, err := toOTLP(p, "kata-agent", "sb", testAdds); err != nil {
 					b.Fatal(err)
 				}
-				bp := scratch.Get().(*[]byte)
-				out, err := s.AppendOTLP((*bp)[:0], "kata-agent", "sb", testAdds)
-				if err != nil {
-					b.Fatal(err)
-				}
-				_ = slices.Clone(out)
-				*bp = out
-				scratch.Put(bp)
 			}
 		})
 		b.Run("model-"+name, func(b *testing.B) {

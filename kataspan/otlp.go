@@ -112,7 +112,7 @@ var (
 // appendSpan appends a Span message's fields (opentelemetry-proto's
 // trace/v1), proto3's zero values left out as the model's encoder does.
 func appendSpan(b []byte, s *Span, start, end uint64) []byte {
-	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	b = appendTag(b, 1, protowire.BytesType)
 	b = protowire.AppendBytes(b, s.TraceID[:])
 	b = appendSpanID(b, 2, s.SpanID)
 	if len(s.TraceState) > 0 {
@@ -151,7 +151,7 @@ func appendSpan(b []byte, s *Span, start, end uint64) []byte {
 	for _, l := range s.Links {
 		var at int
 		b, at = openField(b, 13)
-		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = appendTag(b, 1, protowire.BytesType)
 		b = protowire.AppendBytes(b, l.TraceID[:])
 		b = appendSpanID(b, 2, l.SpanID)
 		if len(l.TraceState) > 0 {
@@ -165,7 +165,7 @@ func appendSpan(b []byte, s *Span, start, end uint64) []byte {
 		if l.IsRemote {
 			flags |= otlpIsRemote
 		}
-		b = protowire.AppendTag(b, 6, protowire.Fixed32Type)
+		b = appendTag(b, 6, protowire.Fixed32Type)
 		b = protowire.AppendFixed32(b, flags)
 		b = closeField(b, at)
 	}
@@ -180,7 +180,7 @@ func appendSpan(b []byte, s *Span, start, end uint64) []byte {
 		b = closeField(b, at)
 	}
 	if s.TraceFlags != 0 {
-		b = protowire.AppendTag(b, 16, protowire.Fixed32Type)
+		b = appendTag(b, 16, protowire.Fixed32Type)
 		b = protowire.AppendFixed32(b, uint32(s.TraceFlags))
 	}
 	return b
@@ -244,7 +244,7 @@ func appendKeyValue(b []byte, num protowire.Number, key string, v Value) []byte 
 // appendElement appends one ArrayValue.values entry, an AnyValue whose
 // encoding is v.
 func appendElement(b, v []byte) []byte {
-	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	b = appendTag(b, 1, protowire.BytesType)
 	return protowire.AppendBytes(b, v)
 }
 
@@ -253,22 +253,22 @@ func appendStringKeyValue(b []byte, key, value string) []byte {
 }
 
 func appendBool(b []byte, v bool) []byte {
-	b = protowire.AppendTag(b, 2, protowire.VarintType)
+	b = appendTag(b, 2, protowire.VarintType)
 	return protowire.AppendVarint(b, protowire.EncodeBool(v))
 }
 
 func appendInt(b []byte, v int64) []byte {
-	b = protowire.AppendTag(b, 3, protowire.VarintType)
+	b = appendTag(b, 3, protowire.VarintType)
 	return protowire.AppendVarint(b, uint64(v))
 }
 
 func appendDouble(b []byte, v float64) []byte {
-	b = protowire.AppendTag(b, 4, protowire.Fixed64Type)
+	b = appendTag(b, 4, protowire.Fixed64Type)
 	return protowire.AppendFixed64(b, math.Float64bits(v))
 }
 
 func appendString(b []byte, num protowire.Number, s string) []byte {
-	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = appendTag(b, num, protowire.BytesType)
 	return protowire.AppendString(b, s)
 }
 
@@ -277,18 +277,21 @@ func appendVarint(b []byte, num protowire.Number, v uint64) []byte {
 	if v == 0 {
 		return b
 	}
-	b = protowire.AppendTag(b, num, protowire.VarintType)
+	b = appendTag(b, num, protowire.VarintType)
+	if v < 0x80 {
+		return append(b, byte(v))
+	}
 	return protowire.AppendVarint(b, v)
 }
 
 func appendFixed64(b []byte, num protowire.Number, v uint64) []byte {
-	b = protowire.AppendTag(b, num, protowire.Fixed64Type)
+	b = appendTag(b, num, protowire.Fixed64Type)
 	return protowire.AppendFixed64(b, v)
 }
 
 func appendSpanID(b []byte, num protowire.Number, id uint64) []byte {
 	sid := spanID(id)
-	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = appendTag(b, num, protowire.BytesType)
 	return protowire.AppendBytes(b, sid[:])
 }
 
@@ -297,7 +300,7 @@ func appendSpanID(b []byte, num protowire.Number, id uint64) []byte {
 // content moved on where it needs more (a few hundred bytes, once per
 // large message, rather than a pass to size every message first).
 func openField(b []byte, num protowire.Number) ([]byte, int) {
-	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = appendTag(b, num, protowire.BytesType)
 	b = append(b, 0)
 	return b, len(b)
 }
@@ -364,4 +367,13 @@ func repeats(kvs []KeyValue) bool {
 		seen[kv.Key] = struct{}{}
 	}
 	return false
+}
+
+// appendTag is protowire.AppendTag, a one-byte tag (fields 1 to 15)
+// written without a call.
+func appendTag(b []byte, num protowire.Number, typ protowire.Type) []byte {
+	if num < 16 {
+		return append(b, byte(num)<<3|byte(typ))
+	}
+	return protowire.AppendTag(b, num, typ)
 }

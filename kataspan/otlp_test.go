@@ -47,6 +47,12 @@ func direct(t testing.TB, s *Span, service, sandbox string, adds sink.ResourceAd
 	if err != nil {
 		t.Fatal(err)
 	}
+	return readBack(t, body)
+}
+
+// readBack is an OTLP request read by the model, as JSON.
+func readBack(t testing.TB, body []byte) string {
+	t.Helper()
 	req := ptraceotlp.NewExportRequest()
 	if err := req.UnmarshalProto(body); err != nil {
 		t.Fatalf("the request does not decode: %v", err)

@@ -16,30 +16,33 @@ import (
 // form the beginning names is tried first, then the other: a payload
 // fails only when it is neither, with the error of JSON's when it begins
 // as an object, of bincode's when not.
-func Decode(p []byte) (*Span, error) { return decode(p, false) }
+func Decode(p []byte) (*Span, error) {
+	s := &Span{}
+	if err := decodeInto(s, p, false); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
 
-// decodeBorrowed is Decode, but the span's strings are p's own bytes, not
-// a copy: it is valid only while p is unchanged. The OTLP path takes it,
-// encoding the span before its Send returns.
-func decodeBorrowed(p []byte) (*Span, error) { return decode(p, true) }
-
-func decode(p []byte, borrow bool) (*Span, error) {
+// decodeInto is Decode into s, reusing the arrays s holds (a transient
+// span's: see Span.reset). When borrow is set, the span's strings are p's
+// own bytes, not a copy: it is valid only while p is unchanged. The OTLP
+// path borrows, encoding the span before its Send returns.
+func decodeInto(s *Span, p []byte, borrow bool) error {
 	first, second := decodeBincode, decodeJSON
 	if looksJSON(p) {
 		first, second = decodeJSON, decodeBincode
 	}
-	s, err := first(p, borrow)
+	err := first(s, p, borrow)
 	if err == nil {
-		return s, nil
+		return nil
 	}
-	s, err2 := second(p, borrow)
-	if err2 == nil {
-		return s, nil
-	}
-	if (len(p) > 0 && p[0] == '{') != looksJSON(p) {
+	if err2 := second(s, p, borrow); err2 == nil {
+		return nil
+	} else if (len(p) > 0 && p[0] == '{') != looksJSON(p) {
 		err = err2
 	}
-	return nil, err
+	return err
 }
 
 // payloadString is p as a string: a copy, or p's own bytes when borrowed.

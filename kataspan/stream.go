@@ -40,12 +40,7 @@ func NewSink(out sink.Sink, service string) *Sink { return &Sink{out: out, servi
 func (s *Sink) Send(p []byte, from guestid.ID) error {
 	if o, ok := s.out.(sink.OTLPSink); ok {
 		if adds, ok := o.OTLPResource(from); ok {
-			// Encoded before Send returns: the span may borrow p's bytes.
-			span, err := decodeBorrowed(p)
-			if err != nil {
-				return sink.Malformed(err)
-			}
-			return s.sendOTLP(o, span, adds, from)
+			return s.sendOTLP(o, p, adds, from)
 		}
 	}
 	span, err := Decode(p)
@@ -62,21 +57,68 @@ func (s *Sink) Send(p []byte, from guestid.ID) error {
 	return sink.SendTraces(s.out, td, from)
 }
 
-// scratch holds OTLP encodings being made: the queue then holds each in
-// a copy of its own size.
-var scratch = sync.Pool{New: func() any { return new([]byte) }}
+// transient is what a span takes on its way to OTLP, reused from one to
+// the next: the span (its lists' arrays) and the buffer its encoding is
+// made in (the queue then holds a copy of its own size).
+type transient struct {
+	span Span
+	buf  []byte
+}
 
-func (s *Sink) sendOTLP(o sink.OTLPSink, span *Span, adds sink.ResourceAdds, from guestid.ID) error {
-	bp := scratch.Get().(*[]byte)
-	defer scratch.Put(bp)
-	b, err := span.AppendOTLP((*bp)[:0], s.service, from.Sandbox, adds)
+var transients = sync.Pool{New: func() any { return new(transient) }}
+
+// sendOTLP decodes p into a transient span, borrowing p's bytes (it is
+// encoded before Send returns), and hands its OTLP encoding to o.
+func (s *Sink) sendOTLP(o sink.OTLPSink, p []byte, adds sink.ResourceAdds, from guestid.ID) error {
+	body, err := toOTLP(p, s.service, from.Sandbox, adds)
 	if err != nil {
 		return sink.Malformed(err)
 	}
-	if cap(b) <= maxScratch {
-		*bp = b
+	return o.SendOTLP(body, 1, from)
+}
+
+// toOTLP is the span p holds as OTLP bytes (Span.AppendOTLP), in a slice
+// of its own.
+func toOTLP(p []byte, service, sandbox string, adds sink.ResourceAdds) ([]byte, error) {
+	t := transients.Get().(*transient)
+	defer transients.Put(t)
+	if err := decodeInto(&t.span, p, true); err != nil {
+		t.span = Span{}
+		return nil, err
 	}
-	return o.SendOTLP(slices.Clone(b), 1, from)
+	b, err := t.span.AppendOTLP(t.buf[:0], service, sandbox, adds)
+	t.forget()
+	if err != nil {
+		return nil, err
+	}
+	if cap(b) <= maxScratch {
+		t.buf = b
+	}
+	return slices.Clone(b), nil
+}
+
+// forget drops what the span holds of the payload it borrowed, keeping
+// its arrays (a huge span's are let go).
+func (t *transient) forget() {
+	s := &t.span
+	if cap(s.Attributes)+cap(s.Resource)+cap(s.Events)+cap(s.Links) > 1024 {
+		*s = Span{}
+		return
+	}
+	clear(s.Attributes[:cap(s.Attributes)])
+	clear(s.Resource[:cap(s.Resource)])
+	events, links := s.Events[:cap(s.Events)], s.Links[:cap(s.Links)]
+	for i := range events {
+		e := &events[i]
+		clear(e.Attributes[:cap(e.Attributes)])
+		*e = Event{Attributes: e.Attributes[:0]}
+	}
+	for i := range links {
+		l := &links[i]
+		clear(l.Attributes[:cap(l.Attributes)])
+		*l = Link{Attributes: l.Attributes[:0]}
+	}
+	s.reset()
 }
 
 // maxScratch bounds a buffer kept for the next span: a huge one is not
