@@ -1065,44 +1065,18 @@ func (d *jsonDecoder) arrayValue(v *Value) error {
 		m++
 		var err error
 		switch key {
-		// Each read into a buffer on the stack, then copied out at its
-		// size: one allocation an array.
 		case "Bool":
-			var buf [16]bool
-			xs := buf[:0]
-			err = d.array("an array", func() error {
-				b, err := d.bool()
-				xs = append(xs, b)
-				return err
-			})
-			v.Type, v.Bools = TypeBoolArray, append(make([]bool, 0, len(xs)), xs...)
+			v.Type = TypeBoolArray
+			v.Bools, err = readArray(d, d.bool)
 		case "I64":
-			var buf [16]int64
-			xs := buf[:0]
-			err = d.array("an array", func() error {
-				n, err := d.int()
-				xs = append(xs, n)
-				return err
-			})
-			v.Type, v.Ints = TypeIntArray, append(make([]int64, 0, len(xs)), xs...)
+			v.Type = TypeIntArray
+			v.Ints, err = readArray(d, d.int)
 		case "F64":
-			var buf [16]float64
-			xs := buf[:0]
-			err = d.array("an array", func() error {
-				f, err := d.float()
-				xs = append(xs, f)
-				return err
-			})
-			v.Type, v.Floats = TypeFloatArray, append(make([]float64, 0, len(xs)), xs...)
+			v.Type = TypeFloatArray
+			v.Floats, err = readArray(d, d.float)
 		case "String":
-			var buf [16]string
-			xs := buf[:0]
-			err = d.array("an array", func() error {
-				s, err := d.string()
-				xs = append(xs, s)
-				return err
-			})
-			v.Type, v.Strings = TypeStringArray, append(make([]string, 0, len(xs)), xs...)
+			v.Type = TypeStringArray
+			v.Strings, err = readArray(d, d.string)
 		}
 		return wrap(err, key)
 	})
@@ -1110,6 +1084,20 @@ func (d *jsonDecoder) arrayValue(v *Value) error {
 		err = errors.New("an array must have exactly one of Bool, I64, F64, String (not null)")
 	}
 	return err
+}
+
+// readArray reads an array's elements, each by read, into a buffer on
+// the stack, then copies them out at their number: one allocation an
+// array, never nil.
+func readArray[T any](d *jsonDecoder, read func() (T, error)) ([]T, error) {
+	var buf [16]T
+	xs := buf[:0]
+	err := d.array("an array", func() error {
+		x, err := read()
+		xs = append(xs, x)
+		return err
+	})
+	return append(make([]T, 0, len(xs)), xs...), err
 }
 
 // int reads an i64.

@@ -212,20 +212,19 @@ func appendKeyValue(b []byte, num protowire.Number, key string, v Value) []byte 
 		var arr int
 		b, arr = openField(b, 5) // AnyValue.array_value
 		switch v.Type {
+		// ArrayValue.values, each an AnyValue of a few bytes, its length
+		// known: one byte.
 		case TypeBoolArray:
 			for _, x := range v.Bools {
-				var tmp [16]byte
-				b = appendElement(b, appendBool(tmp[:0], x))
+				b = appendBool(append(b, 0x0a, 2), x)
 			}
 		case TypeIntArray:
 			for _, x := range v.Ints {
-				var tmp [16]byte
-				b = appendElement(b, appendInt(tmp[:0], x))
+				b = appendInt(append(b, 0x0a, byte(1+protowire.SizeVarint(uint64(x)))), x)
 			}
 		case TypeFloatArray:
 			for _, x := range v.Floats {
-				var tmp [16]byte
-				b = appendElement(b, appendDouble(tmp[:0], x))
+				b = appendDouble(append(b, 0x0a, 9), x)
 			}
 		case TypeStringArray:
 			for _, x := range v.Strings {
@@ -239,13 +238,6 @@ func appendKeyValue(b []byte, num protowire.Number, key string, v Value) []byte 
 	}
 	b = closeField(b, val)
 	return closeField(b, at)
-}
-
-// appendElement appends one ArrayValue.values entry, an AnyValue whose
-// encoding is v.
-func appendElement(b, v []byte) []byte {
-	b = appendTag(b, 1, protowire.BytesType)
-	return protowire.AppendBytes(b, v)
 }
 
 func appendStringKeyValue(b []byte, key, value string) []byte {
