@@ -143,7 +143,7 @@ func TestGuestToldWhatTheCollectorDidNotAccept(t *testing.T) {
 		accepted.Add(1)
 	}))
 	defer col.Close()
-	cs := sink.NewCollectorSink(col.URL+"/api/traces", 1<<20, 1, testLogger(t))
+	cs := sink.NewCollectorSink(col.URL+"/api/traces", 1<<20, 1, 0, testLogger(t))
 	defer cs.Close(context.Background())
 	path := filepath.Join(testutil.SockDir(t), "h_6831")
 	ln, err := endpoint.Listen(testutil.Must(endpoint.ParseAddr("unix://" + path)))

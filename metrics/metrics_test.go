@@ -73,7 +73,7 @@ func (fakeRelay) Stats() guestrelay.Stats { return guestrelay.Stats{Connected: t
 func TestCollectorsPassTheLinter(t *testing.T) {
 	srv := hostWithOneGuest(t)
 	relays := ForRelays(fakeRelay{})
-	col := sink.NewCollectorSink("http://127.0.0.1:9/api/traces", 1<<20, 1, slog.New(slog.DiscardHandler))
+	col := sink.NewCollectorSink("http://127.0.0.1:9/api/traces", 1<<20, 1, 0, slog.New(slog.DiscardHandler))
 	t.Cleanup(func() { _ = col.Close(context.Background()) })
 	host := ForServer(srv, Host{Sink: col, Listeners: func() map[string]int {
 		return map[string]int{"vsock://any:6831": 1, "unix:///run/vc/firecracker/*/root/kata.hvsock_6831": 0}

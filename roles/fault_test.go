@@ -25,6 +25,7 @@ import (
 	"github.com/opentracing/opentracing-go"
 	"github.com/uber/jaeger-client-go"
 
+	"github.com/katatrace/katatrace/internal/jaegertest"
 	"github.com/katatrace/katatrace/internal/storetest"
 	"github.com/katatrace/katatrace/internal/testutil"
 	"github.com/katatrace/katatrace/tracing"
@@ -499,12 +500,17 @@ func faultCollectorDown(t *testing.T) {
 	var down atomic.Bool
 	var accepted atomic.Int64
 	col := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
+		body, _ := io.ReadAll(r.Body)
 		if down.Load() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}
-		accepted.Add(1)
+		b, err := jaegertest.ReadBatch(body) // a guest's batches joined: one span each
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		accepted.Add(int64(len(b.Spans)))
 		w.WriteHeader(http.StatusAccepted)
 	}))
 	defer col.Close()

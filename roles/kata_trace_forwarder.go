@@ -110,6 +110,9 @@ func (c *traceForwarder) Validate(kctx *kong.Context) error {
 	if err := c.otlpOptions.validate(kctx, to, env); err != nil {
 		return err
 	}
+	if err := c.validateCollector(kctx, to); err != nil {
+		return err
+	}
 	if c.MaxSpanBytes < 1<<10 || c.MaxSpanBytes > 1<<30 {
 		return flagErr("max-span-bytes", fmt.Errorf("%s: give 1KiB to 1GiB", c.MaxSpanBytes))
 	}

@@ -201,6 +201,10 @@ func TestBadInputIsAUsageError(t *testing.T) {
 		{"forwarder: tiny span limit", nil, []string{"kata-trace-forwarder", "--max-span-bytes", "10B"}, []string{"--max-span-bytes", "1KiB to 1GiB"}},
 		{"held below a chunk", nil, []string{"vsock-to-udp-server", "--max-held-bytes-per-guest", "100KiB"}, []string{"--max-held-bytes-per-guest", "256KiB to 1TiB"}},
 		{"held total below a guest's", nil, []string{"vsock-to-text-server", "--max-held-bytes", "1MiB"}, []string{"--max-held-bytes", "less than one guest's", "16MiB"}},
+		{"no collector workers", nil, []string{"vsock-to-udp-server", "--to", "http://127.0.0.1:14268/api/traces", "--collector-workers", "0"}, []string{"--collector-workers", "0: give 1 to 1024"}},
+		{"collector timeout zero", nil, []string{"kata-trace-forwarder", "--to", "http://127.0.0.1:14268/api/traces", "--collector-timeout", "0s"}, []string{"--collector-timeout", "give a positive time"}},
+		{"collector workers for udp", nil, []string{"vsock-to-udp-server", "--to", "udp://127.0.0.1:6831", "--collector-workers", "4"}, []string{"--collector-workers needs a collector or OTLP destination", "udp://127.0.0.1:6831"}},
+		{"collector timeout for OTLP", []string{"KATATRACE_COLLECTOR_TIMEOUT=5s"}, []string{"kata-trace-forwarder", "--to", "otlp://127.0.0.1:4317"}, []string{"--collector-timeout (from $KATATRACE_COLLECTOR_TIMEOUT) needs a Jaeger collector", "--otlp-timeout"}},
 		{"forwarder: a span beyond a guest's room", nil, []string{"kata-trace-forwarder", "--max-span-bytes", "32MiB", "--queue-bytes", "64MiB"}, []string{"--max-held-bytes-per-guest", "cannot hold one frame", "32MiB", "give at least"}},
 	}
 	for _, tt := range tests {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/katatrace/katatrace/internal/jaegertest"
 	"github.com/katatrace/katatrace/internal/testutil"
+	"github.com/katatrace/katatrace/jaegerthrift"
 )
 
 // sample reads one series of /metrics at port, or -1 when absent.
@@ -99,12 +100,17 @@ func TestGuestToldCollectorDidNotAccept(t *testing.T) {
 	var up atomic.Bool
 	var accepted atomic.Int64
 	col := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
+		body, _ := io.ReadAll(r.Body)
 		if !up.Load() {
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
 		}
-		accepted.Add(1)
+		b, err := jaegertest.ReadBatch(body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		accepted.Add(int64(len(b.Spans))) // a guest's batches go joined
 		w.WriteHeader(http.StatusAccepted)
 	}))
 	defer col.Close()
@@ -154,7 +160,15 @@ func TestGuestToldCollectorDidNotAccept(t *testing.T) {
 
 	up.Store(true)
 	hp.Signal(syscall.SIGHUP)
-	testutil.Eventually(t, 10*time.Second, "the held batches to reach the collector", func() bool { return accepted.Load() == int64(len(dgs)) })
+	spans := 0
+	for _, d := range dgs {
+		b, err := jaegerthrift.DecodeEmitBatch(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spans += len(b.Spans)
+	}
+	testutil.Eventually(t, 10*time.Second, "the held batches to reach the collector", func() bool { return accepted.Load() == int64(spans) })
 	hp.WaitLog("collector reachable again")
 	if v := sample(t, mport, "katatrace_sink_up"+sink); v != 1 {
 		t.Errorf("katatrace_sink_up = %v after the outage", v)

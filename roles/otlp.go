@@ -23,17 +23,49 @@ const otelHelp = " Not given (nor $KATATRACE_TO): OpenTelemetry's $OTEL_EXPORTER
 // collector's queue, the printer's idle time and the OTLP options.
 type traceSinkFlags struct {
 	QueueBytes ByteSize `help:"With OTLP or a collector (http://, otlp...://): bytes held while it is unreachable (drop oldest beyond)." default:"16MiB"`
+	// 16: a hundred guests flushing every second make about 100 requests
+	// a second (a Jaeger request holds one guest's batches); a worker
+	// makes at most 20 a second 50 ms away; 5 would just keep up.
+	CollectorWorkers int           `name:"collector-workers" help:"With OTLP or a collector (http://, otlp...://): requests in flight at once, each over a connection kept open. The default keeps up with a collector 50 ms away and 100 guests each flushing every second (a Jaeger request holds one guest's batches: about 100 requests a second, a worker at most 20), with room for slower answers and an outage's backlog." default:"16"`
+	CollectorTimeout time.Duration `name:"collector-timeout" help:"With a Jaeger collector (http://): how long one request may take (then it is retried). OTLP's is --otlp-timeout." default:"10s"`
 	otlpOptions
 	PrintIdle time.Duration `help:"With print: print a trace once no span of it arrived for this long (and at every flush; as it stands once it holds 10,000 spans or about 8 MiB, or all held traces about 64 MiB)." default:"1s"`
 }
 
 // open makes the sink to goes to; its owner closes it.
 func (f *traceSinkFlags) open(rc *RunContext, to sink.Target) (sink.Sink, error) {
-	out, err := to.Open(sink.Options{Stdout: rc.Stdout, Log: rc.Log, QueueBytes: int(f.QueueBytes), PrintIdle: f.PrintIdle, OTLP: f.otlpOptions.config})
+	out, err := to.Open(sink.Options{Stdout: rc.Stdout, Log: rc.Log, QueueBytes: int(f.QueueBytes), PrintIdle: f.PrintIdle,
+		Workers: f.CollectorWorkers, CollectorTimeout: f.CollectorTimeout, OTLP: f.otlpOptions.config})
 	if err != nil && to.Kind == sink.KindOTLP {
 		return nil, flagErr("to", err) // its TLS files and headers
 	}
 	return out, err
+}
+
+// maxWorkers bounds --collector-workers: each is a connection kept open
+// to the collector, and more than this is a typo, not a plan.
+const maxWorkers = 1024
+
+// validateCollector checks the collector's flags against to: each given
+// must be for a destination that takes it.
+func (f *traceSinkFlags) validateCollector(kctx *kong.Context, to sink.Target) error {
+	switch {
+	case f.CollectorWorkers < 1 || f.CollectorWorkers > maxWorkers:
+		return flagErr("collector-workers", fmt.Errorf("%d: give 1 to %d requests in flight", f.CollectorWorkers, maxWorkers))
+	case f.CollectorTimeout <= 0:
+		return flagErr("collector-timeout", fmt.Errorf("%v: give a positive time", f.CollectorTimeout))
+	}
+	if as, ok := givenAs(kctx, "collector-workers"); ok && to.Kind != sink.KindCollector && to.Kind != sink.KindOTLP {
+		return fmt.Errorf("%s needs a collector or OTLP destination (http://, otlp://, otlps://, otlphttp://, otlphttps://), and spans go to %s", as, to)
+	}
+	if as, ok := givenAs(kctx, "collector-timeout"); ok && to.Kind != sink.KindCollector {
+		also := ""
+		if to.Kind == sink.KindOTLP {
+			also = " (for OTLP: --otlp-timeout)"
+		}
+		return fmt.Errorf("%s needs a Jaeger collector destination (http://HOST:14268/api/traces), and spans go to %s%s", as, to, also)
+	}
+	return nil
 }
 
 // readOTEL reads OpenTelemetry's environment (sink.ReadOTELEnv); an

@@ -58,6 +58,9 @@ func (c *udpServer) Validate(kctx *kong.Context) error {
 	if err := c.otlpOptions.validate(kctx, c.dest, env); err != nil {
 		return err
 	}
+	if err := c.validateCollector(kctx, c.dest); err != nil {
+		return err
+	}
 	if c.QueueBytes < wire.MaxFrameSize {
 		return fmt.Errorf("--queue-bytes: %s is too small: a batch can take %d bytes", c.QueueBytes, wire.MaxFrameSize)
 	}

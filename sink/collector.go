@@ -2,6 +2,7 @@ package sink
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -37,7 +38,8 @@ type CollectorSink struct {
 	queue    []queued
 	queued   int // bytes
 	maxBytes int
-	busy     int // batches being posted
+	busy     int // requests being posted
+	flying   int // the batches they hold
 	closed   bool
 	// handingOver is set by Handover: batches cut short go back to the
 	// queue, for a successor, instead of being dropped.
@@ -76,8 +78,8 @@ type CollectorStats struct {
 	// RejectedSpans are spans an OTLP endpoint rejected from requests it
 	// took (its partial success): lost, and not in Rejected's batches.
 	RejectedSpans uint64
-	// Queued batches and their bytes wait for a worker; InFlight are being
-	// posted (or wait to be retried).
+	// Queued batches and their bytes wait for a worker; InFlight requests
+	// (each of one batch or more) are being posted (or wait to be retried).
 	Queued, QueuedBytes, InFlight int
 	// Up is false while the collector is unreachable: from a failed
 	// attempt to the next accepted one. LastSuccess is when it last
@@ -90,6 +92,15 @@ type CollectorStats struct {
 type queued struct {
 	body  []byte
 	guest string
+	// A Jaeger body joins others of its guest's with the same Process:
+	// where its Process ends (jaegerthrift.Body; 0: it joins none, as an
+	// OTLP body or one handed over), and how many spans it holds.
+	procEnd, spans int
+}
+
+// jaegerBody is q's body with its parts; q.procEnd > 0.
+func (q *queued) jaegerBody() jaegerthrift.Body {
+	return jaegerthrift.Body{Bytes: q.body, ProcessEnd: q.procEnd, Spans: q.spans}
 }
 
 // backend is where a CollectorSink's batches go.
@@ -162,15 +173,22 @@ type jaegerHTTP struct {
 }
 
 func (j jaegerHTTP) encode(p []byte, _ guestid.ID) ([]byte, int, error) {
+	b, err := j.encodeBody(p)
+	return b.Bytes, b.Spans, err
+}
+
+// encodeBody makes one datagram's request body, with what joining it to
+// others takes (found once, here: never decoded again per request).
+func (jaegerHTTP) encodeBody(p []byte) (jaegerthrift.Body, error) {
 	b, err := jaegerthrift.DecodeEmitBatch(p)
 	if err != nil {
-		return nil, 0, err
+		return jaegerthrift.Body{}, err
 	}
-	body, err := jaegerthrift.EncodeBatchBinary(b)
+	body, err := jaegerthrift.EncodeBody(b)
 	if err != nil {
-		return nil, 0, fmt.Errorf("encode batch: %w", err)
+		return jaegerthrift.Body{}, fmt.Errorf("encode batch: %w", err)
 	}
-	return body, len(b.Spans), nil
+	return body, nil
 }
 
 func (j jaegerHTTP) send(ctx context.Context, body []byte) error {
@@ -231,9 +249,18 @@ func postHTTP(ctx context.Context, client *http.Client, url, contentType string,
 }
 
 // NewCollectorSink posts to a Jaeger collector's url with workers
-// concurrent requests.
-func NewCollectorSink(url string, maxBytes, workers int, log *slog.Logger) *CollectorSink {
-	return newCollectorSink(url, jaegerHTTP{url: url, client: &http.Client{Timeout: 10 * time.Second}}, maxBytes, workers, log)
+// concurrent requests, each attempt bounded by timeout (0: 10 s).
+func NewCollectorSink(url string, maxBytes, workers int, timeout time.Duration, log *slog.Logger) *CollectorSink {
+	timeout = cmp.Or(timeout, defaultTimeout)
+	// One idle connection kept per worker: net/http keeps two by default,
+	// and every request beyond would close its connection after it and
+	// dial (and, with TLS, handshake) again for the next.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = max(workers, 1)
+	tr.MaxIdleConns = max(tr.MaxIdleConns, workers)
+	c := newCollectorSink(url, jaegerHTTP{url: url, client: &http.Client{Timeout: timeout, Transport: tr}}, maxBytes, workers, log)
+	c.timeout = timeout
+	return c
 }
 
 func newCollectorSink(url string, b backend, maxBytes, workers int, log *slog.Logger) *CollectorSink {
@@ -259,6 +286,13 @@ func newCollectorSink(url string, b backend, maxBytes, workers int, log *slog.Lo
 
 // Send decodes one emitBatch datagram and queues it for the collector.
 func (c *CollectorSink) Send(p []byte, from guestid.ID) error {
+	if j, ok := c.b.(jaegerHTTP); ok {
+		b, err := j.encodeBody(p)
+		if err != nil {
+			return err
+		}
+		return c.push(queued{body: b.Bytes, guest: from.Guest, procEnd: b.ProcessEnd, spans: b.Spans}, b.Spans)
+	}
 	body, spans, err := c.b.encode(p, from)
 	if err != nil {
 		return err
@@ -313,6 +347,12 @@ func (c *CollectorSink) SendOTLP(body []byte, spans int, from guestid.ID) error 
 
 // enqueue queues one request body, dropping the oldest beyond maxBytes.
 func (c *CollectorSink) enqueue(body []byte, spans int, guest string) error {
+	return c.push(queued{body: body, guest: guest}, spans)
+}
+
+// push queues q, of spans spans, dropping the oldest beyond maxBytes.
+func (c *CollectorSink) push(q queued, spans int) error {
+	body, guest := q.body, q.guest
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -333,7 +373,7 @@ func (c *CollectorSink) enqueue(body []byte, spans int, guest string) error {
 				"dropped_total", c.stats.Dropped, "not_logged", n)
 		}
 	}
-	c.queue = append(c.queue, queued{body, guest})
+	c.queue = append(c.queue, q)
 	c.queued += len(body)
 	c.held[guest]++
 	c.stats.Spans += uint64(spans)
@@ -543,12 +583,14 @@ func (c *CollectorSink) worker() {
 		}
 		body, taken := c.take()
 		c.busy++
+		c.flying += len(taken)
 		c.mu.Unlock()
 
 		result := c.post(body, len(taken))
 
 		c.mu.Lock()
 		c.busy--
+		c.flying -= len(taken)
 		if result == handedBack {
 			// Cut short by a handover: first again, for the successor.
 			c.queue = append(taken, c.queue...)
@@ -578,19 +620,24 @@ const (
 // gRPC's default 4 MiB message limit.
 const maxRequest = 1 << 20
 
+// joinScan bounds how far into the queue a Jaeger request looks for its
+// guest's batches: a queue of millions costs a take no more than this.
+const joinScan = 256
+
 // take removes the next request from the queue, and returns it with the
 // batches it is made of; c.mu is held. OTLP
-// requests queued together go as one: an export request's encoding
+// requests queued together go as one (a Jaeger collector's: takeJaeger): an export request's encoding
 // concatenated with another's is the request holding both's spans, and
 // one request per span (a Kata agent's frames) would cost the collector
 // and the host a round trip each.
 func (c *CollectorSink) take() ([]byte, []queued) {
+	if _, jaeger := c.b.(jaegerHTTP); jaeger {
+		return c.takeJaeger()
+	}
 	n, size := 1, len(c.queue[0].body)
-	if _, jaeger := c.b.(jaegerHTTP); !jaeger {
-		for n < len(c.queue) && size+len(c.queue[n].body) <= maxRequest {
-			size += len(c.queue[n].body)
-			n++
-		}
+	for n < len(c.queue) && size+len(c.queue[n].body) <= maxRequest {
+		size += len(c.queue[n].body)
+		n++
 	}
 	body := c.queue[0].body
 	if n > 1 {
@@ -603,6 +650,63 @@ func (c *CollectorSink) take() ([]byte, []queued) {
 	clear(c.queue[:n])
 	c.queue = c.queue[n:]
 	c.queued -= size
+	return body, taken
+}
+
+// takeJaeger is take for a Jaeger collector, whose request is one Batch
+// of one Process: the first batch queued goes with those of its guest
+// after it that have the same Process (byte-equal), in their order, up to
+// maxRequest, looking no further than joinScan batches. It stops at the
+// guest's first batch that cannot go (another Process, too big), so that
+// none overtakes another of its guest's. Other guests' batches stay queued
+// where they were.
+func (c *CollectorSink) takeJaeger() ([]byte, []queued) {
+	first := &c.queue[0]
+	picked := []int{0}
+	if first.procEnd > 0 {
+		proc := first.jaegerBody().Process()
+		spans := len(first.jaegerBody().SpanBytes())
+		for i := 1; i < min(len(c.queue), joinScan); i++ {
+			q := &c.queue[i]
+			if q.guest != first.guest {
+				continue
+			}
+			if q.procEnd == 0 || !bytes.Equal(q.jaegerBody().Process(), proc) ||
+				jaegerthrift.JoinedSize(len(proc), spans+len(q.jaegerBody().SpanBytes())) > maxRequest {
+				break
+			}
+			spans += len(q.jaegerBody().SpanBytes())
+			picked = append(picked, i)
+		}
+	}
+	taken := make([]queued, len(picked))
+	for k, i := range picked {
+		taken[k] = c.queue[i]
+		c.queued -= len(c.queue[i].body)
+	}
+	body := taken[0].body
+	if len(taken) > 1 {
+		bodies := make([]jaegerthrift.Body, len(taken))
+		for k := range taken {
+			bodies[k] = taken[k].jaegerBody()
+		}
+		body = jaegerthrift.Join(bodies)
+	}
+	// The batches left before the last one taken move up to close the
+	// gaps, from the back: the queue's start moves past what was taken,
+	// and its rest is not touched.
+	last := picked[len(picked)-1]
+	w, k := last, len(picked)-1
+	for i := last; i >= 0; i-- {
+		if k >= 0 && picked[k] == i {
+			k--
+			continue
+		}
+		c.queue[w] = c.queue[i]
+		w--
+	}
+	clear(c.queue[:w+1])
+	c.queue = c.queue[w+1:]
 	return body, taken
 }
 
@@ -692,7 +796,7 @@ func (c *CollectorSink) post(body []byte, n int) postResult {
 // every 30 s); c.mu is held.
 func (c *CollectorSink) unreachable(err error) {
 	attrs := func() []any {
-		return []any{"url", c.url, "err", err, "held_batches", len(c.queue) + c.busy, "held_bytes", c.queued, "retries_total", c.stats.Retries}
+		return []any{"url", c.url, "err", err, "held_batches", len(c.queue) + c.flying, "held_bytes", c.queued, "retries_total", c.stats.Retries}
 	}
 	if !c.down {
 		c.down, c.downSince = true, time.Now()
@@ -715,7 +819,7 @@ func (c *CollectorSink) reachable() {
 	}
 	c.down = false
 	c.log.Info("collector reachable again", "url", c.url, "down_for", time.Since(c.downSince).Round(time.Millisecond).String(),
-		"held_batches", len(c.queue)+c.busy, "dropped_total", c.stats.Dropped, "retries_total", c.stats.Retries)
+		"held_batches", len(c.queue)+c.flying, "dropped_total", c.stats.Dropped, "retries_total", c.stats.Retries)
 }
 
 // dropQueued drops and counts every batch still queued; c.mu is held.

@@ -40,7 +40,7 @@ func TestWrongProtocolIsSaidNotRetried(t *testing.T) {
 		{"OTLP/HTTP at OTLP/gRPC", otlp(OTLPConfig{Endpoint: "http://" + grpcEP.URL + "/v1/traces"}),
 			[]string{"another protocol", "OTLP/gRPC", "otlp://"}},
 		{"Jaeger at OTLP/gRPC", func(log *slog.Logger) (*CollectorSink, error) {
-			return NewCollectorSink("http://"+grpcEP.URL+"/api/traces", 16<<20, 1, log), nil
+			return NewCollectorSink("http://"+grpcEP.URL+"/api/traces", 16<<20, 1, 0, log), nil
 		}, []string{"another protocol", "otlp://"}},
 		{"OTLP/HTTP with TLS at a server in the clear", otlp(OTLPConfig{Endpoint: strings.Replace(httpEP.URL, "http://", "https://", 1) + "/v1/traces", TLS: true}),
 			[]string{"another protocol", "does not speak TLS"}},

@@ -130,7 +130,7 @@ func TestCollectorGivesUpAfterMaxElapsed(t *testing.T) {
 	}))
 	defer srv.Close()
 	dgs := jaegertest.Capture(t, "svc", jaegertest.SmallTrace)
-	s := NewCollectorSink(srv.URL, 1<<20, 1, slog.New(slog.DiscardHandler))
+	s := NewCollectorSink(srv.URL, 1<<20, 1, 0, slog.New(slog.DiscardHandler))
 	s.retry = retryPolicy{Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond, Multiplier: 2, Jitter: 0.5, MaxElapsed: 300 * time.Millisecond}
 	if err := s.Send(dgs[0], guestid.Named("peer")); err != nil {
 		t.Fatal(err)

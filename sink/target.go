@@ -117,9 +117,25 @@ type Options struct {
 	Log        *slog.Logger
 	QueueBytes int
 	PrintIdle  time.Duration
+	// Workers is how many requests a collector or an OTLP sink has in
+	// flight at once (0: DefaultWorkers).
+	Workers int
+	// CollectorTimeout bounds one request to a Jaeger collector (0: 10 s);
+	// OTLP's is OTLPConfig.Timeout.
+	CollectorTimeout time.Duration
 	// OTLP completes an OTLP Target's endpoint (the TLS files and headers).
 	OTLP func(OTLPConfig) OTLPConfig
 }
+
+// DefaultWorkers is how many requests a collector or OTLP sink has in
+// flight at once unless told: enough for a collector 50 ms away and a
+// hundred guests that each flush every second. A Jaeger request holds one
+// guest's batches only (one Process), so such a host makes about 100
+// requests a second; one worker, a round trip each, makes at most 20
+// (fewer as the collector takes its time), so 5 would just keep up: 16
+// leave room for slower answers and for the backlog after an outage, at
+// the cost of 16 idle connections.
+const DefaultWorkers = 16
 
 // Open makes the sink; its owner closes it.
 func (t Target) Open(o Options) (Sink, error) {
@@ -129,13 +145,13 @@ func (t Target) Open(o Options) (Sink, error) {
 	case KindJSONL:
 		return NewJSONLSink(o.Stdout), nil
 	case KindCollector:
-		return NewCollectorSink(t.URL, o.QueueBytes, 2, o.Log), nil
+		return NewCollectorSink(t.URL, o.QueueBytes, cmp.Or(o.Workers, DefaultWorkers), o.CollectorTimeout, o.Log), nil
 	case KindOTLP:
 		cfg := t.OTLP
 		if o.OTLP != nil {
 			cfg = o.OTLP(cfg)
 		}
-		return NewOTLPSink(cfg, o.QueueBytes, 2, o.Log)
+		return NewOTLPSink(cfg, o.QueueBytes, cmp.Or(o.Workers, DefaultWorkers), o.Log)
 	}
 	return DialPacketSink(t.Addr)
 }

@@ -26,7 +26,7 @@ import (
 // path (jaeger-client-go → guest relay → host relay → Jaeger's UDP port)
 // with the same number of spans; then the forwarder's memory with 1,000
 // guests connected.
-func runKata3(bin, jaegerBin string, spans int) error {
+func runKata3(bin, jaegerBin string, spans int, sinkFlags []string) error {
 	dir, err := os.MkdirTemp("", "ktk3")
 	if err != nil {
 		return err
@@ -54,31 +54,31 @@ func runKata3(bin, jaegerBin string, spans int) error {
 	if err := waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/api/services", ports.Query), 60*time.Second); err != nil {
 		return err
 	}
-	stream := kata3Stream(spans)
-	fmt.Printf("%d spans, %d bytes of Kata 3.x frames (JSON, %d B a span)\n\n", spans, len(stream), len(stream)/spans)
-	tw := newTable()
-	fmt.Fprintln(tw, "path\tspans/s\tCPU s per 100k spans\tpeak RSS (MiB)\t")
-
-	// Kata 3.x: one guest's stream into the forwarder, OTLP to Jaeger.
-	sock := filepath.Join(dir, "kata.hvsock_10240")
-	fw := exec.Command(bin, "kata-trace-forwarder", "--from", "unix://"+sock, "--to", fmt.Sprintf("otlp://127.0.0.1:%d", ports.OTLPGRPC),
-		"--queue-bytes", "1GiB", "--drain-timeout", "5m", "--log-level=warn")
-	fw.Stderr = os.Stderr
-	if err := fw.Start(); err != nil {
-		return err
-	}
-	waitFile(sock)
-	start := time.Now()
-	c, err := net.Dial("unix", sock)
+	stream, bin3 := kata3Stream(spans), kata3Bincode(spans)
+	fmt.Printf("%d spans: Kata 3.x frames %d bytes (JSON, %d B a span), Kata 2.x frames %d bytes (bincode, %d B a span)\n\n",
+		spans, len(stream), len(stream)/spans, len(bin3), len(bin3)/spans)
+	null, err := startNullOTLP()
 	if err != nil {
 		return err
 	}
-	if _, err := c.Write(stream); err != nil {
-		return err
+	defer null.srv.Stop()
+	jaegerOTLP := fmt.Sprintf("otlp://127.0.0.1:%d", ports.OTLPGRPC)
+	var rows []row
+	for _, r := range []struct {
+		name, to string
+		stream   []byte
+	}{
+		{"kata-trace-forwarder, JSON → Jaeger (OTLP/gRPC)", jaegerOTLP, stream},
+		{"kata-trace-forwarder, bincode → Jaeger (OTLP/gRPC)", jaegerOTLP, bin3},
+		{"kata-trace-forwarder, JSON → null OTLP", "otlp://" + null.addr, stream},
+		{"kata-trace-forwarder, bincode → null OTLP", "otlp://" + null.addr, bin3},
+	} {
+		rw, err := forwarderRun(bin, dir, r.name, r.to, r.stream, spans)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.name, err)
+		}
+		rows = append(rows, rw)
 	}
-	_ = c.Close()
-	took, cpu, rss := stopAndMeasure(fw, start)
-	fmt.Fprintf(tw, "Kata 3.x: kata-trace-forwarder → OTLP\t%.0f\t%.2f\t%.1f\t\n", float64(spans)/took.Seconds(), cpu.Seconds()*1e5/float64(spans), float64(rss)/1024)
 
 	// Kata 1.x: jaeger-client-go → guest relay → host relay → Jaeger UDP.
 	hsock := filepath.Join(dir, "kata.hvsock_6831")
@@ -104,7 +104,7 @@ func runKata3(bin, jaegerBin string, spans int) error {
 	}
 	tracer, closer := jaeger.NewTracer("kata-agent", jaeger.NewConstSampler(true),
 		jaeger.NewRemoteReporter(tr, jaeger.ReporterOptions.QueueSize(spans+1), jaeger.ReporterOptions.BufferFlushInterval(10*time.Millisecond)))
-	start = time.Now()
+	start := time.Now()
 	root := tracer.StartSpan("root-span")
 	for i := range spans - 1 {
 		sp := tracer.StartSpan("child", opentracing.ChildOf(root.Context()))
@@ -117,9 +117,26 @@ func runKata3(bin, jaegerBin string, spans int) error {
 	_ = closer.Close()
 	gTook, gCPU, gRSS := stopAndMeasure(guest, start)
 	hTook, hCPU, hRSS := stopAndMeasure(host, start)
-	fmt.Fprintf(tw, "Kata 1.x: guest relay → host relay → Jaeger UDP\t%.0f\t%.2f\t%.1f + %.1f\t\n", float64(spans)/max(gTook, hTook).Seconds(),
-		(gCPU+hCPU).Seconds()*1e5/float64(spans), float64(gRSS)/1024, float64(hRSS)/1024)
+	relays := row{name: "Kata 1.x: guest relay → host relay → Jaeger UDP", spansPerSec: float64(spans) / max(gTook, hTook).Seconds(),
+		cpu: (gCPU + hCPU).Seconds() * 1e5 / float64(spans), allocs: -1, rssMiB: float64(gRSS+hRSS) / 1024,
+		rssNote: fmt.Sprintf(" (%.1f + %.1f)", float64(gRSS)/1024, float64(hRSS)/1024)}
+	rows = append(rows, relays)
+	tw := newTable()
+	fmt.Fprintln(tw, "path\tspans/s\t× 1.x\tCPU s per 100k spans\t× 1.x\tallocs/span\tpeak RSS (MiB)\t")
+	for _, r := range rows {
+		allocs := "-"
+		if r.allocs >= 0 {
+			allocs = fmt.Sprintf("%.1f", r.allocs)
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f\t%.1f\t%s\t%.1f%s\t\n", r.name, r.spansPerSec, r.spansPerSec/relays.spansPerSec,
+			r.cpu, r.cpu/relays.cpu, allocs, r.rssMiB, r.rssNote)
+	}
 	_ = tw.Flush()
+	fmt.Printf("null OTLP endpoint: %d spans received (%d sent to it)\n", null.spans.Load(), 2*spans)
+
+	if err := kata3Sinks(bin, dir, ports, sinkFlags); err != nil {
+		return err
+	}
 
 	return kata3Guests(bin, dir, ports.OTLPGRPC)
 }
@@ -194,8 +211,12 @@ func stopAndMeasure(cmd *exec.Cmd, start time.Time) (time.Duration, time.Duratio
 // kata3Stream is n spans as a Kata 3.29+ agent writes them: frames of
 // serde_json SpanData (opentelemetry 0.17), one trace, children first.
 func kata3Stream(n int) []byte {
+	return kata3StreamTrace(n, fmt.Sprintf("%d%018d", 1+rand.IntN(9), rand.Uint64()%1e18))
+}
+
+// kata3StreamTrace is kata3Stream of one trace, its id in decimal.
+func kata3StreamTrace(n int, trace string) []byte {
 	var b bytes.Buffer
-	trace := fmt.Sprintf("%d%018d", 1+rand.IntN(9), rand.Uint64()%1e18)
 	now := time.Now()
 	for i := range n {
 		id, parent := uint64(i)+2, uint64(1) // the root, 1, comes last

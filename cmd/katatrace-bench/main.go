@@ -76,7 +76,7 @@ func main() {
 	flag.BoolVar(&kata3, "kata3", false, "instead: Kata 3.x spans through kata-trace-forwarder into Jaeger's OTLP receiver beside the Kata 1.x path into its UDP port, and the forwarder with 1,000 guests (needs --jaeger)")
 	flag.StringVar(&jaegerBin, "jaeger", "bin/jaeger", "with --kata3: the Jaeger v2 binary")
 	flag.IntVar(&kata3Spans, "kata3-spans", 100000, "with --kata3: spans per path")
-	flag.StringVar(&hostFlags, "host-flags", "", "more flags for katatrace's host relay, space-separated (e.g. --guest-rate=0)")
+	flag.StringVar(&hostFlags, "host-flags", "", "more flags for katatrace's host relay, space-separated (e.g. --guest-rate=0); with --kata3, for both sinks' roles in its run against a collector 50 ms away (e.g. --collector-workers=2)")
 	flag.StringVar(&paths, "paths", "baseline,limit,socat,katatrace", "paths: baseline (direct UDP), limit (the minimal framed pair), socat, katatrace")
 	flag.StringVar(&senders, "senders", "batched,plain", "senders: batched (64 datagrams per sendmmsg) and plain (one write per datagram, as jaeger-client-go)")
 	flag.StringVar(&limitGuestArgs, "limit-guest", "", "(internal) run as the minimal pair's guest: UDP address, then (next argument) socket")
@@ -114,7 +114,7 @@ func main() {
 		if kata3Spans < 2 {
 			fatalf("--kata3-spans: %d: give 2 or more", kata3Spans)
 		}
-		if err := runKata3(cfg.bin, jaegerBin, kata3Spans); err != nil {
+		if err := runKata3(cfg.bin, jaegerBin, kata3Spans, strings.Fields(hostFlags)); err != nil {
 			fatalf("kata3: %v", err)
 		}
 		return

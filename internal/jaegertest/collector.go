@@ -2,6 +2,7 @@ package jaegertest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -47,11 +48,9 @@ func (c *Collector) serve(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	var b jaeger.Batch
-	buf := thrift.NewTMemoryBufferLen(len(body))
-	_, _ = buf.Write(body)
-	if err := b.Read(context.Background(), thrift.NewTBinaryProtocolConf(buf, &thrift.TConfiguration{})); err != nil {
-		http.Error(w, "not a Thrift batch: "+err.Error(), http.StatusBadRequest)
+	b, err := ReadBatch(body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	t := time.NewTimer(c.delay)
@@ -68,6 +67,21 @@ func (c *Collector) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	c.mu.Unlock()
 	w.WriteHeader(http.StatusAccepted)
+}
+
+// ReadBatch reads a Jaeger collector's request body: one Thrift binary
+// Batch (the sink joins a guest's batches into one).
+func ReadBatch(body []byte) (*jaeger.Batch, error) {
+	var b jaeger.Batch
+	buf := thrift.NewTMemoryBufferLen(len(body))
+	_, _ = buf.Write(body)
+	if err := b.Read(context.Background(), thrift.NewTBinaryProtocolConf(buf, &thrift.TConfiguration{})); err != nil {
+		return nil, fmt.Errorf("not a Thrift batch: %w", err)
+	}
+	if buf.Len() != 0 {
+		return nil, fmt.Errorf("%d bytes after the Thrift batch", buf.Len())
+	}
+	return &b, nil
 }
 
 // Spans is how many distinct spans were accepted, and how many of them
