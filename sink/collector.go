@@ -33,8 +33,14 @@ type CollectorSink struct {
 	b   backend
 	log *slog.Logger
 
-	mu       sync.Mutex
-	cond     *sync.Cond
+	mu sync.Mutex
+	// cond wakes those waiting for the queue to empty (flushes, a stop);
+	// work wakes workers, one a batch queued, so that a span does not
+	// wake every worker.
+	cond, work *sync.Cond
+	// waiters are flushes and stops waiting: no worker lingers for them.
+	waiters  int
+	linger   time.Duration
 	queue    []queued
 	queued   int // bytes
 	maxBytes int
@@ -274,7 +280,13 @@ func newCollectorSink(url string, b backend, maxBytes, workers int, log *slog.Lo
 		held:    map[string]uint64{},
 		lost:    map[string]uint64{},
 	}
-	c.cond = sync.NewCond(&c.mu)
+	c.cond, c.work = sync.NewCond(&c.mu), sync.NewCond(&c.mu)
+	if _, jaeger := b.(jaegerHTTP); !jaeger {
+		// OTLP requests join whatever is queued: worth waiting for. A
+		// Jaeger request joins one guest's batches only, and the rest
+		// would wait behind it: those go as they come, many at once.
+		c.linger = defaultLinger
+	}
 	c.retryNow = make(chan struct{})
 	c.life, c.endLife = context.WithCancel(context.Background())
 	for range max(workers, 1) {
@@ -377,7 +389,7 @@ func (c *CollectorSink) push(q queued, spans int) error {
 	c.queued += len(body)
 	c.held[guest]++
 	c.stats.Spans += uint64(spans)
-	c.cond.Broadcast()
+	c.work.Signal()
 	return nil
 }
 
@@ -440,6 +452,9 @@ func (c *CollectorSink) wait(ctx context.Context, pending func() int) error {
 	defer stop()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.waiters++
+	defer func() { c.waiters-- }()
+	c.work.Broadcast() // a worker lingering for more takes what there is now
 	for {
 		n := pending()
 		if n == 0 {
@@ -469,6 +484,7 @@ func (c *CollectorSink) Close(ctx context.Context) error {
 		c.endLife()
 	}
 	c.cond.Broadcast()
+	c.work.Broadcast()
 	c.mu.Unlock()
 	c.wg.Wait()
 	c.endLife()
@@ -521,6 +537,7 @@ func (c *CollectorSink) Handover(ctx context.Context) []HeldBatch {
 	close(c.retryNow) // retry waits end: their batches go back in
 	c.retryNow = make(chan struct{})
 	c.cond.Broadcast()
+	c.work.Broadcast()
 	c.mu.Unlock()
 	done := make(chan struct{})
 	go func() { c.wg.Wait(); close(done) }()
@@ -570,8 +587,9 @@ func (c *CollectorSink) worker() {
 	for {
 		c.mu.Lock()
 		for len(c.queue) == 0 && !c.closed {
-			c.cond.Wait()
+			c.work.Wait()
 		}
+		c.lingerForMore()
 		if len(c.queue) == 0 || c.handingOver {
 			c.mu.Unlock()
 			return
@@ -582,6 +600,12 @@ func (c *CollectorSink) worker() {
 			return
 		}
 		body, taken := c.take()
+		if len(c.queue) > 0 {
+			// What this request left (another guest's Jaeger batches)
+			// wakes another worker: the wake-up that brought it here may
+			// have been meant for them.
+			c.work.Signal()
+		}
 		c.busy++
 		c.flying += len(taken)
 		c.mu.Unlock()
@@ -604,6 +628,37 @@ func (c *CollectorSink) worker() {
 		}
 		c.cond.Broadcast()
 		c.mu.Unlock()
+	}
+}
+
+// defaultLinger is how long a worker waits for an OTLP request to fill:
+// a Kata agent sends a frame a span, and a request a span would cost the
+// endpoint and the host a round trip each; a few milliseconds more of a
+// span's way is nothing to a trace.
+const defaultLinger = 5 * time.Millisecond
+
+// lingerFill is what the queue holds when a request is full enough to
+// go at once.
+const lingerFill = maxRequest / 4
+
+// lingerForMore waits, up to c.linger, for the queue to hold a request's
+// worth, unless someone waits for the queue (a flush, a stop), the sink
+// is closing, or the endpoint is down (its retries hold the workers);
+// c.mu is held.
+func (c *CollectorSink) lingerForMore() {
+	if c.linger <= 0 {
+		return
+	}
+	waited := false
+	t := time.AfterFunc(c.linger, func() {
+		c.mu.Lock()
+		waited = true
+		c.work.Broadcast()
+		c.mu.Unlock()
+	})
+	defer t.Stop()
+	for !waited && c.queued < lingerFill && c.waiters == 0 && !c.closed && !c.down && len(c.queue) > 0 {
+		c.work.Wait()
 	}
 }
 

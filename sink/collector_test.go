@@ -28,24 +28,34 @@ import (
 )
 
 // TestCollectorRetriesAndDrops: a collector that fails for a while gets
-// every batch once it recovers; one that refuses a batch (4xx) has it
-// dropped and counted, not retried forever.
+// every batch's spans once it recovers (one guest's batches may go in
+// one request); one that refuses a batch (4xx) has it dropped and
+// counted, not retried forever.
 func TestCollectorRetriesAndDrops(t *testing.T) {
 	dgs := jaegertest.Capture(t, "svc", func(tr opentracing.Tracer) { jaegertest.SmallTrace(tr); jaegertest.BigTrace(tr) })
+	want := 0
+	for _, p := range dgs {
+		b, err := jaegerthrift.DecodeEmitBatch(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want += len(b.Spans)
+	}
 	var mu sync.Mutex
 	failures, got := 3, 0
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		mu.Lock()
 		defer mu.Unlock()
+		b, err := jaegertest.ReadBatch(body)
 		switch {
-		case r.Header.Get("Content-Type") != "application/x-thrift" || len(body) == 0:
+		case r.Header.Get("Content-Type") != "application/x-thrift" || err != nil:
 			w.WriteHeader(http.StatusBadRequest)
 		case failures > 0:
 			failures--
 			w.WriteHeader(http.StatusServiceUnavailable)
 		default:
-			got++
+			got += len(b.Spans)
 			w.WriteHeader(http.StatusAccepted)
 		}
 	}))
@@ -57,8 +67,8 @@ func TestCollectorRetriesAndDrops(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := c.Stats()
-	if got != len(dgs) || s.Posted != uint64(len(dgs)) || s.Retries < 3 || s.Dropped != 0 {
-		t.Fatalf("collector got %d of %d batches; stats %+v", got, len(dgs), s)
+	if got != want || s.Posted != uint64(len(dgs)) || s.Retries < 3 || s.Dropped != 0 {
+		t.Fatalf("collector got %d of %d spans; stats %+v", got, want, s)
 	}
 	if err := c.Send([]byte("not thrift"), guestid.Named("peer")); err == nil {
 		t.Fatal("garbage accepted")

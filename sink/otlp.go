@@ -118,6 +118,9 @@ func NewOTLPSink(cfg OTLPConfig, maxBytes, workers int, log *slog.Logger) (*Coll
 	if !cfg.GRPC {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = tc
+		// A connection kept for each worker: net/http keeps two, and the
+		// rest would be made anew for every request.
+		tr.MaxIdleConnsPerHost = max(workers, 1)
 		b := otlpHTTP{otlpEncoder: enc, url: cfg.Endpoint, headers: cfg.Headers, gzip: cfg.Gzip, client: &http.Client{Timeout: timeout, Transport: tr}}
 		c := newCollectorSink(cfg.Endpoint, b, maxBytes, workers, log)
 		c.timeout = timeout
