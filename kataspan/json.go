@@ -209,11 +209,11 @@ func (d *jsonDecoder) string() (string, error) {
 	}
 	start := d.i + 1
 	ascii := true
-	for j := start; j < len(d.b); j++ {
-		c := d.b[j]
+	for k, c := range d.b[start:] {
 		if !strSpecial[c] {
 			continue
 		}
+		j := start + k
 		switch {
 		case c == '"':
 			if !ascii && !utf8.Valid(d.b[start:j]) {
