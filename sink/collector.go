@@ -370,6 +370,10 @@ func (c *CollectorSink) push(q queued, spans int) error {
 	if c.closed {
 		return errors.New("collector sink closed")
 	}
+	if c.queued+len(body) > c.maxBytes && len(c.queue) > 0 {
+		// A flush waiting for a dropped batch's guest is answered now.
+		defer c.cond.Broadcast()
+	}
 	for c.queued+len(body) > c.maxBytes && len(c.queue) > 0 {
 		old := c.queue[0]
 		c.queued -= len(old.body)
@@ -590,9 +594,13 @@ func (c *CollectorSink) worker() {
 			c.work.Wait()
 		}
 		c.lingerForMore()
-		if len(c.queue) == 0 || c.handingOver {
+		if c.handingOver || len(c.queue) == 0 && c.closed {
 			c.mu.Unlock()
 			return
+		}
+		if len(c.queue) == 0 {
+			c.mu.Unlock() // another worker took it while this one lingered
+			continue
 		}
 		if c.life.Err() != nil {
 			c.dropQueued()

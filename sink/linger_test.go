@@ -109,3 +109,109 @@ func TestWorkersLingerForAFullerRequest(t *testing.T) {
 		})
 	})
 }
+
+// blockingBackend holds every request until released, counting those in
+// flight at once.
+type blockingBackend struct {
+	recordingBackend
+	release  chan struct{}
+	mu2      sync.Mutex
+	cur, max int
+}
+
+func (b *blockingBackend) send(ctx context.Context, body []byte) error {
+	b.mu2.Lock()
+	b.cur++
+	b.max = max(b.max, b.cur)
+	b.mu2.Unlock()
+	<-b.release
+	b.mu2.Lock()
+	b.cur--
+	b.mu2.Unlock()
+	return b.recordingBackend.send(ctx, body)
+}
+
+// TestLingeringWorkersStay (virtual time): workers that lingered while
+// another took the queue go back to waiting, not away: after spans
+// trickled in, as many requests go at once as there are workers.
+func TestLingeringWorkersStay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const workers = 4
+		b := &blockingBackend{release: make(chan struct{})}
+		c := newCollectorSink("test", b, 1<<30, workers, slog.New(slog.DiscardHandler))
+		from := guestid.Named("g")
+		close(b.release) // the trickle's requests pass
+		for range 10 {
+			for range workers {
+				if err := c.Send([]byte("span"), from); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		b.release = make(chan struct{})
+		// Requests of their own (each over half of maxRequest, past the
+		// linger): one a worker, all at once.
+		for range 2 * workers {
+			if err := c.Send(bytes.Repeat([]byte("x"), maxRequest/2+1), from); err != nil {
+				t.Fatal(err)
+			}
+		}
+		synctest.Wait()
+		b.mu2.Lock()
+		cur := b.cur
+		b.mu2.Unlock()
+		close(b.release)
+		if cur != workers {
+			t.Fatalf("%d requests in flight at once, want %d (workers left)", cur, workers)
+		}
+		if err := c.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestFlushAnsweredWhenItsBatchIsDropped: a guest's flush waiting while
+// the endpoint is stuck is answered as soon as the queue drops the
+// guest's last batch (another guest's pushed it out), not at its
+// deadline.
+func TestFlushAnsweredWhenItsBatchIsDropped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &blockingBackend{release: make(chan struct{})}
+		c := newCollectorSink("test", b, 1000, 1, slog.New(slog.DiscardHandler))
+		c.mu.Lock()
+		c.linger = 0 // the worker takes other's first batch at once
+		c.mu.Unlock()
+		a, other := guestid.Named("a"), guestid.Named("b")
+		// The one worker is busy with other's first batch.
+		if err := c.Send(bytes.Repeat([]byte("o"), 600), other); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if err := c.Send(bytes.Repeat([]byte("a"), 600), a); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		done := make(chan time.Duration)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, lost, _ := c.FlushGuest(ctx, a.Guest)
+			if lost != 1 {
+				t.Errorf("a lost %d batches, want 1", lost)
+			}
+			done <- time.Since(start)
+		}()
+		synctest.Wait()
+		if err := c.Send(bytes.Repeat([]byte("o"), 600), other); err != nil { // pushes a's out
+			t.Fatal(err)
+		}
+		if d := <-done; d != 0 {
+			t.Fatalf("the flush was answered after %v, want at once", d)
+		}
+		close(b.release)
+		_ = c.Close(context.Background())
+	})
+}
