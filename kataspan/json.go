@@ -92,7 +92,7 @@ func (d *jsonDecoder) peek() byte {
 
 // unexpected is the error of finding something other than want.
 func (d *jsonDecoder) unexpected(want string) error {
-	if d.peek() == 0 {
+	if d.ws(); d.i >= len(d.b) {
 		return fmt.Errorf("the payload ends where %s should be", want)
 	}
 	c := d.b[d.i]
@@ -688,7 +688,7 @@ func (d *jsonDecoder) span(s *Span) error {
 	if err != nil {
 		return err
 	}
-	if d.peek() != 0 {
+	if d.ws(); d.i != len(d.b) {
 		return errors.New("more than one value in the payload")
 	}
 	for _, r := range required {
@@ -833,7 +833,9 @@ func (d *jsonDecoder) valueMap(dst []KeyValue) ([]KeyValue, error) {
 		order = append(order, int32(i))
 	}
 	slices.SortStableFunc(order, func(a, b int32) int { return strings.Compare(kvs[a].Key, kvs[b].Key) })
-	d.order = order
+	if cap(order) <= 256 {
+		d.order = order // a huge map's is not kept
+	}
 	n := 0
 	for k, i := range order {
 		if k+1 == len(order) || kvs[order[k+1]].Key != kvs[i].Key {

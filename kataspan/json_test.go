@@ -239,6 +239,12 @@ func TestJSONSkipsWhatItDoesNotKnow(t *testing.T) {
 			}
 		})
 	}
+	if _, err := DecodeJSON(append(bytes.Clone(p), "\x00junk"...)); err == nil || !strings.Contains(err.Error(), "more than one value") {
+		t.Errorf("a span, then a NUL and junk: %v", err)
+	}
+	if _, err := DecodeJSON(append([]byte(`{"x":`+"\x00"), p[1:]...)); err == nil || !strings.Contains(err.Error(), "byte 0x00") {
+		t.Errorf("a NUL where a value should be: %v, want the byte named", err)
+	}
 	for _, cut := range []string{`{"x":[`, `{"x":"a`, `{"x":{"a"`, `{"x":-`} {
 		if _, err := DecodeJSON([]byte(cut)); err == nil || !strings.Contains(err.Error(), "ends") {
 			t.Errorf("%s: %v, want the payload's end said", cut, err)

@@ -1,9 +1,12 @@
 package kataspan
 
 import (
+	"bytes"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/katatrace/katatrace/sink"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -158,5 +161,52 @@ func TestOTLPConcatenates(t *testing.T) {
 	bad = &Span{Events: []Event{{Time: Time{Secs: math.MaxUint64}}}}
 	if out, err := bad.AppendOTLP(body, "kata-agent", "", testAdds); err == nil || !strings.Contains(err.Error(), "event 0") || len(out) != len(body) {
 		t.Fatalf("a bad event time: %v, %d bytes written", err, len(out)-len(body))
+	}
+}
+
+// TestTransientForgetsTheFrame: once a transient span is encoded and
+// forgotten, no string it holds, in its slices' whole arrays, points into
+// the frame it borrowed (a frame's buffer is the reader's, reused).
+func TestTransientForgetsTheFrame(t *testing.T) {
+	for _, name := range captures {
+		for i, frame := range capture(t, name) {
+			p := bytes.Clone(frame)
+			tr := &transient{}
+			if err := decodeInto(&tr.span, p, true); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tr.span.AppendOTLP(nil, "kata-agent", "", testAdds); err != nil {
+				t.Fatal(err)
+			}
+			lo, hi := uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(unsafe.Pointer(unsafe.SliceData(p)))+uintptr(len(p))
+			borrowed := 0
+			var walk func(v reflect.Value)
+			walk = func(v reflect.Value) {
+				switch v.Kind() {
+				case reflect.String:
+					if d := uintptr(unsafe.Pointer(unsafe.StringData(v.String()))); v.Len() > 0 && d >= lo && d < hi {
+						borrowed++
+					}
+				case reflect.Slice:
+					for i := range v.Cap() {
+						walk(v.Slice(0, v.Cap()).Index(i))
+					}
+				case reflect.Struct:
+					for i := range v.NumField() {
+						walk(v.Field(i))
+					}
+				}
+			}
+			walk(reflect.ValueOf(tr.span))
+			if borrowed == 0 {
+				t.Fatalf("%s frame %d: the decoded span borrows nothing: the test cannot tell", name, i)
+			}
+			tr.forget()
+			borrowed = 0
+			walk(reflect.ValueOf(tr.span))
+			if borrowed != 0 {
+				t.Fatalf("%s frame %d: %d strings still point into the frame", name, i, borrowed)
+			}
+		}
 	}
 }

@@ -101,7 +101,14 @@ func toOTLP(p []byte, service, sandbox string, adds sink.ResourceAdds) ([]byte, 
 // its arrays (a huge span's are let go).
 func (t *transient) forget() {
 	s := &t.span
-	if cap(s.Attributes)+cap(s.Resource)+cap(s.Events)+cap(s.Links) > 1024 {
+	held := cap(s.Attributes) + cap(s.Resource) + cap(s.Events) + cap(s.Links)
+	for _, e := range s.Events[:cap(s.Events)] {
+		held += cap(e.Attributes)
+	}
+	for _, l := range s.Links[:cap(s.Links)] {
+		held += cap(l.Attributes)
+	}
+	if held > 1024 {
 		*s = Span{}
 		return
 	}
