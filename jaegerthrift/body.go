@@ -40,7 +40,7 @@ const (
 // does not read, and which mean nothing for batches joined.
 func EncodeBody(b *jaeger.Batch) (Body, error) {
 	if b.Process == nil {
-		return Body{}, errors.New("encode batch: no process")
+		return Body{}, errors.New("no process")
 	}
 	buf := thrift.NewTMemoryBufferLen(1024)
 	p := thrift.NewTBinaryProtocolConf(buf, &thrift.TConfiguration{}) // writes straight into buf

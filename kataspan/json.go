@@ -563,8 +563,10 @@ func (d *jsonDecoder) variant(names []string) (uint8, error) {
 }
 
 // The span's fields, as bits of what was read (serde's derive refuses a
-// field given twice), and those Rust's derive requires (name and the rest
-// may be absent).
+// field given twice). Those without which there is no span are required
+// (below); serde's derive requires the rest too, but a span without its
+// name or attributes still says what it says: they may be absent, as the
+// decoder before this one let them be.
 const (
 	fContext = 1 << iota
 	fParent

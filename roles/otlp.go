@@ -26,7 +26,7 @@ type traceSinkFlags struct {
 	// 16: a hundred guests flushing every second make about 100 requests
 	// a second (a Jaeger request holds one guest's batches); a worker
 	// makes at most 20 a second 50 ms away; 5 would just keep up.
-	CollectorWorkers int           `name:"collector-workers" help:"With OTLP or a collector (http://, otlp...://): requests in flight at once, each over a connection kept open. The default keeps up with a collector 50 ms away and 100 guests each flushing every second (a Jaeger request holds one guest's batches: about 100 requests a second, a worker at most 20), with room for slower answers and an outage's backlog." default:"16"`
+	CollectorWorkers int           `name:"collector-workers" help:"With OTLP or a collector (http://, otlp...://): requests in flight at once (over HTTP each over a connection kept open; over gRPC as streams of one connection). The default keeps up with a collector 50 ms away and 100 guests each flushing every second (a Jaeger request holds one guest's batches: about 100 requests a second, a worker at most 20), with room for slower answers and an outage's backlog." default:"16"`
 	CollectorTimeout time.Duration `name:"collector-timeout" help:"With a Jaeger collector (http://): how long one request may take (then it is retried). OTLP's is --otlp-timeout." default:"10s"`
 	otlpOptions
 	PrintIdle time.Duration `help:"With print: print a trace once no span of it arrived for this long (and at every flush; as it stands once it holds 10,000 spans or about 8 MiB, or all held traces about 64 MiB)." default:"1s"`

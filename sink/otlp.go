@@ -121,6 +121,7 @@ func NewOTLPSink(cfg OTLPConfig, maxBytes, workers int, log *slog.Logger) (*Coll
 		// A connection kept for each worker: net/http keeps two, and the
 		// rest would be made anew for every request.
 		tr.MaxIdleConnsPerHost = max(workers, 1)
+		tr.MaxIdleConns = max(tr.MaxIdleConns, workers)
 		b := otlpHTTP{otlpEncoder: enc, url: cfg.Endpoint, headers: cfg.Headers, gzip: cfg.Gzip, client: &http.Client{Timeout: timeout, Transport: tr}}
 		c := newCollectorSink(cfg.Endpoint, b, maxBytes, workers, log)
 		c.timeout = timeout

@@ -86,11 +86,17 @@ func forwarderRun(bin, dir, name, to string, stream []byte, spans int) (row, err
 		return row{}, err
 	}
 	_ = c.Close()
-	allocs := -1.0
-	for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if scrape(metrics, "katatrace_forwarder_spans_total") >= float64(spans) &&
-			scrape(metrics, "katatrace_sink_queue_batches")+scrape(metrics, "katatrace_sink_in_flight_requests") == 0 {
-			allocs = (scrape(metrics, "go_memstats_mallocs_total") - m0) / float64(spans)
+	// Polled every 250 ms, one page each: a scrape allocates in the
+	// forwarder too (a thousand or more), and what the scrapes took is
+	// taken off (measured by two more, back to back).
+	allocs, scrapes := -1.0, 0
+	for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		m := scrapeAll(metrics, "katatrace_forwarder_spans_total", "katatrace_sink_queue_batches", "katatrace_sink_in_flight_requests", "go_memstats_mallocs_total")
+		scrapes++
+		if m["katatrace_forwarder_spans_total"] >= float64(spans) && m["katatrace_sink_queue_batches"]+m["katatrace_sink_in_flight_requests"] == 0 {
+			a := scrape(metrics, "go_memstats_mallocs_total")
+			perScrape := scrape(metrics, "go_memstats_mallocs_total") - a
+			allocs = (m["go_memstats_mallocs_total"] - m0 - perScrape*float64(scrapes)) / float64(spans)
 			break
 		}
 	}
@@ -101,23 +107,33 @@ func forwarderRun(bin, dir, name, to string, stream []byte, spans int) (row, err
 
 // scrape sums a metric's series (any labels) on a Prometheus page; -1
 // when it is not there.
-func scrape(url, name string) float64 {
+func scrape(url, name string) float64 { return scrapeAll(url, name)[name] }
+
+// scrapeAll is scrape of several metrics, from one page.
+func scrapeAll(url string, names ...string) map[string]float64 {
+	out := map[string]float64{}
+	for _, n := range names {
+		out[n] = -1
+	}
 	resp, err := http.Get(url)
 	if err != nil {
-		return -1
+		return out
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	ms := regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(name)+`(?:\{[^}]*\})? (\S+)$`).FindAllSubmatch(b, -1)
-	if ms == nil {
-		return -1
+	for _, name := range names {
+		ms := regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(name)+`(?:\{[^}]*\})? (\S+)$`).FindAllSubmatch(b, -1)
+		if ms == nil {
+			continue
+		}
+		sum := 0.0
+		for _, m := range ms {
+			v, _ := strconv.ParseFloat(string(m[1]), 64)
+			sum += v
+		}
+		out[name] = sum
 	}
-	sum := 0.0
-	for _, m := range ms {
-		v, _ := strconv.ParseFloat(string(m[1]), 64)
-		sum += v
-	}
-	return sum
+	return out
 }
 
 // kata3Bincode is n spans as a Kata 2.2–3.28 agent writes them: frames of
