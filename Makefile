@@ -115,15 +115,13 @@ $(TOOLS)/staticcheck: tools/go.mod
 ## packages: .deb and .rpm into dist/ (nfpm, tools/nfpm): katatrace (the
 ## binary and its links), katatrace-host (as install-host installs it) and
 ## katatrace-guest (as install-guest into a root without a syslog daemon),
-## for this machine's architecture; PKG_VERSION from git describe (a tag
-## v1.2.3 gives 1.2.3; no tag: 0.0.0~gitN.HASH, N commits); then reads
-## them back (packaging's tests).
+## for this machine's architecture; PKG_VERSION from git describe
+## (packaging/version.sh); then reads them back (packaging's tests).
 ## PKG_DIST (the packages' directory), PKG_STAGE (a scratch tree, removed)
 ## and BIN_SRC (the binary; unset: make build's) send it elsewhere: with
 ## all three set it writes nothing in bin/ or dist/.
 PKG_ARCH    ?= $(shell $(GO) env GOARCH)
-PKG_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo "$${v\#v}" | tr - '~' || \
-  echo "0.0.0~git$$(git rev-list --count HEAD 2>/dev/null || echo 0).$$(git rev-parse --short HEAD 2>/dev/null || echo dev)")
+PKG_VERSION ?= $(shell sh packaging/version.sh)
 PKG_DIST    ?= $(CURDIR)/dist
 PKG_STAGE   ?= $(PKG_DIST)/stage
 # packaging/*.yaml name the staged trees @PKG_STAGE@ (nfpm expands no
