@@ -60,10 +60,13 @@ image: build
 ##   example
 install: install-guest install-host
 
-install-bin: build
+# BIN_SRC: the binary install-bin installs; unset, make build's
+# bin/katatrace, built first (make packages' VM test packages binaries of
+# its own without touching bin/).
+install-bin: $(if $(BIN_SRC),,build)
 	install -d $(DESTDIR)$(BINDIR)
-	install -m 0755 bin/katatrace $(DESTDIR)$(BINDIR)/katatrace
-	bin/katatrace links $(DESTDIR)$(BINDIR) --target katatrace --log-level=warn
+	install -m 0755 $(or $(BIN_SRC),bin/katatrace) $(DESTDIR)$(BINDIR)/katatrace
+	$(DESTDIR)$(BINDIR)/katatrace links $(DESTDIR)$(BINDIR) --target katatrace --log-level=warn
 
 # Units carry @BINDIR@ and @UNITDIR@, filled in here so that they follow PREFIX.
 SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@UNITDIR@|$(UNITDIR)|g'
@@ -112,30 +115,35 @@ $(TOOLS)/staticcheck: tools/go.mod
 ## packages: .deb and .rpm into dist/ (nfpm, tools/nfpm): katatrace (the
 ## binary and its links), katatrace-host (as install-host installs it) and
 ## katatrace-guest (as install-guest into a root without a syslog daemon),
-## for this machine's architecture; PKG_VERSION from git describe (a tag
-## v1.2.3 gives 1.2.3; no tag: 0.0.0~gitN.HASH, N commits); then reads
-## them back (packaging's tests)
+## for this machine's architecture; PKG_VERSION from git describe
+## (packaging/version.sh); then reads them back (packaging's tests).
+## PKG_DIST (the packages' directory), PKG_STAGE (a scratch tree, removed)
+## and BIN_SRC (the binary; unset: make build's) send it elsewhere: with
+## all three set it writes nothing in bin/ or dist/.
 PKG_ARCH    ?= $(shell $(GO) env GOARCH)
-PKG_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo "$${v\#v}" | tr - '~' || \
-  echo "0.0.0~git$$(git rev-list --count HEAD 2>/dev/null || echo 0).$$(git rev-parse --short HEAD 2>/dev/null || echo dev)")
-# packaging/*.yaml read the staged trees from here (relative: nfpm
-# expands no variable in a tree's src).
-PKG_STAGE   := $(CURDIR)/dist/stage
-packages: $(TOOLS)/nfpm
-	rm -rf $(PKG_STAGE) dist/*.deb dist/*.rpm && mkdir -p dist
-	$(MAKE) --no-print-directory install-bin DESTDIR=$(PKG_STAGE)/bin PREFIX=/usr
-	$(MAKE) --no-print-directory install-host DESTDIR=$(PKG_STAGE)/host PREFIX=/usr
-	$(MAKE) --no-print-directory install-guest DESTDIR=$(PKG_STAGE)/guest PREFIX=/usr
+PKG_VERSION ?= $(shell sh packaging/version.sh)
+PKG_DIST    ?= $(CURDIR)/dist
+PKG_STAGE   ?= $(PKG_DIST)/stage
+# packaging/*.yaml name the staged trees @PKG_STAGE@ (nfpm expands no
+# variable in a tree's src): filled in here, as the units' @BINDIR@.
+PKG_SUBST    = sed -e 's|@PKG_STAGE@|$(PKG_STAGE)|g' -e 's|@PKG_SCRIPTS@|$(CURDIR)/packaging/scripts|g'
+packages: $(TOOLS)/nfpm $(if $(BIN_SRC),,build)
+	rm -rf $(PKG_STAGE) $(PKG_DIST)/*.deb $(PKG_DIST)/*.rpm && mkdir -p $(PKG_DIST) $(PKG_STAGE)
+	$(MAKE) --no-print-directory install-bin DESTDIR=$(PKG_STAGE)/bin PREFIX=/usr BIN_SRC=$(or $(BIN_SRC),bin/katatrace)
+	$(MAKE) --no-print-directory install-host DESTDIR=$(PKG_STAGE)/host PREFIX=/usr BIN_SRC=$(or $(BIN_SRC),bin/katatrace)
+	$(MAKE) --no-print-directory install-guest DESTDIR=$(PKG_STAGE)/guest PREFIX=/usr BIN_SRC=$(or $(BIN_SRC),bin/katatrace)
 	@# The binary and links are katatrace's package, not the units'.
 	rm -rf $(PKG_STAGE)/host/usr/bin $(PKG_STAGE)/guest/usr/bin
-	for p in katatrace katatrace-host katatrace-guest; do for f in deb rpm; do \
-	  PKG_ARCH=$(PKG_ARCH) PKG_VERSION='$(PKG_VERSION)' \
-	    $(TOOLS)/nfpm package --config packaging/$$p.yaml --packager $$f --target dist/ || exit 1; \
+	for p in katatrace katatrace-host katatrace-guest; do \
+	  $(PKG_SUBST) packaging/$$p.yaml > $(PKG_STAGE)/$$p.yaml || exit 1; \
+	  for f in deb rpm; do \
+	    PKG_ARCH=$(PKG_ARCH) PKG_VERSION='$(PKG_VERSION)' \
+	      $(TOOLS)/nfpm package --config $(PKG_STAGE)/$$p.yaml --packager $$f --target $(PKG_DIST)/ || exit 1; \
 	done; done
 	rm -rf $(PKG_STAGE)
-	@ls -l dist/*.deb dist/*.rpm
+	@ls -l $(PKG_DIST)/*.deb $(PKG_DIST)/*.rpm
 	@# Read back: files, modes, links, dependencies, the scripts' calls.
-	KATATRACE_DIST=$(CURDIR)/dist $(GO) test -count=1 ./packaging
+	KATATRACE_DIST=$(PKG_DIST) $(GO) test -count=1 ./packaging
 
 ## promtool-test: the alert rules' tests (deploy/prometheus), by promtool
 promtool-test: $(TOOLS)/promtool

@@ -231,7 +231,8 @@ func scripts(t *testing.T, format, p string) map[string]string {
 // TestMaintainerScripts runs the host package's scripts as dpkg and rpm
 // call them, with systemctl a stand-in that logs its calls: an upgrade
 // restarts the running units and never stops them; a first install
-// enables the forwarder without starting it; only a removal stops.
+// enables the forwarder without starting it; only a removal stops; dpkg's
+// removal leaves the units enabled and its purge disables them.
 func TestMaintainerScripts(t *testing.T) {
 	dir := dist(t)
 	units := "kata-trace-forwarder.service vsock-to-udp-server.service vsock-to-text-server.service"
@@ -258,11 +259,12 @@ func TestMaintainerScripts(t *testing.T) {
 			{"prerm", []string{"upgrade", "1.0.1-1"}, true, nil},
 			{"prerm", []string{"failed-upgrade", "1.0.1-1"}, true, nil},
 			{"prerm", []string{"deconfigure", "in-favour", "x", "1"}, true, nil},
-			{"prerm", []string{"remove"}, true, stop},
-			{"prerm", []string{"remove"}, false, stop[:1]},
+			{"prerm", []string{"remove"}, true, stop[1:]},
+			{"prerm", []string{"remove"}, false, nil},
 			{"postrm", []string{"upgrade", "1.0.1-1"}, true, nil},
 			{"postrm", []string{"remove"}, true, []string{reload}},
-			{"postrm", []string{"purge"}, true, []string{reload}},
+			{"postrm", []string{"purge"}, true, []string{stop[0], reload}},
+			{"postrm", []string{"purge"}, false, stop[:1]},
 		},
 		"rpm": {
 			{"postinst", []string{"1"}, true, []string{tmpfiles, enable, reload}},
@@ -286,6 +288,66 @@ func TestMaintainerScripts(t *testing.T) {
 						t.Errorf("calls %q, want %q", got, c.want)
 					}
 				})
+			}
+		})
+	}
+}
+
+// TestReinstall runs the host package's scripts in the order dpkg and rpm
+// run them through a package's life, the node's own systemctl disable
+// among them, and follows kata-trace-forwarder.service's enablement
+// through their calls: a package removed (dpkg -r, the config-files
+// state) and installed again, whose postinst gets an upgrade's
+// "configure <old version>", finds the unit enabled as the first install
+// left it; a purge disables it; an upgrade keeps the node's disable.
+func TestReinstall(t *testing.T) {
+	dir := dist(t)
+	type step struct {
+		script string // "node disable": the node's systemctl disable
+		args   []string
+	}
+	first := map[string]step{"deb": {"postinst", []string{"configure", ""}}, "rpm": {"postinst", []string{"1"}}}
+	cases := []struct {
+		format, name string
+		steps        []step
+		enabled      bool
+	}{
+		{"deb", "removed, reinstalled", []step{{"prerm", []string{"remove"}}, {"postrm", []string{"remove"}}, {"postinst", []string{"configure", "1.0.0-1"}}}, true},
+		{"deb", "removed, purged", []step{{"prerm", []string{"remove"}}, {"postrm", []string{"remove"}}, {"postrm", []string{"purge"}}}, false},
+		{"deb", "removed, purged, reinstalled", []step{{"prerm", []string{"remove"}}, {"postrm", []string{"remove"}}, {"postrm", []string{"purge"}}, {"postinst", []string{"configure", ""}}}, true},
+		{"deb", "disabled, upgraded", []step{{"node disable", nil}, {"prerm", []string{"upgrade", "1.0.1-1"}}, {"postrm", []string{"upgrade", "1.0.1-1"}}, {"postinst", []string{"configure", "1.0.0-1"}}}, false},
+		{"rpm", "removed", []step{{"prerm", []string{"0"}}, {"postrm", []string{"0"}}}, false},
+		{"rpm", "removed, reinstalled", []step{{"prerm", []string{"0"}}, {"postrm", []string{"0"}}, {"postinst", []string{"1"}}}, true},
+		{"rpm", "disabled, upgraded", []step{{"node disable", nil}, {"postinst", []string{"2"}}, {"prerm", []string{"1"}}, {"postrm", []string{"1"}}}, false},
+	}
+	ss := map[string]map[string]string{}
+	for _, c := range cases {
+		t.Run(c.format+" "+c.name, func(t *testing.T) {
+			if _, err := exec.LookPath("rpm"); err != nil && c.format == "rpm" {
+				t.Skip("rpm is not installed (.ci/run installs it): the .rpm's scripts are not read")
+			}
+			if ss[c.format] == nil {
+				ss[c.format] = scripts(t, c.format, pkg(t, dir, "katatrace-host", c.format))
+			}
+			enabled := false
+			for _, s := range append([]step{first[c.format]}, c.steps...) {
+				calls := []string{"systemctl disable kata-trace-forwarder.service"}
+				if s.script != "node disable" {
+					calls = runScript(t, ss[c.format][s.script], s.args, true)
+				}
+				for _, call := range calls {
+					if f := strings.Fields(call); len(f) > 2 && f[0] == "systemctl" && slices.Contains(f[2:], "kata-trace-forwarder.service") {
+						switch f[1] {
+						case "enable":
+							enabled = true
+						case "disable":
+							enabled = false
+						}
+					}
+				}
+			}
+			if enabled != c.enabled {
+				t.Errorf("kata-trace-forwarder.service enabled: %v, want %v", enabled, c.enabled)
 			}
 		})
 	}

@@ -15,16 +15,22 @@ import (
 // packagesIn builds the host packages at versions 1.0.0 and 1.0.1 (make
 // packages, each binary saying its version) into the guest root's
 // /usr/lib/katatrace-test/packages, with the test's unit and script
-// (testdata/guest/upgrade).
+// (testdata/guest/upgrade). The binaries, the staged trees and the
+// packages are the test's own: make packages writes nothing in the repo's
+// bin/ or dist/, which the e2e image tests, run beside this, read.
 func packagesIn(t *testing.T) func(root string) {
 	return func(root string) {
 		repo, err := filepath.Abs("../..")
 		must(t, err)
 		dst := filepath.Join(root, "usr/lib/katatrace-test/packages")
 		must(t, os.MkdirAll(dst, 0o755))
+		tmp := t.TempDir()
 		for _, v := range []string{"1.0.0", "1.0.1"} {
-			run(t, repo, "make", "--no-print-directory", "packages", "PKG_VERSION="+v, "VERSION="+v)
-			debs, err := filepath.Glob(filepath.Join(repo, "dist", "*_"+v+"-1_*.deb"))
+			bin, dist := filepath.Join(tmp, "katatrace-"+v), filepath.Join(tmp, "dist-"+v)
+			run(t, repo, "env", "CGO_ENABLED=0", "go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+v, "-o", bin, ".")
+			run(t, repo, "make", "--no-print-directory", "packages", "PKG_VERSION="+v, "BIN_SRC="+bin,
+				"PKG_DIST="+dist, "PKG_STAGE="+filepath.Join(tmp, "stage-"+v))
+			debs, err := filepath.Glob(filepath.Join(dist, "*_"+v+"-1_*.deb"))
 			must(t, err)
 			if len(debs) != 3 {
 				t.Fatalf("make packages PKG_VERSION=%s made %q, want 3 .debs", v, debs)
