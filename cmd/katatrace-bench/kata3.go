@@ -82,7 +82,9 @@ func runKata3(bin, jaegerBin string, spans int, sinkFlags []string) error {
 
 	// Kata 1.x: jaeger-client-go → guest relay → host relay → Jaeger UDP.
 	hsock := filepath.Join(dir, "kata.hvsock_6831")
-	host := exec.Command(bin, "vsock-to-udp-server", "--from", "unix://"+hsock, "--to", "udp://"+udp, "--log-level=warn", "--drain-timeout", "5m")
+	hm, gm := freeTCP(), freeTCP()
+	host := exec.Command(bin, "vsock-to-udp-server", "--from", "unix://"+hsock, "--to", "udp://"+udp, "--log-level=warn", "--drain-timeout", "5m",
+		"--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", hm))
 	host.Stderr = os.Stderr
 	if err := host.Start(); err != nil {
 		return err
@@ -92,12 +94,23 @@ func runKata3(bin, jaegerBin string, spans int, sinkFlags []string) error {
 	if err != nil {
 		return err
 	}
-	guest := exec.Command(bin, "jaeger-client-socat-redirector", "--from", "udp://"+gudp, "--to", "unix://"+hsock, "--log-level=warn", "--queue-bytes", "256MiB")
+	guest := exec.Command(bin, "jaeger-client-socat-redirector", "--from", "udp://"+gudp, "--to", "unix://"+hsock, "--log-level=warn", "--queue-bytes", "256MiB",
+		"--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", gm))
 	guest.Stderr = os.Stderr
 	if err := guest.Start(); err != nil {
 		return err
 	}
+	// The relays' allocations, as the forwarder's: both processes', from
+	// before the first span to when the last is handed on.
+	mallocs := func() float64 {
+		return scrape(fmt.Sprintf("http://127.0.0.1:%d/metrics", hm), "go_memstats_mallocs_total") +
+			scrape(fmt.Sprintf("http://127.0.0.1:%d/metrics", gm), "go_memstats_mallocs_total")
+	}
+	if err := waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/metrics", gm), 10*time.Second); err != nil {
+		return err
+	}
 	time.Sleep(300 * time.Millisecond) // the guest relay binds its port
+	m0 := mallocs()
 	tr, err := jaeger.NewUDPTransport(gudp, 0)
 	if err != nil {
 		return err
@@ -115,21 +128,26 @@ func runKata3(bin, jaegerBin string, spans int, sinkFlags []string) error {
 	}
 	root.Finish()
 	_ = closer.Close()
+	time.Sleep(200 * time.Millisecond) // the last datagrams relayed
+	relayAllocs := (mallocs() - m0) / float64(spans)
 	gTook, gCPU, gRSS := stopAndMeasure(guest, start)
 	hTook, hCPU, hRSS := stopAndMeasure(host, start)
 	relays := row{name: "Kata 1.x: guest relay → host relay → Jaeger UDP", spansPerSec: float64(spans) / max(gTook, hTook).Seconds(),
-		cpu: (gCPU + hCPU).Seconds() * 1e5 / float64(spans), allocs: -1, rssMiB: float64(gRSS+hRSS) / 1024,
+		cpu: (gCPU + hCPU).Seconds() * 1e5 / float64(spans), allocs: relayAllocs, rssMiB: float64(gRSS+hRSS) / 1024,
 		rssNote: fmt.Sprintf(" (%.1f + %.1f)", float64(gRSS)/1024, float64(hRSS)/1024)}
 	rows = append(rows, relays)
 	tw := newTable()
-	fmt.Fprintln(tw, "path\tspans/s\t× 1.x\tCPU s per 100k spans\t× 1.x\tallocs/span\tpeak RSS (MiB)\t")
+	fmt.Fprintln(tw, "path\tspans/s\t× 1.x\tCPU s per 100k spans\t× 1.x\tallocs/span\t× 1.x\tpeak RSS (MiB)\t× 1.x\t")
 	for _, r := range rows {
-		allocs := "-"
+		allocs, ratio := "-", "-"
 		if r.allocs >= 0 {
-			allocs = fmt.Sprintf("%.1f", r.allocs)
+			allocs = fmt.Sprintf("%.2f", r.allocs)
+			if relays.allocs > 0 {
+				ratio = fmt.Sprintf("%.0f", r.allocs/relays.allocs)
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f\t%.1f\t%s\t%.1f%s\t\n", r.name, r.spansPerSec, r.spansPerSec/relays.spansPerSec,
-			r.cpu, r.cpu/relays.cpu, allocs, r.rssMiB, r.rssNote)
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f\t%.1f\t%s\t%s\t%.1f%s\t%.2f\t\n", r.name, r.spansPerSec, r.spansPerSec/relays.spansPerSec,
+			r.cpu, r.cpu/relays.cpu, allocs, ratio, r.rssMiB, r.rssNote, r.rssMiB/relays.rssMiB)
 	}
 	_ = tw.Flush()
 	fmt.Printf("null OTLP endpoint: %d spans received (%d sent to it)\n", null.spans.Load(), 2*spans)
