@@ -33,14 +33,7 @@ import (
 // counted, not retried forever.
 func TestCollectorRetriesAndDrops(t *testing.T) {
 	dgs := jaegertest.Capture(t, "svc", func(tr opentracing.Tracer) { jaegertest.SmallTrace(tr); jaegertest.BigTrace(tr) })
-	want := 0
-	for _, p := range dgs {
-		b, err := jaegerthrift.DecodeEmitBatch(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want += len(b.Spans)
-	}
+	want := spansIn(t, dgs)
 	var mu sync.Mutex
 	failures, got := 3, 0
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -304,14 +297,7 @@ func TestCollectorHandsOverWhatItHolds(t *testing.T) {
 	if err := next.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	want := 0
-	for _, p := range dgs {
-		b, err := jaegerthrift.DecodeEmitBatch(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want += len(b.Spans)
-	}
+	want := spansIn(t, dgs)
 	if got, twice := ep.Spans(); got != want || twice != 0 {
 		t.Fatalf("%d distinct spans delivered (%d of them twice), want %d once each", got, twice, want)
 	}
@@ -578,4 +564,18 @@ func TestCollectorWorkersOverlap(t *testing.T) {
 	if st := c.Stats(); st.Posted != uint64(len(dgs)) || st.Dropped+st.Rejected != 0 {
 		t.Errorf("stats %+v", st)
 	}
+}
+
+// spansIn is how many spans emitBatch datagrams hold.
+func spansIn(t *testing.T, dgs [][]byte) int {
+	t.Helper()
+	n := 0
+	for _, p := range dgs {
+		b, err := jaegerthrift.DecodeEmitBatch(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(b.Spans)
+	}
+	return n
 }
