@@ -257,3 +257,47 @@ func TestUnservedFound(t *testing.T) {
 		}
 	}
 }
+
+// TestRunbooksQuoteTheGuide: every phrase a runbook quotes ('...') is in
+// docs/guide.md as written, so an operator's search finds it; a phrase
+// with … in it is its parts, each found.
+func TestRunbooksQuoteTheGuide(t *testing.T) {
+	guide, err := os.ReadFile("../docs/guide.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(alertRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Groups []struct {
+			Rules []struct {
+				Alert       string
+				Annotations map[string]string
+			}
+		}
+	}
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	// An apostrophe (the endpoint's) is between letters; a quote is not.
+	apostrophe := regexp.MustCompile(`(\pL)'(\pL)`)
+	quoted := regexp.MustCompile(`'([^']+)'`)
+	for _, g := range f.Groups {
+		for _, r := range g.Rules {
+			rb := apostrophe.ReplaceAllString(r.Annotations["runbook"], "$1’$2")
+			if !strings.Contains(rb, "docs/guide.md") {
+				t.Errorf("%s: runbook names no section of docs/guide.md: %q", r.Alert, rb)
+				continue
+			}
+			for _, m := range quoted.FindAllStringSubmatch(rb, -1) {
+				for part := range strings.SplitSeq(strings.ReplaceAll(m[1], "’", "'"), "…") {
+					if p := strings.TrimSpace(part); !strings.Contains(string(guide), p) {
+						t.Errorf("%s: runbook quotes %q, which docs/guide.md does not contain", r.Alert, p)
+					}
+				}
+			}
+		}
+	}
+}
