@@ -353,12 +353,13 @@ func TestImageUnderPodman(t *testing.T) {
 	t.Cleanup(func() { _ = exec.Command(podman, "rmi", "--force", id).Run() })
 	// A machine whose container runtime cannot start a container at all
 	// (crun refused setrlimit on this one's) skips; the image's own
-	// failures, exit codes of its binary, do not.
+	// failures (exit 126, 127, or its binary's) do not.
 	probe, err := exec.Command(podman, "run", "--rm", "--network", "host", "--entrypoint", "/usr/bin/katatrace", id, "version").CombinedOutput()
-	if err != nil && bytes.Contains(probe, []byte("OCI")) {
+	if err != nil && runtimeCannotRun(probe) {
 		t.Skipf("podman cannot run a container on this machine: %s", bytes.TrimSpace(probe))
 	}
 	if err != nil || !bytes.HasPrefix(probe, []byte("katatrace ")) {
+		// 126: the entrypoint could not be executed; 127: not found.
 		t.Fatalf("katatrace version under podman: %v\n%s", err, probe)
 	}
 	name := fmt.Sprintf("katatrace-e2e-%d", os.Getpid())
@@ -371,6 +372,40 @@ func TestImageUnderPodman(t *testing.T) {
 	katatest.Send(t, filepath.Join(vm, "clh.sock_10240"), katatest.Capture(t, "json-otel017-api"))
 	stopForwarder(t, p, 1)
 	checkKataTree(t, j.WaitTrace(t, "d5549796b885246c67389f3b2fa247d1", 6, 20*time.Second), "kata-agent", true)
+}
+
+// runtimeCannotRun reports whether podman run's output says the container
+// runtime itself could not start a container: its limits, its cgroups, its
+// user namespace. Not by exit code: podman gives a runtime's "Operation not
+// permitted" 126, as it does an entrypoint that cannot be executed; 126 and
+// 127 (an entrypoint not found) without those words are the image's.
+func runtimeCannotRun(out []byte) bool {
+	return runtimeFailure.Match(out)
+}
+
+var runtimeFailure = regexp.MustCompile(`setrlimit|cgroup|newuidmap|newgidmap`)
+
+// TestRuntimeCannotRun: podman's own words for a container runtime that
+// cannot start any container here skip the podman test; the image's
+// failures fail it.
+func TestRuntimeCannotRun(t *testing.T) {
+	for _, tt := range []struct {
+		name, out string
+		skip      bool
+	}{
+		{"setrlimit", "Error: OCI runtime error: crun: setrlimit `RLIMIT_NPROC`: Operation not permitted: OCI permission denied", true},
+		{"cgroup", "Error: OCI runtime error: crun: create `/sys/fs/cgroup/user.slice/libpod-1f2e`: Read-only file system", true},
+		{"user namespace", "Error: cannot set up namespace using \"/usr/bin/newuidmap\": exit status 1", true},
+		{"not executable (126)", "Error: crun: open executable: Permission denied: OCI permission denied", false},
+		{"no entrypoint (127)", "Error: crun: executable file `/usr/bin/katatrace` not found in $PATH: No such file or directory: OCI runtime attempted to invoke a command that was not found", false},
+		{"the binary's own exit", "katatrace: unknown command", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := runtimeCannotRun([]byte(tt.out)); got != tt.skip {
+				t.Errorf("runtimeCannotRun(%q) = %v", tt.out, got)
+			}
+		})
+	}
 }
 
 // TestImageRebuildsToTheSameDigest: make image's tool, run again now on
