@@ -187,7 +187,7 @@ sim:
 ## e2e: end-to-end tests against a real Jaeger (and socat, QEMU where present)
 # The VM suite runs verbose: its figures (each guest process's memory, each
 # guest role's start-up) are in its output, not in assertions.
-# The image's tests read make image's layout and run its amd64 root.
+# The image's tests read make image's layout and run the host's architecture's root.
 e2e: build image $(TOOLS)/jaeger
 	KATATRACE_E2E=1 KATATRACE_BIN=$(CURDIR)/bin/katatrace JAEGER_BIN=$(TOOLS)/jaeger KATATRACE_IMAGE=$(IMAGE_DIR) \
 	$(GO) test -count=1 -timeout 30m ./e2e
