@@ -127,6 +127,16 @@ PKG_STAGE   ?= $(PKG_DIST)/stage
 # packaging/*.yaml name the staged trees @PKG_STAGE@ (nfpm expands no
 # variable in a tree's src): filled in here, as the units' @BINDIR@.
 PKG_SUBST    = sed -e 's|@PKG_STAGE@|$(PKG_STAGE)|g' -e 's|@PKG_SCRIPTS@|$(CURDIR)/packaging/scripts|g'
+# make build's binary is this machine's, and install-bin runs it to make
+# the role links: another PKG_ARCH takes a binary of its own, refused
+# before anything is built (make test makes packages too).
+ifneq ($(filter packages test,$(MAKECMDGOALS)),)
+ifneq ($(PKG_ARCH),$(HOST_ARCH))
+ifeq ($(BIN_SRC),)
+$(error PKG_ARCH=$(PKG_ARCH) is not this machine's architecture ($(HOST_ARCH)): make build's binary would be packaged as $(PKG_ARCH); give BIN_SRC=a linux/$(PKG_ARCH) binary this machine can run (the role links are made by running it: binfmt_misc with qemu), or leave PKG_ARCH out)
+endif
+endif
+endif
 packages: $(TOOLS)/nfpm $(if $(BIN_SRC),,build)
 	rm -rf $(PKG_STAGE) $(PKG_DIST)/*.deb $(PKG_DIST)/*.rpm && mkdir -p $(PKG_DIST) $(PKG_STAGE)
 	$(MAKE) --no-print-directory install-bin DESTDIR=$(PKG_STAGE)/bin PREFIX=/usr BIN_SRC=$(or $(BIN_SRC),bin/katatrace)
