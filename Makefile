@@ -127,6 +127,16 @@ PKG_STAGE   ?= $(PKG_DIST)/stage
 # packaging/*.yaml name the staged trees @PKG_STAGE@ (nfpm expands no
 # variable in a tree's src): filled in here, as the units' @BINDIR@.
 PKG_SUBST    = sed -e 's|@PKG_STAGE@|$(PKG_STAGE)|g' -e 's|@PKG_SCRIPTS@|$(CURDIR)/packaging/scripts|g'
+# make build's binary is this machine's, and install-bin runs it to make
+# the role links: another PKG_ARCH takes a binary of its own, refused
+# before anything is built (make test makes packages too).
+ifneq ($(filter packages test,$(MAKECMDGOALS)),)
+ifneq ($(PKG_ARCH),$(HOST_ARCH))
+ifeq ($(BIN_SRC),)
+$(error PKG_ARCH=$(PKG_ARCH) is not this machine's architecture ($(HOST_ARCH)): make build's binary would be packaged as $(PKG_ARCH); give BIN_SRC=a linux/$(PKG_ARCH) binary this machine can run (the role links are made by running it: binfmt_misc with qemu), or leave PKG_ARCH out)
+endif
+endif
+endif
 packages: $(TOOLS)/nfpm $(if $(BIN_SRC),,build)
 	rm -rf $(PKG_STAGE) $(PKG_DIST)/*.deb $(PKG_DIST)/*.rpm && mkdir -p $(PKG_DIST) $(PKG_STAGE)
 	$(MAKE) --no-print-directory install-bin DESTDIR=$(PKG_STAGE)/bin PREFIX=/usr BIN_SRC=$(or $(BIN_SRC),bin/katatrace)
@@ -187,7 +197,7 @@ sim:
 ## e2e: end-to-end tests against a real Jaeger (and socat, QEMU where present)
 # The VM suite runs verbose: its figures (each guest process's memory, each
 # guest role's start-up) are in its output, not in assertions.
-# The image's tests read make image's layout and run its amd64 root.
+# The image's tests read make image's layout and run the host's architecture's root.
 e2e: build image $(TOOLS)/jaeger
 	KATATRACE_E2E=1 KATATRACE_BIN=$(CURDIR)/bin/katatrace JAEGER_BIN=$(TOOLS)/jaeger KATATRACE_IMAGE=$(IMAGE_DIR) \
 	$(GO) test -count=1 -timeout 30m ./e2e

@@ -3,6 +3,7 @@ package metrics
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -26,15 +27,19 @@ const (
 )
 
 // servedMetric is one metric a role serves: its labels, and those the
-// scrape adds (instance, job).
-type servedMetric map[string]bool
+// scrape adds (instance, job); its help, which names the values of its
+// reason label.
+type servedMetric struct {
+	labels map[string]bool
+	help   string
+}
 
 // served reads every description of what the roles register: the host
 // relays' collector, the forwarder's, the guest relays', each beside what
 // Serve adds (process, Go runtime, build info).
 func served(t *testing.T) map[string]servedMetric {
 	t.Helper()
-	descRE := regexp.MustCompile(`^Desc\{fqName: "([^"]+)", help: .*, constLabels: \{(.*)\}, variableLabels: \{([^}]*)\}\}$`)
+	descRE := regexp.MustCompile(`^Desc\{fqName: "([^"]+)", help: (.*), constLabels: \{(.*)\}, variableLabels: \{([^}]*)\}\}$`)
 	constRE := regexp.MustCompile(`(?:^|,)([a-zA-Z_][a-zA-Z0-9_]*)="`)
 	out := map[string]servedMetric{}
 	for _, c := range []prometheus.Collector{ForServer(nil, Host{}), ForServer(nil, Host{Spans: true}), ForRelays()} {
@@ -49,16 +54,16 @@ func served(t *testing.T) map[string]servedMetric {
 			if m == nil {
 				t.Fatalf("a description this test cannot read (client_golang's Desc.String changed?): %s", d)
 			}
-			ls := servedMetric{"instance": true, "job": true}
-			for _, l := range constRE.FindAllStringSubmatch(m[2], -1) {
+			ls := map[string]bool{"instance": true, "job": true}
+			for _, l := range constRE.FindAllStringSubmatch(m[3], -1) {
 				ls[l[1]] = true
 			}
-			for _, l := range strings.Split(m[3], ",") {
+			for _, l := range strings.Split(m[4], ",") {
 				if l != "" {
 					ls[strings.TrimSuffix(strings.TrimPrefix(l, "c("), ")")] = true
 				}
 			}
-			out[m[1]] = ls
+			out[m[1]] = servedMetric{ls, m[2]}
 		}
 	}
 	// A histogram's or summary's series carry suffixes its description
@@ -71,7 +76,7 @@ func served(t *testing.T) map[string]servedMetric {
 		}
 	}
 	for _, name := range []string{"katatrace_sink_up", "katatrace_agent_connections", "katatrace_relay_connected", "katatrace_host_listeners", "process_resident_memory_bytes"} {
-		if out[name] == nil {
+		if out[name].labels == nil {
 			t.Fatalf("%s not among the descriptions read: the test reads the wrong collectors", name)
 		}
 	}
@@ -83,7 +88,11 @@ func served(t *testing.T) map[string]servedMetric {
 var grafanaVars = regexp.MustCompile(`\$__(rate_interval|interval|range)|\$\{__(rate_interval|interval|range)\}`)
 
 // unserved says what expr names that no role serves: a metric, a
-// metric regular expression matching none, or a label the metric lacks.
+// metric regular expression matching none, a label the metric lacks (in a
+// selector, or in by, without, on, ignoring, group_left/right: Prometheus
+// takes any name there, and an aggregation by a label no series has
+// merges what it was meant to keep apart), or a reason the metric's help
+// does not name (the values the code emits).
 func unserved(expr string, metrics map[string]servedMetric) ([]string, error) {
 	e, err := parser.ParseExpr(grafanaVars.ReplaceAllString(expr, "5m"))
 	if err != nil {
@@ -91,34 +100,158 @@ func unserved(expr string, metrics map[string]servedMetric) ([]string, error) {
 	}
 	var bad []string
 	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
-		vs, ok := n.(*parser.VectorSelector)
-		if !ok {
-			return nil
-		}
-		var names []string
-		for _, m := range vs.LabelMatchers {
-			if m.Name != labels.MetricName {
-				continue
-			}
-			for name := range metrics {
-				if m.Matches(name) {
-					names = append(names, name)
+		switch n := n.(type) {
+		case *parser.VectorSelector:
+			bad = append(bad, unservedSelector(n, metrics)...)
+		case *parser.AggregateExpr:
+			has := resultLabels(n.Expr, metrics)
+			for _, l := range n.Grouping {
+				if !has[l] {
+					bad = append(bad, fmt.Sprintf("%s: no series aggregated has label %q", n, l))
 				}
 			}
-			if len(names) == 0 {
-				bad = append(bad, fmt.Sprintf("%s: no metric served matches %s", vs, m))
+		case *parser.BinaryExpr:
+			vm := n.VectorMatching
+			if vm == nil || n.LHS.Type() != parser.ValueTypeVector || n.RHS.Type() != parser.ValueTypeVector {
+				return nil
 			}
-		}
-		for _, name := range names {
-			for _, m := range vs.LabelMatchers {
-				if m.Name != labels.MetricName && !metrics[name][m.Name] {
-					bad = append(bad, fmt.Sprintf("%s: %s has no label %q", vs, name, m.Name))
+			lhs, rhs := resultLabels(n.LHS, metrics), resultLabels(n.RHS, metrics)
+			for _, l := range vm.MatchingLabels {
+				if vm.On && !(lhs[l] && rhs[l]) || !vm.On && !lhs[l] && !rhs[l] {
+					bad = append(bad, fmt.Sprintf("%s: label %q matched on is not on both sides", n, l))
+				}
+			}
+			one := rhs // group_left's labels come from the right
+			if vm.Card == parser.CardOneToMany {
+				one = lhs
+			}
+			for _, l := range vm.Include {
+				if !one[l] {
+					bad = append(bad, fmt.Sprintf("%s: label %q to copy is not on the one side", n, l))
 				}
 			}
 		}
 		return nil
 	})
 	return bad, nil
+}
+
+// unservedSelector: a selector's metric names, labels and reasons.
+func unservedSelector(vs *parser.VectorSelector, metrics map[string]servedMetric) []string {
+	var bad, names []string
+	for _, m := range vs.LabelMatchers {
+		if m.Name != labels.MetricName {
+			continue
+		}
+		for name := range metrics {
+			if m.Matches(name) {
+				names = append(names, name)
+			}
+		}
+		if len(names) == 0 {
+			bad = append(bad, fmt.Sprintf("%s: no metric served matches %s", vs, m))
+		}
+	}
+	reasonWord := regexp.MustCompile(`[a-z_]+`)
+	for _, name := range names {
+		for _, m := range vs.LabelMatchers {
+			switch {
+			case m.Name == labels.MetricName:
+			case !metrics[name].labels[m.Name]:
+				bad = append(bad, fmt.Sprintf("%s: %s has no label %q", vs, name, m.Name))
+			case m.Name == "reason" && (m.Type == labels.MatchEqual || m.Type == labels.MatchRegexp):
+				// A value or a regexp's alternatives (a|b|c): each a
+				// word of the metric's help, which lists its reasons.
+				for _, v := range strings.Split(m.Value, "|") {
+					if !reasonWord.MatchString(v) || !regexp.MustCompile(`\b`+regexp.QuoteMeta(v)+`\b`).MatchString(metrics[name].help) {
+						bad = append(bad, fmt.Sprintf("%s: %s has no reason %q", vs, name, v))
+					}
+				}
+			}
+		}
+	}
+	return bad
+}
+
+// resultLabels are the labels expr's series can carry: what its selectors'
+// metrics have, less what aggregations and one-to-one matching on() drop.
+func resultLabels(expr parser.Expr, metrics map[string]servedMetric) map[string]bool {
+	out := map[string]bool{}
+	add := func(ls map[string]bool) {
+		for l := range ls {
+			out[l] = true
+		}
+	}
+	switch e := expr.(type) {
+	case *parser.VectorSelector:
+		for _, m := range e.LabelMatchers {
+			if m.Name != labels.MetricName {
+				continue
+			}
+			for name, sm := range metrics {
+				if m.Matches(name) {
+					add(sm.labels)
+				}
+			}
+		}
+	case *parser.MatrixSelector:
+		return resultLabels(e.VectorSelector, metrics)
+	case *parser.ParenExpr:
+		return resultLabels(e.Expr, metrics)
+	case *parser.SubqueryExpr:
+		return resultLabels(e.Expr, metrics)
+	case *parser.StepInvariantExpr:
+		return resultLabels(e.Expr, metrics)
+	case *parser.Call:
+		for _, a := range e.Args {
+			if t := a.Type(); t == parser.ValueTypeVector || t == parser.ValueTypeMatrix {
+				add(resultLabels(a, metrics))
+			}
+		}
+		if (e.Func.Name == "label_replace" || e.Func.Name == "label_join") && len(e.Args) > 1 {
+			if dst, ok := e.Args[1].(*parser.StringLiteral); ok {
+				out[dst.Val] = true
+			}
+		}
+	case *parser.AggregateExpr:
+		if !e.Without {
+			for _, l := range e.Grouping {
+				out[l] = true
+			}
+			return out
+		}
+		add(resultLabels(e.Expr, metrics))
+		for _, l := range e.Grouping {
+			delete(out, l)
+		}
+	case *parser.BinaryExpr:
+		lhs, rhs := resultLabels(e.LHS, metrics), resultLabels(e.RHS, metrics)
+		vm := e.VectorMatching
+		switch {
+		case e.LHS.Type() != parser.ValueTypeVector:
+			return rhs
+		case e.RHS.Type() != parser.ValueTypeVector || vm == nil:
+			return lhs
+		case e.Op == parser.LOR:
+			add(lhs)
+			add(rhs)
+		case e.Op == parser.LAND || e.Op == parser.LUNLESS:
+			return lhs
+		case vm.Card == parser.CardOneToOne && vm.On:
+			for _, l := range vm.MatchingLabels {
+				out[l] = lhs[l]
+			}
+		default:
+			add(lhs)
+			if vm.Card == parser.CardOneToMany {
+				out = rhs
+			}
+			for _, l := range vm.Include {
+				out[l] = true
+			}
+		}
+	}
+	return out
 }
 
 // ruleExprs are the expressions of a Prometheus rule file, by rule name.
@@ -240,6 +373,12 @@ func TestUnservedFound(t *testing.T) {
 		{"a label the metric lacks", `katatrace_sink_up{guest="x"} == 0`, `has no label "guest"`},
 		{"a name pattern matching none", `{__name__=~"katatrace_vm_.*"}`, "no metric served matches"},
 		{"a Grafana query on a wrong name", `sum by (sandbox) (rate(katatrace_agent_span_total{instance=~"$instance"}[$__rate_interval]))`, "katatrace_agent_span_total"},
+		{"by a label no series has", `sum by (instance, guest) (katatrace_sink_up)`, `no series aggregated has label "guest"`},
+		{"without a label no series has", `sum without (sandbox) (katatrace_sink_up)`, `no series aggregated has label "sandbox"`},
+		{"on a label one side lacks", `katatrace_sink_up == 0 and on (sink, guest) katatrace_agent_connections > 0`, `label "sink" matched on is not on both sides`},
+		{"group_left a label the one side lacks", `katatrace_agent_connections * on (instance) group_left (sink) katatrace_host_listeners`, `label "sink" to copy is not on the one side`},
+		{"a reason never emitted", `katatrace_host_dropped_datagrams_total{reason="sink_full"}`, `has no reason "sink_full"`},
+		{"a reason among others never emitted", `katatrace_forwarder_dropped_spans_total{reason=~"sink_refused|sink_lose"}`, `has no reason "sink_lose"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad, err := unserved(tc.expr, metrics)
@@ -251,9 +390,100 @@ func TestUnservedFound(t *testing.T) {
 			}
 		})
 	}
-	for _, ok := range []string{`katatrace_sink_up{sink="x",instance="n:9464"} == 0`, `go_gc_duration_seconds_count`, `{__name__=~"katatrace_(agent|guest)_connections"}`} {
+	for _, ok := range []string{`katatrace_sink_up{sink="x",instance="n:9464"} == 0`, `go_gc_duration_seconds_count`, `{__name__=~"katatrace_(agent|guest)_connections"}`,
+		`sum by (instance, sink) (katatrace_sink_up) == 0 and on (instance, sink) katatrace_sink_queue_batches > 0`,
+		`katatrace_agent_connections * on (instance) group_left (version) katatrace_build_info`,
+		`katatrace_forwarder_dropped_spans_total{reason=~"sink_refused|sink_dropped"}`} {
 		if bad, err := unserved(ok, metrics); err != nil || len(bad) > 0 {
 			t.Errorf("%q: %v %q, want nothing", ok, err, bad)
 		}
+	}
+}
+
+// TestRunbooksQuoteTheGuide: every phrase a runbook quotes ('...') is in
+// docs/guide.md as written, so an operator's search finds it; a phrase
+// with … in it is its parts, each found.
+func TestRunbooksQuoteTheGuide(t *testing.T) {
+	guide, err := os.ReadFile("../docs/guide.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(alertRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Groups []struct {
+			Rules []struct {
+				Alert       string
+				Annotations map[string]string
+			}
+		}
+	}
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	// An apostrophe (the endpoint's) is between letters; a quote is not.
+	apostrophe := regexp.MustCompile(`(\pL)'(\pL)`)
+	quoted := regexp.MustCompile(`'([^']+)'`)
+	for _, g := range f.Groups {
+		for _, r := range g.Rules {
+			rb := apostrophe.ReplaceAllString(r.Annotations["runbook"], "$1’$2")
+			if !strings.Contains(rb, "docs/guide.md") {
+				t.Errorf("%s: runbook names no section of docs/guide.md: %q", r.Alert, rb)
+				continue
+			}
+			for _, m := range quoted.FindAllStringSubmatch(rb, -1) {
+				for part := range strings.SplitSeq(strings.ReplaceAll(m[1], "’", "'"), "…") {
+					if p := strings.TrimSpace(part); !strings.Contains(string(guide), p) {
+						t.Errorf("%s: runbook quotes %q, which docs/guide.md does not contain", r.Alert, p)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestAnnotationsNameTheirSeriesLabels: every $labels.X an alert's
+// summary, description or runbook writes is a label its expression's
+// series carry; one dropped by an aggregation renders empty.
+func TestAnnotationsNameTheirSeriesLabels(t *testing.T) {
+	metrics := served(t)
+	b, err := os.ReadFile(alertRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Groups []struct {
+			Rules []struct {
+				Alert, Expr string
+				Annotations map[string]string
+			}
+		}
+	}
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	ref := regexp.MustCompile(`\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)`)
+	n := 0
+	for _, g := range f.Groups {
+		for _, r := range g.Rules {
+			e, err := parser.ParseExpr(r.Expr)
+			if err != nil {
+				t.Fatalf("%s: %v", r.Alert, err)
+			}
+			has := resultLabels(e, metrics)
+			for k, a := range r.Annotations {
+				for _, m := range ref.FindAllStringSubmatch(a, -1) {
+					n++
+					if !has[m[1]] {
+						t.Errorf("%s: %s writes $labels.%s, which its series do not carry (they carry %v)", r.Alert, k, m[1], slices.Sorted(maps.Keys(has)))
+					}
+				}
+			}
+		}
+	}
+	if n < 10 {
+		t.Fatalf("%d $labels references read: the file's layout is not what this test reads", n)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -32,5 +34,44 @@ func TestPackagesElsewhere(t *testing.T) {
 	repoOut := regexp.MustCompile(`(^|[\s=])(` + regexp.QuoteMeta(repo) + `/)?(bin/katatrace|dist)\b`)
 	if m := repoOut.FindAll(out, -1); m != nil {
 		t.Errorf("make packages, sent elsewhere, still names the repo's bin/katatrace or dist/ (%q):\n%s", m, out)
+	}
+}
+
+// TestPackagesOfAnotherArch: make packages for an architecture not this
+// machine's refuses, saying why, unless BIN_SRC names the binary: it would
+// build (and run, for the role links) this machine's binary and label it
+// PKG_ARCH. Given BIN_SRC, it goes on.
+func TestPackagesOfAnotherArch(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make is not installed")
+	}
+	repo, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := "arm64"
+	if runtime.GOARCH == other {
+		other = "amd64"
+	}
+	tmp := t.TempDir()
+	for _, tt := range []struct {
+		name   string
+		args   []string
+		refuse bool
+	}{
+		{"no binary", nil, true},
+		{"a binary given", []string{"BIN_SRC=" + filepath.Join(tmp, "katatrace")}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"-n", "--no-print-directory", "-o", filepath.Join(repo, "bin/nfpm"), "packages", "PKG_VERSION=1.0.0", "PKG_ARCH=" + other,
+				"PKG_DIST=" + filepath.Join(tmp, "dist"), "PKG_STAGE=" + filepath.Join(tmp, "stage")}, tt.args...)
+			cmd := exec.Command("make", args...)
+			cmd.Dir = repo
+			out, err := cmd.CombinedOutput()
+			refused := err != nil && strings.Contains(string(out), "PKG_ARCH="+other+" is not this machine's architecture ("+runtime.GOARCH+")")
+			if refused != tt.refuse || (err != nil) != tt.refuse {
+				t.Errorf("make -n packages PKG_ARCH=%s %v: %v\n%s", other, tt.args, err, out)
+			}
+		})
 	}
 }

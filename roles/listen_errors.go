@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 
 	"github.com/katatrace/katatrace/endpoint"
@@ -26,7 +27,11 @@ func listenErr(flag string, a endpoint.Addr, err error) error {
 		// Making an AF_VSOCK socket takes no privilege: a seccomp filter
 		// refused it, as container runtimes' default profiles do.
 		hint = "a seccomp filter refuses vsock sockets (a container runtime's default profile does): run with a profile that allows socket(AF_VSOCK), or leave this --from out where no QEMU guest runs"
-	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+	case a.Scheme == endpoint.SchemeVsock && errors.Is(err, syscall.EACCES) && syscallOf(err) == "socket":
+		// A Linux security module's refusal: vsock_create has no
+		// privilege check of its own.
+		hint = "a security policy (AppArmor or SELinux) refuses vsock sockets: allow this process to make them, or leave this --from out where no QEMU guest runs"
+	case (errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM)) && lowPort(a):
 		hint = "a port below 1024 needs CAP_NET_BIND_SERVICE, which the shipped units do not have: give a port of 1024 or more"
 	case errors.Is(err, syscall.EAFNOSUPPORT), errors.Is(err, syscall.ENODEV):
 		hint = "this kernel offers no such socket: for vsock load the modules (vhost_vsock on a host; vsock and its transport in a guest)"
@@ -56,6 +61,20 @@ func (e *bareError) Unwrap() error { return e.err }
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+// lowPort reports whether a's port is below 1024, the ports binding
+// needs CAP_NET_BIND_SERVICE for (vsock's too).
+func lowPort(a endpoint.Addr) bool {
+	switch a.Scheme {
+	case endpoint.SchemeVsock:
+		return a.Port < 1024
+	case endpoint.SchemeTCP, endpoint.SchemeUDP:
+		_, p, err := net.SplitHostPort(a.HostPort)
+		n, err2 := strconv.ParseUint(p, 10, 16)
+		return err == nil && err2 == nil && n < 1024
+	}
+	return false
 }
 
 // syscallOf is the system call that err came from, or "".

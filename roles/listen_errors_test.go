@@ -45,20 +45,24 @@ func TestListenErrOnAPort(t *testing.T) {
 }
 
 // TestListenErrVsockRefusedBySeccomp: a vsock socket refused at its
-// making is a seccomp profile's doing (a container's default), not a
-// port's privilege; a vsock port below 1024 refused at bind still is.
+// making is a seccomp profile's doing (a container's default) with EPERM,
+// AppArmor's or SELinux's with EACCES, not a port's privilege; a vsock
+// port below 1024 refused at bind still is, one of 1024 or more never.
 func TestListenErrVsockRefusedBySeccomp(t *testing.T) {
 	for _, tt := range []struct {
 		name, syscall string
+		errno         syscall.Errno
 		port          uint32
 		want, not     string
 	}{
-		{"socket refused", "socket", 10240, "seccomp filter refuses vsock sockets", "CAP_NET_BIND_SERVICE"},
-		{"low port", "bind", 1000, "CAP_NET_BIND_SERVICE", "seccomp"},
+		{"socket refused", "socket", syscall.EPERM, 10240, "seccomp filter refuses vsock sockets", "CAP_NET_BIND_SERVICE"},
+		{"socket refused by a policy", "socket", syscall.EACCES, 10240, "a security policy (AppArmor or SELinux) refuses vsock sockets", "CAP_NET_BIND_SERVICE"},
+		{"low port", "bind", syscall.EACCES, 1000, "CAP_NET_BIND_SERVICE", "seccomp"},
+		{"high port", "bind", syscall.EACCES, 10240, "cannot listen", "CAP_NET_BIND_SERVICE"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			a := endpoint.Addr{Scheme: endpoint.SchemeVsock, AnyCID: true, Port: tt.port}
-			err := listenErr("from", a, &net.OpError{Op: "listen", Net: "vsock", Err: os.NewSyscallError(tt.syscall, syscall.EPERM)})
+			err := listenErr("from", a, &net.OpError{Op: "listen", Net: "vsock", Err: os.NewSyscallError(tt.syscall, tt.errno)})
 			if s := err.Error(); !strings.Contains(s, tt.want) || strings.Contains(s, tt.not) {
 				t.Errorf("%v", s)
 			}

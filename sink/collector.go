@@ -264,6 +264,9 @@ func NewCollectorSink(url string, maxBytes, workers int, timeout time.Duration, 
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = max(workers, 1)
 	tr.MaxIdleConns = max(tr.MaxIdleConns, workers)
+	if len(url) >= 8 && strings.EqualFold(url[:8], "https://") {
+		fallbackRoots() // as an otlps:// sink: the image has no system roots
+	}
 	c := newCollectorSink(url, jaegerHTTP{url: url, client: &http.Client{Timeout: timeout, Transport: tr}}, maxBytes, workers, log)
 	c.timeout = timeout
 	return c

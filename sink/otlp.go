@@ -53,8 +53,8 @@ type OTLPConfig struct {
 
 // fallbackRoots gives Go's x509 the roots of golang.org/x/crypto's bundle
 // for where the system has none (a distroless image, katatrace's own):
-// otlps:// to a public endpoint works there too. The system's roots, where
-// there are any, stay the ones used. Parsed here, by a TLS sink that takes
+// otlps:// and an https:// collector at a public endpoint work there too.
+// The system's roots, where there are any, stay the ones used. Parsed here, by a TLS sink that takes
 // the system's roots, and not in an init (the package fallback's way): that
 // costs every role's start 3 MB and a few ms, guest relays included.
 var fallbackRoots = sync.OnceFunc(func() {
