@@ -1,6 +1,7 @@
 package packaging
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -24,9 +25,8 @@ func TestPackagesElsewhere(t *testing.T) {
 	tmp := t.TempDir()
 	// -o: nfpm counts as built, whatever its age (it is a tool of bin/,
 	// not what this is about).
-	cmd := exec.Command("make", "-n", "--no-print-directory", "-o", filepath.Join(repo, "bin/nfpm"), "packages", "PKG_VERSION=1.0.0",
+	cmd := makeCmd(repo, "-n", "--no-print-directory", "-o", filepath.Join(repo, "bin/nfpm"), "packages", "PKG_VERSION=1.0.0",
 		"BIN_SRC="+filepath.Join(tmp, "katatrace"), "PKG_DIST="+filepath.Join(tmp, "dist"), "PKG_STAGE="+filepath.Join(tmp, "stage"))
-	cmd.Dir = repo
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("make -n packages: %v\n%s", err, out)
@@ -65,8 +65,7 @@ func TestPackagesOfAnotherArch(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			args := append([]string{"-n", "--no-print-directory", "-o", filepath.Join(repo, "bin/nfpm"), "packages", "PKG_VERSION=1.0.0", "PKG_ARCH=" + other,
 				"PKG_DIST=" + filepath.Join(tmp, "dist"), "PKG_STAGE=" + filepath.Join(tmp, "stage")}, tt.args...)
-			cmd := exec.Command("make", args...)
-			cmd.Dir = repo
+			cmd := makeCmd(repo, args...)
 			out, err := cmd.CombinedOutput()
 			refused := err != nil && strings.Contains(string(out), "PKG_ARCH="+other+" is not this machine's architecture ("+runtime.GOARCH+")")
 			if refused != tt.refuse || (err != nil) != tt.refuse {
@@ -74,4 +73,20 @@ func TestPackagesOfAnotherArch(t *testing.T) {
 			}
 		})
 	}
+}
+
+// makeCmd is make in repo with args, told nothing by the make that runs
+// these tests (make packages does): its MAKEFLAGS would pass on its
+// command line's variables (a BIN_SRC, say) and change what is tested.
+func makeCmd(repo string, args ...string) *exec.Cmd {
+	cmd := exec.Command("make", args...)
+	cmd.Dir = repo
+	for _, kv := range os.Environ() {
+		switch name, _, _ := strings.Cut(kv, "="); name {
+		case "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "BIN_SRC", "PKG_ARCH", "PKG_VERSION", "PKG_DIST", "PKG_STAGE", "VERSION":
+		default:
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	return cmd
 }
