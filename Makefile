@@ -223,10 +223,19 @@ fuzz-short:
 
 ## fuzz: each fuzz target for FUZZTIME (default 20s)
 FUZZTIME ?= 20s
+# A run that fails only with "context deadline exceeded" and writes no
+# failing input is Go's own race at the end of -fuzztime (go.dev/issue/75804,
+# fixed in Go 1.27), not a finding: it is said, and the next target runs.
 fuzz:
 	@for p in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$p | grep ^Fuzz); do \
-	    echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p || exit 1; \
+	    echo "== $$p $$f"; \
+	    out=$$($(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p 2>&1); rc=$$?; echo "$$out"; \
+	    if [ $$rc -ne 0 ]; then \
+	      if echo "$$out" | grep -q 'context deadline exceeded' && ! echo "$$out" | grep -q 'Failing input written'; then \
+	        echo "(the fuzz coordinator's deadline race, go.dev/issue/75804: no failing input, not a failure)"; \
+	      else exit 1; fi; \
+	    fi; \
 	  done; done
 
 ## bench: Go benchmarks, then the side-by-side table (baseline, socat,
