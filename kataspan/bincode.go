@@ -27,7 +27,7 @@ func DecodeBincode(p []byte) (*Span, error) {
 	return s, nil
 }
 
-// decodeBincode reads p into s, reusing what s holds (see reuse).
+// decodeBincode reads p into s, reusing the arrays s holds (Span.reset).
 func decodeBincode(s *Span, p []byte, borrow bool) error {
 	d := &bincode{b: p, rem: len(p), s: payloadString(p, borrow)}
 	s.reset()

@@ -32,7 +32,7 @@ func DecodeJSON(p []byte) (*Span, error) {
 	return s, nil
 }
 
-// decodeJSON reads p into s, reusing what s holds (see reuse).
+// decodeJSON reads p into s, reusing the arrays s holds (Span.reset).
 func decodeJSON(s *Span, p []byte, borrow bool) error {
 	d := jsonDecoders.Get().(*jsonDecoder)
 	defer jsonDecoders.Put(d)
@@ -52,7 +52,7 @@ type jsonDecoder struct {
 	b      []byte
 	s      string
 	i      int
-	borrow bool // s is b's own bytes (decodeBorrowed)
+	borrow bool // s is b's own bytes (decodeInto)
 	// kvs is where a map's values are read, to be copied out in a slice
 	// of their number, in the key order that order holds: reused, by way
 	// of jsonDecoders.
@@ -147,17 +147,10 @@ func (d *jsonDecoder) object(what string, member func(key string) error) error {
 		return nil
 	}
 	for {
-		if d.peek() != '"' {
-			return d.unexpected("a key in " + what)
-		}
-		key, err := d.string()
+		key, err := d.key(what)
 		if err != nil {
 			return err
 		}
-		if d.peek() != ':' {
-			return d.unexpected("':' after " + strconv.Quote(key))
-		}
-		d.i++
 		if err := member(key); err != nil {
 			return err
 		}
@@ -483,7 +476,7 @@ func (d *jsonDecoder) skip() error {
 			}
 			closing = append(closing, end)
 			if end == '}' {
-				if err := d.key(); err != nil {
+				if _, err := d.key("a value"); err != nil {
 					return err
 				}
 			}
@@ -524,7 +517,7 @@ func (d *jsonDecoder) skip() error {
 			}
 			d.i++
 			if end == '}' {
-				if err := d.key(); err != nil {
+				if _, err := d.key("a value"); err != nil {
 					return err
 				}
 			}
@@ -533,19 +526,20 @@ func (d *jsonDecoder) skip() error {
 	}
 }
 
-// key reads an object's key and its colon.
-func (d *jsonDecoder) key() error {
+// key reads a key of what (an object) and its colon.
+func (d *jsonDecoder) key(what string) (string, error) {
 	if d.peek() != '"' {
-		return d.unexpected("a key")
+		return "", d.unexpected("a key in " + what)
 	}
-	if _, err := d.string(); err != nil {
-		return err
+	key, err := d.string()
+	if err != nil {
+		return "", err
 	}
 	if d.peek() != ':' {
-		return d.unexpected("':'")
+		return "", d.unexpected("':' after " + strconv.Quote(key))
 	}
 	d.i++
-	return nil
+	return key, nil
 }
 
 // variant reads a unit enum variant by its name.
@@ -845,9 +839,9 @@ func (d *jsonDecoder) valueMap(dst []KeyValue) ([]KeyValue, error) {
 			n++
 		}
 	}
-	out := resize(dst, n)
-	for k, i := range order[:n] {
-		out[k] = kvs[i]
+	out := reserve(dst, n)
+	for _, i := range order[:n] {
+		out = append(out, kvs[i])
 	}
 	return out, nil
 }
@@ -898,7 +892,7 @@ func (d *jsonDecoder) keyValues(dst []KeyValue) ([]KeyValue, error) {
 		}
 		return nil
 	})
-	out := append(emptied(dst), kvs...)
+	out := append(reserve(dst, len(kvs)), kvs...)
 	d.keep(kvs)
 	return out, err
 }
@@ -912,7 +906,7 @@ func (d *jsonDecoder) events(q *jsonEvents) error {
 			if d.null() {
 				return nil
 			}
-			q.queue = emptiedEvents(q.queue)
+			q.queue = reserve(q.queue, 4) // a span's few, in one allocation
 			err = d.array("a queue", func() error {
 				q.queue = grow(q.queue)
 				if err := d.event(&q.queue[len(q.queue)-1]); err != nil {
@@ -968,7 +962,7 @@ func (d *jsonDecoder) links(s *Span) error {
 			if d.null() {
 				return nil
 			}
-			s.Links = emptiedLinks(s.Links)
+			s.Links = emptied(s.Links)
 			err = d.array("a queue", func() error {
 				s.Links = grow(s.Links)
 				l := &s.Links[len(s.Links)-1]
@@ -1131,57 +1125,4 @@ func (d *jsonDecoder) float() (float64, error) {
 		return 0, fmt.Errorf("%q is out of range for a 64-bit float", n)
 	}
 	return f, nil
-}
-
-// A Span decoded into again (a transient one: the OTLP path's) keeps its
-// slices' arrays: reset, emptied, resize and grow keep them, and the
-// events' and links' own attribute arrays with them. A fresh span's
-// empty lists are empty, not nil, as the bincode decoder makes them.
-
-// reset empties s but for its slices' arrays.
-func (s *Span) reset() {
-	*s = Span{Attributes: s.Attributes[:0], Events: s.Events[:0], Links: s.Links[:0], Resource: s.Resource[:0]}
-}
-
-// emptied is xs without its elements, never nil.
-func emptied[T any](xs []T) []T {
-	if xs == nil {
-		return []T{}
-	}
-	return xs[:0]
-}
-
-func emptiedEvents(xs []Event) []Event {
-	if xs == nil {
-		return make([]Event, 0, 4) // a span's few, in one allocation
-	}
-	return xs[:0]
-}
-
-func emptiedLinks(xs []Link) []Link { return emptied(xs) }
-
-// reserve is xs emptied, with room for n, never nil.
-func reserve[T any](xs []T, n int) []T {
-	if xs == nil || cap(xs) < n {
-		return make([]T, 0, n)
-	}
-	return xs[:0]
-}
-
-// resize is xs with n elements, its array kept when large enough.
-func resize(xs []KeyValue, n int) []KeyValue {
-	if cap(xs) >= n {
-		return xs[:n]
-	}
-	return make([]KeyValue, n)
-}
-
-// grow is xs with one more element: the one its array held there before,
-// if any (its own arrays are reused by the caller), else a zero one.
-func grow[T any](xs []T) []T {
-	if len(xs) < cap(xs) {
-		return xs[:len(xs)+1]
-	}
-	var zero T
-	return append(xs, zero)
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 
 	"github.com/katatrace/katatrace/sink"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -57,8 +56,7 @@ func appendResource(b []byte, own []KeyValue, service, sandbox string, adds sink
 		switch {
 		case kv.Key == "service.name":
 			hasService = true
-			if v.Type != TypeString || v.Str == "" || strings.HasPrefix(v.Str, "unknown_service") {
-				// The agent sets none: the SDK's default names no service.
+			if v.Type != TypeString || namesNoService(v.Str) {
 				v = Value{Type: TypeString, Str: service}
 			}
 		case kv.Key == SandboxKey:
@@ -103,12 +101,6 @@ func findAttr(as []sink.Attr, key string) (sink.Attr, bool) {
 
 func containsAttr(as []sink.Attr, key string) bool { _, ok := findAttr(as, key); return ok }
 
-// OTLP's SpanKind and Status.StatusCode numbers.
-var (
-	otlpKinds    = [...]uint64{KindClient: 3, KindServer: 2, KindProducer: 4, KindConsumer: 5, KindInternal: 1}
-	otlpStatuses = [...]uint64{StatusUnset: 0, StatusOk: 1, StatusError: 2}
-)
-
 // appendSpan appends a Span message's fields (opentelemetry-proto's
 // trace/v1), proto3's zero values left out as the model's encoder does.
 func appendSpan(b []byte, s *Span, start, end uint64) []byte {
@@ -124,8 +116,8 @@ func appendSpan(b []byte, s *Span, start, end uint64) []byte {
 	if s.Name != "" {
 		b = appendString(b, 5, s.Name)
 	}
-	if int(s.Kind) < len(otlpKinds) {
-		b = appendVarint(b, 6, otlpKinds[s.Kind])
+	if int(s.Kind) < len(spanKinds) {
+		b = appendVarint(b, 6, uint64(spanKinds[s.Kind])) // the model's numbers are OTLP's
 	}
 	b = appendFixed64(b, 7, start)
 	b = appendFixed64(b, 8, end)
@@ -186,9 +178,10 @@ func appendSpan(b []byte, s *Span, start, end uint64) []byte {
 	return b
 }
 
+// otlpStatus is Status.StatusCode's number (the model's is OTLP's).
 func otlpStatus(s StatusCode) uint64 {
-	if int(s) < len(otlpStatuses) {
-		return otlpStatuses[s]
+	if int(s) < len(statusCodes) {
+		return uint64(statusCodes[s])
 	}
 	return 0
 }

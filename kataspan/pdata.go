@@ -88,7 +88,7 @@ func (s *Span) AppendTo(td ptrace.Traces, service string) error {
 	rs := td.ResourceSpans().AppendEmpty()
 	res := rs.Resource().Attributes()
 	putAll(res, s.Resource)
-	if name, ok := res.Get("service.name"); !ok || name.Str() == "" || strings.HasPrefix(name.Str(), "unknown_service") {
+	if name, ok := res.Get("service.name"); !ok || namesNoService(name.Str()) {
 		res.PutStr("service.name", service)
 	}
 	sp := rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty()
@@ -134,6 +134,12 @@ func (s *Span) AppendTo(td ptrace.Traces, service string) error {
 	sp.Status().SetCode(statusCodes[s.Status])
 	sp.Status().SetMessage(s.StatusMessage)
 	return nil
+}
+
+// namesNoService reports whether a resource's service.name names none:
+// empty, or the SDK's default (the agent sets none).
+func namesNoService(name string) bool {
+	return name == "" || strings.HasPrefix(name, "unknown_service")
 }
 
 // OTLP's span flags for a link's context being remote (SpanFlags).

@@ -195,3 +195,39 @@ func enumName(names []string, i uint8, typ string) string {
 	}
 	return fmt.Sprintf("%s(%d)", typ, i)
 }
+
+// A Span decoded into again (a transient one: the OTLP path's) keeps its
+// slices' arrays: reset, emptied, reserve and grow keep them, and the
+// events' and links' own attribute arrays with them. A fresh span's
+// empty lists are empty, not nil, as the bincode decoder makes them.
+
+// reset empties s but for its slices' arrays.
+func (s *Span) reset() {
+	*s = Span{Attributes: s.Attributes[:0], Events: s.Events[:0], Links: s.Links[:0], Resource: s.Resource[:0]}
+}
+
+// emptied is xs without its elements, never nil.
+func emptied[T any](xs []T) []T {
+	if xs == nil {
+		return []T{}
+	}
+	return xs[:0]
+}
+
+// reserve is xs emptied, with room for n, never nil.
+func reserve[T any](xs []T, n int) []T {
+	if xs == nil || cap(xs) < n {
+		return make([]T, 0, n)
+	}
+	return xs[:0]
+}
+
+// grow is xs with one more element: the one its array held there before,
+// if any (its own arrays are reused by the caller), else a zero one.
+func grow[T any](xs []T) []T {
+	if len(xs) < cap(xs) {
+		return xs[:len(xs)+1]
+	}
+	var zero T
+	return append(xs, zero)
+}
