@@ -671,8 +671,11 @@ func (d *jsonDecoder) span(s *Span) error {
 		case fResource:
 			s.HasResource, s.Resource = true, emptied(s.Resource)
 			err = d.object("resource", func(k string) error {
-				if k != "attrs" || d.null() {
+				if k != "attrs" {
 					return d.skip()
+				}
+				if d.null() {
+					return nil
 				}
 				var err error
 				s.Resource, err = d.valueMap(s.Resource)

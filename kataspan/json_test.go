@@ -245,6 +245,15 @@ func TestJSONSkipsWhatItDoesNotKnow(t *testing.T) {
 	if _, err := DecodeJSON(append([]byte(`{"x":`+"\x00"), p[1:]...)); err == nil || !strings.Contains(err.Error(), "byte 0x00") {
 		t.Errorf("a NUL where a value should be: %v, want the byte named", err)
 	}
+	// A resource's attrs of null is none, read as no attribute (it was
+	// taken for a field to skip, and the comma after it for its value).
+	nullAttrs := bytes.Replace(p, []byte(`"resource":{"attrs":{"service.name":{"String":"unknown_service"}}}`), []byte(`"resource":{"attrs":null}`), 1)
+	if bytes.Equal(nullAttrs, p) {
+		t.Fatal("the capture's resource is not where the test looks for it")
+	}
+	if s, err := DecodeJSON(nullAttrs); err != nil || !s.HasResource || len(s.Resource) != 0 {
+		t.Errorf("a resource of null attrs: %v", err)
+	}
 	for _, cut := range []string{`{"x":[`, `{"x":"a`, `{"x":{"a"`, `{"x":-`} {
 		if _, err := DecodeJSON([]byte(cut)); err == nil || !strings.Contains(err.Error(), "ends") {
 			t.Errorf("%s: %v, want the payload's end said", cut, err)
