@@ -254,8 +254,16 @@ func resultLabels(expr parser.Expr, metrics map[string]servedMetric) map[string]
 	return out
 }
 
-// ruleExprs are the expressions of a Prometheus rule file, by rule name.
-func ruleExprs(t *testing.T, b []byte) map[string]string {
+// rule is one rule of a Prometheus rule file.
+type rule struct {
+	Alert, Record, Expr, For string
+	KeepFiringFor            string `yaml:"keep_firing_for"`
+	Labels, Annotations      map[string]string
+}
+
+// rules are a Prometheus rule file's rules, each with a name and an
+// expression.
+func rules(t *testing.T, b []byte) []rule {
 	t.Helper()
 	// Prometheus's rule file format (rulefmt), whole: strict decoding
 	// refuses a field misspelt (exprr:), which would hide its expression.
@@ -265,25 +273,40 @@ func ruleExprs(t *testing.T, b []byte) map[string]string {
 			QueryOffset    string `yaml:"query_offset"`
 			Limit          int
 			Labels         map[string]string
-			Rules          []struct {
-				Alert, Record, Expr, For string
-				KeepFiringFor            string `yaml:"keep_firing_for"`
-				Labels, Annotations      map[string]string
-			}
+			Rules          []rule
 		}
 	}
 	if err := yaml.UnmarshalStrict(b, &f); err != nil {
 		t.Fatalf("rule file: %v", err)
 	}
-	out := map[string]string{}
+	var out []rule
 	for _, g := range f.Groups {
 		for _, r := range g.Rules {
-			name := r.Alert + r.Record
-			if name == "" || r.Expr == "" {
+			if r.Alert+r.Record == "" || r.Expr == "" {
 				t.Fatalf("rule file: a rule without a name or an expression: %+v", r)
 			}
-			out[name] = r.Expr
+			out = append(out, r)
 		}
+	}
+	return out
+}
+
+// shippedRules are the shipped alert rules.
+func shippedRules(t *testing.T) []rule {
+	t.Helper()
+	b, err := os.ReadFile(alertRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rules(t, b)
+}
+
+// ruleExprs are the expressions of a Prometheus rule file, by rule name.
+func ruleExprs(t *testing.T, b []byte) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, r := range rules(t, b) {
+		out[r.Alert+r.Record] = r.Expr
 	}
 	return out
 }
@@ -408,36 +431,19 @@ func TestRunbooksQuoteTheGuide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(alertRules)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var f struct {
-		Groups []struct {
-			Rules []struct {
-				Alert       string
-				Annotations map[string]string
-			}
-		}
-	}
-	if err := yaml.Unmarshal(b, &f); err != nil {
-		t.Fatal(err)
-	}
 	// An apostrophe (the endpoint's) is between letters; a quote is not.
 	apostrophe := regexp.MustCompile(`(\pL)'(\pL)`)
 	quoted := regexp.MustCompile(`'([^']+)'`)
-	for _, g := range f.Groups {
-		for _, r := range g.Rules {
-			rb := apostrophe.ReplaceAllString(r.Annotations["runbook"], "$1’$2")
-			if !strings.Contains(rb, "docs/guide.md") {
-				t.Errorf("%s: runbook names no section of docs/guide.md: %q", r.Alert, rb)
-				continue
-			}
-			for _, m := range quoted.FindAllStringSubmatch(rb, -1) {
-				for part := range strings.SplitSeq(strings.ReplaceAll(m[1], "’", "'"), "…") {
-					if p := strings.TrimSpace(part); !strings.Contains(string(guide), p) {
-						t.Errorf("%s: runbook quotes %q, which docs/guide.md does not contain", r.Alert, p)
-					}
+	for _, r := range shippedRules(t) {
+		rb := apostrophe.ReplaceAllString(r.Annotations["runbook"], "$1’$2")
+		if !strings.Contains(rb, "docs/guide.md") {
+			t.Errorf("%s: runbook names no section of docs/guide.md: %q", r.Alert, rb)
+			continue
+		}
+		for _, m := range quoted.FindAllStringSubmatch(rb, -1) {
+			for part := range strings.SplitSeq(strings.ReplaceAll(m[1], "’", "'"), "…") {
+				if p := strings.TrimSpace(part); !strings.Contains(string(guide), p) {
+					t.Errorf("%s: runbook quotes %q, which docs/guide.md does not contain", r.Alert, p)
 				}
 			}
 		}
@@ -449,36 +455,19 @@ func TestRunbooksQuoteTheGuide(t *testing.T) {
 // series carry; one dropped by an aggregation renders empty.
 func TestAnnotationsNameTheirSeriesLabels(t *testing.T) {
 	metrics := served(t)
-	b, err := os.ReadFile(alertRules)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var f struct {
-		Groups []struct {
-			Rules []struct {
-				Alert, Expr string
-				Annotations map[string]string
-			}
-		}
-	}
-	if err := yaml.Unmarshal(b, &f); err != nil {
-		t.Fatal(err)
-	}
 	ref := regexp.MustCompile(`\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)`)
 	n := 0
-	for _, g := range f.Groups {
-		for _, r := range g.Rules {
-			e, err := parser.ParseExpr(r.Expr)
-			if err != nil {
-				t.Fatalf("%s: %v", r.Alert, err)
-			}
-			has := resultLabels(e, metrics)
-			for k, a := range r.Annotations {
-				for _, m := range ref.FindAllStringSubmatch(a, -1) {
-					n++
-					if !has[m[1]] {
-						t.Errorf("%s: %s writes $labels.%s, which its series do not carry (they carry %v)", r.Alert, k, m[1], slices.Sorted(maps.Keys(has)))
-					}
+	for _, r := range shippedRules(t) {
+		e, err := parser.ParseExpr(r.Expr)
+		if err != nil {
+			t.Fatalf("%s: %v", r.Alert, err)
+		}
+		has := resultLabels(e, metrics)
+		for k, a := range r.Annotations {
+			for _, m := range ref.FindAllStringSubmatch(a, -1) {
+				n++
+				if !has[m[1]] {
+					t.Errorf("%s: %s writes $labels.%s, which its series do not carry (they carry %v)", r.Alert, k, m[1], slices.Sorted(maps.Keys(has)))
 				}
 			}
 		}
