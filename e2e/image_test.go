@@ -20,7 +20,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/katatrace/katatrace/internal/katatest"
 	"github.com/katatrace/katatrace/internal/testutil"
 	"github.com/katatrace/katatrace/roles"
 )
@@ -319,11 +318,7 @@ func TestImageForwarderInMountNamespace(t *testing.T) {
 	p := testutil.StartCmd(t, cmd)
 	p.WaitLog(`"msg":"ready"`)
 
-	for i, c := range []string{"json-otel017-api", "bincode-otel014-api"} {
-		vm := filepath.Join(vms, fmt.Sprintf("sandbox-%d", i))
-		testutil.VMMSocket(t, filepath.Join(vm, "clh.sock"))
-		katatest.Send(t, filepath.Join(vm, "clh.sock_10240"), katatest.Capture(t, c))
-	}
+	sendToVMs(t, vms, "json-otel017-api", "bincode-otel014-api")
 	stopForwarder(t, p, 2)
 	checkKataTree(t, j.WaitTrace(t, "d5549796b885246c67389f3b2fa247d1", 6, 20*time.Second), "kata-agent", true)
 	checkKataTree(t, j.WaitTrace(t, "a650f4bb0f1338066ba882140dded800", 6, 20*time.Second), "kata-agent", true)
@@ -369,9 +364,7 @@ func TestImageUnderPodman(t *testing.T) {
 		"-v", vms+":/run/vc/vm", id, "--to", j.OTLPGRPCAddr())
 	t.Cleanup(func() { _ = exec.Command(podman, "rm", "--force", name).Run() })
 	p.WaitLog(`"msg":"ready"`)
-	vm := filepath.Join(vms, "sandbox-0")
-	testutil.VMMSocket(t, filepath.Join(vm, "clh.sock"))
-	katatest.Send(t, filepath.Join(vm, "clh.sock_10240"), katatest.Capture(t, "json-otel017-api"))
+	sendToVMs(t, vms, "json-otel017-api")
 	stopForwarder(t, p, 1)
 	checkKataTree(t, j.WaitTrace(t, "d5549796b885246c67389f3b2fa247d1", 6, 20*time.Second), "kata-agent", true)
 }

@@ -115,11 +115,7 @@ func TestKata3Forwarder(t *testing.T) {
 	t.Run("jaeger-udp from a watched pattern", func(t *testing.T) {
 		vms := filepath.Join(dir, "vm")
 		p := startForwarder(t, "--from", "unix://"+filepath.Join(vms, "*", "clh.sock_10240"), "--to", j.UDPAddr(), "--trace-name", "kata-agent-udp")
-		for i, name := range []string{"json-otel017-tracing", "bincode-otel014-tracing"} {
-			vm := filepath.Join(vms, fmt.Sprintf("sandbox-%d", i))
-			testutil.VMMSocket(t, filepath.Join(vm, "clh.sock"))
-			katatest.Send(t, filepath.Join(vm, "clh.sock_10240"), katatest.Capture(t, name))
-		}
+		sendToVMs(t, vms, "json-otel017-tracing", "bincode-otel014-tracing")
 		stopForwarder(t, p, 2)
 		checkKataTree(t, j.WaitTrace(t, "fe1d14f40b91e3a22a78699aab605a60", 6, 20*time.Second), "kata-agent-udp", false)
 		jsonTrace := j.WaitTrace(t, jsonTracingTraceID(t), 6, 20*time.Second)
@@ -301,5 +297,17 @@ func (f *unitForwarder) agent() *katatest.Agent { return katatest.DialAgent(f.t,
 func (f *unitForwarder) delivered(trace string, n int) {
 	if spans := f.j.WaitTrace(f.t, trace, n, 20*time.Second); len(spans) < n {
 		f.t.Fatalf("trace %s: %d spans before the stop, want %d", trace, len(spans), n)
+	}
+}
+
+// sendToVMs makes a Cloud Hypervisor VM's directory under vms for each
+// capture (sandbox-0, sandbox-1, …), its VMM's socket in it, and sends the
+// capture's frames through the VM's clh.sock_10240 as its agent would.
+func sendToVMs(t *testing.T, vms string, captures ...string) {
+	t.Helper()
+	for i, name := range captures {
+		vm := filepath.Join(vms, fmt.Sprintf("sandbox-%d", i))
+		testutil.VMMSocket(t, filepath.Join(vm, "clh.sock"))
+		katatest.Send(t, filepath.Join(vm, "clh.sock_10240"), katatest.Capture(t, name))
 	}
 }
