@@ -254,6 +254,17 @@ func postHTTP(ctx context.Context, client *http.Client, url, contentType string,
 	return nil, &rejection{reason: fmt.Sprintf("status %s: %s", resp.Status, bytes.TrimSpace(msg)), status: resp.StatusCode}
 }
 
+// httpClient is a sink's HTTP client: a connection kept for each worker
+// (net/http keeps two, and the rest would be made anew for every
+// request), each request bounded by timeout.
+func httpClient(workers int, timeout time.Duration, tc *tls.Config) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
+	tr.MaxIdleConnsPerHost = max(workers, 1)
+	tr.MaxIdleConns = max(tr.MaxIdleConns, workers)
+	return &http.Client{Timeout: timeout, Transport: tr}
+}
+
 // NewCollectorSink posts to a Jaeger collector's url with workers
 // concurrent requests, each attempt bounded by timeout (0: 10 s).
 func NewCollectorSink(url string, maxBytes, workers int, timeout time.Duration, log *slog.Logger) *CollectorSink {
@@ -261,13 +272,10 @@ func NewCollectorSink(url string, maxBytes, workers int, timeout time.Duration, 
 	// One idle connection kept per worker: net/http keeps two by default,
 	// and every request beyond would close its connection after it and
 	// dial (and, with TLS, handshake) again for the next.
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = max(workers, 1)
-	tr.MaxIdleConns = max(tr.MaxIdleConns, workers)
 	if len(url) >= 8 && strings.EqualFold(url[:8], "https://") {
 		fallbackRoots() // as an otlps:// sink: the image has no system roots
 	}
-	c := newCollectorSink(url, jaegerHTTP{url: url, client: &http.Client{Timeout: timeout, Transport: tr}}, maxBytes, workers, log)
+	c := newCollectorSink(url, jaegerHTTP{url: url, client: httpClient(workers, timeout, nil)}, maxBytes, workers, log)
 	c.timeout = timeout
 	return c
 }

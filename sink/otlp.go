@@ -116,13 +116,7 @@ func NewOTLPSink(cfg OTLPConfig, maxBytes, workers int, log *slog.Logger) (*Coll
 	timeout := cmp.Or(cfg.Timeout, defaultTimeout)
 	enc := otlpEncoder{resource: cfg.Resource}
 	if !cfg.GRPC {
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = tc
-		// A connection kept for each worker: net/http keeps two, and the
-		// rest would be made anew for every request.
-		tr.MaxIdleConnsPerHost = max(workers, 1)
-		tr.MaxIdleConns = max(tr.MaxIdleConns, workers)
-		b := otlpHTTP{otlpEncoder: enc, url: cfg.Endpoint, headers: cfg.Headers, gzip: cfg.Gzip, client: &http.Client{Timeout: timeout, Transport: tr}}
+		b := otlpHTTP{otlpEncoder: enc, url: cfg.Endpoint, headers: cfg.Headers, gzip: cfg.Gzip, client: httpClient(workers, timeout, tc)}
 		c := newCollectorSink(cfg.Endpoint, b, maxBytes, workers, log)
 		c.timeout = timeout
 		return c, nil
