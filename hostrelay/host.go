@@ -41,10 +41,10 @@ type HostConfig struct {
 	// relay; a simulation's in-memory addresses need their own).
 	Watch   func(pattern string, log *slog.Logger, listen func(endpoint.Addr) (net.Listener, error), add func(ln net.Listener, path string)) (Watcher, error)
 	Watched func(endpoint.Addr) bool
-	// Successor, when set, takes at the stop what the host holds (the
-	// unit's next process, through its file descriptor store); nil: the
+	// Successor, when set, is asked at the stop who takes what the host
+	// holds (the next process, through a store); nil, or nil from it: the
 	// stop drains and closes.
-	Successor Successor
+	Successor func() Successor
 	// Adopt, when set, takes up what a predecessor left, before the host
 	// listens.
 	Adopt func(*Server)
@@ -281,7 +281,11 @@ func (h *Host) stop() {
 		return h.cfg.Attrs()
 	}
 	var err error
-	if succ := h.cfg.Successor; succ != nil {
+	var succ Successor
+	if h.cfg.Successor != nil {
+		succ = h.cfg.Successor()
+	}
+	if succ != nil {
 		succ.HandingOver()
 		if err = h.handOver(readCtx, sinkCtx, succ); err != nil {
 			h.log.Warn("handover incomplete", append([]any{"err", err}, attrs()...)...)

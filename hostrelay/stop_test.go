@@ -248,7 +248,7 @@ func TestHostDrivesItsSeams(t *testing.T) {
 			note("listen " + a.String())
 			return endpoint.Listen(a)
 		},
-		Successor: succ,
+		Successor: func() Successor { return succ },
 		Ready:     func() { note("ready") },
 		Stopping:  func() { note("stopping") },
 		Status:    func(s string) { note("status " + s) },
@@ -305,7 +305,7 @@ func TestHostStoppedBeforeRunHandsOnWhatItAdopts(t *testing.T) {
 	adopted := 0
 	succ := &fakeSuccessor{}
 	h := NewHost(HostConfig{Server: ServerConfig{Kind: wire.KindJaeger, Sink: &memSink{}}, To: "test",
-		DrainTimeout: time.Second, Logger: testLogger(t), Successor: succ,
+		DrainTimeout: time.Second, Logger: testLogger(t), Successor: func() Successor { return succ },
 		Adopt: func(*Server) { adopted++ }})
 	h.Stop()
 	h.Stop()

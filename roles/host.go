@@ -1,8 +1,11 @@
 package roles
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/katatrace/katatrace/endpoint"
@@ -31,6 +34,7 @@ type hostRelay struct {
 	MaxHeldBytes           ByteSize      `help:"Memory held for frames still arriving, of all guests together: a frame larger than a connection's own 16KiB buffer is read only once it has room, and waits unread in the guest's socket until then (a frame begun is always read to its end), so that no guest can make this process hold more." default:"64MiB"`
 	MaxHeldBytesPerGuest   ByteSize      `help:"The same for each guest (a vsock CID, or the process connecting to a hybrid-vsock socket), all its connections together: a frame is given room of 256KiB, or its own size when larger." default:"16MiB"`
 	FDStoreMax             int           `name:"fd-store-max" help:"The unit's FileDescriptorStoreMax= (the shipped units set both): guests' connections and the listeners are kept in the unit's file descriptor store, so that a restart or crash of this process never ends them. systemd 254 and later say it in $FDSTORE, which wins; 0, where systemd does not say it, keeps none." default:"0"`
+	HandoverSocket         string        `help:"Where no service manager keeps a file descriptor store (a container: the Kubernetes DaemonSet with maxSurge 1), a unix socket on the node, an absolute path, through which this process hands its listeners, guests' connections and undelivered batches to the next process of the same role before it exits, so that a rollout ends no guest's connection: at its start it takes everything from the process waiting there, if any, then waits there itself. Having handed over, it serves nothing (/readyz 503) until stopped. A stop (SIGTERM) without a successor drains and closes, as without a store. Give each role its own path." placeholder:"PATH"`
 	metricsOption
 }
 
@@ -49,13 +53,39 @@ func (h *hostRelay) limits() error {
 		return fmt.Errorf("--guest-burst: %s is too small: the largest datagram is %d bytes", h.GuestBurst, wire.MaxDatagram)
 	case h.FDStoreMax < 0:
 		return fmt.Errorf("--fd-store-max must be 0 (keep none) or more, not %d", h.FDStoreMax)
+	case h.HandoverSocket != "" && h.FDStoreMax > 0:
+		return flagErr("handover-socket", errors.New("give it or --fd-store-max, not both: the handover socket is for where no service manager keeps a store"))
 	case h.MaxHeldBytesPerGuest < hold.Chunk || h.MaxHeldBytesPerGuest > 1<<40:
 		return flagErr("max-held-bytes-per-guest", fmt.Errorf("%s: give %s to 1TiB", h.MaxHeldBytesPerGuest, ByteSize(hold.Chunk)))
 	case h.MaxHeldBytes < h.MaxHeldBytesPerGuest:
 		return flagErr("max-held-bytes", fmt.Errorf("%s is less than one guest's (--max-held-bytes-per-guest %s)", h.MaxHeldBytes, h.MaxHeldBytesPerGuest))
 	}
+	if err := checkHandoverSocket(h.HandoverSocket); err != nil {
+		return flagErr("handover-socket", err)
+	}
 	return h.metricsOption.validate()
 }
+
+// checkHandoverSocket checks a --handover-socket path ("": none).
+func checkHandoverSocket(p string) error {
+	switch {
+	case p == "":
+		return nil
+	case !filepath.IsAbs(p):
+		return fmt.Errorf("%q: give an absolute path (both processes must find it)", p)
+	case filepath.Clean(p) != p || strings.HasSuffix(p, "/"):
+		return fmt.Errorf("%q: give the path in its clean form (%s)", p, filepath.Clean(p))
+	case len(p) > maxSocketPath:
+		return fmt.Errorf("%q: %d bytes, and a unix socket's path takes at most %d", p, len(p), maxSocketPath)
+	case strings.ContainsRune(p, 0):
+		return fmt.Errorf("%q: a NUL byte", p)
+	}
+	return nil
+}
+
+// maxSocketPath is the longest path a unix socket binds to, with room
+// for the suffix it is bound under before its rename into place.
+const maxSocketPath = 107 - len(".tmp-4194304")
 
 // checkFrom checks a host relay's --from; port is the role's vsock port,
 // for the name of a hybrid-vsock socket (PATH_PORT) in an error: a vsock
@@ -93,19 +123,33 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	cfg.HelloTimeout, cfg.FrameTimeout = h.HelloTimeout, h.FrameTimeout
 	cfg.GuestRate, cfg.GuestBurst = float64(h.GuestRate), int(h.GuestBurst)
 	cfg.HeldBytes, cfg.HeldBytesPerGuest = int(h.MaxHeldBytes), int(h.MaxHeldBytesPerGuest)
-	store, prev, err := openStore(rc, h.FDStoreMax)
+	var (
+		store   keeper
+		prev    predecessor
+		err     error
+		handing handing // the handover socket's side of the stop
+	)
+	if h.HandoverSocket != "" {
+		handing.store, prev, err = takeOver(rc, h.HandoverSocket, 2*h.DrainTimeout+30*time.Second)
+		store = handing.store
+	} else {
+		store, prev, err = openStore(rc, h.FDStoreMax)
+	}
 	if err != nil {
 		hostrelay.CloseSink(cfg.Sink, to, h.DrainTimeout, rc.Log)
 		return err
 	}
 	switch {
+	case handing.store != nil:
+		cfg.Store = store
+		rc.Log.Info("guests' connections are kept for the next process at the handover socket", "path", h.HandoverSocket, "held", store.Len())
 	case store != nil:
 		cfg.Store = store
 		rc.Log.Info("guests' connections are kept in the unit's file descriptor store", "size", store.Max(), "held", store.Len())
 	case cfg.Messages != nil:
-		rc.Log.Warn("no file descriptor store (run kata-trace-forwarder.service: FileDescriptorStoreMax= and --fd-store-max): when this process stops, every agent's tracing ends")
+		rc.Log.Warn("no file descriptor store (run kata-trace-forwarder.service: FileDescriptorStoreMax= and --fd-store-max; in a container, --handover-socket): when this process stops, every agent's tracing ends")
 	default:
-		rc.Log.Info("no file descriptor store (run the shipped unit: FileDescriptorStoreMax= and --fd-store-max): a restart closes guests' connections (v2 guest relays reconnect and resend; a socat guest ends)")
+		rc.Log.Info("no file descriptor store (run the shipped unit: FileDescriptorStoreMax= and --fd-store-max; in a container, --handover-socket): a restart closes guests' connections (v2 guest relays reconnect and resend; a socat guest ends)")
 	}
 	if store == nil && len(prev.conns)+len(prev.listeners) > 0 {
 		rc.Log.Warn("the unit's previous process kept connections in the store, and this one keeps none (--fd-store-max 0): they and its listeners are served, and stay in the store until the unit stops",
@@ -114,6 +158,8 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	kl := &keptListeners{store: store, log: rc.Log, prev: prev.listeners}
 	spans := cfg.Messages != nil
 	var srv *hostrelay.Server
+	runCtx, stopRun := context.WithCancelCause(rc.Ctx)
+	defer stopRun(nil)
 	hc := hostrelay.HostConfig{
 		Server: cfg, From: froms, To: to, DrainTimeout: h.DrainTimeout,
 		Listen:   kl.listen,
@@ -121,6 +167,9 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 		Listened: kl.forgetUnused,
 		Ready: func() {
 			lowmem.Settle() // up: what start-up touched of the binary leaves the RSS
+			if handing.store != nil {
+				handing.offer(rc, h.HandoverSocket, stopRun)
+			}
 			notify(rc, systemd.Ready)
 		},
 		Stopping: func() { notify(rc, systemd.Stopping) },
@@ -128,8 +177,18 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 		Attrs:    func() []any { return serverAttrs(srv, cfg.Sink, spans) },
 		Logger:   rc.Log,
 	}
-	if store != nil {
-		hc.Successor = &storeSuccessor{rc: rc, store: store, kl: kl, to: to}
+	switch {
+	case handing.store != nil:
+		succ := &storeSuccessor{rc: rc, store: store, kl: kl, to: to, ends: "the process that takes over serves them"}
+		hc.Successor = func() hostrelay.Successor {
+			if !handing.successor() {
+				return nil // a stop without a successor: drain
+			}
+			return succ
+		}
+	case store != nil:
+		succ := &storeSuccessor{rc: rc, store: store, kl: kl, to: to, ends: "a stop of the unit, not a restart, ends these connections"}
+		hc.Successor = func() hostrelay.Successor { return succ }
 	}
 	host := hostrelay.NewHost(hc)
 	srv = host.Server()
@@ -147,7 +206,10 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 		}
 	})
 	defer stopStats()
-	err = host.Run(rc.Ctx)
+	err = host.Run(runCtx)
+	if handing.store != nil {
+		handing.finish(rc)
+	}
 	var le *hostrelay.ListenError
 	if errors.As(err, &le) {
 		if le.Watch {

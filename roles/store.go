@@ -1,6 +1,7 @@
 package roles
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,14 +10,17 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/katatrace/katatrace/endpoint"
 	"github.com/katatrace/katatrace/fdstore"
 	"github.com/katatrace/katatrace/guestid"
+	"github.com/katatrace/katatrace/handover"
 	"github.com/katatrace/katatrace/hostrelay"
 	"github.com/katatrace/katatrace/sink"
 )
@@ -41,7 +45,35 @@ const (
 	maxHandover = 1 << 31
 )
 
-// predecessor is what the unit's previous process left this one.
+// keeper is where a host role keeps its sockets for the next process:
+// the unit's file descriptor store under systemd (*fdstore.Store), or
+// the process's own, handed over a unix socket (*handover.Store).
+type keeper interface {
+	hostrelay.Store
+	KeepFile(name string, f *os.File) error
+	Len() int
+	Max() int // 0: no limit of its own
+}
+
+// forget takes name out of store, or, where this process keeps none,
+// out of the unit's (a predecessor's, left there).
+func forget(store keeper, name string) {
+	if store == nil {
+		_ = fdstore.Remove(name)
+		return
+	}
+	_ = store.Forget(name)
+}
+
+// size says how full store is, for the log.
+func size(store keeper) string {
+	if store.Max() == 0 {
+		return strconv.Itoa(store.Len())
+	}
+	return fmt.Sprintf("%d of %d", store.Len(), store.Max())
+}
+
+// predecessor is what the previous process left this one.
 type predecessor struct {
 	conns     []hostrelay.Adopted
 	state     *handoverState      // nil: it crashed, or handed nothing
@@ -57,7 +89,7 @@ const listenerPrefix = "kt-l."
 // the next process instead of being refused (a Kata agent whose first
 // connection fails loses the spans of that export).
 type keptListeners struct {
-	store *fdstore.Store // nil: none kept
+	store keeper // nil: none kept
 	log   *slog.Logger
 
 	mu   sync.Mutex
@@ -90,7 +122,7 @@ func (k *keptListeners) listen(a endpoint.Addr) (net.Listener, error) {
 			return &keptListener{Listener: ln, name: name, path: socketPath(a), k: k}, nil
 		}
 		k.log.Warn("a kept listener could not be taken up; listening anew", "from", a.String(), "err", err)
-		_ = k.store.Forget(name)
+		forget(k.store, name)
 	}
 	if k.store == nil {
 		return endpoint.Listen(a)
@@ -125,7 +157,7 @@ func (k *keptListeners) forgetUnused() {
 	defer k.mu.Unlock()
 	for name, f := range k.prev {
 		_ = f.Close()
-		_ = k.store.Forget(name)
+		forget(k.store, name)
 		delete(k.prev, name)
 	}
 }
@@ -164,7 +196,7 @@ func (l *keptListener) Close() error {
 			l.err = l.Listener.Close()
 			return
 		}
-		_ = l.k.store.Forget(l.name)
+		forget(l.k.store, l.name)
 		l.err = l.Listener.Close()
 		if l.path != "" {
 			// One taken from the store does not remove its file itself.
@@ -176,7 +208,7 @@ func (l *keptListener) Close() error {
 
 // openStore opens the unit's file descriptor store, if it has one, and
 // takes what the previous process left in it.
-func openStore(rc *RunContext, max int) (*fdstore.Store, predecessor, error) {
+func openStore(rc *RunContext, max int) (keeper, predecessor, error) {
 	files := fdstore.Stored(func(name string) bool {
 		return hostrelay.StoredConn(name) || name == fdstore.StateName || strings.HasPrefix(name, listenerPrefix)
 	})
@@ -184,6 +216,40 @@ func openStore(rc *RunContext, max int) (*fdstore.Store, predecessor, error) {
 	if err != nil {
 		return nil, predecessor{}, err
 	}
+	if store == nil {
+		return nil, readPredecessor(rc, files, nil), nil
+	}
+	return store, readPredecessor(rc, files, store), nil
+}
+
+// takeOver asks the process waiting at the handover socket path (the
+// old pod's, in a rollout) for everything it keeps, within d, and keeps
+// it in a store of this process's own; with nobody there, it starts
+// afresh.
+func takeOver(rc *RunContext, path string, d time.Duration) (*handover.Store, predecessor, error) {
+	ctx, cancel := context.WithTimeout(rc.Ctx, d)
+	defer cancel()
+	files, pid, err := handover.Take(ctx, path, rc.Role)
+	if err != nil {
+		return nil, predecessor{}, fmt.Errorf("--handover-socket %s: taking over from the process there: %w", path, err)
+	}
+	store := handover.NewStore(nil)
+	if files == nil {
+		rc.Log.Info("no process waits at the handover socket: starting afresh", "path", path)
+		return store, predecessor{}, nil
+	}
+	for name, f := range files {
+		if err := store.KeepFile(name, f); err != nil {
+			rc.Log.Warn("a handed socket could not be kept for a next process", "name", name, "err", err)
+		}
+	}
+	rc.Log.Info("took over from the process at the handover socket", "path", path, "pid", pid, "descriptors", len(files))
+	return store, readPredecessor(rc, files, store), nil
+}
+
+// readPredecessor sorts what a predecessor left (files, by name; each
+// closed here) into its state, its listeners and its connections.
+func readPredecessor(rc *RunContext, files map[string]*os.File, store keeper) predecessor {
 	var p predecessor
 	if f := files[fdstore.StateName]; f != nil {
 		delete(files, fdstore.StateName)
@@ -203,7 +269,7 @@ func openStore(rc *RunContext, max int) (*fdstore.Store, predecessor, error) {
 		_ = f.Close()
 		// Out at once, with a store of this process's or not: a crash of
 		// this process, or a later one, must not find it stale.
-		_ = store.Forget(fdstore.StateName)
+		forget(store, fdstore.StateName)
 	}
 	p.listeners = map[string]*os.File{}
 	for name, f := range files {
@@ -220,16 +286,22 @@ func openStore(rc *RunContext, max int) (*fdstore.Store, predecessor, error) {
 	}
 	for _, name := range slices.Sorted(maps.Keys(files)) {
 		f := files[name]
+		if !hostrelay.StoredConn(name) {
+			rc.Log.Warn("a handed socket of no known kind; closed", "name", name)
+			_ = f.Close()
+			forget(store, name)
+			continue
+		}
 		conn, err := endpoint.FileConn(f)
 		_ = f.Close()
 		if err != nil {
 			rc.Log.Warn("a stored connection could not be taken up; closed", "name", name, "err", err)
-			_ = store.Forget(name)
+			forget(store, name)
 			continue
 		}
 		p.conns = append(p.conns, hostrelay.Adopted{Conn: conn, Name: name, State: states[name]})
 	}
-	return store, p, nil
+	return p
 }
 
 // adopt serves what the previous process left: its sink's held batches,
@@ -260,14 +332,16 @@ func (p predecessor) adopt(log *slog.Logger, srv *hostrelay.Server, out sink.Sin
 	log.Info("took up what the previous process kept "+how, "connections", n, "held_batches", held)
 }
 
-// storeSuccessor is the unit's next process, through its file descriptor
-// store: the connections stay in the store, and their state and what the
-// sink held go there in a memfd.
+// storeSuccessor is the next process, through a store: the connections
+// stay in the store, and their state and what the sink held go there in
+// a memfd.
 type storeSuccessor struct {
 	rc    *RunContext
-	store *fdstore.Store
+	store keeper
 	kl    *keptListeners
 	to    string
+	// ends says what ends the connections handed over, for the log.
+	ends string
 }
 
 // HandingOver keeps the listeners in the store as they close.
@@ -300,8 +374,8 @@ func (s *storeSuccessor) Keep(st hostrelay.State, held []sink.HeldBatch) error {
 	if len(names) > 20 {
 		names = append(names[:20], fmt.Sprintf("and %d more", len(names)-20))
 	}
-	rc.Log.Info("handed over to the next process (a stop of the unit, not a restart, ends these connections)", "connections", len(st.Conns),
+	rc.Log.Info("handed over to the next process ("+s.ends+")", "connections", len(st.Conns),
 		"guests", strings.Join(names, ", "), "held_batches", len(state.Held),
-		"state_bytes", len(b), "store", fmt.Sprintf("%d of %d", store.Len(), store.Max()))
+		"state_bytes", len(b), "store", size(store))
 	return nil
 }

@@ -1,0 +1,447 @@
+package handover
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// version is the handover protocol's (docs/protocol.md, "Rollouts").
+	version = 1
+	// perMessage is how many descriptors one message carries (the
+	// kernel takes at most 253, SCM_MAX_FD).
+	perMessage = 128
+	// maxMessage bounds a message's bytes: perMessage names of at most
+	// 255 bytes, quoted, with room.
+	maxMessage = 64 << 10
+	// maxHanded bounds what a successor takes in all.
+	maxHanded = 1 << 20
+	// askTimeout bounds a successor's request, and the wait for its
+	// answer that it took everything.
+	askTimeout = 30 * time.Second
+)
+
+// dupFile is a close-on-exec copy of fd.
+func dupFile(fd int, name string) (*os.File, error) {
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	return os.NewFile(uintptr(nfd), name), nil
+}
+
+// Offer waits at a unix socket for a successor of the same role, and
+// gives it the store once asked (Give).
+type Offer struct {
+	path, role string
+	log        *slog.Logger
+	ln         *net.UnixListener
+	dev, ino   uint64 // the socket file's, to remove only our own
+
+	onAsk   func()
+	askOnce sync.Once
+	pending chan *net.UnixConn
+	given   atomic.Int64 // the successor's pid, once given
+	done    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+// NewOffer listens at path (an absolute path on the node, shared by
+// both processes; its directory is made if missing), replacing what is
+// there at once: a predecessor's socket, once this process took from it,
+// or a stale one. Only processes of the same user are answered; onAsk is
+// called once, when the first successor asks (it then waits for Give).
+func NewOffer(path, role string, log *slog.Logger, onAsk func()) (*Offer, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	// Bound beside it and renamed over it: the path is never missing for
+	// a successor, nor someone else's half-way.
+	tmp := path + ".tmp-" + strconv.Itoa(os.Getpid())
+	_ = os.Remove(tmp)
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: tmp, Net: "unixpacket"})
+	if err != nil {
+		return nil, err
+	}
+	ln.SetUnlinkOnClose(false)
+	var st unix.Stat_t
+	err = os.Chmod(tmp, 0o600)
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = unix.Stat(path, &st)
+	}
+	if err != nil {
+		_ = ln.Close()
+		_ = os.Remove(tmp)
+		return nil, err
+	}
+	o := &Offer{path: path, role: role, log: log, ln: ln, dev: st.Dev, ino: st.Ino,
+		onAsk: onAsk, pending: make(chan *net.UnixConn, 4), done: make(chan struct{})}
+	o.wg.Add(1)
+	go o.accept()
+	return o, nil
+}
+
+func (o *Offer) accept() {
+	defer o.wg.Done()
+	for {
+		c, err := o.ln.AcceptUnix()
+		if err != nil {
+			select {
+			case <-o.done:
+			default:
+				o.log.Error("handover socket failed: no successor can take over from this process", "path", o.path, "err", err)
+			}
+			return
+		}
+		o.wg.Add(1)
+		go func() {
+			defer o.wg.Done()
+			o.ask(c)
+		}()
+	}
+}
+
+// ask reads a successor's request, and queues it for Give, or refuses it
+// saying why.
+func (o *Offer) ask(c *net.UnixConn) {
+	_ = c.SetDeadline(time.Now().Add(askTimeout))
+	req, err := o.request(c)
+	if err == nil {
+		if pid := o.given.Load(); pid != 0 {
+			err = fmt.Errorf("this process handed over to pid %d already", pid)
+		}
+	}
+	if err == nil {
+		select {
+		case o.pending <- c:
+			_ = c.SetDeadline(time.Time{})
+			o.log.Info("a successor asks to take over", "pid", req.PID, "path", o.path)
+			o.askOnce.Do(o.onAsk)
+			return
+		default:
+			err = errors.New("other successors are waiting already")
+		}
+	}
+	o.log.Warn("handover refused", "path", o.path, "pid", req.PID, "err", err)
+	_ = write(c, message{Error: err.Error()}, nil)
+	_ = c.Close()
+}
+
+// request reads and checks a successor's request.
+func (o *Offer) request(c *net.UnixConn) (message, error) {
+	var m message
+	if err := checkPeer(c); err != nil {
+		return m, err
+	}
+	m, _, err := read(c, 0)
+	switch {
+	case err != nil:
+		return m, fmt.Errorf("reading the request: %w", err)
+	case m.Handover != version:
+		return m, fmt.Errorf("handover protocol version %d, and this process speaks %d", m.Handover, version)
+	case m.Role != o.role:
+		return m, fmt.Errorf("this process is a %s, not a %s: give each role a socket of its own", o.role, m.Role)
+	}
+	return m, nil
+}
+
+// Give gives the store's contents to a successor that asked: to each in
+// turn until one takes all (the store then holds copies nobody needs:
+// close it), or until ctx ends. A successor that fails half-way took
+// nothing: the store is whole for the next.
+func (o *Offer) Give(ctx context.Context, s *Store) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-o.done:
+			return errors.New("handover socket closed")
+		case c := <-o.pending:
+			pid, err := give(c, s)
+			_ = c.Close()
+			if err == nil {
+				o.given.Store(int64(pid))
+				o.log.Info("handed over to the successor", "pid", pid, "descriptors", s.Len())
+				return nil
+			}
+			o.log.Error("handover to a successor failed; the next that asks gets everything", "pid", pid, "err", err)
+		}
+	}
+}
+
+// give sends every descriptor of s over c, and waits for the successor
+// to say it took them all.
+func give(c *net.UnixConn, s *Store) (int, error) {
+	pid := 0
+	if cred, err := peerCred(c); err == nil {
+		pid = int(cred.Pid)
+	}
+	_ = c.SetDeadline(time.Now().Add(askTimeout))
+	names, files := s.snapshot()
+	for i := 0; i < len(names); i += perMessage {
+		j := min(i+perMessage, len(names))
+		if err := write(c, message{Names: names[i:j]}, files[i:j]); err != nil {
+			return pid, err
+		}
+	}
+	n := len(names)
+	if err := write(c, message{Done: &n}, nil); err != nil {
+		return pid, err
+	}
+	m, _, err := read(c, 0)
+	switch {
+	case err != nil:
+		return pid, fmt.Errorf("waiting for the successor's answer: %w", err)
+	case m.Error != "":
+		return pid, fmt.Errorf("the successor: %s", m.Error)
+	case m.Taken == nil || *m.Taken != n:
+		return pid, fmt.Errorf("the successor did not say it took the %d descriptors", n)
+	}
+	return pid, nil
+}
+
+// Close stops waiting for a successor, and removes the socket's file if
+// it is still this process's.
+func (o *Offer) Close() error {
+	o.once.Do(func() {
+		close(o.done)
+		_ = o.ln.Close()
+		var st unix.Stat_t
+		if unix.Stat(o.path, &st) == nil && st.Dev == o.dev && st.Ino == o.ino {
+			_ = os.Remove(o.path)
+		}
+		o.wg.Wait()
+		for len(o.pending) > 0 {
+			_ = (<-o.pending).Close()
+		}
+	})
+	return nil
+}
+
+// Take asks the process waiting at path for everything it keeps, as role,
+// and returns it by name, with that process's pid. Nothing listening
+// there (no file, or a stale one) is no predecessor: nil and no error.
+func Take(ctx context.Context, path, role string) (map[string]*os.File, int, error) {
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	defer c.Close()
+	cred, err := peerCred(c)
+	if err != nil {
+		return nil, 0, err
+	}
+	pid := int(cred.Pid)
+	if err := checkPeer(c); err != nil {
+		return nil, pid, err
+	}
+	if d, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
+	defer stop()
+	if err := write(c, message{Handover: version, Role: role, PID: os.Getpid()}, nil); err != nil {
+		return nil, pid, err
+	}
+	files := map[string]*os.File{}
+	fail := func(err error) (map[string]*os.File, int, error) {
+		for _, f := range files {
+			_ = f.Close()
+		}
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, context.Cause(ctx))
+		}
+		return nil, pid, err
+	}
+	for {
+		m, got, err := read(c, perMessage)
+		if err != nil {
+			closeAll(got)
+			return fail(err)
+		}
+		switch {
+		case m.Error != "":
+			closeAll(got)
+			return fail(fmt.Errorf("the process there (pid %d) refused: %s", pid, m.Error))
+		case m.Done != nil:
+			closeAll(got)
+			if *m.Done != len(files) {
+				return fail(fmt.Errorf("it said it sent %d descriptors, and %d came", *m.Done, len(files)))
+			}
+			n := len(files)
+			if err := write(c, message{Taken: &n}, nil); err != nil {
+				return fail(err)
+			}
+			return files, pid, nil
+		case m.Names == nil:
+			closeAll(got)
+			return fail(errors.New("a message that is neither descriptors nor their end"))
+		case len(m.Names) != len(got):
+			closeAll(got)
+			return fail(fmt.Errorf("a message named %d descriptors and carried %d", len(m.Names), len(got)))
+		case len(files)+len(got) > maxHanded:
+			closeAll(got)
+			return fail(fmt.Errorf("more than %d descriptors", maxHanded))
+		}
+		for i, name := range m.Names {
+			err := checkName(name)
+			if err == nil && files[name] != nil {
+				err = fmt.Errorf("name %q sent twice", name)
+			}
+			if err != nil {
+				closeAll(got[i:])
+				return fail(err)
+			}
+			files[name] = os.NewFile(uintptr(got[i]), name)
+		}
+	}
+}
+
+// checkName refuses a name a store would not hold.
+func checkName(name string) error {
+	if name == "" || len(name) > 255 {
+		return fmt.Errorf("name %q: want 1 to 255 bytes", name)
+	}
+	for i := range len(name) {
+		if c := name[i]; c < ' ' || c > '~' {
+			return fmt.Errorf("name %q: byte %#02x at %d is not printable ASCII", name, c, i)
+		}
+	}
+	return nil
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		_ = unix.Close(fd)
+	}
+}
+
+// write sends m, with files' descriptors (read without touching their
+// blocking mode: they are live sockets).
+func write(c *net.UnixConn, m message, files []*os.File) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	var oob []byte
+	if len(files) > 0 {
+		fds := make([]int, len(files))
+		for i, f := range files {
+			rc, err := f.SyscallConn()
+			if err != nil {
+				return err
+			}
+			if err := rc.Control(func(fd uintptr) { fds[i] = int(fd) }); err != nil {
+				return err
+			}
+		}
+		oob = unix.UnixRights(fds...)
+	}
+	n, oobn, err := c.WriteMsgUnix(b, oob, nil)
+	switch {
+	case err != nil:
+		return err
+	case n != len(b) || oobn != len(oob):
+		return errors.New("a message went short")
+	}
+	// The descriptors must stay open until the kernel took them, which
+	// it did in sendmsg.
+	for _, f := range files {
+		runtime.KeepAlive(f)
+	}
+	return nil
+}
+
+// read receives one message, with at most maxFDs descriptors (more: an
+// error, the message's all closed).
+func read(c *net.UnixConn, maxFDs int) (message, []int, error) {
+	b := make([]byte, maxMessage)
+	oob := make([]byte, unix.CmsgSpace(max(maxFDs, 1)*4))
+	n, oobn, flags, _, err := c.ReadMsgUnix(b, oob)
+	var m message
+	if err != nil {
+		return m, nil, err
+	}
+	var fds []int
+	if oobn > 0 {
+		cms, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			return m, nil, fmt.Errorf("control message: %w", err)
+		}
+		for i := range cms {
+			got, err := unix.ParseUnixRights(&cms[i])
+			if err == nil {
+				fds = append(fds, got...)
+			}
+		}
+	}
+	switch {
+	case flags&unix.MSG_CTRUNC != 0:
+		closeAll(fds)
+		return m, nil, fmt.Errorf("a message carried more than %d descriptors", maxFDs)
+	case flags&unix.MSG_TRUNC != 0:
+		closeAll(fds)
+		return m, nil, fmt.Errorf("a message of more than %d bytes", maxMessage)
+	case n == 0:
+		closeAll(fds)
+		return m, nil, errors.New("the other process closed the handover")
+	case len(fds) > maxFDs:
+		closeAll(fds)
+		return m, nil, fmt.Errorf("%d descriptors where %d were allowed", len(fds), maxFDs)
+	}
+	m, err = decode(b[:n])
+	if err != nil {
+		closeAll(fds)
+		return m, nil, err
+	}
+	return m, fds, nil
+}
+
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	return cred, cerr
+}
+
+// checkPeer refuses a process of another user: it could take every
+// guest's connection, or hand this one sockets of its choosing.
+func checkPeer(c *net.UnixConn) error {
+	cred, err := peerCred(c)
+	if err != nil {
+		return fmt.Errorf("the peer's credentials: %w", err)
+	}
+	if uid := os.Geteuid(); int(cred.Uid) != uid {
+		return fmt.Errorf("the process at the other end (pid %d) runs as uid %d, and this one as %d", cred.Pid, cred.Uid, uid)
+	}
+	return nil
+}

@@ -1,0 +1,175 @@
+package roles_test
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/katatrace/katatrace/internal/katatest"
+	"github.com/katatrace/katatrace/internal/otlptest"
+	"github.com/katatrace/katatrace/internal/testutil"
+)
+
+// status is what GET path answers on a metrics port, 0 when nothing does.
+func status(port int, path string) int {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestForwarderRolloutHandsOverEveryAgent is a DaemonSet's rollout with
+// maxSurge 1, twice over: a new forwarder starts beside the running one
+// with the same --handover-socket, and takes its listeners (a fixed
+// hybrid-vsock path and a watched VM's), its agents' connections (one in
+// the middle of a frame) and its queued batches (the endpoint down); the
+// old one then serves nothing, answers 503 on /readyz and 200 on
+// /healthz until its SIGTERM, and exits at once. Every span reaches the
+// endpoint once, no agent sees a failed write, and a new agent connects
+// to whichever process serves. The last one, stopped with no successor,
+// drains, and says the agents' connections end.
+func TestForwarderRolloutHandsOverEveryAgent(t *testing.T) {
+	ep := otlptest.New(t)
+	dir := testutil.SockDir(t)
+	fixed := filepath.Join(dir, "clh.sock_10240")
+	vmm := filepath.Join(dir, "vm", "a", "root", "kata.hvsock")
+	testutil.VMMSocket(t, vmm)
+	handover := filepath.Join(dir, "run", "kata-trace-forwarder.sock")
+	start := func() (*testutil.Proc, int) {
+		port := testutil.FreePort(t, "tcp")
+		p := testutil.Start(t, []string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "kata-trace-forwarder"),
+			"--from", "unix://"+fixed, "--from", "unix://"+filepath.Join(dir, "vm", "*", "root", "kata.hvsock_10240"),
+			"--to", "otlphttp://"+strings.TrimPrefix(ep.URL, "http://"), "--handover-socket", handover,
+			"--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", port))
+		testutil.Eventually(t, 20*time.Second, "the forwarder ready", func() bool { return status(port, "/readyz") == http.StatusOK })
+		return p, port
+	}
+	api, tracing := katatest.Frames(t, "json-otel017-api"), katatest.Frames(t, "bincode-otel014-api")
+	want := len(api) + len(tracing)
+
+	old, oldPort := start()
+	if !strings.Contains(old.Stderr.String(), "no process waits at the handover socket: starting afresh") {
+		t.Fatalf("the first process did not say it starts afresh:\n%s", old.Stderr.String())
+	}
+	a := katatest.DialAgent(t, fixed)
+	b := katatest.DialAgent(t, vmm+"_10240")
+	a.Send(api[:3]...)
+	b.Send(tracing[:2]...)
+	testutil.Eventually(t, 10*time.Second, "5 spans read", func() bool {
+		return scrape(t, oldPort, "katatrace_forwarder_spans_total") == 5
+	})
+	// Half a frame, read and held by the old process.
+	a.Write(binary.BigEndian.AppendUint64(nil, uint64(len(api[3]))))
+	a.Write(api[3][:40])
+	a.WaitRead()
+
+	// The new pod: it takes everything; the old one waits for its stop.
+	cur, curPort := start()
+	cur.WaitLog("took over from the process at the handover socket")
+	cur.WaitLog("took up what the previous process kept after a restart")
+	old.WaitLog("handed over: this process serves nothing now")
+	if got := status(oldPort, "/readyz"); got != http.StatusServiceUnavailable {
+		t.Errorf("the old process's /readyz answers %d after the handover, want 503", got)
+	}
+	if got := status(oldPort, "/healthz"); got != http.StatusOK {
+		t.Errorf("the old process's /healthz answers %d after the handover, want 200 (a failed liveness probe restarts it)", got)
+	}
+	select {
+	case <-old.Done():
+		t.Fatalf("the old process exited after handing over: the kubelet would restart it\n%s", old.Stderr.String())
+	case <-time.After(300 * time.Millisecond):
+	}
+
+	ep.Up.Store(true)
+	a.Write(api[3][40:])
+	a.Send(api[4:]...)
+	b.Send(tracing[2:4]...)
+	late := katatest.DialAgent(t, fixed) // served by the new process
+	late.Send(katatest.Frames(t, "json-otel017-tracing")...)
+	testutil.Eventually(t, 10*time.Second, "the agents' spans at the endpoint", func() bool {
+		got, _ := ep.Spans()
+		return got == len(api)+4+6
+	})
+	old.Signal(syscall.SIGTERM)
+	if code := old.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("the old process exited %d:\n%s", code, old.Stderr.String())
+	}
+
+	// A second rollout, from the process that took over.
+	next, _ := start()
+	next.WaitLog("took over from the process at the handover socket")
+	cur.WaitLog("handed over: this process serves nothing now")
+	if got := status(curPort, "/readyz"); got != http.StatusServiceUnavailable {
+		t.Errorf("/readyz answers %d after the second handover, want 503", got)
+	}
+	cur.Signal(syscall.SIGTERM)
+	if code := cur.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, cur.Stderr.String())
+	}
+	b.Send(tracing[4:]...)
+	testutil.Eventually(t, 10*time.Second, "every span at the endpoint", func() bool {
+		got, _ := ep.Spans()
+		return got == want+6
+	})
+	time.Sleep(200 * time.Millisecond) // a second copy, if any, arrives too
+	if _, twice := ep.Spans(); twice != 0 {
+		t.Errorf("%d spans delivered twice", twice)
+	}
+	a.Check()
+	b.Check()
+	late.Check()
+
+	// No successor: the stop drains, and says what ends.
+	next.Signal(syscall.SIGTERM)
+	if code := next.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, next.Stderr.String())
+	}
+	if errs := next.Stderr.String(); !strings.Contains(errs, "agent's connection closed as this process stops") {
+		t.Errorf("a stop without a successor did not say the agents' connections end:\n%s", errs)
+	}
+	if _, closed := a.Failed(); !closed {
+		t.Errorf("the agent's connection is still open after the last process stopped")
+	}
+}
+
+// TestHandoverSocketRefusesAnotherRole: a process of another role asking
+// at the socket is refused, says why and does not start; the process
+// there keeps serving, and its agent loses nothing.
+func TestHandoverSocketRefusesAnotherRole(t *testing.T) {
+	dir := testutil.SockDir(t)
+	sock := filepath.Join(dir, "clh.sock_10240")
+	handover := filepath.Join(dir, "handover.sock")
+	port := testutil.FreePort(t, "tcp")
+	p := testutil.Start(t, []string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "kata-trace-forwarder"),
+		"--from", "unix://"+sock, "--to", "jsonl", "--handover-socket", handover,
+		"--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", port))
+	testutil.Eventually(t, 20*time.Second, "the forwarder ready", func() bool { return status(port, "/readyz") == http.StatusOK })
+	a := katatest.DialAgent(t, sock)
+	frames := katatest.Frames(t, "json-otel017-api")
+	a.Send(frames[:2]...)
+
+	other := testutil.Start(t, []string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "vsock-to-text-server"),
+		"--from", "unix://"+filepath.Join(dir, "text.sock"), "--handover-socket", handover)
+	if code := other.Wait(20 * time.Second); code == 0 {
+		t.Fatalf("a process of another role started at the same handover socket:\n%s", other.Stderr.String())
+	}
+	if errs := other.Stderr.String(); !strings.Contains(errs, "this process is a kata-trace-forwarder, not a vsock-to-text-server: give each role a socket of its own") {
+		t.Errorf("the refusal does not say why:\n%s", errs)
+	}
+	p.WaitLog("handover refused")
+	a.Send(frames[2:]...)
+	const api = "d5549796b885246c67389f3b2fa247d1"
+	testutil.Eventually(t, 10*time.Second, "every span", func() bool { return spanCount(p.Stdout.String(), api) == len(frames) })
+	if got := status(port, "/readyz"); got != http.StatusOK {
+		t.Errorf("/readyz answers %d after a refused handover, want 200", got)
+	}
+	a.Check()
+}
