@@ -200,13 +200,14 @@ func (h *Host) Run(ctx context.Context) error {
 			continue
 		}
 		ln, err := h.cfg.Listen(a)
-		if err != nil && noVsock(a, err) && slices.ContainsFunc(h.cfg.From, func(f endpoint.Addr) bool { return f.Scheme != endpoint.SchemeVsock }) {
-			// A kernel without vsock is the host's, not a slip of the
-			// operator's, and hybrid vsock needs none on the host: the
-			// other --from serve (one unit for every hypervisor), and this
-			// one is said, and counted, as listening on nothing.
-			h.log.Error("this kernel has no vsock: no vhost-vsock guest (QEMU) can connect; the other --from serve", "from", a.String(), "err", err,
-				"hint", "load vhost_vsock (it brings vsock) and restart, or leave this --from out")
+		if why, hint := vsockUnavailable(a, err); why != "" && slices.ContainsFunc(h.cfg.From, func(f endpoint.Addr) bool { return f.Scheme != endpoint.SchemeVsock }) {
+			// A kernel without vsock, or a sandbox refusing it (a
+			// container's default seccomp profile), is the host's, not a
+			// slip of the operator's, and hybrid vsock needs no vsock
+			// socket: the other --from serve (one unit, or one image, for
+			// every hypervisor), and this one is said, and counted, as
+			// listening on nothing (KatatraceFromNotListening).
+			h.log.Error(why+": no vhost-vsock guest (QEMU) can connect; the other --from serve", "from", a.String(), "err", err, "hint", hint)
 			h.ls.add(a.String(), func() int { return 0 }, nil)
 			continue
 		}
@@ -366,10 +367,19 @@ func CloseSink(out sink.Sink, to string, d time.Duration, log *slog.Logger) {
 	closeSink(ctx, ctx, out, to, log)
 }
 
-// noVsock reports whether err is a's failure to listen because this
-// kernel offers no vsock at all.
-func noVsock(a endpoint.Addr, err error) bool {
-	return a.Scheme == endpoint.SchemeVsock && (errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.ENODEV))
+// vsockUnavailable says why a's listener could not be made, with what
+// to do, when the cause is this host's or this process's sandbox, not the
+// address: this kernel offers no vsock at all, or the making of vsock
+// sockets was refused; why is "" for any other failure (nil included).
+func vsockUnavailable(a endpoint.Addr, err error) (why, hint string) {
+	switch {
+	case a.Scheme != endpoint.SchemeVsock || err == nil:
+	case errors.Is(err, syscall.EAFNOSUPPORT), errors.Is(err, syscall.ENODEV):
+		return "this kernel has no vsock", "load vhost_vsock (it brings vsock) and restart, or leave this --from out"
+	case endpoint.VsockRefused(a, err) != "":
+		return "vsock sockets refused", endpoint.VsockRefused(a, err)
+	}
+	return "", ""
 }
 
 // watched reports whether a From is served by watching the file system:

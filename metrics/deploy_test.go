@@ -27,12 +27,17 @@ const (
 )
 
 // servedMetric is one metric a role serves: its labels, and those the
-// scrape adds (instance, job); its help, which names the values of its
+// scrape adds (targetLabels); its help, which names the values of its
 // reason label.
 type servedMetric struct {
 	labels map[string]bool
 	help   string
 }
+
+// targetLabels are those a scrape gives every series of a target:
+// instance and job, and under Kubernetes what the PodMonitor or the scrape
+// config adds (node relabelled from the pod's).
+var targetLabels = []string{"instance", "job", "namespace", "pod", "node", "container", "endpoint", "service"}
 
 // served reads every description of what the roles register: the host
 // relays' collector, the forwarder's, the guest relays', each beside what
@@ -54,7 +59,10 @@ func served(t *testing.T) map[string]servedMetric {
 			if m == nil {
 				t.Fatalf("a description this test cannot read (client_golang's Desc.String changed?): %s", d)
 			}
-			ls := map[string]bool{"instance": true, "job": true}
+			ls := map[string]bool{}
+			for _, l := range targetLabels {
+				ls[l] = true
+			}
 			for _, l := range constRE.FindAllStringSubmatch(m[3], -1) {
 				ls[l[1]] = true
 			}
@@ -301,12 +309,18 @@ func shippedRules(t *testing.T) []rule {
 	return rules(t, b)
 }
 
-// ruleExprs are the expressions of a Prometheus rule file, by rule name.
+// ruleExprs are the expressions of a Prometheus rule file, by rule name;
+// an alert of two rules (one per severity) gives both, the second's name
+// numbered.
 func ruleExprs(t *testing.T, b []byte) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, r := range rules(t, b) {
-		out[r.Alert+r.Record] = r.Expr
+		name := r.Alert + r.Record
+		for i := 2; out[name] != ""; i++ {
+			name = fmt.Sprintf("%s#%d", r.Alert+r.Record, i)
+		}
+		out[name] = r.Expr
 	}
 	return out
 }
@@ -419,6 +433,25 @@ func TestUnservedFound(t *testing.T) {
 		`katatrace_forwarder_dropped_spans_total{reason=~"sink_refused|sink_dropped"}`} {
 		if bad, err := unserved(ok, metrics); err != nil || len(bad) > 0 {
 			t.Errorf("%q: %v %q, want nothing", ok, err, bad)
+		}
+	}
+}
+
+// TestAlertsKeepTargetLabels: every alert's series carry the target's
+// labels, so that under Kubernetes an alert says which node and pod: an
+// aggregation by (instance, job) would drop namespace, pod and node.
+func TestAlertsKeepTargetLabels(t *testing.T) {
+	metrics := served(t)
+	for _, r := range shippedRules(t) {
+		e, err := parser.ParseExpr(r.Expr)
+		if err != nil {
+			t.Fatalf("%s: %v", r.Alert, err)
+		}
+		has := resultLabels(e, metrics)
+		for _, l := range targetLabels {
+			if !has[l] {
+				t.Errorf("%s drops the target label %q: %s", r.Alert, l, r.Expr)
+			}
 		}
 	}
 }

@@ -23,14 +23,9 @@ func listenErr(flag string, a endpoint.Addr, err error) error {
 		hint = "the directory does not exist: create it, or check the path (a VM's directory exists only while it runs)"
 	case a.Scheme == endpoint.SchemeUnix && (errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EROFS)):
 		hint = endpoint.AccessHint(err) // as a watched VM's listener says it
-	case a.Scheme == endpoint.SchemeVsock && errors.Is(err, syscall.EPERM) && syscallOf(err) == "socket":
-		// Making an AF_VSOCK socket takes no privilege: a seccomp filter
-		// refused it, as container runtimes' default profiles do.
-		hint = "a seccomp filter refuses vsock sockets (a container runtime's default profile does): run with a profile that allows socket(AF_VSOCK), or leave this --from out where no QEMU guest runs"
-	case a.Scheme == endpoint.SchemeVsock && errors.Is(err, syscall.EACCES) && syscallOf(err) == "socket":
-		// A Linux security module's refusal: vsock_create has no
-		// privilege check of its own.
-		hint = "a security policy (AppArmor or SELinux) refuses vsock sockets: allow this process to make them, or leave this --from out where no QEMU guest runs"
+	case endpoint.VsockRefused(a, err) != "":
+		// A seccomp filter's or a security module's, not a port's.
+		hint = endpoint.VsockRefused(a, err)
 	case (errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM)) && lowPort(a):
 		hint = "a port below 1024 needs CAP_NET_BIND_SERVICE, which the shipped units do not have: give a port of 1024 or more"
 	case errors.Is(err, syscall.EAFNOSUPPORT), errors.Is(err, syscall.ENODEV):
@@ -75,13 +70,4 @@ func lowPort(a endpoint.Addr) bool {
 		return err == nil && err2 == nil && n < 1024
 	}
 	return false
-}
-
-// syscallOf is the system call that err came from, or "".
-func syscallOf(err error) string {
-	var se *os.SyscallError
-	if errors.As(err, &se) {
-		return se.Syscall
-	}
-	return ""
 }
