@@ -3,9 +3,12 @@ package roles_test
 import (
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,7 +52,7 @@ func TestForwarderRolloutHandsOverEveryAgent(t *testing.T) {
 			"--from", "unix://"+fixed, "--from", "unix://"+filepath.Join(dir, "vm", "*", "root", "kata.hvsock_10240"),
 			"--to", "otlphttp://"+strings.TrimPrefix(ep.URL, "http://"), "--handover-socket", handover,
 			"--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", port))
-		testutil.Eventually(t, 20*time.Second, "the forwarder ready", func() bool { return status(port, "/readyz") == http.StatusOK })
+		p.WaitLog("msg=ready ") // not /readyz: the endpoint is down at first
 		return p, port
 	}
 	api, tracing := katatest.Frames(t, "json-otel017-api"), katatest.Frames(t, "bincode-otel014-api")
@@ -172,4 +175,83 @@ func TestHandoverSocketRefusesAnotherRole(t *testing.T) {
 		t.Errorf("/readyz answers %d after a refused handover, want 200", got)
 	}
 	a.Check()
+}
+
+// TestForwarderRolloutUnderLoad: agents stream spans without a pause,
+// in writes that cut frames anywhere, while the forwarder is rolled over
+// three times (each new process started beside the old, the old then
+// stopped): every span reaches the endpoint once, and no agent's write
+// fails.
+func TestForwarderRolloutUnderLoad(t *testing.T) {
+	ep := otlptest.New(t)
+	ep.Up.Store(true)
+	dir := testutil.SockDir(t)
+	fixed := filepath.Join(dir, "clh.sock_10240")
+	handover := filepath.Join(dir, "run", "kata-trace-forwarder.sock")
+	start := func() *testutil.Proc {
+		port := testutil.FreePort(t, "tcp")
+		p := testutil.Start(t, []string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "kata-trace-forwarder"),
+			"--from", "unix://"+fixed, "--to", "otlphttp://"+strings.TrimPrefix(ep.URL, "http://"),
+			"--handover-socket", handover, "--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", port))
+		testutil.Eventually(t, 20*time.Second, "the forwarder ready", func() bool { return status(port, "/readyz") == http.StatusOK })
+		return p
+	}
+	const agents, spans = 4, 400
+	cur := start()
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		failed  []error
+		stopped = make(chan struct{})
+	)
+	for i := range agents {
+		_, stream := katatest.GeneratedTrace(spans - 1)
+		c, err := net.Dial("unix", fixed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(i), 1))
+			for len(stream) > 0 {
+				n := min(len(stream), 1+r.IntN(700)) // anywhere in a frame
+				if _, err := c.Write(stream[:n]); err != nil {
+					mu.Lock()
+					failed = append(failed, fmt.Errorf("agent %d: %w", i, err))
+					mu.Unlock()
+					return
+				}
+				stream = stream[n:]
+				select {
+				case <-stopped:
+				case <-time.After(time.Duration(r.IntN(3)) * time.Millisecond):
+				}
+			}
+		}()
+	}
+	for range 3 {
+		next := start()
+		next.WaitLog("took over from the process at the handover socket")
+		cur.WaitLog("handed over: this process serves nothing now")
+		cur.Signal(syscall.SIGTERM)
+		if code := cur.Wait(10 * time.Second); code != 0 {
+			t.Fatalf("exit %d:\n%s", code, cur.Stderr.String())
+		}
+		cur = next
+	}
+	close(stopped)
+	wg.Wait()
+	if len(failed) > 0 {
+		t.Fatalf("agents' writes failed: %v", failed)
+	}
+	testutil.Eventually(t, 20*time.Second, "every span at the endpoint", func() bool {
+		got, _ := ep.Spans()
+		return got == agents*spans
+	})
+	time.Sleep(200 * time.Millisecond) // a second copy, if any, arrives too
+	if _, twice := ep.Spans(); twice != 0 {
+		t.Errorf("%d spans delivered twice", twice)
+	}
 }

@@ -3,12 +3,16 @@
 package katatest
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,4 +132,34 @@ func (a *Agent) Check() {
 	if werr, closed := a.Failed(); werr != nil || closed {
 		a.t.Fatalf("the agent's connection failed (write: %v; closed by the host: %v): its exporter would never send again", werr, closed)
 	}
+}
+
+// GeneratedTrace is a stream of n children and a root in the JSON form of
+// opentelemetry 0.17's SpanData, with a random trace id of 128 bits.
+func GeneratedTrace(n int) (traceID string, stream []byte) {
+	var id [16]byte
+	_, _ = rand.Read(id[:])
+	id[0] |= 0x80 // a u128 past 2^127: 39 digits
+	tid := new(big.Int).SetBytes(id[:]).String()
+	now := time.Now()
+	span := func(name string, spanID, parent uint64, attrs string) []byte {
+		return fmt.Appendf(nil, `{"span_context":{"trace_id":%s,"span_id":%d,"trace_flags":1,"is_remote":false,"trace_state":null},`+
+			`"parent_span_id":%d,"span_kind":"Internal","name":%q,`+
+			`"start_time":{"secs_since_epoch":%d,"nanos_since_epoch":%d},"end_time":{"secs_since_epoch":%d,"nanos_since_epoch":%d},`+
+			`"attributes":{"map":{%s},"evict_list":[],"max_len":128,"dropped_count":0},`+
+			`"events":{"queue":[{"name":"step","timestamp":{"secs_since_epoch":%d,"nanos_since_epoch":0},"attributes":[{"key":"level","value":{"String":"INFO"}}],"dropped_attributes_count":0}],"max_len":128,"dropped_count":0},`+
+			`"links":{"queue":null,"max_len":128,"dropped_count":0},"status_code":"Unset","status_message":"",`+
+			`"resource":{"attrs":{"service.name":{"String":"unknown_service"}}}}`,
+			tid, spanID, parent, name, now.Unix(), now.Nanosecond(), now.Unix(), now.Nanosecond()+1000, attrs, now.Unix())
+	}
+	const root = uint64(1<<63 + 1) // past an int64
+	for i := range n {
+		p := span(fmt.Sprintf("child-%d", i), root+uint64(i)+1, root, fmt.Sprintf(`"n":{"I64":%d},"big":{"String":%q}`, i, strings.Repeat("z", 500)))
+		stream = append(binary.BigEndian.AppendUint64(stream, uint64(len(p))), p...)
+	}
+	if n > 0 {
+		p := span("root", root, 0, `"root":{"Bool":true}`)
+		stream = append(binary.BigEndian.AppendUint64(stream, uint64(len(p))), p...)
+	}
+	return fmt.Sprintf("%032x", id), stream
 }

@@ -184,7 +184,7 @@ func (e *Endpoint) take(td ptrace.Traces, r Request) ptraceotlp.ExportResponse {
 		for j := range rss.At(i).ScopeSpans().Len() {
 			ss := rss.At(i).ScopeSpans().At(j).Spans()
 			for k := range ss.Len() {
-				e.seen[ss.At(k).SpanID().String()]++
+				e.seen[ss.At(k).TraceID().String()+"/"+ss.At(k).SpanID().String()]++
 			}
 		}
 	}
