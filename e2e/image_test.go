@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"debug/buildinfo"
 	"debug/elf"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -15,11 +16,13 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/katatrace/katatrace/internal/katatest"
 	"github.com/katatrace/katatrace/internal/testutil"
 	"github.com/katatrace/katatrace/roles"
 )
@@ -276,46 +279,64 @@ func hostImage(t *testing.T, idx v1.ImageIndex) v1.Image {
 	return nil
 }
 
-// TestImageForwarderInMountNamespace runs the root filesystem of the
-// image for the host's architecture as a container runtime would, without
-// one: in a mount namespace of its own, chrooted, with the image's
-// environment alone and its entrypoint (the forwarder on every path its
-// unit serves) plus a DaemonSet's args (--to). A Kata VM directory of
-// Cloud Hypervisor's is bind-mounted at /run/vc/vm: the forwarder inside
-// makes clh.sock_10240 beside each VM's socket, agents outside write the
-// streams Kata's exporter wrote, and every span reaches Jaeger outside. The image's
-// nonroot user runs its binary too.
-func TestImageForwarderInMountNamespace(t *testing.T) {
-	idx := imageIndex(t)
-	j := startJaeger(t)
+// imageRoot is the root filesystem of the image for the host's
+// architecture, extracted, with its config; it skips where a mount
+// namespace and chroot cannot be had (not root, no unshare).
+func imageRoot(t *testing.T, idx v1.ImageIndex) (string, *v1.ConfigFile) {
 	if os.Geteuid() != 0 {
 		t.Skip("a mount namespace and chroot need root")
 	}
-	unshare, err := exec.LookPath("unshare")
-	if err != nil {
+	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Skip("unshare (util-linux) is not installed")
 	}
-	mount, chroot := testutil.Must(exec.LookPath("mount")), testutil.Must(exec.LookPath("chroot"))
 	img := hostImage(t, idx)
 	cf := testutil.Must(img.ConfigFile())
 	root := t.TempDir()
 	extractRoot(t, img, root)
-	if err := os.MkdirAll(filepath.Join(root, "run/vc/vm"), 0o755); err != nil { // the runtime's mount point
-		t.Fatal(err)
+	for _, d := range []string{"run/vc/vm", "run/katatrace"} { // the DaemonSet's mount points
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
+	return root, cf
+}
 
-	out := testutil.Must(exec.Command(chroot, "--userspec=65532:65532", root, "/usr/bin/katatrace", "version").CombinedOutput())
+// inContainer starts the image's entrypoint, with args after it, as a
+// container runtime would, without one: in a mount namespace of its own,
+// chrooted into root, with the image's environment alone, and the host
+// directories binds (host path → path inside) mounted.
+func inContainer(t *testing.T, root string, cf *v1.ConfigFile, binds [][2]string, args ...string) *testutil.Proc {
+	mount, chroot := testutil.Must(exec.LookPath("mount")), testutil.Must(exec.LookPath("chroot"))
+	script := "root=$1; shift; "
+	for _, b := range binds {
+		script += fmt.Sprintf("%s --bind %q \"$root%s\" && ", mount, b[0], b[1])
+	}
+	script += "exec " + chroot + ` "$root" "$@"`
+	full := append([]string{"--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh", root}, cf.Config.Entrypoint...)
+	cmd := exec.Command(testutil.Must(exec.LookPath("unshare")), append(full, args...)...)
+	cmd.Env = cf.Config.Env // the image's alone, as a container has it
+	return testutil.StartCmd(t, cmd)
+}
+
+// TestImageForwarderInMountNamespace runs the root filesystem of the
+// image for the host's architecture as a container (inContainer), with
+// its entrypoint (the forwarder on every path its unit serves) plus a
+// DaemonSet's args (--to). A Kata VM directory of Cloud Hypervisor's is
+// bind-mounted at /run/vc/vm: the forwarder inside makes clh.sock_10240
+// beside each VM's socket, agents outside write the streams Kata's
+// exporter wrote, and every span reaches Jaeger outside. The image's
+// nonroot user runs its binary too.
+func TestImageForwarderInMountNamespace(t *testing.T) {
+	idx := imageIndex(t)
+	j := startJaeger(t)
+	root, cf := imageRoot(t, idx)
+	out := testutil.Must(exec.Command(testutil.Must(exec.LookPath("chroot")), "--userspec=65532:65532", root, "/usr/bin/katatrace", "version").CombinedOutput())
 	if !strings.HasPrefix(string(out), "katatrace ") {
 		t.Fatalf("katatrace version as nonroot: %s", out)
 	}
 
 	vms := testutil.SockDir(t)
-	script := fmt.Sprintf(`root=$1; shift; %s --bind "$0" "$root/run/vc/vm" && exec %s "$root" "$@"`, mount, chroot)
-	args := append([]string{"--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, vms, root}, cf.Config.Entrypoint...)
-	args = append(args, "--to", j.OTLPGRPCAddr())
-	cmd := exec.Command(unshare, args...)
-	cmd.Env = cf.Config.Env // the image's alone, as a container has it
-	p := testutil.StartCmd(t, cmd)
+	p := inContainer(t, root, cf, [][2]string{{vms, "/run/vc/vm"}}, "--to", j.OTLPGRPCAddr())
 	p.WaitLog(`"msg":"ready"`)
 
 	sendToVMs(t, vms, "json-otel017-api", "bincode-otel014-api")
@@ -325,6 +346,62 @@ func TestImageForwarderInMountNamespace(t *testing.T) {
 	if log := p.Stderr.String(); !strings.Contains(log, `/run/vc/vm/sandbox-0/clh.sock_10240`) {
 		t.Fatalf("the forwarder did not serve the VM at its path inside the image:\n%s", log)
 	}
+}
+
+// TestImageRolloutBetweenContainers is the DaemonSet's rollout on one
+// node, with the image: two containers (mount namespaces of their own,
+// each with the VM directory and the node's /run/katatrace bind-mounted,
+// as the chart mounts them) run the forwarder with --handover-socket;
+// the second takes the first's listener and agents' connections, one
+// of them in the middle of a frame, and the agents' traces reach Jaeger
+// whole, though the first container is stopped between their halves.
+func TestImageRolloutBetweenContainers(t *testing.T) {
+	idx := imageIndex(t)
+	j := startJaeger(t)
+	root, cf := imageRoot(t, idx)
+	vms, node := testutil.SockDir(t), testutil.SockDir(t)
+	binds := [][2]string{{vms, "/run/vc/vm"}, {node, "/run/katatrace"}}
+	args := []string{"--to", j.OTLPGRPCAddr(), "--handover-socket", "/run/katatrace/kata-trace-forwarder.sock"}
+	old := inContainer(t, root, cf, binds, args...)
+	old.WaitLog(`"msg":"ready"`)
+
+	var agents []*katatest.Agent
+	var frames [][][]byte
+	for i, name := range []string{"json-otel017-api", "bincode-otel014-api"} {
+		vm := filepath.Join(vms, fmt.Sprintf("sandbox-%d", i))
+		testutil.VMMSocket(t, filepath.Join(vm, "clh.sock"))
+		testutil.Eventually(t, 10*time.Second, "the VM's socket", func() bool {
+			_, err := os.Stat(filepath.Join(vm, "clh.sock_10240"))
+			return err == nil
+		})
+		a := katatest.DialAgent(t, filepath.Join(vm, "clh.sock_10240"))
+		f := katatest.Frames(t, name)
+		a.Send(f[:3]...)
+		agents, frames = append(agents, a), append(frames, f)
+	}
+	a := agents[0]
+	a.Write(binary.BigEndian.AppendUint64(nil, uint64(len(frames[0][3]))))
+	a.Write(frames[0][3][:40])
+	a.WaitRead()
+
+	cur := inContainer(t, root, cf, binds, args...)
+	cur.WaitLog(`"msg":"took over from the process at the handover socket"`)
+	cur.WaitLog(`"msg":"ready"`)
+	old.WaitLog(`"msg":"handed over: this process serves nothing now`)
+	old.Signal(syscall.SIGTERM)
+	if code := old.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("the old container exited %d:\n%s", code, old.Stderr.String())
+	}
+	a.Write(frames[0][3][40:])
+	a.Send(frames[0][4:]...)
+	agents[1].Send(frames[1][3:]...)
+	checkKataTree(t, j.WaitTrace(t, "d5549796b885246c67389f3b2fa247d1", 6, 20*time.Second), "kata-agent", true)
+	checkKataTree(t, j.WaitTrace(t, "a650f4bb0f1338066ba882140dded800", 6, 20*time.Second), "kata-agent", true)
+	for _, a := range agents {
+		a.Check()
+	}
+	cur.Signal(syscall.SIGTERM)
+	cur.Wait(10 * time.Second)
 }
 
 // TestImageUnderPodman: the same through podman, where it is installed.
