@@ -148,9 +148,10 @@ func runRole(role Role, args []string, o Options) int {
 // multi is the command line of the katatrace binary itself.
 type multi struct {
 	Globals
-	Links       linksCmd   `cmd:"" help:"Create a symlink for every role in DIR (idempotent)."`
-	Reload      reloadCmd  `cmd:"" help:"Ask a running role to reload (SIGHUP), as the units' ExecReload= does: katatrace reload $MAINPID."`
-	VersionInfo versionCmd `cmd:"" name:"version" help:"Print the version."`
+	Links       linksCmd          `cmd:"" help:"Create a symlink for every role in DIR (idempotent)."`
+	Reload      reloadCmd         `cmd:"" help:"Ask a running role to reload (SIGHUP), as the units' ExecReload= does: katatrace reload $MAINPID."`
+	Seccomp     seccompProfileCmd `cmd:"" name:"seccomp-profile" help:"Print the seccomp profile the host roles need in a container (the runtime's default plus socket(AF_VSOCK)), or install it with --write (the Helm chart's init container does, into the kubelet's seccomp directory)."`
+	VersionInfo versionCmd        `cmd:"" name:"version" help:"Print the version."`
 }
 
 func runMulti(args []string, o Options) int {
@@ -329,7 +330,7 @@ func flagPort(f *kong.Flag) (uint32, bool) {
 func run(name string, kctx *kong.Context, g Globals, o Options) int {
 	log := newLogger(g, o.Stderr).With("role", name)
 	slog.SetDefault(log)
-	if name != "version" && name != "links" && name != "reload" {
+	if name != "version" && name != "links" && name != "reload" && name != "seccomp-profile" {
 		log.Info("starting", "version", o.Version, "pid", os.Getpid())
 	}
 	ctx := o.Ctx
