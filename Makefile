@@ -165,10 +165,11 @@ promtool-test: $(TOOLS)/promtool
 ##   with every feature on, each object decoded strictly into the
 ##   Kubernetes API's types and checked; deploy/kubernetes/katatrace.yaml
 ##   against a fresh render; the seccomp profiles against a fresh
-##   generation
-chart-test: $(TOOLS)/helm
+##   generation; every flag the chart gives against make build's binary
+chart-test: $(TOOLS)/helm build
 	$(TOOLS)/helm lint --strict deploy/helm/katatrace
-	cd deploy/helm/test && $(GO) mod tidy -diff && $(GO) vet ./... && HELM=$(TOOLS)/helm $(GO) test -count=1 ./...
+	cd deploy/helm/test && $(GO) mod tidy -diff && $(GO) vet ./... && \
+	  HELM=$(TOOLS)/helm KATATRACE_BIN=$(CURDIR)/bin/katatrace $(GO) test -count=1 ./...
 
 ## manifests: deploy/kubernetes/katatrace.yaml, the chart rendered with
 ##   its defaults (for kubectl apply), written by the test that checks it
