@@ -398,6 +398,11 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, w want) {
 	if a := ds.Spec.Template.Annotations; a["prometheus.io/scrape"] != "true" || a["prometheus.io/port"] != strconv.Itoa(w.metricsPort) || a["prometheus.io/path"] != "/metrics" {
 		t.Errorf("scrape annotations %v, want port %d", a, w.metricsPort)
 	}
+	// Per container, not the pod's: the init container that installs the
+	// Localhost profile cannot itself start under it on a new node.
+	if p.SecurityContext != nil && p.SecurityContext.SeccompProfile != nil {
+		t.Errorf("the pod's seccompProfile %+v would hold the init container too", p.SecurityContext.SeccompProfile)
+	}
 	checkSeccompInstall(t, p, w)
 	if len(p.Containers) == 0 {
 		t.Fatal("no containers")

@@ -172,6 +172,8 @@ A host role's container: .root, .role (its name: the image's link
     capabilities:
       drop: [ALL]
     {{- if eq $v.seccomp.profile "Localhost" }}
+    # The container's, not the pod's: the init container installing this
+    # profile starts before it exists on a new node.
     seccompProfile:
       type: Localhost
       localhostProfile: {{ $v.seccomp.localhostProfile }}
