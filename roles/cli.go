@@ -80,7 +80,7 @@ const BinaryName = "katatrace"
 // Main runs katatrace as called with args (args[0] included) and returns the
 // exit code. Called by a role's name (a symlink), it runs that role with the
 // role's flags at the top level; called as katatrace, roles are
-// subcommands, beside "links" and "version".
+// subcommands, beside "links", "reload", "seccomp-profile" and "version".
 func Main(args []string, o Options) (code int) {
 	if o.Stdout == nil {
 		o.Stdout = os.Stdout
