@@ -21,7 +21,7 @@ LDFLAGS     := -s -w -X main.version=$(VERSION) -X runtime.godebugDefault=disabl
 TOOLS       := $(CURDIR)/bin
 export CGO_ENABLED := 0
 
-.PHONY: all build image install install-bin install-guest install-host test unit sim e2e lint fuzz fuzz-short bench demo tools vm-kernel vm-root clean packages promtool-test
+.PHONY: all build image install install-bin install-guest install-host test unit sim e2e lint fuzz fuzz-short bench demo tools vm-kernel vm-root clean packages promtool-test chart-test manifests seccomp-profiles
 
 all: build
 
@@ -160,13 +160,37 @@ promtool-test: $(TOOLS)/promtool
 	$(TOOLS)/promtool check rules deploy/prometheus/katatrace-alerts.yaml
 	cd deploy/prometheus && $(TOOLS)/promtool test rules katatrace-alerts_test.yaml
 
-# nfpm and promtool, each in a module of its own (their dependencies
+## chart-test: the Helm chart's tests (deploy/helm/test, a module of its
+##   own): helm lint --strict, then helm template with the defaults and
+##   with every feature on, each object decoded strictly into the
+##   Kubernetes API's types and checked; deploy/kubernetes/katatrace.yaml
+##   against a fresh render; the seccomp profiles against a fresh
+##   generation; every flag the chart gives against make build's binary
+chart-test: $(TOOLS)/helm build
+	$(TOOLS)/helm lint --strict deploy/helm/katatrace
+	cd deploy/helm/test && $(GO) mod tidy -diff && $(GO) vet ./... && \
+	  HELM=$(TOOLS)/helm KATATRACE_BIN=$(CURDIR)/bin/katatrace $(GO) test -count=1 ./...
+
+## manifests: deploy/kubernetes/katatrace.yaml, the chart rendered with
+##   its defaults (for kubectl apply), written by the test that checks it
+manifests: $(TOOLS)/helm
+	cd deploy/helm/test && HELM=$(TOOLS)/helm KATATRACE_UPDATE_MANIFESTS=1 $(GO) test -count=1 -run '^TestManifests$$' .
+
+## seccomp-profiles: seccomp/linux-ARCH.json (embedded in the binary:
+##   katatrace seccomp-profile), from moby's default profile plus
+##   socket(AF_VSOCK) (deploy/helm/test/genseccomp)
+seccomp-profiles:
+	cd deploy/helm/test && $(GO) run ./genseccomp -out $(CURDIR)/seccomp
+
+# nfpm, promtool and helm, each in a module of its own (their dependencies
 # clash with Jaeger's); promtool without service discovery, which it
 # does not need to test rules.
 $(TOOLS)/nfpm: tools/nfpm/go.mod
 	cd tools/nfpm && CGO_ENABLED=0 $(GO) build -o $(TOOLS)/nfpm github.com/goreleaser/nfpm/v2/cmd/nfpm
 $(TOOLS)/promtool: tools/promtool/go.mod
 	cd tools/promtool && CGO_ENABLED=0 $(GO) build -tags remove_all_sd -o $(TOOLS)/promtool github.com/prometheus/prometheus/cmd/promtool
+$(TOOLS)/helm: tools/helm/go.mod
+	cd tools/helm && CGO_ENABLED=0 $(GO) build -o $(TOOLS)/helm helm.sh/helm/v4/cmd/helm
 
 ## lint: vet (also for darwin), gofmt, staticcheck
 lint: $(TOOLS)/staticcheck
@@ -214,7 +238,7 @@ vm-root:
 	scripts/build-guest-root.sh e2e/vm/.cache/guest-root.tar
 
 ## test: everything CI runs
-test: lint unit fuzz-short promtool-test packages e2e
+test: lint unit fuzz-short promtool-test chart-test packages e2e
 
 ## fuzz-short: every fuzz target for a few seconds, so that a parser
 ## regression the seeds miss still has a chance to fail CI

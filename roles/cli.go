@@ -80,7 +80,7 @@ const BinaryName = "katatrace"
 // Main runs katatrace as called with args (args[0] included) and returns the
 // exit code. Called by a role's name (a symlink), it runs that role with the
 // role's flags at the top level; called as katatrace, roles are
-// subcommands, beside "links" and "version".
+// subcommands, beside "links", "reload", "seccomp-profile" and "version".
 func Main(args []string, o Options) (code int) {
 	if o.Stdout == nil {
 		o.Stdout = os.Stdout
@@ -148,9 +148,10 @@ func runRole(role Role, args []string, o Options) int {
 // multi is the command line of the katatrace binary itself.
 type multi struct {
 	Globals
-	Links       linksCmd   `cmd:"" help:"Create a symlink for every role in DIR (idempotent)."`
-	Reload      reloadCmd  `cmd:"" help:"Ask a running role to reload (SIGHUP), as the units' ExecReload= does: katatrace reload $MAINPID."`
-	VersionInfo versionCmd `cmd:"" name:"version" help:"Print the version."`
+	Links       linksCmd          `cmd:"" help:"Create a symlink for every role in DIR (idempotent)."`
+	Reload      reloadCmd         `cmd:"" help:"Ask a running role to reload (SIGHUP), as the units' ExecReload= does: katatrace reload $MAINPID."`
+	Seccomp     seccompProfileCmd `cmd:"" name:"seccomp-profile" help:"Print the seccomp profile the host roles need in a container (the runtime's default plus socket(AF_VSOCK)), or install it with --write (the Helm chart's init container does, into the kubelet's seccomp directory)."`
+	VersionInfo versionCmd        `cmd:"" name:"version" help:"Print the version."`
 }
 
 func runMulti(args []string, o Options) int {
@@ -329,7 +330,7 @@ func flagPort(f *kong.Flag) (uint32, bool) {
 func run(name string, kctx *kong.Context, g Globals, o Options) int {
 	log := newLogger(g, o.Stderr).With("role", name)
 	slog.SetDefault(log)
-	if name != "version" && name != "links" && name != "reload" {
+	if name != "version" && name != "links" && name != "reload" && name != "seccomp-profile" {
 		log.Info("starting", "version", o.Version, "pid", os.Getpid())
 	}
 	ctx := o.Ctx
