@@ -3,6 +3,7 @@ package hostrelay
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -31,6 +32,9 @@ type ServerConfig struct {
 	// kind is refused.
 	Kind wire.Kind
 	Sink sink.Sink
+	// ProcRoot is where the host's processes are seen, to find a vsock
+	// guest's VMM ("": /proc; a container: the node's, mounted).
+	ProcRoot string
 	// RawSplit returns, per raw (socat) connection, a split function that
 	// recovers datagram boundaries from the byte stream, and tells
 	// unparsed of the bytes it skips (counted, per guest too). Nil means
@@ -427,7 +431,7 @@ func (s *Server) sandboxOf(conn net.Conn, listener string) string {
 		return sandboxid.FromPath(path)
 	}
 	if cid, ok := endpoint.VsockCID(conn.RemoteAddr()); ok {
-		return sandboxid.FromCID("/proc", cid)
+		return sandboxid.FromCID(cmp.Or(s.cfg.ProcRoot, "/proc"), cid)
 	}
 	return ""
 }

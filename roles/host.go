@@ -34,6 +34,7 @@ type hostRelay struct {
 	MaxHeldBytes           ByteSize      `help:"Memory held for frames still arriving, of all guests together: a frame larger than a connection's own 16KiB buffer is read only once it has room, and waits unread in the guest's socket until then (a frame begun is always read to its end), so that no guest can make this process hold more." default:"64MiB"`
 	MaxHeldBytesPerGuest   ByteSize      `help:"The same for each guest (a vsock CID, or the process connecting to a hybrid-vsock socket), all its connections together: a frame is given room of 256KiB, or its own size when larger." default:"16MiB"`
 	FDStoreMax             int           `name:"fd-store-max" help:"The unit's FileDescriptorStoreMax= (the shipped units set both): guests' connections and the listeners are kept in the unit's file descriptor store, so that a restart or crash of this process never ends them. systemd 254 and later say it in $FDSTORE, which wins; 0, where systemd does not say it, keeps none." default:"0"`
+	HostProc               string        `help:"Where the host's processes are seen, to find a QEMU guest's Kata sandbox ID from its VMM's command line (its -name and vsock guest-cid): /proc, or in a container without the host's PID namespace the node's /proc mounted read-only (the chart's /host/proc). A hybrid-vsock guest's is its socket's path." default:"/proc"`
 	HandoverSocket         string        `help:"Where no service manager keeps a file descriptor store (a container: the Kubernetes DaemonSet with maxSurge 1), a unix socket on the node, an absolute path, through which this process hands its listeners, guests' connections and undelivered batches to the next process of the same role before it exits, so that a rollout ends no guest's connection: at its start it takes everything from the process waiting there, if any, then waits there itself. Having handed over, it serves nothing (/readyz 503) until stopped. A stop (SIGTERM) without a successor drains and closes, as without a store. Give each role its own path." placeholder:"PATH"`
 	metricsOption
 }
@@ -59,6 +60,9 @@ func (h *hostRelay) limits() error {
 		return flagErr("max-held-bytes-per-guest", fmt.Errorf("%s: give %s to 1TiB", h.MaxHeldBytesPerGuest, ByteSize(hold.Chunk)))
 	case h.MaxHeldBytes < h.MaxHeldBytesPerGuest:
 		return flagErr("max-held-bytes", fmt.Errorf("%s is less than one guest's (--max-held-bytes-per-guest %s)", h.MaxHeldBytes, h.MaxHeldBytesPerGuest))
+	}
+	if !filepath.IsAbs(h.HostProc) {
+		return flagErr("host-proc", fmt.Errorf("%q: give an absolute path", h.HostProc))
 	}
 	if err := checkHandoverSocket(h.HandoverSocket); err != nil {
 		return flagErr("handover-socket", err)
@@ -123,6 +127,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	cfg.HelloTimeout, cfg.FrameTimeout = h.HelloTimeout, h.FrameTimeout
 	cfg.GuestRate, cfg.GuestBurst = float64(h.GuestRate), int(h.GuestBurst)
 	cfg.HeldBytes, cfg.HeldBytesPerGuest = int(h.MaxHeldBytes), int(h.MaxHeldBytesPerGuest)
+	cfg.ProcRoot = h.HostProc
 	var (
 		store   keeper
 		prev    predecessor

@@ -364,6 +364,16 @@ func checkPodMonitor(t *testing.T, pm *monitoringv1.PodMonitor, dss []*appsv1.Da
 			continue
 		}
 		seen[*e.Port] = true
+		// The alerts name the node (deploy/prometheus): its label is
+		// the pod's node's name.
+		node := false
+		for _, r := range e.RelabelConfigs {
+			node = node || r.TargetLabel == "node" && slices.Equal(r.SourceLabels, []monitoringv1.LabelName{"__meta_kubernetes_pod_node_name"}) &&
+				(r.Action == "" || r.Action == "replace")
+		}
+		if !node {
+			t.Errorf("PodMonitor endpoint %s: no node label from __meta_kubernetes_pod_node_name", *e.Port)
+		}
 	}
 	if len(seen) != len(ports) {
 		t.Errorf("PodMonitor scrapes %v of the pods' ports %v", seen, ports)
@@ -559,6 +569,14 @@ func checkContainer(t *testing.T, p *corev1.PodSpec, c *corev1.Container, w want
 		t.Errorf("--handover-socket %s: its directory is not the host's %s", hs[0], w.handoverDir)
 	} else if v := volume(p, m.Name); v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathDirectoryOrCreate {
 		t.Errorf("handover hostPath type %v, want DirectoryOrCreate", v.HostPath.Type)
+	}
+
+	// The node's /proc, read-only, where --host-proc looks (a QEMU
+	// guest's sandbox ID), and not the host's PID namespace.
+	if hp := flag(c.Args, "host-proc"); len(hp) != 1 {
+		t.Errorf("--host-proc %v, want one", hp)
+	} else if host, m := hostPathAt(p, c, hp[0]); m == nil || host != "/proc" || !m.ReadOnly {
+		t.Errorf("--host-proc %s: not the node's /proc read-only (%q, %+v)", hp[0], host, m)
 	}
 
 	// Metrics and probes: one named port, the one --metrics-listen serves,

@@ -10,12 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// pending are flags the chart gives that the binary may not have yet:
-// --handover-socket is the rollout handover's (issue 32), built beside
-// the chart. Once the binary lists it, it is checked as any other; then
-// this entry goes.
-var pending = map[string]bool{}
-
 // TestArgsAreTheBinarys: every flag the chart gives a container is one
 // its role (or katatrace seccomp-profile) takes, by the binary's help:
 // KATATRACE_BIN, which make chart-test sets to make build's.
@@ -49,8 +43,6 @@ func TestArgsAreTheBinarys(t *testing.T) {
 			case !strings.HasPrefix(a, "--"):
 				t.Errorf("%s: %q is no --flag=value", c.Name, a)
 			case known[name]:
-			case pending[name]:
-				t.Logf("%s: --%s: not in this binary yet (pending)", c.Name, name)
 			default:
 				t.Errorf("%s: --%s is not a flag of katatrace %s", c.Name, name, strings.Join(cmd, " "))
 			}

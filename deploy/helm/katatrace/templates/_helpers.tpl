@@ -115,6 +115,9 @@ A host role's container: .root, .role (its name: the image's link
     {{- end }}
     - --metrics-listen=tcp://[::]:{{ .metricsPort }}
     - --handover-socket={{ $v.handover.hostDir }}/{{ .role }}.sock
+    {{- if $v.hostProc }}
+    - --host-proc=/host/proc
+    {{- end }}
     - --drain-timeout={{ $v.drainTimeout }}
     {{- if $ca }}
     - --otlp-ca-file=/etc/katatrace/otlp-ca/{{ $v.otlp.ca.key }}
@@ -192,6 +195,11 @@ A host role's container: .root, .role (its name: the image's link
       mountPropagation: HostToContainer
     - name: handover
       mountPath: {{ $v.handover.hostDir }}
+    {{- if $v.hostProc }}
+    - name: host-proc
+      mountPath: /host/proc
+      readOnly: true
+    {{- end }}
     {{- if $ca }}
     - name: otlp-ca
       mountPath: /etc/katatrace/otlp-ca
@@ -261,6 +269,13 @@ volumes:
     hostPath:
       path: {{ $v.handover.hostDir }}
       type: DirectoryOrCreate
+  {{- if $v.hostProc }}
+  # The node's processes, read-only: a QEMU guest's sandbox ID.
+  - name: host-proc
+    hostPath:
+      path: /proc
+      type: Directory
+  {{- end }}
   {{- if and (eq $v.seccomp.profile "Localhost") $v.seccomp.installProfile }}
   - name: seccomp
     hostPath:
