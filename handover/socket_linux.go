@@ -55,7 +55,10 @@ type Offer struct {
 	onAsk   func()
 	askOnce sync.Once
 	pending chan *net.UnixConn
-	given   atomic.Int64 // the successor's pid, once given
+	// given is set once a successor took everything; givenTo is its pid
+	// (0 where its PID namespace hides it: another pod's).
+	given   atomic.Bool
+	givenTo atomic.Int64
 	done    chan struct{}
 	wg      sync.WaitGroup
 	once    sync.Once
@@ -124,10 +127,8 @@ func (o *Offer) accept() {
 func (o *Offer) ask(c *net.UnixConn) {
 	_ = c.SetDeadline(time.Now().Add(askTimeout))
 	req, err := o.request(c)
-	if err == nil {
-		if pid := o.given.Load(); pid != 0 {
-			err = fmt.Errorf("this process handed over to pid %d already", pid)
-		}
+	if err == nil && o.given.Load() {
+		err = fmt.Errorf("this process handed over already (to pid %d)", o.givenTo.Load())
 	}
 	if err == nil {
 		select {
@@ -178,7 +179,8 @@ func (o *Offer) Give(ctx context.Context, s *Store) error {
 			pid, err := give(c, s)
 			_ = c.Close()
 			if err == nil {
-				o.given.Store(int64(pid))
+				o.givenTo.Store(int64(pid))
+				o.given.Store(true)
 				o.log.Info("handed over to the successor", "pid", pid, "descriptors", s.Len())
 				return nil
 			}

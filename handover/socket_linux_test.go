@@ -134,7 +134,7 @@ func TestHandover(t *testing.T) {
 	}
 	// Asked again: it handed over already.
 	_, _, err := Take(context.Background(), path, "kata-trace-forwarder")
-	if err == nil || !strings.Contains(err.Error(), "handed over to pid") {
+	if err == nil || !strings.Contains(err.Error(), "handed over already") {
 		t.Fatalf("a second successor: %v", err)
 	}
 }
