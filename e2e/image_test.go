@@ -401,7 +401,9 @@ func TestImageRolloutBetweenContainers(t *testing.T) {
 		a.Check()
 	}
 	cur.Signal(syscall.SIGTERM)
-	cur.Wait(10 * time.Second)
+	if code := cur.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("the new container exited %d:\n%s", code, cur.Stderr.String())
+	}
 }
 
 // TestImageUnderPodman: the same through podman, where it is installed.

@@ -10,7 +10,8 @@ import (
 // refused by this process's sandbox, not by the kernel's lack of vsock
 // nor for the address; "" for any other failure. socket(AF_VSOCK) takes
 // no privilege, so a refusal of that call is a policy's: EPERM a seccomp
-// filter's (containerd's and CRI-O's default profiles refuse the family),
+// filter's (containerd's default profile refuses the family, as recent
+// releases of CRI-O's and Podman's do),
 // EACCES a Linux security module's.
 func VsockRefused(a Addr, err error) string {
 	var se *os.SyscallError

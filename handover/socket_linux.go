@@ -1,11 +1,14 @@
 package handover
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -30,10 +33,17 @@ const (
 	maxMessage = 64 << 10
 	// maxHanded bounds what a successor takes in all.
 	maxHanded = 1 << 20
-	// askTimeout bounds a successor's request, and the wait for its
-	// answer that it took everything.
+	// askTimeout bounds a successor's request, and each message after.
 	askTimeout = 30 * time.Second
+	// commitTimeout bounds the wait for a successor to say it serves
+	// everything (its start, from the handover to its readiness).
+	commitTimeout = 2 * time.Minute
+	// batchBytes bounds the names of one message, as JSON (a name of
+	// printable ASCII takes at most twice its length, and its quotes).
+	batchBytes = 32 << 10
 )
+
+var errClosed = errors.New("the other process closed the handover")
 
 // dupFile is a close-on-exec copy of fd.
 func dupFile(fd int, name string) (*os.File, error) {
@@ -52,9 +62,10 @@ type Offer struct {
 	ln         *net.UnixListener
 	dev, ino   uint64 // the socket file's, to remove only our own
 
-	onAsk   func()
-	askOnce sync.Once
+	onAsk   func() error
 	pending chan *net.UnixConn
+	mu      sync.Mutex
+	asking  map[*net.UnixConn]bool // requests being read, for Close
 	// given is set once a successor took everything; givenTo is its pid
 	// (0 where its PID namespace hides it: another pod's).
 	given   atomic.Bool
@@ -68,14 +79,16 @@ type Offer struct {
 // both processes; its directory is made if missing), replacing what is
 // there at once: a predecessor's socket, once this process took from it,
 // or a stale one. Only processes of the same user are answered; onAsk is
-// called once, when the first successor asks (it then waits for Give).
-func NewOffer(path, role string, log *slog.Logger, onAsk func()) (*Offer, error) {
+// called as each valid successor asks, and an error from it refuses that
+// one (this process is stopping); one it takes waits for Give.
+func NewOffer(path, role string, log *slog.Logger, onAsk func() error) (*Offer, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
 	// Bound beside it and renamed over it: the path is never missing for
 	// a successor, nor someone else's half-way.
-	tmp := path + ".tmp-" + strconv.Itoa(os.Getpid())
+	// Not the pid for a unique name: it is 1 in every container.
+	tmp := path + ".tmp-" + strconv.FormatUint(rand.Uint64(), 36)
 	_ = os.Remove(tmp)
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: tmp, Net: "unixpacket"})
 	if err != nil {
@@ -96,7 +109,7 @@ func NewOffer(path, role string, log *slog.Logger, onAsk func()) (*Offer, error)
 		return nil, err
 	}
 	o := &Offer{path: path, role: role, log: log, ln: ln, dev: st.Dev, ino: st.Ino,
-		onAsk: onAsk, pending: make(chan *net.UnixConn, 4), done: make(chan struct{})}
+		onAsk: onAsk, asking: map[*net.UnixConn]bool{}, pending: make(chan *net.UnixConn, 4), done: make(chan struct{})}
 	o.wg.Add(1)
 	go o.accept()
 	return o, nil
@@ -104,16 +117,30 @@ func NewOffer(path, role string, log *slog.Logger, onAsk func()) (*Offer, error)
 
 func (o *Offer) accept() {
 	defer o.wg.Done()
+	delay := 5 * time.Millisecond
 	for {
 		c, err := o.ln.AcceptUnix()
 		if err != nil {
 			select {
 			case <-o.done:
+				return
 			default:
-				o.log.Error("handover socket failed: no successor can take over from this process", "path", o.path, "err", err)
 			}
-			return
+			// Out of descriptors, say: a successor asking now would
+			// fail; one asking later must not.
+			o.log.Error("handover socket: accepting a successor failed; trying again", "path", o.path, "err", err)
+			select {
+			case <-o.done:
+				return
+			case <-time.After(delay):
+			}
+			delay = min(2*delay, time.Second)
+			continue
 		}
+		delay = 5 * time.Millisecond
+		o.mu.Lock()
+		o.asking[c] = true
+		o.mu.Unlock()
 		o.wg.Add(1)
 		go func() {
 			defer o.wg.Done()
@@ -127,15 +154,20 @@ func (o *Offer) accept() {
 func (o *Offer) ask(c *net.UnixConn) {
 	_ = c.SetDeadline(time.Now().Add(askTimeout))
 	req, err := o.request(c)
+	o.mu.Lock()
+	delete(o.asking, c)
+	o.mu.Unlock()
 	if err == nil && o.given.Load() {
 		err = fmt.Errorf("this process handed over already (to pid %d)", o.givenTo.Load())
+	}
+	if err == nil {
+		err = o.onAsk()
 	}
 	if err == nil {
 		select {
 		case o.pending <- c:
 			_ = c.SetDeadline(time.Time{})
 			o.log.Info("a successor asks to take over", "pid", req.PID, "path", o.path)
-			o.askOnce.Do(o.onAsk)
 			return
 		default:
 			err = errors.New("other successors are waiting already")
@@ -148,14 +180,15 @@ func (o *Offer) ask(c *net.UnixConn) {
 
 // request reads and checks a successor's request.
 func (o *Offer) request(c *net.UnixConn) (message, error) {
-	var m message
-	if err := checkPeer(c); err != nil {
-		return m, err
-	}
+	// Read first: a request left unread would turn the refusal into a
+	// reset.
 	m, _, err := read(c, 0)
+	if err == nil {
+		err = checkPeer(c)
+	}
 	switch {
 	case err != nil:
-		return m, fmt.Errorf("reading the request: %w", err)
+		return m, fmt.Errorf("the request: %w", err)
 	case m.Handover != version:
 		return m, fmt.Errorf("handover protocol version %d, and this process speaks %d", m.Handover, version)
 	case m.Role != o.role:
@@ -165,71 +198,91 @@ func (o *Offer) request(c *net.UnixConn) (message, error) {
 }
 
 // Give gives the store's contents to a successor that asked: to each in
-// turn until one takes all (the store then holds copies nobody needs:
-// close it), or until ctx ends. A successor that fails half-way took
-// nothing: the store is whole for the next.
+// turn until one says it serves them (the store then holds copies nobody
+// needs: close it), or until ctx ends with nobody waiting (one waiting
+// then still gets them). A successor that goes away first took nothing:
+// the store is whole for the next.
 func (o *Offer) Give(ctx context.Context, s *Store) error {
 	for {
+		var c *net.UnixConn
 		select {
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		case <-o.done:
-			return errors.New("handover socket closed")
-		case c := <-o.pending:
-			pid, err := give(c, s)
-			_ = c.Close()
-			if err == nil {
-				o.givenTo.Store(int64(pid))
-				o.given.Store(true)
-				o.log.Info("handed over to the successor", "pid", pid, "descriptors", s.Len())
-				return nil
+		case c = <-o.pending:
+		default:
+			select {
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			case <-o.done:
+				return errors.New("handover socket closed")
+			case c = <-o.pending:
 			}
-			o.log.Error("handover to a successor failed; the next that asks gets everything", "pid", pid, "err", err)
 		}
+		pid, err := give(c, s)
+		_ = c.Close()
+		if err == nil {
+			o.givenTo.Store(int64(pid))
+			o.given.Store(true)
+			o.log.Info("handed over to the successor", "pid", pid, "descriptors", s.Len())
+			return nil
+		}
+		o.log.Error("handover to a successor failed; the next that asks gets everything", "pid", pid, "err", err)
 	}
 }
 
 // give sends every descriptor of s over c, and waits for the successor
-// to say it took them all.
+// to say it serves them.
 func give(c *net.UnixConn, s *Store) (int, error) {
 	pid := 0
 	if cred, err := peerCred(c); err == nil {
-		pid = int(cred.Pid)
+		pid = int(cred.Pid) // 0 where its PID namespace hides it
 	}
 	_ = c.SetDeadline(time.Now().Add(askTimeout))
 	names, files := s.snapshot()
-	for i := 0; i < len(names); i += perMessage {
-		j := min(i+perMessage, len(names))
+	for i := 0; i < len(names); {
+		j, size := i, 0
+		for j < len(names) && j-i < perMessage && size+2*len(names[j])+3 <= batchBytes {
+			size += 2*len(names[j]) + 3
+			j++
+		}
 		if err := write(c, message{Names: names[i:j]}, files[i:j]); err != nil {
 			return pid, err
 		}
+		i = j
 	}
 	n := len(names)
 	if err := write(c, message{Done: &n}, nil); err != nil {
 		return pid, err
 	}
+	_ = c.SetDeadline(time.Now().Add(commitTimeout))
 	m, _, err := read(c, 0)
 	switch {
 	case err != nil:
-		return pid, fmt.Errorf("waiting for the successor's answer: %w", err)
+		return pid, fmt.Errorf("waiting for the successor to say it serves them: %w", err)
 	case m.Error != "":
 		return pid, fmt.Errorf("the successor: %s", m.Error)
 	case m.Taken == nil || *m.Taken != n:
-		return pid, fmt.Errorf("the successor did not say it took the %d descriptors", n)
+		return pid, fmt.Errorf("the successor did not say it serves the %d descriptors", n)
 	}
 	return pid, nil
 }
 
 // Close stops waiting for a successor, and removes the socket's file if
-// it is still this process's.
+// it is still this process's and nobody took over.
 func (o *Offer) Close() error {
 	o.once.Do(func() {
 		close(o.done)
 		_ = o.ln.Close()
+		// Handed over, the path is the successor's to rename its own
+		// socket over (a stale file is no predecessor); else, if still
+		// this one's, it goes.
 		var st unix.Stat_t
-		if unix.Stat(o.path, &st) == nil && st.Dev == o.dev && st.Ino == o.ino {
+		if !o.given.Load() && unix.Stat(o.path, &st) == nil && st.Dev == o.dev && st.Ino == o.ino {
 			_ = os.Remove(o.path)
 		}
+		o.mu.Lock()
+		for c := range o.asking {
+			_ = c.SetDeadline(time.Now()) // a request still being read
+		}
+		o.mu.Unlock()
 		o.wg.Wait()
 		for len(o.pending) > 0 {
 			_ = (<-o.pending).Close()
@@ -238,25 +291,57 @@ func (o *Offer) Close() error {
 	return nil
 }
 
-// Take asks the process waiting at path for everything it keeps, as role,
-// and returns it by name, with that process's pid. Nothing listening
-// there (no file, or a stale one) is no predecessor: nil and no error.
-func Take(ctx context.Context, path, role string) (map[string]*os.File, int, error) {
+// Taken is what a successor took: the descriptors by name, and the
+// predecessor's pid (0 where its PID namespace hides it). The
+// predecessor keeps its copies until Commit.
+type Taken struct {
+	Files map[string]*os.File
+	PID   int
+	c     *net.UnixConn
+	n     int
+}
+
+// Commit tells the predecessor that this process serves everything now:
+// it lets its copies go. Before it, this process's stop or crash leaves
+// them whole with the predecessor, for the next successor.
+func (t *Taken) Commit() error {
+	defer t.c.Close()
+	_ = t.c.SetDeadline(time.Now().Add(askTimeout))
+	n := t.n
+	return write(t.c, message{Taken: &n}, nil)
+}
+
+// Abandon lets the predecessor know this process will not serve what it
+// took (it closes the connection): the next successor gets it all.
+func (t *Taken) Abandon() { _ = t.c.Close() }
+
+// Take asks the process waiting at path for everything it keeps, as role.
+// Nothing listening there (no file, or a stale one) is no predecessor:
+// nil and no error. A Taken must be committed or abandoned.
+func Take(ctx context.Context, path, role string) (*Taken, error) {
 	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
 	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-		return nil, 0, nil
+		return nil, nil
 	}
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	defer c.Close()
-	cred, err := peerCred(c)
-	if err != nil {
-		return nil, 0, err
+	t := &Taken{Files: map[string]*os.File{}, c: c}
+	fail := func(err error) (*Taken, error) {
+		for _, f := range t.Files {
+			_ = f.Close()
+		}
+		_ = c.Close()
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, context.Cause(ctx))
+		}
+		return nil, err
 	}
-	pid := int(cred.Pid)
+	if cred, err := peerCred(c); err == nil {
+		t.PID = int(cred.Pid)
+	}
 	if err := checkPeer(c); err != nil {
-		return nil, pid, err
+		return fail(err)
 	}
 	if d, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(d)
@@ -264,58 +349,45 @@ func Take(ctx context.Context, path, role string) (map[string]*os.File, int, err
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
 	defer stop()
 	if err := write(c, message{Handover: version, Role: role, PID: os.Getpid()}, nil); err != nil {
-		return nil, pid, err
-	}
-	files := map[string]*os.File{}
-	fail := func(err error) (map[string]*os.File, int, error) {
-		for _, f := range files {
-			_ = f.Close()
-		}
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (%w)", err, context.Cause(ctx))
-		}
-		return nil, pid, err
+		return fail(err)
 	}
 	for {
 		m, got, err := read(c, perMessage)
 		if err != nil {
-			closeAll(got)
 			return fail(err)
 		}
 		switch {
 		case m.Error != "":
 			closeAll(got)
-			return fail(fmt.Errorf("the process there (pid %d) refused: %s", pid, m.Error))
+			return fail(fmt.Errorf("the process there refused: %s", m.Error))
 		case m.Done != nil:
 			closeAll(got)
-			if *m.Done != len(files) {
-				return fail(fmt.Errorf("it said it sent %d descriptors, and %d came", *m.Done, len(files)))
+			if *m.Done != len(t.Files) {
+				return fail(fmt.Errorf("it said it sent %d descriptors, and %d came", *m.Done, len(t.Files)))
 			}
-			n := len(files)
-			if err := write(c, message{Taken: &n}, nil); err != nil {
-				return fail(err)
-			}
-			return files, pid, nil
+			t.n = len(t.Files)
+			_ = c.SetDeadline(time.Time{})
+			return t, nil
 		case m.Names == nil:
 			closeAll(got)
 			return fail(errors.New("a message that is neither descriptors nor their end"))
 		case len(m.Names) != len(got):
 			closeAll(got)
 			return fail(fmt.Errorf("a message named %d descriptors and carried %d", len(m.Names), len(got)))
-		case len(files)+len(got) > maxHanded:
+		case len(t.Files)+len(got) > maxHanded:
 			closeAll(got)
 			return fail(fmt.Errorf("more than %d descriptors", maxHanded))
 		}
 		for i, name := range m.Names {
 			err := checkName(name)
-			if err == nil && files[name] != nil {
+			if err == nil && t.Files[name] != nil {
 				err = fmt.Errorf("name %q sent twice", name)
 			}
 			if err != nil {
 				closeAll(got[i:])
 				return fail(err)
 			}
-			files[name] = os.NewFile(uintptr(got[i]), name)
+			t.Files[name] = os.NewFile(uintptr(got[i]), name)
 		}
 	}
 }
@@ -342,10 +414,13 @@ func closeAll(fds []int) {
 // write sends m, with files' descriptors (read without touching their
 // blocking mode: they are live sockets).
 func write(c *net.UnixConn, m message, files []*os.File) error {
-	b, err := json.Marshal(m)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // a name's bytes at most doubled (batchBytes)
+	if err := enc.Encode(m); err != nil {
 		return err
 	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	var oob []byte
 	if len(files) > 0 {
 		fds := make([]int, len(files))
@@ -382,6 +457,9 @@ func read(c *net.UnixConn, maxFDs int) (message, []int, error) {
 	oob := make([]byte, unix.CmsgSpace(max(maxFDs, 1)*4))
 	n, oobn, flags, _, err := c.ReadMsgUnix(b, oob)
 	var m message
+	if errors.Is(err, io.EOF) {
+		err = errClosed
+	}
 	if err != nil {
 		return m, nil, err
 	}
@@ -407,7 +485,7 @@ func read(c *net.UnixConn, maxFDs int) (message, []int, error) {
 		return m, nil, fmt.Errorf("a message of more than %d bytes", maxMessage)
 	case n == 0:
 		closeAll(fds)
-		return m, nil, errors.New("the other process closed the handover")
+		return m, nil, errClosed
 	case len(fds) > maxFDs:
 		closeAll(fds)
 		return m, nil, fmt.Errorf("%d descriptors where %d were allowed", len(fds), maxFDs)

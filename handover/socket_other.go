@@ -17,7 +17,7 @@ func dupFile(int, string) (*os.File, error) { return nil, errNotLinux }
 type Offer struct{}
 
 // NewOffer is only supported on Linux.
-func NewOffer(string, string, *slog.Logger, func()) (*Offer, error) { return nil, errNotLinux }
+func NewOffer(string, string, *slog.Logger, func() error) (*Offer, error) { return nil, errNotLinux }
 
 // Give is only supported on Linux.
 func (*Offer) Give(context.Context, *Store) error { return errNotLinux }
@@ -25,7 +25,17 @@ func (*Offer) Give(context.Context, *Store) error { return errNotLinux }
 // Close does nothing.
 func (*Offer) Close() error { return nil }
 
-// Take is only supported on Linux.
-func Take(context.Context, string, string) (map[string]*os.File, int, error) {
-	return nil, 0, errNotLinux
+// Taken is only supported on Linux.
+type Taken struct {
+	Files map[string]*os.File
+	PID   int
 }
+
+// Commit is only supported on Linux.
+func (*Taken) Commit() error { return errNotLinux }
+
+// Abandon does nothing.
+func (*Taken) Abandon() {}
+
+// Take is only supported on Linux.
+func Take(context.Context, string, string) (*Taken, error) { return nil, errNotLinux }

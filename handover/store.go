@@ -17,13 +17,8 @@ type Store struct {
 	files map[string]*os.File
 }
 
-// NewStore is a store holding held (what a predecessor handed over,
-// taken as the store's own).
-func NewStore(held map[string]*os.File) *Store {
-	s := &Store{files: map[string]*os.File{}}
-	maps.Copy(s.files, held)
-	return s
-}
+// NewStore is an empty store.
+func NewStore() *Store { return &Store{files: map[string]*os.File{}} }
 
 // Keep keeps a copy of sock's descriptor under name, replacing what name
 // held.
@@ -80,13 +75,6 @@ func (s *Store) Len() int {
 
 // Max is 0: no limit of the store's own.
 func (s *Store) Max() int { return 0 }
-
-// Names are the names held, sorted.
-func (s *Store) Names() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Sorted(maps.Keys(s.files))
-}
 
 // Close closes every copy: once a successor holds its own, or when
 // nobody will (the process ends without one).

@@ -145,8 +145,14 @@ func (s *Server) forgetGuests(now time.Time) {
 }
 
 // Guests returns what each guest connected now, or lately, has done,
-// sorted by name: guests that sent something (not probes).
+// sorted by name: guests that sent something (not probes); none once
+// the server hands over.
 func (s *Server) Guests() []GuestStats {
+	if s.handingOver() {
+		// Its guests are its successor's now: series of them here, at
+		// no connection, would say each agent's connection ended.
+		return nil
+	}
 	s.mu.Lock()
 	s.forgetGuests(time.Now())
 	out := make([]GuestStats, 0, len(s.guests))

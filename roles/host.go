@@ -135,8 +135,10 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 		handing handing // the handover socket's side of the stop
 	)
 	if h.HandoverSocket != "" {
-		handing.store, prev, err = takeOver(rc, h.HandoverSocket, 2*h.DrainTimeout+30*time.Second)
-		store = handing.store
+		prev, err = takeOver(rc, &handing, h.HandoverSocket, 2*h.DrainTimeout+30*time.Second)
+		if handing.store != nil {
+			store = handing.store
+		}
 	} else {
 		store, prev, err = openStore(rc, h.FDStoreMax)
 	}
@@ -173,7 +175,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 		Ready: func() {
 			lowmem.Settle() // up: what start-up touched of the binary leaves the RSS
 			if handing.store != nil {
-				handing.offer(rc, h.HandoverSocket, stopRun)
+				handing.ready(rc, h.HandoverSocket, stopRun)
 			}
 			notify(rc, systemd.Ready)
 		},
@@ -184,23 +186,39 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	}
 	switch {
 	case handing.store != nil:
-		succ := &storeSuccessor{rc: rc, store: store, kl: kl, to: to, ends: "the process that takes over serves them"}
+		succ := &storeSuccessor{rc: rc, store: store, kl: kl, to: to, ends: func() string {
+			if handing.state.Load() == asked {
+				return "the process that asked at the handover socket serves them"
+			}
+			return "not served by this one yet: the process at the handover socket keeps them for the next that asks"
+		}}
 		hc.Successor = func() hostrelay.Successor {
-			if !handing.successor() {
+			if !handing.successor(runCtx) {
 				return nil // a stop without a successor: drain
 			}
 			return succ
 		}
 	case store != nil:
-		succ := &storeSuccessor{rc: rc, store: store, kl: kl, to: to, ends: "a stop of the unit, not a restart, ends these connections"}
+		succ := &storeSuccessor{rc: rc, store: store, kl: kl, to: to, ends: func() string {
+			return "a stop of the unit, not a restart, ends these connections"
+		}}
 		hc.Successor = func() hostrelay.Successor { return succ }
 	}
 	host := hostrelay.NewHost(hc)
 	srv = host.Server()
-	stopMetrics, err := h.serveMetrics(rc, host.Ready,
+	ready := func() error {
+		if handing.handedOver() {
+			return errors.New("handed over to the process at the handover socket: serving nothing")
+		}
+		return host.Ready()
+	}
+	stopMetrics, err := h.serveMetrics(rc, ready,
 		metrics.ForServer(srv, metrics.Host{Sink: cfg.Sink, Listeners: host.Listening, Spans: spans}))
 	if err != nil {
 		host.Stop() // a failure at start hands over as a stop does
+		if handing.store != nil {
+			handing.finish(rc)
+		}
 		return err
 	}
 	defer stopMetrics()

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -79,8 +80,8 @@ func TestForwarderRolloutHandsOverEveryAgent(t *testing.T) {
 	cur.WaitLog("took over from the process at the handover socket")
 	cur.WaitLog("took up what the previous process kept after a restart")
 	old.WaitLog("handed over: this process serves nothing now")
-	if got := status(oldPort, "/readyz"); got != http.StatusServiceUnavailable {
-		t.Errorf("the old process's /readyz answers %d after the handover, want 503", got)
+	if code, body := readyz(t, oldPort); code != http.StatusServiceUnavailable || !strings.Contains(body, "handed over") {
+		t.Errorf("the old process's /readyz answers %d %q after the handover, want 503 saying it handed over", code, body)
 	}
 	if got := status(oldPort, "/healthz"); got != http.StatusOK {
 		t.Errorf("the old process's /healthz answers %d after the handover, want 200 (a failed liveness probe restarts it)", got)
@@ -204,8 +205,8 @@ func TestForwarderRolloutUnderLoad(t *testing.T) {
 		failed  []error
 		stopped = make(chan struct{})
 	)
+	var sent atomic.Int64
 	for i := range agents {
-		_, stream := katatest.GeneratedTrace(spans - 1)
 		c, err := net.Dial("unix", fixed)
 		if err != nil {
 			t.Fatal(err)
@@ -215,19 +216,27 @@ func TestForwarderRolloutUnderLoad(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(uint64(i), 1))
-			for len(stream) > 0 {
-				n := min(len(stream), 1+r.IntN(700)) // anywhere in a frame
-				if _, err := c.Write(stream[:n]); err != nil {
-					mu.Lock()
-					failed = append(failed, fmt.Errorf("agent %d: %w", i, err))
-					mu.Unlock()
-					return
-				}
-				stream = stream[n:]
+			// Trace after trace until the rollouts are done: every
+			// handover cuts streams in flight.
+			for {
 				select {
 				case <-stopped:
-				case <-time.After(time.Duration(r.IntN(3)) * time.Millisecond):
+					return
+				default:
 				}
+				_, stream := katatest.GeneratedTrace(spans - 1)
+				for len(stream) > 0 {
+					n := min(len(stream), 1+r.IntN(700)) // anywhere in a frame
+					if _, err := c.Write(stream[:n]); err != nil {
+						mu.Lock()
+						failed = append(failed, fmt.Errorf("agent %d: %w", i, err))
+						mu.Unlock()
+						return
+					}
+					stream = stream[n:]
+					time.Sleep(time.Duration(r.IntN(3)) * time.Millisecond)
+				}
+				sent.Add(spans)
 			}
 		}()
 	}
@@ -248,10 +257,61 @@ func TestForwarderRolloutUnderLoad(t *testing.T) {
 	}
 	testutil.Eventually(t, 20*time.Second, "every span at the endpoint", func() bool {
 		got, _ := ep.Spans()
-		return got == agents*spans
+		return got == int(sent.Load())
 	})
+
 	time.Sleep(200 * time.Millisecond) // a second copy, if any, arrives too
 	if _, twice := ep.Spans(); twice != 0 {
 		t.Errorf("%d spans delivered twice", twice)
 	}
+}
+
+// TestRolloutSurvivesAFailedSuccessor: a new process that takes
+// everything and then fails to start (its metrics port taken) serves
+// none of it, and the old one, which kept its copies until a successor
+// says it serves them, gives it all to the next: the agent's connection
+// and its trace go on.
+func TestRolloutSurvivesAFailedSuccessor(t *testing.T) {
+	ep := otlptest.New(t)
+	ep.Up.Store(true)
+	dir := testutil.SockDir(t)
+	fixed := filepath.Join(dir, "clh.sock_10240")
+	handover := filepath.Join(dir, "kata-trace-forwarder.sock")
+	start := func(port int) *testutil.Proc {
+		return testutil.Start(t, []string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "kata-trace-forwarder"),
+			"--from", "unix://"+fixed, "--to", "otlphttp://"+strings.TrimPrefix(ep.URL, "http://"),
+			"--handover-socket", handover, "--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", port))
+	}
+	oldPort := testutil.FreePort(t, "tcp")
+	old := start(oldPort)
+	old.WaitLog("msg=ready ")
+	a := katatest.DialAgent(t, fixed)
+	frames := katatest.Frames(t, "json-otel017-api")
+	a.Send(frames[:3]...)
+	testutil.Eventually(t, 10*time.Second, "3 spans", func() bool { got, _ := ep.Spans(); return got == 3 })
+
+	failed := start(oldPort) // its metrics port is the old one's
+	if code := failed.Wait(20 * time.Second); code == 0 {
+		t.Fatalf("a successor whose metrics port is taken started:\n%s", failed.Stderr.String())
+	}
+	for _, want := range []string{"took over from the process at the handover socket", "stopped before serving what it took"} {
+		if !strings.Contains(failed.Stderr.String(), want) {
+			t.Fatalf("the failed successor did not say %q:\n%s", want, failed.Stderr.String())
+		}
+	}
+	old.WaitLog("handover to a successor failed; the next that asks gets everything")
+
+	next := start(testutil.FreePort(t, "tcp"))
+	next.WaitLog("took over from the process at the handover socket")
+	next.WaitLog("msg=ready ")
+	old.WaitLog("handed over: this process serves nothing now")
+	a.Send(frames[3:]...)
+	testutil.Eventually(t, 10*time.Second, "the trace's every span", func() bool { got, _ := ep.Spans(); return got == len(frames) })
+	a.Check()
+	old.Signal(syscall.SIGTERM)
+	if code := old.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, old.Stderr.String())
+	}
+	next.Signal(syscall.SIGTERM)
+	next.Wait(10 * time.Second)
 }

@@ -225,26 +225,27 @@ func openStore(rc *RunContext, max int) (keeper, predecessor, error) {
 // takeOver asks the process waiting at the handover socket path (the
 // old pod's, in a rollout) for everything it keeps, within d, and keeps
 // it in a store of this process's own; with nobody there, it starts
-// afresh.
-func takeOver(rc *RunContext, path string, d time.Duration) (*handover.Store, predecessor, error) {
+// afresh. What was taken is committed once the host serves (h.ready).
+func takeOver(rc *RunContext, h *handing, path string, d time.Duration) (predecessor, error) {
 	ctx, cancel := context.WithTimeout(rc.Ctx, d)
 	defer cancel()
-	files, pid, err := handover.Take(ctx, path, rc.Role)
+	t, err := handover.Take(ctx, path, rc.Role)
 	if err != nil {
-		return nil, predecessor{}, fmt.Errorf("--handover-socket %s: taking over from the process there: %w", path, err)
+		return predecessor{}, fmt.Errorf("--handover-socket %s: taking over from the process there: %w", path, err)
 	}
-	store := handover.NewStore(nil)
-	if files == nil {
+	h.store = handover.NewStore()
+	if t == nil {
 		rc.Log.Info("no process waits at the handover socket: starting afresh", "path", path)
-		return store, predecessor{}, nil
+		return predecessor{}, nil
 	}
-	for name, f := range files {
-		if err := store.KeepFile(name, f); err != nil {
+	h.taken = t
+	for name, f := range t.Files {
+		if err := h.store.KeepFile(name, f); err != nil {
 			rc.Log.Warn("a handed socket could not be kept for a next process", "name", name, "err", err)
 		}
 	}
-	rc.Log.Info("took over from the process at the handover socket", "path", path, "pid", pid, "descriptors", len(files))
-	return store, readPredecessor(rc, files, store), nil
+	rc.Log.Info("took over from the process at the handover socket", "path", path, "pid", t.PID, "descriptors", len(t.Files))
+	return readPredecessor(rc, t.Files, h.store), nil
 }
 
 // readPredecessor sorts what a predecessor left (files, by name; each
@@ -341,7 +342,7 @@ type storeSuccessor struct {
 	kl    *keptListeners
 	to    string
 	// ends says what ends the connections handed over, for the log.
-	ends string
+	ends func() string
 }
 
 // HandingOver keeps the listeners in the store as they close.
@@ -374,7 +375,7 @@ func (s *storeSuccessor) Keep(st hostrelay.State, held []sink.HeldBatch) error {
 	if len(names) > 20 {
 		names = append(names[:20], fmt.Sprintf("and %d more", len(names)-20))
 	}
-	rc.Log.Info("handed over to the next process ("+s.ends+")", "connections", len(st.Conns),
+	rc.Log.Info("handed over to the next process ("+s.ends()+")", "connections", len(st.Conns),
 		"guests", strings.Join(names, ", "), "held_batches", len(state.Held),
 		"state_bytes", len(b), "store", size(store))
 	return nil
