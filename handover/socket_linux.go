@@ -201,8 +201,9 @@ func (o *Offer) request(c *net.UnixConn) (message, error) {
 // turn until one says it serves them (the store then holds copies nobody
 // needs: close it), or until ctx ends with nobody waiting (one waiting
 // then still gets them). A successor that goes away first took nothing:
-// the store is whole for the next.
-func (o *Offer) Give(ctx context.Context, s *Store) error {
+// the store is whole for the next; stale is called where it had
+// everything (and may have read from the connections).
+func (o *Offer) Give(ctx context.Context, s *Store, stale func()) error {
 	for {
 		var c *net.UnixConn
 		select {
@@ -216,8 +217,11 @@ func (o *Offer) Give(ctx context.Context, s *Store) error {
 			case c = <-o.pending:
 			}
 		}
-		pid, err := give(c, s)
+		pid, all, err := give(c, s)
 		_ = c.Close()
+		if err != nil && all && stale != nil {
+			stale()
+		}
 		if err == nil {
 			o.givenTo.Store(int64(pid))
 			o.given.Store(true)
@@ -229,9 +233,8 @@ func (o *Offer) Give(ctx context.Context, s *Store) error {
 }
 
 // give sends every descriptor of s over c, and waits for the successor
-// to say it serves them.
-func give(c *net.UnixConn, s *Store) (int, error) {
-	pid := 0
+// to say it serves them; all says whether it had them all.
+func give(c *net.UnixConn, s *Store) (pid int, all bool, err error) {
 	if cred, err := peerCred(c); err == nil {
 		pid = int(cred.Pid) // 0 where its PID namespace hides it
 	}
@@ -244,25 +247,25 @@ func give(c *net.UnixConn, s *Store) (int, error) {
 			j++
 		}
 		if err := write(c, message{Names: names[i:j]}, files[i:j]); err != nil {
-			return pid, err
+			return pid, false, err
 		}
 		i = j
 	}
 	n := len(names)
 	if err := write(c, message{Done: &n}, nil); err != nil {
-		return pid, err
+		return pid, false, err
 	}
 	_ = c.SetDeadline(time.Now().Add(commitTimeout))
 	m, _, err := read(c, 0)
 	switch {
 	case err != nil:
-		return pid, fmt.Errorf("waiting for the successor to say it serves them: %w", err)
+		return pid, true, fmt.Errorf("waiting for the successor to say it serves them: %w", err)
 	case m.Error != "":
-		return pid, fmt.Errorf("the successor: %s", m.Error)
+		return pid, true, fmt.Errorf("the successor: %s", m.Error)
 	case m.Taken == nil || *m.Taken != n:
-		return pid, fmt.Errorf("the successor did not say it serves the %d descriptors", n)
+		return pid, true, fmt.Errorf("the successor did not say it serves the %d descriptors", n)
 	}
-	return pid, nil
+	return pid, true, nil
 }
 
 // Close stops waiting for a successor, and removes the socket's file if

@@ -20,7 +20,7 @@ type Offer struct{}
 func NewOffer(string, string, *slog.Logger, func() error) (*Offer, error) { return nil, errNotLinux }
 
 // Give is only supported on Linux.
-func (*Offer) Give(context.Context, *Store) error { return errNotLinux }
+func (*Offer) Give(context.Context, *Store, func()) error { return errNotLinux }
 
 // Close does nothing.
 func (*Offer) Close() error { return nil }

@@ -76,6 +76,13 @@ func (s *Store) Len() int {
 // Max is 0: no limit of the store's own.
 func (s *Store) Max() int { return 0 }
 
+// File is name's copy, or nil; it stays the store's.
+func (s *Store) File(name string) *os.File {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.files[name]
+}
+
 // Close closes every copy: once a successor holds its own, or when
 // nobody will (the process ends without one).
 func (s *Store) Close() error {

@@ -2,10 +2,13 @@ package roles
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"os"
 	"sync"
 	"sync/atomic"
 
+	"github.com/katatrace/katatrace/fdstore"
 	"github.com/katatrace/katatrace/handover"
 )
 
@@ -19,10 +22,11 @@ type handing struct {
 	store *handover.Store // nil: no --handover-socket
 	taken *handover.Taken // nil: nothing taken, or committed
 
-	mu    sync.Mutex
-	o     *handover.Offer
-	state atomic.Int32 // serving, asked or draining
-	given atomic.Bool  // a successor serves everything now
+	mu     sync.Mutex
+	o      *handover.Offer
+	state  atomic.Int32 // serving, asked or draining
+	serves atomic.Bool  // the host is up, and this process holds what it serves
+	given  atomic.Bool  // a successor serves everything now
 }
 
 const (
@@ -40,6 +44,9 @@ var errSuccessor = errors.New("a successor takes over")
 func (h *handing) ready(rc *RunContext, path string, stop context.CancelCauseFunc) {
 	// Bound first: the path is never without a process to ask.
 	o, err := handover.NewOffer(path, rc.Role, rc.Log, func() error {
+		if rc.Ctx.Err() != nil {
+			return errors.New("this process is stopping without a successor: start afresh once it is gone")
+		}
 		if h.state.CompareAndSwap(serving, asked) {
 			rc.Log.Info("handing over to the successor at the handover socket", "path", path)
 			stop(errSuccessor)
@@ -62,6 +69,23 @@ func (h *handing) ready(rc *RunContext, path string, stop context.CancelCauseFun
 			rc.Log.Warn("the predecessor did not hear that this process serves what it took: it keeps its copies until it is stopped", "err", err)
 		}
 	}
+	h.serves.Store(true)
+}
+
+// readiness is /readyz under --handover-socket: whether this process
+// holds the node's guests. A DaemonSet's controller deletes an old pod
+// that is not ready at once, new pod ready or not: so neither the sink's
+// endpoint nor a --from without a socket may make it unready (the
+// alerts say those), and it stays ready until a successor serves what
+// it gave.
+func (h *handing) readiness() error {
+	switch {
+	case h.given.Load():
+		return errors.New("handed over to the process at the handover socket: serving nothing")
+	case !h.serves.Load():
+		return errors.New("not serving: starting, or stopping")
+	}
+	return nil
 }
 
 // successor decides, as the stop (ctx's end) begins, whether it hands
@@ -70,6 +94,7 @@ func (h *handing) ready(rc *RunContext, path string, stop context.CancelCauseFun
 func (h *handing) successor(ctx context.Context) bool {
 	if h.state.CompareAndSwap(serving, draining) || context.Cause(ctx) != errSuccessor {
 		h.state.Store(draining)
+		h.serves.Store(false)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -97,7 +122,7 @@ func (h *handing) finish(rc *RunContext) {
 	if h.state.Load() != asked {
 		return
 	}
-	if err := o.Give(rc.Ctx, h.store); err != nil {
+	if err := o.Give(rc.Ctx, h.store, func() { forgetStreams(rc, h.store) }); err != nil {
 		rc.Log.Error("stopped before a successor took what this process kept: every guest's connection it held ends",
 			"err", err, "descriptors", h.store.Len())
 		return
@@ -109,6 +134,38 @@ func (h *handing) finish(rc *RunContext) {
 	<-rc.Ctx.Done()
 }
 
-// handedOver reports whether this process gave everything to a
-// successor.
-func (h *handing) handedOver() bool { return h.given.Load() }
+// forgetStreams rewrites the state in the store without what it says of
+// each connection: a successor had everything and went away without
+// serving it, having perhaps read from the streams, so the next takes
+// each up where it is, as after a crash (a span stream finds its next
+// frame; a relay-protocol connection is closed, and its v2 guest sends
+// again). The sessions' marks and the sink's batches stay.
+func forgetStreams(rc *RunContext, store *handover.Store) {
+	f := store.File(fdstore.StateName)
+	if f == nil {
+		return
+	}
+	b, err := fdstore.ReadState(f, maxHandover)
+	var st handoverState
+	if err == nil {
+		err = json.Unmarshal(b, &st)
+	}
+	if err == nil {
+		st.Server.Conns = nil
+		b, err = json.Marshal(st)
+	}
+	var nf *os.File
+	if err == nil {
+		nf, err = fdstore.WriteState(fdstore.StateName, b)
+	}
+	if err == nil {
+		err = store.KeepFile(fdstore.StateName, nf)
+		_ = nf.Close()
+	}
+	if err != nil {
+		rc.Log.Warn("the state for the next successor could not be rewritten: it is dropped, and the next takes every connection up as after a crash", "err", err)
+		_ = store.Forget(fdstore.StateName)
+		return
+	}
+	rc.Log.Info("a successor went away with everything: the next takes each stream up where it is, as after a crash")
+}

@@ -206,11 +206,9 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	}
 	host := hostrelay.NewHost(hc)
 	srv = host.Server()
-	ready := func() error {
-		if handing.handedOver() {
-			return errors.New("handed over to the process at the handover socket: serving nothing")
-		}
-		return host.Ready()
+	ready := host.Ready
+	if handing.store != nil {
+		ready = handing.readiness
 	}
 	stopMetrics, err := h.serveMetrics(rc, ready,
 		metrics.ForServer(srv, metrics.Host{Sink: cfg.Sink, Listeners: host.Listening, Spans: spans}))

@@ -1,8 +1,10 @@
 package roles_test
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/katatrace/katatrace/handover"
 	"github.com/katatrace/katatrace/internal/katatest"
 	"github.com/katatrace/katatrace/internal/otlptest"
 	"github.com/katatrace/katatrace/internal/testutil"
@@ -314,4 +317,70 @@ func TestRolloutSurvivesAFailedSuccessor(t *testing.T) {
 	}
 	next.Signal(syscall.SIGTERM)
 	next.Wait(10 * time.Second)
+}
+
+// TestRolloutAfterASuccessorThatReadAndLeft: a successor takes
+// everything, reads half a frame of an agent's stream, and goes away
+// without serving. The old process held everything meanwhile (and stayed
+// ready: a DaemonSet's controller deletes an old pod that is not), and
+// gives it to the next successor with the streams' state dropped: that
+// one finds the agent's next frame, and only the frame the first one cut
+// is lost.
+func TestRolloutAfterASuccessorThatReadAndLeft(t *testing.T) {
+	ep := otlptest.New(t)
+	ep.Up.Store(true)
+	dir := testutil.SockDir(t)
+	fixed := filepath.Join(dir, "clh.sock_10240")
+	socket := filepath.Join(dir, "kata-trace-forwarder.sock")
+	start := func() (*testutil.Proc, int) {
+		port := testutil.FreePort(t, "tcp")
+		p := testutil.Start(t, []string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "kata-trace-forwarder"),
+			"--from", "unix://"+fixed, "--to", "otlphttp://"+strings.TrimPrefix(ep.URL, "http://"),
+			"--handover-socket", socket, "--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", port))
+		p.WaitLog("msg=ready ")
+		return p, port
+	}
+	old, oldPort := start()
+	a := katatest.DialAgent(t, fixed)
+	frames := katatest.Frames(t, "bincode-otel014-api")
+	a.Send(frames[:2]...)
+	testutil.Eventually(t, 10*time.Second, "2 spans", func() bool { got, _ := ep.Spans(); return got == 2 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	taken, err := handover.Take(ctx, socket, "kata-trace-forwarder")
+	if err != nil || taken == nil {
+		t.Fatalf("take: %v, %v", taken, err)
+	}
+	if code, body := readyz(t, oldPort); code != http.StatusOK {
+		t.Errorf("the old process's /readyz answers %d %q before its successor serves, want 200 (it holds everything)", code, body)
+	}
+	var agent net.Conn
+	for name, f := range taken.Files {
+		if strings.HasPrefix(name, "kt-m.") {
+			if agent, err = net.FileConn(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.Close()
+	}
+	if agent == nil {
+		t.Fatalf("no agent's connection among %d descriptors", len(taken.Files))
+	}
+	a.Write(binary.BigEndian.AppendUint64(nil, uint64(len(frames[2]))))
+	a.Write(frames[2][:40])
+	if _, err := io.ReadFull(agent, make([]byte, 8+20)); err != nil { // half a frame, gone with this successor
+		t.Fatal(err)
+	}
+	agent.Close()
+	taken.Abandon()
+	old.WaitLog("a successor went away with everything")
+
+	next, _ := start()
+	next.WaitLog("took over from the process at the handover socket")
+	a.Write(frames[2][40:])
+	a.Send(frames[3:]...)
+	testutil.Eventually(t, 10*time.Second, "the frames after the cut one", func() bool { got, _ := ep.Spans(); return got == 2+len(frames[3:]) })
+	a.Check()
+	next.WaitLog("connection taken up after a crash: looking for the next frame")
 }
