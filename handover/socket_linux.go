@@ -202,8 +202,10 @@ func (o *Offer) request(c *net.UnixConn) (message, error) {
 // needs: close it), or until ctx ends with nobody waiting (one waiting
 // then still gets them). A successor that goes away first took nothing:
 // the store is whole for the next; stale is called where it had
-// everything (and may have read from the connections).
-func (o *Offer) Give(ctx context.Context, s *Store, stale func()) error {
+// everything (and may have read from the connections). If none asks
+// within wait after one failed, Give returns ErrNoSuccessor.
+func (o *Offer) Give(ctx context.Context, s *Store, stale func(), wait time.Duration) error {
+	var timeout <-chan time.Time // after a successor failed
 	for {
 		var c *net.UnixConn
 		select {
@@ -214,6 +216,8 @@ func (o *Offer) Give(ctx context.Context, s *Store, stale func()) error {
 				return context.Cause(ctx)
 			case <-o.done:
 				return errors.New("handover socket closed")
+			case <-timeout:
+				return ErrNoSuccessor
 			case c = <-o.pending:
 			}
 		}
@@ -228,9 +232,14 @@ func (o *Offer) Give(ctx context.Context, s *Store, stale func()) error {
 			o.log.Info("handed over to the successor", "pid", pid, "descriptors", s.Len())
 			return nil
 		}
-		o.log.Error("handover to a successor failed; the next that asks gets everything", "pid", pid, "err", err)
+		o.log.Error("handover to a successor failed; the next that asks gets everything", "pid", pid, "err", err, "waiting", wait)
+		timeout = time.After(wait)
 	}
 }
+
+// ErrNoSuccessor is Give's when no successor asked again within its wait
+// after one failed.
+var ErrNoSuccessor = errors.New("no successor asked again")
 
 // give sends every descriptor of s over c, and waits for the successor
 // to say it serves them; all says whether it had them all.
@@ -239,7 +248,7 @@ func give(c *net.UnixConn, s *Store) (pid int, all bool, err error) {
 		pid = int(cred.Pid) // 0 where its PID namespace hides it
 	}
 	_ = c.SetDeadline(time.Now().Add(askTimeout))
-	names, files := s.snapshot()
+	names, files := s.Snapshot()
 	for i := 0; i < len(names); {
 		j, size := i, 0
 		for j < len(names) && j-i < perMessage && size+2*len(names[j])+3 <= batchBytes {

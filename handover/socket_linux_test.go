@@ -85,7 +85,7 @@ func TestHandover(t *testing.T) {
 	gave := make(chan error, 1)
 	go func() {
 		<-asked
-		gave <- o.Give(context.Background(), s, nil)
+		gave <- o.Give(context.Background(), s, nil, time.Minute)
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -237,7 +237,7 @@ func TestHandoverRefusals(t *testing.T) {
 	<-asked
 	c.Close()
 	done := make(chan error, 1)
-	go func() { done <- o.Give(context.Background(), s, nil) }()
+	go func() { done <- o.Give(context.Background(), s, nil, time.Minute) }()
 	for _, commit := range []bool{false, true} {
 		taken, err := Take(context.Background(), path, "kata-trace-forwarder")
 		if err != nil || len(taken.Files) != 1 || taken.Files["kt-m.1"] == nil {
@@ -263,7 +263,7 @@ func TestGiveEndsWithItsContext(t *testing.T) {
 	o, _ := newOffer(t, filepath.Join(t.TempDir(), "h.sock"), "r")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := o.Give(ctx, NewStore(), nil); err == nil {
+	if err := o.Give(ctx, NewStore(), nil, time.Minute); err == nil {
 		t.Fatal("Give returned no error without a successor")
 	}
 }
@@ -400,7 +400,7 @@ func TestHandoverOfLongNames(t *testing.T) {
 	o, asked := newOffer(t, path, "r")
 	go func() {
 		<-asked
-		_ = o.Give(context.Background(), s, nil)
+		_ = o.Give(context.Background(), s, nil, time.Minute)
 	}()
 	taken, err := Take(context.Background(), path, "r")
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"time"
 )
 
 var errNotLinux = errors.New("the handover socket is only supported on Linux")
@@ -20,7 +21,10 @@ type Offer struct{}
 func NewOffer(string, string, *slog.Logger, func() error) (*Offer, error) { return nil, errNotLinux }
 
 // Give is only supported on Linux.
-func (*Offer) Give(context.Context, *Store, func()) error { return errNotLinux }
+func (*Offer) Give(context.Context, *Store, func(), time.Duration) error { return errNotLinux }
+
+// ErrNoSuccessor is Give's when no successor asked again.
+var ErrNoSuccessor = errors.New("no successor asked again")
 
 // Close does nothing.
 func (*Offer) Close() error { return nil }

@@ -96,9 +96,9 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// snapshot is the store's contents in name order, for a handover: the
-// files stay the store's.
-func (s *Store) snapshot() ([]string, []*os.File) {
+// Snapshot is the store's contents in name order: the files stay the
+// store's.
+func (s *Store) Snapshot() ([]string, []*os.File) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	names := slices.Sorted(maps.Keys(s.files))

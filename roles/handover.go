@@ -4,12 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/katatrace/katatrace/fdstore"
 	"github.com/katatrace/katatrace/handover"
+	"golang.org/x/sys/unix"
 )
 
 // handing is a host role's side of --handover-socket: the store it keeps
@@ -20,7 +27,10 @@ import (
 // predecessor still holds it, for the next successor), else drain.
 type handing struct {
 	store *handover.Store // nil: no --handover-socket
-	taken *handover.Taken // nil: nothing taken, or committed
+	// resumeAfter is how long, after a successor went away without
+	// serving, this process waits for another before it serves again.
+	resumeAfter time.Duration
+	taken       *handover.Taken // nil: nothing taken, or committed
 
 	mu     sync.Mutex
 	o      *handover.Offer
@@ -122,7 +132,12 @@ func (h *handing) finish(rc *RunContext) {
 	if h.state.Load() != asked {
 		return
 	}
-	if err := o.Give(rc.Ctx, h.store, func() { forgetStreams(rc, h.store) }); err != nil {
+	err := o.Give(rc.Ctx, h.store, func() { forgetStreams(rc, h.store) }, h.resumeAfter)
+	if errors.Is(err, handover.ErrNoSuccessor) && rc.Ctx.Err() == nil {
+		_ = o.Close()
+		err = h.resume(rc) // returns only on failure
+	}
+	if err != nil {
 		rc.Log.Error("stopped before a successor took what this process kept: every guest's connection it held ends",
 			"err", err, "descriptors", h.store.Len())
 		return
@@ -168,4 +183,80 @@ func forgetStreams(rc *RunContext, store *handover.Store) {
 		return
 	}
 	rc.Log.Info("a successor went away with everything: the next takes each stream up where it is, as after a crash")
+}
+
+// Environment of a process that serves again what it kept: its own
+// sockets, by descriptor, after an exec of itself (resume).
+const (
+	envKeptFDs = "KATATRACE_KEPT_FDS" // {"FD":"name",...}
+	envKeptPID = "KATATRACE_KEPT_PID" // the process's pid: a child's inherit none
+)
+
+// resume serves again what this process kept for a successor that never
+// served it: it executes itself anew, its store's sockets left open for
+// the new image (kept), which takes them up as from a predecessor. The
+// pid stays, so the container goes on. It returns only on failure.
+func (h *handing) resume(rc *RunContext) error {
+	names, files := h.store.Snapshot()
+	fds := map[string]string{}
+	for i, f := range files {
+		rc, err := f.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var ferr error
+		if err := rc.Control(func(fd uintptr) {
+			fds[strconv.Itoa(int(fd))] = names[i]
+			_, ferr = unix.FcntlInt(fd, unix.F_SETFD, 0) // not close-on-exec
+		}); err != nil {
+			return err
+		}
+		if ferr != nil {
+			return ferr
+		}
+	}
+	b, err := json.Marshal(fds)
+	if err != nil {
+		return err
+	}
+	env := slices.DeleteFunc(os.Environ(), func(e string) bool {
+		return strings.HasPrefix(e, envKeptFDs+"=") || strings.HasPrefix(e, envKeptPID+"=")
+	})
+	env = append(env, envKeptFDs+"="+string(b), envKeptPID+"="+strconv.Itoa(os.Getpid()))
+	rc.Log.Info("serving again what this process kept: executing itself anew", "descriptors", len(fds))
+	return syscall.Exec("/proc/self/exe", os.Args, env)
+}
+
+// kept is what a process that executed itself anew (resume) left itself,
+// by name; nil when it did not. Each descriptor is checked to be open,
+// and close-on-exec again.
+func kept() (map[string]*os.File, error) {
+	v, pid := os.Getenv(envKeptFDs), os.Getenv(envKeptPID)
+	os.Unsetenv(envKeptFDs)
+	os.Unsetenv(envKeptPID)
+	if v == "" || pid != strconv.Itoa(os.Getpid()) {
+		return nil, nil
+	}
+	var fds map[string]string
+	if err := json.Unmarshal([]byte(v), &fds); err != nil {
+		return nil, fmt.Errorf("$%s: %w", envKeptFDs, err)
+	}
+	files := map[string]*os.File{}
+	for s, name := range fds {
+		fd, err := strconv.Atoi(s)
+		if err == nil && fd < 3 {
+			err = errors.New("not a kept socket's")
+		}
+		if err == nil {
+			_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
+		}
+		if err != nil {
+			for _, f := range files {
+				_ = f.Close()
+			}
+			return nil, fmt.Errorf("$%s: descriptor %q (%s): %w", envKeptFDs, s, name, err)
+		}
+		files[name] = os.NewFile(uintptr(fd), name)
+	}
+	return files, nil
 }

@@ -36,6 +36,7 @@ type hostRelay struct {
 	FDStoreMax             int           `name:"fd-store-max" help:"The unit's FileDescriptorStoreMax= (the shipped units set both): guests' connections and the listeners are kept in the unit's file descriptor store, so that a restart or crash of this process never ends them. systemd 254 and later say it in $FDSTORE, which wins; 0, where systemd does not say it, keeps none." default:"0"`
 	HostProc               string        `help:"Where the host's processes are seen, to find a QEMU guest's Kata sandbox ID from its VMM's command line (its -name and vsock guest-cid): /proc, or in a container without the host's PID namespace the node's /proc mounted read-only (the chart's /host/proc). A hybrid-vsock guest's is its socket's path." default:"/proc"`
 	HandoverSocket         string        `help:"Where no service manager keeps a file descriptor store (a container: the Kubernetes DaemonSet with maxSurge 1), a unix socket on the node, an absolute path, through which this process hands its listeners, guests' connections and undelivered batches to the next process of the same role before it exits, so that a rollout ends no guest's connection: at its start it takes everything from the process waiting there, if any, then waits there itself. Having handed over, it serves nothing (/readyz 503) until stopped. A stop (SIGTERM) without a successor drains and closes, as without a store. Give each role its own path." placeholder:"PATH"`
+	HandoverResume         time.Duration `help:"With --handover-socket: how long a process whose successor took everything and went away without serving it (a new pod that failed to start) waits for another before it serves it all again itself." default:"30s"`
 	metricsOption
 }
 
@@ -60,6 +61,9 @@ func (h *hostRelay) limits() error {
 		return flagErr("max-held-bytes-per-guest", fmt.Errorf("%s: give %s to 1TiB", h.MaxHeldBytesPerGuest, ByteSize(hold.Chunk)))
 	case h.MaxHeldBytes < h.MaxHeldBytesPerGuest:
 		return flagErr("max-held-bytes", fmt.Errorf("%s is less than one guest's (--max-held-bytes-per-guest %s)", h.MaxHeldBytes, h.MaxHeldBytesPerGuest))
+	}
+	if h.HandoverResume <= 0 {
+		return flagErr("handover-resume", fmt.Errorf("%v: give a positive duration", h.HandoverResume))
 	}
 	if !filepath.IsAbs(h.HostProc) {
 		return flagErr("host-proc", fmt.Errorf("%q: give an absolute path", h.HostProc))
@@ -135,6 +139,7 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 		handing handing // the handover socket's side of the stop
 	)
 	if h.HandoverSocket != "" {
+		handing.resumeAfter = h.HandoverResume
 		prev, err = takeOver(rc, &handing, h.HandoverSocket, 2*h.DrainTimeout+30*time.Second)
 		if handing.store != nil {
 			store = handing.store

@@ -384,3 +384,55 @@ func TestRolloutAfterASuccessorThatReadAndLeft(t *testing.T) {
 	a.Check()
 	next.WaitLog("connection taken up after a crash: looking for the next frame")
 }
+
+// TestRolloutOldServesAgainWithoutSuccessor: a successor takes
+// everything and goes away without serving, and no other asks within
+// --handover-resume: the old process executes itself anew, with its
+// kept sockets, and serves the agent again (same pid: the container goes
+// on); a later rollout hands over from it as from any.
+func TestRolloutOldServesAgainWithoutSuccessor(t *testing.T) {
+	ep := otlptest.New(t)
+	ep.Up.Store(true)
+	dir := testutil.SockDir(t)
+	fixed := filepath.Join(dir, "clh.sock_10240")
+	socket := filepath.Join(dir, "kata-trace-forwarder.sock")
+	start := func() *testutil.Proc {
+		p := testutil.Start(t, []string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "kata-trace-forwarder"),
+			"--from", "unix://"+fixed, "--to", "otlphttp://"+strings.TrimPrefix(ep.URL, "http://"),
+			"--handover-socket", socket, "--handover-resume", "500ms",
+			"--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t, "tcp")))
+		p.WaitLog("msg=ready ")
+		return p
+	}
+	old := start()
+	a := katatest.DialAgent(t, fixed)
+	frames := katatest.Frames(t, "json-otel017-api")
+	a.Send(frames[:2]...)
+	testutil.Eventually(t, 10*time.Second, "2 spans", func() bool { got, _ := ep.Spans(); return got == 2 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	taken, err := handover.Take(ctx, socket, "kata-trace-forwarder")
+	if err != nil || taken == nil {
+		t.Fatalf("take: %v, %v", taken, err)
+	}
+	for _, f := range taken.Files {
+		f.Close()
+	}
+	taken.Abandon()
+	old.WaitLog("serving again what this process kept: no successor served it")
+	testutil.Eventually(t, 10*time.Second, "ready again", func() bool { return strings.Count(old.Stderr.String(), "msg=ready ") == 2 })
+	a.Send(frames[2:4]...)
+	testutil.Eventually(t, 10*time.Second, "4 spans", func() bool { got, _ := ep.Spans(); return got == 4 })
+
+	next := start()
+	next.WaitLog("took over from the process at the handover socket")
+	old.WaitLog("handed over: this process serves nothing now")
+	a.Send(frames[4:]...)
+	testutil.Eventually(t, 10*time.Second, "every span", func() bool { got, _ := ep.Spans(); return got == len(frames) })
+	a.Check()
+	old.Signal(syscall.SIGTERM)
+	if code := old.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, old.Stderr.String())
+	}
+}

@@ -227,6 +227,20 @@ func openStore(rc *RunContext, max int) (keeper, predecessor, error) {
 // it in a store of this process's own; with nobody there, it starts
 // afresh. What was taken is committed once the host serves (h.ready).
 func takeOver(rc *RunContext, h *handing, path string, d time.Duration) (predecessor, error) {
+	if files, err := kept(); err != nil || files != nil {
+		if err != nil {
+			return predecessor{}, err
+		}
+		// This process, executed anew: what it kept, no successor served.
+		h.store = handover.NewStore()
+		for name, f := range files {
+			if err := h.store.KeepFile(name, f); err != nil {
+				rc.Log.Warn("a kept socket could not be kept for a next process", "name", name, "err", err)
+			}
+		}
+		rc.Log.Info("serving again what this process kept: no successor served it", "descriptors", len(files))
+		return readPredecessor(rc, files, h.store), nil
+	}
 	ctx, cancel := context.WithTimeout(rc.Ctx, d)
 	defer cancel()
 	t, err := handover.Take(ctx, path, rc.Role)

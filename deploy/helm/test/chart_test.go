@@ -585,9 +585,11 @@ func checkContainer(t *testing.T, p *corev1.PodSpec, c *corev1.Container, w want
 	if len(ml) != 1 {
 		t.Fatalf("--metrics-listen %v", ml)
 	}
-	m := regexp.MustCompile(`^tcp://\[::\]:(\d+)$`).FindStringSubmatch(ml[0])
+	// Every address of the pod, IPv4 and IPv6 where there is IPv6 (a
+	// kernel with ipv6.disable=1 refuses [::]).
+	m := regexp.MustCompile(`^tcp://:(\d+)$`).FindStringSubmatch(ml[0])
 	if m == nil {
-		t.Fatalf("--metrics-listen %s: want tcp://[::]:PORT (every address of the pod)", ml[0])
+		t.Fatalf("--metrics-listen %s: want tcp://:PORT (every address of the pod)", ml[0])
 	}
 	port, _ := strconv.Atoi(m[1])
 	if len(c.Ports) != 1 || c.Ports[0].ContainerPort != int32(port) || c.Ports[0].Name == "" {
@@ -685,6 +687,9 @@ func TestRefused(t *testing.T) {
 		{"a seccomp profile kind", []string{"--set", "seccomp.profile=Default"}, "seccomp/profile"},
 		{"a relative kubelet root", []string{"--set", "seccomp.kubeletRoot=var/lib/kubelet"}, "kubeletRoot"},
 		{"a profile path out of the seccomp directory", []string{"--set", "seccomp.localhostProfile=../x.json"}, "localhostProfile"},
+		{"a handover directory with a trailing slash", []string{"--set", "handover.hostDir=/run/katatrace/"}, "hostDir"},
+		{"a handover directory too long for a socket", []string{"--set", "handover.hostDir=/" + strings.Repeat("d", 70)}, "hostDir"},
+		{"a profile without its directory", []string{"--set", "seccomp.localhostProfile=katatrace.json"}, "localhostProfile"},
 		{"a grace period within the drain", []string{"--set", "drainTimeout=30s"}, "terminationGracePeriodSeconds 30 must be longer than drainTimeout 30s"},
 		{"a drain timeout without unit", []string{"--set", "drainTimeout=5"}, "drainTimeout"},
 		{"a CA in the clear", []string{"--set", "otlp.ca.secretName=ca"}, "otlp.ca is for an OTLP destination over TLS"},

@@ -113,7 +113,7 @@ A host role's container: .root, .role (its name: the image's link
     {{- with .to }}
     - --to={{ . }}
     {{- end }}
-    - --metrics-listen=tcp://[::]:{{ .metricsPort }}
+    - --metrics-listen=tcp://:{{ .metricsPort }}
     - --handover-socket={{ $v.handover.hostDir }}/{{ .role }}.sock
     {{- if $v.hostProc }}
     - --host-proc=/host/proc
