@@ -144,8 +144,10 @@ A host role's container: .root, .role (its name: the image's link
     - name: {{ .portName }}
       containerPort: {{ .metricsPort }}
       protocol: TCP
-  # /readyz answers 503 until the role listens, and once it has handed
-  # its guests to a new pod; /healthz 200 while it runs.
+  # /readyz (with --handover-socket) answers 200 while the role holds
+  # the node's guests: from when it serves until a new pod serves what it
+  # handed over. Not its collector's state: the controller deletes an old
+  # pod that is not ready at once, and its agents with it.
   readinessProbe:
     httpGet:
       path: /readyz
