@@ -109,7 +109,7 @@ func TestStopDeliversWhatItConfirmed(t *testing.T) {
 
 // logTo is a logger writing to the test's log and to buf.
 func logTo(t *testing.T, buf *testutil.SyncBuffer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(io.MultiWriter(tWriter{t}, buf), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(io.MultiWriter(newTWriter(t), buf), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // TestStopSaysWhatItCouldNotDeliver: a host relay whose collector takes
