@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -33,11 +32,11 @@ const (
 	maxMessage = 64 << 10
 	// maxHanded bounds what a successor takes in all.
 	maxHanded = 1 << 20
+	// MaxPath is the longest path an offer binds: a unix socket's
+	// 107 bytes, less the suffix it is bound under until published.
+	MaxPath = 107 - len(".tmp-") - 12
 	// askTimeout bounds a successor's request, and each message after.
 	askTimeout = 30 * time.Second
-	// commitTimeout bounds the wait for a successor to say it serves
-	// everything (its start, from the handover to its readiness).
-	commitTimeout = 2 * time.Minute
 	// batchBytes bounds the names of one message, as JSON (a name of
 	// printable ASCII takes at most twice its length, and its quotes).
 	batchBytes = 32 << 10
@@ -58,14 +57,18 @@ func dupFile(fd int, name string) (*os.File, error) {
 // gives it the store once asked (Give).
 type Offer struct {
 	path, role string
+	tmp        string // where it is bound until published
 	log        *slog.Logger
 	ln         *net.UnixListener
-	dev, ino   uint64 // the socket file's, to remove only our own
 
 	onAsk   func() error
 	pending chan *net.UnixConn
 	mu      sync.Mutex
 	asking  map[*net.UnixConn]bool // requests being read, for Close
+	// published: the socket is at path, its file dev and ino (to remove
+	// only this one's).
+	published bool
+	dev, ino  uint64
 	// given is set once a successor took everything; givenTo is its pid
 	// (0 where its PID namespace hides it: another pod's).
 	given   atomic.Bool
@@ -75,44 +78,56 @@ type Offer struct {
 	once    sync.Once
 }
 
-// NewOffer listens at path (an absolute path on the node, shared by
-// both processes; its directory is made if missing), replacing what is
-// there at once: a predecessor's socket, once this process took from it,
-// or a stale one. Only processes of the same user are answered; onAsk is
-// called as each valid successor asks, and an error from it refuses that
-// one (this process is stopping); one it takes waits for Give.
+// NewOffer makes a socket to wait at path (an absolute path on the node,
+// shared by both processes, at most MaxPath bytes; its directory is made
+// if missing), bound beside it until Publish puts it in place. Only
+// processes of the same user are answered; onAsk is called as each valid
+// successor asks, and an error from it refuses that one (this process is
+// stopping); one it takes waits for Give.
 func NewOffer(path, role string, log *slog.Logger, onAsk func() error) (*Offer, error) {
+	if len(path) > MaxPath {
+		return nil, fmt.Errorf("%s: longer than %d bytes", path, MaxPath)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
-	// Bound beside it and renamed over it: the path is never missing for
-	// a successor, nor someone else's half-way.
 	// Not the pid for a unique name: it is 1 in every container.
-	tmp := path + ".tmp-" + strconv.FormatUint(rand.Uint64(), 36)
+	tmp := fmt.Sprintf("%s.tmp-%012x", path, rand.Uint64()>>16)
 	_ = os.Remove(tmp)
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: tmp, Net: "unixpacket"})
 	if err != nil {
 		return nil, err
 	}
 	ln.SetUnlinkOnClose(false)
-	var st unix.Stat_t
-	err = os.Chmod(tmp, 0o600)
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		err = unix.Stat(path, &st)
-	}
-	if err != nil {
+	if err := os.Chmod(tmp, 0o600); err != nil {
 		_ = ln.Close()
 		_ = os.Remove(tmp)
 		return nil, err
 	}
-	o := &Offer{path: path, role: role, log: log, ln: ln, dev: st.Dev, ino: st.Ino,
+	o := &Offer{path: path, tmp: tmp, role: role, log: log, ln: ln,
 		onAsk: onAsk, asking: map[*net.UnixConn]bool{}, pending: make(chan *net.UnixConn, 4), done: make(chan struct{})}
 	o.wg.Add(1)
 	go o.accept()
 	return o, nil
+}
+
+// Publish renames the socket over path, replacing what is there at once
+// (a predecessor's socket, once this process took from it, or a stale
+// one): the path is never missing for a successor, nor someone else's
+// half-way.
+func (o *Offer) Publish() error {
+	var st unix.Stat_t
+	err := os.Rename(o.tmp, o.path)
+	if err == nil {
+		err = unix.Stat(o.path, &st)
+	}
+	if err != nil {
+		return err
+	}
+	o.mu.Lock()
+	o.dev, o.ino, o.published = st.Dev, st.Ino, true
+	o.mu.Unlock()
+	return nil
 }
 
 func (o *Offer) accept() {
@@ -221,7 +236,9 @@ func (o *Offer) Give(ctx context.Context, s *Store, stale func(), wait time.Dura
 			case c = <-o.pending:
 			}
 		}
+		stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
 		pid, all, err := give(c, s)
+		stop()
 		_ = c.Close()
 		if err != nil && all && stale != nil {
 			stale()
@@ -264,7 +281,10 @@ func give(c *net.UnixConn, s *Store) (pid int, all bool, err error) {
 	if err := write(c, message{Done: &n}, nil); err != nil {
 		return pid, false, err
 	}
-	_ = c.SetDeadline(time.Now().Add(commitTimeout))
+	// However long its start takes: a successor that goes away is an
+	// end of file here (the kernel closes its sockets), and this
+	// process's own stop ends the wait (Give).
+	_ = c.SetDeadline(time.Time{})
 	m, _, err := read(c, 0)
 	switch {
 	case err != nil:
@@ -287,17 +307,23 @@ func (o *Offer) Close() error {
 		// socket over (a stale file is no predecessor); else, if still
 		// this one's, it goes.
 		var st unix.Stat_t
-		if !o.given.Load() && unix.Stat(o.path, &st) == nil && st.Dev == o.dev && st.Ino == o.ino {
+		o.mu.Lock()
+		switch {
+		case !o.published:
+			_ = os.Remove(o.tmp)
+		case !o.given.Load() && unix.Stat(o.path, &st) == nil && st.Dev == o.dev && st.Ino == o.ino:
 			_ = os.Remove(o.path)
 		}
-		o.mu.Lock()
 		for c := range o.asking {
 			_ = c.SetDeadline(time.Now()) // a request still being read
 		}
 		o.mu.Unlock()
 		o.wg.Wait()
 		for len(o.pending) > 0 {
-			_ = (<-o.pending).Close()
+			c := <-o.pending
+			_ = c.SetDeadline(time.Now().Add(time.Second))
+			_ = write(c, message{Error: "this process is stopping without handing over: start afresh once it is gone"}, nil)
+			_ = c.Close()
 		}
 	})
 	return nil

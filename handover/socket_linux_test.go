@@ -48,6 +48,9 @@ func newOffer(t *testing.T, path, role string) (*Offer, chan struct{}) {
 	asked := make(chan struct{})
 	var once sync.Once
 	o, err := NewOffer(path, role, quiet(), func() error { once.Do(func() { close(asked) }); return nil })
+	if err == nil {
+		err = o.Publish()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,12 @@ func (*Offer) Give(context.Context, *Store, func(), time.Duration) error { retur
 // ErrNoSuccessor is Give's when no successor asked again.
 var ErrNoSuccessor = errors.New("no successor asked again")
 
+// Publish is only supported on Linux.
+func (*Offer) Publish() error { return errNotLinux }
+
+// MaxPath is the longest path an offer binds.
+const MaxPath = 90
+
 // Close does nothing.
 func (*Offer) Close() error { return nil }
 

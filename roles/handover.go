@@ -33,6 +33,7 @@ type handing struct {
 	taken       *handover.Taken // nil: nothing taken, or committed
 
 	mu     sync.Mutex
+	err    error // why it did not start
 	o      *handover.Offer
 	state  atomic.Int32 // serving, asked or draining
 	serves atomic.Bool  // the host is up, and this process holds what it serves
@@ -52,7 +53,9 @@ var errSuccessor = errors.New("a successor takes over")
 // predecessor lets its copies go), and a successor may ask at path (stop
 // ends the host for it).
 func (h *handing) ready(rc *RunContext, path string, stop context.CancelCauseFunc) {
-	// Bound first: the path is never without a process to ask.
+	if rc.Ctx.Err() != nil {
+		return // stopping before it serves: what it took goes back
+	}
 	o, err := handover.NewOffer(path, rc.Role, rc.Log, func() error {
 		if rc.Ctx.Err() != nil {
 			return errors.New("this process is stopping without a successor: start afresh once it is gone")
@@ -67,7 +70,14 @@ func (h *handing) ready(rc *RunContext, path string, stop context.CancelCauseFun
 		return nil
 	})
 	if err != nil {
-		rc.Log.Error("cannot wait at the handover socket: no next process can take over from this one, and this one's stop ends every guest's connection", "path", path, "err", err)
+		// Not started: a process no successor can take over from would
+		// end every guest's connection at its stop. What it took goes
+		// back.
+		h.mu.Lock()
+		h.err = fmt.Errorf("--handover-socket %s: cannot wait there for a successor: %w", path, err)
+		h.mu.Unlock()
+		stop(h.err)
+		return
 	}
 	h.mu.Lock()
 	h.o = o
@@ -76,8 +86,11 @@ func (h *handing) ready(rc *RunContext, path string, stop context.CancelCauseFun
 	h.mu.Unlock()
 	if t != nil {
 		if err := t.Commit(); err != nil {
-			rc.Log.Warn("the predecessor did not hear that this process serves what it took: it keeps its copies until it is stopped", "err", err)
+			rc.Log.Warn("the predecessor did not hear that this process serves what it took (it is gone): this one serves it alone", "err", err)
 		}
+	}
+	if err := o.Publish(); err != nil {
+		rc.Log.Error("cannot wait at the handover socket: no next process can take over from this one, and this one's stop ends every guest's connection", "path", path, "err", err)
 	}
 	h.serves.Store(true)
 }
@@ -223,8 +236,23 @@ func (h *handing) resume(rc *RunContext) error {
 		return strings.HasPrefix(e, envKeptFDs+"=") || strings.HasPrefix(e, envKeptPID+"=")
 	})
 	env = append(env, envKeptFDs+"="+string(b), envKeptPID+"="+strconv.Itoa(os.Getpid()))
+	if err := context.Cause(rc.Ctx); err != nil {
+		return err // stopped meanwhile
+	}
 	rc.Log.Info("serving again what this process kept: executing itself anew", "descriptors", len(fds))
-	return syscall.Exec("/proc/self/exe", os.Args, env)
+	err = syscall.Exec("/proc/self/exe", os.Args, env)
+	for fd := range fds {
+		n, _ := strconv.Atoi(fd)
+		_, _ = unix.FcntlInt(uintptr(n), unix.F_SETFD, unix.FD_CLOEXEC)
+	}
+	return fmt.Errorf("executing itself anew: %w", err)
+}
+
+// startErr is why the host did not start, if for the handover socket.
+func (h *handing) startErr() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.err
 }
 
 // kept is what a process that executed itself anew (resume) left itself,
@@ -244,8 +272,13 @@ func kept() (map[string]*os.File, error) {
 	files := map[string]*os.File{}
 	for s, name := range fds {
 		fd, err := strconv.Atoi(s)
-		if err == nil && fd < 3 {
-			err = errors.New("not a kept socket's")
+		switch {
+		case err != nil || strconv.Itoa(fd) != s || fd < 3:
+			err = errors.New("not a kept socket's number")
+		case files[name] != nil:
+			err = errors.New("a name given twice")
+		default:
+			err = fdstoreName(name)
 		}
 		if err == nil {
 			_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
@@ -259,4 +292,13 @@ func kept() (map[string]*os.File, error) {
 		files[name] = os.NewFile(uintptr(fd), name)
 	}
 	return files, nil
+}
+
+// fdstoreName refuses a name no store holds (printable ASCII, 1 to 255
+// bytes).
+func fdstoreName(name string) error {
+	if name == "" || len(name) > 255 || strings.IndexFunc(name, func(r rune) bool { return r < ' ' || r > '~' }) >= 0 {
+		return fmt.Errorf("%q is not a store's name", name)
+	}
+	return nil
 }

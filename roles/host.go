@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/katatrace/katatrace/endpoint"
+	"github.com/katatrace/katatrace/handover"
 	"github.com/katatrace/katatrace/hold"
 	"github.com/katatrace/katatrace/hostrelay"
 	"github.com/katatrace/katatrace/internal/lowmem"
@@ -91,9 +92,9 @@ func checkHandoverSocket(p string) error {
 	return nil
 }
 
-// maxSocketPath is the longest path a unix socket binds to, with room
-// for the suffix it is bound under before its rename into place.
-const maxSocketPath = 107 - len(".tmp-4194304")
+// maxSocketPath is the longest path a handover socket binds to, with
+// room for the suffix it is bound under before its rename into place.
+const maxSocketPath = handover.MaxPath
 
 // checkFrom checks a host relay's --from; port is the role's vsock port,
 // for the name of a hybrid-vsock socket (PATH_PORT) in an error: a vsock
@@ -235,6 +236,9 @@ func (h *hostRelay) serve(rc *RunContext, froms []endpoint.Addr, cfg hostrelay.S
 	err = host.Run(runCtx)
 	if handing.store != nil {
 		handing.finish(rc)
+		if err == nil {
+			err = handing.startErr()
+		}
 	}
 	var le *hostrelay.ListenError
 	if errors.As(err, &le) {

@@ -160,7 +160,7 @@ func TestBadInputIsAUsageError(t *testing.T) {
 		{"host drain timeout 0", nil, []string{"vsock-to-udp-server", "--drain-timeout", "0s"}, []string{"--drain-timeout must be positive"}},
 		{"handover socket relative", nil, []string{"kata-trace-forwarder", "--handover-socket", "run/k.sock"}, []string{"--handover-socket", "give an absolute path"}},
 		{"handover socket unclean", []string{"KATATRACE_HANDOVER_SOCKET=/run//k.sock"}, []string{"vsock-to-udp-server"}, []string{"--handover-socket (from $KATATRACE_HANDOVER_SOCKET)", "clean form (/run/k.sock)"}},
-		{"handover socket too long", nil, []string{"vsock-to-text-server", "--handover-socket", "/" + strings.Repeat("x", 100)}, []string{"--handover-socket", "at most 95"}},
+		{"handover socket too long", nil, []string{"vsock-to-text-server", "--handover-socket", "/" + strings.Repeat("x", 100)}, []string{"--handover-socket", "at most 90"}},
 		{"handover resume 0", nil, []string{"kata-trace-forwarder", "--handover-socket", "/run/k.sock", "--handover-resume", "0s"}, []string{"--handover-resume", "positive"}},
 		{"handover socket beside a store", nil, []string{"kata-trace-forwarder", "--handover-socket", "/run/k.sock", "--fd-store-max", "8"}, []string{"--handover-socket", "not both"}},
 		{"burst below a datagram", nil, []string{"vsock-to-udp-server", "--guest-burst", "1KiB"}, []string{"--guest-burst", "65535"}},

@@ -73,6 +73,15 @@ func TestForwarderRolloutHandsOverEveryAgent(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "5 spans read", func() bool {
 		return scrape(t, oldPort, "katatrace_forwarder_spans_total") == 5
 	})
+	// The endpoint down: the process holds the node's guests all the
+	// same, and says it is ready (a DaemonSet's controller would delete
+	// an old pod that is not, and its agents with it).
+	testutil.Eventually(t, 10*time.Second, "the sink's endpoint seen down", func() bool {
+		return scrape(t, oldPort, "katatrace_sink_retries_total") > 0
+	})
+	if code, body := readyz(t, oldPort); code != http.StatusOK {
+		t.Errorf("/readyz with the endpoint down under --handover-socket: %d %q, want 200", code, body)
+	}
 	// Half a frame, read and held by the old process.
 	a.Write(binary.BigEndian.AppendUint64(nil, uint64(len(api[3]))))
 	a.Write(api[3][:40])
