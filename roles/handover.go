@@ -180,15 +180,7 @@ func forgetStreams(rc *RunContext, store *handover.Store) {
 	}
 	if err == nil {
 		st.Server.Conns = nil
-		b, err = json.Marshal(st)
-	}
-	var nf *os.File
-	if err == nil {
-		nf, err = fdstore.WriteState(fdstore.StateName, b)
-	}
-	if err == nil {
-		err = store.KeepFile(fdstore.StateName, nf)
-		_ = nf.Close()
+		_, err = keepState(store, st)
 	}
 	if err != nil {
 		rc.Log.Warn("the state for the next successor could not be rewritten: it is dropped, and the next takes every connection up as after a crash", "err", err)

@@ -33,6 +33,52 @@ func status(port int, path string) int {
 	return resp.StatusCode
 }
 
+// node is one node of a rollout: the test's OTLP endpoint, a fixed
+// hybrid-vsock socket agents connect to, and the handover socket.
+type node struct {
+	t                *testing.T
+	ep               *otlptest.Endpoint
+	dir, fixed, sock string
+}
+
+func newNode(t *testing.T) *node {
+	dir := testutil.SockDir(t)
+	return &node{t: t, ep: otlptest.New(t), dir: dir,
+		fixed: filepath.Join(dir, "clh.sock_10240"), sock: filepath.Join(dir, "run", "kata-trace-forwarder.sock")}
+}
+
+// run starts a forwarder on the node, its metrics on port, with extra
+// flags.
+func (n *node) run(port int, extra ...string) *testutil.Proc {
+	args := append([]string{"--from", "unix://" + n.fixed, "--to", "otlphttp://" + strings.TrimPrefix(n.ep.URL, "http://"),
+		"--handover-socket", n.sock, "--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", port)}, extra...)
+	return testutil.Start(n.t, []string{"KATATRACE_TEST_AS_MAIN=1"}, bin(n.t, "kata-trace-forwarder"), args...)
+}
+
+// start runs one on a free port and waits until it serves (its log: the
+// endpoint may be down).
+func (n *node) start(extra ...string) (*testutil.Proc, int) {
+	port := testutil.FreePort(n.t, "tcp")
+	p := n.run(port, extra...)
+	p.WaitLog("msg=ready ")
+	return p, port
+}
+
+// spans is how many spans the endpoint took, each once.
+func (n *node) spans() int { got, _ := n.ep.Spans(); return got }
+
+// take is a successor taking everything from the process at the
+// handover socket, as the test's.
+func (n *node) take() *handover.Taken {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	taken, err := handover.Take(ctx, n.sock, "kata-trace-forwarder")
+	if err != nil || taken == nil {
+		n.t.Fatalf("take: %v, %v", taken, err)
+	}
+	return taken
+}
+
 // TestForwarderRolloutHandsOverEveryAgent is a DaemonSet's rollout with
 // maxSurge 1, twice over: a new forwarder starts beside the running one
 // with the same --handover-socket, and takes its listeners (a fixed
@@ -44,20 +90,12 @@ func status(port int, path string) int {
 // to whichever process serves. The last one, stopped with no successor,
 // drains, and says the agents' connections end.
 func TestForwarderRolloutHandsOverEveryAgent(t *testing.T) {
-	ep := otlptest.New(t)
-	dir := testutil.SockDir(t)
-	fixed := filepath.Join(dir, "clh.sock_10240")
-	vmm := filepath.Join(dir, "vm", "a", "root", "kata.hvsock")
+	n := newNode(t)
+	ep, fixed := n.ep, n.fixed
+	vmm := filepath.Join(n.dir, "vm", "a", "root", "kata.hvsock")
 	testutil.VMMSocket(t, vmm)
-	handover := filepath.Join(dir, "run", "kata-trace-forwarder.sock")
 	start := func() (*testutil.Proc, int) {
-		port := testutil.FreePort(t, "tcp")
-		p := testutil.Start(t, []string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "kata-trace-forwarder"),
-			"--from", "unix://"+fixed, "--from", "unix://"+filepath.Join(dir, "vm", "*", "root", "kata.hvsock_10240"),
-			"--to", "otlphttp://"+strings.TrimPrefix(ep.URL, "http://"), "--handover-socket", handover,
-			"--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", port))
-		p.WaitLog("msg=ready ") // not /readyz: the endpoint is down at first
-		return p, port
+		return n.start("--from", "unix://"+filepath.Join(n.dir, "vm", "*", "root", "kata.hvsock_10240"))
 	}
 	api, tracing := katatest.Frames(t, "json-otel017-api"), katatest.Frames(t, "bincode-otel014-api")
 	want := len(api) + len(tracing)
@@ -196,19 +234,10 @@ func TestHandoverSocketRefusesAnotherRole(t *testing.T) {
 // stopped): every span reaches the endpoint once, and no agent's write
 // fails.
 func TestForwarderRolloutUnderLoad(t *testing.T) {
-	ep := otlptest.New(t)
-	ep.Up.Store(true)
-	dir := testutil.SockDir(t)
-	fixed := filepath.Join(dir, "clh.sock_10240")
-	handover := filepath.Join(dir, "run", "kata-trace-forwarder.sock")
-	start := func() *testutil.Proc {
-		port := testutil.FreePort(t, "tcp")
-		p := testutil.Start(t, []string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "kata-trace-forwarder"),
-			"--from", "unix://"+fixed, "--to", "otlphttp://"+strings.TrimPrefix(ep.URL, "http://"),
-			"--handover-socket", handover, "--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", port))
-		testutil.Eventually(t, 20*time.Second, "the forwarder ready", func() bool { return status(port, "/readyz") == http.StatusOK })
-		return p
-	}
+	n := newNode(t)
+	n.ep.Up.Store(true)
+	ep, fixed := n.ep, n.fixed
+	start := func() *testutil.Proc { p, _ := n.start(); return p }
 	const agents, spans = 4, 400
 	cur := start()
 	var (
@@ -284,19 +313,10 @@ func TestForwarderRolloutUnderLoad(t *testing.T) {
 // says it serves them, gives it all to the next: the agent's connection
 // and its trace go on.
 func TestRolloutSurvivesAFailedSuccessor(t *testing.T) {
-	ep := otlptest.New(t)
-	ep.Up.Store(true)
-	dir := testutil.SockDir(t)
-	fixed := filepath.Join(dir, "clh.sock_10240")
-	handover := filepath.Join(dir, "kata-trace-forwarder.sock")
-	start := func(port int) *testutil.Proc {
-		return testutil.Start(t, []string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "kata-trace-forwarder"),
-			"--from", "unix://"+fixed, "--to", "otlphttp://"+strings.TrimPrefix(ep.URL, "http://"),
-			"--handover-socket", handover, "--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", port))
-	}
-	oldPort := testutil.FreePort(t, "tcp")
-	old := start(oldPort)
-	old.WaitLog("msg=ready ")
+	n := newNode(t)
+	n.ep.Up.Store(true)
+	ep, fixed, start := n.ep, n.fixed, n.run
+	old, oldPort := n.start()
 	a := katatest.DialAgent(t, fixed)
 	frames := katatest.Frames(t, "json-otel017-api")
 	a.Send(frames[:3]...)
@@ -336,34 +356,19 @@ func TestRolloutSurvivesAFailedSuccessor(t *testing.T) {
 // one finds the agent's next frame, and only the frame the first one cut
 // is lost.
 func TestRolloutAfterASuccessorThatReadAndLeft(t *testing.T) {
-	ep := otlptest.New(t)
-	ep.Up.Store(true)
-	dir := testutil.SockDir(t)
-	fixed := filepath.Join(dir, "clh.sock_10240")
-	socket := filepath.Join(dir, "kata-trace-forwarder.sock")
-	start := func() (*testutil.Proc, int) {
-		port := testutil.FreePort(t, "tcp")
-		p := testutil.Start(t, []string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "kata-trace-forwarder"),
-			"--from", "unix://"+fixed, "--to", "otlphttp://"+strings.TrimPrefix(ep.URL, "http://"),
-			"--handover-socket", socket, "--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", port))
-		p.WaitLog("msg=ready ")
-		return p, port
-	}
-	old, oldPort := start()
-	a := katatest.DialAgent(t, fixed)
+	n := newNode(t)
+	n.ep.Up.Store(true)
+	old, oldPort := n.start()
+	a := katatest.DialAgent(t, n.fixed)
 	frames := katatest.Frames(t, "bincode-otel014-api")
 	a.Send(frames[:2]...)
-	testutil.Eventually(t, 10*time.Second, "2 spans", func() bool { got, _ := ep.Spans(); return got == 2 })
+	testutil.Eventually(t, 10*time.Second, "2 spans", func() bool { return n.spans() == 2 })
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	taken, err := handover.Take(ctx, socket, "kata-trace-forwarder")
-	if err != nil || taken == nil {
-		t.Fatalf("take: %v, %v", taken, err)
-	}
+	taken := n.take()
 	if code, body := readyz(t, oldPort); code != http.StatusOK {
 		t.Errorf("the old process's /readyz answers %d %q before its successor serves, want 200 (it holds everything)", code, body)
 	}
+	var err error
 	var agent net.Conn
 	for name, f := range taken.Files {
 		if strings.HasPrefix(name, "kt-m.") {
@@ -385,11 +390,11 @@ func TestRolloutAfterASuccessorThatReadAndLeft(t *testing.T) {
 	taken.Abandon()
 	old.WaitLog("a successor went away with everything")
 
-	next, _ := start()
+	next, _ := n.start()
 	next.WaitLog("took over from the process at the handover socket")
 	a.Write(frames[2][40:])
 	a.Send(frames[3:]...)
-	testutil.Eventually(t, 10*time.Second, "the frames after the cut one", func() bool { got, _ := ep.Spans(); return got == 2+len(frames[3:]) })
+	testutil.Eventually(t, 10*time.Second, "the frames after the cut one", func() bool { return n.spans() == 2+len(frames[3:]) })
 	a.Check()
 	next.WaitLog("connection taken up after a crash: looking for the next frame")
 }
@@ -400,31 +405,17 @@ func TestRolloutAfterASuccessorThatReadAndLeft(t *testing.T) {
 // kept sockets, and serves the agent again (same pid: the container goes
 // on); a later rollout hands over from it as from any.
 func TestRolloutOldServesAgainWithoutSuccessor(t *testing.T) {
-	ep := otlptest.New(t)
-	ep.Up.Store(true)
-	dir := testutil.SockDir(t)
-	fixed := filepath.Join(dir, "clh.sock_10240")
-	socket := filepath.Join(dir, "kata-trace-forwarder.sock")
-	start := func() *testutil.Proc {
-		p := testutil.Start(t, []string{"KATATRACE_TEST_AS_MAIN=1"}, bin(t, "kata-trace-forwarder"),
-			"--from", "unix://"+fixed, "--to", "otlphttp://"+strings.TrimPrefix(ep.URL, "http://"),
-			"--handover-socket", socket, "--handover-resume", "500ms",
-			"--metrics-listen", fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t, "tcp")))
-		p.WaitLog("msg=ready ")
-		return p
-	}
+	n := newNode(t)
+	n.ep.Up.Store(true)
+	ep, fixed := n.ep, n.fixed
+	start := func() *testutil.Proc { p, _ := n.start("--handover-resume", "500ms"); return p }
 	old := start()
 	a := katatest.DialAgent(t, fixed)
 	frames := katatest.Frames(t, "json-otel017-api")
 	a.Send(frames[:2]...)
 	testutil.Eventually(t, 10*time.Second, "2 spans", func() bool { got, _ := ep.Spans(); return got == 2 })
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	taken, err := handover.Take(ctx, socket, "kata-trace-forwarder")
-	if err != nil || taken == nil {
-		t.Fatalf("take: %v, %v", taken, err)
-	}
+	taken := n.take()
 	for _, f := range taken.Files {
 		f.Close()
 	}

@@ -347,6 +347,21 @@ func (p predecessor) adopt(log *slog.Logger, srv *hostrelay.Server, out sink.Sin
 	log.Info("took up what the previous process kept "+how, "connections", n, "held_batches", held)
 }
 
+// keepState writes st to a memfd kept in store as the state the next
+// process reads (replacing any), and says its size.
+func keepState(store keeper, st handoverState) (int, error) {
+	b, err := json.Marshal(st)
+	var f *os.File
+	if err == nil {
+		f, err = fdstore.WriteState(fdstore.StateName, b)
+	}
+	if err == nil {
+		err = store.KeepFile(fdstore.StateName, f)
+		_ = f.Close()
+	}
+	return len(b), err
+}
+
 // storeSuccessor is the next process, through a store: the connections
 // stay in the store, and their state and what the sink held go there in
 // a memfd.
@@ -366,15 +381,7 @@ func (s *storeSuccessor) HandingOver() { s.kl.handingOver.Store(true) }
 func (s *storeSuccessor) Keep(st hostrelay.State, held []sink.HeldBatch) error {
 	rc, store := s.rc, s.store
 	state := handoverState{Version: handoverVersion, Role: rc.Role, Server: st, Sink: s.to, Held: held}
-	b, merr := json.Marshal(state)
-	var f *os.File
-	if merr == nil {
-		f, merr = fdstore.WriteState(fdstore.StateName, b)
-	}
-	if merr == nil {
-		merr = store.KeepFile(fdstore.StateName, f)
-		_ = f.Close()
-	}
+	n, merr := keepState(store, state)
 	if merr != nil {
 		rc.Log.Error("the state for the next process could not be stored: it takes the connections up as after a crash, and what the sink held is lost",
 			"err", merr, "connections", len(st.Conns), "held_batches", len(state.Held))
@@ -391,6 +398,6 @@ func (s *storeSuccessor) Keep(st hostrelay.State, held []sink.HeldBatch) error {
 	}
 	rc.Log.Info("handed over to the next process ("+s.ends()+")", "connections", len(st.Conns),
 		"guests", strings.Join(names, ", "), "held_batches", len(state.Held),
-		"state_bytes", len(b), "store", size(store))
+		"state_bytes", n, "store", size(store))
 	return nil
 }
