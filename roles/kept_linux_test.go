@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestKept: what a process that executed itself anew finds in its
@@ -18,22 +20,35 @@ func TestKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	fd := strconv.Itoa(int(f.Fd()))
 	pid := strconv.Itoa(os.Getpid())
 	for _, tt := range []struct {
 		name, fds, pid, err string
 		n                   int
 	}{
 		{"none", "", "", "", 0},
-		{"another process's", `{"` + fd + `":"kt-m.1"}`, "1", "", 0},
-		{"one", `{"` + fd + `":"kt-m.1"}`, pid, "", 1},
+		{"another process's", `{"FD":"kt-m.1"}`, "1", "", 0},
+		{"one", `{"FD":"kt-m.1"}`, pid, "", 1},
 		{"not JSON", `kt-m.1`, pid, "KATATRACE_KEPT_FDS", 0},
 		{"stdin", `{"0":"kt-m.1"}`, pid, "not a kept socket's number", 0},
-		{"a number not in its form", `{"0` + fd + `":"kt-m.1"}`, pid, "not a kept socket's number", 0},
-		{"a name no store holds", `{"` + fd + `":"kt\tm"}`, pid, "not a store's name", 0},
+		{"a number not in its form", `{"0FD":"kt-m.1"}`, pid, "not a kept socket's number", 0},
+		{"a name no store holds", `{"FD":"kt\tm"}`, pid, "not a store's name", 0},
 		{"a closed descriptor", `{"999999":"kt-m.1"}`, pid, "bad file descriptor", 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			// A descriptor of the case's own, closed through what kept
+			// returns: an os.File left to the collector would close its
+			// number later, whatever holds it by then.
+			n, err := unix.Dup(int(f.Fd()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fd := strconv.Itoa(n)
+			defer func() {
+				if n >= 0 {
+					unix.Close(n)
+				}
+			}()
+			tt.fds = strings.ReplaceAll(tt.fds, "FD", fd)
 			t.Setenv(envKeptFDs, tt.fds)
 			t.Setenv(envKeptPID, tt.pid)
 			files, err := kept()
@@ -48,11 +63,12 @@ func TestKept(t *testing.T) {
 			if os.Getenv(envKeptFDs) != "" || os.Getenv(envKeptPID) != "" {
 				t.Error("the environment is left for children to inherit")
 			}
-			for _, f := range files {
-				// The test's own file: not closed through the copy.
-				if fmt.Sprint(f.Fd()) != fd {
-					t.Errorf("descriptor %d, want %s", f.Fd(), fd)
+			for _, kf := range files {
+				if fmt.Sprint(kf.Fd()) != fd {
+					t.Errorf("descriptor %d, want %s", kf.Fd(), fd)
 				}
+				kf.Close()
+				n = -1 // closed
 			}
 		})
 	}
