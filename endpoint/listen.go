@@ -219,6 +219,9 @@ func bindTemp(network, path string, bind func(name string) error) (string, error
 			name = randomName(max(room, 1))
 		}
 		name = filepath.Join(dir, name)
+		if name == path {
+			continue // a short room's name can be the path's own
+		}
 		if err = bind(name); err == nil {
 			return name, nil
 		}
