@@ -85,7 +85,7 @@ func (s *Store) KeepFile(name string, f *os.File) error {
 }
 
 func (s *Store) keep(name string, rc syscall.RawConn) error {
-	if err := checkName(name); err != nil {
+	if err := CheckName(name); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -133,7 +133,7 @@ func Remove(name string) error {
 }
 
 func remove(notify, name string) error {
-	if err := checkName(name); err != nil {
+	if err := CheckName(name); err != nil {
 		return err
 	}
 	if err := send(notify, "FDSTOREREMOVE=1\nFDNAME="+name, -1); err != nil {
@@ -142,8 +142,9 @@ func remove(notify, name string) error {
 	return nil
 }
 
-// checkName refuses what systemd would refuse as an FDNAME.
-func checkName(name string) error {
+// CheckName refuses what systemd would refuse as an FDNAME: the names a
+// host role keeps its sockets under, whichever store holds them.
+func CheckName(name string) error {
 	if name == "" || len(name) > 255 {
 		return fmt.Errorf("FDNAME %q: want 1 to 255 bytes", name)
 	}

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/katatrace/katatrace/fdstore"
 	"golang.org/x/sys/unix"
 )
 
@@ -417,7 +418,7 @@ func Take(ctx context.Context, path, role string) (*Taken, error) {
 			return fail(fmt.Errorf("more than %d descriptors", maxHanded))
 		}
 		for i, name := range m.Names {
-			err := checkName(name)
+			err := fdstore.CheckName(name)
 			if err == nil && t.Files[name] != nil {
 				err = fmt.Errorf("name %q sent twice", name)
 			}
@@ -428,19 +429,6 @@ func Take(ctx context.Context, path, role string) (*Taken, error) {
 			t.Files[name] = os.NewFile(uintptr(got[i]), name)
 		}
 	}
-}
-
-// checkName refuses a name a store would not hold.
-func checkName(name string) error {
-	if name == "" || len(name) > 255 {
-		return fmt.Errorf("name %q: want 1 to 255 bytes", name)
-	}
-	for i := range len(name) {
-		if c := name[i]; c < ' ' || c > '~' {
-			return fmt.Errorf("name %q: byte %#02x at %d is not printable ASCII", name, c, i)
-		}
-	}
-	return nil
 }
 
 func closeAll(fds []int) {

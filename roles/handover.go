@@ -46,8 +46,12 @@ const (
 	draining       // the stop began without one: it drains
 )
 
-// errSuccessor ends a host's run for a successor.
-var errSuccessor = errors.New("a successor takes over")
+var (
+	// errSuccessor ends a host's run for a successor.
+	errSuccessor = errors.New("a successor takes over")
+	// errStopping refuses a successor that asks as this process stops.
+	errStopping = errors.New("this process is stopping without a successor: start afresh once it is gone")
+)
 
 // ready is the host serving: what was taken is served from now on (the
 // predecessor lets its copies go), and a successor may ask at path (stop
@@ -58,14 +62,14 @@ func (h *handing) ready(rc *RunContext, path string, stop context.CancelCauseFun
 	}
 	o, err := handover.NewOffer(path, rc.Role, rc.Log, func() error {
 		if rc.Ctx.Err() != nil {
-			return errors.New("this process is stopping without a successor: start afresh once it is gone")
+			return errStopping
 		}
 		if h.state.CompareAndSwap(serving, asked) {
 			rc.Log.Info("handing over to the successor at the handover socket", "path", path)
 			stop(errSuccessor)
 		}
 		if h.state.Load() == draining {
-			return errors.New("this process is stopping without a successor: start afresh once it is gone")
+			return errStopping
 		}
 		return nil
 	})
@@ -93,6 +97,19 @@ func (h *handing) ready(rc *RunContext, path string, stop context.CancelCauseFun
 		rc.Log.Error("cannot wait at the handover socket: no next process can take over from this one, and this one's stop ends every guest's connection", "path", path, "err", err)
 	}
 	h.serves.Store(true)
+}
+
+// hold keeps a copy of each of files (a predecessor's, or this process's
+// own before it executed itself anew) in a new store, and sorts them
+// for the host (each file closed there).
+func (h *handing) hold(rc *RunContext, files map[string]*os.File) predecessor {
+	h.store = handover.NewStore()
+	for name, f := range files {
+		if err := h.store.KeepFile(name, f); err != nil {
+			rc.Log.Warn("a handed socket could not be kept for a next process", "name", name, "err", err)
+		}
+	}
+	return readPredecessor(rc, files, h.store)
 }
 
 // readiness is /readyz under --handover-socket: whether this process
@@ -270,7 +287,7 @@ func kept() (map[string]*os.File, error) {
 		case files[name] != nil:
 			err = errors.New("a name given twice")
 		default:
-			err = fdstoreName(name)
+			err = fdstore.CheckName(name)
 		}
 		if err == nil {
 			_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
@@ -284,13 +301,4 @@ func kept() (map[string]*os.File, error) {
 		files[name] = os.NewFile(uintptr(fd), name)
 	}
 	return files, nil
-}
-
-// fdstoreName refuses a name no store holds (printable ASCII, 1 to 255
-// bytes).
-func fdstoreName(name string) error {
-	if name == "" || len(name) > 255 || strings.IndexFunc(name, func(r rune) bool { return r < ' ' || r > '~' }) >= 0 {
-		return fmt.Errorf("%q is not a store's name", name)
-	}
-	return nil
 }

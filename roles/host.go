@@ -84,17 +84,13 @@ func checkHandoverSocket(p string) error {
 		return fmt.Errorf("%q: give an absolute path (both processes must find it)", p)
 	case filepath.Clean(p) != p || strings.HasSuffix(p, "/"):
 		return fmt.Errorf("%q: give the path in its clean form (%s)", p, filepath.Clean(p))
-	case len(p) > maxSocketPath:
-		return fmt.Errorf("%q: %d bytes, and a unix socket's path takes at most %d", p, len(p), maxSocketPath)
+	case len(p) > handover.MaxPath: // with room for the name it is bound under at first
+		return fmt.Errorf("%q: %d bytes, and a unix socket's path takes at most %d", p, len(p), handover.MaxPath)
 	case strings.ContainsRune(p, 0):
 		return fmt.Errorf("%q: a NUL byte", p)
 	}
 	return nil
 }
-
-// maxSocketPath is the longest path a handover socket binds to, with
-// room for the suffix it is bound under before its rename into place.
-const maxSocketPath = handover.MaxPath
 
 // checkFrom checks a host relay's --from; port is the role's vsock port,
 // for the name of a hybrid-vsock socket (PATH_PORT) in an error: a vsock

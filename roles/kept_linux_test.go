@@ -31,7 +31,7 @@ func TestKept(t *testing.T) {
 		{"not JSON", `kt-m.1`, pid, "KATATRACE_KEPT_FDS", 0},
 		{"stdin", `{"0":"kt-m.1"}`, pid, "not a kept socket's number", 0},
 		{"a number not in its form", `{"0FD":"kt-m.1"}`, pid, "not a kept socket's number", 0},
-		{"a name no store holds", `{"FD":"kt\tm"}`, pid, "not a store's name", 0},
+		{"a name no store holds", `{"FD":"kt\tm"}`, pid, "not printable ASCII", 0},
 		{"a closed descriptor", `{"999999":"kt-m.1"}`, pid, "bad file descriptor", 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

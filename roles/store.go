@@ -232,14 +232,8 @@ func takeOver(rc *RunContext, h *handing, path string, d time.Duration) (predece
 			return predecessor{}, err
 		}
 		// This process, executed anew: what it kept, no successor served.
-		h.store = handover.NewStore()
-		for name, f := range files {
-			if err := h.store.KeepFile(name, f); err != nil {
-				rc.Log.Warn("a kept socket could not be kept for a next process", "name", name, "err", err)
-			}
-		}
 		rc.Log.Info("serving again what this process kept: no successor served it", "descriptors", len(files))
-		return readPredecessor(rc, files, h.store), nil
+		return h.hold(rc, files), nil
 	}
 	ctx, cancel := context.WithTimeout(rc.Ctx, d)
 	defer cancel()
@@ -247,19 +241,14 @@ func takeOver(rc *RunContext, h *handing, path string, d time.Duration) (predece
 	if err != nil {
 		return predecessor{}, fmt.Errorf("--handover-socket %s: taking over from the process there: %w", path, err)
 	}
-	h.store = handover.NewStore()
 	if t == nil {
+		h.store = handover.NewStore()
 		rc.Log.Info("no process waits at the handover socket: starting afresh", "path", path)
 		return predecessor{}, nil
 	}
 	h.taken = t
-	for name, f := range t.Files {
-		if err := h.store.KeepFile(name, f); err != nil {
-			rc.Log.Warn("a handed socket could not be kept for a next process", "name", name, "err", err)
-		}
-	}
 	rc.Log.Info("took over from the process at the handover socket", "path", path, "pid", t.PID, "descriptors", len(t.Files))
-	return readPredecessor(rc, t.Files, h.store), nil
+	return h.hold(rc, t.Files), nil
 }
 
 // readPredecessor sorts what a predecessor left (files, by name; each
